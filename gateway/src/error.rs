@@ -1,0 +1,67 @@
+//! Gateway errors, and their one conversion into S3 errors (`From<GatewayError> for S3Error`).
+
+use s3s::{S3Error, S3ErrorCode};
+use thiserror::Error;
+
+#[derive(Debug, Error)]
+pub enum GatewayError {
+    #[error("the bucket does not exist")]
+    NoSuchBucket,
+    #[error("the key does not exist")]
+    NoSuchKey,
+    #[error("the bucket is not empty")]
+    BucketNotEmpty,
+    #[error("the bucket already exists and is yours")]
+    BucketAlreadyOwnedByYou,
+    #[error("the requested range is not satisfiable")]
+    InvalidRange,
+    #[error("Content-Length is required")]
+    MissingContentLength,
+    #[error("the body was {got} bytes but Content-Length said {declared}")]
+    IncompleteBody { declared: u64, got: u64 },
+    #[error("the object is larger than the {max}-byte limit of one PUT")]
+    EntityTooLarge { max: u64 },
+    #[error("Content-MD5 does not match the body")]
+    BadDigest,
+    #[error("invalid argument: {0}")]
+    InvalidArgument(String),
+    /// Not enough nodes answered to do the operation safely; the client may retry.
+    #[error("not enough storage nodes answered: {0}")]
+    Unavailable(String),
+    /// The object's data could not be read back (more than m shards lost).
+    #[error("object data unreadable: {0}")]
+    DataLoss(String),
+    #[error("the client's body stream failed: {0}")]
+    ClientBody(String),
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl From<GatewayError> for S3Error {
+    fn from(e: GatewayError) -> Self {
+        use GatewayError as G;
+        let code = match &e {
+            G::NoSuchBucket => S3ErrorCode::NoSuchBucket,
+            G::NoSuchKey => S3ErrorCode::NoSuchKey,
+            G::BucketNotEmpty => S3ErrorCode::BucketNotEmpty,
+            G::BucketAlreadyOwnedByYou => S3ErrorCode::BucketAlreadyOwnedByYou,
+            G::InvalidRange => S3ErrorCode::InvalidRange,
+            G::MissingContentLength => S3ErrorCode::MissingContentLength,
+            G::IncompleteBody { .. } => S3ErrorCode::IncompleteBody,
+            G::EntityTooLarge { .. } => S3ErrorCode::EntityTooLarge,
+            G::BadDigest => S3ErrorCode::BadDigest,
+            G::InvalidArgument(_) => S3ErrorCode::InvalidArgument,
+            G::Unavailable(_) => S3ErrorCode::ServiceUnavailable,
+            G::ClientBody(_) => S3ErrorCode::IncompleteBody,
+            G::DataLoss(_) | G::Internal(_) => S3ErrorCode::InternalError,
+        };
+        if matches!(e, G::Unavailable(_) | G::DataLoss(_) | G::Internal(_)) {
+            tracing::warn!(error = %e, "request failed");
+        }
+        let mut err = S3Error::with_message(code, e.to_string());
+        if matches!(e, G::InvalidRange) {
+            err.set_status_code(http::StatusCode::RANGE_NOT_SATISFIABLE);
+        }
+        err
+    }
+}

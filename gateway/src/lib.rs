@@ -1,0 +1,29 @@
+//! The Sillok S3 gateway.
+//!
+//! It speaks S3 through `s3s` (which parses requests and verifies SigV4) and
+//! turns each operation into calls on storage nodes:
+//!
+//! - `cluster`: the gateway's view of the cluster: the placement map, node
+//!   addresses, which nodes are suspect right now, and the node client;
+//! - `quorum`: manifests written to and read from a majority of a PG's replicas;
+//! - `write`: the PUT path: stream → stripes → MD5 + RS encode + blake3 → k+m
+//!   nodes in parallel, acknowledged only when the durability rule holds;
+//! - `read`: the GET path: data shards first, parity and reconstruction when a
+//!   shard is missing, slow, unreachable or corrupt;
+//! - `listing`: keys merged from every node's manifest store;
+//! - `buckets`: bucket records (kept as manifests until the Raft catalog lands);
+//! - `s3`: the `s3s::S3` implementation: the edge where errors become S3 errors;
+//! - `server`: the HTTP listener, health and Prometheus metrics.
+
+pub mod buckets;
+pub mod cluster;
+pub mod error;
+pub mod listing;
+pub mod metrics;
+pub mod quorum;
+pub mod read;
+pub mod s3;
+pub mod server;
+pub mod write;
+
+pub use server::{GatewayConfig, serve};

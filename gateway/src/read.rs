@@ -1,0 +1,254 @@
+//! The GET path: stream a byte range of an object out of its shards.
+//!
+//! Only the stripes that overlap the range are read. For each stripe the k data
+//! blocks are fetched first (systematic code: when they are all healthy, their
+//! bytes go out as they are, without decoding or copying). A shard that is
+//! missing, unreachable, slower than `block_deadline`, or whose block fails its
+//! blake3 check or has the wrong length is dropped for the rest of the read and
+//! a parity shard is opened in its place; missing data blocks are then rebuilt
+//! with the codec. Bad shards are logged as needing repair. Corrupt bytes are
+//! never sent: every block is verified before use.
+//!
+//! Back-pressure: the stripes are produced by a task into a 2-deep channel that
+//! the HTTP response drains, so a slow client holds at most a few stripes.
+
+use std::ops::Range;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures::{Stream, StreamExt};
+use sillok_placement::NodeId;
+use sillok_storage_node::api::ShardId;
+use sillok_storage_node::client::BlockStream;
+use sillok_storage_node::codec::Codec;
+use sillok_storage_node::manifest::{Body, Manifest, Sharded};
+use tokio::sync::mpsc;
+
+use crate::cluster::Cluster;
+use crate::error::GatewayError;
+
+#[derive(Debug, Clone, Copy)]
+pub struct ReadSettings {
+    /// A shard block that takes longer than this is given up on for parity.
+    pub block_deadline: Duration,
+}
+
+impl Default for ReadSettings {
+    fn default() -> Self {
+        ReadSettings { block_deadline: Duration::from_secs(2) }
+    }
+}
+
+pub type ByteStream = std::pin::Pin<Box<dyn Stream<Item = Result<Bytes, GatewayError>> + Send + Sync>>;
+
+/// The bytes `range` of the object (range must lie inside the object).
+pub fn read_range(cluster: &Arc<Cluster>, settings: ReadSettings, manifest: &Manifest, range: Range<u64>) -> ByteStream {
+    match &manifest.body {
+        Body::Inline { data } => {
+            let bytes = Bytes::copy_from_slice(&data[range.start as usize..range.end as usize]);
+            Box::pin(futures::stream::iter(if bytes.is_empty() { vec![] } else { vec![Ok(bytes)] }))
+        }
+        Body::Deleted => Box::pin(futures::stream::empty()),
+        Body::Sharded(s) => {
+            if range.is_empty() {
+                return Box::pin(futures::stream::empty());
+            }
+            let (tx, mut rx) = mpsc::channel(2);
+            let job = StripeReader::new(cluster.clone(), settings, s.clone(), manifest.size, &manifest.key);
+            tokio::spawn(async move {
+                let tx2 = tx.clone();
+                if let Err(e) = job.run(range, tx).await {
+                    let _ = tx2.send(Err(e)).await;
+                }
+            });
+            Box::pin(futures::stream::poll_fn(move |cx| rx.poll_recv(cx)))
+        }
+    }
+}
+
+struct ShardReader {
+    index: usize,
+    node: NodeId,
+    stream: BlockStream,
+}
+
+struct StripeReader {
+    cluster: Arc<Cluster>,
+    settings: ReadSettings,
+    s: Sharded,
+    size: u64,
+    key: String,
+    codec: Option<Codec>,
+    /// Where each shard index is, if it was stored.
+    locations: Vec<Option<NodeId>>,
+    /// Shards given up on during this read.
+    failed: Vec<bool>,
+}
+
+impl StripeReader {
+    fn new(cluster: Arc<Cluster>, settings: ReadSettings, s: Sharded, size: u64, key: &str) -> Self {
+        let width = s.k as usize + s.m as usize;
+        let mut locations = vec![None; width];
+        for loc in &s.shards {
+            if (loc.index as usize) < width {
+                locations[loc.index as usize] = Some(loc.node);
+            }
+        }
+        StripeReader { cluster, settings, s, size, key: key.to_string(), codec: None, locations, failed: vec![false; width] }
+    }
+
+    fn give_up(&mut self, index: usize, why: &str) {
+        if !self.failed[index] {
+            self.failed[index] = true;
+            tracing::warn!(object_id = %self.s.object_id, key = %self.key, shard = index, node = ?self.locations[index], why, "shard unusable; reading parity (needs repair)");
+        }
+    }
+
+    async fn open(&mut self, index: usize, blocks: Range<u32>) -> Option<ShardReader> {
+        let node = self.locations[index]?;
+        if self.failed[index] {
+            return None;
+        }
+        let addr = self.cluster.addr(node)?;
+        let id = ShardId { object_id: self.s.object_id.clone(), index: index as u8 };
+        let r = tokio::time::timeout(self.settings.block_deadline, self.cluster.client.get_shard(&addr, &id, blocks)).await;
+        match r {
+            Ok(Ok(stream)) => Some(ShardReader { index, node, stream }),
+            Ok(Err(e)) => {
+                self.cluster.note_error(node, &e);
+                self.give_up(index, &format!("open failed: {e}"));
+                None
+            }
+            Err(_) => {
+                self.give_up(index, "open timed out");
+                None
+            }
+        }
+    }
+
+    async fn run(mut self, range: Range<u64>, tx: mpsc::Sender<Result<Bytes, GatewayError>>) -> Result<(), GatewayError> {
+        let k = self.s.k as usize;
+        let width = k + self.s.m as usize;
+        let stripe_size = self.s.stripe_size();
+        let first = range.start / stripe_size;
+        let last = (range.end - 1) / stripe_size;
+        let block_range = first as u32..last as u32 + 1;
+
+        // Data shards first; a suspect node's shard is not even tried.
+        let mut readers: Vec<ShardReader> = Vec::with_capacity(width);
+        for i in 0..k {
+            if self.locations[i].is_some_and(|n| self.cluster.is_suspect(n)) {
+                self.give_up(i, "node suspect");
+                continue;
+            }
+            if let Some(r) = self.open(i, block_range.clone()).await {
+                readers.push(r);
+            } else if self.locations[i].is_none() {
+                self.give_up(i, "not stored");
+            }
+        }
+
+        for stripe in first..=last {
+            let stripe_start = stripe * stripe_size;
+            let stripe_len = (self.size - stripe_start).min(stripe_size) as usize;
+            let bl = stripe_len.div_ceil(k).max(1);
+            let mut blocks: Vec<Option<Bytes>> = vec![None; width];
+            loop {
+                // Next block from every reader, in parallel, each under the deadline.
+                let deadline = self.settings.block_deadline;
+                let pending = readers.iter_mut().filter(|r| blocks[r.index].is_none());
+                let results = futures::future::join_all(pending.map(|r| async move {
+                    let got = tokio::time::timeout(deadline, r.stream.next()).await;
+                    (r.index, r.node, got)
+                }))
+                .await;
+                let mut dead = Vec::new();
+                for (index, node, got) in results {
+                    match got {
+                        Ok(Some(Ok(frame))) if frame.data.len() == bl => blocks[index] = Some(frame.data),
+                        Ok(Some(Ok(frame))) => {
+                            dead.push((index, format!("block of {} bytes, expected {bl}", frame.data.len())))
+                        }
+                        Ok(Some(Err(e))) => {
+                            self.cluster.note_error(node, &e);
+                            dead.push((index, e.to_string()))
+                        }
+                        Ok(None) => dead.push((index, "shard ended early".into())),
+                        Err(_) => dead.push((index, "block deadline passed".into())),
+                    }
+                }
+                for (index, why) in dead {
+                    self.give_up(index, &why);
+                    readers.retain(|r| r.index != index);
+                }
+                let have = blocks.iter().filter(|b| b.is_some()).count();
+                if have >= k {
+                    break;
+                }
+                // Open replacements: parity first, then any shard not yet tried.
+                let in_use: Vec<usize> = readers.iter().map(|r| r.index).collect();
+                let mut opened = false;
+                let candidates: Vec<usize> = (k..width).chain(0..k).filter(|i| !in_use.contains(i) && blocks[*i].is_none()).collect();
+                let mut still_needed = k - have;
+                for i in candidates {
+                    if still_needed == 0 {
+                        break;
+                    }
+                    if let Some(r) = self.open(i, stripe as u32..last as u32 + 1).await {
+                        readers.push(r);
+                        opened = true;
+                        still_needed -= 1;
+                    }
+                }
+                // Every reader still in the list has delivered this stripe's block;
+                // if no new one could be opened, the stripe cannot be completed.
+                if !opened {
+                    return Err(GatewayError::DataLoss(format!(
+                        "stripe {stripe} of {}/{}: only {have} of the {k} shards needed are readable",
+                        self.s.object_id, self.key
+                    )));
+                }
+                // Readers that already delivered this stripe's block are not
+                // polled again for it; new ones start at `stripe`.
+            }
+            let data: Vec<Bytes> = if blocks[..k].iter().all(Option::is_some) {
+                blocks[..k].iter().map(|b| b.clone().expect("present")).collect()
+            } else {
+                self.reconstruct(blocks).await?
+            };
+            // Send the part of this stripe that the range covers.
+            let lo = range.start.max(stripe_start) - stripe_start;
+            let hi = range.end.min(stripe_start + stripe_len as u64) - stripe_start;
+            for (i, block) in data.into_iter().enumerate() {
+                let b_lo = (i * bl) as u64;
+                let b_hi = b_lo + bl as u64;
+                let (s, e) = (lo.max(b_lo), hi.min(b_hi));
+                if s < e && tx.send(Ok(block.slice((s - b_lo) as usize..(e - b_lo) as usize))).await.is_err() {
+                    return Ok(()); // the client went away
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn reconstruct(&mut self, blocks: Vec<Option<Bytes>>) -> Result<Vec<Bytes>, GatewayError> {
+        let k = self.s.k as usize;
+        let m = self.s.m as usize;
+        let codec = match &self.codec {
+            Some(c) => c.clone(),
+            None => {
+                let c = Codec::new(k, m).map_err(|e| GatewayError::Internal(e.to_string()))?;
+                self.codec = Some(c.clone());
+                c
+            }
+        };
+        tokio::task::spawn_blocking(move || {
+            let mut opt: Vec<Option<Vec<u8>>> = blocks.into_iter().map(|b| b.map(|b| b.to_vec())).collect();
+            codec.reconstruct_data(&mut opt).map_err(|e| GatewayError::DataLoss(e.to_string()))?;
+            Ok(opt.into_iter().take(k).map(|b| Bytes::from(b.expect("reconstructed"))).collect())
+        })
+        .await
+        .map_err(|e| GatewayError::Internal(e.to_string()))?
+    }
+}

@@ -1,0 +1,368 @@
+//! The PUT path: one pass over the body, in stripes, with bounded memory.
+//!
+//! body chunks → stripe buffer (k·block_size bytes) → on the blocking pool: MD5
+//! update, RS encode into k+m blocks, blake3 of each block → one bounded channel
+//! per shard (2 blocks deep) → `put_shard` streams to k+m nodes in parallel.
+//! Memory per request is about one stripe being filled, one being encoded, and
+//! two blocks per shard in flight: a few stripes, whatever the object size.
+//!
+//! Acknowledgement rule (ARCHITECTURE.md promise 1): with every site up, the
+//! shards fsynced on nodes must be such that removing any one site still leaves
+//! k of them. While a whole site is unreachable, that cannot hold; the PUT is
+//! then acknowledged only when all k+m shards are fsynced on the surviving
+//! sites (substitute nodes stand in for the lost site's slots, and the manifest
+//! records where each shard is). Then the manifest goes to a majority of its
+//! replicas (see `quorum`). Only then does the client get 200.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+
+use bytes::{Bytes, BytesMut};
+use futures::{Stream, StreamExt};
+use md5::{Digest, Md5};
+use sillok_placement::{NodeId, NodeState, PlacementMap};
+use sillok_storage_node::api::ShardId;
+use sillok_storage_node::client::ShardHeader;
+use sillok_storage_node::codec::{CODEC_ID, Codec};
+use sillok_storage_node::frame::Frame;
+use sillok_storage_node::manifest::{Body, Manifest, ShardLocation, Sharded, Version};
+use tokio::sync::mpsc;
+
+use crate::cluster::Cluster;
+use crate::error::GatewayError;
+use crate::quorum;
+
+#[derive(Debug, Clone, Copy)]
+pub struct WriteSettings {
+    /// Bytes per shard block; a stripe is k of them.
+    pub block_size: u32,
+    /// Bodies up to this size live inside the manifest.
+    pub inline_threshold: u64,
+    /// The largest single PUT accepted (S3: 5 GiB).
+    pub max_object_size: u64,
+}
+
+impl Default for WriteSettings {
+    fn default() -> Self {
+        WriteSettings { block_size: 256 << 10, inline_threshold: 64 << 10, max_object_size: 5 << 30 }
+    }
+}
+
+/// What the S3 layer knows about a PUT besides its body.
+#[derive(Debug, Clone, Default)]
+pub struct PutRequest {
+    pub bucket: String,
+    pub key: String,
+    pub content_length: u64,
+    /// Decoded Content-MD5, if the client sent one.
+    pub content_md5: Option<[u8; 16]>,
+    pub content_type: Option<String>,
+    pub headers: BTreeMap<String, String>,
+    pub user_metadata: BTreeMap<String, String>,
+}
+
+pub async fn put_object<S, E>(
+    cluster: &Arc<Cluster>,
+    settings: &WriteSettings,
+    req: PutRequest,
+    body: S,
+) -> Result<Manifest, GatewayError>
+where
+    S: Stream<Item = Result<Bytes, E>> + Send + Unpin,
+    E: std::fmt::Display,
+{
+    if req.content_length > settings.max_object_size {
+        return Err(GatewayError::EntityTooLarge { max: settings.max_object_size });
+    }
+    let version = Version::now();
+    let (body, md5) = if req.content_length <= settings.inline_threshold {
+        let (data, md5) = read_small(body, req.content_length).await?;
+        (Body::Inline { data }, md5)
+    } else {
+        write_shards(cluster, settings, &req, body).await?
+    };
+    if let Some(expected) = req.content_md5 {
+        if expected != md5 {
+            discard(cluster, &body);
+            return Err(GatewayError::BadDigest);
+        }
+    }
+    let manifest = Manifest {
+        bucket: req.bucket,
+        key: req.key,
+        version,
+        last_modified_ms: (version.nanos / 1_000_000) as i64,
+        size: req.content_length,
+        etag: hex::encode(md5),
+        content_type: req.content_type,
+        headers: req.headers,
+        user_metadata: req.user_metadata,
+        body,
+    };
+    if let Err(e) = quorum::write_manifest(cluster, &manifest).await {
+        discard(cluster, &manifest.body);
+        return Err(e);
+    }
+    Ok(manifest)
+}
+
+async fn read_small<S, E>(mut body: S, len: u64) -> Result<(Vec<u8>, [u8; 16]), GatewayError>
+where
+    S: Stream<Item = Result<Bytes, E>> + Send + Unpin,
+    E: std::fmt::Display,
+{
+    let mut data = Vec::with_capacity(len as usize);
+    while let Some(chunk) = body.next().await {
+        let chunk = chunk.map_err(|e| GatewayError::ClientBody(e.to_string()))?;
+        if data.len() as u64 + chunk.len() as u64 > len {
+            return Err(GatewayError::IncompleteBody { declared: len, got: data.len() as u64 + chunk.len() as u64 });
+        }
+        data.extend_from_slice(&chunk);
+    }
+    if data.len() as u64 != len {
+        return Err(GatewayError::IncompleteBody { declared: len, got: data.len() as u64 });
+    }
+    let md5: [u8; 16] = Md5::digest(&data).into();
+    Ok((data, md5))
+}
+
+/// Picks the node for each shard index: the slot's node unless it is suspect,
+/// then a substitute, preferring the same site, then the least-loaded up site.
+pub fn choose_targets(cluster: &Cluster, map: &PlacementMap, slots: &[NodeId]) -> Vec<NodeId> {
+    let mut targets: Vec<Option<NodeId>> = slots.iter().map(|&n| (!cluster.is_suspect(n)).then_some(n)).collect();
+    let site_of = |n: NodeId| map.topology.node(n).map(|x| x.site.clone()).unwrap_or_default();
+    for i in 0..slots.len() {
+        if targets[i].is_some() {
+            continue;
+        }
+        let home = site_of(slots[i]);
+        let usable: Vec<&sillok_placement::Node> = map
+            .topology
+            .nodes
+            .iter()
+            .filter(|n| n.state == NodeState::Up && !cluster.is_suspect(n.id))
+            .collect();
+        let load = |t: &[Option<NodeId>], n: NodeId| t.iter().filter(|x| **x == Some(n)).count();
+        let site_load = |t: &[Option<NodeId>], s: &str| t.iter().flatten().filter(|x| site_of(**x) == s).count();
+        // Distinct nodes first: same site, then any site (least loaded site first).
+        let pick = usable
+            .iter()
+            .filter(|n| load(&targets, n.id) == 0 && !slots.contains(&n.id))
+            .min_by_key(|n| (n.site != home, site_load(&targets, &n.site), n.id))
+            .or_else(|| {
+                usable.iter().min_by_key(|n| (load(&targets, n.id), site_load(&targets, &n.site), n.site != home, n.id))
+            })
+            .map(|n| n.id);
+        targets[i] = Some(pick.unwrap_or(slots[i]));
+    }
+    targets.into_iter().map(|t| t.expect("every slot got a target")).collect()
+}
+
+/// Whether a set of written shards meets the acknowledgement rule (see top).
+pub fn durable(map: &PlacementMap, k: usize, width: usize, written: &[ShardLocation], down_sites: &[String]) -> bool {
+    let site_of = |n: NodeId| map.topology.node(n).map(|x| x.site.as_str()).unwrap_or("");
+    if !down_sites.is_empty() {
+        return written.len() == width;
+    }
+    let sites: BTreeSet<&str> = map.topology.nodes.iter().filter(|n| n.state.holds_slots()).map(|n| n.site.as_str()).collect();
+    sites.iter().all(|s| written.iter().filter(|w| site_of(w.node) != *s).count() >= k)
+}
+
+async fn write_shards<S, E>(
+    cluster: &Arc<Cluster>,
+    settings: &WriteSettings,
+    req: &PutRequest,
+    mut body: S,
+) -> Result<(Body, [u8; 16]), GatewayError>
+where
+    S: Stream<Item = Result<Bytes, E>> + Send + Unpin,
+    E: std::fmt::Display,
+{
+    let map = cluster.map();
+    let (k, m) = (map.profile.k as usize, map.profile.m as usize);
+    let codec = Codec::new(k, m).map_err(|e| GatewayError::Internal(e.to_string()))?;
+    let stripe_size = k as u64 * u64::from(settings.block_size);
+    let stripes = req.content_length.div_ceil(stripe_size);
+    let blocks = u32::try_from(stripes).map_err(|_| GatewayError::EntityTooLarge { max: settings.max_object_size })?;
+    let pg = map.pg_of(&req.bucket, &req.key);
+    let targets = choose_targets(cluster, &map, map.slots(pg));
+    let object_id = ShardId::new_object_id();
+    let header = ShardHeader { codec: CODEC_ID.into(), k: k as u8, m: m as u8, block_size: settings.block_size, blocks };
+
+    let mut senders = Vec::with_capacity(k + m);
+    let mut uploads = Vec::with_capacity(k + m);
+    for (i, &node) in targets.iter().enumerate() {
+        let (tx, rx) = mpsc::channel::<Result<Frame, std::io::Error>>(2);
+        senders.push(Some(tx));
+        let cluster = cluster.clone();
+        let id = ShardId { object_id: object_id.clone(), index: i as u8 };
+        let header = header.clone();
+        uploads.push(tokio::spawn(async move {
+            let Some(addr) = cluster.addr(node) else { return (i, node, Err(format!("node {node} not in map"))) };
+            let stream = tokio_stream_from(rx);
+            let r = cluster.client.put_shard(&addr, &id, &header, stream).await;
+            cluster.note_result(node, &r);
+            (i, node, r.map(|_| ()).map_err(|e| e.to_string()))
+        }));
+    }
+
+    let abort_all = |senders: &mut Vec<Option<mpsc::Sender<Result<Frame, std::io::Error>>>>| {
+        for tx in senders.iter_mut().filter_map(Option::take) {
+            let _ = tx.try_send(Err(std::io::Error::other("upload aborted")));
+        }
+    };
+
+    let mut buf = BytesMut::with_capacity(stripe_size as usize);
+    let mut got: u64 = 0;
+    let result: Result<Md5, GatewayError> = async {
+        let mut md5 = Md5::new();
+        loop {
+            let chunk = match body.next().await {
+                Some(Ok(c)) => c,
+                Some(Err(e)) => return Err(GatewayError::ClientBody(e.to_string())),
+                None => break,
+            };
+            got += chunk.len() as u64;
+            if got > req.content_length {
+                return Err(GatewayError::IncompleteBody { declared: req.content_length, got });
+            }
+            let mut rest = chunk;
+            while !rest.is_empty() {
+                let take = rest.len().min(stripe_size as usize - buf.len());
+                buf.extend_from_slice(&rest.split_to(take));
+                if buf.len() as u64 == stripe_size {
+                    let stripe = buf.split().freeze();
+                    buf.reserve(stripe_size as usize);
+                    md5 = encode_and_send(&codec, md5, stripe, &mut senders).await?;
+                }
+            }
+        }
+        if got != req.content_length {
+            return Err(GatewayError::IncompleteBody { declared: req.content_length, got });
+        }
+        if !buf.is_empty() {
+            let stripe = buf.split().freeze();
+            md5 = encode_and_send(&codec, md5, stripe, &mut senders).await?;
+        }
+        Ok(md5)
+    }
+    .await;
+    let md5 = match result {
+        Ok(md5) => md5,
+        Err(e) => {
+            abort_all(&mut senders);
+            for u in &uploads {
+                u.abort();
+            }
+            delete_shards(cluster, &object_id, &targets);
+            return Err(e);
+        }
+    };
+    drop(senders); // ends every shard stream: nodes fsync and answer
+
+    let mut written = Vec::new();
+    let mut failures = Vec::new();
+    for u in uploads {
+        match u.await {
+            Ok((i, node, Ok(()))) => written.push(ShardLocation { index: i as u8, node }),
+            Ok((i, node, Err(e))) => failures.push(format!("shard {i} on {node}: {e}")),
+            Err(e) => failures.push(format!("upload task: {e}")),
+        }
+    }
+    written.sort_by_key(|w| w.index);
+    let down = cluster.down_sites();
+    if !durable(&map, k, k + m, &written, &down) {
+        delete_shards(cluster, &object_id, &targets);
+        return Err(GatewayError::Unavailable(format!(
+            "only {} of {} shards stored durably, not enough to survive a site loss: {}",
+            written.len(),
+            k + m,
+            failures.join("; ")
+        )));
+    }
+    if !failures.is_empty() {
+        tracing::warn!(object_id, failures = %failures.join("; "), "PUT acknowledged with missing shards (queued for repair)");
+    }
+    let sharded = Sharded {
+        object_id,
+        codec: CODEC_ID.into(),
+        k: k as u8,
+        m: m as u8,
+        block_size: settings.block_size,
+        epoch: map.epoch,
+        shards: written,
+    };
+    Ok((Body::Sharded(sharded), md5.finalize().into()))
+}
+
+/// MD5 and encoding on the blocking pool, then one block to each shard's
+/// channel. A shard whose upload already failed is skipped from then on.
+async fn encode_and_send(
+    codec: &Codec,
+    mut md5: Md5,
+    stripe: Bytes,
+    senders: &mut [Option<mpsc::Sender<Result<Frame, std::io::Error>>>],
+) -> Result<Md5, GatewayError> {
+    let codec = codec.clone();
+    let (md5, frames) = tokio::task::spawn_blocking(move || {
+        md5.update(&stripe);
+        let blocks = codec.encode(stripe)?;
+        Ok::<_, sillok_storage_node::codec::CodecError>((md5, blocks.into_iter().map(Frame::new).collect::<Vec<_>>()))
+    })
+    .await
+    .map_err(|e| GatewayError::Internal(e.to_string()))?
+    .map_err(|e| GatewayError::Internal(e.to_string()))?;
+    for (slot, frame) in senders.iter_mut().zip(frames) {
+        if let Some(tx) = slot {
+            if tx.send(Ok(frame)).await.is_err() {
+                *slot = None;
+            }
+        }
+    }
+    if senders.iter().all(Option::is_none) {
+        return Err(GatewayError::Unavailable("every shard upload failed".into()));
+    }
+    Ok(md5)
+}
+
+fn tokio_stream_from<T: Send + 'static>(mut rx: mpsc::Receiver<T>) -> impl Stream<Item = T> + Send + 'static {
+    futures::stream::poll_fn(move |cx| rx.poll_recv(cx))
+}
+
+/// Removes the shard files of an object version, in the background.
+pub fn delete_shards(cluster: &Arc<Cluster>, object_id: &str, nodes: &[NodeId]) {
+    let cluster = cluster.clone();
+    let object_id = object_id.to_string();
+    let nodes = nodes.to_vec();
+    tokio::spawn(async move {
+        for (i, node) in nodes.into_iter().enumerate() {
+            if let Some(addr) = cluster.addr(node) {
+                let id = ShardId { object_id: object_id.clone(), index: i as u8 };
+                if let Err(e) = cluster.client.delete_shard(&addr, &id).await {
+                    tracing::debug!(%node, shard = %id.file_name(), error = %e, "could not delete shard");
+                }
+            }
+        }
+    });
+}
+
+/// Drops the stored shards of a body that will not be acknowledged.
+pub fn discard(cluster: &Arc<Cluster>, body: &Body) {
+    if let Body::Sharded(s) = body {
+        let mut nodes = vec![NodeId(u32::MAX); s.k as usize + s.m as usize];
+        for loc in &s.shards {
+            nodes[loc.index as usize] = loc.node;
+        }
+        delete_shards(cluster, &s.object_id, &nodes);
+    }
+}
+
+/// Deletes the shards of a superseded version after `grace`, so that reads
+/// already streaming it can finish.
+pub fn retire_later(cluster: &Arc<Cluster>, old: Manifest, grace: std::time::Duration) {
+    let cluster = cluster.clone();
+    tokio::spawn(async move {
+        tokio::time::sleep(grace).await;
+        discard(&cluster, &old.body);
+    });
+}

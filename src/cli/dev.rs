@@ -1,0 +1,302 @@
+//! `sillok dev`: a whole cluster on loopback, every part its own process.
+//!
+//! Layout of the data directory (default `./sillok-dev`):
+//! - `cluster.json`: the cluster file every process reads (kept across runs, so
+//!   a restarted dev cluster keeps its data, ports and keys);
+//! - `cluster.env`: shell-sourceable S3 endpoint, region and keys;
+//! - `sites/<site>.pids`: the PIDs of that site's processes, one a line (a site
+//!   drill is `kill -9 $(cat sites/site-a.pids)`); `gateway.pid`;
+//! - `sites/<site>/node-<id>/`: each node's shards and metadata;
+//! - `logs/<process>.log`: each process's log.
+//!
+//! Children get SIGTERM if this process dies (PR_SET_PDEATHSIG), so a crashed
+//! test never leaves a cluster behind.
+
+use std::io::Write;
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use sillok_placement::{AccessKey, ClusterFile, EcProfile, Node, NodeId, NodeState, PlacementMap, Site, Topology};
+
+#[derive(clap::Args)]
+pub struct DevArgs {
+    /// Where the cluster keeps its files (created if missing, reused if present).
+    #[arg(long, default_value = "sillok-dev")]
+    pub data: PathBuf,
+    /// Number of sites (failure domains).
+    #[arg(long, default_value_t = 3)]
+    pub sites: usize,
+    /// Storage nodes per site.
+    #[arg(long, default_value_t = 2)]
+    pub nodes_per_site: usize,
+    /// Erasure-coding profile, K+M.
+    #[arg(long, default_value = "4+2")]
+    pub profile: EcProfile,
+    /// Number of placement groups.
+    #[arg(long, default_value_t = 1024)]
+    pub pgs: u32,
+    /// S3 port (default 9000, or a free port if 9000 is taken; 0: any free port).
+    #[arg(long)]
+    pub port: Option<u16>,
+    /// Extra arguments for the gateway process, e.g. `--gateway-arg=--block-size=65536`.
+    #[arg(long = "gateway-arg", allow_hyphen_values = true)]
+    pub gateway_args: Vec<String>,
+}
+
+struct Proc {
+    name: String,
+    child: Child,
+    exited: bool,
+}
+
+pub async fn run(a: DevArgs) -> anyhow::Result<()> {
+    std::fs::create_dir_all(a.data.join("logs")).with_context(|| format!("cannot create {}", a.data.display()))?;
+    let data = a.data.canonicalize()?;
+    let cluster_path = data.join("cluster.json");
+    let cluster = if cluster_path.exists() {
+        let c = ClusterFile::load(&cluster_path)?;
+        eprintln!("reusing the cluster in {}", data.display());
+        c
+    } else {
+        let c = new_cluster(&a)?;
+        c.save(&cluster_path)?;
+        c
+    };
+    let s3_addr = pick_gateway_addr(a.port)?;
+    let exe = std::env::current_exe().context("cannot find the sillok binary")?;
+
+    let mut procs: Vec<Proc> = Vec::new();
+    // Nodes first; the gateway once they listen, so its first health probe finds them.
+    let node_addrs: Vec<(String, SocketAddr)> =
+        cluster.map.topology.nodes.iter().filter_map(|n| Some((format!("node {}", n.id.0), n.addr.parse().ok()?))).collect();
+    let started = start_nodes(&exe, &data, &cluster, &cluster_path, &mut procs)
+        .and_then(|()| wait_listening(&node_addrs, &mut procs, &data))
+        .and_then(|()| start_gateway(&exe, &data, &cluster_path, s3_addr, &a.gateway_args, &mut procs))
+        .and_then(|()| wait_listening(&[("gateway".into(), s3_addr)], &mut procs, &data));
+    if let Err(e) = started {
+        stop_all(&mut procs);
+        return Err(e);
+    }
+
+    let key = &cluster.access_keys[0];
+    let endpoint = format!("http://{s3_addr}");
+    let env = format!(
+        "# written by `sillok dev`: source it with `. {}`\nexport S3_ENDPOINT={endpoint}\nexport AWS_ENDPOINT_URL={endpoint}\nexport AWS_REGION={}\nexport AWS_DEFAULT_REGION={}\nexport AWS_ACCESS_KEY_ID={}\nexport AWS_SECRET_ACCESS_KEY={}\n",
+        data.join("cluster.env").display(),
+        cluster.region,
+        cluster.region,
+        key.access_key_id,
+        key.secret_access_key
+    );
+    write_atomic(&data.join("cluster.env"), env.as_bytes())?;
+    let sites: Vec<String> = cluster.map.topology.sites.iter().map(|s| s.id.clone()).collect();
+    println!(
+        "Sillok dev cluster is up: {} sites x {} nodes, EC {}, {} placement groups\n  S3 endpoint: {endpoint}\n  region:      {}\n  access key:  {}\n  secret key:  {}\n  env file:    {}  (`. {}` sets AWS_* and S3_ENDPOINT)\n  site pids:   {}/sites/{{{}}}.pids\n  logs:        {}/logs/\nPress Ctrl-C to stop.",
+        sites.len(),
+        cluster.map.topology.nodes.len() / sites.len().max(1),
+        cluster.map.profile,
+        cluster.map.pg_count,
+        cluster.region,
+        key.access_key_id,
+        key.secret_access_key,
+        data.join("cluster.env").display(),
+        data.join("cluster.env").display(),
+        data.display(),
+        sites.join(","),
+        data.display(),
+    );
+    std::io::stdout().flush().ok();
+
+    let mut signal = std::pin::pin!(super::shutdown_signal());
+    let mut tick = tokio::time::interval(Duration::from_millis(500));
+    loop {
+        tokio::select! {
+            _ = &mut signal => break,
+            _ = tick.tick() => report_exits(&mut procs),
+        }
+    }
+    eprintln!("stopping the dev cluster...");
+    stop_all(&mut procs);
+    let _ = std::fs::remove_file(data.join("cluster.env"));
+    eprintln!("stopped");
+    Ok(())
+}
+
+fn random_hex(bytes: usize) -> String {
+    use rand::RngCore;
+    let mut b = vec![0u8; bytes];
+    rand::thread_rng().fill_bytes(&mut b);
+    hex::encode(b)
+}
+
+fn free_port() -> anyhow::Result<u16> {
+    Ok(TcpListener::bind("127.0.0.1:0").context("cannot find a free port")?.local_addr()?.port())
+}
+
+fn pick_gateway_addr(port: Option<u16>) -> anyhow::Result<SocketAddr> {
+    let port = match port {
+        Some(0) => free_port()?,
+        Some(p) => p,
+        None if TcpListener::bind("127.0.0.1:9000").is_ok() => 9000,
+        None => free_port()?,
+    };
+    Ok(SocketAddr::from(([127, 0, 0, 1], port)))
+}
+
+fn new_cluster(a: &DevArgs) -> anyhow::Result<ClusterFile> {
+    if a.sites == 0 || a.sites > 26 || a.nodes_per_site == 0 {
+        bail!("--sites must be 1 to 26 and --nodes-per-site at least 1");
+    }
+    let mut topology = Topology::default();
+    let mut id = 1;
+    for s in 0..a.sites {
+        let site = format!("site-{}", (b'a' + s as u8) as char);
+        topology.sites.push(Site { id: site.clone() });
+        for _ in 0..a.nodes_per_site {
+            topology.nodes.push(Node {
+                id: NodeId(id),
+                site: site.clone(),
+                addr: format!("127.0.0.1:{}", free_port()?),
+                weight: 1.0,
+                state: NodeState::Up,
+            });
+            id += 1;
+        }
+    }
+    let map = PlacementMap::new(topology, a.profile, a.pgs).context("cannot place the EC profile on this dev topology")?;
+    Ok(ClusterFile {
+        cluster_secret: random_hex(32),
+        region: "sillok-dev".into(),
+        access_keys: vec![AccessKey {
+            access_key_id: format!("SILLOK{}", random_hex(7).to_uppercase()),
+            secret_access_key: random_hex(20),
+        }],
+        map,
+    })
+}
+
+fn spawn(exe: &Path, args: &[String], log: &Path) -> anyhow::Result<Child> {
+    let out = std::fs::OpenOptions::new().create(true).append(true).open(log).with_context(|| format!("cannot open {}", log.display()))?;
+    let err = out.try_clone()?;
+    let mut cmd = Command::new(exe);
+    cmd.args(args).stdin(Stdio::null()).stdout(out).stderr(err);
+    // SAFETY: prctl is async-signal-safe and touches only the calling (child) process.
+    unsafe {
+        cmd.pre_exec(|| {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    cmd.spawn().with_context(|| format!("cannot start {} {}", exe.display(), args.join(" ")))
+}
+
+fn start_nodes(exe: &Path, data: &Path, cluster: &ClusterFile, cluster_path: &Path, procs: &mut Vec<Proc>) -> anyhow::Result<()> {
+    let cluster_arg = cluster_path.display().to_string();
+    std::fs::create_dir_all(data.join("sites"))?;
+    for site in &cluster.map.topology.sites {
+        let mut pids = String::new();
+        for node in cluster.map.topology.nodes_in(&site.id) {
+            let dir = data.join("sites").join(&site.id).join(format!("node-{}", node.id.0));
+            let args = vec![
+                "node".into(),
+                "--cluster".into(),
+                cluster_arg.clone(),
+                "--id".into(),
+                node.id.0.to_string(),
+                "--data".into(),
+                dir.display().to_string(),
+            ];
+            let name = format!("{}-node-{}", site.id, node.id.0);
+            let child = spawn(exe, &args, &data.join("logs").join(format!("{name}.log")))?;
+            pids.push_str(&format!("{}\n", child.id()));
+            procs.push(Proc { name, child, exited: false });
+        }
+        write_atomic(&data.join("sites").join(format!("{}.pids", site.id)), pids.as_bytes())?;
+    }
+    Ok(())
+}
+
+fn start_gateway(
+    exe: &Path,
+    data: &Path,
+    cluster_path: &Path,
+    s3_addr: SocketAddr,
+    gateway_args: &[String],
+    procs: &mut Vec<Proc>,
+) -> anyhow::Result<()> {
+    let cluster_arg = cluster_path.display().to_string();
+    let mut args = vec!["gateway".into(), "--cluster".into(), cluster_arg, "--listen".into(), s3_addr.to_string()];
+    args.extend(gateway_args.iter().cloned());
+    let child = spawn(exe, &args, &data.join("logs").join("gateway.log"))?;
+    write_atomic(&data.join("gateway.pid"), format!("{}\n", child.id()).as_bytes())?;
+    procs.push(Proc { name: "gateway".into(), child, exited: false });
+    Ok(())
+}
+
+fn wait_listening(addrs: &[(String, SocketAddr)], procs: &mut [Proc], data: &Path) -> anyhow::Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    for (name, addr) in addrs {
+        loop {
+            if TcpStream::connect_timeout(addr, Duration::from_millis(200)).is_ok() {
+                break;
+            }
+            for p in procs.iter_mut() {
+                if let Ok(Some(status)) = p.child.try_wait() {
+                    bail!("{} exited during start-up ({status}); see {}/logs/{}.log", p.name, data.display(), p.name);
+                }
+            }
+            if Instant::now() > deadline {
+                bail!("{name} is not listening on {addr} after 30 s; see the logs in {}/logs/", data.display());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+    Ok(())
+}
+
+fn report_exits(procs: &mut [Proc]) {
+    for p in procs.iter_mut().filter(|p| !p.exited) {
+        if let Ok(Some(status)) = p.child.try_wait() {
+            p.exited = true;
+            eprintln!("{} (pid {}) exited: {status}", p.name, p.child.id());
+        }
+    }
+}
+
+fn stop_all(procs: &mut [Proc]) {
+    for p in procs.iter_mut() {
+        if p.child.try_wait().ok().flatten().is_none() {
+            // SAFETY: kill(2) on a PID we spawned and have not reaped.
+            unsafe {
+                libc::kill(p.child.id() as i32, libc::SIGTERM);
+            }
+        }
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    for p in procs.iter_mut() {
+        loop {
+            match p.child.try_wait() {
+                Ok(Some(_)) | Err(_) => break,
+                Ok(None) if Instant::now() > deadline => {
+                    let _ = p.child.kill();
+                    let _ = p.child.wait();
+                    break;
+                }
+                Ok(None) => std::thread::sleep(Duration::from_millis(20)),
+            }
+        }
+    }
+}
+
+fn write_atomic(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, bytes).with_context(|| format!("cannot write {}", tmp.display()))?;
+    std::fs::rename(&tmp, path).with_context(|| format!("cannot write {}", path.display()))?;
+    Ok(())
+}

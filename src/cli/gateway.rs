@@ -1,0 +1,60 @@
+//! `sillok gateway`: serve S3 for the cluster file.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use sillok_gateway::read::ReadSettings;
+use sillok_gateway::write::WriteSettings;
+use sillok_gateway::{GatewayConfig, serve};
+use sillok_placement::ClusterFile;
+use sillok_storage_node::Timeouts;
+
+#[derive(clap::Args)]
+pub struct GatewayArgs {
+    /// The cluster file (map, keys, cluster secret).
+    #[arg(long)]
+    pub cluster: PathBuf,
+    /// Address to serve S3 on.
+    #[arg(long, default_value = "127.0.0.1:9000")]
+    pub listen: std::net::SocketAddr,
+    /// Bytes per shard block (a stripe is k blocks).
+    #[arg(long, default_value_t = 256 * 1024)]
+    pub block_size: u32,
+    /// Objects up to this many bytes are kept inside their manifest.
+    #[arg(long, default_value_t = 64 * 1024)]
+    pub inline_threshold: u64,
+    /// A shard block slower than this (ms) is replaced by parity.
+    #[arg(long, default_value_t = 2000)]
+    pub read_deadline_ms: u64,
+    /// Deadline (ms) for connecting to a node.
+    #[arg(long, default_value_t = 500)]
+    pub connect_timeout_ms: u64,
+    /// Deadline (ms) for a node's response head, and for quiet gaps in a body.
+    #[arg(long, default_value_t = 5000)]
+    pub node_timeout_ms: u64,
+    /// How often (ms) every node's health is probed.
+    #[arg(long, default_value_t = 500)]
+    pub probe_interval_ms: u64,
+}
+
+pub async fn run(a: GatewayArgs) -> anyhow::Result<()> {
+    let cluster = ClusterFile::load(&a.cluster)?;
+    if a.block_size == 0 || a.block_size as usize > sillok_storage_node::frame::MAX_BLOCK_LEN {
+        bail!("--block-size must be between 1 and {} bytes", sillok_storage_node::frame::MAX_BLOCK_LEN);
+    }
+    let config = GatewayConfig {
+        listen: a.listen,
+        cluster,
+        write: WriteSettings { block_size: a.block_size, inline_threshold: a.inline_threshold, ..Default::default() },
+        read: ReadSettings { block_deadline: Duration::from_millis(a.read_deadline_ms) },
+        node_timeouts: Timeouts {
+            connect: Duration::from_millis(a.connect_timeout_ms),
+            response: Duration::from_millis(a.node_timeout_ms),
+            idle: Duration::from_millis(a.node_timeout_ms),
+        },
+        probe_interval: Duration::from_millis(a.probe_interval_ms),
+    };
+    serve(config, super::shutdown_signal()).await.with_context(|| format!("cannot serve S3 on {}", a.listen))?;
+    Ok(())
+}

@@ -1,0 +1,59 @@
+//! `sillok`: one binary for every role, a thin CLI over the crates.
+//!
+//! - `sillok node`: a storage node (storage-node crate)
+//! - `sillok gateway`: the S3 endpoint (gateway crate)
+//! - `sillok dev`: a whole 3-site cluster on loopback, as separate processes
+
+mod cli;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "sillok", version, about = "Sillok: an S3-compatible object store that survives the loss of a site")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run a storage node.
+    Node(cli::node::NodeArgs),
+    /// Run an S3 gateway.
+    Gateway(cli::gateway::GatewayArgs),
+    /// Start a 3-site cluster on loopback (3 sites x 2 nodes + 1 gateway) and
+    /// print its S3 endpoint and keys. Stops everything on Ctrl-C or SIGTERM.
+    Dev(cli::dev::DevArgs),
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("SILLOK_LOG").unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("sillok: cannot start the async runtime: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        match cli.command {
+            Command::Node(a) => cli::node::run(a).await,
+            Command::Gateway(a) => cli::gateway::run(a).await,
+            Command::Dev(a) => cli::dev::run(a).await,
+        }
+    });
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("sillok: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

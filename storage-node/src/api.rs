@@ -1,0 +1,139 @@
+//! The node's internal HTTP API: routes and the JSON bodies they carry.
+//! Every request is signed with the cluster secret (see `auth`); the node
+//! answers 403 to anything unsigned or badly signed and changes nothing.
+//!
+//! | route | what |
+//! |---|---|
+//! | `PUT  /v1/shards/{object_id}/{index}` | body: frames; headers `x-sillok-block-size`, `x-sillok-blocks`, `x-sillok-codec`, `x-sillok-k`, `x-sillok-m`; stored only when complete and fsynced → [`ShardInfo`] |
+//! | `GET  /v1/shards/{object_id}/{index}?from=A&to=B` | blocks A..B (B exclusive; absent: to the end) as frames; each block verified before it is sent |
+//! | `HEAD /v1/shards/{object_id}/{index}` | 200 with `x-sillok-blocks`, `x-sillok-block-size`, `content-length` (shard bytes), or 404 |
+//! | `DELETE /v1/shards/{object_id}/{index}` | 204 (also when absent) |
+//! | `GET  /v1/shards?after=NAME&limit=N` | [`ShardList`] |
+//! | `POST /v1/manifests/put` | body [`Manifest`] → [`PutManifestReply`] (kept only if newer) |
+//! | `POST /v1/manifests/get` | body [`GetManifest`] → [`Manifest`] or 404 |
+//! | `POST /v1/manifests/list` | body [`ListManifests`] → [`ManifestList`] |
+//! | `GET  /v1/health` | 200 `{"node": id}` |
+//!
+//! Details the table leaves out (see `server` for the rest):
+//! - Errors are small JSON bodies `{"error": code, "message": text}` with 400
+//!   (bad input), 403 (auth), 404 (absent), 409 (a block or shard failed its
+//!   check: corrupt), 413 (JSON body over 8 MiB), 500 (I/O or store failure).
+//! - A shard GET answers 200 with [`H_FRAMES`] (how many frames the body
+//!   holds), [`H_BLOCKS`], [`H_BLOCK_SIZE`] and [`H_DATA_LEN`] of the whole
+//!   shard. The first block is verified before the head is sent (a corrupt one
+//!   is a 409). If a later block fails its check, the node ends the body
+//!   *cleanly* after the good blocks before it: a body with fewer frames than
+//!   [`H_FRAMES`] that ends without a transport error means "block
+//!   `from + frames received` is corrupt on this node". A transport error
+//!   (connection reset) means an I/O failure.
+//! - `from` beyond the shard's block count, or `to < from`, is a 400.
+
+use serde::{Deserialize, Serialize};
+
+use crate::manifest::{Manifest, Version};
+
+pub const H_BLOCK_SIZE: &str = "x-sillok-block-size";
+pub const H_BLOCKS: &str = "x-sillok-blocks";
+pub const H_CODEC: &str = "x-sillok-codec";
+pub const H_K: &str = "x-sillok-k";
+pub const H_M: &str = "x-sillok-m";
+/// Shard GET/HEAD responses: the sum of the shard's block lengths.
+pub const H_DATA_LEN: &str = "x-sillok-data-len";
+/// Shard GET responses: how many frames this body carries.
+pub const H_FRAMES: &str = "x-sillok-frames";
+
+/// Names one shard file: shard `index` of object version `object_id`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct ShardId {
+    /// 32 lowercase hex characters.
+    pub object_id: String,
+    pub index: u8,
+}
+
+impl ShardId {
+    /// Object ids are 32 lowercase hex digits; anything else is refused, which
+    /// also keeps ids from ever naming a path outside the shard directory.
+    pub fn is_valid_object_id(s: &str) -> bool {
+        s.len() == 32 && s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    }
+
+    pub fn new_object_id() -> String {
+        format!("{:016x}{:016x}", crate::manifest::rand_u64(), crate::manifest::rand_u64())
+    }
+
+    pub fn file_name(&self) -> String {
+        format!("{}.{}", self.object_id, self.index)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ShardInfo {
+    pub id: ShardId,
+    pub blocks: u32,
+    pub block_size: u32,
+    /// Sum of the blocks' data lengths.
+    pub data_len: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ShardList {
+    pub shards: Vec<ShardInfo>,
+    pub truncated: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PutManifestReply {
+    /// True if this version is now the node's newest for the key.
+    pub stored: bool,
+    /// The node's newest version after the call.
+    pub current: Version,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GetManifest {
+    pub bucket: String,
+    pub key: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ListManifests {
+    pub bucket: String,
+    #[serde(default)]
+    pub prefix: String,
+    /// Only keys strictly greater than this.
+    #[serde(default)]
+    pub start_after: Option<String>,
+    pub limit: u32,
+}
+
+/// One key's newest version on this node. Tombstones are included (`deleted`),
+/// so the gateway can merge nodes' answers correctly.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ListEntry {
+    pub key: String,
+    pub version: Version,
+    pub deleted: bool,
+    pub size: u64,
+    pub etag: String,
+    pub last_modified_ms: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ManifestList {
+    pub entries: Vec<ListEntry>,
+    /// More keys may follow the last entry.
+    pub truncated: bool,
+}
+
+impl From<&Manifest> for ListEntry {
+    fn from(m: &Manifest) -> Self {
+        ListEntry {
+            key: m.key.clone(),
+            version: m.version,
+            deleted: m.is_deleted(),
+            size: m.size,
+            etag: m.etag.clone(),
+            last_modified_ms: m.last_modified_ms,
+        }
+    }
+}

@@ -1,0 +1,544 @@
+//! The client every other part uses to reach a storage node: signs each request
+//! with the cluster secret, sets TCP_NODELAY, and bounds every call by a
+//! deadline (connect, response head, and idle time between body chunks are
+//! separate), so a hung node costs hundreds of milliseconds, not minutes.
+//!
+//! Owns: the HTTP/1.1 connection pool to nodes (hyper-util's legacy client
+//! over an `HttpConnector`), and the client half of the wire contract in `api`.
+//!
+//! Invariants:
+//! - Every request is signed (`auth`): JSON and empty bodies by their SHA-256,
+//!   shard uploads as `UNSIGNED-PAYLOAD` (their frames carry blake3 hashes).
+//! - Deadlines: TCP connect ≤ `connect`; the response head ≤ `connect +
+//!   response` after sending (for a shard upload: ≤ `response` after the last
+//!   body byte was handed to the connection); while a body streams either way,
+//!   no gap longer than `idle` (for uploads, a gap is time the connection does
+//!   not take the next chunk, i.e. the node not reading; time the caller's
+//!   stream takes to produce a block does not count). A passed deadline is
+//!   `NodeError::Timeout`.
+//! - Shard uploads send each frame's 36-byte header and then its data `Bytes`
+//!   as is (no copy). An `Err` from the caller's stream aborts the request
+//!   mid-body (no final chunk), so the node stores nothing.
+//! - Frames handed out by [`NodeClient::get_shard`] have had their blake3 hash
+//!   checked here; a block that fails (here or on the node) is
+//!   `NodeError::Corrupt`, never data.
+
+use std::ops::Range;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+use futures::Stream;
+use http::{HeaderValue, Method, Request, Response, StatusCode};
+use http_body::Body as HttpBody;
+use http_body_util::BodyExt;
+use http_body_util::combinators::UnsyncBoxBody;
+use hyper::body::Incoming;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
+
+use crate::api::{self, GetManifest, ListManifests, ManifestList, PutManifestReply, ShardId, ShardInfo, ShardList};
+use crate::auth::{Payload, Signer};
+use crate::error::NodeError;
+use crate::frame::{Frame, FrameDecoder, FrameError};
+use crate::manifest::Manifest;
+
+#[derive(Debug, Clone, Copy)]
+pub struct Timeouts {
+    pub connect: Duration,
+    /// From sending the request head to receiving the response head (for PUT
+    /// shard: from the end of the body).
+    pub response: Duration,
+    /// Longest quiet gap while streaming a body either way.
+    pub idle: Duration,
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Timeouts { connect: Duration::from_millis(500), response: Duration::from_secs(5), idle: Duration::from_secs(5) }
+    }
+}
+
+/// What a shard PUT declares about the shard it sends.
+#[derive(Debug, Clone)]
+pub struct ShardHeader {
+    pub codec: String,
+    pub k: u8,
+    pub m: u8,
+    pub block_size: u32,
+    /// Exactly this many frames follow; fewer or more and nothing is stored.
+    pub blocks: u32,
+}
+
+/// Verified blocks of one shard, in order.
+pub type BlockStream = std::pin::Pin<Box<dyn Stream<Item = Result<Frame, NodeError>> + Send>>;
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+type ReqBody = UnsyncBoxBody<Bytes, BoxError>;
+
+/// Largest JSON response body the client accepts.
+const MAX_JSON_RESPONSE: usize = 64 << 20;
+/// Largest error body kept for a message.
+const MAX_ERROR_BODY: usize = 16 << 10;
+
+#[derive(Clone)]
+pub struct NodeClient {
+    signer: Signer,
+    timeouts: Timeouts,
+    http: Client<HttpConnector, ReqBody>,
+}
+
+impl std::fmt::Debug for NodeClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NodeClient").field("timeouts", &self.timeouts).finish_non_exhaustive()
+    }
+}
+
+fn empty_body() -> ReqBody {
+    http_body_util::Empty::new().map_err(|never| match never {}).boxed_unsync()
+}
+
+fn full_body(b: Bytes) -> ReqBody {
+    http_body_util::Full::new(b).map_err(|never| match never {}).boxed_unsync()
+}
+
+/// `host:port` from an address that may carry a scheme or a trailing slash.
+fn authority(addr: &str) -> &str {
+    let a = addr.strip_prefix("http://").unwrap_or(addr);
+    a.trim_end_matches('/')
+}
+
+fn percent_encode(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+fn shard_path(id: &ShardId) -> Result<String, NodeError> {
+    if !ShardId::is_valid_object_id(&id.object_id) {
+        return Err(NodeError::BadRequest("object id must be 32 lowercase hex digits".into()));
+    }
+    Ok(format!("/v1/shards/{}/{}", id.object_id, id.index))
+}
+
+/// Classifies a hyper-util client error.
+fn transport_error(addr: &str, e: hyper_util::client::legacy::Error) -> NodeError {
+    let mut reason = e.to_string();
+    let mut timed_out = false;
+    let mut src: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(&e);
+    while let Some(s) = src {
+        reason.push_str(": ");
+        reason.push_str(&s.to_string());
+        if let Some(io) = s.downcast_ref::<std::io::Error>() {
+            timed_out |= io.kind() == std::io::ErrorKind::TimedOut;
+        }
+        src = s.source();
+    }
+    if e.is_connect() && timed_out {
+        NodeError::Timeout { addr: addr.to_string(), what: "connect" }
+    } else {
+        NodeError::Unreachable { addr: addr.to_string(), reason }
+    }
+}
+
+/// Reads a whole (small) body, each chunk within `idle`, at most `limit` bytes.
+async fn read_body(addr: &str, mut body: Incoming, idle: Duration, limit: usize) -> Result<Bytes, NodeError> {
+    let mut buf = BytesMut::new();
+    loop {
+        match tokio::time::timeout(idle, body.frame()).await {
+            Err(_) => return Err(NodeError::Timeout { addr: addr.to_string(), what: "idle while reading a response body" }),
+            Ok(None) => return Ok(buf.freeze()),
+            Ok(Some(Err(e))) => return Err(NodeError::Unreachable { addr: addr.to_string(), reason: format!("response body broke off: {e}") }),
+            Ok(Some(Ok(frame))) => {
+                if let Ok(data) = frame.into_data() {
+                    if buf.len() + data.len() > limit {
+                        return Err(NodeError::Status {
+                            addr: addr.to_string(),
+                            status: 200,
+                            body: format!("response body larger than {limit} bytes"),
+                        });
+                    }
+                    buf.extend_from_slice(&data);
+                }
+            }
+        }
+    }
+}
+
+/// Turns a non-success response into the matching error.
+async fn status_error(addr: &str, resp: Response<Incoming>, idle: Duration) -> NodeError {
+    let status = resp.status();
+    let body = read_body(addr, resp.into_body(), idle, MAX_ERROR_BODY).await.unwrap_or_default();
+    let message = serde_json::from_slice::<serde_json::Value>(&body)
+        .ok()
+        .and_then(|v| v.get("message").and_then(|m| m.as_str()).map(String::from))
+        .unwrap_or_else(|| String::from_utf8_lossy(&body).into_owned());
+    let message = if message.is_empty() { status.canonical_reason().unwrap_or("").to_string() } else { message };
+    match status {
+        StatusCode::BAD_REQUEST | StatusCode::PAYLOAD_TOO_LARGE => NodeError::BadRequest(message),
+        StatusCode::FORBIDDEN => NodeError::Forbidden(message),
+        StatusCode::NOT_FOUND => NodeError::NotFound,
+        StatusCode::CONFLICT => NodeError::Corrupt(message),
+        _ => NodeError::Status { addr: addr.to_string(), status: status.as_u16(), body: message },
+    }
+}
+
+fn header_u<T: std::str::FromStr>(addr: &str, resp: &Response<Incoming>, name: &'static str) -> Result<T, NodeError> {
+    resp.headers()
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok())
+        .ok_or_else(|| NodeError::Status { addr: addr.to_string(), status: resp.status().as_u16(), body: format!("missing or bad header {name}") })
+}
+
+impl NodeClient {
+    pub fn new(cluster_secret: &str, timeouts: Timeouts) -> Self {
+        let mut conn = HttpConnector::new();
+        conn.set_nodelay(true);
+        conn.set_connect_timeout(Some(timeouts.connect));
+        conn.enforce_http(true);
+        let http = Client::builder(TokioExecutor::new())
+            .pool_timer(TokioTimer::new())
+            .pool_idle_timeout(Duration::from_secs(30))
+            .pool_max_idle_per_host(64)
+            .build(conn);
+        NodeClient { signer: Signer::new(cluster_secret), timeouts, http }
+    }
+
+    pub fn timeouts(&self) -> Timeouts {
+        self.timeouts
+    }
+
+    /// A signed request to `addr`.
+    fn request(&self, addr: &str, method: Method, pq: &str, payload: Payload<'_>, body: ReqBody) -> Result<Request<ReqBody>, NodeError> {
+        let host = authority(addr);
+        let mut req = Request::builder()
+            .method(method)
+            .uri(format!("http://{host}{pq}"))
+            .body(body)
+            .map_err(|e| NodeError::BadRequest(format!("bad node address {addr:?}: {e}")))?;
+        self.signer.sign_request(&mut req, payload).map_err(|e| NodeError::Other(e.to_string()))?;
+        Ok(req)
+    }
+
+    /// Sends `req` and waits for the response head (connect + response).
+    async fn send(&self, addr: &str, req: Request<ReqBody>) -> Result<Response<Incoming>, NodeError> {
+        let deadline = self.timeouts.connect + self.timeouts.response;
+        match tokio::time::timeout(deadline, self.http.request(req)).await {
+            Err(_) => Err(NodeError::Timeout { addr: addr.to_string(), what: "response" }),
+            Ok(Err(e)) => Err(transport_error(addr, e)),
+            Ok(Ok(resp)) => Ok(resp),
+        }
+    }
+
+    /// A request with a small body (or none), expecting a JSON answer.
+    async fn call_json<T: serde::de::DeserializeOwned>(
+        &self,
+        addr: &str,
+        method: Method,
+        pq: &str,
+        body: Option<Vec<u8>>,
+    ) -> Result<T, NodeError> {
+        let resp = self.call(addr, method, pq, body).await?;
+        let bytes = read_body(addr, resp.into_body(), self.timeouts.idle, MAX_JSON_RESPONSE).await?;
+        serde_json::from_slice(&bytes).map_err(|e| NodeError::Status { addr: addr.to_string(), status: 200, body: format!("bad JSON from node: {e}") })
+    }
+
+    /// A request with a small body (or none); non-success statuses are errors.
+    async fn call(&self, addr: &str, method: Method, pq: &str, body: Option<Vec<u8>>) -> Result<Response<Incoming>, NodeError> {
+        let body = Bytes::from(body.unwrap_or_default());
+        let req = self.request(addr, method, pq, Payload::Bytes(&body), if body.is_empty() { empty_body() } else { full_body(body.clone()) })?;
+        let resp = self.send(addr, req).await?;
+        if resp.status().is_success() { Ok(resp) } else { Err(status_error(addr, resp, self.timeouts.idle).await) }
+    }
+
+    /// Streams `blocks` into shard `id` on the node at `addr`. Returns once the
+    /// node has fsynced the file and its directory. An `Err` item in `blocks`
+    /// aborts the upload and nothing is stored.
+    pub async fn put_shard<S>(&self, addr: &str, id: &ShardId, header: &ShardHeader, blocks: S) -> Result<ShardInfo, NodeError>
+    where
+        S: Stream<Item = Result<Frame, std::io::Error>> + Send + 'static,
+    {
+        let path = shard_path(id)?;
+        let watch = Arc::new(Mutex::new(UploadWatch::default()));
+        let body = UploadBody { frames: Box::pin(blocks), pending: None, watch: watch.clone() };
+        let mut req = self.request(addr, Method::PUT, &path, Payload::Unsigned, body.boxed_unsync())?;
+        let h = req.headers_mut();
+        let hv = |s: String| HeaderValue::from_str(&s).map_err(|_| NodeError::BadRequest("bad shard header value".into()));
+        h.insert(api::H_CODEC, hv(header.codec.clone())?);
+        h.insert(api::H_K, HeaderValue::from(u16::from(header.k)));
+        h.insert(api::H_M, HeaderValue::from(u16::from(header.m)));
+        h.insert(api::H_BLOCK_SIZE, HeaderValue::from(header.block_size));
+        h.insert(api::H_BLOCKS, HeaderValue::from(header.blocks));
+        h.insert(http::header::CONTENT_TYPE, HeaderValue::from_static("application/octet-stream"));
+
+        let t = self.timeouts;
+        let started = Instant::now();
+        let fut = self.http.request(req);
+        tokio::pin!(fut);
+        let tick = (t.idle.min(t.response) / 4).clamp(Duration::from_millis(5), Duration::from_millis(250));
+        let mut ticker = tokio::time::interval(tick);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let result = loop {
+            tokio::select! {
+                r = &mut fut => break r,
+                _ = ticker.tick() => {
+                    let w = watch.lock().expect("upload watch");
+                    if w.caller_error.is_some() {
+                        // hyper is aborting the request; its answer follows.
+                        continue;
+                    }
+                    if let Some(since) = w.handed_out {
+                        if since.elapsed() > t.idle {
+                            return Err(NodeError::Timeout { addr: addr.to_string(), what: "idle while sending a shard (node not reading)" });
+                        }
+                    } else if let Some(ended) = w.ended {
+                        if ended.elapsed() > t.response {
+                            return Err(NodeError::Timeout { addr: addr.to_string(), what: "response" });
+                        }
+                    } else if !w.started && started.elapsed() > t.connect + t.response {
+                        return Err(NodeError::Timeout { addr: addr.to_string(), what: "response" });
+                    }
+                }
+            }
+        };
+        if let Some(e) = watch.lock().expect("upload watch").caller_error.take() {
+            return Err(NodeError::Io(e));
+        }
+        let resp = result.map_err(|e| transport_error(addr, e))?;
+        if !resp.status().is_success() {
+            return Err(status_error(addr, resp, t.idle).await);
+        }
+        let bytes = read_body(addr, resp.into_body(), t.idle, MAX_JSON_RESPONSE).await?;
+        let info: ShardInfo = serde_json::from_slice(&bytes)
+            .map_err(|e| NodeError::Status { addr: addr.to_string(), status: 200, body: format!("bad JSON from node: {e}") })?;
+        if info.id != *id || info.blocks != header.blocks {
+            return Err(NodeError::Status { addr: addr.to_string(), status: 200, body: "node acknowledged a different shard".into() });
+        }
+        Ok(info)
+    }
+
+    /// Blocks `range` of shard `id` (end clamped to the shard's length),
+    /// verified against their blake3 hashes. `NodeError::NotFound` if absent.
+    pub async fn get_shard(&self, addr: &str, id: &ShardId, range: Range<u32>) -> Result<BlockStream, NodeError> {
+        if range.end < range.start {
+            return Err(NodeError::BadRequest("range end before its start".into()));
+        }
+        let pq = format!("{}?from={}&to={}", shard_path(id)?, range.start, range.end);
+        let resp = self.call(addr, Method::GET, &pq, None).await?;
+        let frames: u32 = header_u(addr, &resp, api::H_FRAMES)?;
+        let state = ReadState {
+            addr: addr.to_string(),
+            shard: id.file_name(),
+            body: resp.into_body(),
+            decoder: FrameDecoder::default(),
+            next_index: range.start,
+            left: frames,
+            idle: self.timeouts.idle,
+            done: false,
+        };
+        Ok(Box::pin(futures::stream::unfold(state, |mut st| async move {
+            if st.done {
+                return None;
+            }
+            let item = st.next().await;
+            match item {
+                None => None,
+                Some(Err(e)) => {
+                    st.done = true;
+                    Some((Err(e), st))
+                }
+                Some(Ok(f)) => Some((Ok(f), st)),
+            }
+        })))
+    }
+
+    pub async fn stat_shard(&self, addr: &str, id: &ShardId) -> Result<Option<ShardInfo>, NodeError> {
+        let resp = match self.call(addr, Method::HEAD, &shard_path(id)?, None).await {
+            Ok(r) => r,
+            Err(NodeError::NotFound) => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        Ok(Some(ShardInfo {
+            id: id.clone(),
+            blocks: header_u(addr, &resp, api::H_BLOCKS)?,
+            block_size: header_u(addr, &resp, api::H_BLOCK_SIZE)?,
+            data_len: header_u(addr, &resp, api::H_DATA_LEN)?,
+        }))
+    }
+
+    pub async fn delete_shard(&self, addr: &str, id: &ShardId) -> Result<(), NodeError> {
+        self.call(addr, Method::DELETE, &shard_path(id)?, None).await.map(|_| ())
+    }
+
+    pub async fn list_shards(&self, addr: &str, after: Option<&str>, limit: u32) -> Result<ShardList, NodeError> {
+        let mut pq = format!("/v1/shards?limit={limit}");
+        if let Some(a) = after {
+            pq.push_str("&after=");
+            pq.push_str(&percent_encode(a));
+        }
+        self.call_json(addr, Method::GET, &pq, None).await
+    }
+
+    pub async fn put_manifest(&self, addr: &str, m: &Manifest) -> Result<PutManifestReply, NodeError> {
+        let body = serde_json::to_vec(m).map_err(|e| NodeError::Other(e.to_string()))?;
+        self.call_json(addr, Method::POST, "/v1/manifests/put", Some(body)).await
+    }
+
+    pub async fn get_manifest(&self, addr: &str, bucket: &str, key: &str) -> Result<Option<Manifest>, NodeError> {
+        let body = serde_json::to_vec(&GetManifest { bucket: bucket.into(), key: key.into() }).map_err(|e| NodeError::Other(e.to_string()))?;
+        match self.call_json(addr, Method::POST, "/v1/manifests/get", Some(body)).await {
+            Ok(m) => Ok(Some(m)),
+            Err(NodeError::NotFound) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    pub async fn list_manifests(&self, addr: &str, req: &ListManifests) -> Result<ManifestList, NodeError> {
+        let body = serde_json::to_vec(req).map_err(|e| NodeError::Other(e.to_string()))?;
+        self.call_json(addr, Method::POST, "/v1/manifests/list", Some(body)).await
+    }
+
+    pub async fn health(&self, addr: &str) -> Result<(), NodeError> {
+        let resp = self.call(addr, Method::GET, "/v1/health", None).await?;
+        read_body(addr, resp.into_body(), self.timeouts.idle, MAX_ERROR_BODY).await.map(|_| ())
+    }
+}
+
+/// What the upload body tells the watchdog in `put_shard`.
+#[derive(Default)]
+struct UploadWatch {
+    /// The body has been polled at least once (the connection is up).
+    started: bool,
+    /// A chunk was handed to the connection at this time and it has not asked
+    /// for the next one since: the node is not reading.
+    handed_out: Option<Instant>,
+    /// The body ended at this time.
+    ended: Option<Instant>,
+    /// The caller's stream failed; the upload is being aborted.
+    caller_error: Option<std::io::Error>,
+}
+
+/// The request body of a shard upload: each frame's header, then its data.
+struct UploadBody {
+    frames: Pin<Box<dyn Stream<Item = Result<Frame, std::io::Error>> + Send>>,
+    pending: Option<Bytes>,
+    watch: Arc<Mutex<UploadWatch>>,
+}
+
+impl HttpBody for UploadBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<http_body::Frame<Bytes>, BoxError>>> {
+        let this = &mut *self;
+        {
+            let mut w = this.watch.lock().expect("upload watch");
+            w.started = true;
+            w.handed_out = None;
+        }
+        let hand_out = |watch: &Mutex<UploadWatch>, b: Bytes| {
+            watch.lock().expect("upload watch").handed_out = Some(Instant::now());
+            Poll::Ready(Some(Ok(http_body::Frame::data(b))))
+        };
+        if let Some(data) = this.pending.take() {
+            if !data.is_empty() {
+                return hand_out(&this.watch, data);
+            }
+        }
+        match this.frames.as_mut().poll_next(cx) {
+            Poll::Pending => Poll::Pending,
+            Poll::Ready(Some(Ok(frame))) => {
+                let head = Bytes::copy_from_slice(&frame.header());
+                this.pending = Some(frame.data);
+                hand_out(&this.watch, head)
+            }
+            Poll::Ready(Some(Err(e))) => {
+                let msg = e.to_string();
+                this.watch.lock().expect("upload watch").caller_error = Some(e);
+                Poll::Ready(Some(Err(format!("shard upload aborted by the caller: {msg}").into())))
+            }
+            Poll::Ready(None) => {
+                this.watch.lock().expect("upload watch").ended = Some(Instant::now());
+                Poll::Ready(None)
+            }
+        }
+    }
+}
+
+/// The decoding side of `get_shard`.
+struct ReadState {
+    addr: String,
+    shard: String,
+    body: Incoming,
+    decoder: FrameDecoder,
+    next_index: u32,
+    /// Frames the node announced and has not yet delivered.
+    left: u32,
+    idle: Duration,
+    done: bool,
+}
+
+impl ReadState {
+    async fn next(&mut self) -> Option<Result<Frame, NodeError>> {
+        loop {
+            match self.decoder.next_frame() {
+                Ok(Some(f)) => {
+                    if self.left == 0 {
+                        return Some(Err(NodeError::Status {
+                            addr: self.addr.clone(),
+                            status: 200,
+                            body: "node sent more blocks than it announced".into(),
+                        }));
+                    }
+                    self.left -= 1;
+                    self.next_index += 1;
+                    return Some(Ok(f));
+                }
+                Ok(None) => {}
+                Err(FrameError::HashMismatch) => {
+                    return Some(Err(NodeError::Corrupt(format!(
+                        "shard {} block {} from {} failed its blake3 check",
+                        self.shard, self.next_index, self.addr
+                    ))));
+                }
+                Err(e) => {
+                    return Some(Err(NodeError::Status { addr: self.addr.clone(), status: 200, body: format!("bad frame: {e}") }));
+                }
+            }
+            match tokio::time::timeout(self.idle, self.body.frame()).await {
+                Err(_) => return Some(Err(NodeError::Timeout { addr: self.addr.clone(), what: "idle while reading a shard" })),
+                Ok(Some(Ok(frame))) => {
+                    if let Ok(data) = frame.into_data() {
+                        self.decoder.push(&data);
+                    }
+                }
+                Ok(Some(Err(e))) => {
+                    return Some(Err(NodeError::Unreachable { addr: self.addr.clone(), reason: format!("shard body broke off: {e}") }));
+                }
+                Ok(None) => {
+                    if let Err(e) = self.decoder.finish() {
+                        return Some(Err(NodeError::Unreachable { addr: self.addr.clone(), reason: format!("shard body: {e}") }));
+                    }
+                    if self.left > 0 {
+                        // A clean but short body: the node refused the next block.
+                        return Some(Err(NodeError::Corrupt(format!(
+                            "shard {} block {} failed its check on {}",
+                            self.shard, self.next_index, self.addr
+                        ))));
+                    }
+                    return None;
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,32 @@
+//! Errors of the storage node and of its client.
+
+use thiserror::Error;
+
+#[derive(Debug, Error)]
+pub enum NodeError {
+    /// Could not connect, or the connection broke.
+    #[error("node {addr} unreachable: {reason}")]
+    Unreachable { addr: String, reason: String },
+    /// A deadline passed (connect, response, or idle while streaming).
+    #[error("node {addr} timed out ({what})")]
+    Timeout { addr: String, what: &'static str },
+    #[error("not found")]
+    NotFound,
+    /// A block failed its blake3 check (on disk or on the wire).
+    #[error("corrupt block: {0}")]
+    Corrupt(String),
+    /// The node refused the request's signature.
+    #[error("forbidden: {0}")]
+    Forbidden(String),
+    #[error("bad request: {0}")]
+    BadRequest(String),
+    /// The node answered with an unexpected status.
+    #[error("node {addr} answered {status}: {body}")]
+    Status { addr: String, status: u16, body: String },
+    #[error("i/o: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("metadata store: {0}")]
+    Store(String),
+    #[error("{0}")]
+    Other(String),
+}

@@ -1,0 +1,201 @@
+//! Object manifests: everything a reader needs to find and check an object.
+//!
+//! A manifest is written to the m+1 manifest replicas of the object's PG
+//! (`PlacementMap::manifest_replicas`); a write counts once a majority hold it,
+//! and readers take the newest [`Version`] from a majority. A delete is a
+//! manifest too (a tombstone), so that a replica that missed the delete cannot
+//! bring the object back. Small objects live inside their manifest (`Body::Inline`).
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use sillok_placement::NodeId;
+
+/// Orders the writes of one key: wall-clock nanoseconds, then a random tie-break.
+/// Last writer wins, as in S3.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct Version {
+    pub nanos: u64,
+    pub tiebreak: u64,
+}
+
+impl Version {
+    pub fn now() -> Self {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or(0);
+        Version { nanos, tiebreak: rand_u64() }
+    }
+}
+
+/// A random u64 from the OS-seeded hasher state (no extra dependency).
+pub fn rand_u64() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u64(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(0));
+    h.finish()
+}
+
+/// Where shard `index` of an object actually is (a substitute if its slot node failed).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ShardLocation {
+    pub index: u8,
+    pub node: NodeId,
+}
+
+/// An erasure-coded body: `size` bytes in stripes of `k * block_size` bytes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Sharded {
+    /// Names this version's shard files: `<object_id>.<index>` on each node.
+    pub object_id: String,
+    pub codec: String,
+    pub k: u8,
+    pub m: u8,
+    /// Bytes per shard block; a stripe holds `k * block_size` bytes of the body.
+    pub block_size: u32,
+    /// The map epoch the shards were placed under.
+    pub epoch: u64,
+    /// Every shard that was durably written, one entry per shard index.
+    pub shards: Vec<ShardLocation>,
+}
+
+impl Sharded {
+    pub fn stripe_size(&self) -> u64 {
+        u64::from(self.k) * u64::from(self.block_size)
+    }
+
+    pub fn stripe_count(&self, size: u64) -> u64 {
+        size.div_ceil(self.stripe_size())
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "lowercase")]
+pub enum Body {
+    /// Small objects: the bytes themselves (base64 in JSON).
+    Inline {
+        #[serde(with = "b64")]
+        data: Vec<u8>,
+    },
+    Sharded(Sharded),
+    /// A delete marker (tombstone).
+    Deleted,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Manifest {
+    pub bucket: String,
+    pub key: String,
+    pub version: Version,
+    /// Milliseconds since the Unix epoch.
+    pub last_modified_ms: i64,
+    pub size: u64,
+    /// Hex MD5 of the body, without quotes.
+    pub etag: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub content_type: Option<String>,
+    /// `x-amz-meta-*` and the standard headers S3 keeps (cache-control, ...).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub headers: BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub user_metadata: BTreeMap<String, String>,
+    pub body: Body,
+}
+
+impl Manifest {
+    pub fn is_deleted(&self) -> bool {
+        matches!(self.body, Body::Deleted)
+    }
+
+    /// A tombstone for `bucket/key` that supersedes every older version.
+    pub fn tombstone(bucket: &str, key: &str) -> Self {
+        let version = Version::now();
+        Manifest {
+            bucket: bucket.into(),
+            key: key.into(),
+            version,
+            last_modified_ms: (version.nanos / 1_000_000) as i64,
+            size: 0,
+            etag: String::new(),
+            content_type: None,
+            headers: BTreeMap::new(),
+            user_metadata: BTreeMap::new(),
+            body: Body::Deleted,
+        }
+    }
+}
+
+mod b64 {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+
+    pub fn encode(data: &[u8]) -> String {
+        let mut out = String::with_capacity(data.len().div_ceil(3) * 4);
+        for chunk in data.chunks(3) {
+            let b = [chunk[0], *chunk.get(1).unwrap_or(&0), *chunk.get(2).unwrap_or(&0)];
+            let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+            for i in 0..4 {
+                if i <= chunk.len() {
+                    out.push(ALPHABET[((n >> (18 - 6 * i)) & 63) as usize] as char);
+                } else {
+                    out.push('=');
+                }
+            }
+        }
+        out
+    }
+
+    pub fn decode(s: &str) -> Option<Vec<u8>> {
+        let s = s.as_bytes();
+        if s.len() % 4 != 0 {
+            return None;
+        }
+        let val = |c: u8| -> Option<u32> {
+            Some(match c {
+                b'A'..=b'Z' => c - b'A',
+                b'a'..=b'z' => c - b'a' + 26,
+                b'0'..=b'9' => c - b'0' + 52,
+                b'+' => 62,
+                b'/' => 63,
+                _ => return None,
+            } as u32)
+        };
+        let mut out = Vec::with_capacity(s.len() / 4 * 3);
+        for q in s.chunks(4) {
+            let pad = q.iter().rev().take_while(|&&c| c == b'=').count();
+            if pad > 2 {
+                return None;
+            }
+            let mut n = 0u32;
+            for &c in &q[..4 - pad] {
+                n = (n << 6) | val(c)?;
+            }
+            n <<= 6 * pad as u32;
+            let bytes = [(n >> 16) as u8, (n >> 8) as u8, n as u8];
+            out.extend_from_slice(&bytes[..3 - pad]);
+        }
+        Some(out)
+    }
+
+    pub fn serialize<S: Serializer>(data: &[u8], s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&encode(data))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
+        let s = String::deserialize(d)?;
+        decode(&s).ok_or_else(|| serde::de::Error::custom("invalid base64"))
+    }
+
+    #[cfg(test)]
+    #[test]
+    fn round_trip() {
+        for n in 0..70usize {
+            let v: Vec<u8> = (0..n).map(|i| (i * 37) as u8).collect();
+            assert_eq!(decode(&encode(&v)).unwrap(), v);
+        }
+        assert!(decode("abc").is_none());
+        assert!(decode("a===").is_none());
+    }
+}

@@ -1,0 +1,631 @@
+//! The storage node's HTTP service (the API documented in `api`).
+//!
+//! Owns: the listening socket, the routes, and the translation between HTTP
+//! and the two stores (`shard_store`, `meta_store`).
+//!
+//! Invariants:
+//! - Nothing is routed before the request's signature is verified (`auth`):
+//!   unsigned, badly signed, wrongly keyed or skewed requests get a 403 and
+//!   change nothing. Bodies signed by hash are read (at most [`MAX_JSON_BODY`])
+//!   and checked against the signed SHA-256 before any handler sees them;
+//!   `UNSIGNED-PAYLOAD` is accepted only on `PUT /v1/shards/...`, whose frames
+//!   carry blake3 hashes that the shard store checks.
+//! - Shard bodies stream both ways a block at a time: uploads through a
+//!   bounded channel into a `ShardWriter` on the blocking pool, downloads from a
+//!   `ShardReader` on the blocking pool through a channel of two blocks.
+//! - A shard upload is acknowledged only after `ShardWriter::commit` (file and
+//!   directory fsynced); a broken, stalled (over [`UPLOAD_IDLE`]) or short
+//!   upload stores nothing.
+//! - Bad input is an error status with a small JSON body, never a panic.
+//! - Every accepted socket has TCP_NODELAY. Shutdown is graceful: on the
+//!   shutdown future, the listener closes, in-flight requests finish, then the
+//!   metadata writer is stopped.
+//!
+//! Start a node with [`serve`] (bind and run until shutdown), or with [`bind`]
+//! then [`BoundNode::run`] to learn the bound address first (port 0 in tests),
+//! or with [`spawn`], which runs it on a task and returns a [`RunningNode`].
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{Path, RawQuery, Request, State};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::serve::ListenerExt;
+use bytes::Bytes;
+use futures::StreamExt;
+use http_body_util::BodyExt;
+use serde::Serialize;
+use sillok_placement::NodeId;
+use tokio::sync::mpsc;
+use tracing::Instrument;
+
+use crate::api::{self, GetManifest, ListManifests, ShardId};
+use crate::auth::{ContentHash, Signer};
+use crate::error::NodeError;
+use crate::frame::Frame;
+use crate::manifest::Manifest;
+use crate::meta_store::MetaStore;
+use crate::shard_store::{ShardMeta, ShardStore};
+
+/// Largest JSON (hash-signed) request body.
+pub const MAX_JSON_BODY: usize = 8 << 20;
+/// Longest quiet gap the node tolerates inside a shard upload.
+pub const UPLOAD_IDLE: Duration = Duration::from_secs(30);
+
+/// What a node needs to run.
+#[derive(Clone)]
+pub struct NodeConfig {
+    pub id: NodeId,
+    pub listen: SocketAddr,
+    pub data_dir: PathBuf,
+    pub cluster_secret: String,
+}
+
+impl std::fmt::Debug for NodeConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NodeConfig")
+            .field("id", &self.id)
+            .field("listen", &self.listen)
+            .field("data_dir", &self.data_dir)
+            .field("cluster_secret", &"<redacted>")
+            .finish()
+    }
+}
+
+struct AppState {
+    id: NodeId,
+    signer: Signer,
+    shards: ShardStore,
+    meta: MetaStore,
+}
+
+/// A node whose stores are open and whose socket is bound, not yet serving.
+pub struct BoundNode {
+    listener: tokio::net::TcpListener,
+    addr: SocketAddr,
+    state: Arc<AppState>,
+}
+
+/// Opens the stores under `config.data_dir` (creating them, removing stale
+/// temporary files) and binds `config.listen`.
+pub async fn bind(config: NodeConfig) -> Result<BoundNode, NodeError> {
+    let dir = config.data_dir.clone();
+    let (shards, meta) = tokio::task::spawn_blocking(move || -> Result<_, NodeError> {
+        std::fs::create_dir_all(&dir)?;
+        Ok((ShardStore::open(&dir)?, MetaStore::open(&dir)?))
+    })
+    .await
+    .map_err(|e| NodeError::Other(format!("opening the stores failed: {e}")))??;
+    let listener = tokio::net::TcpListener::bind(config.listen).await?;
+    let addr = listener.local_addr()?;
+    tracing::info!(node = %config.id, %addr, data_dir = %config.data_dir.display(), "storage node bound");
+    Ok(BoundNode { listener, addr, state: Arc::new(AppState { id: config.id, signer: Signer::new(&config.cluster_secret), shards, meta }) })
+}
+
+impl BoundNode {
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Serves until `shutdown` completes, then finishes in-flight requests and
+    /// stops the metadata writer.
+    pub async fn run(self, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), NodeError> {
+        let BoundNode { listener, addr, state } = self;
+        let node = state.id;
+        let app = router(state.clone());
+        let listener = listener.tap_io(|tcp| {
+            if let Err(e) = tcp.set_nodelay(true) {
+                tracing::warn!(error = %e, "could not set TCP_NODELAY");
+            }
+        });
+        let res = axum::serve(listener, app).with_graceful_shutdown(shutdown).await;
+        tracing::info!(%node, %addr, "storage node stopped");
+        match Arc::try_unwrap(state) {
+            Ok(st) => st.meta.close().await,
+            Err(_) => tracing::warn!("requests still hold the stores after shutdown"),
+        }
+        res.map_err(NodeError::Io)
+    }
+}
+
+/// Binds and serves until `shutdown` completes (graceful).
+pub async fn serve(config: NodeConfig, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), NodeError> {
+    bind(config).await?.run(shutdown).await
+}
+
+/// A node running on a background task.
+pub struct RunningNode {
+    addr: SocketAddr,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    task: tokio::task::JoinHandle<Result<(), NodeError>>,
+}
+
+impl RunningNode {
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Stops the node gracefully and waits until it has released its stores.
+    pub async fn stop(mut self) -> Result<(), NodeError> {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+        (&mut self.task).await.map_err(|e| NodeError::Other(format!("node task failed: {e}")))?
+    }
+}
+
+/// Binds and runs a node on a new task (tests, `sillok dev`).
+pub async fn spawn(config: NodeConfig) -> Result<RunningNode, NodeError> {
+    let bound = bind(config).await?;
+    let addr = bound.local_addr();
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(bound.run(async move {
+        let _ = rx.await;
+    }));
+    Ok(RunningNode { addr, stop: Some(tx), task })
+}
+
+fn router(state: Arc<AppState>) -> Router {
+    Router::new()
+        .route("/v1/shards", get(list_shards))
+        .route("/v1/shards/{object_id}/{index}", get(get_shard).head(head_shard).put(put_shard).delete(delete_shard))
+        .route("/v1/manifests/put", post(put_manifest))
+        .route("/v1/manifests/get", post(get_manifest))
+        .route("/v1/manifests/list", post(list_manifests))
+        .route("/v1/health", get(health))
+        .fallback(|| async { ApiError(NodeError::NotFound) })
+        .layer(middleware::from_fn_with_state(state.clone(), authenticate))
+        .with_state(state)
+}
+
+/// An error as an HTTP response: status and `{"error", "message"}`.
+struct ApiError(NodeError);
+
+impl From<NodeError> for ApiError {
+    fn from(e: NodeError) -> Self {
+        ApiError(e)
+    }
+}
+
+#[derive(Serialize)]
+struct ErrorBody<'a> {
+    error: &'a str,
+    message: String,
+}
+
+fn error_response(status: StatusCode, code: &str, message: String) -> Response {
+    let body = serde_json::to_vec(&ErrorBody { error: code, message }).unwrap_or_default();
+    (status, [(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))], body).into_response()
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let (status, code) = match &self.0 {
+            NodeError::BadRequest(_) => (StatusCode::BAD_REQUEST, "bad_request"),
+            NodeError::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden"),
+            NodeError::NotFound => (StatusCode::NOT_FOUND, "not_found"),
+            NodeError::Corrupt(_) => (StatusCode::CONFLICT, "corrupt"),
+            NodeError::Io(_) => (StatusCode::INTERNAL_SERVER_ERROR, "io"),
+            NodeError::Store(_) => (StatusCode::INTERNAL_SERVER_ERROR, "store"),
+            _ => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
+        };
+        let message = match &self.0 {
+            NodeError::BadRequest(m) | NodeError::Forbidden(m) | NodeError::Corrupt(m) => m.clone(),
+            other => other.to_string(),
+        };
+        error_response(status, code, message)
+    }
+}
+
+fn json<T: Serialize>(status: StatusCode, v: &T) -> Response {
+    match serde_json::to_vec(v) {
+        Ok(body) => (status, [(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))], body).into_response(),
+        Err(e) => ApiError(NodeError::Other(format!("response does not serialise: {e}"))).into_response(),
+    }
+}
+
+fn is_shard_path(path: &str) -> bool {
+    path.strip_prefix("/v1/shards/").is_some_and(|rest| !rest.is_empty())
+}
+
+/// Verifies the signature (and, for hash-signed bodies, the body) of every
+/// request before it is routed; logs one line per request.
+async fn authenticate(State(st): State<Arc<AppState>>, req: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let method = req.method().clone();
+    let path = req.uri().path().to_string();
+    let span = tracing::info_span!("node_request", node = %st.id, %method, path = %path);
+    async move {
+        let pq = req.uri().path_and_query().map(|p| p.as_str()).unwrap_or("/");
+        let hash = match st.signer.verify(method.as_str(), pq, req.headers(), SystemTime::now()) {
+            Ok(h) => h,
+            Err(e) => {
+                tracing::warn!(reason = %e, "refused: bad signature");
+                return ApiError(NodeError::Forbidden(e.to_string())).into_response();
+            }
+        };
+        let req = match hash {
+            ContentHash::Unsigned => {
+                if !(method == Method::PUT && is_shard_path(&path)) {
+                    tracing::warn!("refused: UNSIGNED-PAYLOAD outside a shard upload");
+                    return ApiError(NodeError::Forbidden("UNSIGNED-PAYLOAD is only accepted for shard uploads".into()))
+                        .into_response();
+                }
+                req
+            }
+            hash @ ContentHash::Sha256(_) => {
+                let (parts, body) = req.into_parts();
+                let bytes = match http_body_util::Limited::new(body, MAX_JSON_BODY).collect().await {
+                    Ok(c) => c.to_bytes(),
+                    Err(e) if e.is::<http_body_util::LengthLimitError>() => {
+                        return error_response(
+                            StatusCode::PAYLOAD_TOO_LARGE,
+                            "too_large",
+                            format!("request bodies are limited to {MAX_JSON_BODY} bytes"),
+                        );
+                    }
+                    Err(e) => return ApiError(NodeError::BadRequest(format!("could not read the body: {e}"))).into_response(),
+                };
+                if !hash.matches(&bytes) {
+                    tracing::warn!("refused: body does not match the signed hash");
+                    return ApiError(NodeError::Forbidden("body does not match x-amz-content-sha256".into())).into_response();
+                }
+                Request::from_parts(parts, Body::from(bytes))
+            }
+        };
+        let resp = next.run(req).await;
+        let status = resp.status().as_u16();
+        let ms = started.elapsed().as_secs_f64() * 1000.0;
+        if resp.status().is_server_error() {
+            tracing::error!(status, ms, "request failed");
+        } else if resp.status().is_client_error() && resp.status() != StatusCode::NOT_FOUND {
+            tracing::info!(status, ms, "request refused");
+        } else {
+            tracing::debug!(status, ms, "request done");
+        }
+        resp
+    }
+    .instrument(span)
+    .await
+}
+
+fn shard_id(object_id: String, index: &str) -> Result<ShardId, NodeError> {
+    if !ShardId::is_valid_object_id(&object_id) {
+        return Err(NodeError::BadRequest("object id must be 32 lowercase hex digits".into()));
+    }
+    let index: u8 = index.parse().map_err(|_| NodeError::BadRequest("shard index must be 0..=255".into()))?;
+    Ok(ShardId { object_id, index })
+}
+
+fn header_str<'a>(h: &'a HeaderMap, name: &'static str) -> Result<&'a str, NodeError> {
+    h.get(name)
+        .ok_or_else(|| NodeError::BadRequest(format!("missing header {name}")))?
+        .to_str()
+        .map_err(|_| NodeError::BadRequest(format!("header {name} is not text")))
+}
+
+fn header_num<T: std::str::FromStr>(h: &HeaderMap, name: &'static str) -> Result<T, NodeError> {
+    header_str(h, name)?.trim().parse().map_err(|_| NodeError::BadRequest(format!("header {name} is not a valid number")))
+}
+
+/// `name=value` pairs of a query string, percent-decoded.
+fn query_pairs(q: Option<&str>) -> Result<Vec<(String, String)>, NodeError> {
+    let mut out = Vec::new();
+    for pair in q.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        out.push((percent_decode(k)?, percent_decode(v)?));
+    }
+    Ok(out)
+}
+
+fn percent_decode(s: &str) -> Result<String, NodeError> {
+    let bad = || NodeError::BadRequest("bad percent-encoding in the query".into());
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        match b[i] {
+            b'%' => {
+                let hex = b.get(i + 1..i + 3).ok_or_else(bad)?;
+                let hex = std::str::from_utf8(hex).map_err(|_| bad())?;
+                out.push(u8::from_str_radix(hex, 16).map_err(|_| bad())?);
+                i += 3;
+            }
+            b'+' => {
+                out.push(b' ');
+                i += 1;
+            }
+            c => {
+                out.push(c);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8(out).map_err(|_| bad())
+}
+
+fn query_u32(pairs: &[(String, String)], name: &str) -> Result<Option<u32>, NodeError> {
+    match pairs.iter().find(|(k, _)| k == name) {
+        None => Ok(None),
+        Some((_, v)) => v.parse().map(Some).map_err(|_| NodeError::BadRequest(format!("query parameter {name} must be a u32"))),
+    }
+}
+
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T, NodeError> + Send + 'static) -> Result<T, NodeError> {
+    tokio::task::spawn_blocking(f).await.map_err(|e| NodeError::Other(format!("blocking task failed: {e}")))?
+}
+
+enum UploadMsg {
+    Chunk(Bytes),
+    End,
+}
+
+async fn put_shard(
+    State(st): State<Arc<AppState>>,
+    Path((object_id, index)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let id = shard_id(object_id, &index)?;
+    let meta = ShardMeta {
+        codec: header_str(&headers, api::H_CODEC)?.to_string(),
+        k: header_num(&headers, api::H_K)?,
+        m: header_num(&headers, api::H_M)?,
+        block_size: header_num(&headers, api::H_BLOCK_SIZE)?,
+        blocks: header_num(&headers, api::H_BLOCKS)?,
+    };
+    meta.check(id.index)?;
+    let store = st.shards.clone();
+    let wid = id.clone();
+    let mut writer = blocking(move || store.begin_write(&wid, meta)).await?;
+    // The writer runs on the blocking pool: it hashes, checks and writes each
+    // frame as its bytes arrive. At most 8 network chunks wait in between.
+    let (tx, mut rx) = mpsc::channel::<UploadMsg>(8);
+    let task = tokio::task::spawn_blocking(move || -> Result<crate::api::ShardInfo, NodeError> {
+        while let Some(msg) = rx.blocking_recv() {
+            match msg {
+                UploadMsg::Chunk(c) => writer.push(&c)?,
+                UploadMsg::End => return writer.commit(),
+            }
+        }
+        Err(NodeError::BadRequest("upload aborted".into()))
+    });
+    let mut stream = body.into_data_stream();
+    let mut broken: Option<NodeError> = None;
+    loop {
+        match tokio::time::timeout(UPLOAD_IDLE, stream.next()).await {
+            Ok(Some(Ok(chunk))) => {
+                if tx.send(UploadMsg::Chunk(chunk)).await.is_err() {
+                    break; // the writer refused the upload; its error is below
+                }
+            }
+            Ok(Some(Err(e))) => {
+                broken = Some(NodeError::BadRequest(format!("upload body broke off: {e}")));
+                break;
+            }
+            Ok(None) => {
+                let _ = tx.send(UploadMsg::End).await;
+                break;
+            }
+            Err(_) => {
+                broken = Some(NodeError::BadRequest(format!("upload stalled for {}s", UPLOAD_IDLE.as_secs())));
+                break;
+            }
+        }
+    }
+    drop(tx);
+    let res = task.await.map_err(|e| NodeError::Other(format!("shard writer failed: {e}")))?;
+    if let Some(e) = broken {
+        tracing::info!(shard = %id.file_name(), error = %e, "upload abandoned; nothing stored");
+        return Err(e.into());
+    }
+    let info = res?;
+    tracing::debug!(shard = %id.file_name(), blocks = info.blocks, bytes = info.data_len, "shard stored");
+    Ok(json(StatusCode::OK, &info))
+}
+
+enum ReadMsg {
+    Start { info: crate::api::ShardInfo, from: u32, end: u32 },
+    Block(Frame),
+    Failed(NodeError),
+    Done,
+}
+
+fn frame_chunks(f: Frame) -> [Result<Bytes, std::io::Error>; 2] {
+    [Ok(Bytes::copy_from_slice(&f.header())), Ok(f.data)]
+}
+
+async fn get_shard(
+    State(st): State<Arc<AppState>>,
+    Path((object_id, index)): Path<(String, String)>,
+    RawQuery(query): RawQuery,
+) -> Result<Response, ApiError> {
+    let id = shard_id(object_id, &index)?;
+    let q = query_pairs(query.as_deref())?;
+    let from = query_u32(&q, "from")?.unwrap_or(0);
+    let to = query_u32(&q, "to")?;
+    if to.is_some_and(|t| t < from) {
+        return Err(NodeError::BadRequest("range end before its start".into()).into());
+    }
+    let store = st.shards.clone();
+    let (tx, mut rx) = mpsc::channel::<ReadMsg>(2);
+    let rid = id.clone();
+    tokio::task::spawn_blocking(move || {
+        let send = |m: ReadMsg| tx.blocking_send(m).is_ok();
+        let mut r = match store.open_read(&rid) {
+            Ok(Some(r)) => r,
+            Ok(None) => return send(ReadMsg::Failed(NodeError::NotFound)),
+            Err(e) => return send(ReadMsg::Failed(e)),
+        };
+        let info = r.info();
+        if from > info.blocks {
+            return send(ReadMsg::Failed(NodeError::BadRequest(format!("block {from} is past the shard's {} blocks", info.blocks))));
+        }
+        let end = to.unwrap_or(info.blocks).min(info.blocks);
+        if let Err(e) = r.seek_block(from) {
+            return send(ReadMsg::Failed(e));
+        }
+        if !send(ReadMsg::Start { info, from, end }) {
+            return false;
+        }
+        for _ in from..end {
+            let ok = match r.read_block() {
+                Ok(Some(f)) => send(ReadMsg::Block(f)),
+                Ok(None) => send(ReadMsg::Failed(NodeError::Other("shard ended early".into()))),
+                Err(e) => return send(ReadMsg::Failed(e)),
+            };
+            if !ok {
+                return false; // the requester went away
+            }
+        }
+        send(ReadMsg::Done)
+    });
+
+    let gone = || NodeError::Other("shard reader stopped".into());
+    let (info, from, end) = match rx.recv().await.ok_or_else(gone)? {
+        ReadMsg::Start { info, from, end } => (info, from, end),
+        ReadMsg::Failed(e) => return Err(e.into()),
+        _ => return Err(gone().into()),
+    };
+    // Verify the first block before committing to a 200.
+    let first = if end > from {
+        match rx.recv().await.ok_or_else(gone)? {
+            ReadMsg::Block(f) => Some(f),
+            ReadMsg::Failed(e) => return Err(e.into()),
+            _ => return Err(gone().into()),
+        }
+    } else {
+        None
+    };
+    let shard = id.file_name();
+    let rest = futures::stream::unfold((rx, false), move |(mut rx, finished)| {
+        let shard = shard.clone();
+        async move {
+            if finished {
+                return None;
+            }
+            match rx.recv().await {
+                Some(ReadMsg::Block(f)) => Some((Ok(f), (rx, false))),
+                Some(ReadMsg::Done) => None,
+                Some(ReadMsg::Failed(NodeError::Corrupt(why))) => {
+                    // End the body cleanly but short: the client reads this as
+                    // "the next block is corrupt here" (see `api`).
+                    tracing::error!(%shard, %why, "corrupt block; ending the response early");
+                    None
+                }
+                Some(ReadMsg::Failed(e)) => {
+                    tracing::error!(%shard, error = %e, "shard read failed; aborting the response");
+                    Some((Err(std::io::Error::other(e.to_string())), (rx, true)))
+                }
+                Some(ReadMsg::Start { .. }) | None => {
+                    Some((Err(std::io::Error::other("shard reader stopped")), (rx, true)))
+                }
+            }
+        }
+    });
+    let frames = futures::stream::iter(first.map(Ok)).chain(rest);
+    let body = frames.flat_map(|r: Result<Frame, std::io::Error>| {
+        let chunks: Vec<Result<Bytes, std::io::Error>> = match r {
+            Ok(f) => frame_chunks(f).into(),
+            Err(e) => vec![Err(e)],
+        };
+        futures::stream::iter(chunks)
+    });
+    let mut resp = Response::new(Body::from_stream(body));
+    let h = resp.headers_mut();
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/octet-stream"));
+    h.insert(api::H_FRAMES, HeaderValue::from(end - from));
+    h.insert(api::H_BLOCKS, HeaderValue::from(info.blocks));
+    h.insert(api::H_BLOCK_SIZE, HeaderValue::from(info.block_size));
+    h.insert(api::H_DATA_LEN, HeaderValue::from(info.data_len));
+    Ok(resp)
+}
+
+async fn head_shard(State(st): State<Arc<AppState>>, Path((object_id, index)): Path<(String, String)>) -> Result<Response, ApiError> {
+    let id = shard_id(object_id, &index)?;
+    let store = st.shards.clone();
+    let info = blocking(move || store.stat(&id)).await?.ok_or(NodeError::NotFound)?;
+    let mut resp = Response::new(Body::empty());
+    let h = resp.headers_mut();
+    h.insert(api::H_BLOCKS, HeaderValue::from(info.blocks));
+    h.insert(api::H_BLOCK_SIZE, HeaderValue::from(info.block_size));
+    h.insert(api::H_DATA_LEN, HeaderValue::from(info.data_len));
+    h.insert(header::CONTENT_LENGTH, HeaderValue::from(info.data_len));
+    Ok(resp)
+}
+
+async fn delete_shard(State(st): State<Arc<AppState>>, Path((object_id, index)): Path<(String, String)>) -> Result<Response, ApiError> {
+    let id = shard_id(object_id, &index)?;
+    let store = st.shards.clone();
+    blocking(move || store.delete(&id)).await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+async fn list_shards(State(st): State<Arc<AppState>>, RawQuery(query): RawQuery) -> Result<Response, ApiError> {
+    let q = query_pairs(query.as_deref())?;
+    let after = q.iter().find(|(k, _)| k == "after").map(|(_, v)| v.clone());
+    let limit = query_u32(&q, "limit")?.unwrap_or(0);
+    let store = st.shards.clone();
+    let list = blocking(move || store.list(after.as_deref(), limit)).await?;
+    Ok(json(StatusCode::OK, &list))
+}
+
+fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, NodeError> {
+    serde_json::from_slice(body).map_err(|e| NodeError::BadRequest(format!("bad JSON body: {e}")))
+}
+
+async fn body_bytes(body: Body) -> Result<Bytes, NodeError> {
+    // Already buffered and size-checked by `authenticate`.
+    Ok(body.collect().await.map_err(|e| NodeError::BadRequest(e.to_string()))?.to_bytes())
+}
+
+async fn put_manifest(State(st): State<Arc<AppState>>, body: Body) -> Result<Response, ApiError> {
+    let m: Manifest = parse_json(&body_bytes(body).await?)?;
+    let reply = st.meta.put(&m).await?;
+    Ok(json(StatusCode::OK, &reply))
+}
+
+async fn get_manifest(State(st): State<Arc<AppState>>, body: Body) -> Result<Response, ApiError> {
+    let req: GetManifest = parse_json(&body_bytes(body).await?)?;
+    match st.meta.get(&req.bucket, &req.key).await? {
+        Some(m) => Ok(json(StatusCode::OK, &m)),
+        None => Err(NodeError::NotFound.into()),
+    }
+}
+
+async fn list_manifests(State(st): State<Arc<AppState>>, body: Body) -> Result<Response, ApiError> {
+    let req: ListManifests = parse_json(&body_bytes(body).await?)?;
+    let list = st.meta.list(&req).await?;
+    Ok(json(StatusCode::OK, &list))
+}
+
+async fn health(State(st): State<Arc<AppState>>) -> Response {
+    json(StatusCode::OK, &serde_json::json!({ "node": st.id }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn query_parsing() {
+        let q = query_pairs(Some("from=1&to=%32&after=a%2Eb&x")).unwrap();
+        assert_eq!(query_u32(&q, "from").unwrap(), Some(1));
+        assert_eq!(query_u32(&q, "to").unwrap(), Some(2));
+        assert_eq!(q[2].1, "a.b");
+        assert!(query_u32(&q, "after").is_err());
+        assert!(query_pairs(Some("a=%zz")).is_err());
+        assert!(query_pairs(Some("a=%4")).is_err());
+        assert!(shard_id("0123456789abcdef0123456789abcdef".into(), "256").is_err());
+        assert!(shard_id("0123456789abcdef".into(), "1").is_err());
+        assert!(is_shard_path("/v1/shards/x/1") && !is_shard_path("/v1/shards/") && !is_shard_path("/v1/manifests/put"));
+    }
+}
