@@ -102,9 +102,9 @@ async fn every_acknowledged_object_survives_kill_9_of_a_whole_site() {
 async fn a_flipped_byte_on_disk_is_detected_and_never_served() {
     let cluster = DevCluster::start();
     let c = cluster.client();
-    c.create_bucket().bucket("b").send().await.unwrap();
+    c.create_bucket().bucket("bkt").send().await.unwrap();
     let body = pattern(2 * MIB + 100, 7);
-    put(&c, "b", "photo.jpg", body.clone()).await;
+    put(&c, "bkt", "photo.jpg", body.clone()).await;
     let files = cluster.shard_files();
     assert_eq!(files.len(), 6, "one object, 4+2 shards: {files:?}");
     // Shard files are named <object_id>.<index>; corrupt data shard 0 in its first block.
@@ -115,12 +115,12 @@ async fn a_flipped_byte_on_disk_is_detected_and_never_served() {
         std::fs::write(p, bytes).unwrap();
     };
     flip(&shard(0), 64 + 36 + 1000);
-    assert_same(&get(&c, "b", "photo.jpg", None).await, &body, "one corrupt shard: reconstructed");
+    assert_same(&get(&c, "bkt", "photo.jpg", None).await, &body, "one corrupt shard: reconstructed");
     // Corrupt two more data shards in the same block: 3 of 6 bad > m = 2, so the
     // read must fail rather than return wrong bytes.
     flip(&shard(1), 64 + 36 + 5);
     flip(&shard(2), 64 + 36 + 5);
-    let r = c.get_object().bucket("b").key("photo.jpg").send().await;
+    let r = c.get_object().bucket("bkt").key("photo.jpg").send().await;
     match r {
         Err(_) => {}
         Ok(out) => {
@@ -139,7 +139,7 @@ async fn bad_credentials_are_refused_with_s3_errors() {
     let err = wrong_secret.list_buckets().send().await.unwrap_err();
     assert_eq!(err.code(), Some("SignatureDoesNotMatch"), "{err:?}");
     assert_eq!(err.raw_response().map(|r| r.status().as_u16()), Some(403));
-    let err = wrong_secret.put_object().bucket("x").key("y").body(vec![1, 2, 3].into()).send().await.unwrap_err();
+    let err = wrong_secret.put_object().bucket("xyz").key("y").body(vec![1, 2, 3].into()).send().await.unwrap_err();
     assert_eq!(err.code(), Some("SignatureDoesNotMatch"));
 
     let unknown = cluster.client_with("AKIDUNKNOWN0000000000", "whatever");
@@ -153,9 +153,9 @@ async fn node_api_refuses_unsigned_requests_and_changes_nothing() {
     use std::io::{Read, Write};
     let cluster = DevCluster::start();
     let c = cluster.client();
-    c.create_bucket().bucket("b").send().await.unwrap();
+    c.create_bucket().bucket("bkt").send().await.unwrap();
     let body = pattern(MIB, 3);
-    put(&c, "b", "k", body.clone()).await;
+    put(&c, "bkt", "k", body.clone()).await;
     let files = cluster.shard_files();
     let (_, victim) = files.first().expect("a shard file").clone();
     let name = victim.file_name().unwrap().to_str().unwrap().to_string();
@@ -167,7 +167,7 @@ async fn node_api_refuses_unsigned_requests_and_changes_nothing() {
         format!("DELETE /v1/shards/{object_id}/{index} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"),
         format!("GET /v1/shards/{object_id}/{index} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"),
         format!(
-            "POST /v1/manifests/get HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: 27\r\nConnection: close\r\n\r\n{{\"bucket\":\"b\",\"key\":\"k\"}}  "
+            "POST /v1/manifests/get HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: 27\r\nConnection: close\r\n\r\n{{\"bucket\":\"bkt\",\"key\":\"k\"}}"
         ),
         // Looks signed, but with a made-up signature.
         format!(
@@ -182,5 +182,5 @@ async fn node_api_refuses_unsigned_requests_and_changes_nothing() {
         assert!(resp.starts_with("HTTP/1.1 403"), "expected 403 for {:?}, got {:?}", req.lines().next(), resp.lines().next());
     }
     assert!(victim.exists(), "an unsigned DELETE must not remove the shard");
-    assert_same(&get(&c, "b", "k", None).await, &body, "object intact");
+    assert_same(&get(&c, "bkt", "k", None).await, &body, "object intact");
 }

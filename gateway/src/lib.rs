@@ -3,6 +3,7 @@
 //! It speaks S3 through `s3s` (which parses requests and verifies SigV4) and
 //! turns each operation into calls on storage nodes:
 //!
+//! - `auth`: access keys for SigV4 (checked by s3s);
 //! - `cluster`: the gateway's view of the cluster: the placement map, node
 //!   addresses, which nodes are suspect right now, and the node client;
 //! - `quorum`: manifests written to and read from a majority of a PG's replicas;
@@ -15,6 +16,7 @@
 //! - `s3`: the `s3s::S3` implementation: the edge where errors become S3 errors;
 //! - `server`: the HTTP listener, health and Prometheus metrics.
 
+pub mod auth;
 pub mod buckets;
 pub mod cluster;
 pub mod error;

@@ -10,7 +10,6 @@ use std::time::Duration;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use s3s::auth::SimpleAuth;
 use s3s::service::S3ServiceBuilder;
 use sillok_placement::ClusterFile;
 use sillok_storage_node::{NodeClient, Timeouts};
@@ -54,10 +53,7 @@ pub async fn bind(
         metrics: metrics.clone(),
         region: config.cluster.region.clone(),
     };
-    let mut auth = SimpleAuth::new();
-    for k in &config.cluster.access_keys {
-        auth.register(k.access_key_id.clone(), k.secret_access_key.clone().into());
-    }
+    let auth = crate::auth::AccessKeys::new(&config.cluster.access_keys);
     let mut builder = S3ServiceBuilder::new(s3);
     builder.set_auth(auth);
     let service = builder.build();

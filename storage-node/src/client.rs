@@ -450,10 +450,10 @@ impl HttpBody for UploadBody {
             watch.lock().expect("upload watch").handed_out = Some(Instant::now());
             Poll::Ready(Some(Ok(http_body::Frame::data(b))))
         };
-        if let Some(data) = this.pending.take() {
-            if !data.is_empty() {
-                return hand_out(&this.watch, data);
-            }
+        if let Some(data) = this.pending.take()
+            && !data.is_empty()
+        {
+            return hand_out(&this.watch, data);
         }
         match this.frames.as_mut().poll_next(cx) {
             Poll::Pending => Poll::Pending,

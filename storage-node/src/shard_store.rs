@@ -365,10 +365,10 @@ impl ShardStore {
                 if name <= after {
                     continue;
                 }
-                if let Some(id) = parse_file_name(name) {
-                    if id.object_id.starts_with(&d) {
-                        names.push((name.to_string(), id));
-                    }
+                if let Some(id) = parse_file_name(name)
+                    && id.object_id.starts_with(&d)
+                {
+                    names.push((name.to_string(), id));
                 }
             }
             names.sort();
@@ -477,10 +477,10 @@ impl Drop for ShardWriter {
     fn drop(&mut self) {
         if !self.done {
             self.out = None;
-            if let Err(e) = fs::remove_file(&self.tmp_path) {
-                if e.kind() != std::io::ErrorKind::NotFound {
-                    tracing::warn!(path = %self.tmp_path.display(), error = %e, "could not remove aborted upload");
-                }
+            if let Err(e) = fs::remove_file(&self.tmp_path)
+                && e.kind() != std::io::ErrorKind::NotFound
+            {
+                tracing::warn!(path = %self.tmp_path.display(), error = %e, "could not remove aborted upload");
             }
         }
     }
@@ -629,7 +629,7 @@ mod tests {
         let fs_ = frames(100, 50, 3);
         // Too few blocks.
         let mut w = store.begin_write(&id(0), meta(100, 4)).unwrap();
-        w.push(&wire(&fs_)).unwrap();
+        w.push(&wire(&frames(100, 100, 3))).unwrap();
         assert!(matches!(w.commit(), Err(NodeError::BadRequest(_))));
         // Too many.
         let mut w = store.begin_write(&id(0), meta(100, 2)).unwrap();
@@ -697,7 +697,7 @@ mod tests {
         for oid in oids {
             for index in [0u8, 1, 10] {
                 let sid = ShardId { object_id: oid.into(), index };
-                let mut w = store.begin_write(&sid, meta(10, 1)).unwrap();
+                let mut w = store.begin_write(&sid, ShardMeta { k: 8, m: 4, ..meta(10, 1) }).unwrap();
                 w.push(&wire(&frames(10, 7, 1))).unwrap();
                 w.commit().unwrap();
             }
