@@ -3,6 +3,7 @@
 //! - `sillok node`: a storage node (storage-node crate)
 //! - `sillok gateway`: the S3 endpoint (gateway crate)
 //! - `sillok dev`: a whole 3-site cluster on loopback, as separate processes
+//! - `sillok init`: a cluster file for a real deployment
 
 mod cli;
 
@@ -21,6 +22,8 @@ enum Command {
     Node(cli::node::NodeArgs),
     /// Run an S3 gateway.
     Gateway(cli::gateway::GatewayArgs),
+    /// Make a cluster file (placement map, keys, secret) from a topology file.
+    Init(cli::init::InitArgs),
     /// Start a 3-site cluster on loopback (3 sites x 2 nodes + 1 gateway) and
     /// print its S3 endpoint and keys. Stops everything on Ctrl-C or SIGTERM.
     Dev(cli::dev::DevArgs),
@@ -47,6 +50,7 @@ fn main() -> std::process::ExitCode {
             Command::Node(a) => cli::node::run(a).await,
             Command::Gateway(a) => cli::gateway::run(a).await,
             Command::Dev(a) => cli::dev::run(a).await,
+            Command::Init(a) => cli::init::run(a),
         }
     });
     match result {

@@ -184,3 +184,42 @@ async fn node_api_refuses_unsigned_requests_and_changes_nothing() {
     assert!(victim.exists(), "an unsigned DELETE must not remove the shard");
     assert_same(&get(&c, "bkt", "k", None).await, &body, "object intact");
 }
+
+/// A hung node (SIGSTOP: the process exists, its socket accepts, nothing answers)
+/// is worse than a dead one. Reads must fall back to parity after the block
+/// deadline and writes must not hang; when it resumes, all is well.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hung_node_slows_nothing_for_long_and_loses_nothing() {
+    let cluster = DevCluster::start_with(&["--gateway-arg=--read-deadline-ms=700", "--gateway-arg=--node-timeout-ms=1500"]);
+    let c = cluster.client();
+    c.create_bucket().bucket("hung").send().await.unwrap();
+    let mut objects = Vec::new();
+    for i in 0..6 {
+        let body = pattern(MIB + 1000 * i, 500 + i as u64);
+        put(&c, "hung", &format!("o{i}"), body.clone()).await;
+        objects.push((format!("o{i}"), body));
+    }
+    let victim = cluster.site_pids(&cluster.sites()[1])[0];
+    let stop = |sig: i32| unsafe { libc_kill_pub(victim, sig) };
+    assert_eq!(stop(19), 0, "SIGSTOP");
+    for (key, body) in &objects {
+        assert_same(&get(&c, "hung", key, None).await, body, &format!("{key} with a hung node"));
+    }
+    // Writes go on too (the SDK retries a PUT the gateway could not make durable).
+    for i in 0..3 {
+        let body = pattern(2 * MIB + i, 900 + i as u64);
+        put(&c, "hung", &format!("w{i}"), body.clone()).await;
+        objects.push((format!("w{i}"), body));
+    }
+    assert_eq!(stop(18), 0, "SIGCONT");
+    for (key, body) in &objects {
+        assert_same(&get(&c, "hung", key, None).await, body, &format!("{key} after the node resumed"));
+    }
+}
+
+unsafe fn libc_kill_pub(pid: i32, sig: i32) -> i32 {
+    unsafe extern "C" {
+        fn kill(pid: i32, sig: i32) -> i32;
+    }
+    unsafe { kill(pid, sig) }
+}

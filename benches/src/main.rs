@@ -94,8 +94,12 @@ struct Args {
     #[arg(long)]
     count: Option<u64>,
     /// --objects-only: only the PUT phase.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "gets_only")]
     puts_only: bool,
+    /// --objects-only: only the GET phase, over objects 0..count written by an
+    /// earlier run with the same --seed, --prefix and size (e.g. after a restart).
+    #[arg(long)]
+    gets_only: bool,
     /// Mixed workload: stop after this many operations.
     #[arg(long)]
     ops: Option<u64>,
@@ -277,8 +281,8 @@ async fn run(args: Args) -> anyhow::Result<ExitCode> {
     }
     let timeout = secs("timeout", args.timeout)?;
     let duration = args.duration.map(|d| secs("duration", d)).transpose()?;
-    if args.objects_only.is_none() && (args.puts_only || args.count.is_some()) {
-        bail!("--puts-only and --count only apply with --objects-only SIZE");
+    if args.objects_only.is_none() && (args.puts_only || args.gets_only || args.count.is_some()) {
+        bail!("--puts-only, --gets-only and --count only apply with --objects-only SIZE");
     }
     if args.objects_only.is_some() && args.ops.is_some() {
         bail!("--ops applies to the mixed workload; with --objects-only use --count");
@@ -360,11 +364,20 @@ async fn run(args: Args) -> anyhow::Result<ExitCode> {
                 duration,
                 part_size: args.part_size,
             });
-            eprintln!("{mode}: PUT phase, concurrency {}", args.concurrency);
-            let stats = Arc::new(Stats::default());
-            let t = Instant::now();
-            let written = with_progress(&stats, args.progress, "PUT", oo.put_phase(stats.clone())).await;
-            sections.push(Section { title: format!("PUT {label} x {count}"), elapsed: t.elapsed(), rows: stats.snapshot() });
+            let written = if args.gets_only {
+                (0..count).collect()
+            } else {
+                eprintln!("{mode}: PUT phase, concurrency {}", args.concurrency);
+                let stats = Arc::new(Stats::default());
+                let t = Instant::now();
+                let written = with_progress(&stats, args.progress, "PUT", oo.put_phase(stats.clone())).await;
+                sections.push(Section {
+                    title: format!("PUT {label} x {count}"),
+                    elapsed: t.elapsed(),
+                    rows: stats.snapshot(),
+                });
+                written
+            };
             if !args.puts_only && !ctx.stop.load(Ordering::Relaxed) {
                 eprintln!("{mode}: GET phase over {} objects", written.len());
                 let stats = Arc::new(Stats::default());

@@ -40,11 +40,19 @@ pub struct WriteSettings {
     pub inline_threshold: u64,
     /// The largest single PUT accepted (S3: 5 GiB).
     pub max_object_size: u64,
+    /// A shard whose node takes longer than this to accept its next block is
+    /// dropped from the upload (a hung node must not hold the PUT).
+    pub stall_deadline: std::time::Duration,
 }
 
 impl Default for WriteSettings {
     fn default() -> Self {
-        WriteSettings { block_size: 256 << 10, inline_threshold: 64 << 10, max_object_size: 5 << 30 }
+        WriteSettings {
+            block_size: 256 << 10,
+            inline_threshold: 64 << 10,
+            max_object_size: 5 << 30,
+            stall_deadline: std::time::Duration::from_secs(5),
+        }
     }
 }
 
@@ -233,7 +241,7 @@ where
                 if buf.len() as u64 == stripe_size {
                     let stripe = buf.split().freeze();
                     buf.reserve(stripe_size as usize);
-                    md5 = encode_and_send(&codec, md5, stripe, &mut senders).await?;
+                    md5 = encode_and_send(&codec, md5, stripe, &mut senders, settings.stall_deadline).await?;
                 }
             }
         }
@@ -242,7 +250,7 @@ where
         }
         if !buf.is_empty() {
             let stripe = buf.split().freeze();
-            md5 = encode_and_send(&codec, md5, stripe, &mut senders).await?;
+            md5 = encode_and_send(&codec, md5, stripe, &mut senders, settings.stall_deadline).await?;
         }
         Ok(md5)
     }
@@ -260,13 +268,25 @@ where
     };
     drop(senders); // ends every shard stream: nodes fsync and answer
 
+    // Healthy nodes answer within an fsync; a hung one is given up on.
+    let finish = settings.stall_deadline * 2;
+    let outcomes = futures::future::join_all(uploads.into_iter().enumerate().map(|(i, mut u)| async move {
+        match tokio::time::timeout(finish, &mut u).await {
+            Ok(r) => r.map_err(|e| format!("shard {i}: upload task: {e}")),
+            Err(_) => {
+                u.abort();
+                Err(format!("shard {i}: no answer within {finish:?}"))
+            }
+        }
+    }))
+    .await;
     let mut written = Vec::new();
     let mut failures = Vec::new();
-    for u in uploads {
-        match u.await {
+    for outcome in outcomes {
+        match outcome {
             Ok((i, node, Ok(()))) => written.push(ShardLocation { index: i as u8, node }),
             Ok((i, node, Err(e))) => failures.push(format!("shard {i} on {node}: {e}")),
-            Err(e) => failures.push(format!("upload task: {e}")),
+            Err(e) => failures.push(e),
         }
     }
     written.sort_by_key(|w| w.index);
@@ -302,6 +322,7 @@ async fn encode_and_send(
     mut md5: Md5,
     stripe: Bytes,
     senders: &mut [Option<mpsc::Sender<Result<Frame, std::io::Error>>>],
+    stall_deadline: std::time::Duration,
 ) -> Result<Md5, GatewayError> {
     let codec = codec.clone();
     let (md5, frames) = tokio::task::spawn_blocking(move || {
@@ -312,13 +333,24 @@ async fn encode_and_send(
     .await
     .map_err(|e| GatewayError::Internal(e.to_string()))?
     .map_err(|e| GatewayError::Internal(e.to_string()))?;
-    for (slot, frame) in senders.iter_mut().zip(frames) {
-        if let Some(tx) = slot {
-            if tx.send(Ok(frame)).await.is_err() {
-                *slot = None;
+    // All shards are fed concurrently, so one slow node delays the others by
+    // at most `stall_deadline`; after that its upload is abandoned (the node
+    // then sees fewer blocks than declared and stores nothing).
+    let sends = senders.iter_mut().zip(frames).map(|(slot, frame)| async move {
+        if let Some(tx) = slot.as_ref() {
+            match tokio::time::timeout(stall_deadline, tx.send(Ok(frame))).await {
+                Ok(Ok(())) => {}
+                Ok(Err(_)) => *slot = None,
+                Err(_) => {
+                    tracing::warn!("a shard upload stalled; dropping it");
+                    if let Some(tx) = slot.take() {
+                        let _ = tx.try_send(Err(std::io::Error::other("stalled")));
+                    }
+                }
             }
         }
-    }
+    });
+    futures::future::join_all(sends).await;
     if senders.iter().all(Option::is_none) {
         return Err(GatewayError::Unavailable("every shard upload failed".into()));
     }

@@ -443,9 +443,13 @@ impl Matrix<'_> {
             *row = clean;
         }
         let mut mx = Matrix { demand, quota, keys, salt, rows, count };
+        let c0: u32 = mx.count.iter().sum();
         mx.trim_rows(policy);
+        let c1: u32 = mx.count.iter().sum();
         mx.trim_columns(policy);
+        let c2: u32 = mx.count.iter().sum();
         mx.fill();
+        if std::env::var("ADBG").is_ok() { eprintln!("solve salt={salt:x} init={c0} rowtrim={} coltrim={} quota={:?} count_after_trim_vs_quota={:?}", c0-c1, c1-c2, quota, mx.count); }
         mx.rows
     }
 
@@ -518,6 +522,7 @@ impl Matrix<'_> {
                         self.count[c as usize] += 1;
                     }
                     None => {
+                        if std::env::var("ADBG").is_ok() { eprintln!("augment row {r}"); }
                         if !self.augment(r) {
                             // Cannot happen when the sums are consistent (see `solve`);
                             // leaving the row short would be caught by `validate`.

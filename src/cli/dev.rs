@@ -126,13 +126,6 @@ pub async fn run(a: DevArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn random_hex(bytes: usize) -> String {
-    use rand::RngCore;
-    let mut b = vec![0u8; bytes];
-    rand::thread_rng().fill_bytes(&mut b);
-    hex::encode(b)
-}
-
 fn free_port() -> anyhow::Result<u16> {
     Ok(TcpListener::bind("127.0.0.1:0").context("cannot find a free port")?.local_addr()?.port())
 }
@@ -169,11 +162,11 @@ fn new_cluster(a: &DevArgs) -> anyhow::Result<ClusterFile> {
     }
     let map = PlacementMap::new(topology, a.profile, a.pgs).context("cannot place the EC profile on this dev topology")?;
     Ok(ClusterFile {
-        cluster_secret: random_hex(32),
+        cluster_secret: super::random_hex(32),
         region: "sillok-dev".into(),
         access_keys: vec![AccessKey {
-            access_key_id: format!("SILLOK{}", random_hex(7).to_uppercase()),
-            secret_access_key: random_hex(20),
+            access_key_id: format!("SILLOK{}", super::random_hex(7).to_uppercase()),
+            secret_access_key: super::random_hex(20),
         }],
         map,
     })

@@ -46,7 +46,12 @@ pub async fn run(a: GatewayArgs) -> anyhow::Result<()> {
     let config = GatewayConfig {
         listen: a.listen,
         cluster,
-        write: WriteSettings { block_size: a.block_size, inline_threshold: a.inline_threshold, ..Default::default() },
+        write: WriteSettings {
+            block_size: a.block_size,
+            inline_threshold: a.inline_threshold,
+            stall_deadline: Duration::from_millis(a.node_timeout_ms),
+            ..Default::default()
+        },
         read: ReadSettings { block_deadline: Duration::from_millis(a.read_deadline_ms) },
         node_timeouts: Timeouts {
             connect: Duration::from_millis(a.connect_timeout_ms),

@@ -2,6 +2,7 @@
 
 pub mod dev;
 pub mod gateway;
+pub mod init;
 pub mod node;
 
 /// Resolves on Ctrl-C or SIGTERM.
@@ -11,4 +12,12 @@ pub async fn shutdown_signal() {
         _ = tokio::signal::ctrl_c() => {}
         _ = term.recv() => {}
     }
+}
+
+/// `bytes` random bytes from the OS RNG, as hex (secrets and key ids).
+pub fn random_hex(bytes: usize) -> String {
+    use rand::RngCore;
+    let mut b = vec![0u8; bytes];
+    rand::rngs::OsRng.fill_bytes(&mut b);
+    hex::encode(b)
 }

@@ -292,10 +292,12 @@ impl NodeClient {
             tokio::select! {
                 r = &mut fut => break r,
                 _ = ticker.tick() => {
-                    let w = watch.lock().expect("upload watch");
-                    if w.caller_error.is_some() {
-                        // hyper is aborting the request; its answer follows.
-                        continue;
+                    let mut w = watch.lock().expect("upload watch");
+                    if let Some(e) = w.caller_error.take() {
+                        // The connection task has already dropped the
+                        // connection mid-body (no final chunk): the node
+                        // stores nothing.
+                        return Err(NodeError::Io(e));
                     }
                     if let Some(since) = w.handed_out {
                         if since.elapsed() > t.idle {

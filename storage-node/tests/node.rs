@@ -263,6 +263,21 @@ async fn an_aborted_upload_stores_nothing() {
     assert!(n.wait_tmp_empty().await, "temporary file left behind");
     assert_eq!(c.stat_shard(&n.addr, &id).await.unwrap(), None);
     assert!(!n.shard_file(&id).exists());
+
+    // Every declared block sent, then an error: had the body ended cleanly the
+    // count would match and the node would store it. It must not.
+    let items: Vec<Result<Frame, std::io::Error>> =
+        fs.iter().cloned().map(Ok).chain(std::iter::once(Err(std::io::Error::other("late failure")))).collect();
+    let res = c.put_shard(&n.addr, &id, &header(64 << 10, 8), futures::stream::iter(items)).await;
+    assert!(matches!(res, Err(NodeError::Io(_))), "{res:?}");
+    assert!(n.wait_tmp_empty().await, "temporary file left behind");
+    // Give a (wrong) commit every chance to land before checking.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(c.stat_shard(&n.addr, &id).await.unwrap(), None);
+
+    // The same stream without the error is stored.
+    c.put_shard(&n.addr, &id, &header(64 << 10, 8), ok_stream(fs.clone())).await.unwrap();
+    assert!(c.stat_shard(&n.addr, &id).await.unwrap().is_some());
 }
 
 #[tokio::test]
