@@ -85,7 +85,7 @@ fn main() {
         if check_fit(&t3, p).is_ok() {
             let new = assign(&t3, p, pgs, Some(&old)).unwrap();
             let m = moved_slots(&old, &new);
-            let had = lower_bound(&t3, p, &old, &new);
+            let had = counts(&old)[&victim]; let _lb = lower_bound(&t3, p, &old, &new);
             rm_total += 1;
             if m as f64 <= 1.05 * had as f64 { rm_strict_ok += 1; }
             worst_rm.push((m as f64 / had as f64, format!("case {case} {p} P={pgs} sites={:?} rm {victim}: moved {m} had {had} gains {}", sites.iter().map(|s| s.len()).collect::<Vec<_>>(), gains(&old, &new))));

@@ -54,6 +54,7 @@
 
 use std::collections::{BTreeMap, BinaryHeap, VecDeque};
 
+
 use crate::error::PlacementError;
 use crate::profile::EcProfile;
 use crate::topology::{NodeId, Topology};
@@ -214,105 +215,88 @@ impl<'a> Shape<'a> {
     fn assign(&self, pgs: usize, previous: &[Vec<NodeId>]) -> Vec<Vec<NodeId>> {
         let nsites = self.sites.len();
         let p = pgs as u64;
+        let prev = Previous::read(self, pgs, previous);
 
-        // The previous table, seen through the new topology: per PG and site, the
-        // listed nodes (in service or not) that held a slot. Unknown nodes and
-        // duplicates are ignored; rows beyond the PG count are dropped.
-        let mut prev_in_site: Vec<Vec<Vec<NodeId>>> = vec![vec![Vec::new(); pgs]; nsites];
-        let mut prev_member_count = vec![0u64; self.members.len()];
-        let mut prev_site_total = vec![0u64; nsites];
-        for (pg, row) in previous.iter().enumerate().take(pgs) {
-            for (i, id) in row.iter().enumerate() {
-                if row[..i].contains(id) {
-                    continue;
-                }
-                if let Some(l) = self.listed.get(id) {
-                    prev_in_site[l.site][pg].push(*id);
-                    prev_site_total[l.site] += 1;
-                    if let Some(mi) = l.member {
-                        prev_member_count[mi] += 1;
-                    }
-                }
-            }
-        }
-
-        // Site totals: base_s·P plus this site's share of the R·P extras.
+        // Level 1 targets: each site's total is base_s·P plus its share of the
+        // R·P extras; the band is what the site may hold without being corrected.
         let weights: Vec<f64> = self.sites.iter().map(|s| s.weight).collect();
-        let lo: Vec<f64> = self.sites.iter().map(|s| (s.base as u64 * p) as f64).collect();
-        let hi: Vec<f64> = self.sites.iter().map(|s| ((s.base + usize::from(s.takes_extra)) as u64 * p) as f64).collect();
-        let ideal = water_fill(&weights, &lo, &hi, (self.width as u64 * p) as f64);
-        let extra_ideal: Vec<f64> = ideal.iter().zip(&lo).map(|(t, l)| t - l).collect();
-        let extra_cap: Vec<u64> = self.sites.iter().map(|s| if s.takes_extra { p } else { 0 }).collect();
-        let extra_prev: Vec<u64> =
-            self.sites.iter().zip(&prev_site_total).map(|(s, &t)| t.saturating_sub(s.base as u64 * p)).collect();
+        let floor: Vec<u64> = self.sites.iter().map(|s| s.base as u64 * p).collect();
+        let ceiling: Vec<u64> = self.sites.iter().map(|s| (s.base + usize::from(s.takes_extra)) as u64 * p).collect();
+        let as_f64 = |v: &[u64]| v.iter().map(|&x| x as f64).collect::<Vec<_>>();
+        let ideal = water_fill(&weights, &as_f64(&floor), &as_f64(&ceiling), (self.width as u64 * p) as f64);
+        let extra_ideal: Vec<f64> = ideal.iter().zip(&floor).map(|(t, &f)| t - f as f64).collect();
+        let extra_cap: Vec<u64> = ceiling.iter().zip(&floor).map(|(c, f)| c - f).collect();
+        let extra_prev: Vec<u64> = (0..nsites)
+            .map(|s| if self.sites[s].takes_extra { prev.site_total[s].saturating_sub(floor[s]) } else { 0 })
+            .collect();
         let site_keys: Vec<u64> = self.sites.iter().map(|s| s.key).collect();
-        let site_extras = round_sticky(&extra_ideal, &extra_cap, &extra_prev, &site_keys, self.extras as u64 * p);
+        let extra_target = round_sticky(&extra_ideal, &extra_cap, &extra_prev, &site_keys, self.extras as u64 * p);
 
-        // Node quotas inside each site.
-        let mut quota = vec![0u64; self.members.len()];
-        for (si, s) in self.sites.iter().enumerate() {
-            if s.members.is_empty() {
-                continue;
-            }
-            let total = s.base as u64 * p + site_extras[si];
-            let w: Vec<f64> = s.members.iter().map(|&mi| self.members[mi].weight).collect();
-            let zeros = vec![0.0; w.len()];
-            let caps = vec![p as f64; w.len()];
-            let ideal = water_fill(&w, &zeros, &caps, total as f64);
-            let prev: Vec<u64> = s.members.iter().map(|&mi| prev_member_count[mi]).collect();
-            let keys: Vec<u64> = s.members.iter().map(|&mi| u64::from(self.members[mi].id.0)).collect();
-            let q = round_sticky(&ideal, &vec![p; w.len()], &prev, &keys, total);
-            for (&mi, qi) in s.members.iter().zip(q) {
-                quota[mi] = qi;
+        // Node targets as planned from the site targets: level 1 uses them to
+        // decide which node of a site gives up a slot when the site sheds one.
+        let mut plan = vec![(0u64, 0u64); self.members.len()];
+        for si in 0..nsites {
+            for (mi, t) in self.node_targets(si, floor[si] + extra_target[si], &prev.member_count, p) {
+                plan[mi] = (t.target, t.lo);
             }
         }
 
         // Level 1: which PGs carry each site's extra slot.
-        let extra_cols: Vec<usize> = (0..nsites).filter(|&s| self.sites[s].takes_extra).collect();
+        let cols: Vec<usize> = (0..nsites).filter(|&s| self.sites[s].takes_extra).collect();
         let mut has_extra = vec![vec![false; pgs]; nsites];
         let mut drop_choice: Vec<Vec<Option<usize>>> = vec![vec![None; pgs]; nsites];
         if self.extras > 0 {
-            let col_quota: Vec<u32> = extra_cols.iter().map(|&s| site_extras[s] as u32).collect();
-            let col_keys: Vec<u64> = extra_cols.iter().map(|&s| self.sites[s].key).collect();
+            let bounds: Vec<Bound> = cols
+                .iter()
+                .map(|&s| {
+                    let total = band(ideal[s], floor[s] + extra_target[s], floor[s], ceiling[s]);
+                    Bound {
+                        target: total.target - floor[s],
+                        lo: total.lo - floor[s],
+                        hi: total.hi - floor[s],
+                        new: extra_prev[s] == 0,
+                        key: self.sites[s].key,
+                    }
+                })
+                .collect();
             let init: Vec<Vec<u32>> = (0..pgs)
                 .map(|pg| {
-                    (0..extra_cols.len() as u32)
-                        .filter(|&c| {
-                            let s = extra_cols[c as usize];
-                            prev_in_site[s][pg].len() > self.sites[s].base
-                        })
+                    (0..cols.len() as u32)
+                        .filter(|&c| prev.in_site[cols[c as usize]][pg].len() > self.sites[cols[c as usize]].base)
                         .collect()
                 })
                 .collect();
             let mut policy = ExtraDrops {
                 shape: self,
-                cols: &extra_cols,
-                prev_in_site: &prev_in_site,
-                over: prev_member_count.iter().zip(&quota).map(|(&c, &q)| c as i64 - q as i64).collect(),
+                cols: &cols,
+                prev_in_site: &prev.in_site,
+                left: prev.member_count.clone(),
+                plan: &plan,
                 drop_choice: &mut drop_choice,
             };
             let demand = vec![self.extras as u32; pgs];
-            let rows = Matrix::solve(&demand, &col_quota, &col_keys, init, 0x5EED_0001, &mut policy);
+            let rows = Matrix::solve(&demand, &bounds, init, 0x5EED_0001, &mut policy);
             for (pg, row) in rows.iter().enumerate() {
                 for &c in row {
-                    has_extra[extra_cols[c as usize]][pg] = true;
+                    has_extra[cols[c as usize]][pg] = true;
                 }
             }
         }
 
-        // Level 2: which nodes of each site serve each PG.
+        // Level 2: which nodes of each site serve each PG, balanced against the
+        // site's actual total.
         let mut chosen: Vec<Vec<NodeId>> = vec![Vec::with_capacity(self.width); pgs];
         for (si, s) in self.sites.iter().enumerate() {
             if s.members.is_empty() {
                 continue;
             }
-            let local: BTreeMap<usize, u32> = s.members.iter().enumerate().map(|(i, &mi)| (mi, i as u32)).collect();
-            let col_quota: Vec<u32> = s.members.iter().map(|&mi| quota[mi] as u32).collect();
-            let col_keys: Vec<u64> = s.members.iter().map(|&mi| u64::from(self.members[mi].id.0)).collect();
             let demand: Vec<u32> = (0..pgs).map(|pg| (s.base + usize::from(has_extra[si][pg])) as u32).collect();
+            let total: u64 = demand.iter().map(|&d| u64::from(d)).sum();
+            let bounds: Vec<Bound> = self.node_targets(si, total, &prev.member_count, p).into_iter().map(|(_, b)| b).collect();
+            let local: BTreeMap<usize, u32> = s.members.iter().enumerate().map(|(i, &mi)| (mi, i as u32)).collect();
             let init: Vec<Vec<u32>> = (0..pgs)
                 .map(|pg| {
-                    prev_in_site[si][pg]
+                    prev.in_site[si][pg]
                         .iter()
                         .filter_map(|id| self.listed[id].member)
                         .filter(|&mi| has_extra[si][pg] || drop_choice[si][pg] != Some(mi))
@@ -320,7 +304,7 @@ impl<'a> Shape<'a> {
                         .collect()
                 })
                 .collect();
-            let rows = Matrix::solve(&demand, &col_quota, &col_keys, init, s.key, &mut NoPolicy);
+            let rows = Matrix::solve(&demand, &bounds, init, s.key, &mut NoPolicy);
             for (pg, row) in rows.into_iter().enumerate() {
                 chosen[pg].extend(row.into_iter().map(|c| self.members[s.members[c as usize]].id));
             }
@@ -332,6 +316,66 @@ impl<'a> Shape<'a> {
             .enumerate()
             .map(|(pg, nodes)| place(previous.get(pg).map(Vec::as_slice), &nodes, self.width, pg as u64))
             .collect()
+    }
+
+    /// The targets and bands of the nodes of site `si` when the site holds
+    /// `total` slots: shares by weight, at most one slot per PG each.
+    fn node_targets(&self, si: usize, total: u64, prev_count: &[u64], p: u64) -> Vec<(usize, Bound)> {
+        let members = &self.sites[si].members;
+        if members.is_empty() {
+            return Vec::new();
+        }
+        let w: Vec<f64> = members.iter().map(|&mi| self.members[mi].weight).collect();
+        let ideal = water_fill(&w, &vec![0.0; w.len()], &vec![p as f64; w.len()], total as f64);
+        let prev: Vec<u64> = members.iter().map(|&mi| prev_count[mi]).collect();
+        let keys: Vec<u64> = members.iter().map(|&mi| u64::from(self.members[mi].id.0)).collect();
+        let target = round_sticky(&ideal, &vec![p; w.len()], &prev, &keys, total);
+        members
+            .iter()
+            .enumerate()
+            .map(|(i, &mi)| {
+                let b = band(ideal[i], target[i], 0, p);
+                (mi, Bound { target: b.target, lo: b.lo, hi: b.hi, new: prev[i] == 0, key: keys[i] })
+            })
+            .collect()
+    }
+}
+
+/// The previous slot table, seen through the new topology.
+struct Previous {
+    /// `in_site[s][pg]`: the listed nodes (in service or not) of site s that held
+    /// a slot of pg. Unknown nodes and duplicates are ignored; rows beyond the PG
+    /// count are dropped.
+    in_site: Vec<Vec<Vec<NodeId>>>,
+    /// Slots each in-service node held.
+    member_count: Vec<u64>,
+    /// Slots each site's listed nodes held.
+    site_total: Vec<u64>,
+}
+
+impl Previous {
+    fn read(shape: &Shape, pgs: usize, previous: &[Vec<NodeId>]) -> Self {
+        let nsites = shape.sites.len();
+        let mut prev = Previous {
+            in_site: vec![vec![Vec::new(); pgs]; nsites],
+            member_count: vec![0; shape.members.len()],
+            site_total: vec![0; nsites],
+        };
+        for (pg, row) in previous.iter().enumerate().take(pgs) {
+            for (i, id) in row.iter().enumerate() {
+                if row[..i].contains(id) {
+                    continue;
+                }
+                if let Some(l) = shape.listed.get(id) {
+                    prev.in_site[l.site][pg].push(*id);
+                    prev.site_total[l.site] += 1;
+                    if let Some(mi) = l.member {
+                        prev.member_count[mi] += 1;
+                    }
+                }
+            }
+        }
+        prev
     }
 }
 
@@ -352,10 +396,10 @@ fn place(prev: Option<&[NodeId]>, nodes: &[NodeId], width: usize, pg: u64) -> Ve
     out.into_iter().map(|slot| slot.or_else(|| fresh.next()).expect("one node per slot")).collect()
 }
 
-/// Which memberships to give up first when a column is over its quota, and a
-/// hook told about every membership given up.
+/// Which memberships to give up first, and a hook told about every one given up.
 trait DropPolicy {
-    /// Higher means cheaper to drop `col` from `row`.
+    /// Higher means cheaper to drop `col` from `row`; -10 or less means the drop
+    /// will cost an extra move elsewhere.
     fn score(&self, _row: usize, _col: usize) -> i64 {
         0
     }
@@ -365,73 +409,124 @@ trait DropPolicy {
 struct NoPolicy;
 impl DropPolicy for NoPolicy {}
 
-/// Level-1 policy: when site s must carry fewer extras, drop them in PGs where
-/// the site's slot sits on a node that must shed slots anyway (one leaving the
-/// site's service, or one above its new quota), and decide right here which
-/// node of the site gives the slot up, so that level 2 agrees.
+/// Level-1 policy: when a site gives up its extra slot in a PG, one of the
+/// site's nodes in that PG loses its slot. Prefer PGs where that slot is on a
+/// node leaving service (it moves anyway), then on a node above its target,
+/// then on one that stays inside its band; and decide right here which node it
+/// is, so that level 2 agrees.
 struct ExtraDrops<'s, 'a> {
     shape: &'s Shape<'a>,
     cols: &'s [usize],
     prev_in_site: &'s [Vec<Vec<NodeId>>],
-    /// Per member: previous slot count minus new quota, minus drops decided so far.
-    over: Vec<i64>,
+    /// Per member: previous slot count minus the drops decided so far.
+    left: Vec<u64>,
+    /// Per member: planned (target, lo).
+    plan: &'s [(u64, u64)],
     drop_choice: &'s mut [Vec<Option<usize>>],
 }
 
 impl ExtraDrops<'_, '_> {
     /// The in-service node of `site` that gives up its slot of `pg` when the
-    /// site's extra there goes, if the site holds more than its base there.
+    /// site's extra there goes; None when the site holds no more than its base
+    /// there in service (the extra was on a node leaving service).
     fn victim(&self, site: usize, pg: usize) -> Option<usize> {
-        let members: Vec<usize> =
-            self.prev_in_site[site][pg].iter().filter_map(|id| self.shape.listed[id].member).collect();
-        if members.len() <= self.shape.sites[site].base {
+        let members = || self.prev_in_site[site][pg].iter().filter_map(|id| self.shape.listed[id].member);
+        if members().count() <= self.shape.sites[site].base {
             return None;
         }
-        members.into_iter().max_by_key(|&mi| (self.over[mi], mix(pg as u64, u64::from(self.shape.members[mi].id.0))))
+        members().max_by_key(|&mi| {
+            let (target, _) = self.plan[mi];
+            (self.left[mi] as i64 - target as i64, mix(pg as u64, u64::from(self.shape.members[mi].id.0)))
+        })
     }
 }
 
 impl DropPolicy for ExtraDrops<'_, '_> {
     fn score(&self, row: usize, col: usize) -> i64 {
         match self.victim(self.cols[col], row) {
-            None => 1,
-            Some(mi) => i64::from(self.over[mi] > 0),
+            None => 2,
+            Some(mi) => {
+                let (target, lo) = self.plan[mi];
+                if self.left[mi] > target {
+                    1
+                } else if self.left[mi] > lo {
+                    0
+                } else {
+                    -10
+                }
+            }
         }
     }
 
     fn dropped(&mut self, row: usize, col: usize) {
         let site = self.cols[col];
         if let Some(mi) = self.victim(site, row) {
-            self.over[mi] -= 1;
+            self.left[mi] = self.left[mi].saturating_sub(1);
             self.drop_choice[site][row] = Some(mi);
         }
     }
 }
 
-/// A 0/1 matrix with prescribed row sums (`demand`) and column sums (`quota`),
-/// built from a previous matrix with as few changes as the sums allow.
+/// What a column (a site at level 1, a node at level 2) should hold.
+#[derive(Clone, Copy, Debug)]
+struct Bound {
+    /// The rounded ideal.
+    target: u64,
+    /// The band: counts in `lo..=hi` are left alone.
+    lo: u64,
+    hi: u64,
+    /// The column held nothing before: it is filled to its target, not just to `lo`.
+    new: bool,
+    /// Stable key for tie-breaking hashes.
+    key: u64,
+}
+
+impl Bound {
+    /// Below this a column takes memberships from others.
+    fn want(&self) -> u64 {
+        if self.new { self.target } else { self.lo }
+    }
+}
+
+/// The target of an ideal value and the band around it: at least floor..=ceil
+/// of the ideal, widened to ±SLACK of it, kept within `min..=max`.
+fn band(ideal: f64, target: u64, min: u64, max: u64) -> Bound {
+    let down = ((ideal * (1.0 - SLACK)) - 1e-7).ceil().max(0.0) as u64;
+    let up = ((ideal * (1.0 + SLACK)) + 1e-7).floor().max(0.0) as u64;
+    let fl = (ideal + 1e-7).floor().max(0.0) as u64;
+    let ce = (ideal - 1e-7).ceil().max(0.0) as u64;
+    let target = target.clamp(min, max);
+    let lo = down.min(fl).clamp(min, target);
+    let hi = up.max(ce).clamp(target, max);
+    Bound { target, lo, hi, new: false, key: 0 }
+}
+
+/// How far, as a fraction of its ideal, a count may drift before the
+/// assignment spends moves on correcting it (beyond rounding). It applies at
+/// both levels (site totals, and nodes within their site), so a node's share
+/// stays within about ±4.9% of its weight share; the slack is what lets a lost
+/// node's slots land where the PG structure allows without moving others.
+const SLACK: f64 = 0.024;
+
+/// A 0/1 matrix with prescribed row sums (`demand`) and column sums kept within
+/// each column's band, built from a previous matrix with as few changes as the
+/// sums allow.
 struct Matrix<'q> {
     demand: &'q [u32],
-    quota: &'q [u32],
-    keys: &'q [u64],
+    cols: &'q [Bound],
     salt: u64,
     rows: Vec<Vec<u32>>,
-    count: Vec<u32>,
+    count: Vec<u64>,
 }
 
 impl Matrix<'_> {
-    /// Requires Σ demand = Σ quota, every quota ≤ rows and every demand ≤ columns,
-    /// with demands differing by at most one (then a solution always exists).
-    fn solve(
-        demand: &[u32],
-        quota: &[u32],
-        keys: &[u64],
-        mut rows: Vec<Vec<u32>>,
-        salt: u64,
-        policy: &mut dyn DropPolicy,
-    ) -> Vec<Vec<u32>> {
-        let ncols = quota.len();
-        let mut count = vec![0u32; ncols];
+    /// Requires Σ demand within Σ lo..=Σ hi, every hi ≤ rows and every demand ≤
+    /// columns, with demands differing by at most one; then the rows always
+    /// reach their demand, and the columns their band unless the PG structure
+    /// forbids it.
+    fn solve(demand: &[u32], cols: &[Bound], mut rows: Vec<Vec<u32>>, salt: u64, policy: &mut dyn DropPolicy) -> Vec<Vec<u32>> {
+        let ncols = cols.len();
+        let mut count = vec![0u64; ncols];
         for row in &mut rows {
             let mut clean: Vec<u32> = Vec::with_capacity(row.len());
             for &c in row.iter() {
@@ -442,23 +537,21 @@ impl Matrix<'_> {
             }
             *row = clean;
         }
-        let mut mx = Matrix { demand, quota, keys, salt, rows, count };
-        let c0: u32 = mx.count.iter().sum();
+        let mut mx = Matrix { demand, cols, salt, rows, count };
         mx.trim_rows(policy);
-        let c1: u32 = mx.count.iter().sum();
         mx.trim_columns(policy);
-        let c2: u32 = mx.count.iter().sum();
         mx.fill();
-        if std::env::var("ADBG").is_ok() { eprintln!("solve salt={salt:x} init={c0} rowtrim={} coltrim={} quota={:?} count_after_trim_vs_quota={:?}", c0-c1, c1-c2, quota, mx.count); }
+        mx.raise(policy);
         mx.rows
     }
 
     fn tie(&self, row: usize, col: u32) -> u64 {
-        mix(mix(self.salt, row as u64), self.keys[col as usize])
+        mix(mix(self.salt, row as u64), self.cols[col as usize].key)
     }
 
-    fn left(&self, col: u32) -> i64 {
-        i64::from(self.quota[col as usize]) - i64::from(self.count[col as usize])
+    /// How far a column is above its target (negative: below).
+    fn excess(&self, col: u32) -> i64 {
+        self.count[col as usize] as i64 - self.cols[col as usize].target as i64
     }
 
     fn remove(&mut self, row: usize, col: u32, policy: &mut dyn DropPolicy) {
@@ -468,38 +561,44 @@ impl Matrix<'_> {
         policy.dropped(row, col as usize);
     }
 
-    /// Rows above their demand give up their most over-quota columns.
+    /// Rows above their demand give up the columns most above target.
     fn trim_rows(&mut self, policy: &mut dyn DropPolicy) {
         for r in 0..self.rows.len() {
             while self.rows[r].len() > self.demand[r] as usize {
                 let col = *self.rows[r]
                     .iter()
-                    .max_by_key(|&&c| (-self.left(c), policy.score(r, c as usize), self.tie(r, c)))
+                    .max_by_key(|&&c| (self.excess(c), policy.score(r, c as usize), self.tie(r, c)))
                     .expect("non-empty row");
                 self.remove(r, col, policy);
             }
         }
     }
 
-    /// Columns above their quota leave rows, preferring rows the fill can then
-    /// complete with a column that has quota left, and what the policy prefers.
+    /// Columns above their band leave rows until they are back at its top,
+    /// preferring rows that can then be refilled with a column below its target
+    /// (otherwise the refill needs an augmenting path), and what the policy
+    /// says is cheap.
     fn trim_columns(&mut self, policy: &mut dyn DropPolicy) {
-        let under: Vec<u32> = (0..self.quota.len() as u32).filter(|&c| self.left(c) > 0).collect();
-        let refillable = |row: &[u32]| i64::from(under.iter().any(|u| !row.contains(u)));
-        for col in 0..self.quota.len() as u32 {
-            if self.left(col) >= 0 {
+        let under: Vec<u32> = (0..self.cols.len() as u32).filter(|&c| self.excess(c) < 0).collect();
+        let key = |mx: &Self, policy: &dyn DropPolicy, r: usize, c: u32| {
+            let refillable = under.iter().any(|u| !mx.rows[r].contains(u));
+            policy.score(r, c as usize) - if refillable { 0 } else { 10 }
+        };
+        for col in 0..self.cols.len() as u32 {
+            let hi = self.cols[col as usize].hi;
+            if self.count[col as usize] <= hi {
                 continue;
             }
-            // Lazy greedy: scores only ever drop, so a popped entry whose score is
+            // Lazy greedy: keys only ever drop, so a popped entry whose key is
             // still current is the best one.
             let mut heap: BinaryHeap<(i64, u64, usize)> = (0..self.rows.len())
                 .filter(|&r| self.rows[r].contains(&col))
-                .map(|r| (policy.score(r, col as usize) + refillable(&self.rows[r]), self.tie(r, col), r))
+                .map(|r| (key(self, &*policy, r, col), self.tie(r, col), r))
                 .collect();
-            while self.left(col) < 0 {
-                let Some((score, tie, r)) = heap.pop() else { break };
-                let now = policy.score(r, col as usize) + refillable(&self.rows[r]);
-                if now < score {
+            while self.count[col as usize] > hi {
+                let Some((k, tie, r)) = heap.pop() else { break };
+                let now = key(self, &*policy, r, col);
+                if now < k {
                     heap.push((now, tie, r));
                     continue;
                 }
@@ -508,21 +607,24 @@ impl Matrix<'_> {
         }
     }
 
-    /// Short rows take the column with the most quota left; when every such
-    /// column is already in the row, an augmenting path makes room.
+    /// Short rows take a column below its band if they can, else the column
+    /// furthest below its target, never one at the top of its band; when no
+    /// column fits, an augmenting path makes room.
     fn fill(&mut self) {
         for r in 0..self.rows.len() {
             while self.rows[r].len() < self.demand[r] as usize {
-                let best = (0..self.quota.len() as u32)
-                    .filter(|&c| self.left(c) > 0 && !self.rows[r].contains(&c))
-                    .max_by_key(|&c| (self.left(c), self.tie(r, c)));
+                let best = (0..self.cols.len() as u32)
+                    .filter(|&c| self.count[c as usize] < self.cols[c as usize].hi && !self.rows[r].contains(&c))
+                    .max_by_key(|&c| {
+                        let b = &self.cols[c as usize];
+                        (self.count[c as usize] < b.want(), -self.excess(c), self.tie(r, c))
+                    });
                 match best {
                     Some(c) => {
                         self.rows[r].push(c);
                         self.count[c as usize] += 1;
                     }
                     None => {
-                        if std::env::var("ADBG").is_ok() { eprintln!("augment row {r}"); }
                         if !self.augment(r) {
                             // Cannot happen when the sums are consistent (see `solve`);
                             // leaving the row short would be caught by `validate`.
@@ -536,11 +638,12 @@ impl Matrix<'_> {
     }
 
     /// Breadth-first search for a chain "row r takes c1; row r1 gives c1 up and
-    /// takes c2; …; row rj takes a column with quota left". Every column on the
-    /// chain except the last keeps its count; row r gains one.
+    /// takes c2; …; row rj takes a column below the top of its band". Every
+    /// column on the chain except the last keeps its count; row r gains one.
     fn augment(&mut self, r: usize) -> bool {
         const START: u32 = u32::MAX;
-        let ncols = self.quota.len();
+        let ncols = self.cols.len();
+        let room = |mx: &Self, c: u32| mx.count[c as usize] < mx.cols[c as usize].hi;
         // parent[c] = (row that takes c, column that row gives up or START).
         let mut parent: Vec<Option<(usize, u32)>> = vec![None; ncols];
         let mut queue = VecDeque::new();
@@ -548,7 +651,7 @@ impl Matrix<'_> {
         for c in 0..ncols as u32 {
             if !self.rows[r].contains(&c) {
                 parent[c as usize] = Some((r, START));
-                if self.left(c) > 0 {
+                if room(self, c) {
                     end = Some(c);
                     break;
                 }
@@ -566,7 +669,7 @@ impl Matrix<'_> {
                         continue;
                     }
                     parent[c2 as usize] = Some((r2, c));
-                    if self.left(c2) > 0 {
+                    if room(self, c2) {
                         end = Some(c2);
                         break 'search;
                     }
@@ -585,6 +688,47 @@ impl Matrix<'_> {
             let pos = self.rows[taker].iter().position(|&x| x == gave).expect("given-up column in row");
             self.rows[taker].remove(pos);
             c = gave;
+        }
+    }
+
+    /// Columns below their band (or new columns below their target) take over
+    /// memberships of columns above what they want, one swap per slot: the
+    /// donor most above its target, in a row the policy says is cheap.
+    fn raise(&mut self, policy: &mut dyn DropPolicy) {
+        for col in 0..self.cols.len() as u32 {
+            let want = self.cols[col as usize].want();
+            if self.count[col as usize] >= want {
+                continue;
+            }
+            let key = |mx: &Self, policy: &dyn DropPolicy, r: usize, d: u32| {
+                (policy.score(r, d as usize), mx.excess(d), mx.tie(r, d))
+            };
+            let mut heap: BinaryHeap<((i64, i64, u64), usize, u32)> = BinaryHeap::new();
+            for r in 0..self.rows.len() {
+                if self.rows[r].contains(&col) {
+                    continue;
+                }
+                for &d in &self.rows[r] {
+                    heap.push((key(self, &*policy, r, d), r, d));
+                }
+            }
+            while self.count[col as usize] < want {
+                let Some((k, r, d)) = heap.pop() else { break };
+                if self.rows[r].contains(&col) || !self.rows[r].contains(&d) {
+                    continue;
+                }
+                if self.count[d as usize] <= self.cols[d as usize].want() {
+                    continue;
+                }
+                let now = key(self, &*policy, r, d);
+                if now < k {
+                    heap.push((now, r, d));
+                    continue;
+                }
+                self.remove(r, d, policy);
+                self.rows[r].push(col);
+                self.count[col as usize] += 1;
+            }
         }
     }
 }

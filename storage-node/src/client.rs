@@ -544,3 +544,18 @@ impl ReadState {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn builds_outside_a_runtime_and_encodes_queries() {
+        let c = NodeClient::new("s", Timeouts::default());
+        assert!(!format!("{c:?}").contains("\"s\""));
+        assert_eq!(percent_encode("0a.1 /é"), "0a.1%20%2F%C3%A9");
+        assert_eq!(authority("http://h:1/"), "h:1");
+        assert_eq!(authority("h:1"), "h:1");
+        assert!(shard_path(&ShardId { object_id: "../x".into(), index: 0 }).is_err());
+    }
+}

@@ -11,6 +11,10 @@
 //! - `api`: routes and wire types; `client`: the signed, deadline-bound client
 //! - `auth`: signing and verifying internal requests (aws-sigv4)
 //! - `shard_store`, `meta_store`: the node's two stores; `server`: the HTTP service
+//!
+//! Run a node with [`serve`] (bind, serve until a shutdown future completes),
+//! [`bind`] + [`BoundNode::run`] (learn the address of port 0 first), or
+//! [`spawn`] (a background task with [`RunningNode::stop`]).
 
 pub mod api;
 pub mod auth;
