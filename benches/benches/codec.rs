@@ -4,6 +4,10 @@
 //! Throughput is reported in bytes of *stripe* (object data) per second, so the
 //! figures compare directly with end-to-end PUT/GET MiB/s from `loadgen`.
 //!
+//! `encode-raw` calls reed-solomon-erasure directly with preallocated parity
+//! buffers: the kernel alone, without `Codec::encode`'s per-stripe parity
+//! allocation, so the two together show what that allocation costs.
+//!
 //! Run: `cargo bench -p sillok-benches --bench codec` (filters work, e.g.
 //! `-- 'encode/4\+2'`; add `--quick` for a faster, rougher pass).
 
@@ -35,7 +39,11 @@ fn stripe(len: usize) -> Bytes {
 }
 
 fn size_label(len: usize) -> String {
-    if len >= MIB { format!("{}MiB", len / MIB) } else { format!("{}KiB", len / KIB) }
+    if len >= MIB {
+        format!("{}MiB", len / MIB)
+    } else {
+        format!("{}KiB", len / KIB)
+    }
 }
 
 fn encode(c: &mut Criterion) {
@@ -45,8 +53,34 @@ fn encode(c: &mut Criterion) {
         for len in STRIPES {
             let data = stripe(len);
             g.throughput(Throughput::Bytes(len as u64));
-            g.bench_with_input(BenchmarkId::new(format!("{k}+{m}"), size_label(len)), &data, |b, data| {
-                b.iter(|| black_box(codec.encode(black_box(data.clone())).expect("encode")))
+            g.bench_with_input(
+                BenchmarkId::new(format!("{k}+{m}"), size_label(len)),
+                &data,
+                |b, data| {
+                    b.iter(|| black_box(codec.encode(black_box(data.clone())).expect("encode")))
+                },
+            );
+        }
+    }
+    g.finish();
+}
+
+fn encode_raw(c: &mut Criterion) {
+    use reed_solomon_erasure::galois_8::ReedSolomon;
+    let mut g = c.benchmark_group("encode-raw");
+    for (k, m, _) in PROFILES {
+        let rs = ReedSolomon::new(k, m).expect("rs");
+        for len in STRIPES {
+            let data = stripe(len);
+            let bl = len / k;
+            let blocks: Vec<&[u8]> = (0..k).map(|i| &data[i * bl..(i + 1) * bl]).collect();
+            let mut parity = vec![vec![0u8; bl]; m];
+            g.throughput(Throughput::Bytes(len as u64));
+            g.bench_function(BenchmarkId::new(format!("{k}+{m}"), size_label(len)), |b| {
+                b.iter(|| {
+                    rs.encode_sep(black_box(&blocks), black_box(&mut parity))
+                        .expect("encode")
+                })
             });
         }
     }
@@ -63,13 +97,17 @@ fn reconstruct(c: &mut Criterion) {
             // Present blocks are set up once; each iteration drops the first
             // `lost` data blocks and rebuilds them (the rebuilt blocks are
             // freshly allocated by the codec, as on a real degraded read).
-            let mut blocks: Vec<Option<Vec<u8>>> = encoded.iter().map(|b| Some(b.to_vec())).collect();
+            let mut blocks: Vec<Option<Vec<u8>>> =
+                encoded.iter().map(|b| Some(b.to_vec())).collect();
             // Sanity: the rebuilt data equals the original.
             for b in blocks.iter_mut().take(lost) {
                 *b = None;
             }
             codec.reconstruct_data(&mut blocks).expect("reconstruct");
-            let joined: Vec<u8> = blocks[..k].iter().flat_map(|b| b.as_ref().unwrap().iter().copied()).collect();
+            let joined: Vec<u8> = blocks[..k]
+                .iter()
+                .flat_map(|b| b.as_ref().unwrap().iter().copied())
+                .collect();
             assert_eq!(&joined[..len], &data[..], "reconstructed data differs");
 
             g.throughput(Throughput::Bytes(len as u64));
@@ -79,7 +117,9 @@ fn reconstruct(c: &mut Criterion) {
                     for blk in blocks.iter_mut().take(lost) {
                         *blk = None;
                     }
-                    codec.reconstruct_data(black_box(&mut blocks)).expect("reconstruct");
+                    codec
+                        .reconstruct_data(black_box(&mut blocks))
+                        .expect("reconstruct");
                 })
             });
         }
@@ -94,5 +134,5 @@ fn config() -> Criterion {
         .measurement_time(Duration::from_secs(2))
 }
 
-criterion_group! { name = benches; config = config(); targets = encode, reconstruct }
+criterion_group! { name = benches; config = config(); targets = encode, encode_raw, reconstruct }
 criterion_main!(benches);

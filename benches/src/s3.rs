@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use anyhow::bail;
 use aws_sdk_s3::Client;
+use aws_sdk_s3::config::http::HttpResponse;
 use aws_sdk_s3::config::retry::RetryConfig;
 use aws_sdk_s3::config::timeout::TimeoutConfig;
 use aws_sdk_s3::config::{
@@ -15,7 +16,8 @@ use aws_sdk_s3::config::{
 use aws_sdk_s3::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 use aws_sdk_s3::primitives::{ByteStream, SdkBody};
 use aws_sdk_s3::types::{
-    BucketLocationConstraint, ChecksumAlgorithm, CompletedMultipartUpload, CompletedPart, CreateBucketConfiguration,
+    BucketLocationConstraint, ChecksumAlgorithm, CompletedMultipartUpload, CompletedPart,
+    CreateBucketConfiguration,
 };
 
 use crate::data::{GenBody, Verifier, content_key, generate};
@@ -57,6 +59,35 @@ fn short(mut s: String) -> String {
     s
 }
 
+/// "PutObject: HTTP 503 SlowDown: message" for an S3 error response; the full
+/// error chain for anything else (connection refused, unparsable response...).
+fn describe<E>(what: &str, e: &SdkError<E, HttpResponse>) -> String
+where
+    E: std::error::Error + ProvideErrorMetadata + 'static,
+{
+    match e {
+        SdkError::ServiceError(se) => {
+            let status = se.raw().status().as_u16();
+            let hint = if status == 403 {
+                " (check the access key, secret key and region)"
+            } else {
+                ""
+            };
+            match e.code() {
+                Some(code) => format!(
+                    "{what}: HTTP {status} {code}: {}{hint}",
+                    e.message().unwrap_or("")
+                ),
+                None => format!(
+                    "{what}: HTTP {status}{hint}: {}",
+                    DisplayErrorContext(se.err())
+                ),
+            }
+        }
+        _ => format!("{what}: {}", DisplayErrorContext(e)),
+    }
+}
+
 pub fn check_endpoint(url: &str) -> anyhow::Result<()> {
     let rest = url
         .strip_prefix("http://")
@@ -86,7 +117,11 @@ impl S3 {
         checksums: bool,
     ) -> Self {
         let creds = Credentials::new(&ep.access_key, &ep.secret_key, None, None, "loadgen");
-        let retry = if retries == 0 { RetryConfig::disabled() } else { RetryConfig::standard().with_max_attempts(retries + 1) };
+        let retry = if retries == 0 {
+            RetryConfig::disabled()
+        } else {
+            RetryConfig::standard().with_max_attempts(retries + 1)
+        };
         let conf = aws_sdk_s3::Config::builder()
             .behavior_version(BehaviorVersion::latest())
             .region(Region::new(ep.region.clone()))
@@ -94,7 +129,11 @@ impl S3 {
             .credentials_provider(creds)
             .force_path_style(true)
             .retry_config(retry)
-            .timeout_config(TimeoutConfig::builder().connect_timeout(Duration::from_secs(5)).build())
+            .timeout_config(
+                TimeoutConfig::builder()
+                    .connect_timeout(Duration::from_secs(5))
+                    .build(),
+            )
             // Our own per-request timeout bounds every call; the SDK's stall
             // detector would only turn a slow server into a different error.
             .stalled_stream_protection(StalledStreamProtectionConfig::disabled())
@@ -116,14 +155,20 @@ impl S3 {
         }
     }
 
-    async fn call<T, E, R>(&self, what: &str, fut: impl Future<Output = Result<T, SdkError<E, R>>>) -> OpResult<T>
+    async fn call<T, E>(
+        &self,
+        what: &str,
+        fut: impl Future<Output = Result<T, SdkError<E, HttpResponse>>>,
+    ) -> OpResult<T>
     where
-        E: std::error::Error + 'static,
-        R: std::fmt::Debug,
+        E: std::error::Error + ProvideErrorMetadata + 'static,
     {
         match tokio::time::timeout(self.timeout, fut).await {
-            Err(_) => Err(OpError::Failed(format!("{what}: no response within {:?}", self.timeout))),
-            Ok(Err(e)) => Err(OpError::Failed(short(format!("{what}: {}", DisplayErrorContext(&e))))),
+            Err(_) => Err(OpError::Failed(format!(
+                "{what}: no response within {:?}",
+                self.timeout
+            ))),
+            Ok(Err(e)) => Err(OpError::Failed(short(describe(what, &e)))),
             Ok(Ok(v)) => Ok(v),
         }
     }
@@ -135,19 +180,29 @@ impl S3 {
         if end - start <= self.stream_threshold {
             ByteStream::from(generate(key, start, (end - start) as usize))
         } else {
-            ByteStream::new(SdkBody::retryable(move || SdkBody::from_body_1_x(GenBody::new(key, start, end))))
+            ByteStream::new(SdkBody::retryable(move || {
+                SdkBody::from_body_1_x(GenBody::new(key, start, end))
+            }))
         }
     }
 
     /// Makes sure the bucket exists; errors here mean the endpoint is unusable.
     pub async fn ensure_bucket(&self) -> anyhow::Result<()> {
-        let head = tokio::time::timeout(self.timeout, self.client.head_bucket().bucket(&self.bucket).send()).await;
+        let head = tokio::time::timeout(
+            self.timeout,
+            self.client.head_bucket().bucket(&self.bucket).send(),
+        )
+        .await;
         match head {
-            Err(_) => bail!("HeadBucket {}: no response within {:?}", self.bucket, self.timeout),
+            Err(_) => bail!(
+                "HeadBucket {}: no response within {:?}",
+                self.bucket,
+                self.timeout
+            ),
             Ok(Ok(_)) => return Ok(()),
             Ok(Err(SdkError::ServiceError(e))) if e.raw().status().as_u16() == 404 => {}
             Ok(Err(e @ SdkError::ServiceError(_))) => {
-                bail!("HeadBucket {} failed: {}", self.bucket, DisplayErrorContext(&e))
+                bail!("{}", describe(&format!("HeadBucket {}", self.bucket), &e))
             }
             Ok(Err(e)) => bail!("cannot reach the endpoint: {}", DisplayErrorContext(&e)),
         }
@@ -160,10 +215,14 @@ impl S3 {
             );
         }
         match tokio::time::timeout(self.timeout, req.send()).await {
-            Err(_) => bail!("CreateBucket {}: no response within {:?}", self.bucket, self.timeout),
+            Err(_) => bail!(
+                "CreateBucket {}: no response within {:?}",
+                self.bucket,
+                self.timeout
+            ),
             Ok(Ok(_)) => Ok(()),
             Ok(Err(e)) if matches!(e.code(), Some("BucketAlreadyOwnedByYou")) => Ok(()),
-            Ok(Err(e)) => bail!("CreateBucket {} failed: {}", self.bucket, DisplayErrorContext(&e)),
+            Ok(Err(e)) => bail!("{}", describe(&format!("CreateBucket {}", self.bucket), &e)),
         }
     }
 
@@ -194,7 +253,9 @@ impl S3 {
             )
             .await?;
         let Some(upload_id) = create.upload_id().map(str::to_owned) else {
-            return Err(OpError::Failed("CreateMultipartUpload: response has no UploadId".into()));
+            return Err(OpError::Failed(
+                "CreateMultipartUpload: response has no UploadId".into(),
+            ));
         };
         let parts = async {
             let mut parts = Vec::new();
@@ -234,7 +295,11 @@ impl S3 {
                     .bucket(&self.bucket)
                     .key(name)
                     .upload_id(&upload_id)
-                    .multipart_upload(CompletedMultipartUpload::builder().set_parts(Some(parts)).build())
+                    .multipart_upload(
+                        CompletedMultipartUpload::builder()
+                            .set_parts(Some(parts))
+                            .build(),
+                    )
                     .send(),
             )
             .await
@@ -244,8 +309,13 @@ impl S3 {
             Ok(_) => Ok(size),
             Err(e) => {
                 // Best effort; the original error is what gets reported.
-                let abort =
-                    self.client.abort_multipart_upload().bucket(&self.bucket).key(name).upload_id(&upload_id).send();
+                let abort = self
+                    .client
+                    .abort_multipart_upload()
+                    .bucket(&self.bucket)
+                    .key(name)
+                    .upload_id(&upload_id)
+                    .send();
                 let _ = tokio::time::timeout(self.timeout, abort).await;
                 Err(e)
             }
@@ -281,7 +351,10 @@ impl S3 {
         };
         match tokio::time::timeout(self.timeout, read).await {
             Err(_) => {
-                return Err(OpError::Failed(format!("GET {name}: body not complete within {:?}", self.timeout)));
+                return Err(OpError::Failed(format!(
+                    "GET {name}: body not complete within {:?}",
+                    self.timeout
+                )));
             }
             Ok(Err(e)) => return Err(OpError::Failed(short(format!("GET {name}: {e}")))),
             Ok(Ok(())) => {}
@@ -293,21 +366,42 @@ impl S3 {
         }
         let got = verifier.received(start);
         if got != want {
-            return Err(OpError::Mismatch(format!("GET {name} bytes {start}..{end}: body has {got} bytes, expected {want}")));
+            return Err(OpError::Mismatch(format!(
+                "GET {name} bytes {start}..{end}: body has {got} bytes, expected {want}"
+            )));
         }
         Ok(want)
     }
 
     pub async fn head(&self, name: &str, size: u64) -> OpResult<u64> {
-        let out = self.call("HeadObject", self.client.head_object().bucket(&self.bucket).key(name).send()).await?;
+        let out = self
+            .call(
+                "HeadObject",
+                self.client
+                    .head_object()
+                    .bucket(&self.bucket)
+                    .key(name)
+                    .send(),
+            )
+            .await?;
         match out.content_length() {
             Some(cl) if cl as u64 == size => Ok(0),
-            other => Err(OpError::Mismatch(format!("HEAD {name}: Content-Length {other:?}, expected {size}"))),
+            other => Err(OpError::Mismatch(format!(
+                "HEAD {name}: Content-Length {other:?}, expected {size}"
+            ))),
         }
     }
 
     pub async fn delete(&self, name: &str) -> OpResult<u64> {
-        self.call("DeleteObject", self.client.delete_object().bucket(&self.bucket).key(name).send()).await?;
+        self.call(
+            "DeleteObject",
+            self.client
+                .delete_object()
+                .bucket(&self.bucket)
+                .key(name)
+                .send(),
+        )
+        .await?;
         Ok(0)
     }
 
@@ -316,12 +410,23 @@ impl S3 {
         let out = self
             .call(
                 "ListObjectsV2",
-                self.client.list_objects_v2().bucket(&self.bucket).prefix(prefix).max_keys(1000).send(),
+                self.client
+                    .list_objects_v2()
+                    .bucket(&self.bucket)
+                    .prefix(prefix)
+                    .max_keys(1000)
+                    .send(),
             )
             .await?;
         let keys = out.contents();
-        if let Some(bad) = keys.iter().filter_map(|o| o.key()).find(|k| !k.starts_with(prefix)) {
-            return Err(OpError::Mismatch(format!("LIST prefix {prefix:?} returned key {bad:?}")));
+        if let Some(bad) = keys
+            .iter()
+            .filter_map(|o| o.key())
+            .find(|k| !k.starts_with(prefix))
+        {
+            return Err(OpError::Mismatch(format!(
+                "LIST prefix {prefix:?} returned key {bad:?}"
+            )));
         }
         Ok(keys.len() as u64)
     }

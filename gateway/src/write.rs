@@ -222,10 +222,16 @@ where
 
     let mut buf = BytesMut::with_capacity(stripe_size as usize);
     let mut got: u64 = 0;
+    let t_start = std::time::Instant::now();
+    let mut t_body = std::time::Duration::ZERO;
+    let mut t_encode_send = std::time::Duration::ZERO;
     let result: Result<Md5, GatewayError> = async {
         let mut md5 = Md5::new();
         loop {
-            let chunk = match body.next().await {
+            let t0 = std::time::Instant::now();
+            let next = body.next().await;
+            t_body += t0.elapsed();
+            let chunk = match next {
                 Some(Ok(c)) => c,
                 Some(Err(e)) => return Err(GatewayError::ClientBody(e.to_string())),
                 None => break,
@@ -241,7 +247,9 @@ where
                 if buf.len() as u64 == stripe_size {
                     let stripe = buf.split().freeze();
                     buf.reserve(stripe_size as usize);
+                    let t0 = std::time::Instant::now();
                     md5 = encode_and_send(&codec, md5, stripe, &mut senders, settings.stall_deadline).await?;
+                    t_encode_send += t0.elapsed();
                 }
             }
         }
@@ -250,7 +258,9 @@ where
         }
         if !buf.is_empty() {
             let stripe = buf.split().freeze();
+            let t0 = std::time::Instant::now();
             md5 = encode_and_send(&codec, md5, stripe, &mut senders, settings.stall_deadline).await?;
+            t_encode_send += t0.elapsed();
         }
         Ok(md5)
     }
@@ -290,6 +300,13 @@ where
         }
     }
     written.sort_by_key(|w| w.index);
+    tracing::debug!(
+        bytes = got,
+        body_ms = t_body.as_secs_f64() * 1e3,
+        encode_send_ms = t_encode_send.as_secs_f64() * 1e3,
+        total_ms = t_start.elapsed().as_secs_f64() * 1e3,
+        "shards written"
+    );
     let down = cluster.down_sites();
     if !durable(&map, k, k + m, &written, &down) {
         delete_shards(cluster, &object_id, &targets);

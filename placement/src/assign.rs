@@ -1,59 +1,74 @@
 //! The assignment: which k+m nodes hold each placement group (PG).
 //!
-//! This module owns one pure function, [`assign`], that turns a topology, an EC
-//! profile, a PG count and (optionally) the previous slot table into a new slot
-//! table. Everything the rest of Sillok promises about placement is decided here:
+//! This module owns one pure function, [`assign`]: topology, EC profile, PG
+//! count and (optionally) the previous slot table in; a new slot table out.
+//! What it guarantees (checked by `tests/assign_props.rs`):
 //!
 //! - **Validity.** Every PG gets k+m slots on k+m distinct nodes with
-//!   `effective_weight() > 0` (Up or Down). Draining and Out nodes get none, so a
-//!   draining node loses its slots in the map that follows.
-//! - **Site spread.** Let `cap_s = min(m, in-service nodes of site s)`. The
-//!   *water level* L is the largest level with `Σ_s min(cap_s, L) ≤ k+m`; site s
-//!   then holds `base_s = min(cap_s, L)` slots of every PG, and the remaining
-//!   `R = k+m − Σ base_s` slots of each PG ("extras") go to R distinct sites
-//!   with `cap_s > L`. So every PG has `base_s` or `base_s+1` slots in site s,
-//!   never more than m, which is the most even spread the topology allows. If
-//!   `Σ cap_s < k+m` (or fewer than ⌈(k+m)/m⌉ sites have nodes) the profile does
-//!   not fit and [`PlacementError::ProfileDoesNotFit`] says which sites lack what.
-//! - **Balance.** Slots are shared by weight at two levels. Site totals: the
-//!   ideal `(k+m)·P·W_s/W` water-filled into `[base_s·P, (base_s+1)·P]` (just
-//!   `base_s·P` for a site that takes no extras). Node totals inside a site: the
-//!   site total split by weight, water-filled under the cap P (a node holds at
-//!   most one slot of a PG). Both are rounded to integers that are the floor or
-//!   the ceiling of the ideal, so every count is within one slot of its target.
-//!   Rounding is *sticky*: the units left over after flooring go first to those
-//!   whose previous count was already above the floor, so a small topology change
-//!   does not flip unrelated roundings (and move slots for nothing).
-//! - **Few moves.** Both "which PGs carry site s's extra" (rows = PGs, columns
-//!   = sites that can take extras, row sums R, column sums = each site's extras)
-//!   and "which nodes of site s serve each PG" (columns = the site's nodes, row
-//!   sums `base_s` or `base_s+1`, column sums = node quotas) are the same
-//!   problem: a 0/1 matrix with given row and column sums. [`Matrix`] solves it
-//!   incrementally from the previous map: keep every previous membership that is
-//!   still allowed, drop memberships from rows over their sum (the most
-//!   over-quota column first) and from columns over their quota (rows where the
-//!   drop can be refilled directly first, and at the site level rows whose
-//!   dropped slot sits on a node that must shed slots anyway), then fill each
-//!   short row with the column that has the most quota left (ties broken by a
-//!   hash of PG and column, which spreads load). When no column fits a short row,
-//!   a breadth-first augmenting path moves one column of another row aside.
-//!   Such a matrix always exists (row sums differ by at most one and no column
-//!   sum exceeds P), so the fill always completes. A fresh map is the same path
-//!   started from an empty matrix.
+//!   `effective_weight() > 0` (Up or Down). Draining and Out nodes get none: a
+//!   draining node loses its slots in the next map.
+//! - **Site spread.** With `cap_s = min(m, in-service nodes of site s)`, the
+//!   *water level* L is the largest level with `Σ_s min(cap_s, L) ≤ k+m`. Site s
+//!   holds `base_s = min(cap_s, L)` slots of every PG, and the `R = k+m − Σ base_s`
+//!   remaining slots of a PG ("extras") go to R distinct sites with `cap_s > L`.
+//!   So every PG has `base_s` or `base_s+1` slots in site s, never more than m:
+//!   the most even spread the topology allows. When `Σ cap_s < k+m`, or fewer
+//!   than ⌈(k+m)/m⌉ sites have nodes, [`PlacementError::ProfileDoesNotFit`] says
+//!   so and lists every site with its in-service node count.
+//! - **Balance.** A site's ideal total is `(k+m)·P·W_s/W`, water-filled into
+//!   `[base_s·P, (base_s+1)·P]` (just `base_s·P` when it takes no extras); a
+//!   node's ideal is its share by weight of its site's ideal, water-filled under
+//!   the cap P (one slot per PG). Every node stays within `TOLERANCE` (4.5%, or
+//!   1 slot when that is more) of its ideal, and every site within 4.5% of its
+//!   ideal and within what its nodes' tolerances add up to. The promise is 5%;
+//!   the rest is margin. A fresh map lands on the ideals rounded to integers
+//!   (floor or ceiling; *sticky*: the units left after flooring go first to
+//!   those whose previous count was above the floor).
+//! - **Few moves: hysteresis.** A count inside its band is left alone; one above
+//!   sheds down to the top of its band, one below rises to the bottom (a column
+//!   that held nothing before, such as a new node, rises to its target, so it
+//!   starts with its fair share). A change therefore moves what the new balance
+//!   forces and little more: a lost node's slots go wherever the PG structure
+//!   lets them land, and the counts they disturb usually stay in their bands.
+//! - **One matrix routine for both levels.** "Which PGs carry each site's extra"
+//!   (rows = PGs, columns = sites that can take extras, row sums R) and "which
+//!   nodes of site s serve each PG" (columns = the site's nodes, row sums `base_s`
+//!   or `base_s+1`) are the same problem: a 0/1 matrix with given row sums and a
+//!   band per column sum. `Matrix::solve` starts from the previous matrix,
+//!   drops memberships from rows over their sum and from columns over their band
+//!   (preferring rows it can refill at once, counting the room left in the
+//!   columns those rows lack), fills short rows (columns below their band first,
+//!   then the one furthest below target; ties broken by a hash of PG and column,
+//!   which spreads load), and when a short row finds no column, follows a
+//!   breadth-first augmenting path, first through memberships added in this
+//!   same run (free), then through old ones (one extra move). Last, columns
+//!   below their band take memberships over from columns with the most to
+//!   spare. A fresh map is the same routine started from an empty matrix.
+//! - **The levels agree.** When a site gives up an extra in a PG, one of its
+//!   nodes there loses that slot. Level 1 prefers PGs where that node is leaving
+//!   service, then where it is above its target, then where it stays in its band
+//!   (or where the site's refills of leaving nodes' slots can make up for it),
+//!   and records the node, which level 2 then drops.
 //! - **Stable slot positions.** A node that stays in a PG keeps its slot index
-//!   (its shard number); new nodes take the vacated indices, in an order given by
-//!   a hash of PG and node.
-//! - **Determinism.** No randomness, no hash-map iteration order: the same
-//!   inputs give the same table, and re-running on its own output changes
-//!   nothing (`assign(t, Some(&assign(t, None)))` is the identity).
+//!   (its shard number); new nodes take the vacated indices, in an order hashed
+//!   from PG and node.
+//! - **Determinism.** No randomness and no hash-map iteration order: the same
+//!   inputs give the same table, and running again on its own output moves
+//!   nothing.
 //!
-//! Known trade-off: the targets are exact (balance first). When a removed node
-//! leaves a site whose share must shrink but many of that node's slots sat in
-//! the site's `base_s` part of PGs (which must stay in the site), reaching the
-//! target needs a few moves beyond the removed node's own slots.
+//! Limits. Minimal movement and exact per-PG evenness can conflict. When a node
+//! leaves, its slots in PGs where its site holds only `base_s` must be refilled
+//! inside the site, and a site whose share shrinks may also have to shed extras
+//! held by staying nodes; likewise a PG can only take an extra from a site it
+//! lacks. With 4 or 5 sites and 4+2 (base 1 plus some extras) or 2+1 over 4
+//! sites, a removal can therefore move up to ~20% more than the node's own
+//! slots, even with the 4.5% slack. With every site at `base_s` (R = 0, e.g.
+//! 4+2 over 3 sites) or at `base_s = 0` it stays within a few percent.
+//! A node deleted from the topology (rather than marked Out) leaves no record of
+//! its site; [`PlacementMap::with_topology`](crate::PlacementMap::with_topology)
+//! passes such nodes as Out so that the slots leave the right site.
 
 use std::collections::{BTreeMap, BinaryHeap, VecDeque};
-
 
 use crate::error::PlacementError;
 use crate::profile::EcProfile;
@@ -218,12 +233,20 @@ impl<'a> Shape<'a> {
         let prev = Previous::read(self, pgs, previous);
 
         // Level 1 targets: each site's total is base_s·P plus its share of the
-        // R·P extras; the band is what the site may hold without being corrected.
+        // R·P extras, and each node's share is its part of its site's ideal
+        // total. The bands are what a count may drift to before slots move.
         let weights: Vec<f64> = self.sites.iter().map(|s| s.weight).collect();
         let floor: Vec<u64> = self.sites.iter().map(|s| s.base as u64 * p).collect();
         let ceiling: Vec<u64> = self.sites.iter().map(|s| (s.base + usize::from(s.takes_extra)) as u64 * p).collect();
-        let as_f64 = |v: &[u64]| v.iter().map(|&x| x as f64).collect::<Vec<_>>();
         let ideal = water_fill(&weights, &as_f64(&floor), &as_f64(&ceiling), (self.width as u64 * p) as f64);
+        let mut node_band = vec![(0u64, 0u64); self.members.len()];
+        for (si, s) in self.sites.iter().enumerate() {
+            let w: Vec<f64> = s.members.iter().map(|&mi| self.members[mi].weight).collect();
+            let share = water_fill(&w, &vec![0.0; w.len()], &vec![p as f64; w.len()], ideal[si]);
+            for (&mi, g) in s.members.iter().zip(share) {
+                node_band[mi] = tolerance_band(g, 0, p);
+            }
+        }
         let extra_ideal: Vec<f64> = ideal.iter().zip(&floor).map(|(t, &f)| t - f as f64).collect();
         let extra_cap: Vec<u64> = ceiling.iter().zip(&floor).map(|(c, f)| c - f).collect();
         let extra_prev: Vec<u64> = (0..nsites)
@@ -236,7 +259,7 @@ impl<'a> Shape<'a> {
         // decide which node of a site gives up a slot when the site sheds one.
         let mut plan = vec![(0u64, 0u64); self.members.len()];
         for si in 0..nsites {
-            for (mi, t) in self.node_targets(si, floor[si] + extra_target[si], &prev.member_count, p) {
+            for (mi, t) in self.node_targets(si, floor[si] + extra_target[si], &prev.member_count, &node_band, p) {
                 plan[mi] = (t.target, t.lo);
             }
         }
@@ -249,11 +272,17 @@ impl<'a> Shape<'a> {
             let bounds: Vec<Bound> = cols
                 .iter()
                 .map(|&s| {
-                    let total = band(ideal[s], floor[s] + extra_target[s], floor[s], ceiling[s]);
+                    // A site may drift as far as its own tolerance and its nodes'
+                    // tolerances allow.
+                    let (lo, hi) = tolerance_band(ideal[s], floor[s], ceiling[s]);
+                    let members = &self.sites[s].members;
+                    let lo = lo.max(members.iter().map(|&mi| node_band[mi].0).sum());
+                    let hi = hi.min(members.iter().map(|&mi| node_band[mi].1).sum());
+                    let target = extra_target[s];
                     Bound {
-                        target: total.target - floor[s],
-                        lo: total.lo - floor[s],
-                        hi: total.hi - floor[s],
+                        target,
+                        lo: lo.saturating_sub(floor[s]).min(target),
+                        hi: hi.saturating_sub(floor[s]).max(target),
                         new: extra_prev[s] == 0,
                         key: self.sites[s].key,
                     }
@@ -273,6 +302,12 @@ impl<'a> Shape<'a> {
                 left: prev.member_count.clone(),
                 plan: &plan,
                 drop_choice: &mut drop_choice,
+                pending: (0..nsites)
+                    .map(|s| {
+                        let leaving = |id: &NodeId| self.listed[id].member.is_none();
+                        prev.in_site[s].iter().map(|row| row.iter().filter(|id| leaving(id)).count() as u64).sum()
+                    })
+                    .collect(),
             };
             let demand = vec![self.extras as u32; pgs];
             let rows = Matrix::solve(&demand, &bounds, init, 0x5EED_0001, &mut policy);
@@ -283,8 +318,7 @@ impl<'a> Shape<'a> {
             }
         }
 
-        // Level 2: which nodes of each site serve each PG, balanced against the
-        // site's actual total.
+        // Level 2: which nodes of each site serve each PG.
         let mut chosen: Vec<Vec<NodeId>> = vec![Vec::with_capacity(self.width); pgs];
         for (si, s) in self.sites.iter().enumerate() {
             if s.members.is_empty() {
@@ -292,7 +326,8 @@ impl<'a> Shape<'a> {
             }
             let demand: Vec<u32> = (0..pgs).map(|pg| (s.base + usize::from(has_extra[si][pg])) as u32).collect();
             let total: u64 = demand.iter().map(|&d| u64::from(d)).sum();
-            let bounds: Vec<Bound> = self.node_targets(si, total, &prev.member_count, p).into_iter().map(|(_, b)| b).collect();
+            let bounds: Vec<Bound> =
+                self.node_targets(si, total, &prev.member_count, &node_band, p).into_iter().map(|(_, b)| b).collect();
             let local: BTreeMap<usize, u32> = s.members.iter().enumerate().map(|(i, &mi)| (mi, i as u32)).collect();
             let init: Vec<Vec<u32>> = (0..pgs)
                 .map(|pg| {
@@ -319,26 +354,47 @@ impl<'a> Shape<'a> {
     }
 
     /// The targets and bands of the nodes of site `si` when the site holds
-    /// `total` slots: shares by weight, at most one slot per PG each.
-    fn node_targets(&self, si: usize, total: u64, prev_count: &[u64], p: u64) -> Vec<(usize, Bound)> {
+    /// `total` slots: shares by weight kept inside each node's band (when the
+    /// total allows), at most one slot per PG each.
+    fn node_targets(&self, si: usize, total: u64, prev_count: &[u64], band: &[(u64, u64)], p: u64) -> Vec<(usize, Bound)> {
         let members = &self.sites[si].members;
         if members.is_empty() {
             return Vec::new();
         }
         let w: Vec<f64> = members.iter().map(|&mi| self.members[mi].weight).collect();
-        let ideal = water_fill(&w, &vec![0.0; w.len()], &vec![p as f64; w.len()], total as f64);
+        let mut lo: Vec<u64> = members.iter().map(|&mi| band[mi].0).collect();
+        let mut hi: Vec<u64> = members.iter().map(|&mi| band[mi].1).collect();
+        let ideal = if lo.iter().sum::<u64>() <= total && total <= hi.iter().sum::<u64>() {
+            water_fill(&w, &as_f64(&lo), &as_f64(&hi), total as f64)
+        } else {
+            // Only when level 1 could not bring the site inside its band: share
+            // what the site holds, with bands around those shares.
+            let ideal = water_fill(&w, &vec![0.0; w.len()], &vec![p as f64; w.len()], total as f64);
+            for (i, &x) in ideal.iter().enumerate() {
+                (lo[i], hi[i]) = tolerance_band(x, 0, p);
+            }
+            ideal
+        };
         let prev: Vec<u64> = members.iter().map(|&mi| prev_count[mi]).collect();
         let keys: Vec<u64> = members.iter().map(|&mi| u64::from(self.members[mi].id.0)).collect();
-        let target = round_sticky(&ideal, &vec![p; w.len()], &prev, &keys, total);
-        members
-            .iter()
-            .enumerate()
-            .map(|(i, &mi)| {
-                let b = band(ideal[i], target[i], 0, p);
-                (mi, Bound { target: b.target, lo: b.lo, hi: b.hi, new: prev[i] == 0, key: keys[i] })
+        let target = round_sticky(&ideal, &hi, &prev, &keys, total);
+        (0..members.len())
+            .map(|i| {
+                let b = Bound {
+                    target: target[i],
+                    lo: lo[i].min(target[i]),
+                    hi: hi[i].max(target[i]),
+                    new: prev[i] == 0,
+                    key: keys[i],
+                };
+                (members[i], b)
             })
             .collect()
     }
+}
+
+fn as_f64(v: &[u64]) -> Vec<f64> {
+    v.iter().map(|&x| x as f64).collect()
 }
 
 /// The previous slot table, seen through the new topology.
@@ -412,7 +468,8 @@ impl DropPolicy for NoPolicy {}
 /// Level-1 policy: when a site gives up its extra slot in a PG, one of the
 /// site's nodes in that PG loses its slot. Prefer PGs where that slot is on a
 /// node leaving service (it moves anyway), then on a node above its target,
-/// then on one that stays inside its band; and decide right here which node it
+/// then on one that stays inside its band or that the site's refills of
+/// leaving nodes' slots can make up for; and decide right here which node it
 /// is, so that level 2 agrees.
 struct ExtraDrops<'s, 'a> {
     shape: &'s Shape<'a>,
@@ -423,6 +480,9 @@ struct ExtraDrops<'s, 'a> {
     /// Per member: planned (target, lo).
     plan: &'s [(u64, u64)],
     drop_choice: &'s mut [Vec<Option<usize>>],
+    /// Per site: slots of its leaving nodes that will be refilled inside the
+    /// site (each can go to a node that lost a slot here), minus those used.
+    pending: Vec<u64>,
 }
 
 impl ExtraDrops<'_, '_> {
@@ -449,7 +509,7 @@ impl DropPolicy for ExtraDrops<'_, '_> {
                 let (target, lo) = self.plan[mi];
                 if self.left[mi] > target {
                     1
-                } else if self.left[mi] > lo {
+                } else if self.left[mi] > lo || self.pending[self.cols[col]] > 0 {
                     0
                 } else {
                     -10
@@ -460,9 +520,15 @@ impl DropPolicy for ExtraDrops<'_, '_> {
 
     fn dropped(&mut self, row: usize, col: usize) {
         let site = self.cols[col];
-        if let Some(mi) = self.victim(site, row) {
-            self.left[mi] = self.left[mi].saturating_sub(1);
-            self.drop_choice[site][row] = Some(mi);
+        match self.victim(site, row) {
+            None => self.pending[site] = self.pending[site].saturating_sub(1),
+            Some(mi) => {
+                if self.left[mi] <= self.plan[mi].1 {
+                    self.pending[site] = self.pending[site].saturating_sub(1);
+                }
+                self.left[mi] = self.left[mi].saturating_sub(1);
+                self.drop_choice[site][row] = Some(mi);
+            }
         }
     }
 }
@@ -488,25 +554,21 @@ impl Bound {
     }
 }
 
-/// The target of an ideal value and the band around it: at least floor..=ceil
-/// of the ideal, widened to ±SLACK of it, kept within `min..=max`.
-fn band(ideal: f64, target: u64, min: u64, max: u64) -> Bound {
-    let down = ((ideal * (1.0 - SLACK)) - 1e-7).ceil().max(0.0) as u64;
-    let up = ((ideal * (1.0 + SLACK)) + 1e-7).floor().max(0.0) as u64;
-    let fl = (ideal + 1e-7).floor().max(0.0) as u64;
-    let ce = (ideal - 1e-7).ceil().max(0.0) as u64;
-    let target = target.clamp(min, max);
-    let lo = down.min(fl).clamp(min, target);
-    let hi = up.max(ce).clamp(target, max);
-    Bound { target, lo, hi, new: false, key: 0 }
+/// The counts within tolerance of an ideal value: ±TOLERANCE of it, or ±1
+/// slot when that is more, kept within `min..=max`.
+fn tolerance_band(ideal: f64, min: u64, max: u64) -> (u64, u64) {
+    let tol = (TOLERANCE * ideal).max(1.0);
+    let lo = (ideal - tol - 1e-9).ceil().max(0.0) as u64;
+    let hi = (ideal + tol + 1e-9).floor().max(0.0) as u64;
+    (lo.clamp(min, max), hi.clamp(min, max))
 }
 
 /// How far, as a fraction of its ideal, a count may drift before the
-/// assignment spends moves on correcting it (beyond rounding). It applies at
-/// both levels (site totals, and nodes within their site), so a node's share
-/// stays within about ±4.9% of its weight share; the slack is what lets a lost
-/// node's slots land where the PG structure allows without moving others.
-const SLACK: f64 = 0.024;
+/// assignment spends moves on correcting it. The promise is ±5% (or ±1 slot);
+/// 4.5% keeps a margin. Fresh assignments land on the targets (within
+/// rounding); the slack is what lets a lost node's slots go where the PG
+/// structure allows without moving other slots.
+const TOLERANCE: f64 = 0.045;
 
 /// A 0/1 matrix with prescribed row sums (`demand`) and column sums kept within
 /// each column's band, built from a previous matrix with as few changes as the
@@ -517,6 +579,9 @@ struct Matrix<'q> {
     salt: u64,
     rows: Vec<Vec<u32>>,
     count: Vec<u64>,
+    /// Per row, the memberships added by this solve: giving one of those up
+    /// again costs no move.
+    fresh: Vec<Vec<u32>>,
 }
 
 impl Matrix<'_> {
@@ -537,10 +602,11 @@ impl Matrix<'_> {
             }
             *row = clean;
         }
-        let mut mx = Matrix { demand, cols, salt, rows, count };
+        let fresh = vec![Vec::new(); rows.len()];
+        let mut mx = Matrix { demand, cols, salt, rows, count, fresh };
         mx.trim_rows(policy);
         mx.trim_columns(policy);
-        mx.fill();
+        mx.fill(policy);
         mx.raise(policy);
         mx.rows
     }
@@ -554,11 +620,22 @@ impl Matrix<'_> {
         self.count[col as usize] as i64 - self.cols[col as usize].target as i64
     }
 
+    fn add(&mut self, row: usize, col: u32) {
+        self.rows[row].push(col);
+        self.fresh[row].push(col);
+        self.count[col as usize] += 1;
+    }
+
     fn remove(&mut self, row: usize, col: u32, policy: &mut dyn DropPolicy) {
         let pos = self.rows[row].iter().position(|&c| c == col).expect("column in row");
         self.rows[row].remove(pos);
         self.count[col as usize] -= 1;
-        policy.dropped(row, col as usize);
+        match self.fresh[row].iter().position(|&c| c == col) {
+            Some(i) => {
+                self.fresh[row].swap_remove(i);
+            }
+            None => policy.dropped(row, col as usize),
+        }
     }
 
     /// Rows above their demand give up the columns most above target.
@@ -575,16 +652,36 @@ impl Matrix<'_> {
     }
 
     /// Columns above their band leave rows until they are back at its top,
-    /// preferring rows that can then be refilled with a column below its target
-    /// (otherwise the refill needs an augmenting path), and what the policy
-    /// says is cheap.
+    /// preferring rows that can then be refilled directly (else the refill
+    /// needs an augmenting path: one more move), then what the policy says is
+    /// cheap. "Directly" counts capacity: every row left short reserves one
+    /// unit of room (below the top of the band) of a column it lacks.
     fn trim_columns(&mut self, policy: &mut dyn DropPolicy) {
-        let under: Vec<u32> = (0..self.cols.len() as u32).filter(|&c| self.excess(c) < 0).collect();
-        let key = |mx: &Self, policy: &dyn DropPolicy, r: usize, c: u32| {
-            let refillable = under.iter().any(|u| !mx.rows[r].contains(u));
-            policy.score(r, c as usize) - if refillable { 0 } else { 10 }
+        let ncols = self.cols.len();
+        let mut room: Vec<u64> = (0..ncols).map(|c| self.cols[c].hi.saturating_sub(self.count[c])).collect();
+        let mut reserved: Vec<Vec<u32>> = vec![Vec::new(); self.rows.len()];
+        let reserve = |mx: &Self, room: &mut [u64], reserved: &mut Vec<u32>, r: usize| {
+            let best = (0..ncols as u32)
+                .filter(|&u| room[u as usize] > 0 && !mx.rows[r].contains(&u) && !reserved.contains(&u))
+                .max_by_key(|&u| (room[u as usize], u32::MAX - u));
+            if let Some(u) = best {
+                room[u as usize] -= 1;
+                reserved.push(u);
+            }
         };
-        for col in 0..self.cols.len() as u32 {
+        // Rows already short (their old members left) come first.
+        for r in 0..self.rows.len() {
+            for _ in self.rows[r].len()..self.demand[r] as usize {
+                reserve(self, &mut room, &mut reserved[r], r);
+            }
+        }
+        let key = |mx: &Self, policy: &dyn DropPolicy, room: &[u64], reserved: &[u32], r: usize, c: u32| {
+            let free = (0..ncols as u32)
+                .filter(|&u| room[u as usize] > 0 && !mx.rows[r].contains(&u) && !reserved.contains(&u))
+                .count();
+            policy.score(r, c as usize) - if free > 0 { 0 } else { 10 }
+        };
+        for col in 0..ncols as u32 {
             let hi = self.cols[col as usize].hi;
             if self.count[col as usize] <= hi {
                 continue;
@@ -593,16 +690,17 @@ impl Matrix<'_> {
             // still current is the best one.
             let mut heap: BinaryHeap<(i64, u64, usize)> = (0..self.rows.len())
                 .filter(|&r| self.rows[r].contains(&col))
-                .map(|r| (key(self, &*policy, r, col), self.tie(r, col), r))
+                .map(|r| (key(self, &*policy, &room, &reserved[r], r, col), self.tie(r, col), r))
                 .collect();
             while self.count[col as usize] > hi {
                 let Some((k, tie, r)) = heap.pop() else { break };
-                let now = key(self, &*policy, r, col);
+                let now = key(self, &*policy, &room, &reserved[r], r, col);
                 if now < k {
                     heap.push((now, tie, r));
                     continue;
                 }
                 self.remove(r, col, policy);
+                reserve(self, &mut room, &mut reserved[r], r);
             }
         }
     }
@@ -610,7 +708,7 @@ impl Matrix<'_> {
     /// Short rows take a column below its band if they can, else the column
     /// furthest below its target, never one at the top of its band; when no
     /// column fits, an augmenting path makes room.
-    fn fill(&mut self) {
+    fn fill(&mut self, policy: &mut dyn DropPolicy) {
         for r in 0..self.rows.len() {
             while self.rows[r].len() < self.demand[r] as usize {
                 let best = (0..self.cols.len() as u32)
@@ -620,12 +718,9 @@ impl Matrix<'_> {
                         (self.count[c as usize] < b.want(), -self.excess(c), self.tie(r, c))
                     });
                 match best {
-                    Some(c) => {
-                        self.rows[r].push(c);
-                        self.count[c as usize] += 1;
-                    }
+                    Some(c) => self.add(r, c),
                     None => {
-                        if !self.augment(r) {
+                        if !self.augment(r, true, policy) && !self.augment(r, false, policy) {
                             // Cannot happen when the sums are consistent (see `solve`);
                             // leaving the row short would be caught by `validate`.
                             debug_assert!(false, "no augmenting path for row {r}");
@@ -640,7 +735,9 @@ impl Matrix<'_> {
     /// Breadth-first search for a chain "row r takes c1; row r1 gives c1 up and
     /// takes c2; …; row rj takes a column below the top of its band". Every
     /// column on the chain except the last keeps its count; row r gains one.
-    fn augment(&mut self, r: usize) -> bool {
+    /// With `fresh_only`, rows may only give up memberships this solve added,
+    /// so the chain costs no extra move.
+    fn augment(&mut self, r: usize, fresh_only: bool, policy: &mut dyn DropPolicy) -> bool {
         const START: u32 = u32::MAX;
         let ncols = self.cols.len();
         let room = |mx: &Self, c: u32| mx.count[c as usize] < mx.cols[c as usize].hi;
@@ -661,7 +758,7 @@ impl Matrix<'_> {
         'search: while end.is_none() {
             let Some(c) = queue.pop_front() else { break };
             for r2 in 0..self.rows.len() {
-                if !self.rows[r2].contains(&c) {
+                if !self.rows[r2].contains(&c) || (fresh_only && !self.fresh[r2].contains(&c)) {
                     continue;
                 }
                 for c2 in 0..ncols as u32 {
@@ -678,15 +775,13 @@ impl Matrix<'_> {
             }
         }
         let Some(mut c) = end else { return false };
-        self.count[c as usize] += 1;
         loop {
             let (taker, gave) = parent[c as usize].expect("column on the path");
-            self.rows[taker].push(c);
+            self.add(taker, c);
             if gave == START {
                 return true;
             }
-            let pos = self.rows[taker].iter().position(|&x| x == gave).expect("given-up column in row");
-            self.rows[taker].remove(pos);
+            self.remove(taker, gave, policy);
             c = gave;
         }
     }
@@ -700,10 +795,12 @@ impl Matrix<'_> {
             if self.count[col as usize] >= want {
                 continue;
             }
+            // Taking over a membership this solve added costs no move.
             let key = |mx: &Self, policy: &dyn DropPolicy, r: usize, d: u32| {
-                (policy.score(r, d as usize), mx.excess(d), mx.tie(r, d))
+                let fresh = mx.fresh[r].contains(&d);
+                (fresh, if fresh { 0 } else { policy.score(r, d as usize) }, mx.excess(d), mx.tie(r, d))
             };
-            let mut heap: BinaryHeap<((i64, i64, u64), usize, u32)> = BinaryHeap::new();
+            let mut heap: BinaryHeap<((bool, i64, i64, u64), usize, u32)> = BinaryHeap::new();
             for r in 0..self.rows.len() {
                 if self.rows[r].contains(&col) {
                     continue;
@@ -726,8 +823,7 @@ impl Matrix<'_> {
                     continue;
                 }
                 self.remove(r, d, policy);
-                self.rows[r].push(col);
-                self.count[col as usize] += 1;
+                self.add(r, col);
             }
         }
     }

@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use crate::assign;
 use crate::error::PlacementError;
 use crate::profile::EcProfile;
-use crate::topology::{NodeId, Topology};
+use crate::topology::{Node, NodeId, NodeState, Topology};
 
 /// A placement group number, `0..pg_count`.
 pub type PgId = u32;
@@ -53,7 +53,15 @@ impl PlacementMap {
     /// The map for a changed topology, at the next epoch, moving as few slots
     /// as balance requires. `self` is left untouched: nothing is half-applied.
     pub fn with_topology(&self, topology: Topology) -> Result<Self, PlacementError> {
-        let slots = assign::assign(&topology, self.profile, self.pg_count, Some(&self.slots))?;
+        // Nodes deleted from the topology are shown to the assignment as Out, so
+        // that it knows which site their slots leave (it moves fewer slots then).
+        let mut seen = topology.clone();
+        for n in &self.topology.nodes {
+            if topology.node(n.id).is_none() && topology.sites.iter().any(|s| s.id == n.site) {
+                seen.nodes.push(Node { state: NodeState::Out, ..n.clone() });
+            }
+        }
+        let slots = assign::assign(&seen, self.profile, self.pg_count, Some(&self.slots))?;
         let map = PlacementMap { epoch: self.epoch + 1, profile: self.profile, pg_count: self.pg_count, topology, slots };
         map.validate()?;
         Ok(map)

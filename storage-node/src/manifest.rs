@@ -127,56 +127,17 @@ impl Manifest {
 }
 
 mod b64 {
+    //! Inline bodies as standard base64 (with padding) inside the JSON manifest.
+    use base64::Engine;
+    use base64::engine::general_purpose::STANDARD;
     use serde::{Deserialize, Deserializer, Serializer};
 
-    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-
     pub fn encode(data: &[u8]) -> String {
-        let mut out = String::with_capacity(data.len().div_ceil(3) * 4);
-        for chunk in data.chunks(3) {
-            let b = [chunk[0], *chunk.get(1).unwrap_or(&0), *chunk.get(2).unwrap_or(&0)];
-            let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
-            for i in 0..4 {
-                if i <= chunk.len() {
-                    out.push(ALPHABET[((n >> (18 - 6 * i)) & 63) as usize] as char);
-                } else {
-                    out.push('=');
-                }
-            }
-        }
-        out
+        STANDARD.encode(data)
     }
 
     pub fn decode(s: &str) -> Option<Vec<u8>> {
-        let s = s.as_bytes();
-        if !s.len().is_multiple_of(4) {
-            return None;
-        }
-        let val = |c: u8| -> Option<u32> {
-            Some(match c {
-                b'A'..=b'Z' => c - b'A',
-                b'a'..=b'z' => c - b'a' + 26,
-                b'0'..=b'9' => c - b'0' + 52,
-                b'+' => 62,
-                b'/' => 63,
-                _ => return None,
-            } as u32)
-        };
-        let mut out = Vec::with_capacity(s.len() / 4 * 3);
-        for q in s.chunks(4) {
-            let pad = q.iter().rev().take_while(|&&c| c == b'=').count();
-            if pad > 2 {
-                return None;
-            }
-            let mut n = 0u32;
-            for &c in &q[..4 - pad] {
-                n = (n << 6) | val(c)?;
-            }
-            n <<= 6 * pad as u32;
-            let bytes = [(n >> 16) as u8, (n >> 8) as u8, n as u8];
-            out.extend_from_slice(&bytes[..3 - pad]);
-        }
-        Some(out)
+        STANDARD.decode(s).ok()
     }
 
     pub fn serialize<S: Serializer>(data: &[u8], s: S) -> Result<S::Ok, S::Error> {

@@ -124,11 +124,6 @@ fn decode_summary(v: &[u8]) -> Result<Summary, NodeError> {
     })
 }
 
-fn decode_manifest(v: &[u8]) -> Result<Manifest, NodeError> {
-    let s = decode_summary(v)?;
-    serde_json::from_slice(&v[s.json_at..]).map_err(|e| NodeError::Store(format!("malformed manifest record: {e}")))
-}
-
 struct PutReq {
     key: Vec<u8>,
     version: Version,
@@ -193,6 +188,17 @@ impl MetaStore {
     }
 
     pub async fn get(&self, bucket: &str, key: &str) -> Result<Option<Manifest>, NodeError> {
+        match self.get_json(bucket, key).await? {
+            Some(json) => Ok(Some(
+                serde_json::from_slice(&json).map_err(|e| NodeError::Store(format!("malformed manifest record: {e}")))?,
+            )),
+            None => Ok(None),
+        }
+    }
+
+    /// The stored manifest as its JSON bytes, exactly as the API sends it, so a
+    /// read never decodes and re-encodes an inline body.
+    pub async fn get_json(&self, bucket: &str, key: &str) -> Result<Option<Vec<u8>>, NodeError> {
         check_names(bucket, Some(key))?;
         let db = self.db.clone();
         let k = table_key(bucket, key);
@@ -200,7 +206,11 @@ impl MetaStore {
             let r = db.begin_read().map_err(store_err)?;
             let t = r.open_table(MANIFESTS).map_err(store_err)?;
             match t.get(k.as_slice()).map_err(store_err)? {
-                Some(v) => Ok(Some(decode_manifest(v.value())?)),
+                Some(v) => {
+                    let v = v.value();
+                    let summary = decode_summary(v)?;
+                    Ok(Some(v[summary.json_at..].to_vec()))
+                }
                 None => Ok(None),
             }
         })

@@ -595,8 +595,8 @@ async fn put_manifest(State(st): State<Arc<AppState>>, body: Body) -> Result<Res
 
 async fn get_manifest(State(st): State<Arc<AppState>>, body: Body) -> Result<Response, ApiError> {
     let req: GetManifest = parse_json(&body_bytes(body).await?)?;
-    match st.meta.get(&req.bucket, &req.key).await? {
-        Some(m) => Ok(json(StatusCode::OK, &m)),
+    match st.meta.get_json(&req.bucket, &req.key).await? {
+        Some(body) => Ok((StatusCode::OK, [(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))], body).into_response()),
         None => Err(NodeError::NotFound.into()),
     }
 }
