@@ -308,19 +308,7 @@ impl S3 for SillokS3 {
                 max_keys: (max_keys as usize).min(1000),
             };
             let page = listing::list(&self.cluster, &q).await?;
-            let contents: Vec<Object> = page
-                .entries
-                .iter()
-                .map(|e| Object {
-                    key: Some(e.key.clone()),
-                    size: Some(e.size as i64),
-                    e_tag: Some(ETag::Strong(e.etag.clone())),
-                    last_modified: Some(timestamp_ms(e.last_modified_ms)),
-                    storage_class: Some(ObjectStorageClass::from_static(ObjectStorageClass::STANDARD)),
-                    ..Default::default()
-                })
-                .collect();
-            let common: Vec<CommonPrefix> = page.common_prefixes.iter().map(|p| CommonPrefix { prefix: Some(p.clone()) }).collect();
+            let (contents, common) = listing_xml(&page);
             Ok(ListObjectsV2Output {
                 name: Some(input.bucket),
                 prefix: input.prefix,
@@ -358,25 +346,13 @@ impl S3 for SillokS3 {
                 max_keys: max_keys as usize,
             };
             let page = listing::list(&self.cluster, &q).await?;
-            let contents: Vec<Object> = page
-                .entries
-                .iter()
-                .map(|e| Object {
-                    key: Some(e.key.clone()),
-                    size: Some(e.size as i64),
-                    e_tag: Some(ETag::Strong(e.etag.clone())),
-                    last_modified: Some(timestamp_ms(e.last_modified_ms)),
-                    storage_class: Some(ObjectStorageClass::from_static(ObjectStorageClass::STANDARD)),
-                    ..Default::default()
-                })
-                .collect();
+            let (contents, common) = listing_xml(&page);
             let next_marker = if page.truncated {
                 // v1 markers are plain keys; a common prefix continues after itself.
                 page.next_after.map(|a| a.trim_end_matches('\u{10FFFF}').to_string())
             } else {
                 None
             };
-            let common: Vec<CommonPrefix> = page.common_prefixes.iter().map(|p| CommonPrefix { prefix: Some(p.clone()) }).collect();
             Ok::<_, S3Error>(ListObjectsOutput {
                 name: Some(input.bucket),
                 prefix: input.prefix,
@@ -394,6 +370,24 @@ impl S3 for SillokS3 {
         .await;
         self.counted("ListObjects", r.map(S3Response::new))
     }
+}
+
+/// The `Contents` and `CommonPrefixes` of a listing page (v1 and v2 alike).
+fn listing_xml(page: &listing::ListResult) -> (Vec<Object>, Vec<CommonPrefix>) {
+    let contents = page
+        .entries
+        .iter()
+        .map(|e| Object {
+            key: Some(e.key.clone()),
+            size: Some(e.size as i64),
+            e_tag: Some(ETag::Strong(e.etag.clone())),
+            last_modified: Some(timestamp_ms(e.last_modified_ms)),
+            storage_class: Some(ObjectStorageClass::from_static(ObjectStorageClass::STANDARD)),
+            ..Default::default()
+        })
+        .collect();
+    let common = page.common_prefixes.iter().map(|p| CommonPrefix { prefix: Some(p.clone()) }).collect();
+    (contents, common)
 }
 
 /// Continuation tokens are the hex of where the next page starts (opaque to clients).

@@ -302,7 +302,8 @@ proptest! {
     /// structure: when nothing in it forces more (`structure_is_free`, e.g. 4+2
     /// over 3 sites of 3+ similar nodes) at most 5% more than a lower bound that
     /// is then the node's own slots; in general within 25% of a lower bound
-    /// that counts some of what the structure forces (`removal_lower_bound`).
+    /// that counts some of what the structure forces (`removal_lower_bound`),
+    /// plus two slots.
     /// `removals_mostly_move_only_the_lost_slots` measures the typical case.
     #[test]
     fn removing_a_node_moves_little(
@@ -335,9 +336,11 @@ proptest! {
         t_out.nodes.iter_mut().find(|n| n.id == victim).unwrap().state = NodeState::Out;
         let bound = removal_lower_bound(&t_out, p, &old.slots);
         prop_assert!(bound >= had);
-        let factor = if structure_is_free(&t2, p, pgs) { 1.05 } else { 1.25 };
+        // In general, also two slots for rounding: with small P many bands are
+        // only ±1 slot wide.
+        let limit = if structure_is_free(&t2, p, pgs) { 1.05 * bound as f64 } else { 1.25 * bound as f64 + 2.0 };
         prop_assert!(
-            moved as f64 <= factor * bound as f64,
+            moved as f64 <= limit,
             "moved {} slots; the node had {}, the lower bound is {}", moved, had, bound
         );
     }

@@ -80,23 +80,21 @@ impl Codec {
     /// Fills in the missing data blocks (indices < k) of one stripe from any k
     /// present blocks. Parity blocks that are missing stay missing.
     pub fn reconstruct_data(&self, blocks: &mut [Option<Vec<u8>>]) -> Result<(), CodecError> {
-        let have = blocks.iter().filter(|b| b.is_some()).count();
-        if have < self.k {
-            return Err(CodecError::TooFewBlocks { have, need: self.k });
-        }
-        self.rs.reconstruct_data(blocks).map_err(|e| match e {
-            reed_solomon_erasure::Error::TooFewShardsPresent => CodecError::TooFewBlocks { have, need: self.k },
-            _ => CodecError::BlockLength,
-        })
+        self.rebuild(blocks, true)
     }
 
     /// Fills in every missing block, data and parity (what repair needs).
     pub fn reconstruct_all(&self, blocks: &mut [Option<Vec<u8>>]) -> Result<(), CodecError> {
+        self.rebuild(blocks, false)
+    }
+
+    fn rebuild(&self, blocks: &mut [Option<Vec<u8>>], data_only: bool) -> Result<(), CodecError> {
         let have = blocks.iter().filter(|b| b.is_some()).count();
         if have < self.k {
             return Err(CodecError::TooFewBlocks { have, need: self.k });
         }
-        self.rs.reconstruct(blocks).map_err(|e| match e {
+        let r = if data_only { self.rs.reconstruct_data(blocks) } else { self.rs.reconstruct(blocks) };
+        r.map_err(|e| match e {
             reed_solomon_erasure::Error::TooFewShardsPresent => CodecError::TooFewBlocks { have, need: self.k },
             _ => CodecError::BlockLength,
         })
@@ -121,6 +119,19 @@ mod tests {
             let mut joined: Vec<u8> = opt[..4].iter().flat_map(|b| b.clone().unwrap()).collect();
             joined.truncate(len);
             assert_eq!(joined, data, "len {len}");
+        }
+    }
+
+    #[test]
+    fn reconstruct_all_restores_parity_too() {
+        let c = Codec::new(4, 2).unwrap();
+        let blocks = c.encode(Bytes::from((0..10_000u32).map(|i| i as u8).collect::<Vec<_>>())).unwrap();
+        let mut opt: Vec<Option<Vec<u8>>> = blocks.iter().map(|b| Some(b.to_vec())).collect();
+        opt[1] = None;
+        opt[5] = None;
+        c.reconstruct_all(&mut opt).unwrap();
+        for (i, b) in blocks.iter().enumerate() {
+            assert_eq!(opt[i].as_deref(), Some(&b[..]), "block {i}");
         }
     }
 
