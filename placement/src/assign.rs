@@ -58,12 +58,16 @@
 //!
 //! Limits. Minimal movement and exact per-PG evenness can conflict. When a node
 //! leaves, its slots in PGs where its site holds only `base_s` must be refilled
-//! inside the site, and a site whose share shrinks may also have to shed extras
+//! inside the site, and a site whose share shrinks may then have to shed extras
 //! held by staying nodes; likewise a PG can only take an extra from a site it
-//! lacks. With 4 or 5 sites and 4+2 (base 1 plus some extras) or 2+1 over 4
-//! sites, a removal can therefore move up to ~20% more than the node's own
-//! slots, even with the 4.5% slack. With every site at `base_s` (R = 0, e.g.
-//! 4+2 over 3 sites) or at `base_s = 0` it stays within a few percent.
+//! lacks, and a node near one slot per PG must join PGs that lost nothing.
+//! Measured over about 2,000 random removals (3-8 sites, 1-20 nodes, weights
+//! 0.5-4, P = 97 to 1024): about 96% moved at most 5% more than the node's own
+//! slots; the worst, with 4 or 5 sites (4+2 as base 1 plus some extras), moved
+//! up to 45% more, most of it forced by the 5% balance promise (against a
+//! lower bound that counts part of what the structure forces, the worst was
+//! 21% over). With every site at `base_s` (R = 0, e.g. 4+2 over 3 sites) and
+//! no node near the cap, it stays within a few percent.
 //! A node deleted from the topology (rather than marked Out) leaves no record of
 //! its site; [`PlacementMap::with_topology`](crate::PlacementMap::with_topology)
 //! passes such nodes as Out so that the slots leave the right site.
@@ -89,7 +93,7 @@ pub fn assign(
         return Err(PlacementError::InvalidTopology("the map needs at least one placement group".into()));
     }
     let shape = Shape::new(topology, profile)?;
-    Ok(shape.assign(pg_count as usize, previous.unwrap_or(&[])))
+    shape.assign(pg_count as usize, previous.unwrap_or(&[]))
 }
 
 /// Checks that `profile` fits `topology` (enough sites and nodes to keep at
@@ -227,7 +231,7 @@ impl<'a> Shape<'a> {
         Ok(Shape { width, sites, members, listed, extras })
     }
 
-    fn assign(&self, pgs: usize, previous: &[Vec<NodeId>]) -> Vec<Vec<NodeId>> {
+    fn assign(&self, pgs: usize, previous: &[Vec<NodeId>]) -> Result<Vec<Vec<NodeId>>, PlacementError> {
         let nsites = self.sites.len();
         let p = pgs as u64;
         let prev = Previous::read(self, pgs, previous);
@@ -349,14 +353,32 @@ impl<'a> Shape<'a> {
         chosen
             .into_iter()
             .enumerate()
-            .map(|(pg, nodes)| place(previous.get(pg).map(Vec::as_slice), &nodes, self.width, pg as u64))
+            .map(|(pg, nodes)| {
+                if nodes.len() != self.width {
+                    // Unreachable when the matrix sums are consistent; refuse
+                    // rather than hand out a short PG.
+                    return Err(PlacementError::InvalidMap(format!(
+                        "internal error: the assignment found {} of {} nodes for PG {pg}",
+                        nodes.len(),
+                        self.width
+                    )));
+                }
+                Ok(place(previous.get(pg).map(Vec::as_slice), &nodes, self.width, pg as u64))
+            })
             .collect()
     }
 
     /// The targets and bands of the nodes of site `si` when the site holds
     /// `total` slots: shares by weight kept inside each node's band (when the
     /// total allows), at most one slot per PG each.
-    fn node_targets(&self, si: usize, total: u64, prev_count: &[u64], band: &[(u64, u64)], p: u64) -> Vec<(usize, Bound)> {
+    fn node_targets(
+        &self,
+        si: usize,
+        total: u64,
+        prev_count: &[u64],
+        band: &[(u64, u64)],
+        p: u64,
+    ) -> Vec<(usize, Bound)> {
         let members = &self.sites[si].members;
         if members.is_empty() {
             return Vec::new();
@@ -435,8 +457,9 @@ impl Previous {
     }
 }
 
-/// Puts a PG's chosen nodes into slot positions: a node that held slot i keeps
-/// it; the others take the free positions in an order hashed from PG and node.
+/// Puts a PG's `width` chosen nodes into slot positions: a node that held slot
+/// i keeps it; the others take the free positions in an order hashed from PG
+/// and node.
 fn place(prev: Option<&[NodeId]>, nodes: &[NodeId], width: usize, pg: u64) -> Vec<NodeId> {
     let mut out: Vec<Option<NodeId>> = vec![None; width];
     if let Some(prev) = prev {
@@ -589,7 +612,13 @@ impl Matrix<'_> {
     /// columns, with demands differing by at most one; then the rows always
     /// reach their demand, and the columns their band unless the PG structure
     /// forbids it.
-    fn solve(demand: &[u32], cols: &[Bound], mut rows: Vec<Vec<u32>>, salt: u64, policy: &mut dyn DropPolicy) -> Vec<Vec<u32>> {
+    fn solve(
+        demand: &[u32],
+        cols: &[Bound],
+        mut rows: Vec<Vec<u32>>,
+        salt: u64,
+        policy: &mut dyn DropPolicy,
+    ) -> Vec<Vec<u32>> {
         let ncols = cols.len();
         let mut count = vec![0u64; ncols];
         for row in &mut rows {
@@ -670,9 +699,9 @@ impl Matrix<'_> {
             }
         };
         // Rows already short (their old members left) come first.
-        for r in 0..self.rows.len() {
+        for (r, reserved) in reserved.iter_mut().enumerate() {
             for _ in self.rows[r].len()..self.demand[r] as usize {
-                reserve(self, &mut room, &mut reserved[r], r);
+                reserve(self, &mut room, reserved, r);
             }
         }
         let key = |mx: &Self, policy: &dyn DropPolicy, room: &[u64], reserved: &[u32], r: usize, c: u32| {
@@ -800,7 +829,8 @@ impl Matrix<'_> {
                 let fresh = mx.fresh[r].contains(&d);
                 (fresh, if fresh { 0 } else { policy.score(r, d as usize) }, mx.excess(d), mx.tie(r, d))
             };
-            let mut heap: BinaryHeap<((bool, i64, i64, u64), usize, u32)> = BinaryHeap::new();
+            type Key = (bool, i64, i64, u64);
+            let mut heap: BinaryHeap<(Key, usize, u32)> = BinaryHeap::new();
             for r in 0..self.rows.len() {
                 if self.rows[r].contains(&col) {
                     continue;
@@ -910,4 +940,217 @@ fn mix(a: u64, b: u64) -> u64 {
 /// FNV-1a of a site name: a key that does not depend on where the site is listed.
 fn name_key(name: &str) -> u64 {
     name.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01B3))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::map::PlacementMap;
+    use crate::topology::{Node, NodeState, Site};
+
+    /// `sites[s]` lists node weights; nodes are numbered from 1 in order.
+    fn topo(sites: &[&[f64]]) -> Topology {
+        let mut t = Topology::default();
+        let mut id = 1;
+        for (si, weights) in sites.iter().enumerate() {
+            t.sites.push(Site { id: format!("site-{si}") });
+            for &weight in weights.iter() {
+                t.nodes.push(Node {
+                    id: NodeId(id),
+                    site: format!("site-{si}"),
+                    addr: format!("127.0.0.1:{}", 7000 + id),
+                    weight,
+                    state: NodeState::Up,
+                });
+                id += 1;
+            }
+        }
+        t
+    }
+
+    fn three_sites() -> Topology {
+        topo(&[&[1.0, 2.0, 1.0], &[1.0, 1.0, 1.5, 1.0], &[2.0, 1.0, 1.0]])
+    }
+
+    fn slots_of(slots: &[Vec<NodeId>], id: NodeId) -> usize {
+        slots.iter().filter(|row| row.contains(&id)).count()
+    }
+
+    fn set_state(t: &mut Topology, id: u32, state: NodeState) {
+        t.nodes.iter_mut().find(|n| n.id == NodeId(id)).unwrap().state = state;
+    }
+
+    #[test]
+    fn same_inputs_give_the_same_table() {
+        let t = topo(&[&[1.0, 3.0, 2.0, 0.5], &[1.0; 5], &[2.5, 1.0, 1.0], &[1.0, 1.0]]);
+        let p = EcProfile::default();
+        let a = assign(&t, p, 1024, None).unwrap();
+        assert_eq!(a, assign(&t, p, 1024, None).unwrap());
+        // The order nodes are listed in does not matter either.
+        let mut shuffled = t.clone();
+        shuffled.nodes.reverse();
+        assert_eq!(a, assign(&shuffled, p, 1024, None).unwrap());
+        // And an incremental run from its own output changes nothing.
+        assert_eq!(a, assign(&t, p, 1024, Some(&a)).unwrap());
+    }
+
+    #[test]
+    fn a_draining_node_ends_with_no_slots_and_only_its_slots_move() {
+        let t = three_sites();
+        let p = EcProfile::default();
+        let old = assign(&t, p, 1024, None).unwrap();
+        let had = slots_of(&old, NodeId(5));
+        assert!(had > 0);
+        let mut t2 = t.clone();
+        set_state(&mut t2, 5, NodeState::Draining);
+        let new = assign(&t2, p, 1024, Some(&old)).unwrap();
+        assert_eq!(slots_of(&new, NodeId(5)), 0);
+        assert_eq!(moved_slots(&old, &new), had);
+        // Its slots stayed in its site (4+2 over 3 sites: 2 per site per PG).
+        for row in &new {
+            assert_eq!(row.iter().filter(|id| (4..=7).contains(&id.0)).count(), 2);
+        }
+    }
+
+    #[test]
+    fn out_nodes_get_no_slots_and_down_nodes_keep_theirs() {
+        let mut t = three_sites();
+        set_state(&mut t, 2, NodeState::Out);
+        let p = EcProfile::default();
+        let old = assign(&t, p, 512, None).unwrap();
+        assert_eq!(slots_of(&old, NodeId(2)), 0);
+        let mut down = t.clone();
+        set_state(&mut down, 6, NodeState::Down);
+        let new = assign(&down, p, 512, Some(&old)).unwrap();
+        assert_eq!(new, old, "a Down node keeps its slots: nothing moves");
+        assert!(slots_of(&new, NodeId(6)) > 0);
+    }
+
+    #[test]
+    fn a_node_that_stays_keeps_its_slot_index() {
+        let t = three_sites();
+        let p = EcProfile::default();
+        let old = assign(&t, p, 1024, None).unwrap();
+        let mut t2 = t.clone();
+        t2.nodes.push(Node {
+            id: NodeId(99),
+            site: "site-1".into(),
+            addr: "x:1".into(),
+            weight: 2.0,
+            state: NodeState::Up,
+        });
+        let new = assign(&t2, p, 1024, Some(&old)).unwrap();
+        assert!(slots_of(&new, NodeId(99)) > 0);
+        for (a, b) in old.iter().zip(&new) {
+            for (i, id) in a.iter().enumerate() {
+                if let Some(j) = b.iter().position(|x| x == id) {
+                    assert_eq!(i, j, "{id} changed slot");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn maps_start_at_epoch_one_and_every_change_adds_one() {
+        let t = three_sites();
+        let map = PlacementMap::new(t.clone(), EcProfile::default(), 256).unwrap();
+        assert_eq!(map.epoch, 1);
+        map.validate().unwrap();
+        let mut t2 = t.clone();
+        set_state(&mut t2, 1, NodeState::Draining);
+        let next = map.with_topology(t2.clone()).unwrap();
+        assert_eq!(next.epoch, 2);
+        let mut t3 = t2;
+        t3.nodes.retain(|n| n.id != NodeId(1));
+        let last = next.with_topology(t3).unwrap();
+        assert_eq!(last.epoch, 3);
+        last.validate().unwrap();
+        assert_eq!(map.epoch, 1, "the old map is untouched");
+    }
+
+    #[test]
+    fn deleting_a_node_moves_what_marking_it_out_moves() {
+        // `with_topology` shows deleted nodes to the assignment as Out.
+        let t = topo(&[&[1.0, 2.0, 1.0, 1.5], &[1.0; 5], &[2.0, 1.0, 1.0], &[1.0, 3.0, 1.0], &[1.0, 1.0]]);
+        let map = PlacementMap::new(t.clone(), EcProfile::default(), 1024).unwrap();
+        let mut out = t.clone();
+        set_state(&mut out, 3, NodeState::Out);
+        let mut deleted = t.clone();
+        deleted.nodes.retain(|n| n.id != NodeId(3));
+        let a = map.with_topology(out).unwrap();
+        let b = map.with_topology(deleted).unwrap();
+        assert_eq!(a.slots, b.slots);
+    }
+
+    #[test]
+    fn manifest_replicas_span_distinct_sites() {
+        let map = PlacementMap::new(three_sites(), EcProfile::default(), 256).unwrap();
+        for pg in 0..map.pg_count {
+            let replicas = map.manifest_replicas(pg);
+            assert_eq!(replicas.len(), 3);
+            let mut sites: Vec<&str> =
+                replicas.iter().map(|id| map.topology.node(*id).unwrap().site.as_str()).collect();
+            sites.sort();
+            sites.dedup();
+            assert_eq!(sites.len(), 3, "PG {pg}: {replicas:?}");
+        }
+    }
+
+    #[test]
+    fn bad_inputs_are_refused_and_odd_previous_tables_are_tolerated() {
+        let t = three_sites();
+        let p = EcProfile::default();
+        assert!(matches!(assign(&t, p, 0, None), Err(PlacementError::InvalidTopology(_))));
+        assert!(matches!(assign(&t, EcProfile { k: 4, m: 0 }, 8, None), Err(PlacementError::InvalidProfile { .. })));
+        // Unknown nodes, duplicates, short and long rows, too few and too many
+        // rows: the result is still a valid table.
+        let junk = vec![
+            vec![NodeId(1), NodeId(1), NodeId(500)],
+            vec![NodeId(4), NodeId(5), NodeId(8), NodeId(9), NodeId(1), NodeId(2), NodeId(3), NodeId(6)],
+        ];
+        let slots = assign(&t, p, 64, Some(&junk)).unwrap();
+        let map = PlacementMap { epoch: 1, profile: p, pg_count: 64, topology: t.clone(), slots };
+        map.validate().unwrap();
+        let long: Vec<Vec<NodeId>> = (0..100).map(|_| vec![NodeId(1), NodeId(4), NodeId(8)]).collect();
+        let slots = assign(&t, p, 64, Some(&long)).unwrap();
+        assert_eq!(slots.len(), 64);
+        PlacementMap { epoch: 1, profile: p, pg_count: 64, topology: t, slots }.validate().unwrap();
+    }
+
+    #[test]
+    fn sticky_rounding_keeps_totals_and_stays_within_one() {
+        let ideal = [1.5, 1.5, 1.0];
+        let v = round_sticky(&ideal, &[10, 10, 10], &[0, 0, 0], &[1, 2, 3], 4);
+        assert_eq!(v.iter().sum::<u64>(), 4);
+        // With history, the entry that was rounded up before stays rounded up.
+        assert_eq!(round_sticky(&ideal, &[10, 10, 10], &[1, 2, 1], &[1, 2, 3], 4), vec![1, 2, 1]);
+        assert_eq!(round_sticky(&ideal, &[10, 10, 10], &[2, 1, 1], &[1, 2, 3], 4), vec![2, 1, 1]);
+        // Caps hold when the total allows.
+        assert_eq!(round_sticky(&[2.6, 0.4], &[2, 5], &[0, 0], &[1, 2], 3), vec![2, 1]);
+    }
+
+    #[test]
+    fn water_fill_respects_bounds_and_total() {
+        let v = water_fill(&[1.0, 1.0, 8.0], &[0.0; 3], &[4.0; 3], 9.0);
+        assert!((v[2] - 4.0).abs() < 1e-9 && (v[0] - 2.5).abs() < 1e-9 && (v[1] - 2.5).abs() < 1e-9, "{v:?}");
+        let v = water_fill(&[1.0, 1.0], &[3.0, 0.0], &[10.0, 10.0], 4.0);
+        assert!((v[0] - 3.0).abs() < 1e-9 && (v[1] - 1.0).abs() < 1e-9, "{v:?}");
+    }
+
+    #[test]
+    fn the_matrix_routine_meets_row_sums_even_when_greedy_gets_stuck() {
+        // Three columns of quota 2 and rows needing 2, 2, 2 — seeded so that the
+        // last row's free columns are exactly the ones it already has.
+        let bound = |t| Bound { target: t, lo: t, hi: t, new: false, key: t };
+        let cols = [bound(2), bound(2), bound(2)];
+        let rows = Matrix::solve(&[2, 2, 2], &cols, vec![vec![0, 1], vec![0, 1], vec![]], 7, &mut NoPolicy);
+        assert!(rows.iter().all(|r| r.len() == 2));
+        let mut count = [0; 3];
+        for r in &rows {
+            for &c in r {
+                count[c as usize] += 1;
+            }
+        }
+        assert_eq!(count, [2, 2, 2]);
+    }
 }

@@ -96,11 +96,11 @@ impl PlacementMap {
         while out.len() < want {
             let mut took = false;
             for (_, nodes) in &by_site {
-                if let Some(&n) = nodes.get(round) {
-                    if out.len() < want {
-                        out.push(n);
-                        took = true;
-                    }
+                if let Some(&n) = nodes.get(round)
+                    && out.len() < want
+                {
+                    out.push(n);
+                    took = true;
                 }
             }
             if !took {
