@@ -42,7 +42,8 @@ async fn ranged_reads_on_and_off_stripe_and_shard_boundaries() {
     let size = 3 * stripe + 5 * block / 2 + 7; // ends inside a stripe and inside a block
     let body = pattern(size, 42);
     put(&c, "videos", "v.mp4", body.clone()).await;
-    let mut points = vec![0usize, 1, block - 1, block, block + 1, stripe - 1, stripe, stripe + 1, 2 * stripe + 3 * block];
+    let mut points =
+        vec![0usize, 1, block - 1, block, block + 1, stripe - 1, stripe, stripe + 1, 2 * stripe + 3 * block];
     points.extend([3 * stripe - 1, 3 * stripe, 3 * stripe + 1, size - 2, size - 1]);
     for &a in &points {
         for &b in &points {
@@ -54,9 +55,17 @@ async fn ranged_reads_on_and_off_stripe_and_shard_boundaries() {
         }
     }
     // Open-ended and suffix ranges, and a last byte past the end (clamped).
-    assert_same(&get(&c, "videos", "v.mp4", Some(format!("bytes={}-", stripe + 1))).await, &body[stripe + 1..], "open range");
+    assert_same(
+        &get(&c, "videos", "v.mp4", Some(format!("bytes={}-", stripe + 1))).await,
+        &body[stripe + 1..],
+        "open range",
+    );
     assert_same(&get(&c, "videos", "v.mp4", Some("bytes=-1000".into())).await, &body[size - 1000..], "suffix range");
-    assert_same(&get(&c, "videos", "v.mp4", Some(format!("bytes={}-{}", size - 10, size + 100))).await, &body[size - 10..], "clamped");
+    assert_same(
+        &get(&c, "videos", "v.mp4", Some(format!("bytes={}-{}", size - 10, size + 100))).await,
+        &body[size - 10..],
+        "clamped",
+    );
     // A range that starts past the end is 416 InvalidRange.
     let err = c.get_object().bucket("videos").key("v.mp4").range(format!("bytes={size}-")).send().await.unwrap_err();
     assert_eq!(err.raw_response().map(|r| r.status().as_u16()), Some(416));
@@ -108,7 +117,9 @@ async fn a_flipped_byte_on_disk_is_detected_and_never_served() {
     let files = cluster.shard_files();
     assert_eq!(files.len(), 6, "one object, 4+2 shards: {files:?}");
     // Shard files are named <object_id>.<index>; corrupt data shard 0 in its first block.
-    let shard = |i: usize| files.iter().find(|(_, p)| p.extension().and_then(|e| e.to_str()) == Some(&i.to_string())).unwrap().1.clone();
+    let shard = |i: usize| {
+        files.iter().find(|(_, p)| p.extension().and_then(|e| e.to_str()) == Some(&i.to_string())).unwrap().1.clone()
+    };
     let flip = |p: &std::path::Path, at: u64| {
         let mut bytes = std::fs::read(p).unwrap();
         bytes[at as usize] ^= 0x40;
@@ -160,7 +171,8 @@ async fn node_api_refuses_unsigned_requests_and_changes_nothing() {
     let (_, victim) = files.first().expect("a shard file").clone();
     let name = victim.file_name().unwrap().to_str().unwrap().to_string();
     let (object_id, index) = name.split_once('.').unwrap();
-    let victim_node_dir = victim.ancestors().find(|p| p.file_name().is_some_and(|n| n.to_string_lossy().starts_with("node-"))).unwrap();
+    let victim_node_dir =
+        victim.ancestors().find(|p| p.file_name().is_some_and(|n| n.to_string_lossy().starts_with("node-"))).unwrap();
     let node_id: u64 = victim_node_dir.file_name().unwrap().to_string_lossy()["node-".len()..].parse().unwrap();
     let addr = cluster.nodes().into_iter().find(|n| n.0 == node_id).unwrap().2;
     let requests = [
@@ -179,7 +191,12 @@ async fn node_api_refuses_unsigned_requests_and_changes_nothing() {
         s.write_all(req.as_bytes()).unwrap();
         let mut resp = String::new();
         let _ = s.read_to_string(&mut resp);
-        assert!(resp.starts_with("HTTP/1.1 403"), "expected 403 for {:?}, got {:?}", req.lines().next(), resp.lines().next());
+        assert!(
+            resp.starts_with("HTTP/1.1 403"),
+            "expected 403 for {:?}, got {:?}",
+            req.lines().next(),
+            resp.lines().next()
+        );
     }
     assert!(victim.exists(), "an unsigned DELETE must not remove the shard");
     assert_same(&get(&c, "bkt", "k", None).await, &body, "object intact");
@@ -190,7 +207,8 @@ async fn node_api_refuses_unsigned_requests_and_changes_nothing() {
 /// deadline and writes must not hang; when it resumes, all is well.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hung_node_slows_nothing_for_long_and_loses_nothing() {
-    let cluster = DevCluster::start_with(&["--gateway-arg=--read-deadline-ms=700", "--gateway-arg=--node-timeout-ms=1500"]);
+    let cluster =
+        DevCluster::start_with(&["--gateway-arg=--read-deadline-ms=700", "--gateway-arg=--node-timeout-ms=1500"]);
     let c = cluster.client();
     c.create_bucket().bucket("hung").send().await.unwrap();
     let mut objects = Vec::new();

@@ -72,7 +72,8 @@ async fn buckets_objects_and_listing() {
     let mut seen = Vec::new();
     let mut token = None;
     loop {
-        let page = c.list_objects_v2().bucket("beta").max_keys(7).set_continuation_token(token.clone()).send().await.unwrap();
+        let page =
+            c.list_objects_v2().bucket("beta").max_keys(7).set_continuation_token(token.clone()).send().await.unwrap();
         assert!(page.contents().len() <= 7);
         seen.extend(page.contents().iter().map(|o| o.key().unwrap().to_string()));
         if page.is_truncated() != Some(true) {
@@ -111,7 +112,14 @@ async fn buckets_objects_and_listing() {
         }
         token = page.next_continuation_token().map(str::to_string);
     }
-    assert_eq!(all, vec!["top-0", "top-1", "top-2", "top-3", "x/", "y/"].into_iter().map(String::from).collect::<Vec<_>>().tap_sort());
+    assert_eq!(
+        all,
+        vec!["top-0", "top-1", "top-2", "top-3", "x/", "y/"]
+            .into_iter()
+            .map(String::from)
+            .collect::<Vec<_>>()
+            .tap_sort()
+    );
 
     // Deletes hide keys; deleting a missing key is fine (204).
     c.delete_object().bucket("beta").key("x/00.jpg").send().await.unwrap();
@@ -155,7 +163,13 @@ async fn presigned_get_and_put_work_and_expire() {
         .build_http::<Full<bytes::Bytes>>();
 
     // Presigned PUT, made with the SDK, sent by a plain HTTP client.
-    let req = c.put_object().bucket("share").key("p.jpg").presigned(PresigningConfig::expires_in(Duration::from_secs(300)).unwrap()).await.unwrap();
+    let req = c
+        .put_object()
+        .bucket("share")
+        .key("p.jpg")
+        .presigned(PresigningConfig::expires_in(Duration::from_secs(300)).unwrap())
+        .await
+        .unwrap();
     let mut b = http::Request::builder().method("PUT").uri(req.uri());
     for (k, v) in req.headers() {
         b = b.header(k, v);
@@ -164,7 +178,13 @@ async fn presigned_get_and_put_work_and_expire() {
     assert_eq!(resp.status().as_u16(), 200, "presigned PUT");
 
     // Presigned GET.
-    let req = c.get_object().bucket("share").key("p.jpg").presigned(PresigningConfig::expires_in(Duration::from_secs(300)).unwrap()).await.unwrap();
+    let req = c
+        .get_object()
+        .bucket("share")
+        .key("p.jpg")
+        .presigned(PresigningConfig::expires_in(Duration::from_secs(300)).unwrap())
+        .await
+        .unwrap();
     let resp = http.request(http::Request::get(req.uri()).body(Full::default()).unwrap()).await.unwrap();
     assert_eq!(resp.status().as_u16(), 200);
     let got = resp.into_body().collect().await.unwrap().to_bytes();
@@ -176,7 +196,13 @@ async fn presigned_get_and_put_work_and_expire() {
     assert_eq!(resp.status().as_u16(), 403);
 
     // An expired one too.
-    let req = c.get_object().bucket("share").key("p.jpg").presigned(PresigningConfig::expires_in(Duration::from_secs(1)).unwrap()).await.unwrap();
+    let req = c
+        .get_object()
+        .bucket("share")
+        .key("p.jpg")
+        .presigned(PresigningConfig::expires_in(Duration::from_secs(1)).unwrap())
+        .await
+        .unwrap();
     tokio::time::sleep(Duration::from_millis(2500)).await;
     let resp = http.request(http::Request::get(req.uri()).body(Full::default()).unwrap()).await.unwrap();
     assert_eq!(resp.status().as_u16(), 403, "expired presigned URL");

@@ -39,11 +39,7 @@ fn stripe(len: usize) -> Bytes {
 }
 
 fn size_label(len: usize) -> String {
-    if len >= MIB {
-        format!("{}MiB", len / MIB)
-    } else {
-        format!("{}KiB", len / KIB)
-    }
+    if len >= MIB { format!("{}MiB", len / MIB) } else { format!("{}KiB", len / KIB) }
 }
 
 fn encode(c: &mut Criterion) {
@@ -53,13 +49,9 @@ fn encode(c: &mut Criterion) {
         for len in STRIPES {
             let data = stripe(len);
             g.throughput(Throughput::Bytes(len as u64));
-            g.bench_with_input(
-                BenchmarkId::new(format!("{k}+{m}"), size_label(len)),
-                &data,
-                |b, data| {
-                    b.iter(|| black_box(codec.encode(black_box(data.clone())).expect("encode")))
-                },
-            );
+            g.bench_with_input(BenchmarkId::new(format!("{k}+{m}"), size_label(len)), &data, |b, data| {
+                b.iter(|| black_box(codec.encode(black_box(data.clone())).expect("encode")))
+            });
         }
     }
     g.finish();
@@ -77,10 +69,7 @@ fn encode_raw(c: &mut Criterion) {
             let mut parity = vec![vec![0u8; bl]; m];
             g.throughput(Throughput::Bytes(len as u64));
             g.bench_function(BenchmarkId::new(format!("{k}+{m}"), size_label(len)), |b| {
-                b.iter(|| {
-                    rs.encode_sep(black_box(&blocks), black_box(&mut parity))
-                        .expect("encode")
-                })
+                b.iter(|| rs.encode_sep(black_box(&blocks), black_box(&mut parity)).expect("encode"))
             });
         }
     }
@@ -97,17 +86,13 @@ fn reconstruct(c: &mut Criterion) {
             // Present blocks are set up once; each iteration drops the first
             // `lost` data blocks and rebuilds them (the rebuilt blocks are
             // freshly allocated by the codec, as on a real degraded read).
-            let mut blocks: Vec<Option<Vec<u8>>> =
-                encoded.iter().map(|b| Some(b.to_vec())).collect();
+            let mut blocks: Vec<Option<Vec<u8>>> = encoded.iter().map(|b| Some(b.to_vec())).collect();
             // Sanity: the rebuilt data equals the original.
             for b in blocks.iter_mut().take(lost) {
                 *b = None;
             }
             codec.reconstruct_data(&mut blocks).expect("reconstruct");
-            let joined: Vec<u8> = blocks[..k]
-                .iter()
-                .flat_map(|b| b.as_ref().unwrap().iter().copied())
-                .collect();
+            let joined: Vec<u8> = blocks[..k].iter().flat_map(|b| b.as_ref().unwrap().iter().copied()).collect();
             assert_eq!(&joined[..len], &data[..], "reconstructed data differs");
 
             g.throughput(Throughput::Bytes(len as u64));
@@ -117,9 +102,7 @@ fn reconstruct(c: &mut Criterion) {
                     for blk in blocks.iter_mut().take(lost) {
                         *blk = None;
                     }
-                    codec
-                        .reconstruct_data(black_box(&mut blocks))
-                        .expect("reconstruct");
+                    codec.reconstruct_data(black_box(&mut blocks)).expect("reconstruct");
                 })
             });
         }

@@ -16,9 +16,7 @@ fn buffer(len: usize) -> Vec<u8> {
     let mut x: u64 = 0x0123_4567_89ab_cdef;
     let mut v = Vec::with_capacity(len + 8);
     while v.len() < len {
-        x = x
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
+        x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
         v.extend_from_slice(&(x >> 11).to_le_bytes());
     }
     v.truncate(len);

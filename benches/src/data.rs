@@ -82,11 +82,7 @@ pub struct GenBody {
 
 impl GenBody {
     pub fn new(key: u64, start: u64, end: u64) -> Self {
-        GenBody {
-            key,
-            pos: start,
-            end,
-        }
+        GenBody { key, pos: start, end }
     }
 }
 
@@ -94,10 +90,7 @@ impl Body for GenBody {
     type Data = Bytes;
     type Error = Infallible;
 
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        _cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+    fn poll_frame(mut self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
         if self.pos >= self.end {
             return Poll::Ready(None);
         }
@@ -128,13 +121,7 @@ pub struct Verifier {
 
 impl Verifier {
     pub fn new(key: u64, start: u64, end: u64) -> Self {
-        Verifier {
-            key,
-            next: start,
-            end,
-            scratch: Vec::new(),
-            mismatch_at: None,
-        }
+        Verifier { key, next: start, end, scratch: Vec::new(), mismatch_at: None }
     }
 
     pub fn feed(&mut self, chunk: &[u8]) {
@@ -146,12 +133,7 @@ impl Verifier {
         self.scratch.resize(in_range, 0);
         fill(self.key, self.next, &mut self.scratch);
         if self.scratch[..] != chunk[..in_range] {
-            let i = self
-                .scratch
-                .iter()
-                .zip(chunk)
-                .position(|(a, b)| a != b)
-                .unwrap_or(0);
+            let i = self.scratch.iter().zip(chunk).position(|(a, b)| a != b).unwrap_or(0);
             self.mismatch_at = Some(self.next + i as u64);
         } else if in_range < chunk.len() {
             // More bytes than the object/range holds.
@@ -180,11 +162,7 @@ mod tests {
         for start in [0usize, 1, 7, 8, 9, 15, 500, 993] {
             for len in [0usize, 1, 3, 8, 9, 17, 1000 - start] {
                 let len = len.min(1000 - start);
-                assert_eq!(
-                    &generate(key, start as u64, len)[..],
-                    &whole[start..start + len],
-                    "{start}+{len}"
-                );
+                assert_eq!(&generate(key, start as u64, len)[..], &whole[start..start + len], "{start}+{len}");
             }
         }
         assert_ne!(generate(content_key(7, "a/c"), 0, 64), generate(key, 0, 64));

@@ -33,13 +33,9 @@ use crate::workload::{Ctx, KIB, MIB, Mixed, MixedLimits, ObjectsOnly, OpKind};
 /// are powers of 1000; K/KiB/M/MiB/G/GiB powers of 1024).
 fn parse_size(s: &str) -> Result<u64, String> {
     let t = s.trim();
-    let split = t
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(t.len());
+    let split = t.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(t.len());
     let (num, unit) = t.split_at(split);
-    let n: f64 = num
-        .parse()
-        .map_err(|_| format!("{s:?} is not a size (e.g. 64KiB, 1MiB, 256MiB)"))?;
+    let n: f64 = num.parse().map_err(|_| format!("{s:?} is not a size (e.g. 64KiB, 1MiB, 256MiB)"))?;
     let mult: u64 = match unit.trim().to_ascii_lowercase().as_str() {
         "" | "b" => 1,
         "k" | "kib" => KIB,
@@ -49,9 +45,7 @@ fn parse_size(s: &str) -> Result<u64, String> {
         "g" | "gib" => 1024 * MIB,
         "gb" => 1000 * 1000 * 1000,
         u => {
-            return Err(format!(
-                "unknown size unit {u:?} in {s:?} (use B, KiB, MiB, GiB, KB, MB, GB)"
-            ));
+            return Err(format!("unknown size unit {u:?} in {s:?} (use B, KiB, MiB, GiB, KB, MB, GB)"));
         }
     };
     let v = (n * mult as f64).round();
@@ -174,10 +168,7 @@ fn mib_s(bytes: u64, d: Duration) -> f64 {
 }
 
 fn aggregate(rows: &BTreeMap<RowKey, Row>) -> Vec<(String, Row)> {
-    let mut out: Vec<(String, Row)> = rows
-        .iter()
-        .map(|(k, r)| (format!("{} {}", k.0.1, k.1.1), r.clone()))
-        .collect();
+    let mut out: Vec<(String, Row)> = rows.iter().map(|(k, r)| (format!("{} {}", k.0.1, k.1.1), r.clone())).collect();
     let mut fams: BTreeMap<&str, Row> = BTreeMap::new();
     let mut all = Row::default();
     for (k, r) in rows {
@@ -201,27 +192,13 @@ fn render(sec: &Section, text: &mut String) -> Value {
     let _ = writeln!(
         text,
         "{:<24} {:>8} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} {:>7} {:>8} {:>7}",
-        "class/op",
-        "ops",
-        "ops/s",
-        "MiB/s",
-        "p50 ms",
-        "p99 ms",
-        "p99.9 ms",
-        "max ms",
-        "errors",
-        "mismatch",
-        "skipped"
+        "class/op", "ops", "ops/s", "MiB/s", "p50 ms", "p99 ms", "p99.9 ms", "max ms", "errors", "mismatch", "skipped"
     );
     let mut jrows = Vec::new();
     let mut errors_text = String::new();
     for (name, r) in aggregate(&sec.rows) {
         let ops_s = r.ops as f64 / el.as_secs_f64().max(1e-9);
-        let (p50, p99, p999) = (
-            r.hist.quantile_ms(0.5),
-            r.hist.quantile_ms(0.99),
-            r.hist.quantile_ms(0.999),
-        );
+        let (p50, p99, p999) = (r.hist.quantile_ms(0.5), r.hist.quantile_ms(0.99), r.hist.quantile_ms(0.999));
         let _ = writeln!(
             text,
             "{:<24} {:>8} {:>9.1} {:>9.1} {:>9.2} {:>9.2} {:>9.2} {:>9.2} {:>7} {:>8} {:>7}",
@@ -266,11 +243,7 @@ fn family_rate(sec: &Section, fam: &str) -> Option<f64> {
     (total.ops > 0).then(|| mib_s(total.bytes, sec.elapsed))
 }
 
-fn progress_task(
-    stats: Arc<Stats>,
-    every: f64,
-    label: String,
-) -> Option<tokio::task::JoinHandle<()>> {
+fn progress_task(stats: Arc<Stats>, every: f64, label: String) -> Option<tokio::task::JoinHandle<()>> {
     if every <= 0.0 {
         return None;
     }
@@ -290,12 +263,7 @@ fn progress_task(
     }))
 }
 
-async fn with_progress<F: std::future::Future>(
-    stats: &Arc<Stats>,
-    every: f64,
-    label: &str,
-    f: F,
-) -> F::Output {
+async fn with_progress<F: std::future::Future>(stats: &Arc<Stats>, every: f64, label: &str, f: F) -> F::Output {
     let p = progress_task(stats.clone(), every, label.to_string());
     let out = f.await;
     if let Some(p) = p {
@@ -306,19 +274,11 @@ async fn with_progress<F: std::future::Future>(
 
 async fn run(args: Args) -> anyhow::Result<ExitCode> {
     // ---- validate everything before touching the network
-    let url = args
-        .endpoint
-        .clone()
-        .context("no endpoint: pass --endpoint URL or set S3_ENDPOINT")?;
+    let url = args.endpoint.clone().context("no endpoint: pass --endpoint URL or set S3_ENDPOINT")?;
     s3::check_endpoint(&url)?;
-    let access_key = args
-        .access_key
-        .clone()
-        .context("no access key: pass --access-key or set AWS_ACCESS_KEY_ID")?;
-    let secret_key = args
-        .secret_key
-        .clone()
-        .context("no secret key: pass --secret-key or set AWS_SECRET_ACCESS_KEY")?;
+    let access_key = args.access_key.clone().context("no access key: pass --access-key or set AWS_ACCESS_KEY_ID")?;
+    let secret_key =
+        args.secret_key.clone().context("no secret key: pass --secret-key or set AWS_SECRET_ACCESS_KEY")?;
     if args.concurrency == 0 || args.concurrency > 4096 {
         bail!("--concurrency must be between 1 and 4096");
     }
@@ -336,24 +296,16 @@ async fn run(args: Args) -> anyhow::Result<ExitCode> {
     if let Some(p) = args.part_size
         && !(5 * MIB..=5 * 1024 * MIB).contains(&p)
     {
-        eprintln!(
-            "note: --part-size {} is outside S3's 5 MiB..5 GiB part limits",
-            size_label(p)
-        );
+        eprintln!("note: --part-size {} is outside S3's 5 MiB..5 GiB part limits", size_label(p));
     }
     sys::check_pids(&args.pid)?;
-    let prefix = args
-        .prefix
-        .clone()
-        .unwrap_or_else(|| format!("lg-{}/", args.seed));
+    let prefix = args.prefix.clone().unwrap_or_else(|| format!("lg-{}/", args.seed));
 
     let mut report_text = String::new();
     let mut jkernel = Value::Null;
     let kernel: Option<Kernel> = if args.kernel {
         eprintln!("measuring kernels (~4 s, one core)...");
-        let k = tokio::task::spawn_blocking(sys::measure_kernel)
-            .await
-            .context("kernel task")??;
+        let k = tokio::task::spawn_blocking(sys::measure_kernel).await.context("kernel task")??;
         let _ = writeln!(
             report_text,
             "kernel (1 core, 1 MiB buffers): codec 4+2 encode {:.0} MiB/s, blake3 {:.0} MiB/s, MD5 {:.0} MiB/s; \
@@ -373,31 +325,12 @@ async fn run(args: Args) -> anyhow::Result<ExitCode> {
         None
     };
 
-    let ep = Endpoint {
-        url: url.clone(),
-        access_key,
-        secret_key,
-        region: args.region.clone(),
-    };
-    let s3 = S3::new(
-        &ep,
-        args.bucket.clone(),
-        args.seed,
-        timeout,
-        args.retries,
-        args.stream_threshold,
-        !args.no_checksum,
-    );
-    s3.ensure_bucket()
-        .await
-        .with_context(|| format!("endpoint {url}, bucket {}", args.bucket))?;
-    let ctx = Arc::new(Ctx {
-        s3,
-        prefix: prefix.clone(),
-        concurrency: args.concurrency,
-        stop: Default::default(),
-        timeout,
-    });
+    let ep = Endpoint { url: url.clone(), access_key, secret_key, region: args.region.clone() };
+    let s3 =
+        S3::new(&ep, args.bucket.clone(), args.seed, timeout, args.retries, args.stream_threshold, !args.no_checksum);
+    s3.ensure_bucket().await.with_context(|| format!("endpoint {url}, bucket {}", args.bucket))?;
+    let ctx =
+        Arc::new(Ctx { s3, prefix: prefix.clone(), concurrency: args.concurrency, stop: Default::default(), timeout });
 
     {
         let ctx = ctx.clone();
@@ -434,8 +367,7 @@ async fn run(args: Args) -> anyhow::Result<ExitCode> {
                 eprintln!("{mode}: PUT phase, concurrency {}", args.concurrency);
                 let stats = Arc::new(Stats::default());
                 let t = Instant::now();
-                let written =
-                    with_progress(&stats, args.progress, "PUT", oo.put_phase(stats.clone())).await;
+                let written = with_progress(&stats, args.progress, "PUT", oo.put_phase(stats.clone())).await;
                 sections.push(Section {
                     title: format!("PUT {label} x {count}"),
                     elapsed: t.elapsed(),
@@ -448,13 +380,7 @@ async fn run(args: Args) -> anyhow::Result<ExitCode> {
                 let stats = Arc::new(Stats::default());
                 let t = Instant::now();
                 let n = written.len();
-                with_progress(
-                    &stats,
-                    args.progress,
-                    "GET",
-                    oo.get_phase(stats.clone(), written),
-                )
-                .await;
+                with_progress(&stats, args.progress, "GET", oo.get_phase(stats.clone(), written)).await;
                 sections.push(Section {
                     title: format!("GET {label} x {n}"),
                     elapsed: t.elapsed(),
@@ -478,23 +404,12 @@ async fn run(args: Args) -> anyhow::Result<ExitCode> {
                 deadline: Instant::now() + duration.unwrap_or(Duration::from_secs(24 * 3600)),
                 part_size: args.part_size.unwrap_or(8 * MIB),
             };
-            eprintln!(
-                "{mode}, concurrency {}, seed {}",
-                args.concurrency, args.seed
-            );
+            eprintln!("{mode}, concurrency {}, seed {}", args.concurrency, args.seed);
             let mixed = Mixed::new(ctx.clone(), args.seed, limits);
             let t = Instant::now();
             with_progress(&mixed.stats, args.progress, "mixed", mixed.clone().run()).await;
-            let _ = writeln!(
-                report_text,
-                "objects written or planned: {}",
-                mixed.objects_planned()
-            );
-            sections.push(Section {
-                title: "mixed".into(),
-                elapsed: t.elapsed(),
-                rows: mixed.stats.snapshot(),
-            });
+            let _ = writeln!(report_text, "objects written or planned: {}", mixed.objects_planned());
+            sections.push(Section { title: "mixed".into(), elapsed: t.elapsed(), rows: mixed.stats.snapshot() });
         }
     }
     let rss: Option<(Vec<RssReport>, u64)> = match sampler {
@@ -521,10 +436,7 @@ async fn run(args: Args) -> anyhow::Result<ExitCode> {
     if let Some(k) = kernel {
         let put = sections.iter().find_map(|s| family_rate(s, "PUT"));
         let get = sections.iter().find_map(|s| family_rate(s, "GET"));
-        let _ = writeln!(
-            text,
-            "\nend-to-end / kernel (end-to-end uses all cores, the kernel one):"
-        );
+        let _ = writeln!(text, "\nend-to-end / kernel (end-to-end uses all cores, the kernel one):");
         let mut jr = serde_json::Map::new();
         for (what, rate) in [("PUT", put), ("GET", get)] {
             if let Some(r) = rate {
@@ -534,11 +446,7 @@ async fn run(args: Args) -> anyhow::Result<ExitCode> {
                     r / k.encode_4_2,
                     r / k.blake3,
                     r / k.md5,
-                    r / if what == "PUT" {
-                        k.put_chain()
-                    } else {
-                        k.get_chain()
-                    }
+                    r / if what == "PUT" { k.put_chain() } else { k.get_chain() }
                 );
                 jr.insert(
                     what.to_lowercase(),
@@ -562,10 +470,8 @@ async fn run(args: Args) -> anyhow::Result<ExitCode> {
                 r.pid,
                 r.start_kib as f64 / 1024.0,
                 r.peak_kib as f64 / 1024.0,
-                r.end_kib
-                    .map_or("exited".into(), |k| format!("{:.1} MiB", k as f64 / 1024.0)),
-                r.hwm_kib
-                    .map_or("-".into(), |k| format!("{:.1} MiB", k as f64 / 1024.0)),
+                r.end_kib.map_or("exited".into(), |k| format!("{:.1} MiB", k as f64 / 1024.0)),
+                r.hwm_kib.map_or("-".into(), |k| format!("{:.1} MiB", k as f64 / 1024.0)),
                 r.samples
             );
             v.push(json!({
@@ -574,11 +480,7 @@ async fn run(args: Args) -> anyhow::Result<ExitCode> {
             }));
         }
         if reports.len() > 1 {
-            let _ = writeln!(
-                text,
-                "  all pids together: peak {:.1} MiB",
-                *peak_sum as f64 / 1024.0
-            );
+            let _ = writeln!(text, "  all pids together: peak {:.1} MiB", *peak_sum as f64 / 1024.0);
         }
         jrss = json!({ "processes": v, "peak_sum_kib": peak_sum });
     }
@@ -603,19 +505,12 @@ async fn run(args: Args) -> anyhow::Result<ExitCode> {
             .with_context(|| format!("writing {}", path.display()))?;
         eprintln!("wrote {}", path.display());
     }
-    Ok(if mismatches > 0 || (args.strict && errors > 0) {
-        ExitCode::from(1)
-    } else {
-        ExitCode::SUCCESS
-    })
+    Ok(if mismatches > 0 || (args.strict && errors > 0) { ExitCode::from(1) } else { ExitCode::SUCCESS })
 }
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    let rt = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("loadgen: error: cannot start the runtime: {e}");

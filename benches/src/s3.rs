@@ -16,8 +16,7 @@ use aws_sdk_s3::config::{
 use aws_sdk_s3::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 use aws_sdk_s3::primitives::{ByteStream, SdkBody};
 use aws_sdk_s3::types::{
-    BucketLocationConstraint, ChecksumAlgorithm, CompletedMultipartUpload, CompletedPart,
-    CreateBucketConfiguration,
+    BucketLocationConstraint, ChecksumAlgorithm, CompletedMultipartUpload, CompletedPart, CreateBucketConfiguration,
 };
 
 use crate::data::{GenBody, Verifier, content_key, generate};
@@ -68,20 +67,10 @@ where
     match e {
         SdkError::ServiceError(se) => {
             let status = se.raw().status().as_u16();
-            let hint = if status == 403 {
-                " (check the access key, secret key and region)"
-            } else {
-                ""
-            };
+            let hint = if status == 403 { " (check the access key, secret key and region)" } else { "" };
             match e.code() {
-                Some(code) => format!(
-                    "{what}: HTTP {status} {code}: {}{hint}",
-                    e.message().unwrap_or("")
-                ),
-                None => format!(
-                    "{what}: HTTP {status}{hint}: {}",
-                    DisplayErrorContext(se.err())
-                ),
+                Some(code) => format!("{what}: HTTP {status} {code}: {}{hint}", e.message().unwrap_or("")),
+                None => format!("{what}: HTTP {status}{hint}: {}", DisplayErrorContext(se.err())),
             }
         }
         _ => format!("{what}: {}", DisplayErrorContext(e)),
@@ -117,11 +106,8 @@ impl S3 {
         checksums: bool,
     ) -> Self {
         let creds = Credentials::new(&ep.access_key, &ep.secret_key, None, None, "loadgen");
-        let retry = if retries == 0 {
-            RetryConfig::disabled()
-        } else {
-            RetryConfig::standard().with_max_attempts(retries + 1)
-        };
+        let retry =
+            if retries == 0 { RetryConfig::disabled() } else { RetryConfig::standard().with_max_attempts(retries + 1) };
         let conf = aws_sdk_s3::Config::builder()
             .behavior_version(BehaviorVersion::latest())
             .region(Region::new(ep.region.clone()))
@@ -129,11 +115,7 @@ impl S3 {
             .credentials_provider(creds)
             .force_path_style(true)
             .retry_config(retry)
-            .timeout_config(
-                TimeoutConfig::builder()
-                    .connect_timeout(Duration::from_secs(5))
-                    .build(),
-            )
+            .timeout_config(TimeoutConfig::builder().connect_timeout(Duration::from_secs(5)).build())
             // Our own per-request timeout bounds every call; the SDK's stall
             // detector would only turn a slow server into a different error.
             .stalled_stream_protection(StalledStreamProtectionConfig::disabled())
@@ -164,10 +146,7 @@ impl S3 {
         E: std::error::Error + ProvideErrorMetadata + 'static,
     {
         match tokio::time::timeout(self.timeout, fut).await {
-            Err(_) => Err(OpError::Failed(format!(
-                "{what}: no response within {:?}",
-                self.timeout
-            ))),
+            Err(_) => Err(OpError::Failed(format!("{what}: no response within {:?}", self.timeout))),
             Ok(Err(e)) => Err(OpError::Failed(short(describe(what, &e)))),
             Ok(Ok(v)) => Ok(v),
         }
@@ -180,25 +159,15 @@ impl S3 {
         if end - start <= self.stream_threshold {
             ByteStream::from(generate(key, start, (end - start) as usize))
         } else {
-            ByteStream::new(SdkBody::retryable(move || {
-                SdkBody::from_body_1_x(GenBody::new(key, start, end))
-            }))
+            ByteStream::new(SdkBody::retryable(move || SdkBody::from_body_1_x(GenBody::new(key, start, end))))
         }
     }
 
     /// Makes sure the bucket exists; errors here mean the endpoint is unusable.
     pub async fn ensure_bucket(&self) -> anyhow::Result<()> {
-        let head = tokio::time::timeout(
-            self.timeout,
-            self.client.head_bucket().bucket(&self.bucket).send(),
-        )
-        .await;
+        let head = tokio::time::timeout(self.timeout, self.client.head_bucket().bucket(&self.bucket).send()).await;
         match head {
-            Err(_) => bail!(
-                "HeadBucket {}: no response within {:?}",
-                self.bucket,
-                self.timeout
-            ),
+            Err(_) => bail!("HeadBucket {}: no response within {:?}", self.bucket, self.timeout),
             Ok(Ok(_)) => return Ok(()),
             Ok(Err(SdkError::ServiceError(e))) if e.raw().status().as_u16() == 404 => {}
             Ok(Err(e @ SdkError::ServiceError(_))) => {
@@ -215,11 +184,7 @@ impl S3 {
             );
         }
         match tokio::time::timeout(self.timeout, req.send()).await {
-            Err(_) => bail!(
-                "CreateBucket {}: no response within {:?}",
-                self.bucket,
-                self.timeout
-            ),
+            Err(_) => bail!("CreateBucket {}: no response within {:?}", self.bucket, self.timeout),
             Ok(Ok(_)) => Ok(()),
             Ok(Err(e)) if matches!(e.code(), Some("BucketAlreadyOwnedByYou")) => Ok(()),
             Ok(Err(e)) => bail!("{}", describe(&format!("CreateBucket {}", self.bucket), &e)),
@@ -253,9 +218,7 @@ impl S3 {
             )
             .await?;
         let Some(upload_id) = create.upload_id().map(str::to_owned) else {
-            return Err(OpError::Failed(
-                "CreateMultipartUpload: response has no UploadId".into(),
-            ));
+            return Err(OpError::Failed("CreateMultipartUpload: response has no UploadId".into()));
         };
         let parts = async {
             let mut parts = Vec::new();
@@ -295,11 +258,7 @@ impl S3 {
                     .bucket(&self.bucket)
                     .key(name)
                     .upload_id(&upload_id)
-                    .multipart_upload(
-                        CompletedMultipartUpload::builder()
-                            .set_parts(Some(parts))
-                            .build(),
-                    )
+                    .multipart_upload(CompletedMultipartUpload::builder().set_parts(Some(parts)).build())
                     .send(),
             )
             .await
@@ -309,13 +268,8 @@ impl S3 {
             Ok(_) => Ok(size),
             Err(e) => {
                 // Best effort; the original error is what gets reported.
-                let abort = self
-                    .client
-                    .abort_multipart_upload()
-                    .bucket(&self.bucket)
-                    .key(name)
-                    .upload_id(&upload_id)
-                    .send();
+                let abort =
+                    self.client.abort_multipart_upload().bucket(&self.bucket).key(name).upload_id(&upload_id).send();
                 let _ = tokio::time::timeout(self.timeout, abort).await;
                 Err(e)
             }
@@ -351,10 +305,7 @@ impl S3 {
         };
         match tokio::time::timeout(self.timeout, read).await {
             Err(_) => {
-                return Err(OpError::Failed(format!(
-                    "GET {name}: body not complete within {:?}",
-                    self.timeout
-                )));
+                return Err(OpError::Failed(format!("GET {name}: body not complete within {:?}", self.timeout)));
             }
             Ok(Err(e)) => return Err(OpError::Failed(short(format!("GET {name}: {e}")))),
             Ok(Ok(())) => {}
@@ -374,34 +325,15 @@ impl S3 {
     }
 
     pub async fn head(&self, name: &str, size: u64) -> OpResult<u64> {
-        let out = self
-            .call(
-                "HeadObject",
-                self.client
-                    .head_object()
-                    .bucket(&self.bucket)
-                    .key(name)
-                    .send(),
-            )
-            .await?;
+        let out = self.call("HeadObject", self.client.head_object().bucket(&self.bucket).key(name).send()).await?;
         match out.content_length() {
             Some(cl) if cl as u64 == size => Ok(0),
-            other => Err(OpError::Mismatch(format!(
-                "HEAD {name}: Content-Length {other:?}, expected {size}"
-            ))),
+            other => Err(OpError::Mismatch(format!("HEAD {name}: Content-Length {other:?}, expected {size}"))),
         }
     }
 
     pub async fn delete(&self, name: &str) -> OpResult<u64> {
-        self.call(
-            "DeleteObject",
-            self.client
-                .delete_object()
-                .bucket(&self.bucket)
-                .key(name)
-                .send(),
-        )
-        .await?;
+        self.call("DeleteObject", self.client.delete_object().bucket(&self.bucket).key(name).send()).await?;
         Ok(0)
     }
 
@@ -410,23 +342,12 @@ impl S3 {
         let out = self
             .call(
                 "ListObjectsV2",
-                self.client
-                    .list_objects_v2()
-                    .bucket(&self.bucket)
-                    .prefix(prefix)
-                    .max_keys(1000)
-                    .send(),
+                self.client.list_objects_v2().bucket(&self.bucket).prefix(prefix).max_keys(1000).send(),
             )
             .await?;
         let keys = out.contents();
-        if let Some(bad) = keys
-            .iter()
-            .filter_map(|o| o.key())
-            .find(|k| !k.starts_with(prefix))
-        {
-            return Err(OpError::Mismatch(format!(
-                "LIST prefix {prefix:?} returned key {bad:?}"
-            )));
+        if let Some(bad) = keys.iter().filter_map(|o| o.key()).find(|k| !k.starts_with(prefix)) {
+            return Err(OpError::Mismatch(format!("LIST prefix {prefix:?} returned key {bad:?}")));
         }
         Ok(keys.len() as u64)
     }

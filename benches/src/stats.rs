@@ -20,11 +20,7 @@ const MAX_EXP: u32 = 42; // ~50 days in µs
 
 impl Default for Hist {
     fn default() -> Self {
-        Hist {
-            counts: vec![0; (SUB + (MAX_EXP - SUB_BITS + 1) as u64 * SUB) as usize],
-            n: 0,
-            max_us: 0,
-        }
+        Hist { counts: vec![0; (SUB + (MAX_EXP - SUB_BITS + 1) as u64 * SUB) as usize], n: 0, max_us: 0 }
     }
 }
 
@@ -178,9 +174,7 @@ impl Stats {
     /// (completed ops, errors, verification failures) so far.
     pub fn totals(&self) -> (u64, u64, u64) {
         let rows = self.rows.lock().unwrap();
-        rows.values().fold((0, 0, 0), |(a, b, c), r| {
-            (a + r.ops, b + r.errors, c + r.verify_failures)
-        })
+        rows.values().fold((0, 0, 0), |(a, b, c), r| (a + r.ops, b + r.errors, c + r.verify_failures))
     }
 }
 
@@ -201,10 +195,7 @@ mod tests {
         assert_eq!(h.max_ms(), 100.0);
         for v in [0u64, 1, 63, 64, 65, 127, 128, 1000, 123_456_789] {
             let back = value(index(v));
-            assert!(
-                back.abs_diff(v) as f64 <= (v as f64 / 64.0).max(0.0) + 1.0,
-                "{v} -> {back}"
-            );
+            assert!(back.abs_diff(v) as f64 <= (v as f64 / 64.0).max(0.0) + 1.0, "{v} -> {back}");
         }
     }
 }

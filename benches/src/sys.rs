@@ -22,9 +22,7 @@ pub fn status_kib(pid: u32, field: &str) -> Option<u64> {
 pub fn check_pids(pids: &[u32]) -> anyhow::Result<()> {
     for &pid in pids {
         if status_kib(pid, "VmRSS").is_none() {
-            bail!(
-                "--pid {pid}: cannot read VmRSS from /proc/{pid}/status (no such process, or a kernel thread)"
-            );
+            bail!("--pid {pid}: cannot read VmRSS from /proc/{pid}/status (no such process, or a kernel thread)");
         }
     }
     Ok(())
@@ -56,12 +54,7 @@ impl RssSampler {
                 .iter()
                 .map(|&pid| {
                     let start = status_kib(pid, "VmRSS").unwrap_or(0);
-                    RssReport {
-                        pid,
-                        start_kib: start,
-                        peak_kib: start,
-                        ..Default::default()
-                    }
+                    RssReport { pid, start_kib: start, peak_kib: start, ..Default::default() }
                 })
                 .collect();
             let mut peak_sum = reports.iter().map(|r| r.start_kib).sum::<u64>();
@@ -148,9 +141,5 @@ pub fn measure_kernel() -> anyhow::Result<Kernel> {
     let md5 = rate(LEN, Duration::from_secs(1), || {
         std::hint::black_box(md5::Md5::digest(std::hint::black_box(&data)));
     });
-    Ok(Kernel {
-        encode_4_2,
-        blake3,
-        md5,
-    })
+    Ok(Kernel { encode_4_2, blake3, md5 })
 }

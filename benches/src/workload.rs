@@ -130,10 +130,7 @@ impl OpKind {
 }
 
 pub fn row_key(class_order: u8, class: &str, op: OpKind) -> RowKey {
-    (
-        (class_order, class.to_string()),
-        (op as u8, op.label().to_string()),
-    )
+    ((class_order, class.to_string()), (op as u8, op.label().to_string()))
 }
 
 fn outcome(r: Result<u64, OpError>) -> Outcome {
@@ -284,12 +281,7 @@ impl Mixed {
     pub fn new(ctx: Arc<Ctx>, seed: u64, limits: MixedLimits) -> Arc<Self> {
         Arc::new(Mixed {
             ctx,
-            planner: Mutex::new(Planner {
-                rng: Rng::new(seed),
-                objects: Vec::new(),
-                live: Vec::new(),
-                issued: 0,
-            }),
+            planner: Mutex::new(Planner { rng: Rng::new(seed), objects: Vec::new(), live: Vec::new(), issued: 0 }),
             limits,
             put_done: Notify::new(),
             stats: Arc::new(Stats::default()),
@@ -350,37 +342,21 @@ impl Mixed {
         let s3 = &self.ctx.s3;
         match op {
             Planned::Put(o) => {
-                let kind = if o.class == Class::Video {
-                    OpKind::PutMultipart
-                } else {
-                    OpKind::Put
-                };
+                let kind = if o.class == Class::Video { OpKind::PutMultipart } else { OpKind::Put };
                 let t = Instant::now();
                 let r = match o.class {
-                    Class::Video => {
-                        s3.put_multipart(&o.name, o.size, self.limits.part_size)
-                            .await
-                    }
+                    Class::Video => s3.put_multipart(&o.name, o.size, self.limits.part_size).await,
                     Class::Photo => s3.put(&o.name, o.size, Some("image/jpeg")).await,
                     _ => s3.put(&o.name, o.size, None).await,
                 };
                 let elapsed = t.elapsed();
-                o.state
-                    .store(if r.is_ok() { WRITTEN } else { FAILED }, Ordering::Release);
+                o.state.store(if r.is_ok() { WRITTEN } else { FAILED }, Ordering::Release);
                 self.put_done.notify_waiters();
-                self.stats.record(
-                    row_key(o.class.order(), o.class.label(), kind),
-                    elapsed,
-                    outcome(r),
-                );
+                self.stats.record(row_key(o.class.order(), o.class.label(), kind), elapsed, outcome(r));
             }
             Planned::Get(rd, range) => {
                 let o = &rd.0;
-                let kind = if range.is_some() {
-                    OpKind::GetRange
-                } else {
-                    OpKind::Get
-                };
+                let kind = if range.is_some() { OpKind::GetRange } else { OpKind::Get };
                 let key = row_key(o.class.order(), o.class.label(), kind);
                 if !self.written(o).await {
                     self.stats.record(key, Duration::ZERO, Outcome::Skipped);
@@ -459,18 +435,10 @@ impl ObjectsOnly {
         let deadline = self.duration.map(|d| Instant::now() + d);
         let mut workers = Vec::new();
         for _ in 0..self.ctx.concurrency {
-            let (me, next, done, stats, gets) = (
-                self.clone(),
-                next.clone(),
-                done.clone(),
-                stats.clone(),
-                gets.clone(),
-            );
+            let (me, next, done, stats, gets) = (self.clone(), next.clone(), done.clone(), stats.clone(), gets.clone());
             workers.push(tokio::spawn(async move {
                 loop {
-                    if me.ctx.stop.load(Ordering::Relaxed)
-                        || deadline.is_some_and(|d| Instant::now() >= d)
-                    {
+                    if me.ctx.stop.load(Ordering::Relaxed) || deadline.is_some_and(|d| Instant::now() >= d) {
                         break;
                     }
                     let i = next.fetch_add(1, Ordering::Relaxed);
@@ -483,11 +451,9 @@ impl ObjectsOnly {
                             }
                             let name = me.name(i);
                             match me.part_size {
-                                Some(p) if me.size > p => (
-                                    OpKind::PutMultipart,
-                                    s3.put_multipart(&name, me.size, p).await,
-                                    i,
-                                ),
+                                Some(p) if me.size > p => {
+                                    (OpKind::PutMultipart, s3.put_multipart(&name, me.size, p).await, i)
+                                }
                                 _ => (OpKind::Put, s3.put(&name, me.size, None).await, i),
                             }
                         }
@@ -522,12 +488,7 @@ mod tests {
     #[test]
     fn planner_is_deterministic_and_follows_the_mix() {
         let run = || {
-            let mut p = Planner {
-                rng: Rng::new(42),
-                objects: Vec::new(),
-                live: Vec::new(),
-                issued: 0,
-            };
+            let mut p = Planner { rng: Rng::new(42), objects: Vec::new(), live: Vec::new(), issued: 0 };
             let mut kinds = [0u32; 5];
             let mut trace = Vec::new();
             for _ in 0..200_000 {
@@ -543,12 +504,7 @@ mod tests {
                     trace.push(s);
                 }
             }
-            (
-                kinds,
-                trace,
-                p.objects.iter().filter(|o| o.class == Class::Video).count(),
-                p.objects.len(),
-            )
+            (kinds, trace, p.objects.iter().filter(|o| o.class == Class::Video).count(), p.objects.len())
         };
         let (a, ta, videos, objects) = run();
         let (b, tb, _, _) = run();
@@ -560,9 +516,6 @@ mod tests {
         assert!(near(a[3], n / 200.0), "DELETE {a:?}");
         assert!(near(a[4], n / 500.0), "LIST {a:?}");
         assert!(near(a[1], a[0] as f64 * 10.0), "GET:PUT {a:?}");
-        assert!(
-            near(videos as u32, objects as f64 * 0.05),
-            "videos {videos} of {objects}"
-        );
+        assert!(near(videos as u32, objects as f64 * 0.05), "videos {videos} of {objects}");
     }
 }

@@ -14,7 +14,12 @@ pub struct AccessKeys {
 
 impl AccessKeys {
     pub fn new(keys: &[AccessKey]) -> Self {
-        AccessKeys { secrets: keys.iter().map(|k| (k.access_key_id.clone(), SecretKey::from(k.secret_access_key.clone()))).collect() }
+        AccessKeys {
+            secrets: keys
+                .iter()
+                .map(|k| (k.access_key_id.clone(), SecretKey::from(k.secret_access_key.clone())))
+                .collect(),
+        }
     }
 }
 
@@ -23,7 +28,9 @@ impl S3Auth for AccessKeys {
     async fn get_secret_key(&self, access_key: &str) -> S3Result<SecretKey> {
         match self.secrets.get(access_key) {
             Some(s) => Ok(s.clone()),
-            None => Err(s3_error!(InvalidAccessKeyId, "The AWS access key Id you provided does not exist in our records.")),
+            None => {
+                Err(s3_error!(InvalidAccessKeyId, "The AWS access key Id you provided does not exist in our records."))
+            }
         }
     }
 }

@@ -49,7 +49,8 @@ pub async fn get(cluster: &Arc<Cluster>, cache: &BucketCache, name: &str) -> Res
         return Ok(Some(b));
     }
     let found = quorum::read_manifest(cluster, SYSTEM_BUCKETS, name).await?;
-    let info = found.filter(|m| !m.is_deleted()).map(|m| BucketInfo { name: name.into(), created_ms: m.last_modified_ms });
+    let info =
+        found.filter(|m| !m.is_deleted()).map(|m| BucketInfo { name: name.into(), created_ms: m.last_modified_ms });
     if let Some(b) = &info {
         cache.put(b);
     }
@@ -96,7 +97,12 @@ pub async fn list_all(cluster: &Arc<Cluster>) -> Result<Vec<BucketInfo>, Gateway
     let mut out = Vec::new();
     let mut after = None;
     loop {
-        let q = ListQuery { bucket: SYSTEM_BUCKETS.into(), start_after: after.clone(), max_keys: 1000, ..Default::default() };
+        let q = ListQuery {
+            bucket: SYSTEM_BUCKETS.into(),
+            start_after: after.clone(),
+            max_keys: 1000,
+            ..Default::default()
+        };
         let page = listing::list(cluster, &q).await?;
         out.extend(page.entries.iter().map(|e| BucketInfo { name: e.key.clone(), created_ms: e.last_modified_ms }));
         if !page.truncated {

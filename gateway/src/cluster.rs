@@ -106,7 +106,8 @@ impl Cluster {
                 let me = self.clone();
                 async move {
                     let Some(addr) = me.addr(n) else { return };
-                    let r = tokio::time::timeout(interval.max(Duration::from_millis(200)), me.client.health(&addr)).await;
+                    let r =
+                        tokio::time::timeout(interval.max(Duration::from_millis(200)), me.client.health(&addr)).await;
                     match r {
                         Ok(Ok(())) => me.mark_healthy(n),
                         _ => me.mark_suspect(n),

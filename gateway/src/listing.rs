@@ -97,7 +97,12 @@ async fn merged_page(
     page: u32,
 ) -> Result<(BTreeMap<String, ListEntry>, Option<String>), GatewayError> {
     let nodes = cluster.all_nodes();
-    let req = ListManifests { bucket: bucket.into(), prefix: prefix.into(), start_after: cursor.map(str::to_string), limit: page };
+    let req = ListManifests {
+        bucket: bucket.into(),
+        prefix: prefix.into(),
+        start_after: cursor.map(str::to_string),
+        limit: page,
+    };
     let answers = join_all(nodes.iter().map(|&node| {
         let cluster = cluster.clone();
         let req = req.clone();

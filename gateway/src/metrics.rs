@@ -25,9 +25,13 @@ impl Metrics {
         for ((op, outcome), n) in self.requests.lock().expect("metrics lock").iter() {
             s.push_str(&format!("sillok_s3_requests_total{{op=\"{op}\",outcome=\"{outcome}\"}} {n}\n"));
         }
-        s.push_str("# HELP sillok_s3_bytes_in_total Object bytes received in PUTs.\n# TYPE sillok_s3_bytes_in_total counter\n");
+        s.push_str(
+            "# HELP sillok_s3_bytes_in_total Object bytes received in PUTs.\n# TYPE sillok_s3_bytes_in_total counter\n",
+        );
         s.push_str(&format!("sillok_s3_bytes_in_total {}\n", self.bytes_in.load(Ordering::Relaxed)));
-        s.push_str("# HELP sillok_s3_bytes_out_total Object bytes sent in GETs.\n# TYPE sillok_s3_bytes_out_total counter\n");
+        s.push_str(
+            "# HELP sillok_s3_bytes_out_total Object bytes sent in GETs.\n# TYPE sillok_s3_bytes_out_total counter\n",
+        );
         s.push_str(&format!("sillok_s3_bytes_out_total {}\n", self.bytes_out.load(Ordering::Relaxed)));
         s
     }

@@ -43,7 +43,12 @@ impl Default for ReadSettings {
 pub type ByteStream = std::pin::Pin<Box<dyn Stream<Item = Result<Bytes, GatewayError>> + Send + Sync>>;
 
 /// The bytes `range` of the object (range must lie inside the object).
-pub fn read_range(cluster: &Arc<Cluster>, settings: ReadSettings, manifest: &Manifest, range: Range<u64>) -> ByteStream {
+pub fn read_range(
+    cluster: &Arc<Cluster>,
+    settings: ReadSettings,
+    manifest: &Manifest,
+    range: Range<u64>,
+) -> ByteStream {
     match &manifest.body {
         Body::Inline { data } => {
             let bytes = Bytes::copy_from_slice(&data[range.start as usize..range.end as usize]);
@@ -95,7 +100,16 @@ impl StripeReader {
                 locations[loc.index as usize] = Some(loc.node);
             }
         }
-        StripeReader { cluster, settings, s, size, key: key.to_string(), codec: None, locations, failed: vec![false; width] }
+        StripeReader {
+            cluster,
+            settings,
+            s,
+            size,
+            key: key.to_string(),
+            codec: None,
+            locations,
+            failed: vec![false; width],
+        }
     }
 
     fn give_up(&mut self, index: usize, why: &str) {
@@ -112,7 +126,8 @@ impl StripeReader {
         }
         let addr = self.cluster.addr(node)?;
         let id = ShardId { object_id: self.s.object_id.clone(), index: index as u8 };
-        let r = tokio::time::timeout(self.settings.block_deadline, self.cluster.client.get_shard(&addr, &id, blocks)).await;
+        let r =
+            tokio::time::timeout(self.settings.block_deadline, self.cluster.client.get_shard(&addr, &id, blocks)).await;
         match r {
             Ok(Ok(stream)) => Some(ShardReader { index, node, stream }),
             Ok(Err(e)) => {
@@ -127,7 +142,11 @@ impl StripeReader {
         }
     }
 
-    async fn run(mut self, range: Range<u64>, tx: mpsc::Sender<Result<Bytes, GatewayError>>) -> Result<(), GatewayError> {
+    async fn run(
+        mut self,
+        range: Range<u64>,
+        tx: mpsc::Sender<Result<Bytes, GatewayError>>,
+    ) -> Result<(), GatewayError> {
         let k = self.s.k as usize;
         let width = k + self.s.m as usize;
         let stripe_size = self.s.stripe_size();
@@ -189,7 +208,8 @@ impl StripeReader {
                 // Open replacements: parity first, then any shard not yet tried.
                 let in_use: Vec<usize> = readers.iter().map(|r| r.index).collect();
                 let mut opened = false;
-                let candidates: Vec<usize> = (k..width).chain(0..k).filter(|i| !in_use.contains(i) && blocks[*i].is_none()).collect();
+                let candidates: Vec<usize> =
+                    (k..width).chain(0..k).filter(|i| !in_use.contains(i) && blocks[*i].is_none()).collect();
                 let mut still_needed = k - have;
                 for i in candidates {
                     if still_needed == 0 {

@@ -34,7 +34,8 @@ pub struct SillokS3 {
 }
 
 fn timestamp_ms(ms: i64) -> Timestamp {
-    let t = time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000).unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
+    let t = time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
+        .unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
     Timestamp::from(t)
 }
 
@@ -43,7 +44,8 @@ fn etag(m: &Manifest) -> ETag {
 }
 
 /// Headers S3 keeps with an object and returns on GET/HEAD.
-const KEPT_HEADERS: [&str; 5] = ["cache-control", "content-disposition", "content-encoding", "content-language", "expires"];
+const KEPT_HEADERS: [&str; 5] =
+    ["cache-control", "content-disposition", "content-encoding", "content-language", "expires"];
 
 fn kept_headers(
     cache_control: Option<String>,
@@ -58,7 +60,9 @@ fn kept_headers(
         t.format(TimestampFormat::HttpDate, &mut buf).ok()?;
         String::from_utf8(buf).ok()
     });
-    for (name, v) in KEPT_HEADERS.iter().zip([cache_control, content_disposition, content_encoding, content_language, expires]) {
+    for (name, v) in
+        KEPT_HEADERS.iter().zip([cache_control, content_disposition, content_encoding, content_language, expires])
+    {
         if let Some(v) = v {
             h.insert((*name).to_string(), v);
         }
@@ -133,7 +137,11 @@ impl S3 for SillokS3 {
             let list = buckets::list_all(&self.cluster).await?;
             let buckets = list
                 .into_iter()
-                .map(|b| Bucket { name: Some(b.name), creation_date: Some(timestamp_ms(b.created_ms)), ..Default::default() })
+                .map(|b| Bucket {
+                    name: Some(b.name),
+                    creation_date: Some(timestamp_ms(b.created_ms)),
+                    ..Default::default()
+                })
                 .collect();
             Ok::<_, GatewayError>(ListBucketsOutput { buckets: Some(buckets), ..Default::default() })
         }
@@ -154,9 +162,13 @@ impl S3 for SillokS3 {
         self.counted("HeadBucket", r.map(|_| S3Response::new(out)).map_err(S3Error::from))
     }
 
-    async fn get_bucket_location(&self, req: S3Request<GetBucketLocationInput>) -> S3Result<S3Response<GetBucketLocationOutput>> {
+    async fn get_bucket_location(
+        &self,
+        req: S3Request<GetBucketLocationInput>,
+    ) -> S3Result<S3Response<GetBucketLocationOutput>> {
         let r = buckets::require(&self.cluster, &self.buckets, &req.input.bucket).await;
-        let out = GetBucketLocationOutput { location_constraint: Some(BucketLocationConstraint::from(self.region.clone())) };
+        let out =
+            GetBucketLocationOutput { location_constraint: Some(BucketLocationConstraint::from(self.region.clone())) };
         self.counted("GetBucketLocation", r.map(|_| S3Response::new(out)).map_err(S3Error::from))
     }
 
@@ -170,7 +182,8 @@ impl S3 for SillokS3 {
         let r = async {
             buckets::require(&self.cluster, &self.buckets, &input.bucket).await?;
             let len = input.content_length.ok_or(GatewayError::MissingContentLength)?;
-            let len = u64::try_from(len).map_err(|_| GatewayError::InvalidArgument("negative Content-Length".into()))?;
+            let len =
+                u64::try_from(len).map_err(|_| GatewayError::InvalidArgument("negative Content-Length".into()))?;
             let content_md5 = match &input.content_md5 {
                 Some(s) => Some(decode_md5(s)?),
                 None => None,
@@ -297,7 +310,9 @@ impl S3 for SillokS3 {
                 return Err(s3_error!(InvalidArgument, "max-keys must not be negative"));
             }
             let after = match &input.continuation_token {
-                Some(t) => Some(decode_token(t).ok_or_else(|| s3_error!(InvalidArgument, "invalid continuation token"))?),
+                Some(t) => {
+                    Some(decode_token(t).ok_or_else(|| s3_error!(InvalidArgument, "invalid continuation token"))?)
+                }
                 None => input.start_after.clone(),
             };
             let q = ListQuery {

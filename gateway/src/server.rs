@@ -98,14 +98,21 @@ pub async fn bind(
 }
 
 /// Serves until `shutdown` resolves.
-pub async fn serve(config: GatewayConfig, shutdown: impl std::future::Future<Output = ()> + Send + 'static) -> std::io::Result<()> {
+pub async fn serve(
+    config: GatewayConfig,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
     let (addr, fut) = bind(config, shutdown).await?;
     tracing::info!(%addr, "S3 gateway listening");
     fut.await;
     Ok(())
 }
 
-async fn route(service: &s3s::service::S3Service, metrics: &Metrics, req: http::Request<Incoming>) -> http::Response<RespBody> {
+async fn route(
+    service: &s3s::service::S3Service,
+    metrics: &Metrics,
+    req: http::Request<Incoming>,
+) -> http::Response<RespBody> {
     let text = |status: u16, body: String| {
         http::Response::builder()
             .status(status)
@@ -119,7 +126,9 @@ async fn route(service: &s3s::service::S3Service, metrics: &Metrics, req: http::
         _ => {}
     }
     match service.call(req.map(s3s::Body::from)).await {
-        Ok(resp) => resp.map(|b| b.map_err(|e| -> Box<dyn std::error::Error + Send + Sync> { e.into() }).boxed_unsync()),
+        Ok(resp) => {
+            resp.map(|b| b.map_err(|e| -> Box<dyn std::error::Error + Send + Sync> { e.into() }).boxed_unsync())
+        }
         Err(e) => {
             tracing::error!(error = ?e, "S3 service error");
             text(500, "internal error\n".into())

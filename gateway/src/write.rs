@@ -144,12 +144,8 @@ pub fn choose_targets(cluster: &Cluster, map: &PlacementMap, slots: &[NodeId]) -
             continue;
         }
         let home = site_of(slots[i]);
-        let usable: Vec<&sillok_placement::Node> = map
-            .topology
-            .nodes
-            .iter()
-            .filter(|n| n.state == NodeState::Up && !cluster.is_suspect(n.id))
-            .collect();
+        let usable: Vec<&sillok_placement::Node> =
+            map.topology.nodes.iter().filter(|n| n.state == NodeState::Up && !cluster.is_suspect(n.id)).collect();
         let load = |t: &[Option<NodeId>], n: NodeId| t.iter().filter(|x| **x == Some(n)).count();
         let site_load = |t: &[Option<NodeId>], s: &str| t.iter().flatten().filter(|x| site_of(**x) == s).count();
         // Distinct nodes first: same site, then any site (least loaded site first).
@@ -172,7 +168,8 @@ pub fn durable(map: &PlacementMap, k: usize, width: usize, written: &[ShardLocat
     if !down_sites.is_empty() {
         return written.len() == width;
     }
-    let sites: BTreeSet<&str> = map.topology.nodes.iter().filter(|n| n.state.holds_slots()).map(|n| n.site.as_str()).collect();
+    let sites: BTreeSet<&str> =
+        map.topology.nodes.iter().filter(|n| n.state.holds_slots()).map(|n| n.site.as_str()).collect();
     sites.iter().all(|s| written.iter().filter(|w| site_of(w.node) != *s).count() >= k)
 }
 
@@ -195,7 +192,8 @@ where
     let pg = map.pg_of(&req.bucket, &req.key);
     let targets = choose_targets(cluster, &map, map.slots(pg));
     let object_id = ShardId::new_object_id();
-    let header = ShardHeader { codec: CODEC_ID.into(), k: k as u8, m: m as u8, block_size: settings.block_size, blocks };
+    let header =
+        ShardHeader { codec: CODEC_ID.into(), k: k as u8, m: m as u8, block_size: settings.block_size, blocks };
 
     let mut senders = Vec::with_capacity(k + m);
     let mut uploads = Vec::with_capacity(k + m);

@@ -18,7 +18,10 @@ pub struct AccessKey {
 
 impl std::fmt::Debug for AccessKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("AccessKey").field("access_key_id", &self.access_key_id).field("secret_access_key", &"<redacted>").finish()
+        f.debug_struct("AccessKey")
+            .field("access_key_id", &self.access_key_id)
+            .field("secret_access_key", &"<redacted>")
+            .finish()
     }
 }
 
@@ -55,7 +58,8 @@ impl ClusterFile {
     /// Writes the file atomically (temporary file, fsync, rename).
     pub fn save(&self, path: &std::path::Path) -> Result<(), PlacementError> {
         use std::io::Write;
-        let err = |e: std::io::Error| PlacementError::ClusterFile { path: path.display().to_string(), reason: e.to_string() };
+        let err =
+            |e: std::io::Error| PlacementError::ClusterFile { path: path.display().to_string(), reason: e.to_string() };
         let tmp = path.with_extension("tmp");
         let mut f = std::fs::File::create(&tmp).map_err(err)?;
         f.write_all(serde_json::to_string_pretty(self).expect("cluster file serialises").as_bytes()).map_err(err)?;

@@ -62,7 +62,8 @@ impl PlacementMap {
             }
         }
         let slots = assign::assign(&seen, self.profile, self.pg_count, Some(&self.slots))?;
-        let map = PlacementMap { epoch: self.epoch + 1, profile: self.profile, pg_count: self.pg_count, topology, slots };
+        let map =
+            PlacementMap { epoch: self.epoch + 1, profile: self.profile, pg_count: self.pg_count, topology, slots };
         map.validate()?;
         Ok(map)
     }

@@ -37,9 +37,8 @@ impl EcProfile {
     }
 
     pub fn check(&self) -> Result<(), PlacementError> {
-        let bad = |reason: &str| {
-            Err(PlacementError::InvalidProfile { profile: self.to_string(), reason: reason.into() })
-        };
+        let bad =
+            |reason: &str| Err(PlacementError::InvalidProfile { profile: self.to_string(), reason: reason.into() });
         if self.k == 0 {
             return bad("k must be at least 1");
         }

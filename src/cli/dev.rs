@@ -71,8 +71,13 @@ pub async fn run(a: DevArgs) -> anyhow::Result<()> {
 
     let mut procs: Vec<Proc> = Vec::new();
     // Nodes first; the gateway once they listen, so its first health probe finds them.
-    let node_addrs: Vec<(String, SocketAddr)> =
-        cluster.map.topology.nodes.iter().filter_map(|n| Some((format!("node {}", n.id.0), n.addr.parse().ok()?))).collect();
+    let node_addrs: Vec<(String, SocketAddr)> = cluster
+        .map
+        .topology
+        .nodes
+        .iter()
+        .filter_map(|n| Some((format!("node {}", n.id.0), n.addr.parse().ok()?)))
+        .collect();
     let started = start_nodes(&exe, &data, &cluster, &cluster_path, &mut procs)
         .and_then(|()| wait_listening(&node_addrs, &mut procs, &data))
         .and_then(|()| start_gateway(&exe, &data, &cluster_path, s3_addr, &a.gateway_args, &mut procs))
@@ -160,7 +165,8 @@ fn new_cluster(a: &DevArgs) -> anyhow::Result<ClusterFile> {
             id += 1;
         }
     }
-    let map = PlacementMap::new(topology, a.profile, a.pgs).context("cannot place the EC profile on this dev topology")?;
+    let map =
+        PlacementMap::new(topology, a.profile, a.pgs).context("cannot place the EC profile on this dev topology")?;
     Ok(ClusterFile {
         cluster_secret: super::random_hex(32),
         region: "sillok-dev".into(),
@@ -173,7 +179,11 @@ fn new_cluster(a: &DevArgs) -> anyhow::Result<ClusterFile> {
 }
 
 fn spawn(exe: &Path, args: &[String], log: &Path) -> anyhow::Result<Child> {
-    let out = std::fs::OpenOptions::new().create(true).append(true).open(log).with_context(|| format!("cannot open {}", log.display()))?;
+    let out = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
+        .with_context(|| format!("cannot open {}", log.display()))?;
     let err = out.try_clone()?;
     let mut cmd = Command::new(exe);
     cmd.args(args).stdin(Stdio::null()).stdout(out).stderr(err);
@@ -189,7 +199,13 @@ fn spawn(exe: &Path, args: &[String], log: &Path) -> anyhow::Result<Child> {
     cmd.spawn().with_context(|| format!("cannot start {} {}", exe.display(), args.join(" ")))
 }
 
-fn start_nodes(exe: &Path, data: &Path, cluster: &ClusterFile, cluster_path: &Path, procs: &mut Vec<Proc>) -> anyhow::Result<()> {
+fn start_nodes(
+    exe: &Path,
+    data: &Path,
+    cluster: &ClusterFile,
+    cluster_path: &Path,
+    procs: &mut Vec<Proc>,
+) -> anyhow::Result<()> {
     let cluster_arg = cluster_path.display().to_string();
     std::fs::create_dir_all(data.join("sites"))?;
     for site in &cluster.map.topology.sites {

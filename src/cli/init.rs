@@ -27,10 +27,14 @@ pub struct InitArgs {
 
 pub fn run(a: InitArgs) -> anyhow::Result<()> {
     if a.out.exists() {
-        bail!("{} exists; remove it first if you really mean to make a new cluster (new secret, new keys)", a.out.display());
+        bail!(
+            "{} exists; remove it first if you really mean to make a new cluster (new secret, new keys)",
+            a.out.display()
+        );
     }
     let text = std::fs::read_to_string(&a.topology).with_context(|| format!("cannot read {}", a.topology.display()))?;
-    let topology: Topology = serde_json::from_str(&text).with_context(|| format!("{} is not a valid topology", a.topology.display()))?;
+    let topology: Topology =
+        serde_json::from_str(&text).with_context(|| format!("{} is not a valid topology", a.topology.display()))?;
     let map = PlacementMap::new(topology, a.profile, a.pgs)?;
     let file = ClusterFile {
         cluster_secret: super::random_hex(32),

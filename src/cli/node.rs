@@ -25,14 +25,22 @@ pub struct NodeArgs {
 pub async fn run(a: NodeArgs) -> anyhow::Result<()> {
     let file = ClusterFile::load(&a.cluster)?;
     let Some(node) = file.map.topology.node(NodeId(a.id)) else {
-        bail!("node {} is not in the cluster file {}; its nodes are {:?}", a.id, a.cluster.display(),
-            file.map.topology.nodes.iter().map(|n| n.id.0).collect::<Vec<_>>());
+        bail!(
+            "node {} is not in the cluster file {}; its nodes are {:?}",
+            a.id,
+            a.cluster.display(),
+            file.map.topology.nodes.iter().map(|n| n.id.0).collect::<Vec<_>>()
+        );
     };
     let listen = match a.listen {
         Some(l) => l,
-        None => node.addr.parse().with_context(|| format!("node {} has address {:?}, which is not host:port", a.id, node.addr))?,
+        None => node
+            .addr
+            .parse()
+            .with_context(|| format!("node {} has address {:?}, which is not host:port", a.id, node.addr))?,
     };
-    std::fs::create_dir_all(&a.data).with_context(|| format!("cannot create the data directory {}", a.data.display()))?;
+    std::fs::create_dir_all(&a.data)
+        .with_context(|| format!("cannot create the data directory {}", a.data.display()))?;
     let config = NodeConfig { id: NodeId(a.id), listen, data_dir: a.data, cluster_secret: file.cluster_secret.clone() };
     tracing::info!(id = a.id, site = %node.site, %listen, "storage node starting");
     serve(config, super::shutdown_signal()).await.context("storage node failed")?;

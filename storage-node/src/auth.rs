@@ -301,8 +301,14 @@ mod tests {
         let good = headers(s.sign("GET", "127.0.0.1:9000", PQ, Payload::Bytes(b""), now).unwrap());
         assert!(s.verify("GET", PQ, &good, now).is_ok());
         // Another path, query or method.
-        assert_eq!(s.verify("GET", "/v1/shards/0123456789abcdef0123456789abcdef/4?from=1&to=4", &good, now), Err(AuthError::BadSignature));
-        assert_eq!(s.verify("GET", "/v1/shards/0123456789abcdef0123456789abcdef/3?from=0&to=4", &good, now), Err(AuthError::BadSignature));
+        assert_eq!(
+            s.verify("GET", "/v1/shards/0123456789abcdef0123456789abcdef/4?from=1&to=4", &good, now),
+            Err(AuthError::BadSignature)
+        );
+        assert_eq!(
+            s.verify("GET", "/v1/shards/0123456789abcdef0123456789abcdef/3?from=0&to=4", &good, now),
+            Err(AuthError::BadSignature)
+        );
         assert_eq!(s.verify("DELETE", PQ, &good, now), Err(AuthError::BadSignature));
         // Another host.
         let mut h = good.clone();
@@ -363,7 +369,9 @@ mod tests {
             let future = headers(s.sign("GET", "h:1", "/v1/health", Payload::Bytes(b""), now + off).unwrap());
             assert_eq!(s.verify("GET", "/v1/health", &future, now), Err(AuthError::Skew));
         }
-        let near = headers(s.sign("GET", "h:1", "/v1/health", Payload::Bytes(b""), now - Duration::from_secs(14 * 60)).unwrap());
+        let near = headers(
+            s.sign("GET", "h:1", "/v1/health", Payload::Bytes(b""), now - Duration::from_secs(14 * 60)).unwrap(),
+        );
         assert!(s.verify("GET", "/v1/health", &near, now).is_ok());
         let mut bad = near.clone();
         bad.insert(H_AMZ_DATE, HeaderValue::from_static("yesterday"));

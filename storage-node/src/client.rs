@@ -155,9 +155,16 @@ async fn read_body(addr: &str, mut body: Incoming, idle: Duration, limit: usize)
     let mut buf = BytesMut::new();
     loop {
         match tokio::time::timeout(idle, body.frame()).await {
-            Err(_) => return Err(NodeError::Timeout { addr: addr.to_string(), what: "idle while reading a response body" }),
+            Err(_) => {
+                return Err(NodeError::Timeout { addr: addr.to_string(), what: "idle while reading a response body" });
+            }
             Ok(None) => return Ok(buf.freeze()),
-            Ok(Some(Err(e))) => return Err(NodeError::Unreachable { addr: addr.to_string(), reason: format!("response body broke off: {e}") }),
+            Ok(Some(Err(e))) => {
+                return Err(NodeError::Unreachable {
+                    addr: addr.to_string(),
+                    reason: format!("response body broke off: {e}"),
+                });
+            }
             Ok(Some(Ok(frame))) => {
                 if let Ok(data) = frame.into_data() {
                     if buf.len() + data.len() > limit {
@@ -193,11 +200,13 @@ async fn status_error(addr: &str, resp: Response<Incoming>, idle: Duration) -> N
 }
 
 fn header_u<T: std::str::FromStr>(addr: &str, resp: &Response<Incoming>, name: &'static str) -> Result<T, NodeError> {
-    resp.headers()
-        .get(name)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse().ok())
-        .ok_or_else(|| NodeError::Status { addr: addr.to_string(), status: resp.status().as_u16(), body: format!("missing or bad header {name}") })
+    resp.headers().get(name).and_then(|v| v.to_str().ok()).and_then(|v| v.parse().ok()).ok_or_else(|| {
+        NodeError::Status {
+            addr: addr.to_string(),
+            status: resp.status().as_u16(),
+            body: format!("missing or bad header {name}"),
+        }
+    })
 }
 
 impl NodeClient {
@@ -219,7 +228,14 @@ impl NodeClient {
     }
 
     /// A signed request to `addr`.
-    fn request(&self, addr: &str, method: Method, pq: &str, payload: Payload<'_>, body: ReqBody) -> Result<Request<ReqBody>, NodeError> {
+    fn request(
+        &self,
+        addr: &str,
+        method: Method,
+        pq: &str,
+        payload: Payload<'_>,
+        body: ReqBody,
+    ) -> Result<Request<ReqBody>, NodeError> {
         let host = authority(addr);
         let mut req = Request::builder()
             .method(method)
@@ -250,13 +266,29 @@ impl NodeClient {
     ) -> Result<T, NodeError> {
         let resp = self.call(addr, method, pq, body).await?;
         let bytes = read_body(addr, resp.into_body(), self.timeouts.idle, MAX_JSON_RESPONSE).await?;
-        serde_json::from_slice(&bytes).map_err(|e| NodeError::Status { addr: addr.to_string(), status: 200, body: format!("bad JSON from node: {e}") })
+        serde_json::from_slice(&bytes).map_err(|e| NodeError::Status {
+            addr: addr.to_string(),
+            status: 200,
+            body: format!("bad JSON from node: {e}"),
+        })
     }
 
     /// A request with a small body (or none); non-success statuses are errors.
-    async fn call(&self, addr: &str, method: Method, pq: &str, body: Option<Vec<u8>>) -> Result<Response<Incoming>, NodeError> {
+    async fn call(
+        &self,
+        addr: &str,
+        method: Method,
+        pq: &str,
+        body: Option<Vec<u8>>,
+    ) -> Result<Response<Incoming>, NodeError> {
         let body = Bytes::from(body.unwrap_or_default());
-        let req = self.request(addr, method, pq, Payload::Bytes(&body), if body.is_empty() { empty_body() } else { full_body(body.clone()) })?;
+        let req = self.request(
+            addr,
+            method,
+            pq,
+            Payload::Bytes(&body),
+            if body.is_empty() { empty_body() } else { full_body(body.clone()) },
+        )?;
         let resp = self.send(addr, req).await?;
         if resp.status().is_success() { Ok(resp) } else { Err(status_error(addr, resp, self.timeouts.idle).await) }
     }
@@ -264,7 +296,13 @@ impl NodeClient {
     /// Streams `blocks` into shard `id` on the node at `addr`. Returns once the
     /// node has fsynced the file and its directory. An `Err` item in `blocks`
     /// aborts the upload and nothing is stored.
-    pub async fn put_shard<S>(&self, addr: &str, id: &ShardId, header: &ShardHeader, blocks: S) -> Result<ShardInfo, NodeError>
+    pub async fn put_shard<S>(
+        &self,
+        addr: &str,
+        id: &ShardId,
+        header: &ShardHeader,
+        blocks: S,
+    ) -> Result<ShardInfo, NodeError>
     where
         S: Stream<Item = Result<Frame, std::io::Error>> + Send + 'static,
     {
@@ -273,7 +311,8 @@ impl NodeClient {
         let body = UploadBody { frames: Box::pin(blocks), pending: None, watch: watch.clone() };
         let mut req = self.request(addr, Method::PUT, &path, Payload::Unsigned, body.boxed_unsync())?;
         let h = req.headers_mut();
-        let hv = |s: String| HeaderValue::from_str(&s).map_err(|_| NodeError::BadRequest("bad shard header value".into()));
+        let hv =
+            |s: String| HeaderValue::from_str(&s).map_err(|_| NodeError::BadRequest("bad shard header value".into()));
         h.insert(api::H_CODEC, hv(header.codec.clone())?);
         h.insert(api::H_K, HeaderValue::from(u16::from(header.k)));
         h.insert(api::H_M, HeaderValue::from(u16::from(header.m)));
@@ -321,10 +360,17 @@ impl NodeClient {
             return Err(status_error(addr, resp, t.idle).await);
         }
         let bytes = read_body(addr, resp.into_body(), t.idle, MAX_JSON_RESPONSE).await?;
-        let info: ShardInfo = serde_json::from_slice(&bytes)
-            .map_err(|e| NodeError::Status { addr: addr.to_string(), status: 200, body: format!("bad JSON from node: {e}") })?;
+        let info: ShardInfo = serde_json::from_slice(&bytes).map_err(|e| NodeError::Status {
+            addr: addr.to_string(),
+            status: 200,
+            body: format!("bad JSON from node: {e}"),
+        })?;
         if info.id != *id || info.blocks != header.blocks {
-            return Err(NodeError::Status { addr: addr.to_string(), status: 200, body: "node acknowledged a different shard".into() });
+            return Err(NodeError::Status {
+                addr: addr.to_string(),
+                status: 200,
+                body: "node acknowledged a different shard".into(),
+            });
         }
         Ok(info)
     }
@@ -397,7 +443,8 @@ impl NodeClient {
     }
 
     pub async fn get_manifest(&self, addr: &str, bucket: &str, key: &str) -> Result<Option<Manifest>, NodeError> {
-        let body = serde_json::to_vec(&GetManifest { bucket: bucket.into(), key: key.into() }).map_err(|e| NodeError::Other(e.to_string()))?;
+        let body = serde_json::to_vec(&GetManifest { bucket: bucket.into(), key: key.into() })
+            .map_err(|e| NodeError::Other(e.to_string()))?;
         match self.call_json(addr, Method::POST, "/v1/manifests/get", Some(body)).await {
             Ok(m) => Ok(Some(m)),
             Err(NodeError::NotFound) => Ok(None),
@@ -441,7 +488,10 @@ impl HttpBody for UploadBody {
     type Data = Bytes;
     type Error = BoxError;
 
-    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<http_body::Frame<Bytes>, BoxError>>> {
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Bytes>, BoxError>>> {
         let this = &mut *self;
         {
             let mut w = this.watch.lock().expect("upload watch");
@@ -514,22 +564,37 @@ impl ReadState {
                     ))));
                 }
                 Err(e) => {
-                    return Some(Err(NodeError::Status { addr: self.addr.clone(), status: 200, body: format!("bad frame: {e}") }));
+                    return Some(Err(NodeError::Status {
+                        addr: self.addr.clone(),
+                        status: 200,
+                        body: format!("bad frame: {e}"),
+                    }));
                 }
             }
             match tokio::time::timeout(self.idle, self.body.frame()).await {
-                Err(_) => return Some(Err(NodeError::Timeout { addr: self.addr.clone(), what: "idle while reading a shard" })),
+                Err(_) => {
+                    return Some(Err(NodeError::Timeout {
+                        addr: self.addr.clone(),
+                        what: "idle while reading a shard",
+                    }));
+                }
                 Ok(Some(Ok(frame))) => {
                     if let Ok(data) = frame.into_data() {
                         self.decoder.push(&data);
                     }
                 }
                 Ok(Some(Err(e))) => {
-                    return Some(Err(NodeError::Unreachable { addr: self.addr.clone(), reason: format!("shard body broke off: {e}") }));
+                    return Some(Err(NodeError::Unreachable {
+                        addr: self.addr.clone(),
+                        reason: format!("shard body broke off: {e}"),
+                    }));
                 }
                 Ok(None) => {
                     if let Err(e) = self.decoder.finish() {
-                        return Some(Err(NodeError::Unreachable { addr: self.addr.clone(), reason: format!("shard body: {e}") }));
+                        return Some(Err(NodeError::Unreachable {
+                            addr: self.addr.clone(),
+                            reason: format!("shard body: {e}"),
+                        }));
                     }
                     if self.left > 0 {
                         // A clean but short body: the node refused the next block.

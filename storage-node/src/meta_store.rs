@@ -190,7 +190,8 @@ impl MetaStore {
     pub async fn get(&self, bucket: &str, key: &str) -> Result<Option<Manifest>, NodeError> {
         match self.get_json(bucket, key).await? {
             Some(json) => Ok(Some(
-                serde_json::from_slice(&json).map_err(|e| NodeError::Store(format!("malformed manifest record: {e}")))?,
+                serde_json::from_slice(&json)
+                    .map_err(|e| NodeError::Store(format!("malformed manifest record: {e}")))?,
             )),
             None => Ok(None),
         }
@@ -233,7 +234,8 @@ impl MetaStore {
         spawn_blocking(move || {
             let r = db.begin_read().map_err(store_err)?;
             let t = r.open_table(MANIFESTS).map_err(store_err)?;
-            let range = t.range::<&[u8]>((lower.as_ref().map(|v| v.as_slice()), Bound::Unbounded)).map_err(store_err)?;
+            let range =
+                t.range::<&[u8]>((lower.as_ref().map(|v| v.as_slice()), Bound::Unbounded)).map_err(store_err)?;
             let mut entries = Vec::new();
             for item in range {
                 let (k, v) = item.map_err(store_err)?;
@@ -245,7 +247,8 @@ impl MetaStore {
                     return Ok(ManifestList { entries, truncated: true });
                 }
                 let s = decode_summary(v.value())?;
-                let key = String::from_utf8(k[bucket_len..].to_vec()).map_err(|_| NodeError::Store("key is not UTF-8".into()))?;
+                let key = String::from_utf8(k[bucket_len..].to_vec())
+                    .map_err(|_| NodeError::Store("key is not UTF-8".into()))?;
                 entries.push(ListEntry {
                     key,
                     version: s.version,
@@ -261,7 +264,9 @@ impl MetaStore {
     }
 }
 
-async fn spawn_blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T, NodeError> + Send + 'static) -> Result<T, NodeError> {
+async fn spawn_blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, NodeError> + Send + 'static,
+) -> Result<T, NodeError> {
     tokio::task::spawn_blocking(f).await.map_err(|e| NodeError::Other(format!("metadata task failed: {e}")))?
 }
 
@@ -423,7 +428,10 @@ mod tests {
         for t in tasks {
             assert!(t.await.unwrap().unwrap().stored);
         }
-        let l = s.list(&ListManifests { bucket: "b".into(), prefix: "k".into(), start_after: None, limit: 1000 }).await.unwrap();
+        let l = s
+            .list(&ListManifests { bucket: "b".into(), prefix: "k".into(), start_after: None, limit: 1000 })
+            .await
+            .unwrap();
         assert_eq!(l.entries.len(), 300);
         // 1 commit for the table at open is not counted; the puts shared commits.
         assert!(s.commits() < 300, "{} commits for 300 puts: no batching", s.commits());

@@ -107,7 +107,11 @@ pub async fn bind(config: NodeConfig) -> Result<BoundNode, NodeError> {
     let listener = tokio::net::TcpListener::bind(config.listen).await?;
     let addr = listener.local_addr()?;
     tracing::info!(node = %config.id, %addr, data_dir = %config.data_dir.display(), "storage node bound");
-    Ok(BoundNode { listener, addr, state: Arc::new(AppState { id: config.id, signer: Signer::new(&config.cluster_secret), shards, meta }) })
+    Ok(BoundNode {
+        listener,
+        addr,
+        state: Arc::new(AppState { id: config.id, signer: Signer::new(&config.cluster_secret), shards, meta }),
+    })
 }
 
 impl BoundNode {
@@ -227,7 +231,9 @@ impl IntoResponse for ApiError {
 
 fn json<T: Serialize>(status: StatusCode, v: &T) -> Response {
     match serde_json::to_vec(v) {
-        Ok(body) => (status, [(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))], body).into_response(),
+        Ok(body) => {
+            (status, [(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))], body).into_response()
+        }
         Err(e) => ApiError(NodeError::Other(format!("response does not serialise: {e}"))).into_response(),
     }
 }
@@ -256,8 +262,10 @@ async fn authenticate(State(st): State<Arc<AppState>>, req: Request, next: Next)
             ContentHash::Unsigned => {
                 if !(method == Method::PUT && is_shard_path(&path)) {
                     tracing::warn!("refused: UNSIGNED-PAYLOAD outside a shard upload");
-                    return ApiError(NodeError::Forbidden("UNSIGNED-PAYLOAD is only accepted for shard uploads".into()))
-                        .into_response();
+                    return ApiError(NodeError::Forbidden(
+                        "UNSIGNED-PAYLOAD is only accepted for shard uploads".into(),
+                    ))
+                    .into_response();
                 }
                 req
             }
@@ -272,11 +280,14 @@ async fn authenticate(State(st): State<Arc<AppState>>, req: Request, next: Next)
                             format!("request bodies are limited to {MAX_JSON_BODY} bytes"),
                         );
                     }
-                    Err(e) => return ApiError(NodeError::BadRequest(format!("could not read the body: {e}"))).into_response(),
+                    Err(e) => {
+                        return ApiError(NodeError::BadRequest(format!("could not read the body: {e}"))).into_response();
+                    }
                 };
                 if !hash.matches(&bytes) {
                     tracing::warn!("refused: body does not match the signed hash");
-                    return ApiError(NodeError::Forbidden("body does not match x-amz-content-sha256".into())).into_response();
+                    return ApiError(NodeError::Forbidden("body does not match x-amz-content-sha256".into()))
+                        .into_response();
                 }
                 Request::from_parts(parts, Body::from(bytes))
             }
@@ -313,7 +324,10 @@ fn header_str<'a>(h: &'a HeaderMap, name: &'static str) -> Result<&'a str, NodeE
 }
 
 fn header_num<T: std::str::FromStr>(h: &HeaderMap, name: &'static str) -> Result<T, NodeError> {
-    header_str(h, name)?.trim().parse().map_err(|_| NodeError::BadRequest(format!("header {name} is not a valid number")))
+    header_str(h, name)?
+        .trim()
+        .parse()
+        .map_err(|_| NodeError::BadRequest(format!("header {name} is not a valid number")))
 }
 
 /// `name=value` pairs of a query string, percent-decoded.
@@ -355,11 +369,15 @@ fn percent_decode(s: &str) -> Result<String, NodeError> {
 fn query_u32(pairs: &[(String, String)], name: &str) -> Result<Option<u32>, NodeError> {
     match pairs.iter().find(|(k, _)| k == name) {
         None => Ok(None),
-        Some((_, v)) => v.parse().map(Some).map_err(|_| NodeError::BadRequest(format!("query parameter {name} must be a u32"))),
+        Some((_, v)) => {
+            v.parse().map(Some).map_err(|_| NodeError::BadRequest(format!("query parameter {name} must be a u32")))
+        }
     }
 }
 
-async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T, NodeError> + Send + 'static) -> Result<T, NodeError> {
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, NodeError> + Send + 'static,
+) -> Result<T, NodeError> {
     tokio::task::spawn_blocking(f).await.map_err(|e| NodeError::Other(format!("blocking task failed: {e}")))?
 }
 
@@ -467,7 +485,10 @@ async fn get_shard(
         };
         let info = r.info();
         if from > info.blocks {
-            return send(ReadMsg::Failed(NodeError::BadRequest(format!("block {from} is past the shard's {} blocks", info.blocks))));
+            return send(ReadMsg::Failed(NodeError::BadRequest(format!(
+                "block {from} is past the shard's {} blocks",
+                info.blocks
+            ))));
         }
         let end = to.unwrap_or(info.blocks).min(info.blocks);
         if let Err(e) = r.seek_block(from) {
@@ -549,7 +570,10 @@ async fn get_shard(
     Ok(resp)
 }
 
-async fn head_shard(State(st): State<Arc<AppState>>, Path((object_id, index)): Path<(String, String)>) -> Result<Response, ApiError> {
+async fn head_shard(
+    State(st): State<Arc<AppState>>,
+    Path((object_id, index)): Path<(String, String)>,
+) -> Result<Response, ApiError> {
     let id = shard_id(object_id, &index)?;
     let store = st.shards.clone();
     let info = blocking(move || store.stat(&id)).await?.ok_or(NodeError::NotFound)?;
@@ -562,7 +586,10 @@ async fn head_shard(State(st): State<Arc<AppState>>, Path((object_id, index)): P
     Ok(resp)
 }
 
-async fn delete_shard(State(st): State<Arc<AppState>>, Path((object_id, index)): Path<(String, String)>) -> Result<Response, ApiError> {
+async fn delete_shard(
+    State(st): State<Arc<AppState>>,
+    Path((object_id, index)): Path<(String, String)>,
+) -> Result<Response, ApiError> {
     let id = shard_id(object_id, &index)?;
     let store = st.shards.clone();
     blocking(move || store.delete(&id)).await?;
@@ -596,7 +623,10 @@ async fn put_manifest(State(st): State<Arc<AppState>>, body: Body) -> Result<Res
 async fn get_manifest(State(st): State<Arc<AppState>>, body: Body) -> Result<Response, ApiError> {
     let req: GetManifest = parse_json(&body_bytes(body).await?)?;
     match st.meta.get_json(&req.bucket, &req.key).await? {
-        Some(body) => Ok((StatusCode::OK, [(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))], body).into_response()),
+        Some(body) => {
+            Ok((StatusCode::OK, [(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))], body)
+                .into_response())
+        }
         None => Err(NodeError::NotFound.into()),
     }
 }
@@ -626,6 +656,8 @@ mod tests {
         assert!(query_pairs(Some("a=%4")).is_err());
         assert!(shard_id("0123456789abcdef0123456789abcdef".into(), "256").is_err());
         assert!(shard_id("0123456789abcdef".into(), "1").is_err());
-        assert!(is_shard_path("/v1/shards/x/1") && !is_shard_path("/v1/shards/") && !is_shard_path("/v1/manifests/put"));
+        assert!(
+            is_shard_path("/v1/shards/x/1") && !is_shard_path("/v1/shards/") && !is_shard_path("/v1/manifests/put")
+        );
     }
 }

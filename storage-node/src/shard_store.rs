@@ -114,7 +114,12 @@ pub struct ShardHeader {
 
 impl ShardHeader {
     pub fn info(&self) -> ShardInfo {
-        ShardInfo { id: self.id.clone(), blocks: self.meta.blocks, block_size: self.meta.block_size, data_len: self.data_len }
+        ShardInfo {
+            id: self.id.clone(),
+            blocks: self.meta.blocks,
+            block_size: self.meta.block_size,
+            data_len: self.data_len,
+        }
     }
 
     /// Bytes from the start of one record to the start of the next.
@@ -193,7 +198,8 @@ impl ShardHeader {
 /// Parses a shard file name `<32 hex>.<index>`.
 pub fn parse_file_name(name: &str) -> Option<ShardId> {
     let (oid, idx) = name.split_once('.')?;
-    if !ShardId::is_valid_object_id(oid) || idx.is_empty() || idx.len() > 3 || !idx.bytes().all(|b| b.is_ascii_digit()) {
+    if !ShardId::is_valid_object_id(oid) || idx.is_empty() || idx.len() > 3 || !idx.bytes().all(|b| b.is_ascii_digit())
+    {
         return None;
     }
     if idx.len() > 1 && idx.starts_with('0') {
@@ -308,7 +314,11 @@ impl ShardStore {
         let mut raw = [0u8; HEADER_LEN];
         let corrupt = |why: String| NodeError::Corrupt(format!("shard {}: {why}", id.file_name()));
         if let Err(e) = file.read_exact(&mut raw) {
-            return Err(if e.kind() == std::io::ErrorKind::UnexpectedEof { corrupt("file shorter than its header".into()) } else { e.into() });
+            return Err(if e.kind() == std::io::ErrorKind::UnexpectedEof {
+                corrupt("file shorter than its header".into())
+            } else {
+                e.into()
+            });
         }
         let header = ShardHeader::decode(&raw).map_err(corrupt)?;
         if &header.id != id {
@@ -416,7 +426,10 @@ impl ShardWriter {
                 Ok(Some(f)) => f,
                 Ok(None) => return Ok(()),
                 Err(FrameError::HashMismatch) => {
-                    return Err(NodeError::Corrupt(format!("block {} of the upload failed its blake3 check", self.received)));
+                    return Err(NodeError::Corrupt(format!(
+                        "block {} of the upload failed its blake3 check",
+                        self.received
+                    )));
                 }
                 Err(e) => return Err(NodeError::BadRequest(format!("block {}: {e}", self.received))),
             };
@@ -505,7 +518,10 @@ impl ShardReader {
     /// Positions the reader at block `i` (`i <= blocks`).
     pub fn seek_block(&mut self, i: u32) -> Result<(), NodeError> {
         if i > self.header.meta.blocks {
-            return Err(NodeError::BadRequest(format!("block {i} is past the shard's {} blocks", self.header.meta.blocks)));
+            return Err(NodeError::BadRequest(format!(
+                "block {i} is past the shard's {} blocks",
+                self.header.meta.blocks
+            )));
         }
         self.file.seek(SeekFrom::Start(self.header.record_offset(i)))?;
         self.next = i;
@@ -693,7 +709,11 @@ mod tests {
     fn list_delete_and_stale_temp_cleanup() {
         let dir = tempfile::tempdir().unwrap();
         let store = ShardStore::open(dir.path()).unwrap();
-        let oids = ["ff00000000000000000000000000000a", "0a00000000000000000000000000000b", "0a00000000000000000000000000000c"];
+        let oids = [
+            "ff00000000000000000000000000000a",
+            "0a00000000000000000000000000000b",
+            "0a00000000000000000000000000000c",
+        ];
         for oid in oids {
             for index in [0u8, 1, 10] {
                 let sid = ShardId { object_id: oid.into(), index };
@@ -730,8 +750,14 @@ mod tests {
     #[test]
     fn file_names() {
         assert_eq!(parse_file_name("0123456789abcdef0123456789abcdef.12").unwrap().index, 12);
-        for bad in ["0123456789abcdef0123456789abcdef", "0123456789abcdef0123456789abcdef.", "0123456789abcdef0123456789abcdef.256",
-            "0123456789abcdef0123456789abcdef.01", "0123456789ABCDEF0123456789abcdef.1", "x.1"] {
+        for bad in [
+            "0123456789abcdef0123456789abcdef",
+            "0123456789abcdef0123456789abcdef.",
+            "0123456789abcdef0123456789abcdef.256",
+            "0123456789abcdef0123456789abcdef.01",
+            "0123456789ABCDEF0123456789abcdef.1",
+            "x.1",
+        ] {
             assert!(parse_file_name(bad).is_none(), "{bad}");
         }
     }

@@ -85,7 +85,9 @@ fn blocks(block_size: usize, last: usize, n: usize, seed: u8) -> Vec<Frame> {
     (0..n)
         .map(|i| {
             let len = if i + 1 == n { last } else { block_size };
-            Frame::new(Bytes::from((0..len).map(|j| (j as u8).wrapping_mul(31).wrapping_add(i as u8 ^ seed)).collect::<Vec<_>>()))
+            Frame::new(Bytes::from(
+                (0..len).map(|j| (j as u8).wrapping_mul(31).wrapping_add(i as u8 ^ seed)).collect::<Vec<_>>(),
+            ))
         })
         .collect()
 }
@@ -300,9 +302,7 @@ async fn a_wrong_block_count_or_size_stores_nothing() {
     // Bad declarations.
     let res = c.put_shard(&n.addr, &id, &header(0, 1), ok_stream(blocks(1, 1, 1, 0))).await;
     assert!(matches!(res, Err(NodeError::BadRequest(_))), "{res:?}");
-    let res = c
-        .put_shard(&n.addr, &sid(6, 9), &header(100, 1), ok_stream(blocks(100, 100, 1, 0)))
-        .await;
+    let res = c.put_shard(&n.addr, &sid(6, 9), &header(100, 1), ok_stream(blocks(100, 100, 1, 0))).await;
     assert!(matches!(res, Err(NodeError::BadRequest(_))), "index beyond k+m: {res:?}");
     // A corrupt block on the wire.
     let mut bad = blocks(100, 100, 2, 0);
@@ -340,8 +340,17 @@ async fn unsigned_and_tampered_requests_get_403_and_change_nothing() {
     let (status, text) = send_plain(&hc, req).await;
     assert_eq!(status, 403);
     assert!(serde_json::from_str::<serde_json::Value>(&text).unwrap()["error"] == "forbidden", "{text}");
-    for (method, path) in [("GET", "/v1/health"), ("GET", "/v1/shards"), ("DELETE", "/v1/shards/00000000000000000000000000000000/0"), ("GET", "/nowhere")] {
-        let req = http::Request::builder().method(method).uri(format!("http://{}{path}", n.addr)).body(Full::new(Bytes::new())).unwrap();
+    for (method, path) in [
+        ("GET", "/v1/health"),
+        ("GET", "/v1/shards"),
+        ("DELETE", "/v1/shards/00000000000000000000000000000000/0"),
+        ("GET", "/nowhere"),
+    ] {
+        let req = http::Request::builder()
+            .method(method)
+            .uri(format!("http://{}{path}", n.addr))
+            .body(Full::new(Bytes::new()))
+            .unwrap();
         assert_eq!(send_plain(&hc, req).await.0, 403, "{method} {path}");
     }
     // An unsigned shard upload.
@@ -360,20 +369,24 @@ async fn unsigned_and_tampered_requests_get_403_and_change_nothing() {
 
     // Signed, but the body is not the one whose hash was signed.
     let signer = Signer::new(SECRET);
-    let mut req = http::Request::post(format!("http://{}/v1/manifests/put", n.addr)).body(Full::new(body.clone())).unwrap();
+    let mut req =
+        http::Request::post(format!("http://{}/v1/manifests/put", n.addr)).body(Full::new(body.clone())).unwrap();
     signer.sign_request(&mut req, Payload::Bytes(b"{}")).unwrap();
     assert_eq!(send_plain(&hc, req).await.0, 403);
     // Signed as UNSIGNED-PAYLOAD on a JSON route.
-    let mut req = http::Request::post(format!("http://{}/v1/manifests/put", n.addr)).body(Full::new(body.clone())).unwrap();
+    let mut req =
+        http::Request::post(format!("http://{}/v1/manifests/put", n.addr)).body(Full::new(body.clone())).unwrap();
     signer.sign_request(&mut req, Payload::Unsigned).unwrap();
     assert_eq!(send_plain(&hc, req).await.0, 403);
     // Signed for another path.
-    let mut req = http::Request::post(format!("http://{}/v1/manifests/put", n.addr)).body(Full::new(body.clone())).unwrap();
+    let mut req =
+        http::Request::post(format!("http://{}/v1/manifests/put", n.addr)).body(Full::new(body.clone())).unwrap();
     signer.sign_request(&mut req, Payload::Bytes(&body)).unwrap();
     *req.uri_mut() = format!("http://{}/v1/manifests/list", n.addr).parse().unwrap();
     assert_eq!(send_plain(&hc, req).await.0, 403);
     // The same request properly signed works (so the refusals above were auth).
-    let mut req = http::Request::post(format!("http://{}/v1/manifests/put", n.addr)).body(Full::new(body.clone())).unwrap();
+    let mut req =
+        http::Request::post(format!("http://{}/v1/manifests/put", n.addr)).body(Full::new(body.clone())).unwrap();
     signer.sign_request(&mut req, Payload::Bytes(&body)).unwrap();
     assert_eq!(send_plain(&hc, req).await.0, 200);
     assert!(c.get_manifest(&n.addr, "b", "k").await.unwrap().is_some());
@@ -474,13 +487,18 @@ async fn two_hundred_concurrent_manifest_puts_all_land() {
     let mut tasks = Vec::new();
     for i in 0..200u64 {
         let (c, addr) = (c.clone(), n.addr.clone());
-        tasks.push(tokio::spawn(async move { c.put_manifest(&addr, &manifest("bulk", &format!("key-{i:03}"), i + 1)).await }));
+        tasks.push(tokio::spawn(async move {
+            c.put_manifest(&addr, &manifest("bulk", &format!("key-{i:03}"), i + 1)).await
+        }));
     }
     for t in tasks {
         assert!(t.await.unwrap().unwrap().stored);
     }
     let l = c
-        .list_manifests(&n.addr, &ListManifests { bucket: "bulk".into(), prefix: String::new(), start_after: None, limit: 1000 })
+        .list_manifests(
+            &n.addr,
+            &ListManifests { bucket: "bulk".into(), prefix: String::new(), start_after: None, limit: 1000 },
+        )
         .await
         .unwrap();
     assert_eq!(l.entries.len(), 200);
@@ -489,7 +507,11 @@ async fn two_hundred_concurrent_manifest_puts_all_land() {
 }
 
 fn short_timeouts() -> Timeouts {
-    Timeouts { connect: Duration::from_millis(300), response: Duration::from_millis(300), idle: Duration::from_millis(300) }
+    Timeouts {
+        connect: Duration::from_millis(300),
+        response: Duration::from_millis(300),
+        idle: Duration::from_millis(300),
+    }
 }
 
 /// A TCP server that accepts connections and then does nothing with them.
@@ -535,10 +557,8 @@ async fn a_node_that_stalls_mid_body_times_out() {
         let f = Frame::new(Bytes::from(vec![1u8; 100]));
         let mut part = f.header().to_vec();
         part.extend_from_slice(&f.data[..50]);
-        let head = format!(
-            "HTTP/1.1 200 OK\r\nx-sillok-frames: 1\r\ntransfer-encoding: chunked\r\n\r\n{:x}\r\n",
-            part.len()
-        );
+        let head =
+            format!("HTTP/1.1 200 OK\r\nx-sillok-frames: 1\r\ntransfer-encoding: chunked\r\n\r\n{:x}\r\n", part.len());
         s.write_all(head.as_bytes()).await.unwrap();
         s.write_all(&part).await.unwrap();
         s.write_all(b"\r\n").await.unwrap();

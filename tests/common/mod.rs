@@ -91,7 +91,12 @@ impl DevCluster {
     }
 
     pub fn sites(&self) -> Vec<String> {
-        self.cluster_file()["map"]["topology"]["sites"].as_array().unwrap().iter().map(|s| s["id"].as_str().unwrap().to_string()).collect()
+        self.cluster_file()["map"]["topology"]["sites"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s["id"].as_str().unwrap().to_string())
+            .collect()
     }
 
     /// `(id, site, addr)` of every storage node.
@@ -100,7 +105,13 @@ impl DevCluster {
             .as_array()
             .unwrap()
             .iter()
-            .map(|n| (n["id"].as_u64().unwrap(), n["site"].as_str().unwrap().to_string(), n["addr"].as_str().unwrap().to_string()))
+            .map(|n| {
+                (
+                    n["id"].as_u64().unwrap(),
+                    n["site"].as_str().unwrap().to_string(),
+                    n["addr"].as_str().unwrap().to_string(),
+                )
+            })
             .collect()
     }
 
