@@ -281,7 +281,8 @@ async fn authenticate(State(st): State<Arc<AppState>>, req: Request, next: Next)
                         );
                     }
                     Err(e) => {
-                        return ApiError(NodeError::BadRequest(format!("could not read the body: {e}"))).into_response();
+                        return ApiError(NodeError::BadRequest(format!("could not read the body: {e}")))
+                            .into_response();
                     }
                 };
                 if !hash.matches(&bytes) {
