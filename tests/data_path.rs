@@ -218,7 +218,7 @@ async fn a_hung_node_slows_nothing_for_long_and_loses_nothing() {
         objects.push((format!("o{i}"), body));
     }
     let victim = cluster.site_pids(&cluster.sites()[1])[0];
-    let stop = |sig: i32| unsafe { libc_kill_pub(victim, sig) };
+    let stop = |sig: i32| signal(victim, sig);
     assert_eq!(stop(19), 0, "SIGSTOP");
     for (key, body) in &objects {
         assert_same(&get(&c, "hung", key, None).await, body, &format!("{key} with a hung node"));
@@ -233,11 +233,4 @@ async fn a_hung_node_slows_nothing_for_long_and_loses_nothing() {
     for (key, body) in &objects {
         assert_same(&get(&c, "hung", key, None).await, body, &format!("{key} after the node resumed"));
     }
-}
-
-unsafe fn libc_kill_pub(pid: i32, sig: i32) -> i32 {
-    unsafe extern "C" {
-        fn kill(pid: i32, sig: i32) -> i32;
-    }
-    unsafe { kill(pid, sig) }
 }

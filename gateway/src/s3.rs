@@ -83,36 +83,11 @@ fn user_metadata(m: &Manifest) -> Option<Metadata> {
 }
 
 fn decode_md5(b64: &str) -> Result<[u8; 16], S3Error> {
-    let bytes = base64_decode(b64).ok_or_else(|| s3_error!(InvalidDigest, "Content-MD5 is not valid base64"))?;
+    use base64::Engine;
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(b64.trim())
+        .map_err(|_| s3_error!(InvalidDigest, "Content-MD5 is not valid base64"))?;
     bytes.try_into().map_err(|_| s3_error!(InvalidDigest, "Content-MD5 must be 16 bytes"))
-}
-
-fn base64_decode(s: &str) -> Option<Vec<u8>> {
-    let val = |c: u8| -> Option<u32> {
-        Some(match c {
-            b'A'..=b'Z' => c - b'A',
-            b'a'..=b'z' => c - b'a' + 26,
-            b'0'..=b'9' => c - b'0' + 52,
-            b'+' => 62,
-            b'/' => 63,
-            _ => return None,
-        } as u32)
-    };
-    let s = s.trim().as_bytes();
-    if s.len() % 4 != 0 {
-        return None;
-    }
-    let mut out = Vec::new();
-    for q in s.chunks(4) {
-        let pad = q.iter().rev().take_while(|&&c| c == b'=').count().min(2);
-        let mut n = 0u32;
-        for &c in &q[..4 - pad] {
-            n = (n << 6) | val(c)?;
-        }
-        n <<= 6 * pad as u32;
-        out.extend_from_slice(&[(n >> 16) as u8, (n >> 8) as u8, n as u8][..3 - pad]);
-    }
-    Some(out)
 }
 
 impl SillokS3 {
@@ -207,8 +182,14 @@ impl S3 for SillokS3 {
                 Some(b) => b.boxed(),
                 None => futures::stream::empty().boxed(),
             };
-            let previous = quorum::read_manifest(&self.cluster, &put.bucket, &put.key).await.ok().flatten();
+            // The version this PUT replaces (its shards are retired afterwards),
+            // looked up while the body streams rather than before it.
+            let previous = {
+                let (cluster, bucket, key) = (self.cluster.clone(), put.bucket.clone(), put.key.clone());
+                tokio::spawn(async move { quorum::read_manifest(&cluster, &bucket, &key).await.ok().flatten() })
+            };
             let m = write::put_object(&self.cluster, &self.write, put, body).await?;
+            let previous = previous.await.ok().flatten();
             self.metrics.bytes_in.fetch_add(m.size, Ordering::Relaxed);
             if let Some(old) = previous.filter(|o| o.version < m.version) {
                 write::retire_later(&self.cluster, old, RETIRE_GRACE);

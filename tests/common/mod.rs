@@ -128,9 +128,7 @@ impl DevCluster {
         let pids = self.site_pids(site);
         assert!(!pids.is_empty(), "site {site} has no processes");
         for pid in pids {
-            // SAFETY: plain kill(2) on a child of our child.
-            let r = unsafe { libc_kill(pid, 9) };
-            assert_eq!(r, 0, "kill -9 {pid} failed");
+            assert_eq!(signal(pid, 9), 0, "kill -9 {pid} failed");
         }
     }
 
@@ -167,12 +165,15 @@ unsafe extern "C" {
     fn libc_kill(pid: i32, sig: i32) -> i32;
 }
 
+/// kill(2): sends `sig` to `pid` (a process of the test's own cluster).
+pub fn signal(pid: i32, sig: i32) -> i32 {
+    // SAFETY: kill(2) takes plain integers and touches no memory of ours.
+    unsafe { libc_kill(pid, sig) }
+}
+
 impl Drop for DevCluster {
     fn drop(&mut self) {
-        // SAFETY: kill(2) on our own child.
-        unsafe {
-            libc_kill(self.child.id() as i32, 15);
-        }
+        signal(self.child.id() as i32, 15);
         let deadline = Instant::now() + Duration::from_secs(20);
         while Instant::now() < deadline {
             if let Ok(Some(_)) = self.child.try_wait() {
