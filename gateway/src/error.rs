@@ -33,6 +33,24 @@ pub enum GatewayError {
     DataLoss(String),
     #[error("the client's body stream failed: {0}")]
     ClientBody(String),
+    #[error("the {algorithm} checksum you specified did not match the body")]
+    ChecksumMismatch { algorithm: &'static str },
+    #[error("no body bytes arrived for too long; the request was dropped")]
+    RequestTimeout,
+    #[error("the specified multipart upload does not exist (it may have been aborted or completed)")]
+    NoSuchUpload,
+    #[error("{0}")]
+    InvalidPart(String),
+    #[error("the list of parts was not in ascending order")]
+    InvalidPartOrder,
+    #[error("part {number} is {size} bytes; every part but the last must be at least {min} bytes")]
+    EntityTooSmall { number: u32, size: u64, min: u64 },
+    #[error("{0}")]
+    InvalidRequest(String),
+    #[error("at least one of the preconditions you specified did not hold")]
+    PreconditionFailed,
+    #[error("not modified")]
+    NotModified,
     #[error("internal error: {0}")]
     Internal(String),
 }
@@ -53,14 +71,25 @@ impl From<GatewayError> for S3Error {
             G::InvalidArgument(_) => S3ErrorCode::InvalidArgument,
             G::Unavailable(_) => S3ErrorCode::ServiceUnavailable,
             G::ClientBody(_) => S3ErrorCode::IncompleteBody,
+            G::ChecksumMismatch { .. } => S3ErrorCode::Custom("XAmzContentChecksumMismatch".into()),
+            G::RequestTimeout => S3ErrorCode::RequestTimeout,
+            G::NoSuchUpload => S3ErrorCode::NoSuchUpload,
+            G::InvalidPart(_) => S3ErrorCode::InvalidPart,
+            G::InvalidPartOrder => S3ErrorCode::InvalidPartOrder,
+            G::EntityTooSmall { .. } => S3ErrorCode::EntityTooSmall,
+            G::InvalidRequest(_) => S3ErrorCode::InvalidRequest,
+            G::PreconditionFailed => S3ErrorCode::PreconditionFailed,
+            G::NotModified => S3ErrorCode::NotModified,
             G::DataLoss(_) | G::Internal(_) => S3ErrorCode::InternalError,
         };
         if matches!(e, G::Unavailable(_) | G::DataLoss(_) | G::Internal(_)) {
             tracing::warn!(error = %e, "request failed");
         }
         let mut err = S3Error::with_message(code, e.to_string());
-        if matches!(e, G::InvalidRange) {
-            err.set_status_code(http::StatusCode::RANGE_NOT_SATISFIABLE);
+        match e {
+            G::InvalidRange => err.set_status_code(http::StatusCode::RANGE_NOT_SATISFIABLE),
+            G::ChecksumMismatch { .. } => err.set_status_code(http::StatusCode::BAD_REQUEST),
+            _ => {}
         }
         err
     }

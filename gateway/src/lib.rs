@@ -11,21 +11,27 @@
 //!   nodes in parallel, acknowledged only when the durability rule holds;
 //! - `read`: the GET path: data shards first, parity and reconstruction when a
 //!   shard is missing, slow, unreachable or corrupt;
+//! - `checksum`: S3's additional checksums (CRC32/CRC32C/CRC64NVME/SHA1/SHA256);
+//! - `multipart`: multipart uploads: records, parts, completion, the sweeper;
 //! - `listing`: keys merged from every node's manifest store;
 //! - `buckets`: bucket records (kept as manifests until the Raft catalog lands);
 //! - `s3`: the `s3s::S3` implementation: the edge where errors become S3 errors;
-//! - `server`: the HTTP listener, health and Prometheus metrics.
+//! - `server`: the HTTP listener, limits, request ids, health and metrics;
+//! - `vhost`: path-style and virtual-host-style addressing.
 
 pub mod auth;
 pub mod buckets;
+pub mod checksum;
 pub mod cluster;
 pub mod error;
 pub mod listing;
 pub mod metrics;
+pub mod multipart;
 pub mod quorum;
 pub mod read;
 pub mod s3;
 pub mod server;
+pub mod vhost;
 pub mod write;
 
 pub use server::{GatewayConfig, serve};

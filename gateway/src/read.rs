@@ -49,18 +49,31 @@ pub fn read_range(
     manifest: &Manifest,
     range: Range<u64>,
 ) -> ByteStream {
-    match &manifest.body {
+    read_body(cluster, settings, &manifest.body, manifest.size, &manifest.key, range)
+}
+
+/// The bytes `range` of a body of `size` bytes. A multipart body is read part
+/// after part; each part's reader starts only when the previous one is done.
+fn read_body(
+    cluster: &Arc<Cluster>,
+    settings: ReadSettings,
+    body: &Body,
+    size: u64,
+    key: &str,
+    range: Range<u64>,
+) -> ByteStream {
+    if range.is_empty() {
+        return Box::pin(futures::stream::empty());
+    }
+    match body {
         Body::Inline { data } => {
             let bytes = Bytes::copy_from_slice(&data[range.start as usize..range.end as usize]);
-            Box::pin(futures::stream::iter(if bytes.is_empty() { vec![] } else { vec![Ok(bytes)] }))
+            Box::pin(futures::stream::iter(vec![Ok(bytes)]))
         }
         Body::Deleted => Box::pin(futures::stream::empty()),
         Body::Sharded(s) => {
-            if range.is_empty() {
-                return Box::pin(futures::stream::empty());
-            }
             let (tx, mut rx) = mpsc::channel(2);
-            let job = StripeReader::new(cluster.clone(), settings, s.clone(), manifest.size, &manifest.key);
+            let job = StripeReader::new(cluster.clone(), settings, s.clone(), size, key);
             tokio::spawn(async move {
                 let tx2 = tx.clone();
                 if let Err(e) = job.run(range, tx).await {
@@ -68,6 +81,26 @@ pub fn read_range(
                 }
             });
             Box::pin(futures::stream::poll_fn(move |cx| rx.poll_recv(cx)))
+        }
+        Body::Multipart { parts } => {
+            let mut pieces = Vec::new();
+            let mut offset = 0u64;
+            for p in parts {
+                let (start, end) = (offset, offset + p.size);
+                offset = end;
+                let (lo, hi) = (range.start.max(start), range.end.min(end));
+                if lo < hi {
+                    pieces.push((p.body.clone(), p.size, lo - start..hi - start));
+                }
+            }
+            let (cluster, key) = (cluster.clone(), key.to_string());
+            Box::pin(futures::stream::iter(pieces).flat_map(move |(body, size, r)| {
+                if matches!(body, Body::Multipart { .. } | Body::Deleted) {
+                    let e = GatewayError::Internal(format!("{key}: a part must be inline or sharded"));
+                    return Box::pin(futures::stream::iter([Err(e)])) as ByteStream;
+                }
+                read_body(&cluster, settings, &body, size, &key, r)
+            }))
         }
     }
 }

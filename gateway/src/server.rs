@@ -1,11 +1,23 @@
 //! The gateway's HTTP listener: S3 (through s3s) on every path except
 //! `/_sillok/health` and `/_sillok/metrics` (not valid bucket names, so they
-//! cannot shadow a bucket). TCP_NODELAY on every accepted socket; a deadline
-//! for receiving request headers; graceful shutdown.
+//! cannot shadow a bucket). TCP_NODELAY on every accepted socket; graceful
+//! shutdown.
+//!
+//! Limits that keep a slow or hostile client from holding resources: request
+//! headers must arrive within `HEADER_READ_TIMEOUT` and fit in
+//! `MAX_HEADER_BYTES` (else hyper answers 431 and closes); XML bodies are
+//! capped by s3s (`MAX_XML_BODY`), POST-object uploads by `post_max_size`
+//! (they are buffered), PUT bodies by 5 GiB and by the write path's idle
+//! timeout. Every response carries an `x-amz-request-id`, which error
+//! bodies repeat as `<RequestId>`. A panic while serving a request becomes a
+//! 500 `InternalError` for that request only.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
+
+use futures::FutureExt;
 
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
@@ -30,7 +42,22 @@ pub struct GatewayConfig {
     pub node_timeouts: Timeouts,
     /// How often every node's health route is probed.
     pub probe_interval: Duration,
+    /// Base domains for virtual-host-style addressing (`<bucket>.<domain>`).
+    pub domains: Vec<String>,
+    /// Multipart uploads older than this are aborted by the sweeper.
+    pub upload_max_age: Duration,
+    /// How often the sweeper looks for abandoned uploads.
+    pub upload_sweep_interval: Duration,
+    /// The largest browser-form (POST object) upload; these are buffered.
+    pub post_max_size: u64,
 }
+
+const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
+/// Request line plus headers (S3 itself allows 8 KB of headers).
+const MAX_HEADER_BYTES: usize = 64 << 10;
+const MAX_HEADERS: usize = 200;
+/// CompleteMultipartUpload with 10,000 parts, DeleteObjects with 1,000 long keys.
+const MAX_XML_BODY: usize = 4 << 20;
 
 type RespBody = http_body_util::combinators::UnsyncBoxBody<bytes::Bytes, Box<dyn std::error::Error + Send + Sync>>;
 
@@ -56,9 +83,19 @@ pub async fn bind(
     let auth = crate::auth::AccessKeys::new(&config.cluster.access_keys);
     let mut builder = S3ServiceBuilder::new(s3);
     builder.set_auth(auth);
+    builder.set_host(crate::vhost::VirtualHosts::new(&config.domains).map_err(std::io::Error::other)?);
+    let mut s3_config = s3s::config::S3Config::default();
+    s3_config.xml_max_body_size = MAX_XML_BODY;
+    s3_config.post_object_max_file_size = config.post_max_size;
+    builder.set_config(Arc::new(s3s::config::StaticConfigProvider::new(Arc::new(s3_config))));
     let service = builder.build();
 
     let probe = tokio::spawn(cluster.clone().probe_forever(config.probe_interval));
+    let sweeper = tokio::spawn(crate::multipart::sweep_forever(
+        cluster.clone(),
+        config.upload_max_age,
+        config.upload_sweep_interval,
+    ));
     let fut = async move {
         let graceful = hyper_util::server::graceful::GracefulShutdown::new();
         tokio::pin!(shutdown);
@@ -79,7 +116,13 @@ pub async fn bind(
                 async move { Ok::<_, std::convert::Infallible>(route(&service, &metrics, req).await) }
             });
             let mut server = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
-            server.http1().timer(TokioTimer::new()).header_read_timeout(Duration::from_secs(30)).keep_alive(true);
+            server
+                .http1()
+                .timer(TokioTimer::new())
+                .header_read_timeout(HEADER_READ_TIMEOUT)
+                .max_buf_size(MAX_HEADER_BYTES)
+                .max_headers(MAX_HEADERS)
+                .keep_alive(true);
             let conn = server.serve_connection(TokioIo::new(stream), svc).into_owned();
             let conn = graceful.watch(conn);
             tokio::spawn(async move {
@@ -89,6 +132,7 @@ pub async fn bind(
             });
         }
         probe.abort();
+        sweeper.abort();
         tokio::select! {
             _ = graceful.shutdown() => {}
             _ = tokio::time::sleep(Duration::from_secs(10)) => tracing::warn!("connections still open after 10 s; closing"),
@@ -125,13 +169,76 @@ async fn route(
         (&http::Method::GET, "/_sillok/metrics") => return text(200, metrics.render()),
         _ => {}
     }
-    match service.call(req.map(s3s::Body::from)).await {
-        Ok(resp) => {
-            resp.map(|b| b.map_err(|e| -> Box<dyn std::error::Error + Send + Sync> { e.into() }).boxed_unsync())
+    let request_id = next_request_id();
+    let served = std::panic::AssertUnwindSafe(service.call(req.map(s3s::Body::from))).catch_unwind().await;
+    let mut resp = match served {
+        Ok(Ok(resp)) => {
+            let resp =
+                resp.map(|b| b.map_err(|e| -> Box<dyn std::error::Error + Send + Sync> { e.into() }).boxed_unsync());
+            if resp.status().is_client_error() || resp.status().is_server_error() {
+                with_request_id_in_body(resp, &request_id).await
+            } else {
+                resp
+            }
         }
-        Err(e) => {
-            tracing::error!(error = ?e, "S3 service error");
-            text(500, "internal error\n".into())
+        Ok(Err(e)) => {
+            tracing::error!(error = ?e, request_id, "S3 service error");
+            error_xml(500, "InternalError", "We encountered an internal error. Please try again.", &request_id)
         }
+        Err(_) => {
+            tracing::error!(request_id, "a request handler panicked");
+            error_xml(500, "InternalError", "We encountered an internal error. Please try again.", &request_id)
+        }
+    };
+    if let Ok(v) = http::HeaderValue::from_str(&request_id) {
+        resp.headers_mut().insert("x-amz-request-id", v.clone());
+        resp.headers_mut().insert("x-amz-id-2", v);
     }
+    resp
+}
+
+/// Unique per gateway process: start time and a counter.
+fn next_request_id() -> String {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    static START: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    let start = *START.get_or_init(|| sillok_storage_node::manifest::rand_u64() & 0xffff_ffff);
+    format!("{start:08X}{:08X}", COUNTER.fetch_add(1, Ordering::Relaxed))
+}
+
+fn error_xml(status: u16, code: &str, message: &str, request_id: &str) -> http::Response<RespBody> {
+    let body = format!(
+        "<?xml version=\"1.0\" encoding=\"UTF-8\"?><Error><Code>{code}</Code><Message>{message}</Message><RequestId>{request_id}</RequestId></Error>"
+    );
+    http::Response::builder()
+        .status(status)
+        .header("content-type", "application/xml")
+        .body(Full::new(bytes::Bytes::from(body)).map_err(|e| match e {}).boxed_unsync())
+        .expect("static response")
+}
+
+/// Adds `<RequestId>` to an S3 error body (s3s writes the body, the id is ours).
+/// Error bodies are small; anything unexpected is passed through unchanged.
+async fn with_request_id_in_body(resp: http::Response<RespBody>, request_id: &str) -> http::Response<RespBody> {
+    let is_xml = resp.headers().get("content-type").and_then(|v| v.to_str().ok()).is_some_and(|v| v.contains("xml"));
+    let small = resp
+        .headers()
+        .get("content-length")
+        .and_then(|v| v.to_str().ok()?.parse::<usize>().ok())
+        .is_some_and(|n| n <= 64 << 10);
+    if !is_xml || !small {
+        return resp;
+    }
+    let (mut parts, body) = resp.into_parts();
+    let Ok(collected) = body.collect().await else {
+        return error_xml(parts.status.as_u16(), "InternalError", "error body lost", request_id);
+    };
+    let text = String::from_utf8_lossy(&collected.to_bytes()).into_owned();
+    let text = match text.rfind("</Error>") {
+        Some(i) if !text.contains("<RequestId>") => {
+            format!("{}<RequestId>{request_id}</RequestId>{}", &text[..i], &text[i..])
+        }
+        _ => text,
+    };
+    parts.headers.insert("content-length", http::HeaderValue::from(text.len()));
+    http::Response::from_parts(parts, Full::new(bytes::Bytes::from(text)).map_err(|e| match e {}).boxed_unsync())
 }

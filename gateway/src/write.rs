@@ -28,6 +28,7 @@ use sillok_storage_node::frame::Frame;
 use sillok_storage_node::manifest::{Body, Manifest, ShardLocation, Sharded, Version};
 use tokio::sync::mpsc;
 
+use crate::checksum;
 use crate::cluster::Cluster;
 use crate::error::GatewayError;
 use crate::quorum;
@@ -43,6 +44,9 @@ pub struct WriteSettings {
     /// A shard whose node takes longer than this to accept its next block is
     /// dropped from the upload (a hung node must not hold the PUT).
     pub stall_deadline: std::time::Duration,
+    /// A client that sends no body bytes for this long loses its request
+    /// (S3's `RequestTimeout`): a slow or stalled client cannot hold a PUT.
+    pub body_idle_timeout: std::time::Duration,
 }
 
 impl Default for WriteSettings {
@@ -52,6 +56,7 @@ impl Default for WriteSettings {
             inline_threshold: 64 << 10,
             max_object_size: 5 << 30,
             stall_deadline: std::time::Duration::from_secs(5),
+            body_idle_timeout: std::time::Duration::from_secs(60),
         }
     }
 }
@@ -67,6 +72,43 @@ pub struct PutRequest {
     pub content_type: Option<String>,
     pub headers: BTreeMap<String, String>,
     pub user_metadata: BTreeMap<String, String>,
+    /// An additional checksum the client asked for (verified, then kept).
+    pub checksum: Option<checksum::Expected>,
+}
+
+/// The digests computed in the single pass over a body.
+struct Digests {
+    md5: Md5,
+    extra: Option<checksum::Hasher>,
+}
+
+impl Digests {
+    fn new(req: &PutRequest) -> Self {
+        Digests { md5: Md5::new(), extra: req.checksum.as_ref().map(|c| checksum::Hasher::new(c.algorithm)) }
+    }
+    fn update(&mut self, data: &[u8]) {
+        self.md5.update(data);
+        if let Some(h) = &mut self.extra {
+            h.update(data);
+        }
+    }
+    fn finish(self) -> ([u8; 16], Option<String>) {
+        (self.md5.finalize().into(), self.extra.map(checksum::Hasher::finish))
+    }
+}
+
+/// The next chunk of a client's body, or `RequestTimeout` if it stalls.
+async fn next_chunk<S, E>(body: &mut S, idle: std::time::Duration) -> Result<Option<Bytes>, GatewayError>
+where
+    S: Stream<Item = Result<Bytes, E>> + Send + Unpin,
+    E: std::fmt::Display,
+{
+    match tokio::time::timeout(idle, body.next()).await {
+        Err(_) => Err(GatewayError::RequestTimeout),
+        Ok(None) => Ok(None),
+        Ok(Some(Ok(c))) => Ok(Some(c)),
+        Ok(Some(Err(e))) => Err(GatewayError::ClientBody(e.to_string())),
+    }
 }
 
 pub async fn put_object<S, E>(
@@ -83,9 +125,9 @@ where
         return Err(GatewayError::EntityTooLarge { max: settings.max_object_size });
     }
     let version = Version::now();
-    let (body, md5) = if req.content_length <= settings.inline_threshold {
-        let (data, md5) = read_small(body, req.content_length).await?;
-        (Body::Inline { data }, md5)
+    let (body, (md5, computed)) = if req.content_length <= settings.inline_threshold {
+        let (data, digests) = read_small(body, &req, settings.body_idle_timeout).await?;
+        (Body::Inline { data }, digests)
     } else {
         write_shards(cluster, settings, &req, body).await?
     };
@@ -95,6 +137,16 @@ where
             return Err(GatewayError::BadDigest);
         }
     }
+    let mut headers = req.headers;
+    if let (Some(expected), Some(computed)) = (&req.checksum, computed) {
+        if let Some(claimed) = expected.claimed() {
+            if claimed.trim() != computed {
+                discard(cluster, &body);
+                return Err(GatewayError::ChecksumMismatch { algorithm: expected.algorithm.name() });
+            }
+        }
+        headers.insert(expected.algorithm.header().to_string(), computed);
+    }
     let manifest = Manifest {
         bucket: req.bucket,
         key: req.key,
@@ -103,7 +155,7 @@ where
         size: req.content_length,
         etag: hex::encode(md5),
         content_type: req.content_type,
-        headers: req.headers,
+        headers,
         user_metadata: req.user_metadata,
         body,
     };
@@ -114,14 +166,20 @@ where
     Ok(manifest)
 }
 
-async fn read_small<S, E>(mut body: S, len: u64) -> Result<(Vec<u8>, [u8; 16]), GatewayError>
+type Digested = ([u8; 16], Option<String>);
+
+async fn read_small<S, E>(
+    mut body: S,
+    req: &PutRequest,
+    idle: std::time::Duration,
+) -> Result<(Vec<u8>, Digested), GatewayError>
 where
     S: Stream<Item = Result<Bytes, E>> + Send + Unpin,
     E: std::fmt::Display,
 {
+    let len = req.content_length;
     let mut data = Vec::with_capacity(len as usize);
-    while let Some(chunk) = body.next().await {
-        let chunk = chunk.map_err(|e| GatewayError::ClientBody(e.to_string()))?;
+    while let Some(chunk) = next_chunk(&mut body, idle).await? {
         if data.len() as u64 + chunk.len() as u64 > len {
             return Err(GatewayError::IncompleteBody { declared: len, got: data.len() as u64 + chunk.len() as u64 });
         }
@@ -130,8 +188,9 @@ where
     if data.len() as u64 != len {
         return Err(GatewayError::IncompleteBody { declared: len, got: data.len() as u64 });
     }
-    let md5: [u8; 16] = Md5::digest(&data).into();
-    Ok((data, md5))
+    let mut digests = Digests::new(req);
+    digests.update(&data);
+    Ok((data, digests.finish()))
 }
 
 /// Picks the node for each shard index: the slot's node unless it is suspect,
@@ -178,7 +237,7 @@ async fn write_shards<S, E>(
     settings: &WriteSettings,
     req: &PutRequest,
     mut body: S,
-) -> Result<(Body, [u8; 16]), GatewayError>
+) -> Result<(Body, Digested), GatewayError>
 where
     S: Stream<Item = Result<Bytes, E>> + Send + Unpin,
     E: std::fmt::Display,
@@ -223,17 +282,13 @@ where
     let t_start = std::time::Instant::now();
     let mut t_body = std::time::Duration::ZERO;
     let mut t_encode_send = std::time::Duration::ZERO;
-    let result: Result<Md5, GatewayError> = async {
-        let mut md5 = Md5::new();
+    let result: Result<Digests, GatewayError> = async {
+        let mut digests = Digests::new(req);
         loop {
             let t0 = std::time::Instant::now();
-            let next = body.next().await;
+            let next = next_chunk(&mut body, settings.body_idle_timeout).await?;
             t_body += t0.elapsed();
-            let chunk = match next {
-                Some(Ok(c)) => c,
-                Some(Err(e)) => return Err(GatewayError::ClientBody(e.to_string())),
-                None => break,
-            };
+            let Some(chunk) = next else { break };
             got += chunk.len() as u64;
             if got > req.content_length {
                 return Err(GatewayError::IncompleteBody { declared: req.content_length, got });
@@ -246,7 +301,7 @@ where
                     let stripe = buf.split().freeze();
                     buf.reserve(stripe_size as usize);
                     let t0 = std::time::Instant::now();
-                    md5 = encode_and_send(&codec, md5, stripe, &mut senders, settings.stall_deadline).await?;
+                    digests = encode_and_send(&codec, digests, stripe, &mut senders, settings.stall_deadline).await?;
                     t_encode_send += t0.elapsed();
                 }
             }
@@ -257,14 +312,14 @@ where
         if !buf.is_empty() {
             let stripe = buf.split().freeze();
             let t0 = std::time::Instant::now();
-            md5 = encode_and_send(&codec, md5, stripe, &mut senders, settings.stall_deadline).await?;
+            digests = encode_and_send(&codec, digests, stripe, &mut senders, settings.stall_deadline).await?;
             t_encode_send += t0.elapsed();
         }
-        Ok(md5)
+        Ok(digests)
     }
     .await;
-    let md5 = match result {
-        Ok(md5) => md5,
+    let digests = match result {
+        Ok(d) => d,
         Err(e) => {
             abort_all(&mut senders);
             for u in &uploads {
@@ -327,23 +382,26 @@ where
         epoch: map.epoch,
         shards: written,
     };
-    Ok((Body::Sharded(sharded), md5.finalize().into()))
+    Ok((Body::Sharded(sharded), digests.finish()))
 }
 
 /// MD5 and encoding on the blocking pool, then one block to each shard's
 /// channel. A shard whose upload already failed is skipped from then on.
 async fn encode_and_send(
     codec: &Codec,
-    mut md5: Md5,
+    mut digests: Digests,
     stripe: Bytes,
     senders: &mut [Option<mpsc::Sender<Result<Frame, std::io::Error>>>],
     stall_deadline: std::time::Duration,
-) -> Result<Md5, GatewayError> {
+) -> Result<Digests, GatewayError> {
     let codec = codec.clone();
-    let (md5, frames) = tokio::task::spawn_blocking(move || {
-        md5.update(&stripe);
+    let (digests, frames) = tokio::task::spawn_blocking(move || {
+        digests.update(&stripe);
         let blocks = codec.encode(stripe)?;
-        Ok::<_, sillok_storage_node::codec::CodecError>((md5, blocks.into_iter().map(Frame::new).collect::<Vec<_>>()))
+        Ok::<_, sillok_storage_node::codec::CodecError>((
+            digests,
+            blocks.into_iter().map(Frame::new).collect::<Vec<_>>(),
+        ))
     })
     .await
     .map_err(|e| GatewayError::Internal(e.to_string()))?
@@ -369,7 +427,7 @@ async fn encode_and_send(
     if senders.iter().all(Option::is_none) {
         return Err(GatewayError::Unavailable("every shard upload failed".into()));
     }
-    Ok(md5)
+    Ok(digests)
 }
 
 fn tokio_stream_from<T: Send + 'static>(mut rx: mpsc::Receiver<T>) -> impl Stream<Item = T> + Send + 'static {
@@ -393,12 +451,14 @@ pub fn delete_shards(cluster: &Arc<Cluster>, object_id: &str, nodes: &[NodeId]) 
     });
 }
 
-/// Drops the stored shards of a body that will not be acknowledged.
+/// Drops the stored shards of a body (every part of a multipart body).
 pub fn discard(cluster: &Arc<Cluster>, body: &Body) {
-    if let Body::Sharded(s) = body {
+    for s in body.sharded_sets() {
         let mut nodes = vec![NodeId(u32::MAX); s.k as usize + s.m as usize];
         for loc in &s.shards {
-            nodes[loc.index as usize] = loc.node;
+            if let Some(slot) = nodes.get_mut(loc.index as usize) {
+                *slot = loc.node;
+            }
         }
         delete_shards(cluster, &s.object_id, &nodes);
     }

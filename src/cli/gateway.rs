@@ -36,6 +36,23 @@ pub struct GatewayArgs {
     /// How often (ms) every node's health is probed.
     #[arg(long, default_value_t = 500)]
     pub probe_interval_ms: u64,
+    /// Base domain for virtual-host-style requests (`<bucket>.<domain>`);
+    /// repeat for several. Other hosts (IPs included) are path-style.
+    #[arg(long = "domain")]
+    pub domains: Vec<String>,
+    /// Abort multipart uploads not completed within this many seconds (S3
+    /// lifecycle's AbortIncompleteMultipartUpload; default 7 days).
+    #[arg(long, default_value_t = 7 * 24 * 3600)]
+    pub abandoned_upload_age_s: u64,
+    /// How often (seconds) to look for abandoned multipart uploads.
+    #[arg(long, default_value_t = 600)]
+    pub upload_sweep_interval_s: u64,
+    /// The largest browser-form (POST object) upload, in bytes; such bodies are buffered.
+    #[arg(long, default_value_t = 32 << 20)]
+    pub post_max_size: u64,
+    /// Seconds a client may go without sending body bytes before its request is dropped.
+    #[arg(long, default_value_t = 60)]
+    pub body_idle_timeout_s: u64,
 }
 
 pub async fn run(a: GatewayArgs) -> anyhow::Result<()> {
@@ -50,6 +67,7 @@ pub async fn run(a: GatewayArgs) -> anyhow::Result<()> {
             block_size: a.block_size,
             inline_threshold: a.inline_threshold,
             stall_deadline: Duration::from_millis(a.node_timeout_ms),
+            body_idle_timeout: Duration::from_secs(a.body_idle_timeout_s.max(1)),
             ..Default::default()
         },
         read: ReadSettings { block_deadline: Duration::from_millis(a.read_deadline_ms) },
@@ -59,6 +77,10 @@ pub async fn run(a: GatewayArgs) -> anyhow::Result<()> {
             idle: Duration::from_millis(a.node_timeout_ms),
         },
         probe_interval: Duration::from_millis(a.probe_interval_ms),
+        domains: a.domains,
+        upload_max_age: Duration::from_secs(a.abandoned_upload_age_s),
+        upload_sweep_interval: Duration::from_secs(a.upload_sweep_interval_s.max(1)),
+        post_max_size: a.post_max_size,
     };
     serve(config, super::shutdown_signal()).await.with_context(|| format!("cannot serve S3 on {}", a.listen))?;
     Ok(())

@@ -83,6 +83,33 @@ pub enum Body {
     Sharded(Sharded),
     /// A delete marker (tombstone).
     Deleted,
+    /// A completed multipart upload: its parts in order, each stored as it was
+    /// uploaded (inline or sharded). Parts are never nested multipart bodies.
+    Multipart {
+        parts: Vec<Part>,
+    },
+}
+
+/// One part of a multipart object.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Part {
+    pub number: u32,
+    pub size: u64,
+    /// Hex MD5 of the part.
+    pub etag: String,
+    /// `Inline` or `Sharded`.
+    pub body: Body,
+}
+
+impl Body {
+    /// The shard sets this body owns (one per sharded part), for deleting them.
+    pub fn sharded_sets(&self) -> Vec<&Sharded> {
+        match self {
+            Body::Sharded(s) => vec![s],
+            Body::Multipart { parts } => parts.iter().flat_map(|p| p.body.sharded_sets()).collect(),
+            Body::Inline { .. } | Body::Deleted => Vec::new(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

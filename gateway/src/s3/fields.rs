@@ -1,0 +1,217 @@
+//! Translating between S3's request/response fields and what a manifest
+//! keeps: the standard headers, user metadata and its size limit, checksums
+//! (from headers or aws-chunked trailers), timestamps, ETags, and the
+//! `encoding-type=url` escaping of listings.
+
+use std::collections::BTreeMap;
+
+use s3s::dto::{ChecksumAlgorithm, ETag, Metadata, Timestamp, TimestampFormat};
+use s3s::{S3Error, S3Request, s3_error};
+use sillok_storage_node::manifest::Manifest;
+
+use crate::checksum::{self, Algorithm};
+use crate::error::GatewayError;
+
+/// S3's limit on user-defined metadata (keys and values, in bytes).
+pub const MAX_USER_METADATA: usize = 2048;
+
+pub fn timestamp_ms(ms: i64) -> Timestamp {
+    let t = time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
+        .unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
+    Timestamp::from(t)
+}
+
+pub fn etag(m: &Manifest) -> ETag {
+    ETag::Strong(m.etag.clone())
+}
+
+/// Headers S3 keeps with an object and returns on GET/HEAD.
+const KEPT_HEADERS: [&str; 5] =
+    ["cache-control", "content-disposition", "content-encoding", "content-language", "expires"];
+
+pub fn kept_headers(
+    cache_control: Option<String>,
+    content_disposition: Option<String>,
+    content_encoding: Option<String>,
+    content_language: Option<String>,
+    expires: Option<&Timestamp>,
+) -> BTreeMap<String, String> {
+    let mut h = BTreeMap::new();
+    let expires = expires.and_then(|t| {
+        let mut buf = Vec::new();
+        t.format(TimestampFormat::HttpDate, &mut buf).ok()?;
+        String::from_utf8(buf).ok()
+    });
+    for (name, v) in
+        KEPT_HEADERS.iter().zip([cache_control, content_disposition, content_encoding, content_language, expires])
+    {
+        if let Some(v) = v {
+            h.insert((*name).to_string(), v);
+        }
+    }
+    h
+}
+
+/// The kept standard headers of `m` (not its checksums).
+pub fn standard_headers(m: &Manifest) -> BTreeMap<String, String> {
+    m.headers.iter().filter(|(k, _)| KEPT_HEADERS.contains(&k.as_str())).map(|(k, v)| (k.clone(), v.clone())).collect()
+}
+
+pub fn header(m: &Manifest, name: &str) -> Option<String> {
+    m.headers.get(name).cloned()
+}
+
+pub fn parse_expires(m: &Manifest) -> Option<Timestamp> {
+    Timestamp::parse(TimestampFormat::HttpDate, m.headers.get("expires")?).ok()
+}
+
+pub fn user_metadata(m: &Manifest) -> Option<Metadata> {
+    (!m.user_metadata.is_empty()).then(|| m.user_metadata.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
+}
+
+/// User metadata from a request, refused when over S3's 2 KB limit.
+pub fn request_metadata(md: Option<Metadata>) -> Result<BTreeMap<String, String>, S3Error> {
+    let md: BTreeMap<String, String> = md.unwrap_or_default().into_iter().collect();
+    let size: usize = md.iter().map(|(k, v)| k.len() + v.len()).sum();
+    if size > MAX_USER_METADATA {
+        return Err(s3_error!(
+            MetadataTooLarge,
+            "Your metadata headers exceed the maximum allowed metadata size ({size} > {MAX_USER_METADATA} bytes)"
+        ));
+    }
+    Ok(md)
+}
+
+pub fn decode_md5(b64: &str) -> Result<[u8; 16], S3Error> {
+    use base64::Engine;
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(b64.trim())
+        .map_err(|_| s3_error!(InvalidDigest, "Content-MD5 is not valid base64"))?;
+    bytes.try_into().map_err(|_| s3_error!(InvalidDigest, "Content-MD5 must be 16 bytes"))
+}
+
+/// The values of the five `x-amz-checksum-*` request fields, in
+/// [`Algorithm::ALL`] order.
+pub type ChecksumValues = [Option<String>; 5];
+
+/// The checksum a request asks to be verified: a value in a header, or a
+/// trailer named by `x-amz-trailer` (read when the body ends), or only an
+/// algorithm (`x-amz-sdk-checksum-algorithm`: computed and kept).
+pub fn expected_checksum<T>(
+    req: &S3Request<T>,
+    algorithm: Option<&ChecksumAlgorithm>,
+    values: ChecksumValues,
+) -> Result<Option<checksum::Expected>, S3Error> {
+    let given: Vec<(Algorithm, String)> =
+        Algorithm::ALL.into_iter().zip(values).filter_map(|(a, v)| Some((a, v?))).collect();
+    if given.len() > 1 {
+        return Err(s3_error!(
+            InvalidRequest,
+            "Expecting a single x-amz-checksum- header. Multiple checksum Types are not allowed."
+        ));
+    }
+    if let Some((a, v)) = given.into_iter().next() {
+        if !a.valid_value(&v) {
+            return Err(s3_error!(InvalidRequest, "Value for {} header is invalid.", a.header()));
+        }
+        return Ok(Some(checksum::Expected { algorithm: a, value: Some(v), trailer: None }));
+    }
+    let trailer_name =
+        req.headers.get("x-amz-trailer").and_then(|v| v.to_str().ok()).map(|s| s.trim().to_ascii_lowercase());
+    if let Some(name) = trailer_name.filter(|n| n.starts_with("x-amz-checksum-")) {
+        let a = Algorithm::ALL
+            .into_iter()
+            .find(|a| a.header() == name)
+            .ok_or_else(|| s3_error!(InvalidRequest, "unsupported trailing checksum {name}"))?;
+        let trailers = req.trailing_headers.clone();
+        let read = move || {
+            let t = trailers.as_ref()?;
+            t.read(|h| h.get(a.header()).and_then(|v| v.to_str().ok()).map(|s| s.trim().to_string())).flatten()
+        };
+        return Ok(Some(checksum::Expected { algorithm: a, value: None, trailer: Some(std::sync::Arc::new(read)) }));
+    }
+    match algorithm {
+        Some(name) => {
+            let a = Algorithm::parse(name.as_str())
+                .ok_or_else(|| s3_error!(InvalidRequest, "unsupported checksum algorithm {}", name.as_str()))?;
+            Ok(Some(checksum::Expected { algorithm: a, value: None, trailer: None }))
+        }
+        None => Ok(None),
+    }
+}
+
+/// The stored checksum of each algorithm, in [`Algorithm::ALL`] order.
+pub fn stored_checksums(m: &Manifest) -> ChecksumValues {
+    Algorithm::ALL.map(|a| m.headers.get(a.header()).cloned())
+}
+
+/// Sets the five `checksum_*` fields (and `checksum_type` where the output
+/// has one) of an S3 output from a manifest.
+macro_rules! fill_checksums {
+    ($out:expr, $m:expr) => {{
+        let [crc32, crc32c, crc64nvme, sha1, sha256] = $crate::s3::fields::stored_checksums($m);
+        $out.checksum_crc32 = crc32;
+        $out.checksum_crc32c = crc32c;
+        $out.checksum_crc64nvme = crc64nvme;
+        $out.checksum_sha1 = sha1;
+        $out.checksum_sha256 = sha256;
+    }};
+}
+pub(crate) use fill_checksums;
+
+/// `FULL_OBJECT` or `COMPOSITE`, when the object has a checksum.
+pub fn checksum_type(m: &Manifest) -> Option<s3s::dto::ChecksumType> {
+    if stored_checksums(m).iter().all(Option::is_none) {
+        return None;
+    }
+    let t = m.headers.get(checksum::TYPE_HEADER).cloned().unwrap_or_else(|| "FULL_OBJECT".into());
+    Some(s3s::dto::ChecksumType::from(t))
+}
+
+/// S3's `encoding-type=url`: everything but unreserved characters and `/`
+/// percent-encoded (so keys with control characters survive XML).
+pub fn url_encode(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~' | b'/') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// Applies `url_encode` when the client asked for `encoding-type=url`.
+pub fn encoder(encoding_type: Option<&s3s::dto::EncodingType>) -> Result<fn(&str) -> String, S3Error> {
+    match encoding_type.map(|e| e.as_str()) {
+        None => Ok(|s: &str| s.to_string()),
+        Some(e) if e.eq_ignore_ascii_case("url") => Ok(url_encode),
+        Some(e) => Err(s3_error!(InvalidArgument, "Invalid Encoding Method specified in Request: {e}")),
+    }
+}
+
+/// Content-Length of a request body, required and non-negative.
+pub fn content_length(len: Option<i64>) -> Result<u64, GatewayError> {
+    let len = len.ok_or(GatewayError::MissingContentLength)?;
+    u64::try_from(len).map_err(|_| GatewayError::InvalidArgument("negative Content-Length".into()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn url_encoding_keeps_slashes_and_unreserved() {
+        assert_eq!(url_encode("a b/c+d%é\u{1}"), "a%20b/c%2Bd%25%C3%A9%01");
+        assert_eq!(url_encode("photos/2026-11_x.jpg~"), "photos/2026-11_x.jpg~");
+    }
+
+    #[test]
+    fn metadata_limit() {
+        let ok: Metadata = [("k".to_string(), "v".repeat(2047))].into_iter().collect();
+        assert!(request_metadata(Some(ok)).is_ok());
+        let big: Metadata = [("k".to_string(), "v".repeat(2048))].into_iter().collect();
+        assert!(request_metadata(Some(big)).is_err());
+    }
+}

@@ -1,0 +1,357 @@
+//! Single-object operations: PUT, GET, HEAD, DELETE, DeleteObjects and
+//! CopyObject. Copies stream the source through the ordinary PUT path (read,
+//! re-encode), so a copy is as durable as a PUT and memory stays bounded.
+
+use std::sync::atomic::Ordering;
+
+use futures::StreamExt;
+use s3s::dto::*;
+use s3s::{S3Error, S3Request, s3_error};
+use sillok_storage_node::manifest::Manifest;
+
+use super::conditions::Preconditions;
+use super::fields::{self, fill_checksums, timestamp_ms};
+use super::{RETIRE_GRACE, SillokS3};
+use crate::buckets;
+use crate::checksum::{self, Algorithm};
+use crate::error::GatewayError;
+use crate::quorum;
+use crate::read::{self, ByteStream};
+use crate::write::{self, PutRequest};
+
+/// S3's limit for a single CopyObject; larger objects are copied in parts.
+const MAX_COPY_SIZE: u64 = 5 << 30;
+
+/// S3's limit on keys per DeleteObjects request.
+const MAX_DELETE_KEYS: usize = 1000;
+
+fn wants_checksum(mode: Option<&ChecksumMode>) -> bool {
+    mode.is_some_and(|m| m.as_str().eq_ignore_ascii_case(ChecksumMode::ENABLED))
+}
+
+impl SillokS3 {
+    pub(super) async fn do_put_object(&self, req: S3Request<PutObjectInput>) -> Result<PutObjectOutput, S3Error> {
+        let checksum = fields::expected_checksum(
+            &req,
+            req.input.checksum_algorithm.as_ref(),
+            [
+                req.input.checksum_crc32.clone(),
+                req.input.checksum_crc32c.clone(),
+                req.input.checksum_crc64nvme.clone(),
+                req.input.checksum_sha1.clone(),
+                req.input.checksum_sha256.clone(),
+            ],
+        )?;
+        let input = req.input;
+        buckets::require(&self.cluster, &self.buckets, &input.bucket).await?;
+        let len = fields::content_length(input.content_length)?;
+        let content_md5 = input.content_md5.as_deref().map(fields::decode_md5).transpose()?;
+        let user_metadata = fields::request_metadata(input.metadata)?;
+        // Conditional writes (If-None-Match: * / If-Match): checked before the
+        // body is read. Best effort: two racing conditional PUTs can both pass.
+        if input.if_match.is_some() || input.if_none_match.is_some() {
+            let current = quorum::read_manifest(&self.cluster, &input.bucket, &input.key).await?;
+            match current.filter(|m| !m.is_deleted()) {
+                Some(m) => {
+                    let p = Preconditions {
+                        if_match: input.if_match.clone(),
+                        if_none_match: input.if_none_match.clone(),
+                        ..Default::default()
+                    };
+                    p.check(&m.etag, m.last_modified_ms, false)?;
+                }
+                None if input.if_match.is_some() => return Err(GatewayError::NoSuchKey.into()),
+                None => {}
+            }
+        }
+        let put = PutRequest {
+            bucket: input.bucket.clone(),
+            key: input.key.clone(),
+            content_length: len,
+            content_md5,
+            content_type: input.content_type.clone(),
+            headers: fields::kept_headers(
+                input.cache_control,
+                input.content_disposition,
+                input.content_encoding,
+                input.content_language,
+                input.expires.as_ref(),
+            ),
+            user_metadata,
+            checksum,
+        };
+        let body = match input.body {
+            Some(b) => b.boxed(),
+            None => futures::stream::empty().boxed(),
+        };
+        let m = self.store(put, body).await?;
+        let mut out =
+            PutObjectOutput { e_tag: Some(fields::etag(&m)), size: Some(m.size as i64), ..Default::default() };
+        fill_checksums!(out, &m);
+        out.checksum_type = fields::checksum_type(&m);
+        Ok(out)
+    }
+
+    /// Writes an object through the PUT path and retires the version it replaces.
+    async fn store<S, E>(&self, put: PutRequest, body: S) -> Result<Manifest, GatewayError>
+    where
+        S: futures::Stream<Item = Result<bytes::Bytes, E>> + Send + Unpin,
+        E: std::fmt::Display,
+    {
+        // The version this PUT replaces (its shards are retired afterwards),
+        // looked up while the body streams rather than before it.
+        let previous = {
+            let (cluster, bucket, key) = (self.cluster.clone(), put.bucket.clone(), put.key.clone());
+            tokio::spawn(async move { quorum::read_manifest(&cluster, &bucket, &key).await.ok().flatten() })
+        };
+        let m = write::put_object(&self.cluster, &self.write, put, body).await?;
+        let previous = previous.await.ok().flatten();
+        self.metrics.bytes_in.fetch_add(m.size, Ordering::Relaxed);
+        if let Some(old) = previous.filter(|o| o.version < m.version) {
+            write::retire_later(&self.cluster, old, RETIRE_GRACE);
+        }
+        Ok(m)
+    }
+
+    pub(super) async fn do_get_object(&self, input: GetObjectInput) -> Result<GetObjectOutput, S3Error> {
+        let m = self.live_manifest(&input.bucket, &input.key).await?;
+        Preconditions {
+            if_match: input.if_match,
+            if_none_match: input.if_none_match,
+            if_modified_since: input.if_modified_since,
+            if_unmodified_since: input.if_unmodified_since,
+        }
+        .check(&m.etag, m.last_modified_ms, true)?;
+        let (range, content_range) = match &input.range {
+            None => (0..m.size, None),
+            Some(r) => match r.check(m.size) {
+                Ok(rg) => {
+                    let cr = format!("bytes {}-{}/{}", rg.start, rg.end - 1, m.size);
+                    (rg, Some(cr))
+                }
+                Err(_) => return Err(GatewayError::InvalidRange.into()),
+            },
+        };
+        let whole = content_range.is_none();
+        let len = range.end - range.start;
+        let metrics = self.metrics.clone();
+        let body = read::read_range(&self.cluster, self.read, &m, range).inspect(move |c| {
+            if let Ok(b) = c {
+                metrics.bytes_out.fetch_add(b.len() as u64, Ordering::Relaxed);
+            }
+        });
+        let mut out = GetObjectOutput {
+            body: Some(StreamingBlob::wrap(body)),
+            content_length: Some(len as i64),
+            content_range,
+            accept_ranges: Some("bytes".into()),
+            e_tag: Some(fields::etag(&m)),
+            last_modified: Some(timestamp_ms(m.last_modified_ms)),
+            content_type: input.response_content_type.or_else(|| m.content_type.clone()),
+            cache_control: input.response_cache_control.or_else(|| fields::header(&m, "cache-control")),
+            content_disposition: input
+                .response_content_disposition
+                .or_else(|| fields::header(&m, "content-disposition")),
+            content_encoding: input.response_content_encoding.or_else(|| fields::header(&m, "content-encoding")),
+            content_language: input.response_content_language.or_else(|| fields::header(&m, "content-language")),
+            expires: input.response_expires.or_else(|| fields::parse_expires(&m)),
+            metadata: fields::user_metadata(&m),
+            ..Default::default()
+        };
+        // A checksum describes the whole object: only sent with whole bodies.
+        if whole && wants_checksum(input.checksum_mode.as_ref()) {
+            fill_checksums!(out, &m);
+            out.checksum_type = fields::checksum_type(&m);
+        }
+        Ok(out)
+    }
+
+    pub(super) async fn do_head_object(&self, input: HeadObjectInput) -> Result<HeadObjectOutput, S3Error> {
+        let m = self.live_manifest(&input.bucket, &input.key).await?;
+        Preconditions {
+            if_match: input.if_match,
+            if_none_match: input.if_none_match,
+            if_modified_since: input.if_modified_since,
+            if_unmodified_since: input.if_unmodified_since,
+        }
+        .check(&m.etag, m.last_modified_ms, true)?;
+        let mut out = HeadObjectOutput {
+            content_length: Some(m.size as i64),
+            accept_ranges: Some("bytes".into()),
+            e_tag: Some(fields::etag(&m)),
+            last_modified: Some(timestamp_ms(m.last_modified_ms)),
+            content_type: input.response_content_type.or_else(|| m.content_type.clone()),
+            cache_control: input.response_cache_control.or_else(|| fields::header(&m, "cache-control")),
+            content_disposition: input
+                .response_content_disposition
+                .or_else(|| fields::header(&m, "content-disposition")),
+            content_encoding: input.response_content_encoding.or_else(|| fields::header(&m, "content-encoding")),
+            content_language: input.response_content_language.or_else(|| fields::header(&m, "content-language")),
+            expires: input.response_expires.or_else(|| fields::parse_expires(&m)),
+            metadata: fields::user_metadata(&m),
+            ..Default::default()
+        };
+        if wants_checksum(input.checksum_mode.as_ref()) {
+            fill_checksums!(out, &m);
+            out.checksum_type = fields::checksum_type(&m);
+        }
+        Ok(out)
+    }
+
+    /// Deletes a key (a tombstone supersedes every older version); its shards
+    /// are retired after a grace period. Deleting a missing key is not an error.
+    pub(super) async fn delete_key(&self, bucket: &str, key: &str) -> Result<(), GatewayError> {
+        let previous = quorum::read_manifest(&self.cluster, bucket, key).await?;
+        if let Some(old) = previous.filter(|m| !m.is_deleted()) {
+            let tomb = Manifest::tombstone(bucket, key);
+            quorum::write_manifest(&self.cluster, &tomb).await?;
+            write::retire_later(&self.cluster, old, RETIRE_GRACE);
+        }
+        Ok(())
+    }
+
+    pub(super) async fn do_delete_objects(&self, input: DeleteObjectsInput) -> Result<DeleteObjectsOutput, S3Error> {
+        buckets::require(&self.cluster, &self.buckets, &input.bucket).await?;
+        let objects = input.delete.objects;
+        if objects.is_empty() || objects.len() > MAX_DELETE_KEYS {
+            return Err(s3_error!(
+                MalformedXML,
+                "a DeleteObjects request names between 1 and {MAX_DELETE_KEYS} keys (got {})",
+                objects.len()
+            ));
+        }
+        let quiet = input.delete.quiet.unwrap_or(false);
+        let bucket = &input.bucket;
+        let results: Vec<(String, Result<(), GatewayError>)> =
+            futures::stream::iter(objects.into_iter().map(|o| async move {
+                let r = self.delete_key(bucket, &o.key).await;
+                (o.key, r)
+            }))
+            .buffered(16)
+            .collect()
+            .await;
+        let mut deleted = Vec::new();
+        let mut errors = Vec::new();
+        for (key, r) in results {
+            match r {
+                Ok(()) => {
+                    if !quiet {
+                        deleted.push(DeletedObject { key: Some(key), ..Default::default() });
+                    }
+                }
+                Err(e) => {
+                    let e = S3Error::from(e);
+                    errors.push(Error {
+                        code: Some(e.code().as_str().to_string()),
+                        key: Some(key),
+                        message: e.message().map(str::to_string),
+                        version_id: None,
+                    });
+                }
+            }
+        }
+        Ok(DeleteObjectsOutput {
+            deleted: (!deleted.is_empty()).then_some(deleted),
+            errors: (!errors.is_empty()).then_some(errors),
+            ..Default::default()
+        })
+    }
+
+    /// The object a copy reads: checks the source bucket, key, version and
+    /// the `x-amz-copy-source-if-*` conditions.
+    pub(super) async fn copy_source(
+        &self,
+        source: &CopySource,
+        conditions: Preconditions,
+    ) -> Result<Manifest, S3Error> {
+        let CopySource::Bucket { bucket, key, version_id } = source else {
+            return Err(s3_error!(InvalidArgument, "copy sources must be bucket/key"));
+        };
+        if version_id.as_deref().is_some_and(|v| v != "null") {
+            return Err(s3_error!(NoSuchVersion, "versioning is not supported; the only version is \"null\""));
+        }
+        let m = self.live_manifest(bucket, key).await?;
+        conditions.check(&m.etag, m.last_modified_ms, false)?;
+        Ok(m)
+    }
+
+    /// The bytes `range` of a copy source, as a body for the PUT path.
+    pub(super) fn source_body(&self, m: &Manifest, range: std::ops::Range<u64>) -> ByteStream {
+        read::read_range(&self.cluster, self.read, m, range)
+    }
+
+    pub(super) async fn do_copy_object(&self, input: CopyObjectInput) -> Result<CopyObjectOutput, S3Error> {
+        buckets::require(&self.cluster, &self.buckets, &input.bucket).await?;
+        let src = self
+            .copy_source(
+                &input.copy_source,
+                Preconditions {
+                    if_match: input.copy_source_if_match,
+                    if_none_match: input.copy_source_if_none_match,
+                    if_modified_since: input.copy_source_if_modified_since,
+                    if_unmodified_since: input.copy_source_if_unmodified_since,
+                },
+            )
+            .await?;
+        if src.size > MAX_COPY_SIZE {
+            return Err(s3_error!(
+                InvalidRequest,
+                "The specified copy source is larger than the maximum allowable size for a copy source: {MAX_COPY_SIZE}; use UploadPartCopy"
+            ));
+        }
+        let replace = match input.metadata_directive.as_ref().map(|d| d.as_str()) {
+            None => false,
+            Some(d) if d.eq_ignore_ascii_case(MetadataDirective::COPY) => false,
+            Some(d) if d.eq_ignore_ascii_case(MetadataDirective::REPLACE) => true,
+            Some(d) => return Err(s3_error!(InvalidArgument, "Unknown metadata directive: {d}")),
+        };
+        if !replace && src.bucket == input.bucket && src.key == input.key {
+            return Err(s3_error!(
+                InvalidRequest,
+                "This copy request is illegal because it is trying to copy an object to itself without changing the object's metadata, storage class, website redirect location or encryption attributes."
+            ));
+        }
+        let (content_type, headers, user_metadata) = if replace {
+            (
+                input.content_type,
+                fields::kept_headers(
+                    input.cache_control,
+                    input.content_disposition,
+                    input.content_encoding,
+                    input.content_language,
+                    input.expires.as_ref(),
+                ),
+                fields::request_metadata(input.metadata)?,
+            )
+        } else {
+            (src.content_type.clone(), fields::standard_headers(&src), src.user_metadata.clone())
+        };
+        // The copy gets a checksum of the algorithm asked for, else of the source's.
+        let algorithm = match &input.checksum_algorithm {
+            Some(a) => Some(
+                Algorithm::parse(a.as_str())
+                    .ok_or_else(|| s3_error!(InvalidRequest, "unsupported checksum algorithm {}", a.as_str()))?,
+            ),
+            None => Algorithm::ALL.into_iter().find(|a| src.headers.contains_key(a.header())),
+        };
+        let put = PutRequest {
+            bucket: input.bucket.clone(),
+            key: input.key.clone(),
+            content_length: src.size,
+            content_md5: None,
+            content_type,
+            headers,
+            user_metadata,
+            checksum: algorithm.map(|algorithm| checksum::Expected { algorithm, value: None, trailer: None }),
+        };
+        let body = self.source_body(&src, 0..src.size);
+        let m = self.store(put, body).await?;
+        let mut result = CopyObjectResult {
+            e_tag: Some(fields::etag(&m)),
+            last_modified: Some(timestamp_ms(m.last_modified_ms)),
+            ..Default::default()
+        };
+        fill_checksums!(result, &m);
+        Ok(CopyObjectOutput { copy_object_result: Some(result), ..Default::default() })
+    }
+}
