@@ -220,11 +220,7 @@ fn error_xml(status: u16, code: &str, message: &str, request_id: &str) -> http::
 /// Error bodies are small; anything unexpected is passed through unchanged.
 async fn with_request_id_in_body(resp: http::Response<RespBody>, request_id: &str) -> http::Response<RespBody> {
     let is_xml = resp.headers().get("content-type").and_then(|v| v.to_str().ok()).is_some_and(|v| v.contains("xml"));
-    let small = resp
-        .headers()
-        .get("content-length")
-        .and_then(|v| v.to_str().ok()?.parse::<usize>().ok())
-        .is_some_and(|n| n <= 64 << 10);
+    let small = http_body::Body::size_hint(resp.body()).upper().is_some_and(|n| n <= 64 << 10);
     if !is_xml || !small {
         return resp;
     }

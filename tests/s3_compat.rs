@@ -1,0 +1,841 @@
+//! S3 compatibility beyond the basics, through aws-sdk-s3 (and raw signed HTTP
+//! where an SDK cannot be made to misbehave) against a real `sillok dev`:
+//! multipart uploads and their errors, the abandoned-upload sweeper, copies,
+//! batch deletes, conditional requests, additional checksums (header and
+//! aws-chunked trailer), virtual-host addressing, request ids, and limits.
+
+mod common;
+
+use std::time::{Duration, SystemTime};
+
+use aws_sdk_s3::error::ProvideErrorMetadata;
+use aws_sdk_s3::primitives::ByteStream;
+use aws_sdk_s3::types::{
+    ChecksumAlgorithm, ChecksumMode, CompletedMultipartUpload, CompletedPart, Delete, MetadataDirective,
+    ObjectIdentifier,
+};
+use common::*;
+use http_body_util::{BodyExt, Full};
+use md5::{Digest, Md5};
+
+const MIB: usize = 1 << 20;
+
+fn md5_hex(data: &[u8]) -> String {
+    hex(&Md5::digest(data))
+}
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+fn status<E>(e: &aws_sdk_s3::error::SdkError<E, aws_smithy_runtime_api::http::Response>) -> Option<u16> {
+    e.raw_response().map(|r| r.status().as_u16())
+}
+
+async fn upload_part(c: &aws_sdk_s3::Client, b: &str, k: &str, id: &str, n: i32, data: Vec<u8>) -> CompletedPart {
+    let out = c
+        .upload_part()
+        .bucket(b)
+        .key(k)
+        .upload_id(id)
+        .part_number(n)
+        .body(ByteStream::from(data))
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("upload part {n}: {e:?}"));
+    CompletedPart::builder().part_number(n).e_tag(out.e_tag().unwrap()).build()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn multipart_upload_round_trip_and_errors() {
+    let cluster = DevCluster::start();
+    let c = cluster.client();
+    c.create_bucket().bucket("mpu").send().await.unwrap();
+
+    let parts_data = [pattern(5 * MIB, 1), pattern(5 * MIB + 17, 2), pattern(MIB + 3, 3)];
+    let whole: Vec<u8> = parts_data.concat();
+    let created = c
+        .create_multipart_upload()
+        .bucket("mpu")
+        .key("video/a.mp4")
+        .content_type("video/mp4")
+        .metadata("room", "42")
+        .send()
+        .await
+        .unwrap();
+    let id = created.upload_id().unwrap().to_string();
+
+    // Parts uploaded out of order, part 2 twice (the second one wins).
+    let p3 = upload_part(&c, "mpu", "video/a.mp4", &id, 3, parts_data[2].clone()).await;
+    let _ = upload_part(&c, "mpu", "video/a.mp4", &id, 2, pattern(5 * MIB, 99)).await;
+    let p2 = upload_part(&c, "mpu", "video/a.mp4", &id, 2, parts_data[1].clone()).await;
+    let p1 = upload_part(&c, "mpu", "video/a.mp4", &id, 1, parts_data[0].clone()).await;
+    assert_eq!(p1.e_tag(), Some(format!("\"{}\"", md5_hex(&parts_data[0])).as_str()));
+
+    // ListParts and ListMultipartUploads see it.
+    let listed = c.list_parts().bucket("mpu").key("video/a.mp4").upload_id(&id).send().await.unwrap();
+    let nums: Vec<i32> = listed.parts().iter().filter_map(|p| p.part_number()).collect();
+    assert_eq!(nums, vec![1, 2, 3]);
+    assert_eq!(listed.parts()[1].size(), Some((5 * MIB + 17) as i64));
+    let page = c.list_parts().bucket("mpu").key("video/a.mp4").upload_id(&id).max_parts(2).send().await.unwrap();
+    assert_eq!(page.parts().len(), 2);
+    assert_eq!(page.is_truncated(), Some(true));
+    assert_eq!(page.next_part_number_marker(), Some("2"));
+    let uploads = c.list_multipart_uploads().bucket("mpu").send().await.unwrap();
+    assert_eq!(uploads.uploads().len(), 1);
+    assert_eq!(uploads.uploads()[0].upload_id(), Some(id.as_str()));
+    assert_eq!(uploads.uploads()[0].key(), Some("video/a.mp4"));
+
+    // Completion errors: bad ETag, wrong order, a small middle part, no parts.
+    let complete = |parts: Vec<CompletedPart>| {
+        c.complete_multipart_upload()
+            .bucket("mpu")
+            .key("video/a.mp4")
+            .upload_id(&id)
+            .multipart_upload(CompletedMultipartUpload::builder().set_parts(Some(parts)).build())
+            .send()
+    };
+    let bad = CompletedPart::builder().part_number(2).e_tag("\"00000000000000000000000000000000\"").build();
+    let err = complete(vec![p1.clone(), bad, p3.clone()]).await.unwrap_err();
+    assert_eq!(err.code(), Some("InvalidPart"), "{err:?}");
+    let err = complete(vec![p2.clone(), p1.clone(), p3.clone()]).await.unwrap_err();
+    assert_eq!(err.code(), Some("InvalidPartOrder"));
+    let err = complete(vec![p1.clone(), p3.clone(), CompletedPart::builder().part_number(4).e_tag("\"x\"").build()])
+        .await
+        .unwrap_err();
+    assert!(matches!(err.code(), Some("EntityTooSmall") | Some("InvalidPart")), "{err:?}");
+    let missing = CompletedPart::builder().part_number(7).e_tag(p1.e_tag().unwrap()).build();
+    let err = complete(vec![p1.clone(), missing]).await.unwrap_err();
+    assert_eq!(err.code(), Some("InvalidPart"));
+
+    // Complete: bytes, S3's ETag (MD5 of the part MD5s, then -3), metadata.
+    let done = complete(vec![p1.clone(), p2.clone(), p3.clone()]).await.unwrap();
+    let mut md5s = Vec::new();
+    for p in &parts_data {
+        md5s.extend_from_slice(&Md5::digest(p));
+    }
+    let want_etag = format!("\"{}-3\"", md5_hex(&md5s));
+    assert_eq!(done.e_tag(), Some(want_etag.as_str()));
+    assert_same(&get(&c, "mpu", "video/a.mp4", None).await, &whole, "completed multipart object");
+    let head = c.head_object().bucket("mpu").key("video/a.mp4").send().await.unwrap();
+    assert_eq!(head.content_length(), Some(whole.len() as i64));
+    assert_eq!(head.e_tag(), Some(want_etag.as_str()));
+    assert_eq!(head.content_type(), Some("video/mp4"));
+    assert_eq!(head.metadata().and_then(|m| m.get("room")).map(String::as_str), Some("42"));
+    // Ranges inside a part and across part boundaries.
+    let b1 = 5 * MIB as u64;
+    let b2 = b1 + 5 * MIB as u64 + 17;
+    for (a, z) in [(0, 10), (b1 - 5, b1 + 5), (b2 - 1, b2), (b1 - 1, b2 + 1), (b2 + 100, whole.len() as u64 - 1)] {
+        let got = get(&c, "mpu", "video/a.mp4", Some(format!("bytes={a}-{z}"))).await;
+        assert_same(&got, &whole[a as usize..=z as usize], &format!("range {a}-{z}"));
+    }
+    // The upload is gone: listing, parts and a second completion.
+    assert!(c.list_multipart_uploads().bucket("mpu").send().await.unwrap().uploads().is_empty());
+    let err = complete(vec![p1.clone(), p2.clone(), p3.clone()]).await.unwrap_err();
+    assert_eq!(err.code(), Some("NoSuchUpload"));
+
+    // Abort: parts and upload are gone, later parts are refused.
+    let id2 = c.create_multipart_upload().bucket("mpu").key("b").send().await.unwrap().upload_id().unwrap().to_string();
+    upload_part(&c, "mpu", "b", &id2, 1, pattern(300_000, 5)).await;
+    c.abort_multipart_upload().bucket("mpu").key("b").upload_id(&id2).send().await.unwrap();
+    let err = c
+        .upload_part()
+        .bucket("mpu")
+        .key("b")
+        .upload_id(&id2)
+        .part_number(2)
+        .body(ByteStream::from(vec![1u8; 10]))
+        .send()
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Some("NoSuchUpload"));
+    let err = c.list_parts().bucket("mpu").key("b").upload_id(&id2).send().await.unwrap_err();
+    assert_eq!(err.code(), Some("NoSuchUpload"));
+    let err = c.abort_multipart_upload().bucket("mpu").key("b").upload_id("not-an-id").send().await.unwrap_err();
+    assert_eq!(err.code(), Some("NoSuchUpload"));
+    let err = c
+        .upload_part()
+        .bucket("mpu")
+        .key("video/a.mp4")
+        .upload_id(&id2)
+        .part_number(10_001)
+        .body(ByteStream::from(vec![1u8; 10]))
+        .send()
+        .await
+        .unwrap_err();
+    assert!(matches!(err.code(), Some("InvalidArgument") | Some("NoSuchUpload")), "{err:?}");
+
+    // UploadPartCopy: ranges of an existing object become parts.
+    let id3 =
+        c.create_multipart_upload().bucket("mpu").key("cp").send().await.unwrap().upload_id().unwrap().to_string();
+    let mut cparts = Vec::new();
+    for (n, (a, z)) in [(0u64, b1 - 1), (b1, whole.len() as u64 - 1)].into_iter().enumerate() {
+        let out = c
+            .upload_part_copy()
+            .bucket("mpu")
+            .key("cp")
+            .upload_id(&id3)
+            .part_number(n as i32 + 1)
+            .copy_source("mpu/video/a.mp4")
+            .copy_source_range(format!("bytes={a}-{z}"))
+            .send()
+            .await
+            .unwrap();
+        let etag = out.copy_part_result().and_then(|r| r.e_tag()).unwrap().to_string();
+        assert_eq!(etag, format!("\"{}\"", md5_hex(&whole[a as usize..=z as usize])));
+        cparts.push(CompletedPart::builder().part_number(n as i32 + 1).e_tag(etag).build());
+    }
+    let err = c
+        .upload_part_copy()
+        .bucket("mpu")
+        .key("cp")
+        .upload_id(&id3)
+        .part_number(3)
+        .copy_source("mpu/video/a.mp4")
+        .copy_source_range(format!("bytes=0-{}", whole.len()))
+        .send()
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Some("InvalidArgument"));
+    c.complete_multipart_upload()
+        .bucket("mpu")
+        .key("cp")
+        .upload_id(&id3)
+        .multipart_upload(CompletedMultipartUpload::builder().set_parts(Some(cparts)).build())
+        .send()
+        .await
+        .unwrap();
+    assert_same(&get(&c, "mpu", "cp", None).await, &whole, "object assembled by UploadPartCopy");
+
+    // Overwriting a multipart object with a plain one, then deleting it.
+    put(&c, "mpu", "video/a.mp4", pattern(1000, 8)).await;
+    assert_same(&get(&c, "mpu", "video/a.mp4", None).await, &pattern(1000, 8), "overwritten multipart object");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn abandoned_uploads_are_swept_and_their_shards_removed() {
+    let cluster = DevCluster::start_with(&[
+        "--gateway-arg=--abandoned-upload-age-s=3",
+        "--gateway-arg=--upload-sweep-interval-s=1",
+    ]);
+    let c = cluster.client();
+    c.create_bucket().bucket("sweep").send().await.unwrap();
+    let before = cluster.shard_files().len();
+    let id =
+        c.create_multipart_upload().bucket("sweep").key("left").send().await.unwrap().upload_id().unwrap().to_string();
+    upload_part(&c, "sweep", "left", &id, 1, pattern(5 * MIB, 1)).await;
+    assert!(cluster.shard_files().len() >= before + 6, "the part's 6 shards are on disk");
+
+    // Wait (bounded) for the sweeper: the upload disappears and so do the shards.
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let gone = c.list_multipart_uploads().bucket("sweep").send().await.unwrap().uploads().is_empty();
+        if gone && cluster.shard_files().len() == before {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "abandoned upload not swept:\n{}", cluster.log());
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let err = c.list_parts().bucket("sweep").key("left").upload_id(&id).send().await.unwrap_err();
+    assert_eq!(err.code(), Some("NoSuchUpload"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn copies_batch_deletes_and_conditional_requests() {
+    let cluster = DevCluster::start();
+    let c = cluster.client();
+    c.create_bucket().bucket("src").send().await.unwrap();
+    c.create_bucket().bucket("dst").send().await.unwrap();
+    let body = pattern(700_000, 4);
+    c.put_object()
+        .bucket("src")
+        .key("photo.jpg")
+        .content_type("image/jpeg")
+        .content_disposition("inline")
+        .metadata("sender", "lee")
+        .body(ByteStream::from(body.clone()))
+        .send()
+        .await
+        .unwrap();
+    let etag = format!("\"{}\"", md5_hex(&body));
+
+    // COPY keeps metadata; REPLACE takes the request's.
+    let out = c.copy_object().bucket("dst").key("same.jpg").copy_source("src/photo.jpg").send().await.unwrap();
+    assert_eq!(out.copy_object_result().and_then(|r| r.e_tag()), Some(etag.as_str()));
+    let h = c.head_object().bucket("dst").key("same.jpg").send().await.unwrap();
+    assert_eq!(h.content_type(), Some("image/jpeg"));
+    assert_eq!(h.content_disposition(), Some("inline"));
+    assert_eq!(h.metadata().and_then(|m| m.get("sender")).map(String::as_str), Some("lee"));
+    assert_same(&get(&c, "dst", "same.jpg", None).await, &body, "copied object");
+    c.copy_object()
+        .bucket("dst")
+        .key("new.jpg")
+        .copy_source("src/photo.jpg")
+        .metadata_directive(MetadataDirective::Replace)
+        .content_type("image/png")
+        .metadata("sender", "park")
+        .send()
+        .await
+        .unwrap();
+    let h = c.head_object().bucket("dst").key("new.jpg").send().await.unwrap();
+    assert_eq!(h.content_type(), Some("image/png"));
+    assert_eq!(h.content_disposition(), None);
+    assert_eq!(h.metadata().and_then(|m| m.get("sender")).map(String::as_str), Some("park"));
+    // Onto itself only with REPLACE.
+    let err = c.copy_object().bucket("src").key("photo.jpg").copy_source("src/photo.jpg").send().await.unwrap_err();
+    assert_eq!(err.code(), Some("InvalidRequest"));
+    c.copy_object()
+        .bucket("src")
+        .key("photo.jpg")
+        .copy_source("src/photo.jpg")
+        .metadata_directive(MetadataDirective::Replace)
+        .metadata("sender", "choi")
+        .send()
+        .await
+        .unwrap();
+    assert_same(&get(&c, "src", "photo.jpg", None).await, &body, "object copied onto itself");
+    // Source errors and copy-source conditions.
+    let err = c.copy_object().bucket("dst").key("x").copy_source("src/missing").send().await.unwrap_err();
+    assert_eq!(err.code(), Some("NoSuchKey"));
+    let err = c.copy_object().bucket("dst").key("x").copy_source("nobucket/k").send().await.unwrap_err();
+    assert_eq!(err.code(), Some("NoSuchBucket"));
+    let err = c
+        .copy_object()
+        .bucket("dst")
+        .key("x")
+        .copy_source("src/photo.jpg")
+        .copy_source_if_match("\"0123\"")
+        .send()
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Some("PreconditionFailed"));
+    let err = c
+        .copy_object()
+        .bucket("dst")
+        .key("x")
+        .copy_source("src/photo.jpg")
+        .copy_source_if_none_match(&etag)
+        .send()
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Some("PreconditionFailed"));
+
+    // Conditional GET and HEAD.
+    let err = c.get_object().bucket("src").key("photo.jpg").if_none_match(&etag).send().await.unwrap_err();
+    assert_eq!(status(&err), Some(304), "{err:?}");
+    let err = c.head_object().bucket("src").key("photo.jpg").if_none_match(&etag).send().await.unwrap_err();
+    assert_eq!(status(&err), Some(304));
+    let err = c.get_object().bucket("src").key("photo.jpg").if_match("\"nope\"").send().await.unwrap_err();
+    assert_eq!(status(&err), Some(412));
+    let err = c.head_object().bucket("src").key("photo.jpg").if_match("\"nope\"").send().await.unwrap_err();
+    assert_eq!(status(&err), Some(412));
+    let got = c.get_object().bucket("src").key("photo.jpg").if_match(&etag).send().await.unwrap();
+    assert_same(&got.body.collect().await.unwrap().into_bytes(), &body, "If-Match GET");
+    let future = aws_sdk_s3::primitives::DateTime::from(SystemTime::now() + Duration::from_secs(3600));
+    let past = aws_sdk_s3::primitives::DateTime::from(SystemTime::now() - Duration::from_secs(3600));
+    let err = c.get_object().bucket("src").key("photo.jpg").if_modified_since(future).send().await.unwrap_err();
+    assert_eq!(status(&err), Some(304));
+    c.get_object().bucket("src").key("photo.jpg").if_modified_since(past).send().await.unwrap();
+    let err = c.head_object().bucket("src").key("photo.jpg").if_unmodified_since(past).send().await.unwrap_err();
+    assert_eq!(status(&err), Some(412));
+
+    // response-* overrides.
+    let got = c
+        .get_object()
+        .bucket("src")
+        .key("photo.jpg")
+        .response_content_type("application/x-test")
+        .response_content_disposition("attachment; filename=\"a.jpg\"")
+        .response_cache_control("no-store")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(got.content_type(), Some("application/x-test"));
+    assert_eq!(got.content_disposition(), Some("attachment; filename=\"a.jpg\""));
+    assert_eq!(got.cache_control(), Some("no-store"));
+
+    // DeleteObjects: verbose and quiet, missing keys count as deleted.
+    for i in 0..5 {
+        put(&c, "dst", &format!("batch/{i}"), pattern(100, i)).await;
+    }
+    let ids = |keys: &[&str]| {
+        Delete::builder()
+            .set_objects(Some(keys.iter().map(|k| ObjectIdentifier::builder().key(*k).build().unwrap()).collect()))
+    };
+    let out = c
+        .delete_objects()
+        .bucket("dst")
+        .delete(ids(&["batch/0", "batch/1", "batch/missing"]).build().unwrap())
+        .send()
+        .await
+        .unwrap();
+    let mut deleted: Vec<&str> = out.deleted().iter().filter_map(|d| d.key()).collect();
+    deleted.sort();
+    assert_eq!(deleted, vec!["batch/0", "batch/1", "batch/missing"]);
+    assert!(out.errors().is_empty());
+    let out = c
+        .delete_objects()
+        .bucket("dst")
+        .delete(ids(&["batch/2", "batch/3"]).quiet(true).build().unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert!(out.deleted().is_empty(), "quiet mode lists no deletions");
+    let left: Vec<String> = c
+        .list_objects_v2()
+        .bucket("dst")
+        .prefix("batch/")
+        .send()
+        .await
+        .unwrap()
+        .contents()
+        .iter()
+        .filter_map(|o| o.key().map(str::to_string))
+        .collect();
+    assert_eq!(left, vec!["batch/4"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn checksums_are_verified_kept_and_returned() {
+    let cluster = DevCluster::start();
+    let c = cluster.client();
+    c.create_bucket().bucket("sums").send().await.unwrap();
+    let body = b"hello world".to_vec();
+
+    // The SDK's default: CRC32 in an aws-chunked trailer. Kept and returned.
+    for (key, data) in [("small", body.clone()), ("large", pattern(3 * MIB + 5, 3))] {
+        c.put_object().bucket("sums").key(key).body(ByteStream::from(data.clone())).send().await.unwrap();
+        let h = c.head_object().bucket("sums").key(key).checksum_mode(ChecksumMode::Enabled).send().await.unwrap();
+        let want = {
+            use base64::Engine;
+            base64::engine::general_purpose::STANDARD.encode(crc32fast::hash(&data).to_be_bytes())
+        };
+        assert_eq!(h.checksum_crc32(), Some(want.as_str()), "{key}");
+        // Not returned unless asked for.
+        let h = c.head_object().bucket("sums").key(key).send().await.unwrap();
+        assert_eq!(h.checksum_crc32(), None);
+    }
+
+    // Explicit algorithms with correct values.
+    c.put_object()
+        .bucket("sums")
+        .key("sha")
+        .checksum_sha256("uU0nuZNNPgilLlLX2n2r+sSE7+N6U4DukIj3rOLvzek=")
+        .body(ByteStream::from(body.clone()))
+        .send()
+        .await
+        .unwrap();
+    let g = c.get_object().bucket("sums").key("sha").checksum_mode(ChecksumMode::Enabled).send().await.unwrap();
+    assert_eq!(g.checksum_sha256(), Some("uU0nuZNNPgilLlLX2n2r+sSE7+N6U4DukIj3rOLvzek="));
+
+    // A wrong value in a header: refused, nothing stored.
+    let err = c
+        .put_object()
+        .bucket("sums")
+        .key("bad-header")
+        .checksum_crc32("AAAAAA==")
+        .body(ByteStream::from(body.clone()))
+        .send()
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Some("XAmzContentChecksumMismatch"), "{err:?}");
+    let err = c.head_object().bucket("sums").key("bad-header").send().await.unwrap_err();
+    assert_eq!(status(&err), Some(404));
+    // A wrong Content-MD5: BadDigest, nothing stored (sharded size too).
+    let err = c
+        .put_object()
+        .bucket("sums")
+        .key("bad-md5")
+        .content_md5("AAAAAAAAAAAAAAAAAAAAAA==")
+        .body(ByteStream::from(pattern(MIB, 2)))
+        .send()
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Some("BadDigest"), "{err:?}");
+    assert_eq!(status(&c.head_object().bucket("sums").key("bad-md5").send().await.unwrap_err()), Some(404));
+
+    // A wrong value in an aws-chunked trailer (STREAMING-UNSIGNED-PAYLOAD-TRAILER), by hand.
+    for (key, len) in [("bad-trailer-small", 11usize), ("bad-trailer-large", 2 * MIB)] {
+        let data = pattern(len, 9);
+        let mut chunked = format!("{:x}\r\n", data.len()).into_bytes();
+        chunked.extend_from_slice(&data);
+        chunked.extend_from_slice(b"\r\n0\r\nx-amz-checksum-crc32:AAAAAA==\r\n\r\n");
+        let headers = [
+            ("content-encoding", "aws-chunked".to_string()),
+            ("x-amz-decoded-content-length", data.len().to_string()),
+            ("x-amz-trailer", "x-amz-checksum-crc32".to_string()),
+        ];
+        let (st, _, text) =
+            raw(&cluster, "PUT", &format!("/sums/{key}"), &headers, "STREAMING-UNSIGNED-PAYLOAD-TRAILER", chunked)
+                .await;
+        assert_eq!(st, 400, "{text}");
+        assert!(text.contains("<Code>XAmzContentChecksumMismatch</Code>"), "{text}");
+        assert_eq!(status(&c.head_object().bucket("sums").key(key).send().await.unwrap_err()), Some(404));
+    }
+    // The same request with the right trailer value is stored.
+    let data = pattern(2 * MIB, 9);
+    let crc = {
+        use base64::Engine;
+        base64::engine::general_purpose::STANDARD.encode(crc32fast::hash(&data).to_be_bytes())
+    };
+    let mut chunked = format!("{:x}\r\n", data.len()).into_bytes();
+    chunked.extend_from_slice(&data);
+    chunked.extend_from_slice(format!("\r\n0\r\nx-amz-checksum-crc32:{crc}\r\n\r\n").as_bytes());
+    let headers = [
+        ("content-encoding", "aws-chunked".to_string()),
+        ("x-amz-decoded-content-length", data.len().to_string()),
+        ("x-amz-trailer", "x-amz-checksum-crc32".to_string()),
+    ];
+    let (st, _, text) =
+        raw(&cluster, "PUT", "/sums/good-trailer", &headers, "STREAMING-UNSIGNED-PAYLOAD-TRAILER", chunked).await;
+    assert_eq!(st, 200, "{text}");
+    assert_same(&get(&c, "sums", "good-trailer", None).await, &data, "trailer-checked upload");
+
+    // Multipart with CRC32 part checksums: composite checksum on the object.
+    let id = c
+        .create_multipart_upload()
+        .bucket("sums")
+        .key("mp")
+        .checksum_algorithm(ChecksumAlgorithm::Crc32)
+        .send()
+        .await
+        .unwrap()
+        .upload_id()
+        .unwrap()
+        .to_string();
+    let mut parts = Vec::new();
+    for (n, data) in [(1, pattern(5 * MIB, 1)), (2, pattern(1000, 2))] {
+        let out = c
+            .upload_part()
+            .bucket("sums")
+            .key("mp")
+            .upload_id(&id)
+            .part_number(n)
+            .checksum_algorithm(ChecksumAlgorithm::Crc32)
+            .body(ByteStream::from(data))
+            .send()
+            .await
+            .unwrap();
+        assert!(out.checksum_crc32().is_some());
+        parts.push(
+            CompletedPart::builder()
+                .part_number(n)
+                .e_tag(out.e_tag().unwrap())
+                .checksum_crc32(out.checksum_crc32().unwrap())
+                .build(),
+        );
+    }
+    let mut wrong = parts.clone();
+    wrong[1] =
+        CompletedPart::builder().part_number(2).e_tag(parts[1].e_tag().unwrap()).checksum_crc32("AAAAAA==").build();
+    let err = c
+        .complete_multipart_upload()
+        .bucket("sums")
+        .key("mp")
+        .upload_id(&id)
+        .multipart_upload(CompletedMultipartUpload::builder().set_parts(Some(wrong)).build())
+        .send()
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Some("InvalidPart"));
+    c.complete_multipart_upload()
+        .bucket("sums")
+        .key("mp")
+        .upload_id(&id)
+        .multipart_upload(CompletedMultipartUpload::builder().set_parts(Some(parts)).build())
+        .send()
+        .await
+        .unwrap();
+    let h = c.head_object().bucket("sums").key("mp").checksum_mode(ChecksumMode::Enabled).send().await.unwrap();
+    assert!(h.checksum_crc32().is_some_and(|v| v.ends_with("-2")), "{:?}", h.checksum_crc32());
+}
+
+/// S3's SigV4 flavour: paths are encoded once and not normalised.
+fn s3_settings() -> aws_sigv4::http_request::SigningSettings {
+    use aws_sigv4::http_request::{PercentEncodingMode, SigningSettings, UriPathNormalizationMode};
+    let mut s = SigningSettings::default();
+    s.percent_encoding_mode = PercentEncodingMode::Single;
+    s.uri_path_normalization_mode = UriPathNormalizationMode::Disabled;
+    s
+}
+
+/// A raw request signed with the cluster's key: (status, headers, body text).
+async fn raw(
+    cluster: &DevCluster,
+    method: &str,
+    path_and_query: &str,
+    headers: &[(&str, String)],
+    content_sha256: &str,
+    body: Vec<u8>,
+) -> (u16, http::HeaderMap, String) {
+    raw_at(cluster, method, path_and_query, None, headers, content_sha256, body, SystemTime::now()).await
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn raw_at(
+    cluster: &DevCluster,
+    method: &str,
+    path_and_query: &str,
+    host: Option<&str>,
+    headers: &[(&str, String)],
+    content_sha256: &str,
+    body: Vec<u8>,
+    time: SystemTime,
+) -> (u16, http::HeaderMap, String) {
+    use aws_sigv4::http_request::{SignableBody, SignableRequest, sign};
+    use aws_sigv4::sign::v4;
+    let endpoint = cluster.endpoint();
+    let authority = endpoint.trim_start_matches("http://").to_string();
+    let host = host.map(str::to_string).unwrap_or(authority.clone());
+    let creds = aws_credential_types::Credentials::new(
+        &cluster.env["AWS_ACCESS_KEY_ID"],
+        &cluster.env["AWS_SECRET_ACCESS_KEY"],
+        None,
+        None,
+        "test",
+    );
+    let identity = creds.into();
+    let region = cluster.region();
+    let mut all: Vec<(String, String)> = headers.iter().map(|(k, v)| (k.to_string(), v.clone())).collect();
+    all.push(("host".into(), host.clone()));
+    all.push(("x-amz-content-sha256".into(), content_sha256.into()));
+    all.push(("content-length".into(), body.len().to_string()));
+    let uri = format!("http://{host}{path_and_query}");
+    let signable = SignableRequest::new(
+        method,
+        uri.clone(),
+        all.iter().map(|(k, v)| (k.as_str(), v.as_str())),
+        SignableBody::Precomputed(content_sha256.to_string()),
+    )
+    .unwrap();
+    let params = v4::SigningParams::builder()
+        .identity(&identity)
+        .region(&region)
+        .name("s3")
+        .time(time)
+        .settings(s3_settings())
+        .build()
+        .unwrap()
+        .into();
+    let (instructions, _) = sign(signable, &params).unwrap().into_parts();
+    let mut b = http::Request::builder().method(method).uri(format!("http://{authority}{path_and_query}"));
+    for (k, v) in &all {
+        b = b.header(k.as_str(), v.as_str());
+    }
+    for (k, v) in instructions.headers() {
+        b = b.header(k, v);
+    }
+    let http = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .build_http::<Full<bytes::Bytes>>();
+    let resp = http.request(b.body(Full::new(bytes::Bytes::from(body))).unwrap()).await.unwrap();
+    let st = resp.status().as_u16();
+    let h = resp.headers().clone();
+    let text = String::from_utf8_lossy(&resp.into_body().collect().await.unwrap().to_bytes()).into_owned();
+    (st, h, text)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn addressing_errors_and_limits() {
+    let cluster =
+        DevCluster::start_with(&["--gateway-arg=--domain=s3.sillok.test", "--gateway-arg=--body-idle-timeout-s=2"]);
+    let c = cluster.client();
+    c.create_bucket().bucket("vhost").send().await.unwrap();
+    put(&c, "vhost", "dir/a b+c.txt", b"virtual".to_vec()).await;
+
+    // Virtual-host style: the bucket in the Host header.
+    let (st, _, text) = raw_at(
+        &cluster,
+        "GET",
+        "/dir/a%20b%2Bc.txt",
+        Some("vhost.s3.sillok.test"),
+        &[],
+        "UNSIGNED-PAYLOAD",
+        vec![],
+        SystemTime::now(),
+    )
+    .await;
+    assert_eq!((st, text.as_str()), (200, "virtual"));
+    let (st, _, text) = raw_at(
+        &cluster,
+        "GET",
+        "/?list-type=2&encoding-type=url",
+        Some("vhost.s3.sillok.test"),
+        &[],
+        "UNSIGNED-PAYLOAD",
+        vec![],
+        SystemTime::now(),
+    )
+    .await;
+    assert_eq!(st, 200, "{text}");
+    assert!(text.contains("<Key>dir/a%20b%2Bc.txt</Key>"), "url-encoded listing: {text}");
+    // Path style on the base domain itself.
+    let (st, _, text) = raw_at(
+        &cluster,
+        "GET",
+        "/vhost/dir/a%20b%2Bc.txt",
+        Some("s3.sillok.test"),
+        &[],
+        "UNSIGNED-PAYLOAD",
+        vec![],
+        SystemTime::now(),
+    )
+    .await;
+    assert_eq!((st, text.as_str()), (200, "virtual"));
+
+    // Errors carry S3's XML with a request id, which the header repeats.
+    let (st, h, text) = raw(&cluster, "GET", "/nobucket/k", &[], "UNSIGNED-PAYLOAD", vec![]).await;
+    assert_eq!(st, 404);
+    assert!(text.contains("<Code>NoSuchBucket</Code>"), "{text}");
+    let id = h.get("x-amz-request-id").and_then(|v| v.to_str().ok()).expect("request id header").to_string();
+    assert!(text.contains(&format!("<RequestId>{id}</RequestId>")), "{text}");
+    // HEAD errors have no body.
+    let (st, _, text) = raw(&cluster, "HEAD", "/vhost/missing", &[], "UNSIGNED-PAYLOAD", vec![]).await;
+    assert_eq!((st, text.as_str()), (404, ""));
+    // Malformed XML.
+    let (st, _, text) =
+        raw(&cluster, "POST", "/vhost?delete", &[], "UNSIGNED-PAYLOAD", b"<Delete><Object>".to_vec()).await;
+    assert_eq!(st, 400, "{text}");
+    assert!(text.contains("<Code>MalformedXML</Code>"), "{text}");
+    let (st, _, text) = raw(
+        &cluster,
+        "POST",
+        "/vhost/k?uploadId=0123456789abcdef0123456789abcdef",
+        &[],
+        "UNSIGNED-PAYLOAD",
+        b"not xml at all".to_vec(),
+    )
+    .await;
+    assert_eq!(st, 400, "{text}");
+    // A clock 20 minutes off.
+    let (st, _, text) = raw_at(
+        &cluster,
+        "GET",
+        "/vhost/dir/a%20b%2Bc.txt",
+        None,
+        &[],
+        "UNSIGNED-PAYLOAD",
+        vec![],
+        SystemTime::now() - Duration::from_secs(1200),
+    )
+    .await;
+    assert_eq!(st, 403, "{text}");
+    assert!(text.contains("<Code>RequestTimeTooSkewed</Code>"), "{text}");
+    // Invalid bucket names.
+    let (st, _, text) = raw(&cluster, "PUT", "/Bad_Bucket", &[], "UNSIGNED-PAYLOAD", vec![]).await;
+    assert_eq!(st, 400, "{text}");
+    assert!(text.contains("<Code>InvalidBucketName</Code>"), "{text}");
+    // Too much user metadata.
+    let err = c
+        .put_object()
+        .bucket("vhost")
+        .key("meta")
+        .metadata("big", "x".repeat(3000))
+        .body(ByteStream::from(vec![1]))
+        .send()
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Some("MetadataTooLarge"));
+    // A 5 GiB + 1 declared body is refused before any byte is read.
+    let (st, _, text) = raw_with_declared_length(&cluster, "/vhost/huge", (5u64 << 30) + 1).await;
+    assert_eq!(st, 400, "{text}");
+    assert!(text.contains("<Code>EntityTooLarge</Code>"), "{text}");
+
+    // Huge headers: refused (431) and the gateway keeps serving.
+    let st =
+        raw_tcp(&cluster, &format!("GET /vhost/k HTTP/1.1\r\nHost: x\r\nX-Big: {}\r\n\r\n", "a".repeat(100_000))).await;
+    assert!(st.starts_with("HTTP/1.1 431"), "{st}");
+    // A body that stops arriving: the request is dropped after the idle timeout.
+    let resp = stalled_put(&cluster).await;
+    assert!(resp.contains("400") || resp.is_empty(), "stalled body: {resp}");
+    assert_same(&get(&c, "vhost", "dir/a b+c.txt", None).await, b"virtual", "still serving");
+    assert_eq!(status(&c.head_object().bucket("vhost").key("stalled").send().await.unwrap_err()), Some(404));
+}
+
+/// A signed PUT that declares `len` bytes but sends none (the gateway must
+/// answer from the headers alone).
+async fn raw_with_declared_length(cluster: &DevCluster, path: &str, len: u64) -> (u16, http::HeaderMap, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (_, signed) = signed_head(cluster, "PUT", path, len).await;
+    let addr = cluster.endpoint().trim_start_matches("http://").to_string();
+    let mut s = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    s.write_all(signed.as_bytes()).await.unwrap();
+    let mut buf = vec![0u8; 8192];
+    let n = tokio::time::timeout(Duration::from_secs(30), s.read(&mut buf)).await.expect("an answer").unwrap();
+    let text = String::from_utf8_lossy(&buf[..n]).into_owned();
+    let st = text.get(9..12).and_then(|s| s.parse().ok()).unwrap_or(0);
+    (st, http::HeaderMap::new(), text)
+}
+
+/// The head of a signed request (UNSIGNED-PAYLOAD) as raw HTTP/1.1 text.
+async fn signed_head(cluster: &DevCluster, method: &str, path: &str, len: u64) -> (String, String) {
+    use aws_sigv4::http_request::{SignableBody, SignableRequest, sign};
+    use aws_sigv4::sign::v4;
+    let host = cluster.endpoint().trim_start_matches("http://").to_string();
+    let creds = aws_credential_types::Credentials::new(
+        &cluster.env["AWS_ACCESS_KEY_ID"],
+        &cluster.env["AWS_SECRET_ACCESS_KEY"],
+        None,
+        None,
+        "test",
+    );
+    let identity = creds.into();
+    let region = cluster.region();
+    let hs = [
+        ("host".to_string(), host.clone()),
+        ("x-amz-content-sha256".to_string(), "UNSIGNED-PAYLOAD".to_string()),
+        ("content-length".to_string(), len.to_string()),
+    ];
+    let signable = SignableRequest::new(
+        method,
+        format!("http://{host}{path}"),
+        hs.iter().map(|(k, v)| (k.as_str(), v.as_str())),
+        SignableBody::UnsignedPayload,
+    )
+    .unwrap();
+    let params = v4::SigningParams::builder()
+        .identity(&identity)
+        .region(&region)
+        .name("s3")
+        .time(SystemTime::now())
+        .settings(s3_settings())
+        .build()
+        .unwrap()
+        .into();
+    let (instructions, _) = sign(signable, &params).unwrap().into_parts();
+    let mut text = format!("{method} {path} HTTP/1.1\r\n");
+    for (k, v) in &hs {
+        text.push_str(&format!("{k}: {v}\r\n"));
+    }
+    for (k, v) in instructions.headers() {
+        text.push_str(&format!("{k}: {v}\r\n"));
+    }
+    text.push_str("\r\n");
+    (host, text)
+}
+
+async fn raw_tcp(cluster: &DevCluster, request: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let addr = cluster.endpoint().trim_start_matches("http://").to_string();
+    let mut s = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    let _ = s.write_all(request.as_bytes()).await;
+    let mut buf = vec![0u8; 4096];
+    let n = tokio::time::timeout(Duration::from_secs(30), s.read(&mut buf)).await.expect("an answer").unwrap_or(0);
+    String::from_utf8_lossy(&buf[..n]).into_owned()
+}
+
+/// A signed PUT of 1 MiB that sends 1 KiB and then nothing: the gateway
+/// answers (or closes) once its body idle timeout passes.
+async fn stalled_put(cluster: &DevCluster) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (_, head) = signed_head(cluster, "PUT", "/vhost/stalled", MIB as u64).await;
+    let addr = cluster.endpoint().trim_start_matches("http://").to_string();
+    let mut s = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    s.write_all(head.as_bytes()).await.unwrap();
+    s.write_all(&[7u8; 1024]).await.unwrap();
+    let mut buf = vec![0u8; 4096];
+    let n = tokio::time::timeout(Duration::from_secs(60), s.read(&mut buf))
+        .await
+        .expect("the gateway gives up on a stalled body")
+        .unwrap_or(0);
+    String::from_utf8_lossy(&buf[..n]).into_owned()
+}
