@@ -768,6 +768,11 @@ async fn raw_with_declared_length(cluster: &DevCluster, path: &str, len: u64) ->
 
 /// The head of a signed request (UNSIGNED-PAYLOAD) as raw HTTP/1.1 text.
 async fn signed_head(cluster: &DevCluster, method: &str, path: &str, len: u64) -> (String, String) {
+    signed_head_with(cluster, method, path, Some(len)).await
+}
+
+/// As `signed_head`; without a length the request is sent chunked.
+async fn signed_head_with(cluster: &DevCluster, method: &str, path: &str, len: Option<u64>) -> (String, String) {
     use aws_sigv4::http_request::{SignableBody, SignableRequest, sign};
     use aws_sigv4::sign::v4;
     let host = cluster.endpoint().trim_start_matches("http://").to_string();
@@ -783,7 +788,10 @@ async fn signed_head(cluster: &DevCluster, method: &str, path: &str, len: u64) -
     let hs = [
         ("host".to_string(), host.clone()),
         ("x-amz-content-sha256".to_string(), "UNSIGNED-PAYLOAD".to_string()),
-        ("content-length".to_string(), len.to_string()),
+        match len {
+            Some(len) => ("content-length".to_string(), len.to_string()),
+            None => ("transfer-encoding".to_string(), "chunked".to_string()),
+        },
     ];
     let signable = SignableRequest::new(
         method,
@@ -838,4 +846,177 @@ async fn stalled_put(cluster: &DevCluster) -> String {
         .expect("the gateway gives up on a stalled body")
         .unwrap_or(0);
     String::from_utf8_lossy(&buf[..n]).into_owned()
+}
+
+fn sha256_hex(data: &[u8]) -> String {
+    use sha2::Digest;
+    hex(&sha2::Sha256::digest(data))
+}
+
+fn hmac_sha256(key: &[u8], msg: &[u8]) -> Vec<u8> {
+    use sha2::Digest;
+    let mut k = [0u8; 64];
+    if key.len() > 64 {
+        k[..32].copy_from_slice(&sha2::Sha256::digest(key));
+    } else {
+        k[..key.len()].copy_from_slice(key);
+    }
+    let inner: Vec<u8> = k.iter().map(|b| b ^ 0x36).chain(msg.iter().copied()).collect();
+    let inner = sha2::Sha256::digest(&inner);
+    let outer: Vec<u8> = k.iter().map(|b| b ^ 0x5c).chain(inner.iter().copied()).collect();
+    sha2::Sha256::digest(&outer).to_vec()
+}
+
+/// Builds a STREAMING-AWS4-HMAC-SHA256-PAYLOAD(-TRAILER) request by hand: the
+/// seed signature over the headers, then one signature per chunk chained from
+/// it (and one over the trailer), as the AWS SDKs and s3cmd send them.
+/// `tamper` flips a byte of the last data chunk after signing.
+async fn signed_chunks_put(
+    cluster: &DevCluster,
+    key: &str,
+    data: &[u8],
+    trailer: Option<&str>,
+    tamper: bool,
+) -> (u16, String) {
+    use aws_sigv4::http_request::{SignableBody, SignableRequest, sign};
+    use aws_sigv4::sign::v4;
+    let host = cluster.endpoint().trim_start_matches("http://").to_string();
+    let region = cluster.region();
+    let secret = cluster.env["AWS_SECRET_ACCESS_KEY"].clone();
+    let creds = aws_credential_types::Credentials::new(&cluster.env["AWS_ACCESS_KEY_ID"], &secret, None, None, "test");
+    let identity = creds.into();
+    let time = SystemTime::now();
+    let mode = if trailer.is_some() {
+        "STREAMING-AWS4-HMAC-SHA256-PAYLOAD-TRAILER"
+    } else {
+        "STREAMING-AWS4-HMAC-SHA256-PAYLOAD"
+    };
+    let chunks: Vec<&[u8]> = data.chunks(64 * 1024).collect();
+    // Body length: every chunk's framing, the final empty chunk, the trailer.
+    let frame_len = |n: usize| format!("{n:x}").len() + ";chunk-signature=".len() + 64 + 2 + n + 2;
+    let mut total: usize = chunks.iter().map(|c| frame_len(c.len())).sum::<usize>() + frame_len(0);
+    let trailer_line = trailer.map(|v| format!("x-amz-checksum-crc32:{v}\n"));
+    if let Some(t) = &trailer_line {
+        total = total - 2 + t.trim_end().len() + 2 + "x-amz-trailer-signature:".len() + 64 + 2 + 2;
+    }
+    let mut hs = vec![
+        ("host".to_string(), host.clone()),
+        ("x-amz-content-sha256".to_string(), mode.to_string()),
+        ("content-encoding".to_string(), "aws-chunked".to_string()),
+        ("x-amz-decoded-content-length".to_string(), data.len().to_string()),
+        ("content-length".to_string(), total.to_string()),
+    ];
+    if trailer.is_some() {
+        hs.push(("x-amz-trailer".to_string(), "x-amz-checksum-crc32".to_string()));
+    }
+    let path = format!("/chunks/{key}");
+    let signable = SignableRequest::new(
+        "PUT",
+        format!("http://{host}{path}"),
+        hs.iter().map(|(k, v)| (k.as_str(), v.as_str())),
+        SignableBody::Precomputed(mode.to_string()),
+    )
+    .unwrap();
+    let params = v4::SigningParams::builder()
+        .identity(&identity)
+        .region(&region)
+        .name("s3")
+        .time(time)
+        .settings(s3_settings())
+        .build()
+        .unwrap()
+        .into();
+    let (instructions, seed) = sign(signable, &params).unwrap().into_parts();
+    let amz_date = instructions.headers().find(|(k, _)| k.eq_ignore_ascii_case("x-amz-date")).unwrap().1.to_string();
+    let day = &amz_date[..8];
+    let scope = format!("{day}/{region}/s3/aws4_request");
+    let mut key_bytes = hmac_sha256(format!("AWS4{secret}").as_bytes(), day.as_bytes());
+    for part in [region.as_str(), "s3", "aws4_request"] {
+        key_bytes = hmac_sha256(&key_bytes, part.as_bytes());
+    }
+    let empty = sha256_hex(b"");
+    let mut prev = seed;
+    let mut body = Vec::new();
+    for (i, c) in chunks.iter().copied().chain(std::iter::once(&[][..])).enumerate() {
+        let sts = format!("AWS4-HMAC-SHA256-PAYLOAD\n{amz_date}\n{scope}\n{prev}\n{empty}\n{}", sha256_hex(c));
+        let sig = hex(&hmac_sha256(&key_bytes, sts.as_bytes()));
+        body.extend_from_slice(format!("{:x};chunk-signature={sig}\r\n", c.len()).as_bytes());
+        let start = body.len();
+        body.extend_from_slice(c);
+        if tamper && i + 1 == chunks.len() {
+            body[start] ^= 1;
+        }
+        body.extend_from_slice(b"\r\n");
+        prev = sig;
+    }
+    if let Some(t) = &trailer_line {
+        body.truncate(body.len() - 2);
+        let sts = format!("AWS4-HMAC-SHA256-TRAILER\n{amz_date}\n{scope}\n{prev}\n{}", sha256_hex(t.as_bytes()));
+        let sig = hex(&hmac_sha256(&key_bytes, sts.as_bytes()));
+        body.extend_from_slice(t.trim_end().as_bytes());
+        body.extend_from_slice(format!("\r\nx-amz-trailer-signature:{sig}\r\n\r\n").as_bytes());
+    }
+    assert_eq!(body.len(), total, "framing arithmetic");
+    let mut b = http::Request::builder().method("PUT").uri(format!("http://{host}{path}"));
+    for (k, v) in &hs {
+        b = b.header(k.as_str(), v.as_str());
+    }
+    for (k, v) in instructions.headers() {
+        b = b.header(k, v);
+    }
+    let http = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .build_http::<Full<bytes::Bytes>>();
+    let resp = http.request(b.body(Full::new(bytes::Bytes::from(body))).unwrap()).await.unwrap();
+    let st = resp.status().as_u16();
+    (st, String::from_utf8_lossy(&resp.into_body().collect().await.unwrap().to_bytes()).into_owned())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn streaming_signatures_are_checked_chunk_by_chunk() {
+    let cluster = DevCluster::start();
+    let c = cluster.client();
+    c.create_bucket().bucket("chunks").send().await.unwrap();
+    for (size, what) in [(200_000usize, "sharded"), (30_000, "inline")] {
+        let data = pattern(size, size as u64);
+        let (st, text) = signed_chunks_put(&cluster, &format!("{what}-ok"), &data, None, false).await;
+        assert_eq!(st, 200, "{text}");
+        assert_same(&get(&c, "chunks", &format!("{what}-ok"), None).await, &data, "signed chunks");
+        let (st, text) = signed_chunks_put(&cluster, &format!("{what}-tampered"), &data, None, true).await;
+        assert_eq!(st, 403, "a modified chunk must fail its signature: {text}");
+        assert!(text.contains("SignatureDoesNotMatch"), "{text}");
+        let err = c.head_object().bucket("chunks").key(format!("{what}-tampered")).send().await.unwrap_err();
+        assert_eq!(status(&err), Some(404), "nothing stored for a tampered upload");
+    }
+    // The signed-trailer variant, with a right and a wrong CRC32.
+    let data = pattern(150_000, 3);
+    let crc = {
+        use base64::Engine;
+        base64::engine::general_purpose::STANDARD.encode(crc32fast::hash(&data).to_be_bytes())
+    };
+    let (st, text) = signed_chunks_put(&cluster, "trailer-ok", &data, Some(&crc), false).await;
+    assert_eq!(st, 200, "{text}");
+    assert_same(&get(&c, "chunks", "trailer-ok", None).await, &data, "signed chunks with a signed trailer");
+    let (st, text) = signed_chunks_put(&cluster, "trailer-bad", &data, Some("AAAAAA=="), false).await;
+    assert_eq!(st, 400, "{text}");
+    assert!(text.contains("XAmzContentChecksumMismatch"), "{text}");
+
+    // Unsigned requests are refused; a PUT without a length is refused.
+    let (st, text) = {
+        let http = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+            .build_http::<Full<bytes::Bytes>>();
+        let resp = http
+            .request(
+                http::Request::get(format!("{}/chunks/trailer-ok", cluster.endpoint())).body(Full::default()).unwrap(),
+            )
+            .await
+            .unwrap();
+        let st = resp.status().as_u16();
+        (st, String::from_utf8_lossy(&resp.into_body().collect().await.unwrap().to_bytes()).into_owned())
+    };
+    assert_eq!(st, 403, "{text}");
+    assert!(text.contains("<Code>AccessDenied</Code>"), "{text}");
+    let (_, head) = signed_head_with(&cluster, "PUT", "/chunks/nolength", None).await;
+    let resp = raw_tcp(&cluster, &format!("{head}5\r\nhello\r\n0\r\n\r\n")).await;
+    assert!(resp.starts_with("HTTP/1.1 411"), "{resp}");
+    assert!(resp.contains("<Code>MissingContentLength</Code>"), "{resp}");
 }

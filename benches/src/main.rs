@@ -102,6 +102,9 @@ struct Args {
     /// earlier run with the same --seed, --prefix and size (e.g. after a restart).
     #[arg(long)]
     gets_only: bool,
+    /// --objects-only: a HEAD phase over the objects before the GET phase.
+    #[arg(long)]
+    heads: bool,
     /// Mixed workload: stop after this many operations.
     #[arg(long)]
     ops: Option<u64>,
@@ -375,6 +378,18 @@ async fn run(args: Args) -> anyhow::Result<ExitCode> {
                 });
                 written
             };
+            if args.heads && !args.puts_only && !ctx.stop.load(Ordering::Relaxed) {
+                eprintln!("{mode}: HEAD phase over {} objects", written.len());
+                let stats = Arc::new(Stats::default());
+                let t = Instant::now();
+                let n = written.len();
+                with_progress(&stats, args.progress, "HEAD", oo.head_phase(stats.clone(), written.clone())).await;
+                sections.push(Section {
+                    title: format!("HEAD {label} x {n}"),
+                    elapsed: t.elapsed(),
+                    rows: stats.snapshot(),
+                });
+            }
             if !args.puts_only && !ctx.stop.load(Ordering::Relaxed) {
                 eprintln!("{mode}: GET phase over {} objects", written.len());
                 let stats = Arc::new(Stats::default());

@@ -421,15 +421,20 @@ impl ObjectsOnly {
 
     /// Phase 1: PUT up to `count` objects. Returns the numbers written.
     pub async fn put_phase(self: &Arc<Self>, stats: Arc<Stats>) -> Vec<u64> {
-        self.phase(stats, None).await
+        self.phase(stats, None, false).await
     }
 
     /// Phase 2: GET (whole) each object written in phase 1.
     pub async fn get_phase(self: &Arc<Self>, stats: Arc<Stats>, written: Vec<u64>) {
-        self.phase(stats, Some(Arc::new(written))).await;
+        self.phase(stats, Some(Arc::new(written)), false).await;
     }
 
-    async fn phase(self: &Arc<Self>, stats: Arc<Stats>, gets: Option<Arc<Vec<u64>>>) -> Vec<u64> {
+    /// HEADs every written object (checks Content-Length).
+    pub async fn head_phase(self: &Arc<Self>, stats: Arc<Stats>, written: Vec<u64>) {
+        self.phase(stats, Some(Arc::new(written)), true).await;
+    }
+
+    async fn phase(self: &Arc<Self>, stats: Arc<Stats>, gets: Option<Arc<Vec<u64>>>, heads: bool) -> Vec<u64> {
         let next = Arc::new(AtomicU64::new(0));
         let done = Arc::new(Mutex::new(Vec::new()));
         let deadline = self.duration.map(|d| Instant::now() + d);
@@ -461,7 +466,11 @@ impl ObjectsOnly {
                             let Some(&n) = list.get(i as usize) else {
                                 break;
                             };
-                            (OpKind::Get, s3.get(&me.name(n), me.size, None).await, n)
+                            if heads {
+                                (OpKind::Head, s3.head(&me.name(n), me.size).await, n)
+                            } else {
+                                (OpKind::Get, s3.get(&me.name(n), me.size, None).await, n)
+                            }
                         }
                     };
                     let ok = r.is_ok();

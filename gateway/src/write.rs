@@ -107,7 +107,7 @@ where
         Err(_) => Err(GatewayError::RequestTimeout),
         Ok(None) => Ok(None),
         Ok(Some(Ok(c))) => Ok(Some(c)),
-        Ok(Some(Err(e))) => Err(GatewayError::ClientBody(e.to_string())),
+        Ok(Some(Err(e))) => Err(GatewayError::from_body_error(e.to_string())),
     }
 }
 
