@@ -241,6 +241,8 @@ fn start_gateway(
 ) -> anyhow::Result<()> {
     let cluster_arg = cluster_path.display().to_string();
     let mut args = vec!["gateway".into(), "--cluster".into(), cluster_arg, "--listen".into(), s3_addr.to_string()];
+    // Virtual-host style works locally too: http://<bucket>.localhost:<port>/<key>.
+    args.extend(["--domain".into(), "localhost".into()]);
     args.extend(gateway_args.iter().cloned());
     let child = spawn(exe, &args, &data.join("logs").join("gateway.log"))?;
     write_atomic(&data.join("gateway.pid"), format!("{}\n", child.id()).as_bytes())?;
