@@ -67,11 +67,9 @@ check_sync() {
     touch_past src
     aws s3 sync --no-progress src "s3://$b/tree"
 
-    # The recursive listing has every file with its size.
-    (cd src && find . -type f | sed 's|^\./||' | sort | while IFS= read -r f; do
-        printf '%10s tree/%s\n' "$(stat -c %s "$f")" "$f"
-    done) >want-listing
-    aws s3 ls --recursive "s3://$b/tree/" | cut -c20- | sort >got-listing
+    # The recursive listing has every file with its size ("size key" lines).
+    (cd src && find . -type f -printf '%s tree/%P\n' | LC_ALL=C sort -k2) >want-listing
+    aws s3 ls --recursive "s3://$b/tree/" | sed -E 's/^[0-9-]+ [0-9:]+ +//' | LC_ALL=C sort -k2 >got-listing
     diff got-listing want-listing || fail "aws s3 ls --recursive differs from the synced files"
 
     aws s3 sync --no-progress "s3://$b/tree" down
