@@ -582,11 +582,36 @@ async fn raw_at(
     body: Vec<u8>,
     time: SystemTime,
 ) -> (u16, http::HeaderMap, String) {
+    let authority = cluster.endpoint().trim_start_matches("http://").to_string();
+    let mut all: Vec<(String, String)> = headers.iter().map(|(k, v)| (k.to_string(), v.clone())).collect();
+    all.push(("host".into(), host.map(str::to_string).unwrap_or(authority)));
+    all.push(("x-amz-content-sha256".into(), content_sha256.into()));
+    all.push(("content-length".into(), body.len().to_string()));
+    let signed = sign_request(cluster, method, path_and_query, all, time);
+    send(cluster, method, path_and_query, &signed.headers, body).await
+}
+
+/// The signed form of a request: every header to send (the given ones, then
+/// `authorization` and `x-amz-date`), and the signature (the seed of chunk
+/// signatures).
+struct Signed {
+    headers: Vec<(String, String)>,
+    signature: String,
+}
+
+/// Signs `method host path` with the cluster's key; `headers` must include
+/// `host` and `x-amz-content-sha256` (whose value is the payload hash signed).
+fn sign_request(
+    cluster: &DevCluster,
+    method: &str,
+    path: &str,
+    headers: Vec<(String, String)>,
+    time: SystemTime,
+) -> Signed {
     use aws_sigv4::http_request::{SignableBody, SignableRequest, sign};
     use aws_sigv4::sign::v4;
-    let endpoint = cluster.endpoint();
-    let authority = endpoint.trim_start_matches("http://").to_string();
-    let host = host.map(str::to_string).unwrap_or(authority.clone());
+    let get = |name: &str| headers.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone()).expect(name);
+    let (host, payload) = (get("host"), get("x-amz-content-sha256"));
     let creds = aws_credential_types::Credentials::new(
         &cluster.env["AWS_ACCESS_KEY_ID"],
         &cluster.env["AWS_SECRET_ACCESS_KEY"],
@@ -596,16 +621,11 @@ async fn raw_at(
     );
     let identity = creds.into();
     let region = cluster.region();
-    let mut all: Vec<(String, String)> = headers.iter().map(|(k, v)| (k.to_string(), v.clone())).collect();
-    all.push(("host".into(), host.clone()));
-    all.push(("x-amz-content-sha256".into(), content_sha256.into()));
-    all.push(("content-length".into(), body.len().to_string()));
-    let uri = format!("http://{host}{path_and_query}");
     let signable = SignableRequest::new(
         method,
-        uri.clone(),
-        all.iter().map(|(k, v)| (k.as_str(), v.as_str())),
-        SignableBody::Precomputed(content_sha256.to_string()),
+        format!("http://{host}{path}"),
+        headers.iter().map(|(k, v)| (k.as_str(), v.as_str())),
+        SignableBody::Precomputed(payload),
     )
     .unwrap();
     let params = v4::SigningParams::builder()
@@ -617,13 +637,25 @@ async fn raw_at(
         .build()
         .unwrap()
         .into();
-    let (instructions, _) = sign(signable, &params).unwrap().into_parts();
-    let mut b = http::Request::builder().method(method).uri(format!("http://{authority}{path_and_query}"));
-    for (k, v) in &all {
+    let (instructions, signature) = sign(signable, &params).unwrap().into_parts();
+    let mut headers = headers;
+    headers.extend(instructions.headers().map(|(k, v)| (k.to_string(), v.to_string())));
+    Signed { headers, signature }
+}
+
+/// Sends a request to the gateway (whatever its Host header says):
+/// (status, headers, body text).
+async fn send(
+    cluster: &DevCluster,
+    method: &str,
+    path: &str,
+    headers: &[(String, String)],
+    body: Vec<u8>,
+) -> (u16, http::HeaderMap, String) {
+    let authority = cluster.endpoint().trim_start_matches("http://").to_string();
+    let mut b = http::Request::builder().method(method).uri(format!("http://{authority}{path}"));
+    for (k, v) in headers {
         b = b.header(k.as_str(), v.as_str());
-    }
-    for (k, v) in instructions.headers() {
-        b = b.header(k, v);
     }
     let http = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
         .build_http::<Full<bytes::Bytes>>();
@@ -773,19 +805,8 @@ async fn signed_head(cluster: &DevCluster, method: &str, path: &str, len: u64) -
 
 /// As `signed_head`; without a length the request is sent chunked.
 async fn signed_head_with(cluster: &DevCluster, method: &str, path: &str, len: Option<u64>) -> (String, String) {
-    use aws_sigv4::http_request::{SignableBody, SignableRequest, sign};
-    use aws_sigv4::sign::v4;
     let host = cluster.endpoint().trim_start_matches("http://").to_string();
-    let creds = aws_credential_types::Credentials::new(
-        &cluster.env["AWS_ACCESS_KEY_ID"],
-        &cluster.env["AWS_SECRET_ACCESS_KEY"],
-        None,
-        None,
-        "test",
-    );
-    let identity = creds.into();
-    let region = cluster.region();
-    let hs = [
+    let hs = vec![
         ("host".to_string(), host.clone()),
         ("x-amz-content-sha256".to_string(), "UNSIGNED-PAYLOAD".to_string()),
         match len {
@@ -793,28 +814,9 @@ async fn signed_head_with(cluster: &DevCluster, method: &str, path: &str, len: O
             None => ("transfer-encoding".to_string(), "chunked".to_string()),
         },
     ];
-    let signable = SignableRequest::new(
-        method,
-        format!("http://{host}{path}"),
-        hs.iter().map(|(k, v)| (k.as_str(), v.as_str())),
-        SignableBody::UnsignedPayload,
-    )
-    .unwrap();
-    let params = v4::SigningParams::builder()
-        .identity(&identity)
-        .region(&region)
-        .name("s3")
-        .time(SystemTime::now())
-        .settings(s3_settings())
-        .build()
-        .unwrap()
-        .into();
-    let (instructions, _) = sign(signable, &params).unwrap().into_parts();
+    let signed = sign_request(cluster, method, path, hs, SystemTime::now());
     let mut text = format!("{method} {path} HTTP/1.1\r\n");
-    for (k, v) in &hs {
-        text.push_str(&format!("{k}: {v}\r\n"));
-    }
-    for (k, v) in instructions.headers() {
+    for (k, v) in &signed.headers {
         text.push_str(&format!("{k}: {v}\r\n"));
     }
     text.push_str("\r\n");
@@ -878,14 +880,9 @@ async fn signed_chunks_put(
     trailer: Option<&str>,
     tamper: bool,
 ) -> (u16, String) {
-    use aws_sigv4::http_request::{SignableBody, SignableRequest, sign};
-    use aws_sigv4::sign::v4;
     let host = cluster.endpoint().trim_start_matches("http://").to_string();
     let region = cluster.region();
     let secret = cluster.env["AWS_SECRET_ACCESS_KEY"].clone();
-    let creds = aws_credential_types::Credentials::new(&cluster.env["AWS_ACCESS_KEY_ID"], &secret, None, None, "test");
-    let identity = creds.into();
-    let time = SystemTime::now();
     let mode = if trailer.is_some() {
         "STREAMING-AWS4-HMAC-SHA256-PAYLOAD-TRAILER"
     } else {
@@ -910,24 +907,8 @@ async fn signed_chunks_put(
         hs.push(("x-amz-trailer".to_string(), "x-amz-checksum-crc32".to_string()));
     }
     let path = format!("/chunks/{key}");
-    let signable = SignableRequest::new(
-        "PUT",
-        format!("http://{host}{path}"),
-        hs.iter().map(|(k, v)| (k.as_str(), v.as_str())),
-        SignableBody::Precomputed(mode.to_string()),
-    )
-    .unwrap();
-    let params = v4::SigningParams::builder()
-        .identity(&identity)
-        .region(&region)
-        .name("s3")
-        .time(time)
-        .settings(s3_settings())
-        .build()
-        .unwrap()
-        .into();
-    let (instructions, seed) = sign(signable, &params).unwrap().into_parts();
-    let amz_date = instructions.headers().find(|(k, _)| k.eq_ignore_ascii_case("x-amz-date")).unwrap().1.to_string();
+    let Signed { headers: hs, signature: seed } = sign_request(cluster, "PUT", &path, hs, SystemTime::now());
+    let amz_date = hs.iter().find(|(k, _)| k.eq_ignore_ascii_case("x-amz-date")).unwrap().1.clone();
     let day = &amz_date[..8];
     let scope = format!("{day}/{region}/s3/aws4_request");
     let mut key_bytes = hmac_sha256(format!("AWS4{secret}").as_bytes(), day.as_bytes());
@@ -957,18 +938,8 @@ async fn signed_chunks_put(
         body.extend_from_slice(format!("\r\nx-amz-trailer-signature:{sig}\r\n\r\n").as_bytes());
     }
     assert_eq!(body.len(), total, "framing arithmetic");
-    let mut b = http::Request::builder().method("PUT").uri(format!("http://{host}{path}"));
-    for (k, v) in &hs {
-        b = b.header(k.as_str(), v.as_str());
-    }
-    for (k, v) in instructions.headers() {
-        b = b.header(k, v);
-    }
-    let http = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
-        .build_http::<Full<bytes::Bytes>>();
-    let resp = http.request(b.body(Full::new(bytes::Bytes::from(body))).unwrap()).await.unwrap();
-    let st = resp.status().as_u16();
-    (st, String::from_utf8_lossy(&resp.into_body().collect().await.unwrap().to_bytes()).into_owned())
+    let (st, _, text) = send(cluster, "PUT", &path, &hs, body).await;
+    (st, text)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

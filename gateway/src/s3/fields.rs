@@ -159,6 +159,74 @@ macro_rules! fill_checksums {
 }
 pub(crate) use fill_checksums;
 
+/// The five `x-amz-checksum-*` fields of a request input, in [`Algorithm::ALL`] order.
+macro_rules! checksum_values {
+    ($input:expr) => {
+        [
+            $input.checksum_crc32.clone(),
+            $input.checksum_crc32c.clone(),
+            $input.checksum_crc64nvme.clone(),
+            $input.checksum_sha1.clone(),
+            $input.checksum_sha256.clone(),
+        ]
+    };
+}
+pub(crate) use checksum_values;
+
+/// The If-* preconditions of a GET or HEAD input.
+macro_rules! preconditions {
+    ($input:ident) => {
+        $crate::s3::conditions::Preconditions {
+            if_match: $input.if_match.take(),
+            if_none_match: $input.if_none_match.take(),
+            if_modified_since: $input.if_modified_since.take(),
+            if_unmodified_since: $input.if_unmodified_since.take(),
+        }
+    };
+}
+pub(crate) use preconditions;
+
+/// The `x-amz-copy-source-if-*` preconditions of a CopyObject or UploadPartCopy input.
+macro_rules! copy_source_preconditions {
+    ($input:ident) => {
+        $crate::s3::conditions::Preconditions {
+            if_match: $input.copy_source_if_match.take(),
+            if_none_match: $input.copy_source_if_none_match.take(),
+            if_modified_since: $input.copy_source_if_modified_since.take(),
+            if_unmodified_since: $input.copy_source_if_unmodified_since.take(),
+        }
+    };
+}
+pub(crate) use copy_source_preconditions;
+
+/// Fills what GET and HEAD both say about an object: ETag, Last-Modified,
+/// the kept headers (each overridable by its `response-*` parameter), user
+/// metadata, and the checksums when `x-amz-checksum-mode: ENABLED` asks for
+/// them (not for a partial body: a checksum describes the whole object).
+macro_rules! describe_object {
+    ($out:ident, $input:ident, $m:expr) => {{
+        let m: &sillok_storage_node::manifest::Manifest = $m;
+        use $crate::s3::fields::header;
+        $out.accept_ranges = Some("bytes".into());
+        $out.e_tag = Some($crate::s3::fields::etag(m));
+        $out.last_modified = Some($crate::s3::fields::timestamp_ms(m.last_modified_ms));
+        $out.content_type = $input.response_content_type.take().or_else(|| m.content_type.clone());
+        $out.cache_control = $input.response_cache_control.take().or_else(|| header(m, "cache-control"));
+        $out.content_disposition =
+            $input.response_content_disposition.take().or_else(|| header(m, "content-disposition"));
+        $out.content_encoding = $input.response_content_encoding.take().or_else(|| header(m, "content-encoding"));
+        $out.content_language = $input.response_content_language.take().or_else(|| header(m, "content-language"));
+        $out.expires = $input.response_expires.take().or_else(|| $crate::s3::fields::parse_expires(m));
+        $out.metadata = $crate::s3::fields::user_metadata(m);
+        let wants = $input.checksum_mode.as_ref().is_some_and(|c| c.as_str().eq_ignore_ascii_case("ENABLED"));
+        if wants && $out.content_range.is_none() {
+            fill_checksums!($out, m);
+            $out.checksum_type = $crate::s3::fields::checksum_type(m);
+        }
+    }};
+}
+pub(crate) use describe_object;
+
 /// `FULL_OBJECT` or `COMPOSITE`, when the object has a checksum.
 pub fn checksum_type(m: &Manifest) -> Option<s3s::dto::ChecksumType> {
     if stored_checksums(m).iter().all(Option::is_none) {

@@ -10,7 +10,9 @@ use s3s::{S3Error, S3Request, s3_error};
 use sillok_storage_node::manifest::Manifest;
 
 use super::conditions::Preconditions;
-use super::fields::{self, fill_checksums, timestamp_ms};
+use super::fields::{
+    self, checksum_values, copy_source_preconditions, describe_object, fill_checksums, preconditions, timestamp_ms,
+};
 use super::{RETIRE_GRACE, SillokS3};
 use crate::buckets;
 use crate::checksum::{self, Algorithm};
@@ -25,23 +27,10 @@ const MAX_COPY_SIZE: u64 = 5 << 30;
 /// S3's limit on keys per DeleteObjects request.
 const MAX_DELETE_KEYS: usize = 1000;
 
-fn wants_checksum(mode: Option<&ChecksumMode>) -> bool {
-    mode.is_some_and(|m| m.as_str().eq_ignore_ascii_case(ChecksumMode::ENABLED))
-}
-
 impl SillokS3 {
     pub(super) async fn do_put_object(&self, req: S3Request<PutObjectInput>) -> Result<PutObjectOutput, S3Error> {
-        let checksum = fields::expected_checksum(
-            &req,
-            req.input.checksum_algorithm.as_ref(),
-            [
-                req.input.checksum_crc32.clone(),
-                req.input.checksum_crc32c.clone(),
-                req.input.checksum_crc64nvme.clone(),
-                req.input.checksum_sha1.clone(),
-                req.input.checksum_sha256.clone(),
-            ],
-        )?;
+        let checksum =
+            fields::expected_checksum(&req, req.input.checksum_algorithm.as_ref(), checksum_values!(req.input))?;
         let input = req.input;
         buckets::require(&self.cluster, &self.buckets, &input.bucket).await?;
         let len = fields::content_length(input.content_length)?;
@@ -113,15 +102,9 @@ impl SillokS3 {
         Ok(m)
     }
 
-    pub(super) async fn do_get_object(&self, input: GetObjectInput) -> Result<GetObjectOutput, S3Error> {
+    pub(super) async fn do_get_object(&self, mut input: GetObjectInput) -> Result<GetObjectOutput, S3Error> {
         let m = self.live_manifest(&input.bucket, &input.key).await?;
-        Preconditions {
-            if_match: input.if_match,
-            if_none_match: input.if_none_match,
-            if_modified_since: input.if_modified_since,
-            if_unmodified_since: input.if_unmodified_since,
-        }
-        .check(&m.etag, m.last_modified_ms, true)?;
+        preconditions!(input).check(&m.etag, m.last_modified_ms, true)?;
         let (range, content_range) = match &input.range {
             None => (0..m.size, None),
             Some(r) => match r.check(m.size) {
@@ -132,7 +115,6 @@ impl SillokS3 {
                 Err(_) => return Err(GatewayError::InvalidRange.into()),
             },
         };
-        let whole = content_range.is_none();
         let len = range.end - range.start;
         let metrics = self.metrics.clone();
         let body = read::read_range(&self.cluster, self.read, &m, range).inspect(move |c| {
@@ -144,57 +126,17 @@ impl SillokS3 {
             body: Some(StreamingBlob::wrap(body)),
             content_length: Some(len as i64),
             content_range,
-            accept_ranges: Some("bytes".into()),
-            e_tag: Some(fields::etag(&m)),
-            last_modified: Some(timestamp_ms(m.last_modified_ms)),
-            content_type: input.response_content_type.or_else(|| m.content_type.clone()),
-            cache_control: input.response_cache_control.or_else(|| fields::header(&m, "cache-control")),
-            content_disposition: input
-                .response_content_disposition
-                .or_else(|| fields::header(&m, "content-disposition")),
-            content_encoding: input.response_content_encoding.or_else(|| fields::header(&m, "content-encoding")),
-            content_language: input.response_content_language.or_else(|| fields::header(&m, "content-language")),
-            expires: input.response_expires.or_else(|| fields::parse_expires(&m)),
-            metadata: fields::user_metadata(&m),
             ..Default::default()
         };
-        // A checksum describes the whole object: only sent with whole bodies.
-        if whole && wants_checksum(input.checksum_mode.as_ref()) {
-            fill_checksums!(out, &m);
-            out.checksum_type = fields::checksum_type(&m);
-        }
+        describe_object!(out, input, &m);
         Ok(out)
     }
 
-    pub(super) async fn do_head_object(&self, input: HeadObjectInput) -> Result<HeadObjectOutput, S3Error> {
+    pub(super) async fn do_head_object(&self, mut input: HeadObjectInput) -> Result<HeadObjectOutput, S3Error> {
         let m = self.live_manifest(&input.bucket, &input.key).await?;
-        Preconditions {
-            if_match: input.if_match,
-            if_none_match: input.if_none_match,
-            if_modified_since: input.if_modified_since,
-            if_unmodified_since: input.if_unmodified_since,
-        }
-        .check(&m.etag, m.last_modified_ms, true)?;
-        let mut out = HeadObjectOutput {
-            content_length: Some(m.size as i64),
-            accept_ranges: Some("bytes".into()),
-            e_tag: Some(fields::etag(&m)),
-            last_modified: Some(timestamp_ms(m.last_modified_ms)),
-            content_type: input.response_content_type.or_else(|| m.content_type.clone()),
-            cache_control: input.response_cache_control.or_else(|| fields::header(&m, "cache-control")),
-            content_disposition: input
-                .response_content_disposition
-                .or_else(|| fields::header(&m, "content-disposition")),
-            content_encoding: input.response_content_encoding.or_else(|| fields::header(&m, "content-encoding")),
-            content_language: input.response_content_language.or_else(|| fields::header(&m, "content-language")),
-            expires: input.response_expires.or_else(|| fields::parse_expires(&m)),
-            metadata: fields::user_metadata(&m),
-            ..Default::default()
-        };
-        if wants_checksum(input.checksum_mode.as_ref()) {
-            fill_checksums!(out, &m);
-            out.checksum_type = fields::checksum_type(&m);
-        }
+        preconditions!(input).check(&m.etag, m.last_modified_ms, true)?;
+        let mut out = HeadObjectOutput { content_length: Some(m.size as i64), ..Default::default() };
+        describe_object!(out, input, &m);
         Ok(out)
     }
 
@@ -280,19 +222,9 @@ impl SillokS3 {
         read::read_range(&self.cluster, self.read, m, range)
     }
 
-    pub(super) async fn do_copy_object(&self, input: CopyObjectInput) -> Result<CopyObjectOutput, S3Error> {
+    pub(super) async fn do_copy_object(&self, mut input: CopyObjectInput) -> Result<CopyObjectOutput, S3Error> {
         buckets::require(&self.cluster, &self.buckets, &input.bucket).await?;
-        let src = self
-            .copy_source(
-                &input.copy_source,
-                Preconditions {
-                    if_match: input.copy_source_if_match,
-                    if_none_match: input.copy_source_if_none_match,
-                    if_modified_since: input.copy_source_if_modified_since,
-                    if_unmodified_since: input.copy_source_if_unmodified_since,
-                },
-            )
-            .await?;
+        let src = self.copy_source(&input.copy_source, copy_source_preconditions!(input)).await?;
         if src.size > MAX_COPY_SIZE {
             return Err(s3_error!(
                 InvalidRequest,

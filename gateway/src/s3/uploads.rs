@@ -6,7 +6,7 @@ use s3s::dto::*;
 use s3s::{S3Error, S3Request, s3_error};
 
 use super::conditions::Preconditions;
-use super::fields::{self, fill_checksums, timestamp_ms};
+use super::fields::{self, checksum_values, copy_source_preconditions, fill_checksums, timestamp_ms};
 use super::{RETIRE_GRACE, SillokS3, owner};
 use crate::buckets;
 use crate::checksum::Algorithm;
@@ -88,17 +88,8 @@ impl SillokS3 {
     }
 
     pub(super) async fn do_upload_part(&self, req: S3Request<UploadPartInput>) -> Result<UploadPartOutput, S3Error> {
-        let checksum = fields::expected_checksum(
-            &req,
-            req.input.checksum_algorithm.as_ref(),
-            [
-                req.input.checksum_crc32.clone(),
-                req.input.checksum_crc32c.clone(),
-                req.input.checksum_crc64nvme.clone(),
-                req.input.checksum_sha1.clone(),
-                req.input.checksum_sha256.clone(),
-            ],
-        )?;
+        let checksum =
+            fields::expected_checksum(&req, req.input.checksum_algorithm.as_ref(), checksum_values!(req.input))?;
         let input = req.input;
         let number = part_number(input.part_number)?;
         let upload = self.upload(&input.bucket, &input.key, &input.upload_id).await?;
@@ -120,21 +111,11 @@ impl SillokS3 {
 
     pub(super) async fn do_upload_part_copy(
         &self,
-        input: UploadPartCopyInput,
+        mut input: UploadPartCopyInput,
     ) -> Result<UploadPartCopyOutput, S3Error> {
         let number = part_number(input.part_number)?;
         let upload = self.upload(&input.bucket, &input.key, &input.upload_id).await?;
-        let src = self
-            .copy_source(
-                &input.copy_source,
-                Preconditions {
-                    if_match: input.copy_source_if_match,
-                    if_none_match: input.copy_source_if_none_match,
-                    if_modified_since: input.copy_source_if_modified_since,
-                    if_unmodified_since: input.copy_source_if_unmodified_since,
-                },
-            )
-            .await?;
+        let src = self.copy_source(&input.copy_source, copy_source_preconditions!(input)).await?;
         let range = copy_source_range(input.copy_source_range.as_deref(), src.size)?;
         let part = PartRequest { number, content_length: range.end - range.start, content_md5: None, checksum: None };
         let body = self.source_body(&src, range);
