@@ -548,6 +548,70 @@ async fn checksums_are_verified_kept_and_returned() {
         .unwrap();
     let h = c.head_object().bucket("sums").key("mp").checksum_mode(ChecksumMode::Enabled).send().await.unwrap();
     assert!(h.checksum_crc32().is_some_and(|v| v.ends_with("-2")), "{:?}", h.checksum_crc32());
+
+    // FULL_OBJECT with CRC64NVME (the newest SDKs' choice): the object's CRC is
+    // combined from the parts' and checked against the one the client sends.
+    use aws_sdk_s3::types::ChecksumType;
+    use sillok_gateway::checksum::Algorithm;
+    let data = [pattern(5 * MIB + 1, 11), pattern(777_777, 12)];
+    let whole = data.concat();
+    let want = Algorithm::Crc64Nvme.of(&whole);
+    for (key, claimed) in [("full-bad", "AAAAAAAAAAA=".to_string()), ("full", want.clone())] {
+        let id = c
+            .create_multipart_upload()
+            .bucket("sums")
+            .key(key)
+            .checksum_algorithm(ChecksumAlgorithm::Crc64Nvme)
+            .checksum_type(ChecksumType::FullObject)
+            .send()
+            .await
+            .unwrap()
+            .upload_id()
+            .unwrap()
+            .to_string();
+        let mut parts = Vec::new();
+        for (n, d) in data.iter().enumerate() {
+            let n = n as i32 + 1;
+            let out = c
+                .upload_part()
+                .bucket("sums")
+                .key(key)
+                .upload_id(&id)
+                .part_number(n)
+                .checksum_algorithm(ChecksumAlgorithm::Crc64Nvme)
+                .body(ByteStream::from(d.clone()))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(out.checksum_crc64_nvme(), Some(Algorithm::Crc64Nvme.of(d).as_str()));
+            parts.push(
+                CompletedPart::builder()
+                    .part_number(n)
+                    .e_tag(out.e_tag().unwrap())
+                    .checksum_crc64_nvme(out.checksum_crc64_nvme().unwrap())
+                    .build(),
+            );
+        }
+        let r = c
+            .complete_multipart_upload()
+            .bucket("sums")
+            .key(key)
+            .upload_id(&id)
+            .checksum_crc64_nvme(&claimed)
+            .checksum_type(ChecksumType::FullObject)
+            .multipart_upload(CompletedMultipartUpload::builder().set_parts(Some(parts)).build())
+            .send()
+            .await;
+        if key == "full-bad" {
+            assert_eq!(r.unwrap_err().code(), Some("XAmzContentChecksumMismatch"));
+            continue;
+        }
+        r.unwrap();
+        let h = c.head_object().bucket("sums").key(key).checksum_mode(ChecksumMode::Enabled).send().await.unwrap();
+        assert_eq!(h.checksum_crc64_nvme(), Some(want.as_str()));
+        assert_eq!(h.checksum_type(), Some(&ChecksumType::FullObject));
+        assert_same(&get(&c, "sums", key, None).await, &whole, "FULL_OBJECT multipart object");
+    }
 }
 
 /// S3's SigV4 flavour: paths are encoded once and not normalised.

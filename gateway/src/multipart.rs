@@ -61,6 +61,10 @@ pub struct UploadState {
     pub phase: Phase,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub checksum: Option<String>,
+    /// The object's checksum is of the whole body (FULL_OBJECT, CRCs only),
+    /// not S3's checksum of the part checksums (COMPOSITE).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub full_object: bool,
 }
 
 /// An upload as read back from its record.
@@ -127,6 +131,7 @@ pub struct NewUpload {
     pub headers: BTreeMap<String, String>,
     pub user_metadata: BTreeMap<String, String>,
     pub checksum: Option<Algorithm>,
+    pub full_object: bool,
 }
 
 pub async fn create(cluster: &Arc<Cluster>, new: NewUpload) -> Result<String, GatewayError> {
@@ -144,7 +149,11 @@ pub async fn create(cluster: &Arc<Cluster>, new: NewUpload) -> Result<String, Ga
         user_metadata: new.user_metadata,
         body: Body::Deleted,
     };
-    let state = UploadState { phase: Phase::Open, checksum: new.checksum.map(|a| a.name().to_string()) };
+    let state = UploadState {
+        phase: Phase::Open,
+        checksum: new.checksum.map(|a| a.name().to_string()),
+        full_object: new.full_object,
+    };
     quorum::write_manifest(cluster, &record(&new.bucket, &new.key, &upload_id, &template, &state)).await?;
     Ok(upload_id)
 }
@@ -297,10 +306,12 @@ pub struct CompletedPart {
 
 /// Assembles the object from its parts: checks the list (order, ETags, sizes,
 /// checksums), writes the object's manifest, then removes the upload.
+/// `claimed_full`: the whole object's checksum the client sent (FULL_OBJECT).
 pub async fn complete(
     cluster: &Arc<Cluster>,
     upload: &Upload,
     requested: &[CompletedPart],
+    claimed_full: Option<&str>,
 ) -> Result<Manifest, GatewayError> {
     if requested.is_empty() {
         return Err(GatewayError::InvalidRequest("you must specify at least one part".into()));
@@ -360,18 +371,37 @@ pub async fn complete(
 
     // From here on the object may reference the parts: mark the upload so no
     // cleanup deletes shards the object uses.
-    let marked = UploadState { phase: Phase::Completing, checksum: upload.state.checksum.clone() };
+    let mut headers = upload.record.headers.clone();
+    if let Some(a) = algorithm {
+        if part_checksums.iter().any(String::is_empty) {
+            return Err(GatewayError::InvalidPart(format!("a part was stored without its {} checksum", a.name())));
+        }
+        let (value, kind) = if upload.state.full_object {
+            let mut parts_iter = part_checksums.iter().zip(&parts);
+            let (first, _) = parts_iter.next().expect("at least one part");
+            let mut whole = first.clone();
+            for (c, p) in parts_iter {
+                whole = checksum::combine(a, &whole, c, p.size)
+                    .ok_or_else(|| GatewayError::Internal(format!("cannot combine {} checksums", a.name())))?;
+            }
+            if claimed_full.is_some_and(|c| c.trim() != whole) {
+                return Err(GatewayError::ChecksumMismatch { algorithm: a.name() });
+            }
+            (whole, "FULL_OBJECT")
+        } else {
+            let c = a
+                .composite(&part_checksums)
+                .ok_or_else(|| GatewayError::Internal(format!("bad stored {} part checksum", a.name())))?;
+            (c, "COMPOSITE")
+        };
+        headers.insert(a.header().into(), value);
+        headers.insert(checksum::TYPE_HEADER.into(), kind.into());
+    }
+    let marked = UploadState { phase: Phase::Completing, ..upload.state.clone() };
     quorum::write_manifest(cluster, &record(&upload.bucket, &upload.key, &upload.upload_id, &upload.record, &marked))
         .await?;
 
     let version = Version::now();
-    let mut headers = upload.record.headers.clone();
-    if let Some(a) = algorithm {
-        if let Some(c) = a.composite(&part_checksums) {
-            headers.insert(a.header().into(), c);
-            headers.insert(checksum::TYPE_HEADER.into(), "COMPOSITE".into());
-        }
-    }
     let object = Manifest {
         bucket: upload.bucket.clone(),
         key: upload.key.clone(),

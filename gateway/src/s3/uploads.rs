@@ -49,18 +49,44 @@ impl SillokS3 {
         input: CreateMultipartUploadInput,
     ) -> Result<CreateMultipartUploadOutput, S3Error> {
         buckets::require(&self.cluster, &self.buckets, &input.bucket).await?;
-        if input.checksum_type.as_ref().is_some_and(|t| !t.as_str().eq_ignore_ascii_case(ChecksumType::COMPOSITE)) {
-            return Err(s3_error!(
-                NotImplemented,
-                "only the COMPOSITE checksum type is supported for multipart uploads"
-            ));
-        }
         let checksum = match &input.checksum_algorithm {
             Some(a) => Some(
                 Algorithm::parse(a.as_str())
                     .ok_or_else(|| s3_error!(InvalidRequest, "unsupported checksum algorithm {}", a.as_str()))?,
             ),
             None => None,
+        };
+        // CRC64NVME exists only as a whole-object checksum; the other CRCs
+        // default to COMPOSITE; SHA digests cannot be combined.
+        let full_object = match (input.checksum_type.as_ref().map(|t| t.as_str().to_ascii_uppercase()), checksum) {
+            (None, Some(Algorithm::Crc64Nvme)) => true,
+            (None, _) => false,
+            (Some(t), Some(a)) if t == ChecksumType::FULL_OBJECT => {
+                if matches!(a, Algorithm::Sha1 | Algorithm::Sha256) {
+                    return Err(s3_error!(
+                        InvalidRequest,
+                        "The FULL_OBJECT checksum type cannot be used with the {} checksum algorithm.",
+                        a.name()
+                    ));
+                }
+                true
+            }
+            (Some(t), Some(a)) if t == ChecksumType::COMPOSITE => {
+                if a == Algorithm::Crc64Nvme {
+                    return Err(s3_error!(
+                        InvalidRequest,
+                        "The COMPOSITE checksum type cannot be used with the CRC64NVME checksum algorithm."
+                    ));
+                }
+                false
+            }
+            (Some(t), None) => {
+                return Err(s3_error!(
+                    InvalidRequest,
+                    "The x-amz-checksum-type header ({t}) requires x-amz-checksum-algorithm."
+                ));
+            }
+            (Some(t), Some(_)) => return Err(s3_error!(InvalidRequest, "Unknown checksum type {t}")),
         };
         let new = NewUpload {
             bucket: input.bucket.clone(),
@@ -75,6 +101,7 @@ impl SillokS3 {
             ),
             user_metadata: fields::request_metadata(input.metadata)?,
             checksum,
+            full_object,
         };
         let upload_id = multipart::create(&self.cluster, new).await?;
         Ok(CreateMultipartUploadOutput {
@@ -82,7 +109,9 @@ impl SillokS3 {
             key: Some(input.key),
             upload_id: Some(upload_id),
             checksum_algorithm: input.checksum_algorithm,
-            checksum_type: checksum.map(|_| ChecksumType::from_static(ChecksumType::COMPOSITE)),
+            checksum_type: checksum.map(|_| {
+                ChecksumType::from_static(if full_object { ChecksumType::FULL_OBJECT } else { ChecksumType::COMPOSITE })
+            }),
             ..Default::default()
         })
     }
@@ -135,6 +164,10 @@ impl SillokS3 {
     ) -> Result<CompleteMultipartUploadOutput, S3Error> {
         let upload = self.upload(&input.bucket, &input.key, &input.upload_id).await?;
         let algorithm = upload.checksum_algorithm();
+        // The whole object's checksum, which a FULL_OBJECT client sends here.
+        let claimed_full = algorithm
+            .and_then(|a| checksum_values!(input).into_iter().zip(Algorithm::ALL).find(|(_, x)| *x == a))
+            .and_then(|(v, _)| v);
         let mut requested = Vec::new();
         for p in input.multipart_upload.and_then(|m| m.parts).unwrap_or_default() {
             let number = p.part_number.ok_or_else(|| s3_error!(MalformedXML, "a part has no PartNumber"))?;
@@ -164,7 +197,7 @@ impl SillokS3 {
                 None => {}
             }
         }
-        let m = multipart::complete(&self.cluster, &upload, &requested).await?;
+        let m = multipart::complete(&self.cluster, &upload, &requested, claimed_full.as_deref()).await?;
         if let Some(old) = previous.filter(|o| !o.is_deleted() && o.version < m.version) {
             write::retire_later(&self.cluster, old, RETIRE_GRACE);
         }
