@@ -48,14 +48,27 @@ struct Client {
     timeout: Duration,
 }
 
+/// The aws cli's high-level `aws s3` commands (cp, sync, ls, rm, 100 MiB multipart).
 #[test]
-fn aws_cli() {
+fn aws_cli_s3() {
     run_client(&Client {
-        name: "aws-cli",
+        name: "aws-cli-s3",
         needs: &[AWS, JQ, PYTHON],
         run_with: &["bash"],
-        script: "aws_cli.sh",
-        timeout: Duration::from_secs(900),
+        script: "aws_cli_s3.sh",
+        timeout: Duration::from_secs(600),
+    });
+}
+
+/// The aws cli's `aws s3api` calls (its own test: the two halves run in parallel).
+#[test]
+fn aws_cli_s3api() {
+    run_client(&Client {
+        name: "aws-cli-s3api",
+        needs: &[AWS, JQ, PYTHON],
+        run_with: &["bash"],
+        script: "aws_cli_s3api.sh",
+        timeout: Duration::from_secs(600),
     });
 }
 

@@ -204,3 +204,14 @@ not_listed() {
     fi
     echo "ok: $what"
 }
+
+# seed_tree DIR CONTENT KEY...: files DIR/KEY holding CONTENT, for one
+# recursive upload instead of one client run per key.
+seed_tree() {
+    local dir=$1 content=$2 key
+    shift 2
+    for key in "$@"; do
+        mkdir -p "$(dirname "$dir/$key")"
+        printf '%s' "$content" >"$dir/$key"
+    done
+}
