@@ -88,7 +88,8 @@ impl From<GatewayError> for S3Error {
             G::Unavailable(_) => S3ErrorCode::ServiceUnavailable,
             G::ClientBody(_) => S3ErrorCode::IncompleteBody,
             G::ChunkSignatureMismatch => S3ErrorCode::SignatureDoesNotMatch,
-            G::ChecksumMismatch { .. } => S3ErrorCode::Custom("XAmzContentChecksumMismatch".into()),
+            // S3 documents BadDigest for a Content-MD5 or checksum that does not match.
+            G::ChecksumMismatch { .. } => S3ErrorCode::BadDigest,
             G::RequestTimeout => S3ErrorCode::RequestTimeout,
             G::NoSuchUpload => S3ErrorCode::NoSuchUpload,
             G::InvalidPart(_) => S3ErrorCode::InvalidPart,
@@ -105,7 +106,6 @@ impl From<GatewayError> for S3Error {
         let mut err = S3Error::with_message(code, e.to_string());
         match e {
             G::InvalidRange => err.set_status_code(http::StatusCode::RANGE_NOT_SATISFIABLE),
-            G::ChecksumMismatch { .. } => err.set_status_code(http::StatusCode::BAD_REQUEST),
             _ => {}
         }
         err

@@ -135,6 +135,36 @@ impl S3 for SillokS3 {
         op!(self, "PutObject", self.do_put_object(req).await)
     }
 
+    /// Browser form uploads: s3s checks the policy and signature and buffers
+    /// the file (at most `--post-max-size`); the object goes through the PUT
+    /// path. The ETag is quoted as S3 sends it, and also sent as a header.
+    async fn post_object(&self, req: S3Request<PostObjectInput>) -> S3Result<S3Response<PostObjectOutput>> {
+        let r = async {
+            let put = self.do_put_object(req.map_input(put_input_of_post)).await?;
+            let etag = put.e_tag.as_ref().map(|e| format!("\"{}\"", e.value())).unwrap_or_default();
+            let mut headers = http::HeaderMap::new();
+            if let Ok(v) = http::HeaderValue::from_str(&etag) {
+                headers.insert(http::header::ETAG, v);
+            }
+            let out = PostObjectOutput { e_tag: Some(ETag::Strong(etag)), size: put.size, ..Default::default() };
+            Ok::<_, S3Error>(S3Response::with_headers(out, headers))
+        }
+        .await;
+        self.metrics.count("PostObject", r.is_ok());
+        r
+    }
+
+    async fn get_bucket_versioning(
+        &self,
+        req: S3Request<GetBucketVersioningInput>,
+    ) -> S3Result<S3Response<GetBucketVersioningOutput>> {
+        op!(self, "GetBucketVersioning", {
+            // Versioning is never enabled: S3 answers an empty configuration.
+            buckets::require(&self.cluster, &self.buckets, &req.input.bucket).await?;
+            Ok(GetBucketVersioningOutput::default())
+        })
+    }
+
     async fn get_object(&self, req: S3Request<GetObjectInput>) -> S3Result<S3Response<GetObjectOutput>> {
         op!(self, "GetObject", self.do_get_object(req.input).await)
     }
@@ -209,6 +239,33 @@ impl S3 for SillokS3 {
 
     async fn list_objects(&self, req: S3Request<ListObjectsInput>) -> S3Result<S3Response<ListObjectsOutput>> {
         op!(self, "ListObjects", self.do_list_objects(req.input).await)
+    }
+}
+
+/// The PUT that a form upload amounts to (the fields Sillok uses).
+fn put_input_of_post(p: PostObjectInput) -> PutObjectInput {
+    PutObjectInput {
+        bucket: p.bucket,
+        key: p.key,
+        body: p.body,
+        content_length: p.content_length,
+        content_md5: p.content_md5,
+        content_type: p.content_type,
+        cache_control: p.cache_control,
+        content_disposition: p.content_disposition,
+        content_encoding: p.content_encoding,
+        content_language: p.content_language,
+        expires: p.expires,
+        metadata: p.metadata,
+        checksum_algorithm: p.checksum_algorithm,
+        checksum_crc32: p.checksum_crc32,
+        checksum_crc32c: p.checksum_crc32c,
+        checksum_crc64nvme: p.checksum_crc64nvme,
+        checksum_sha1: p.checksum_sha1,
+        checksum_sha256: p.checksum_sha256,
+        if_match: p.if_match,
+        if_none_match: p.if_none_match,
+        ..Default::default()
     }
 }
 

@@ -170,7 +170,19 @@ async fn route(
         _ => {}
     }
     let request_id = next_request_id();
-    let served = std::panic::AssertUnwindSafe(service.call(req.map(s3s::Body::from))).catch_unwind().await;
+    let req = match small_body_to_read_first(&req) {
+        // The whole (small) body is read before s3s sees the request: hyper
+        // then sends `100 Continue` and the connection stays in step.
+        Some(limit) => {
+            let (parts, body) = req.into_parts();
+            match http_body_util::Limited::new(body, limit).collect().await {
+                Ok(b) => http::Request::from_parts(parts, s3s::Body::from(b.to_bytes())),
+                Err(_) => return error_xml(400, "IncompleteBody", "The request body could not be read.", &request_id),
+            }
+        }
+        None => req.map(s3s::Body::from),
+    };
+    let served = std::panic::AssertUnwindSafe(service.call(req)).catch_unwind().await;
     let mut resp = match served {
         Ok(Ok(resp)) => {
             let resp =
@@ -195,6 +207,23 @@ async fn route(
         resp.headers_mut().insert("x-amz-id-2", v);
     }
     resp
+}
+
+/// A request that waits for `100 Continue` but whose payload is empty (an
+/// empty object, possibly aws-chunked with only a trailer) is never read by
+/// the handler, so hyper would send no `100 Continue` while the client may
+/// still send the (tiny) body: the next request on the connection is then
+/// misread (seen with botocore: a 30 s stall). Such bodies are read first.
+fn small_body_to_read_first<B>(req: &http::Request<B>) -> Option<usize> {
+    const LIMIT: usize = 64 << 10;
+    let h = req.headers();
+    let expects = h.get(http::header::EXPECT).is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
+    let len: Option<usize> = h.get(http::header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse().ok());
+    let decoded_empty = h.get("x-amz-decoded-content-length").is_some_and(|v| v.as_bytes() == b"0");
+    match len {
+        Some(n) if expects && n <= LIMIT && (n == 0 || decoded_empty) => Some(n),
+        _ => None,
+    }
 }
 
 /// Unique per gateway process: start time and a counter.
@@ -229,6 +258,17 @@ async fn with_request_id_in_body(resp: http::Response<RespBody>, request_id: &st
         return error_xml(parts.status.as_u16(), "InternalError", "error body lost", request_id);
     };
     let text = String::from_utf8_lossy(&collected.to_bytes()).into_owned();
+    // s3s answers a form field that breaks the POST policy with 400
+    // InvalidPolicyDocument; S3 answers 403 AccessDenied.
+    let text = if parts.status == http::StatusCode::BAD_REQUEST
+        && text.contains("<Code>InvalidPolicyDocument</Code>")
+        && text.contains("Policy condition")
+    {
+        parts.status = http::StatusCode::FORBIDDEN;
+        "<?xml version=\"1.0\" encoding=\"UTF-8\"?><Error><Code>AccessDenied</Code><Message>Invalid according to Policy: Policy Condition failed</Message></Error>".to_string()
+    } else {
+        text
+    };
     let text = match text.rfind("</Error>") {
         Some(i) if !text.contains("<RequestId>") => {
             format!("{}<RequestId>{request_id}</RequestId>{}", &text[..i], &text[i..])
