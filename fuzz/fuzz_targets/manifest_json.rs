@@ -1,0 +1,4 @@
+//! `manifest_json`: see `sillok_fuzz_harness::manifest_json` for the input format and invariants.
+#![no_main]
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| sillok_fuzz_harness::manifest_json::run(data));
