@@ -842,6 +842,21 @@ async fn addressing_errors_and_limits() {
     assert_eq!(st, 400, "{text}");
     assert!(text.contains("<Code>EntityTooLarge</Code>"), "{text}");
 
+    // Dates s3s would overflow on (found by fuzzing): a clear 400, no crash.
+    for bad in [
+        "GET /vhost/k HTTP/1.1\r\nHost: x\r\nx-amz-date: 20260101T0 0000Z\r\n\r\n".to_string(),
+        "GET /vhost/k HTTP/1.1\r\nHost: x\r\nAuthorization: AWS4-HMAC-SHA256 Credential=AK/202601../r/s3/aws4_request, SignedHeaders=host, Signature=00\r\n\r\n".to_string(),
+        "GET /vhost/k?X-Amz-Date=2026%000101T000000Z HTTP/1.1\r\nHost: x\r\n\r\n".to_string(),
+    ] {
+        let resp = raw_tcp(&cluster, &bad).await;
+        assert!(resp.starts_with("HTTP/1.1 400"), "{resp}");
+        assert!(resp.contains("AuthorizationHeaderMalformed"), "{resp}");
+    }
+    // A suffix range of an empty object is unsatisfiable (no Content-Range underflow).
+    put(&c, "vhost", "empty", Vec::new()).await;
+    let err = c.get_object().bucket("vhost").key("empty").range("bytes=-5").send().await.unwrap_err();
+    assert_eq!(status(&err), Some(416), "{err:?}");
+
     // Huge headers: refused (431) and the gateway keeps serving.
     let st =
         raw_tcp(&cluster, &format!("GET /vhost/k HTTP/1.1\r\nHost: x\r\nX-Big: {}\r\n\r\n", "a".repeat(100_000))).await;

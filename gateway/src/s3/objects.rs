@@ -108,6 +108,8 @@ impl SillokS3 {
         let (range, content_range) = match &input.range {
             None => (0..m.size, None),
             Some(r) => match r.check(m.size) {
+                // A suffix range of an empty object selects nothing: unsatisfiable.
+                Ok(rg) if rg.is_empty() => return Err(GatewayError::InvalidRange.into()),
                 Ok(rg) => {
                     let cr = format!("bytes {}-{}/{}", rg.start, rg.end - 1, m.size);
                     (rg, Some(cr))
