@@ -17,7 +17,10 @@
 //! Invariants:
 //! - Every write is one redb transaction with immediate durability (fsync)
 //!   before the call returns: an appended entry, a vote or an applied batch is
-//!   on disk when openraft is told it is.
+//!   on disk when openraft is told it is. The one exception is `committed`,
+//!   a hint openraft uses to re-apply entries at start: it is written with
+//!   eventual durability (crash-consistent, made durable by the next fsync of
+//!   the log), so a crash can only make it older, which is safe.
 //! - An applied batch writes `applied`, `membership` and exactly the rows the
 //!   batch's commands touched in one transaction, so the state machine on disk
 //!   is always the state after some whole batch; on restart it is read back
@@ -112,8 +115,11 @@ impl LogStore {
         }
     }
 
-    fn put_meta(db: &Database, key: &str, value: &[u8]) -> Result<(), redb::Error> {
-        let w = db.begin_write()?;
+    fn put_meta(db: &Database, key: &str, value: &[u8], durable: bool) -> Result<(), redb::Error> {
+        let mut w = db.begin_write()?;
+        if !durable {
+            w.set_durability(redb::Durability::Eventual);
+        }
         w.open_table(RAFT_META)?.insert(key, value)?;
         w.commit()?;
         Ok(())
@@ -189,7 +195,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     async fn save_vote(&mut self, vote: &Vote<u64>) -> Result<(), StorageError> {
         let db = self.db.clone();
         let bytes = to_json(vote);
-        blocking(ErrorSubject::Vote, ErrorVerb::Write, move || Self::put_meta(&db, "vote", &bytes)).await
+        blocking(ErrorSubject::Vote, ErrorVerb::Write, move || Self::put_meta(&db, "vote", &bytes, true)).await
     }
 
     async fn read_vote(&mut self) -> Result<Option<Vote<u64>>, StorageError> {
@@ -200,7 +206,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     async fn save_committed(&mut self, committed: Option<LogId>) -> Result<(), StorageError> {
         let db = self.db.clone();
         let bytes = to_json(&committed);
-        blocking(ErrorSubject::Store, ErrorVerb::Write, move || Self::put_meta(&db, "committed", &bytes)).await
+        blocking(ErrorSubject::Store, ErrorVerb::Write, move || Self::put_meta(&db, "committed", &bytes, false)).await
     }
 
     async fn read_committed(&mut self) -> Result<Option<LogId>, StorageError> {
