@@ -85,6 +85,17 @@ impl Replicas {
     }
 
     fn spawn(&mut self, id: u64) {
+        self.spawn_with(id, &[]);
+    }
+
+    /// A replica that is not in the cluster file: it waits to be added.
+    fn spawn_new(&mut self, id: u64, site: &str) -> String {
+        let addr = format!("127.0.0.1:{}", free_port());
+        self.spawn_with(id, &["--site", site, "--listen", &addr]);
+        addr
+    }
+
+    fn spawn_with(&mut self, id: u64, more: &[&str]) {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -98,6 +109,7 @@ impl Replicas {
             .arg(self.dir.path().join(format!("replica-{id}")))
             .args(["--election-min-ms", "300", "--election-max-ms", "600", "--heartbeat-ms", "50"])
             .args(&self.extra)
+            .args(more)
             .env("SILLOK_LOG", "info")
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
@@ -398,4 +410,45 @@ async fn admin_speaks_tables_and_json_refuses_clearly_and_never_prints_old_secre
         let log = r.log(id);
         assert!(!log.contains(&secret) && !log.contains(&r.admin.1), "replica {id} logged a secret");
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicas_join_and_leave_through_membership_changes_and_five_survive_two_losses() {
+    let mut r = Replicas::start(&[]);
+    let c = r.client();
+    wait_leader(&c, None).await;
+    let a4 = r.spawn_new(4, "site-a");
+    let a5 = r.spawn_new(5, "site-b");
+    for (id, addr, site) in [(4, &a4, "site-a"), (5, &a5, "site-b")] {
+        let out = r.admin(&["replica", "add", "--id", &id.to_string(), "--addr", addr, "--site", site]);
+        assert!(out.status.success(), "replica add {id}: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    let s = c.status().await.unwrap();
+    assert_eq!(s.replicas.iter().filter(|x| x.voter).count(), 5, "{:?}", s.replicas);
+    let last = c.propose(bucket("five")).await.unwrap().log_index;
+    let c5 = CatalogClient::new(
+        vec![r.addr(1), r.addr(2), r.addr(3), a4.clone(), a5.clone()],
+        Signer::new(&r.secret),
+        ClientTimeouts { total: Duration::from_secs(20), attempt: Duration::from_secs(2), ..Default::default() },
+    )
+    .unwrap();
+    // The newcomers caught up.
+    for addr in [&a4, &a5] {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while c5.status_of(addr).await.map(|s| s.applied_index).unwrap_or(0) < last {
+            assert!(Instant::now() < deadline, "{addr} did not catch up");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    // Two of five lost, the leader among them: the other three go on.
+    let leader = c5.status().await.unwrap().leader.unwrap();
+    let other = [1, 2, 3, 4, 5].into_iter().find(|x| *x != leader).unwrap();
+    r.kill9(leader);
+    r.kill9(other);
+    c5.propose(bucket("after-two-losses")).await.unwrap();
+    // A lost replica leaves the membership.
+    let m = c5.remove_replica(leader).await.unwrap();
+    assert_eq!(m.voters.len(), 4);
+    assert!(!m.voters.contains(&leader));
+    assert_eq!(c5.catalog(true).await.unwrap().buckets.len(), 2);
 }
