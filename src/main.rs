@@ -2,6 +2,8 @@
 //!
 //! - `sillok node`: a storage node (storage-node crate)
 //! - `sillok gateway`: the S3 endpoint (gateway crate)
+//! - `sillok placement`: a catalog replica (placement crate's Raft catalog)
+//! - `sillok admin`: the operator's tool, talking to the catalog
 //! - `sillok dev`: a whole 3-site cluster on loopback, as separate processes
 //! - `sillok init`: a cluster file for a real deployment
 
@@ -22,6 +24,10 @@ enum Command {
     Node(cli::node::NodeArgs),
     /// Run an S3 gateway.
     Gateway(cli::gateway::GatewayArgs),
+    /// Run a catalog replica (Raft: placement map, buckets, access keys).
+    Placement(cli::placement::PlacementArgs),
+    /// Operate the cluster through the catalog: status, nodes, sites, buckets, keys.
+    Admin(cli::admin::AdminArgs),
     /// Make a cluster file (placement map, keys, secret) from a topology file.
     Init(cli::init::InitArgs),
     /// Start a 3-site cluster on loopback (3 sites x 2 nodes + 1 gateway) and
@@ -31,10 +37,12 @@ enum Command {
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
+    // The admin tool prints its own answers; its log only says what went wrong.
+    let default_filter = if matches!(cli.command, Command::Admin(_)) { "warn" } else { "info" };
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("SILLOK_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_filter)),
         )
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
@@ -51,6 +59,8 @@ fn main() -> std::process::ExitCode {
             Command::Node(a) => cli::node::run(a).await,
             Command::Gateway(a) => cli::gateway::run(a).await,
             Command::Dev(a) => cli::dev::run(a).await,
+            Command::Placement(a) => cli::placement::run(a).await,
+            Command::Admin(a) => cli::admin::run(a).await,
             Command::Init(a) => cli::init::run(a),
         }
     });

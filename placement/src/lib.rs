@@ -3,9 +3,15 @@
 //! This crate owns *where data lives*: the failure domains (sites), the storage
 //! nodes inside them, the erasure-coding profile, the placement groups (PGs) an
 //! object hashes into, and the per-PG table of the k+m nodes that hold its shards.
-//! It is pure data and pure functions: no I/O, no clocks, no network, so every
-//! other crate (and the Raft catalog that will replicate it) can rely on two
-//! processes computing the same answer from the same map.
+//! The map itself (`map`, `topology`, `profile`, `assign`) is pure data and
+//! pure functions: no I/O, no clocks, no network, so every other crate (and
+//! the Raft catalog that replicates it) can rely on two processes computing
+//! the same answer from the same map.
+//!
+//! `catalog` is the replicated catalog (map + buckets + access keys) on Raft
+//! (openraft, redb); `auth` signs and verifies every internal request
+//! (SigV4 with the cluster secret, or an admin key for the catalog API);
+//! `cluster_file` is the file a cluster starts from.
 //!
 //! Invariants (checked by [`PlacementMap::validate`] and by the property tests):
 //! - every PG has exactly k+m slots, on k+m distinct nodes that are in service;
@@ -14,13 +20,15 @@
 //! - the epoch only grows: every change to the map produces a new, larger epoch.
 
 pub mod assign;
+pub mod auth;
 pub mod catalog;
+pub mod cluster_file;
 pub mod error;
 pub mod map;
 pub mod profile;
 pub mod topology;
 
-pub use catalog::{AccessKey, ClusterFile};
+pub use cluster_file::{AccessKey, CatalogReplica, ClusterFile};
 pub use error::PlacementError;
 pub use map::{PgId, PlacementMap, pg_of};
 pub use profile::EcProfile;

@@ -3,11 +3,20 @@
 //! Layout of the data directory (default `./sillok-dev`):
 //! - `cluster.json`: the cluster file every process reads (kept across runs, so
 //!   a restarted dev cluster keeps its data, ports and keys);
-//! - `cluster.env`: shell-sourceable S3 endpoint, region and keys;
-//! - `sites/<site>.pids`: the PIDs of that site's processes, one a line (a site
-//!   drill is `kill -9 $(cat sites/site-a.pids)`); `gateway.pid`;
+//! - `cluster.env`: shell-sourceable S3 endpoint, region and keys, and what
+//!   `sillok admin` needs (`SILLOK_CATALOG`, `SILLOK_ADMIN_KEY_ID`,
+//!   `SILLOK_ADMIN_SECRET`);
+//! - `sites/<site>.pids`: the PIDs of that site's processes (its catalog
+//!   replica first, then its nodes), one a line (a site drill is
+//!   `kill -9 $(cat sites/site-a.pids)`); `gateway.pid`;
+//! - `sites/<site>/catalog-<id>/`: the site's catalog replica (Raft log,
+//!   catalog, snapshots);
 //! - `sites/<site>/node-<id>/`: each node's shards and metadata;
 //! - `logs/<process>.log`: each process's log.
+//!
+//! Start order: the catalog replicas (one per site), then the nodes, then the
+//! gateway; `cluster.env` is written once the catalog has a leader and has
+//! been seeded from `cluster.json`, so `sillok admin status` works at once.
 //!
 //! Children get SIGTERM if this process dies (PR_SET_PDEATHSIG), so a crashed
 //! test never leaves a cluster behind.
@@ -20,7 +29,11 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use sillok_placement::{AccessKey, ClusterFile, EcProfile, Node, NodeId, NodeState, PlacementMap, Site, Topology};
+use sillok_placement::auth::Signer;
+use sillok_placement::catalog::{CatalogClient, ClientTimeouts};
+use sillok_placement::{
+    AccessKey, CatalogReplica, ClusterFile, EcProfile, Node, NodeId, NodeState, PlacementMap, Site, Topology,
+};
 
 #[derive(clap::Args)]
 pub struct DevArgs {
@@ -45,6 +58,9 @@ pub struct DevArgs {
     /// Extra arguments for the gateway process, e.g. `--gateway-arg=--block-size=65536`.
     #[arg(long = "gateway-arg", allow_hyphen_values = true)]
     pub gateway_args: Vec<String>,
+    /// Extra arguments for every catalog replica, e.g. `--placement-arg=--election-min-ms=300`.
+    #[arg(long = "placement-arg", allow_hyphen_values = true)]
+    pub placement_args: Vec<String>,
 }
 
 struct Proc {
@@ -58,8 +74,13 @@ pub async fn run(a: DevArgs) -> anyhow::Result<()> {
     let data = a.data.canonicalize()?;
     let cluster_path = data.join("cluster.json");
     let cluster = if cluster_path.exists() {
-        let c = ClusterFile::load(&cluster_path)?;
+        let mut c = ClusterFile::load(&cluster_path)?;
         eprintln!("reusing the cluster in {}", data.display());
+        if c.catalog_replicas.is_empty() || c.admin_key.is_none() {
+            // A cluster made before the catalog existed: give it replicas and an admin key.
+            add_catalog(&mut c)?;
+            c.save(&cluster_path)?;
+        }
         c
     } else {
         let c = new_cluster(&a)?;
@@ -78,7 +99,15 @@ pub async fn run(a: DevArgs) -> anyhow::Result<()> {
         .iter()
         .filter_map(|n| Some((format!("node {}", n.id.0), n.addr.parse().ok()?)))
         .collect();
-    let started = start_nodes(&exe, &data, &cluster, &cluster_path, &mut procs)
+    let replica_addrs: Vec<(String, SocketAddr)> = cluster
+        .catalog_replicas
+        .iter()
+        .filter_map(|r| Some((format!("catalog replica {}", r.id), r.addr.parse().ok()?)))
+        .collect();
+    let mut site_pids: Vec<(String, String)> = Vec::new();
+    let started = start_replicas(&exe, &data, &cluster, &cluster_path, &a.placement_args, &mut procs, &mut site_pids)
+        .and_then(|()| wait_listening(&replica_addrs, &mut procs, &data))
+        .and_then(|()| start_nodes(&exe, &data, &cluster, &cluster_path, &mut procs, &mut site_pids))
         .and_then(|()| wait_listening(&node_addrs, &mut procs, &data))
         .and_then(|()| start_gateway(&exe, &data, &cluster_path, s3_addr, &a.gateway_args, &mut procs))
         .and_then(|()| wait_listening(&[("gateway".into(), s3_addr)], &mut procs, &data));
@@ -86,21 +115,29 @@ pub async fn run(a: DevArgs) -> anyhow::Result<()> {
         stop_all(&mut procs);
         return Err(e);
     }
+    if let Err(e) = wait_seeded(&cluster).await {
+        stop_all(&mut procs);
+        return Err(e.context(format!("see the catalog logs in {}/logs/", data.display())));
+    }
 
     let key = &cluster.access_keys[0];
+    let admin = cluster.admin_key.as_ref().context("the cluster file has no admin key")?;
+    let catalog = cluster.catalog_replicas.iter().map(|r| r.addr.as_str()).collect::<Vec<_>>().join(",");
     let endpoint = format!("http://{s3_addr}");
     let env = format!(
-        "# written by `sillok dev`: source it with `. {}`\nexport S3_ENDPOINT={endpoint}\nexport AWS_ENDPOINT_URL={endpoint}\nexport AWS_REGION={}\nexport AWS_DEFAULT_REGION={}\nexport AWS_ACCESS_KEY_ID={}\nexport AWS_SECRET_ACCESS_KEY={}\n",
+        "# written by `sillok dev`: source it with `. {}`\nexport S3_ENDPOINT={endpoint}\nexport AWS_ENDPOINT_URL={endpoint}\nexport AWS_REGION={}\nexport AWS_DEFAULT_REGION={}\nexport AWS_ACCESS_KEY_ID={}\nexport AWS_SECRET_ACCESS_KEY={}\nexport SILLOK_CATALOG={catalog}\nexport SILLOK_ADMIN_KEY_ID={}\nexport SILLOK_ADMIN_SECRET={}\n",
         data.join("cluster.env").display(),
         cluster.region,
         cluster.region,
         key.access_key_id,
-        key.secret_access_key
+        key.secret_access_key,
+        admin.access_key_id,
+        admin.secret_access_key
     );
     write_atomic(&data.join("cluster.env"), env.as_bytes())?;
     let sites: Vec<String> = cluster.map.topology.sites.iter().map(|s| s.id.clone()).collect();
     println!(
-        "Sillok dev cluster is up: {} sites x {} nodes, EC {}, {} placement groups\n  S3 endpoint: {endpoint}\n  region:      {}\n  access key:  {}\n  secret key:  {}\n  env file:    {}  (`. {}` sets AWS_* and S3_ENDPOINT)\n  site pids:   {}/sites/{{{}}}.pids\n  logs:        {}/logs/\nPress Ctrl-C to stop.",
+        "Sillok dev cluster is up: {} sites x {} nodes, EC {}, {} placement groups\n  S3 endpoint: {endpoint}\n  region:      {}\n  access key:  {}\n  secret key:  {}\n  catalog:     {catalog}  (`sillok admin status` after sourcing the env file)\n  env file:    {}  (`. {}` sets AWS_*, S3_ENDPOINT and SILLOK_*)\n  site pids:   {}/sites/{{{}}}.pids\n  logs:        {}/logs/\nPress Ctrl-C to stop.",
         sites.len(),
         cluster.map.topology.nodes.len() / sites.len().max(1),
         cluster.map.profile,
@@ -167,7 +204,7 @@ fn new_cluster(a: &DevArgs) -> anyhow::Result<ClusterFile> {
     }
     let map =
         PlacementMap::new(topology, a.profile, a.pgs).context("cannot place the EC profile on this dev topology")?;
-    Ok(ClusterFile {
+    let mut c = ClusterFile {
         cluster_secret: super::random_hex(32),
         region: "sillok-dev".into(),
         access_keys: vec![AccessKey {
@@ -175,7 +212,80 @@ fn new_cluster(a: &DevArgs) -> anyhow::Result<ClusterFile> {
             secret_access_key: super::random_hex(20),
         }],
         map,
-    })
+        catalog_replicas: Vec::new(),
+        admin_key: None,
+    };
+    add_catalog(&mut c)?;
+    Ok(c)
+}
+
+/// One catalog replica per site on a free loopback port, and an admin key.
+fn add_catalog(c: &mut ClusterFile) -> anyhow::Result<()> {
+    if c.catalog_replicas.is_empty() {
+        for (i, site) in c.map.topology.sites.iter().enumerate() {
+            c.catalog_replicas.push(CatalogReplica {
+                id: i as u64 + 1,
+                site: site.id.clone(),
+                addr: format!("127.0.0.1:{}", free_port()?),
+            });
+        }
+    }
+    if c.admin_key.is_none() {
+        c.admin_key = Some(super::new_admin_key());
+    }
+    Ok(())
+}
+
+/// Waits until the catalog has a leader and holds the cluster file's map.
+async fn wait_seeded(cluster: &ClusterFile) -> anyhow::Result<()> {
+    let addrs = cluster.catalog_replicas.iter().map(|r| r.addr.clone()).collect();
+    let timeouts = ClientTimeouts { total: Duration::from_secs(5), ..Default::default() };
+    let client = CatalogClient::new(addrs, Signer::new(&cluster.cluster_secret), timeouts)?;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        match client.status().await {
+            Ok(s) if s.bootstrapped && s.leader.is_some() => return Ok(()),
+            Ok(_) | Err(_) if Instant::now() < deadline => tokio::time::sleep(Duration::from_millis(100)).await,
+            Ok(s) => bail!("the catalog has no seeded leader after 60 s (leader {:?})", s.leader),
+            Err(e) => bail!("the catalog does not answer after 60 s: {e}"),
+        }
+    }
+}
+
+fn start_replicas(
+    exe: &Path,
+    data: &Path,
+    cluster: &ClusterFile,
+    cluster_path: &Path,
+    extra: &[String],
+    procs: &mut Vec<Proc>,
+    site_pids: &mut Vec<(String, String)>,
+) -> anyhow::Result<()> {
+    for r in &cluster.catalog_replicas {
+        let dir = data.join("sites").join(&r.site).join(format!("catalog-{}", r.id));
+        let mut args = vec![
+            "placement".into(),
+            "--cluster".into(),
+            cluster_path.display().to_string(),
+            "--id".into(),
+            r.id.to_string(),
+            "--data".into(),
+            dir.display().to_string(),
+        ];
+        args.extend(extra.iter().cloned());
+        let name = format!("{}-catalog-{}", r.site, r.id);
+        let child = spawn(exe, &args, &data.join("logs").join(format!("{name}.log")))?;
+        add_pid(site_pids, &r.site, child.id());
+        procs.push(Proc { name, child, exited: false });
+    }
+    Ok(())
+}
+
+fn add_pid(site_pids: &mut Vec<(String, String)>, site: &str, pid: u32) {
+    match site_pids.iter_mut().find(|(s, _)| s == site) {
+        Some((_, p)) => p.push_str(&format!("{pid}\n")),
+        None => site_pids.push((site.to_string(), format!("{pid}\n"))),
+    }
 }
 
 fn spawn(exe: &Path, args: &[String], log: &Path) -> anyhow::Result<Child> {
@@ -205,11 +315,11 @@ fn start_nodes(
     cluster: &ClusterFile,
     cluster_path: &Path,
     procs: &mut Vec<Proc>,
+    site_pids: &mut Vec<(String, String)>,
 ) -> anyhow::Result<()> {
     let cluster_arg = cluster_path.display().to_string();
     std::fs::create_dir_all(data.join("sites"))?;
     for site in &cluster.map.topology.sites {
-        let mut pids = String::new();
         for node in cluster.map.topology.nodes_in(&site.id) {
             let dir = data.join("sites").join(&site.id).join(format!("node-{}", node.id.0));
             let args = vec![
@@ -223,10 +333,12 @@ fn start_nodes(
             ];
             let name = format!("{}-node-{}", site.id, node.id.0);
             let child = spawn(exe, &args, &data.join("logs").join(format!("{name}.log")))?;
-            pids.push_str(&format!("{}\n", child.id()));
+            add_pid(site_pids, &site.id, child.id());
             procs.push(Proc { name, child, exited: false });
         }
-        write_atomic(&data.join("sites").join(format!("{}.pids", site.id)), pids.as_bytes())?;
+    }
+    for (site, pids) in site_pids.iter() {
+        write_atomic(&data.join("sites").join(format!("{site}.pids")), pids.as_bytes())?;
     }
     Ok(())
 }

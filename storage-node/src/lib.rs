@@ -17,7 +17,9 @@
 //! [`spawn`] (a background task with [`RunningNode::stop`]).
 
 pub mod api;
-pub mod auth;
+/// Signing and verifying internal requests: lives in the placement crate (the
+/// catalog replicas use it too) and is re-exported here unchanged.
+pub use sillok_placement::auth;
 pub mod client;
 pub mod codec;
 pub mod error;

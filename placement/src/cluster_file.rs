@@ -1,9 +1,15 @@
 //! The cluster file: what every process of a cluster reads at start.
 //!
-//! Until the Raft catalog lands, the placement map, the S3 access keys and the
-//! cluster secret (which signs every internal request) come from one JSON file
-//! written by `sillok dev` or by an operator. Secrets are never printed: the
-//! `Debug` of [`AccessKey`] and [`ClusterFile`] redacts them.
+//! It holds the cluster secret (which signs every internal request), the
+//! S3 region, the first access keys, the first placement map, and where the
+//! catalog replicas listen (`catalog_replicas`, one per site) with the first
+//! admin key. The catalog replicas seed the replicated catalog from it once
+//! (`crate::catalog`); after that the catalog is the truth for the map, the
+//! buckets and the keys. Gateways and nodes still read the map and keys from
+//! this file until they follow the catalog. Written by `sillok init`, `sillok
+//! dev` or an operator. Secrets are never printed: the `Debug` of
+//! [`AccessKey`] and [`ClusterFile`] redacts them. Files written before the
+//! catalog existed (no `catalog_replicas`, no `admin_key`) still load.
 
 use serde::{Deserialize, Serialize};
 
@@ -33,6 +39,21 @@ pub struct ClusterFile {
     pub region: String,
     pub access_keys: Vec<AccessKey>,
     pub map: PlacementMap,
+    /// The catalog replicas (Raft voters), one per site by default.
+    #[serde(default)]
+    pub catalog_replicas: Vec<CatalogReplica>,
+    /// The first admin key (`sillok admin`), seeded into the catalog.
+    #[serde(default)]
+    pub admin_key: Option<AccessKey>,
+}
+
+/// One catalog replica: its Raft id, its site and its `host:port` (Raft and
+/// the catalog API share the port).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CatalogReplica {
+    pub id: u64,
+    pub site: String,
+    pub addr: String,
 }
 
 impl std::fmt::Debug for ClusterFile {
@@ -42,6 +63,8 @@ impl std::fmt::Debug for ClusterFile {
             .field("region", &self.region)
             .field("access_keys", &self.access_keys)
             .field("map_epoch", &self.map.epoch)
+            .field("catalog_replicas", &self.catalog_replicas)
+            .field("admin_key", &self.admin_key)
             .finish()
     }
 }

@@ -3,7 +3,9 @@
 //! Owns: the rules by which one Sillok process proves to another that it holds
 //! the cluster secret. Every request to a node carries a SigV4 `authorization`
 //! header for access key id [`ACCESS_KEY_ID`], region [`REGION`], service
-//! [`SERVICE`], keyed by the cluster secret.
+//! [`SERVICE`], keyed by the cluster secret. The catalog replicas also accept
+//! operators' admin keys ([`Signer::with_key`]): the same rules, another key id
+//! and secret; [`credential_key_id`] tells the verifier which key to check.
 //!
 //! Invariants:
 //! - Exactly three headers are signed: `host`, `x-amz-date`,
@@ -55,7 +57,7 @@ pub enum AuthError {
     Missing(&'static str),
     #[error("x-amz-date is not of the form YYYYMMDDTHHMMSSZ")]
     BadDate,
-    #[error("request time is more than 15 minutes from the node's clock")]
+    #[error("request time is more than 15 minutes from the receiver's clock")]
     Skew,
     #[error("signature does not match")]
     BadSignature,
@@ -118,7 +120,13 @@ fn settings() -> SigningSettings {
 
 impl Signer {
     pub fn new(cluster_secret: &str) -> Self {
-        let creds = Credentials::new(ACCESS_KEY_ID, cluster_secret, None, None, "sillok-cluster-secret");
+        Self::with_key(ACCESS_KEY_ID, cluster_secret)
+    }
+
+    /// A signer for another key than the cluster's internal one (an operator's
+    /// admin key): same scope and rules, key id `access_key_id`.
+    pub fn with_key(access_key_id: &str, secret: &str) -> Self {
+        let creds = Credentials::new(access_key_id, secret, None, None, "sillok-key");
         Signer { identity: creds.into() }
     }
 
@@ -254,6 +262,16 @@ impl Signer {
     }
 }
 
+/// The access key id a request claims in its `authorization` header
+/// (`Credential=<id>/<date>/...`), so the verifier knows which secret to check
+/// it with. Claims nothing about the signature.
+pub fn credential_key_id(headers: &HeaderMap) -> Option<&str> {
+    let auth = headers.get(http::header::AUTHORIZATION)?.to_str().ok()?;
+    let rest = auth.split("Credential=").nth(1)?;
+    let id = rest.split('/').next()?;
+    (!id.is_empty()).then_some(id)
+}
+
 /// Parses `YYYYMMDDTHHMMSSZ` (UTC).
 pub fn parse_amz_date(s: &str) -> Result<SystemTime, AuthError> {
     let fmt = time::macros::format_description!("[year][month][day]T[hour][minute][second]Z");
@@ -350,6 +368,20 @@ mod tests {
         let mut h = good.clone();
         h.insert(H_CONTENT_SHA256, HeaderValue::from_static("abc"));
         assert_eq!(s.verify("GET", PQ, &h, now), Err(AuthError::Missing(H_CONTENT_SHA256)));
+    }
+
+    #[test]
+    fn other_keys_sign_and_name_themselves() {
+        let now = SystemTime::now();
+        let admin = Signer::with_key("SILLOKADMIN1", "admin-secret");
+        let h = headers(admin.sign("GET", "h:1", "/v1/status", Payload::Bytes(b""), now).unwrap());
+        assert_eq!(credential_key_id(&h), Some("SILLOKADMIN1"));
+        assert!(admin.verify("GET", "/v1/status", &h, now).is_ok());
+        // The internal signer with the same secret does not accept it (other key id).
+        assert_eq!(Signer::new("admin-secret").verify("GET", "/v1/status", &h, now), Err(AuthError::BadSignature));
+        let internal = headers(Signer::new("s").sign("GET", "h:1", "/v1/status", Payload::Bytes(b""), now).unwrap());
+        assert_eq!(credential_key_id(&internal), Some(ACCESS_KEY_ID));
+        assert_eq!(credential_key_id(&HeaderMap::new()), None);
     }
 
     #[test]

@@ -1,0 +1,152 @@
+//! The catalog's HTTP API: routes and wire types (JSON), shared by the
+//! replica's server and [`super::CatalogClient`].
+//!
+//! Every request is SigV4-signed (`crate::auth`) with the cluster secret
+//! ("internal": replicas, gateways, nodes) or with an enabled admin key of the
+//! catalog ("admin": `sillok admin`). Anything else is a 403 before routing.
+//!
+//! | route | who | what |
+//! |---|---|---|
+//! | `POST /v1/raft/append`, `/v1/raft/vote`, `/v1/raft/snapshot` | internal | Raft RPCs between replicas (openraft's messages as JSON) |
+//! | `GET  /v1/status` | both | [`Status`]: this replica's view, the leader and its site, sites, nodes, epoch |
+//! | `GET  /v1/catalog[?consistent=1]` | both | [`CatalogView`]; secrets only for internal callers; `consistent` answers from the leader after a read barrier |
+//! | `GET  /v1/map?newer_than=N&wait_ms=M` | both | the map once its epoch is > N (long poll, at most [`MAX_WAIT_MS`]); 204 if none came |
+//! | `POST /v1/propose` | both | a [`crate::catalog::Proposal`]: 200 [`Proposed`], 409 refused ([`ErrorBody`] with the refusal) |
+//! | `POST /v1/membership/add` | both | [`AddReplica`]: learner, then voter |
+//! | `POST /v1/membership/remove` | both | [`RemoveReplica`] |
+//!
+//! Writes (propose, membership, consistent reads) sent to a follower are
+//! forwarded once to the leader it knows ([`H_FORWARDED`] marks the hop; a
+//! forwarded request is never forwarded again). Every response names the
+//! leader the replica knows in [`H_LEADER`] (`id@addr`), so clients go there
+//! next. Errors are [`ErrorBody`]: 400 bad input, 403 auth, 404 unknown route,
+//! 409 refused change, 503 no leader reachable or commit not confirmed in
+//! time (the outcome is then unknown: retry with the same request id).
+
+use serde::{Deserialize, Serialize};
+
+use super::state::{Bucket, CatalogError, KeyInfo, KeyRecord, Outcome};
+use crate::map::PlacementMap;
+use crate::profile::EcProfile;
+use crate::topology::{NodeId, NodeState};
+
+/// Marks a request forwarded by a follower to the leader.
+pub const H_FORWARDED: &str = "x-sillok-forwarded";
+/// The leader as the answering replica knows it: `id@host:port`.
+pub const H_LEADER: &str = "x-sillok-leader";
+/// Longest long poll on `/v1/map`.
+pub const MAX_WAIT_MS: u64 = 30_000;
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ErrorBody {
+    /// A short code: `bad_request`, `forbidden`, `refused`, `no_leader`, `timeout`, `not_found`, `internal`.
+    pub error: String,
+    pub message: String,
+    /// For `refused`: the catalog's reason.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refusal: Option<CatalogError>,
+}
+
+/// A committed proposal.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Proposed {
+    pub outcome: Outcome,
+    /// The log index it was committed at.
+    pub log_index: u64,
+    pub leader: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AddReplica {
+    pub id: u64,
+    pub addr: String,
+    pub site: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RemoveReplica {
+    pub id: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct MembershipChanged {
+    pub voters: Vec<u64>,
+    pub log_index: u64,
+}
+
+/// The catalog as the API shows it. `keys` carry secrets only for internal
+/// callers (`secrets: true`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CatalogView {
+    pub region: String,
+    pub epoch: u64,
+    pub applied_index: u64,
+    pub map: Option<PlacementMap>,
+    pub buckets: Vec<Bucket>,
+    pub keys: Vec<KeyInfo>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub key_secrets: Vec<KeyRecord>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ReplicaStatus {
+    pub id: u64,
+    pub addr: String,
+    pub site: String,
+    pub voter: bool,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SiteStatus {
+    pub id: String,
+    /// The state all its nodes share, or `mixed`, or `empty`.
+    pub state: String,
+    pub nodes: usize,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct NodeStatus {
+    pub id: NodeId,
+    pub site: String,
+    pub addr: String,
+    pub state: NodeState,
+    pub weight: f64,
+    /// Slots (shards of PGs) the map gives the node.
+    pub slots: u64,
+    /// Its slots as a share of all slots, in percent.
+    pub fill_pct: f64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ProfileStatus {
+    pub storage_class: String,
+    pub profile: EcProfile,
+}
+
+/// `GET /v1/status`: one replica's view of the catalog and of Raft.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Status {
+    /// The replica that answered.
+    pub replica: u64,
+    pub replica_site: String,
+    /// This replica's Raft role: leader, follower, candidate, learner.
+    pub role: String,
+    pub term: u64,
+    pub leader: Option<u64>,
+    pub leader_addr: Option<String>,
+    pub leader_site: Option<String>,
+    pub replicas: Vec<ReplicaStatus>,
+    pub applied_index: u64,
+    pub last_log_index: u64,
+    /// blake3 of the catalog's canonical JSON: equal on replicas that applied
+    /// the same history.
+    pub catalog_digest: String,
+    pub bootstrapped: bool,
+    pub epoch: u64,
+    pub pg_count: u32,
+    pub profiles: Vec<ProfileStatus>,
+    pub sites: Vec<SiteStatus>,
+    pub nodes: Vec<NodeStatus>,
+    pub buckets: usize,
+    pub keys: usize,
+}

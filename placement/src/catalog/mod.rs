@@ -1,0 +1,84 @@
+//! The replicated catalog: the placement map, the buckets and the access keys,
+//! held by Raft replicas (openraft), one voter per site.
+//!
+//! Owns: the Raft type configuration, and the parts of a catalog replica:
+//! - `state`: the catalog's contents, its commands and their deterministic,
+//!   validated application (pure: no I/O);
+//! - `store`: the redb-backed Raft log store and state machine (with
+//!   snapshots), `raft-log.redb` and `catalog.redb` in the replica's directory;
+//! - `network`: the signed HTTP transport between replicas;
+//! - `api`: the wire types of the catalog's HTTP API (routes listed there);
+//! - `server`: a running replica: its Raft instance, the HTTP service, the
+//!   forwarding of writes to the leader, the one-time seeding from the
+//!   cluster file;
+//! - `client`: [`CatalogClient`], which finds the leader among the replicas;
+//! - `follower`: [`follower::MapFollower`], which follows the map by epoch and
+//!   keeps the last one seen on disk (for gateways and nodes).
+//!
+//! Invariants:
+//! - Every change to the catalog goes through the Raft log as a [`Proposal`]
+//!   and is applied by [`state::Catalog::apply`] on every replica in log
+//!   order; nothing else writes the state machine (apart from installing a
+//!   snapshot, which replaces it whole).
+//! - A proposal carries a request id; a replica that applies a request id it
+//!   has already applied returns the first reply and changes nothing, so a
+//!   client may retry an unanswered proposal on another replica.
+//! - Nothing on a replica's port answers a request that is not SigV4-signed
+//!   with the cluster secret or an enabled admin key (`crate::auth`).
+//! - Secrets are never logged and never appear in status output.
+
+pub mod api;
+pub mod client;
+pub mod follower;
+pub mod network;
+pub mod server;
+pub mod state;
+pub mod store;
+
+use serde::{Deserialize, Serialize};
+
+pub use crate::cluster_file::{AccessKey, ClusterFile};
+pub use client::{CatalogClient, ClientError, ClientTimeouts};
+pub use server::{RaftTimings, Replica, ReplicaConfig};
+pub use state::{Bucket, Catalog, CatalogError, Command, KeyInfo, KeyRecord, Outcome, Permission};
+
+/// How a replica is reached, as Raft's membership records it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReplicaNode {
+    /// `host:port` of the replica's HTTP service (Raft and the catalog API).
+    pub addr: String,
+    /// The site the replica runs in.
+    pub site: String,
+}
+
+impl std::fmt::Display for ReplicaNode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}@{}", self.addr, self.site)
+    }
+}
+
+/// One entry of the Raft log: a command and the id that makes retries safe.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Proposal {
+    pub request_id: String,
+    pub command: Command,
+}
+
+/// What applying a proposal returned.
+pub type Reply = Result<Outcome, CatalogError>;
+
+openraft::declare_raft_types!(
+    /// The catalog's Raft types.
+    pub TypeConfig:
+        D = Proposal,
+        R = Reply,
+        NodeId = u64,
+        Node = ReplicaNode,
+        SnapshotData = std::io::Cursor<Vec<u8>>,
+);
+
+pub type Raft = openraft::Raft<TypeConfig>;
+pub type LogId = openraft::LogId<u64>;
+pub type Entry = openraft::Entry<TypeConfig>;
+pub type StoredMembership = openraft::StoredMembership<u64, ReplicaNode>;
+pub type StorageError = openraft::StorageError<u64>;

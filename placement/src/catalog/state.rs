@@ -1,0 +1,743 @@
+//! The catalog's contents and the commands that change them.
+//!
+//! Owns: [`Catalog`] (the placement map, the buckets, the access keys),
+//! [`Command`] (every change the Raft log can carry), and [`Catalog::apply`],
+//! the one function through which a committed command changes the catalog.
+//!
+//! Invariants:
+//! - `apply` is deterministic: the same catalog and the same command give the
+//!   same catalog and the same [`Outcome`] on every replica. It reads no clock,
+//!   draws no random number and iterates no hash map: timestamps, secrets and
+//!   new node ids are chosen before the command enters the log (or, for node
+//!   ids, taken from the catalog's own counter).
+//! - `apply` is all or nothing: a refused command ([`CatalogError`]) leaves the
+//!   catalog exactly as it was. Changes are computed on copies and swapped in
+//!   only once every check has passed.
+//! - The map always passes [`PlacementMap::validate`] (EC site rule: no site
+//!   holds more than m slots of a PG), its epoch only grows, and every accepted
+//!   map change adds exactly one.
+//! - A change that takes nodes out of service for good (node or site `out`,
+//!   node remove) is refused when a PG of the current map would be left with
+//!   fewer than k slot nodes that still hold data (Up or Draining): it would
+//!   remove the last copies. The catalog does not know rebuild progress yet, so
+//!   slots count as holding their shards as soon as the map names them.
+//! - A node id is never reused (`next_node_id` only grows).
+//! - Secrets (access key secrets) never appear in `Debug` output.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde::{Deserialize, Serialize};
+
+use crate::map::PlacementMap;
+use crate::topology::{Node, NodeId, NodeState, Site, Topology};
+
+/// The storage class every bucket gets unless it names another; its EC
+/// profile is the map's profile.
+pub const STANDARD: &str = "STANDARD";
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Bucket {
+    pub name: String,
+    /// The access key id that created it.
+    pub owner: String,
+    /// Seconds since the Unix epoch, chosen by the leader that proposed it.
+    pub created_at: u64,
+    pub storage_class: String,
+}
+
+/// What an access key may do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Permission {
+    /// S3 reads (GET, HEAD, listings).
+    Read,
+    /// S3 writes (PUT, DELETE, bucket creation).
+    Write,
+    /// `sillok admin`: the catalog API.
+    Admin,
+}
+
+impl std::fmt::Display for Permission {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Permission::Read => "read",
+            Permission::Write => "write",
+            Permission::Admin => "admin",
+        })
+    }
+}
+
+impl std::str::FromStr for Permission {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "read" => Ok(Permission::Read),
+            "write" => Ok(Permission::Write),
+            "admin" => Ok(Permission::Admin),
+            other => Err(format!("unknown permission {other:?}: use read, write or admin")),
+        }
+    }
+}
+
+/// An access key as the catalog keeps it.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeyRecord {
+    pub id: String,
+    pub secret: String,
+    pub permissions: BTreeSet<Permission>,
+    pub enabled: bool,
+    /// Seconds since the Unix epoch.
+    pub created_at: u64,
+}
+
+impl std::fmt::Debug for KeyRecord {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KeyRecord")
+            .field("id", &self.id)
+            .field("secret", &"<redacted>")
+            .field("permissions", &self.permissions)
+            .field("enabled", &self.enabled)
+            .field("created_at", &self.created_at)
+            .finish()
+    }
+}
+
+impl KeyRecord {
+    /// The key without its secret, for listings and status.
+    pub fn info(&self) -> KeyInfo {
+        KeyInfo {
+            id: self.id.clone(),
+            permissions: self.permissions.clone(),
+            enabled: self.enabled,
+            created_at: self.created_at,
+        }
+    }
+
+    pub fn may(&self, p: Permission) -> bool {
+        self.enabled && self.permissions.contains(&p)
+    }
+}
+
+/// An access key without its secret.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeyInfo {
+    pub id: String,
+    pub permissions: BTreeSet<Permission>,
+    pub enabled: bool,
+    pub created_at: u64,
+}
+
+/// Everything the catalog holds. `map` is `None` until the catalog has been
+/// seeded from the cluster file ([`Command::Bootstrap`]).
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct Catalog {
+    pub region: String,
+    pub map: Option<PlacementMap>,
+    pub buckets: BTreeMap<String, Bucket>,
+    pub keys: BTreeMap<String, KeyRecord>,
+    /// The id the next added node gets; only grows, so ids are never reused.
+    pub next_node_id: u32,
+}
+
+/// A change to the catalog, as the Raft log carries it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum Command {
+    /// Seeds an empty catalog (from the cluster file). A no-op once seeded.
+    Bootstrap {
+        region: String,
+        map: PlacementMap,
+        keys: Vec<KeyRecord>,
+    },
+    CreateBucket {
+        bucket: Bucket,
+    },
+    DeleteBucket {
+        name: String,
+    },
+    CreateKey {
+        key: KeyRecord,
+    },
+    /// Disables a key for good (its id stays taken).
+    RevokeKey {
+        id: String,
+    },
+    AddSite {
+        site: String,
+    },
+    /// Sets the state of every node of the site.
+    SetSiteState {
+        site: String,
+        state: NodeState,
+    },
+    /// Adds a node; it gets the catalog's next node id.
+    AddNode {
+        site: String,
+        addr: String,
+        weight: f64,
+    },
+    RemoveNode {
+        id: NodeId,
+    },
+    SetNodeWeight {
+        id: NodeId,
+        weight: f64,
+    },
+    SetNodeState {
+        id: NodeId,
+        state: NodeState,
+    },
+}
+
+/// What part of the catalog a command may touch (the store rewrites that part).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Touch {
+    All,
+    Map,
+    Bucket(String),
+    Key(String),
+}
+
+impl Command {
+    pub fn touches(&self) -> Touch {
+        match self {
+            Command::Bootstrap { .. } => Touch::All,
+            Command::CreateBucket { bucket } => Touch::Bucket(bucket.name.clone()),
+            Command::DeleteBucket { name } => Touch::Bucket(name.clone()),
+            Command::CreateKey { key } => Touch::Key(key.id.clone()),
+            Command::RevokeKey { id } => Touch::Key(id.clone()),
+            _ => Touch::Map,
+        }
+    }
+
+    /// Whether the command changes the placement map.
+    pub fn is_map_change(&self) -> bool {
+        matches!(self.touches(), Touch::Map | Touch::All)
+    }
+}
+
+/// What an applied command did.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "result", rename_all = "snake_case")]
+pub enum Outcome {
+    Bootstrapped {
+        epoch: u64,
+    },
+    /// The catalog was already seeded; nothing changed.
+    AlreadyBootstrapped,
+    /// A new map, at this epoch.
+    Map {
+        epoch: u64,
+    },
+    /// A new node, and the map that places it.
+    NodeAdded {
+        id: NodeId,
+        epoch: u64,
+    },
+    BucketCreated {
+        bucket: Bucket,
+    },
+    BucketDeleted {
+        name: String,
+    },
+    /// The new key, secret included: the only time the secret is shown.
+    KeyCreated {
+        key: KeyRecord,
+    },
+    KeyRevoked {
+        id: String,
+    },
+    /// The reply of log entries that carry no command (leader blanks,
+    /// membership changes).
+    Internal,
+}
+
+/// Why a command was refused. Every message says what to do about it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, Serialize, Deserialize)]
+#[serde(tag = "error", content = "detail", rename_all = "snake_case")]
+pub enum CatalogError {
+    #[error("the catalog has not been seeded from the cluster file yet; wait for a leader to be elected and retry")]
+    NotBootstrapped,
+    #[error("bucket {0} already exists")]
+    BucketExists(String),
+    #[error("bucket {0} does not exist; `sillok admin bucket list` shows the buckets")]
+    NoSuchBucket(String),
+    #[error("invalid bucket name {name:?}: {reason}")]
+    InvalidBucketName { name: String, reason: String },
+    #[error("storage class {0:?} is unknown; the classes are: STANDARD")]
+    UnknownStorageClass(String),
+    #[error("access key {0} already exists")]
+    KeyExists(String),
+    #[error("access key {0} does not exist; `sillok admin key list` shows the keys")]
+    NoSuchKey(String),
+    #[error("access key {0} is the last enabled admin key; create another admin key before revoking it")]
+    LastAdminKey(String),
+    #[error("invalid access key: {0}")]
+    InvalidKey(String),
+    #[error("site {0} already exists")]
+    SiteExists(String),
+    #[error("site {0} does not exist; `sillok admin status` lists the sites")]
+    NoSuchSite(String),
+    #[error("node {0} does not exist; `sillok admin status` lists the nodes")]
+    NoSuchNode(String),
+    #[error("invalid node: {0}")]
+    InvalidNode(String),
+    /// The new map would break the placement rules (EC site rule, not enough
+    /// sites or nodes for the profile...).
+    #[error("refused, nothing changed: {0}")]
+    Placement(String),
+    #[error(
+        "refused, nothing changed: PG {pg} would keep only {left} of its {width} shards on nodes that hold data \
+         (it needs {k}); this would remove the last copies. Bring nodes back up or wait for repair first"
+    )]
+    LastCopies { pg: u32, left: usize, width: usize, k: usize },
+}
+
+impl From<crate::PlacementError> for CatalogError {
+    fn from(e: crate::PlacementError) -> Self {
+        CatalogError::Placement(e.to_string())
+    }
+}
+
+/// Checks an S3 bucket name (3-63 of `a-z 0-9 . -`, starting and ending with a
+/// letter or digit, no `..`, not an IP address).
+pub fn check_bucket_name(name: &str) -> Result<(), CatalogError> {
+    let bad = |reason: &str| Err(CatalogError::InvalidBucketName { name: name.into(), reason: reason.into() });
+    if name.len() < 3 || name.len() > 63 {
+        return bad("bucket names are 3 to 63 characters long");
+    }
+    if !name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'.' || b == b'-') {
+        return bad("use only lowercase letters, digits, '.' and '-'");
+    }
+    let edge = |b: u8| b.is_ascii_lowercase() || b.is_ascii_digit();
+    if !edge(name.as_bytes()[0]) || !edge(name.as_bytes()[name.len() - 1]) {
+        return bad("start and end with a letter or digit");
+    }
+    if name.contains("..") {
+        return bad("no two dots in a row");
+    }
+    if name.parse::<std::net::Ipv4Addr>().is_ok() {
+        return bad("a bucket name may not look like an IP address");
+    }
+    Ok(())
+}
+
+impl Catalog {
+    pub fn is_bootstrapped(&self) -> bool {
+        self.map.is_some()
+    }
+
+    pub fn epoch(&self) -> u64 {
+        self.map.as_ref().map_or(0, |m| m.epoch)
+    }
+
+    /// The storage classes and their EC profiles.
+    pub fn storage_classes(&self) -> Vec<(String, crate::EcProfile)> {
+        self.map.iter().map(|m| (STANDARD.to_string(), m.profile)).collect()
+    }
+
+    /// Applies a committed command; see the module's invariants.
+    pub fn apply(&mut self, cmd: &Command) -> Result<Outcome, CatalogError> {
+        if let Command::Bootstrap { region, map, keys } = cmd {
+            if self.is_bootstrapped() {
+                return Ok(Outcome::AlreadyBootstrapped);
+            }
+            map.validate()?;
+            let mut key_map = BTreeMap::new();
+            for k in keys {
+                check_key(k)?;
+                if key_map.insert(k.id.clone(), k.clone()).is_some() {
+                    return Err(CatalogError::KeyExists(k.id.clone()));
+                }
+            }
+            self.region = region.clone();
+            self.next_node_id = map.topology.nodes.iter().map(|n| n.id.0 + 1).max().unwrap_or(1).max(1);
+            self.map = Some(map.clone());
+            self.keys = key_map;
+            return Ok(Outcome::Bootstrapped { epoch: map.epoch });
+        }
+        let Some(map) = self.map.as_ref() else { return Err(CatalogError::NotBootstrapped) };
+        match cmd {
+            Command::Bootstrap { .. } => unreachable!("handled above"),
+            Command::CreateBucket { bucket } => {
+                check_bucket_name(&bucket.name)?;
+                if bucket.storage_class != STANDARD {
+                    return Err(CatalogError::UnknownStorageClass(bucket.storage_class.clone()));
+                }
+                if self.buckets.contains_key(&bucket.name) {
+                    return Err(CatalogError::BucketExists(bucket.name.clone()));
+                }
+                self.buckets.insert(bucket.name.clone(), bucket.clone());
+                Ok(Outcome::BucketCreated { bucket: bucket.clone() })
+            }
+            Command::DeleteBucket { name } => match self.buckets.remove(name) {
+                Some(_) => Ok(Outcome::BucketDeleted { name: name.clone() }),
+                None => Err(CatalogError::NoSuchBucket(name.clone())),
+            },
+            Command::CreateKey { key } => {
+                check_key(key)?;
+                if self.keys.contains_key(&key.id) {
+                    return Err(CatalogError::KeyExists(key.id.clone()));
+                }
+                self.keys.insert(key.id.clone(), key.clone());
+                Ok(Outcome::KeyCreated { key: key.clone() })
+            }
+            Command::RevokeKey { id } => {
+                let Some(key) = self.keys.get(id) else { return Err(CatalogError::NoSuchKey(id.clone())) };
+                if key.may(Permission::Admin) && !self.keys.values().any(|k| k.id != *id && k.may(Permission::Admin)) {
+                    return Err(CatalogError::LastAdminKey(id.clone()));
+                }
+                if let Some(k) = self.keys.get_mut(id) {
+                    k.enabled = false;
+                }
+                Ok(Outcome::KeyRevoked { id: id.clone() })
+            }
+            _ => {
+                let (topology, added) = self.changed_topology(map, cmd)?;
+                let new_map = map.with_topology(topology)?;
+                check_copies(map, &new_map.topology)?;
+                let epoch = new_map.epoch;
+                self.map = Some(new_map);
+                Ok(match added {
+                    Some(id) => {
+                        self.next_node_id = id.0 + 1;
+                        Outcome::NodeAdded { id, epoch }
+                    }
+                    None => Outcome::Map { epoch },
+                })
+            }
+        }
+    }
+
+    /// The topology a map command asks for (and the id of an added node).
+    fn changed_topology(&self, map: &PlacementMap, cmd: &Command) -> Result<(Topology, Option<NodeId>), CatalogError> {
+        let mut t = map.topology.clone();
+        let node_mut = |t: &mut Topology, id: NodeId| -> Result<usize, CatalogError> {
+            t.nodes.iter().position(|n| n.id == id).ok_or_else(|| CatalogError::NoSuchNode(id.to_string()))
+        };
+        let mut added = None;
+        match cmd {
+            Command::AddSite { site } => {
+                if site.is_empty() || site.contains(char::is_whitespace) {
+                    return Err(CatalogError::Placement(format!("{site:?} is not a usable site name")));
+                }
+                if t.sites.iter().any(|s| s.id == *site) {
+                    return Err(CatalogError::SiteExists(site.clone()));
+                }
+                t.sites.push(Site { id: site.clone() });
+            }
+            Command::SetSiteState { site, state } => {
+                if !t.sites.iter().any(|s| s.id == *site) {
+                    return Err(CatalogError::NoSuchSite(site.clone()));
+                }
+                for n in t.nodes.iter_mut().filter(|n| n.site == *site) {
+                    n.state = *state;
+                }
+            }
+            Command::AddNode { site, addr, weight } => {
+                if !t.sites.iter().any(|s| s.id == *site) {
+                    return Err(CatalogError::NoSuchSite(site.clone()));
+                }
+                if addr.is_empty() {
+                    return Err(CatalogError::InvalidNode("a node needs an address (host:port)".into()));
+                }
+                if let Some(n) = t.nodes.iter().find(|n| n.addr == *addr && n.state != NodeState::Out) {
+                    return Err(CatalogError::InvalidNode(format!("node {} already has address {addr}", n.id)));
+                }
+                check_weight(*weight)?;
+                let id = NodeId(self.next_node_id.max(t.nodes.iter().map(|n| n.id.0 + 1).max().unwrap_or(1)));
+                t.nodes.push(Node {
+                    id,
+                    site: site.clone(),
+                    addr: addr.clone(),
+                    weight: *weight,
+                    state: NodeState::Up,
+                });
+                added = Some(id);
+            }
+            Command::RemoveNode { id } => {
+                let i = node_mut(&mut t, *id)?;
+                t.nodes.remove(i);
+            }
+            Command::SetNodeWeight { id, weight } => {
+                check_weight(*weight)?;
+                let i = node_mut(&mut t, *id)?;
+                t.nodes[i].weight = *weight;
+            }
+            Command::SetNodeState { id, state } => {
+                let i = node_mut(&mut t, *id)?;
+                t.nodes[i].state = *state;
+            }
+            other => unreachable!("not a map command: {other:?}"),
+        }
+        Ok((t, added))
+    }
+}
+
+fn check_weight(w: f64) -> Result<(), CatalogError> {
+    if !w.is_finite() || w <= 0.0 {
+        return Err(CatalogError::InvalidNode(format!(
+            "weight {w} is not usable: weights are positive numbers (drain a node to take it out)"
+        )));
+    }
+    Ok(())
+}
+
+fn check_key(k: &KeyRecord) -> Result<(), CatalogError> {
+    if k.id.len() < 3 || k.id.len() > 128 || !k.id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    {
+        return Err(CatalogError::InvalidKey("key ids are 3-128 letters, digits, '-' or '_'".into()));
+    }
+    if k.id == crate::auth::ACCESS_KEY_ID {
+        return Err(CatalogError::InvalidKey(format!("{} is reserved for the cluster itself", k.id)));
+    }
+    if k.secret.len() < 16 {
+        return Err(CatalogError::InvalidKey("secrets are at least 16 characters".into()));
+    }
+    Ok(())
+}
+
+/// Whether a node still holds its shards in a topology: listed and Up or Draining.
+fn holds_data(t: &Topology, id: NodeId) -> bool {
+    t.node(id).is_some_and(|n| matches!(n.state, NodeState::Up | NodeState::Draining))
+}
+
+/// Refuses a topology that takes nodes out for good (Out or removed) while a
+/// PG of `old` that uses them would keep fewer than k data-holding slots.
+fn check_copies(old: &PlacementMap, new: &Topology) -> Result<(), CatalogError> {
+    let gone: BTreeSet<NodeId> = old
+        .topology
+        .nodes
+        .iter()
+        .filter(|n| n.state != NodeState::Out)
+        .filter(|n| new.node(n.id).is_none_or(|m| m.state == NodeState::Out))
+        .map(|n| n.id)
+        .collect();
+    if gone.is_empty() {
+        return Ok(());
+    }
+    let k = old.profile.k as usize;
+    for (pg, row) in old.slots.iter().enumerate() {
+        if !row.iter().any(|n| gone.contains(n)) {
+            continue;
+        }
+        let left = row.iter().filter(|&&n| holds_data(new, n)).count();
+        if left < k {
+            return Err(CatalogError::LastCopies { pg: pg as u32, left, width: row.len(), k });
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::EcProfile;
+
+    fn topo(sites: usize, per_site: usize) -> Topology {
+        let mut t = Topology::default();
+        let mut id = 1;
+        for s in 0..sites {
+            let site = format!("site-{}", (b'a' + s as u8) as char);
+            t.sites.push(Site { id: site.clone() });
+            for _ in 0..per_site {
+                t.nodes.push(Node {
+                    id: NodeId(id),
+                    site: site.clone(),
+                    addr: format!("127.0.0.1:{}", 7000 + id),
+                    weight: 1.0,
+                    state: NodeState::Up,
+                });
+                id += 1;
+            }
+        }
+        t
+    }
+
+    fn key(id: &str, perms: &[Permission]) -> KeyRecord {
+        KeyRecord {
+            id: id.into(),
+            secret: "0123456789abcdef0123".into(),
+            permissions: perms.iter().copied().collect(),
+            enabled: true,
+            created_at: 1,
+        }
+    }
+
+    fn seeded(sites: usize, per_site: usize) -> Catalog {
+        let mut c = Catalog::default();
+        let map = PlacementMap::new(topo(sites, per_site), EcProfile::default(), 64).unwrap();
+        let keys = vec![key("ADMIN1", &[Permission::Admin]), key("S3KEY1", &[Permission::Read, Permission::Write])];
+        assert_eq!(
+            c.apply(&Command::Bootstrap { region: "r".into(), map, keys }).unwrap(),
+            Outcome::Bootstrapped { epoch: 1 }
+        );
+        c
+    }
+
+    fn bucket(name: &str) -> Bucket {
+        Bucket { name: name.into(), owner: "S3KEY1".into(), created_at: 5, storage_class: STANDARD.into() }
+    }
+
+    /// Applies a command that must be refused and checks that nothing changed.
+    #[track_caller]
+    fn refused(c: &mut Catalog, cmd: Command) -> CatalogError {
+        let before = c.clone();
+        let e = c.apply(&cmd).expect_err("must be refused");
+        assert_eq!(*c, before, "a refused command changed the catalog");
+        e
+    }
+
+    #[test]
+    fn nothing_but_bootstrap_before_bootstrap_and_bootstrap_only_once() {
+        let mut c = Catalog::default();
+        assert_eq!(refused(&mut c, Command::CreateBucket { bucket: bucket("abc") }), CatalogError::NotBootstrapped);
+        let mut c = seeded(3, 2);
+        assert_eq!(c.next_node_id, 7);
+        let other = PlacementMap::new(topo(4, 1), EcProfile { k: 2, m: 1 }, 8).unwrap();
+        let before = c.clone();
+        assert_eq!(
+            c.apply(&Command::Bootstrap { region: "x".into(), map: other, keys: vec![] }).unwrap(),
+            Outcome::AlreadyBootstrapped
+        );
+        assert_eq!(c, before);
+    }
+
+    #[test]
+    fn buckets_are_unique_named_and_deletable() {
+        let mut c = seeded(3, 2);
+        c.apply(&Command::CreateBucket { bucket: bucket("photos") }).unwrap();
+        assert_eq!(
+            refused(&mut c, Command::CreateBucket { bucket: bucket("photos") }),
+            CatalogError::BucketExists("photos".into())
+        );
+        for bad in ["ab", "Photos", "-abc", "abc-", "a..b", "192.168.1.1", "under_score"] {
+            assert!(matches!(
+                refused(&mut c, Command::CreateBucket { bucket: bucket(bad) }),
+                CatalogError::InvalidBucketName { .. }
+            ));
+        }
+        let mut cold = bucket("cold");
+        cold.storage_class = "GLACIER".into();
+        assert!(matches!(
+            refused(&mut c, Command::CreateBucket { bucket: cold }),
+            CatalogError::UnknownStorageClass(_)
+        ));
+        c.apply(&Command::DeleteBucket { name: "photos".into() }).unwrap();
+        assert_eq!(
+            refused(&mut c, Command::DeleteBucket { name: "photos".into() }),
+            CatalogError::NoSuchBucket("photos".into())
+        );
+        assert!(c.buckets.is_empty());
+    }
+
+    #[test]
+    fn keys_are_revoked_not_reused_and_the_last_admin_stays() {
+        let mut c = seeded(3, 2);
+        assert_eq!(
+            refused(&mut c, Command::RevokeKey { id: "ADMIN1".into() }),
+            CatalogError::LastAdminKey("ADMIN1".into())
+        );
+        c.apply(&Command::CreateKey { key: key("ADMIN2", &[Permission::Admin]) }).unwrap();
+        c.apply(&Command::RevokeKey { id: "ADMIN1".into() }).unwrap();
+        assert!(!c.keys["ADMIN1"].enabled);
+        assert!(matches!(
+            refused(&mut c, Command::CreateKey { key: key("ADMIN1", &[Permission::Read]) }),
+            CatalogError::KeyExists(_)
+        ));
+        let mut short = key("SHORT", &[Permission::Read]);
+        short.secret = "x".into();
+        assert!(matches!(refused(&mut c, Command::CreateKey { key: short }), CatalogError::InvalidKey(_)));
+        assert!(matches!(
+            refused(&mut c, Command::CreateKey { key: key(crate::auth::ACCESS_KEY_ID, &[Permission::Read]) }),
+            CatalogError::InvalidKey(_)
+        ));
+        assert!(!format!("{:?}", c).contains("0123456789abcdef0123"), "Debug shows a secret");
+    }
+
+    #[test]
+    fn map_changes_add_one_epoch_each_and_keep_the_site_rule() {
+        let mut c = seeded(3, 2);
+        let out = c.apply(&Command::SetNodeState { id: NodeId(1), state: NodeState::Down }).unwrap();
+        assert_eq!(out, Outcome::Map { epoch: 2 });
+        c.apply(&Command::SetNodeState { id: NodeId(1), state: NodeState::Up }).unwrap();
+        let out =
+            c.apply(&Command::AddNode { site: "site-b".into(), addr: "127.0.0.1:9999".into(), weight: 2.0 }).unwrap();
+        assert_eq!(out, Outcome::NodeAdded { id: NodeId(7), epoch: 4 });
+        c.apply(&Command::SetNodeWeight { id: NodeId(7), weight: 1.0 }).unwrap();
+        c.apply(&Command::SetNodeState { id: NodeId(7), state: NodeState::Out }).unwrap();
+        c.apply(&Command::RemoveNode { id: NodeId(7) }).unwrap();
+        // Ids are never reused.
+        let out =
+            c.apply(&Command::AddNode { site: "site-c".into(), addr: "127.0.0.1:9998".into(), weight: 1.0 }).unwrap();
+        assert!(matches!(out, Outcome::NodeAdded { id: NodeId(8), .. }), "{out:?}");
+        let map = c.map.as_ref().unwrap();
+        assert_eq!(map.epoch, 8);
+        map.validate().unwrap();
+    }
+
+    #[test]
+    fn a_change_that_breaks_the_profile_is_refused_whole() {
+        // 3 sites x 2 nodes with 4+2: each site holds exactly 2 slots of every PG.
+        let mut c = seeded(3, 2);
+        // Out-ing a whole site leaves 2 sites: 6 slots cannot fit at most 2 per site.
+        let e = refused(&mut c, Command::SetSiteState { site: "site-a".into(), state: NodeState::Out });
+        assert!(matches!(e, CatalogError::Placement(_)), "{e}");
+        assert!(e.to_string().contains("refused, nothing changed"), "{e}");
+        // Removing one node of a 2-node site leaves that site able to hold 1 slot per PG only.
+        let e = refused(&mut c, Command::RemoveNode { id: NodeId(1) });
+        assert!(matches!(e, CatalogError::Placement(_)), "{e}");
+        assert!(matches!(refused(&mut c, Command::AddSite { site: "site-a".into() }), CatalogError::SiteExists(_)));
+        assert!(matches!(
+            refused(&mut c, Command::SetNodeState { id: NodeId(99), state: NodeState::Down }),
+            CatalogError::NoSuchNode(_)
+        ));
+        assert!(matches!(
+            refused(&mut c, Command::SetNodeWeight { id: NodeId(1), weight: f64::NAN }),
+            CatalogError::InvalidNode(_)
+        ));
+        assert!(matches!(
+            refused(&mut c, Command::AddNode { site: "nowhere".into(), addr: "h:1".into(), weight: 1.0 }),
+            CatalogError::NoSuchSite(_)
+        ));
+        assert_eq!(c.epoch(), 1);
+    }
+
+    #[test]
+    fn taking_out_the_last_copies_is_refused() {
+        // 4 sites x 2 nodes with 4+2: sites hold 1 or 2 slots of each PG.
+        let mut c = seeded(4, 2);
+        c.apply(&Command::SetSiteState { site: "site-a".into(), state: NodeState::Down }).unwrap();
+        // With site-a down (its data unreachable), taking site-b out for good
+        // would leave some PGs with fewer than 4 shards that hold data.
+        let e = refused(&mut c, Command::SetSiteState { site: "site-b".into(), state: NodeState::Out });
+        assert!(matches!(e, CatalogError::LastCopies { .. }), "{e}");
+        assert!(e.to_string().contains("last copies"), "{e}");
+        // Once site-a is back, site-b may go.
+        c.apply(&Command::SetSiteState { site: "site-a".into(), state: NodeState::Up }).unwrap();
+        c.apply(&Command::SetSiteState { site: "site-b".into(), state: NodeState::Out }).unwrap();
+        c.map.as_ref().unwrap().validate().unwrap();
+    }
+
+    #[test]
+    fn apply_is_deterministic() {
+        let cmds = vec![
+            Command::CreateBucket { bucket: bucket("one") },
+            Command::AddSite { site: "site-d".into() },
+            Command::AddNode { site: "site-d".into(), addr: "h:1".into(), weight: 1.0 },
+            Command::AddNode { site: "site-d".into(), addr: "h:2".into(), weight: 1.5 },
+            Command::SetNodeState { id: NodeId(2), state: NodeState::Draining },
+            Command::CreateBucket { bucket: bucket("one") },
+        ];
+        let run = || {
+            let mut c = seeded(3, 2);
+            let outs: Vec<_> = cmds.iter().map(|cmd| c.apply(cmd)).collect();
+            (c, outs)
+        };
+        let (a, oa) = run();
+        let (b, ob) = run();
+        assert_eq!(a, b);
+        assert_eq!(oa, ob);
+        assert_eq!(serde_json::to_string(&a).unwrap(), serde_json::to_string(&b).unwrap());
+    }
+}

@@ -1,0 +1,476 @@
+//! `sillok admin`: the operator's tool, talking to the catalog replicas.
+//!
+//! It needs the replica addresses and a key: `--catalog`/`SILLOK_CATALOG`
+//! (comma-separated `host:port`) and `--key-id`/`SILLOK_ADMIN_KEY_ID` with
+//! `--secret`/`SILLOK_ADMIN_SECRET` (an admin key), or `--cluster FILE`, which
+//! takes both the replica list and the cluster secret from a cluster file.
+//! `sillok dev` writes the env variables into `cluster.env`. Any replica
+//! will do: writes are forwarded to the leader, and the client moves on to
+//! another replica when one does not answer, so admin works from any site
+//! that is still up. Output: aligned tables, or `--json` for scripts. Key
+//! secrets are printed once, by `key create`, and never by anything else.
+
+use std::path::PathBuf;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use anyhow::{Context, bail};
+use serde::Serialize;
+use sillok_placement::auth::Signer;
+use sillok_placement::catalog::api::{Proposed, Status};
+use sillok_placement::catalog::server::state_name;
+use sillok_placement::catalog::state::{Bucket, Command, KeyRecord, Outcome, Permission, STANDARD};
+use sillok_placement::catalog::{CatalogClient, ClientTimeouts};
+use sillok_placement::{ClusterFile, NodeId, NodeState};
+
+#[derive(clap::Args)]
+pub struct AdminArgs {
+    /// Catalog replicas, `host:port,host:port,...`.
+    #[arg(long, env = "SILLOK_CATALOG", global = true)]
+    pub catalog: Option<String>,
+    /// Admin access key id.
+    #[arg(long, env = "SILLOK_ADMIN_KEY_ID", global = true)]
+    pub key_id: Option<String>,
+    /// Admin secret key.
+    #[arg(long, env = "SILLOK_ADMIN_SECRET", global = true, hide_env_values = true)]
+    pub secret: Option<String>,
+    /// A cluster file: replica addresses and the cluster secret (instead of an admin key).
+    #[arg(long, global = true)]
+    pub cluster: Option<PathBuf>,
+    /// Print JSON instead of tables.
+    #[arg(long, global = true)]
+    pub json: bool,
+    /// Give up after this many seconds without an answer.
+    #[arg(long, default_value_t = 15, global = true)]
+    pub timeout_secs: u64,
+    #[command(subcommand)]
+    pub command: AdminCommand,
+}
+
+#[derive(clap::Subcommand)]
+pub enum AdminCommand {
+    /// Sites, nodes and their states, epoch, the leader and every replica.
+    Status,
+    /// Storage nodes.
+    #[command(subcommand)]
+    Node(NodeCommand),
+    /// Sites (failure domains).
+    #[command(subcommand)]
+    Site(SiteCommand),
+    /// Buckets.
+    #[command(subcommand)]
+    Bucket(BucketCommand),
+    /// Access keys.
+    #[command(subcommand)]
+    Key(KeyCommand),
+    /// Catalog replicas (Raft membership).
+    #[command(subcommand)]
+    Replica(ReplicaCommand),
+}
+
+#[derive(clap::Subcommand)]
+pub enum NodeCommand {
+    /// Add a storage node (it gets the next free id).
+    Add {
+        #[arg(long)]
+        site: String,
+        /// `host:port` of the node's internal API.
+        #[arg(long)]
+        addr: String,
+        #[arg(long, default_value_t = 1.0)]
+        weight: f64,
+    },
+    /// Remove a node from the map for good.
+    Remove { id: String },
+    /// Change a node's weight (its share of the slots).
+    SetWeight { id: String, weight: f64 },
+    /// Mark a node down: it keeps its slots, readers and writers avoid it.
+    Down { id: String },
+    /// Mark a node up again.
+    Up { id: String },
+    /// Drain a node: its slots move elsewhere.
+    Drain { id: String },
+    /// Mark a node out: its slots are reassigned and its shards rebuilt.
+    Out { id: String },
+}
+
+#[derive(clap::Subcommand)]
+pub enum SiteCommand {
+    /// Add an (empty) site.
+    Add { name: String },
+    /// Mark every node of a site down.
+    Down { name: String },
+    /// Mark every node of a site out (its data is rebuilt on the others).
+    Out { name: String },
+    /// Mark every node of a site up.
+    Up { name: String },
+}
+
+#[derive(clap::Subcommand)]
+pub enum BucketCommand {
+    Create {
+        name: String,
+        /// Owner's access key id (default: the admin key).
+        #[arg(long)]
+        owner: Option<String>,
+        #[arg(long, default_value = STANDARD)]
+        storage_class: String,
+    },
+    List,
+    /// Remove a bucket from the catalog (its objects are not deleted by this).
+    Delete {
+        name: String,
+    },
+}
+
+#[derive(clap::Subcommand)]
+pub enum KeyCommand {
+    /// Make a new access key and print its secret (shown only this once).
+    Create {
+        /// An admin key (for `sillok admin`) instead of an S3 key.
+        #[arg(long)]
+        admin: bool,
+        /// An S3 key that may only read.
+        #[arg(long, conflicts_with = "admin")]
+        read_only: bool,
+        /// The key id (default: a random `SILLOK...` id).
+        #[arg(long)]
+        id: Option<String>,
+    },
+    List,
+    /// Disable a key for good.
+    Revoke {
+        id: String,
+    },
+}
+
+#[derive(clap::Subcommand)]
+pub enum ReplicaCommand {
+    /// Add a running replica (started with `sillok placement --id N --site S --listen A`) as a voter.
+    Add {
+        #[arg(long)]
+        id: u64,
+        #[arg(long)]
+        addr: String,
+        #[arg(long)]
+        site: String,
+    },
+    /// Remove a replica from the voters.
+    Remove { id: u64 },
+}
+
+fn client(a: &AdminArgs) -> anyhow::Result<(CatalogClient, String)> {
+    let timeouts = ClientTimeouts { total: Duration::from_secs(a.timeout_secs.max(1)), ..Default::default() };
+    if let Some(path) = &a.cluster {
+        let file = ClusterFile::load(path)?;
+        let addrs: Vec<String> = match &a.catalog {
+            Some(c) => c.split(',').map(str::to_string).collect(),
+            None => file.catalog_replicas.iter().map(|r| r.addr.clone()).collect(),
+        };
+        if addrs.is_empty() {
+            bail!("the cluster file {} lists no catalog replicas (catalog_replicas)", path.display());
+        }
+        let c = CatalogClient::new(addrs, Signer::new(&file.cluster_secret), timeouts)?;
+        return Ok((c, "sillok-internal".into()));
+    }
+    let Some(catalog) = &a.catalog else {
+        bail!(
+            "which catalog? set SILLOK_CATALOG (host:port,host:port,...) or pass --catalog or --cluster; with `sillok dev`, `. sillok-dev/cluster.env` sets it"
+        );
+    };
+    let (Some(id), Some(secret)) = (&a.key_id, &a.secret) else {
+        bail!(
+            "no admin key: set SILLOK_ADMIN_KEY_ID and SILLOK_ADMIN_SECRET (or pass --key-id and --secret, or --cluster FILE)"
+        );
+    };
+    let c =
+        CatalogClient::new(catalog.split(',').map(str::to_string).collect(), Signer::with_key(id, secret), timeouts)?;
+    Ok((c, id.clone()))
+}
+
+/// Plain aligned columns, two spaces apart.
+fn table(headers: &[&str], rows: &[Vec<String>]) -> String {
+    let mut width: Vec<usize> = headers.iter().map(|h| h.len()).collect();
+    for r in rows {
+        for (i, c) in r.iter().enumerate() {
+            width[i] = width[i].max(c.chars().count());
+        }
+    }
+    let line = |cells: Vec<&str>| {
+        let mut s = String::new();
+        for (i, c) in cells.iter().enumerate() {
+            if i + 1 == cells.len() {
+                s.push_str(c);
+            } else {
+                s.push_str(&format!("{c:<w$}  ", w = width[i]));
+            }
+        }
+        s.trim_end().to_string() + "\n"
+    };
+    let mut out = line(headers.to_vec());
+    for r in rows {
+        out.push_str(&line(r.iter().map(String::as_str).collect()));
+    }
+    out
+}
+
+fn print_json<T: Serialize>(v: &T) -> anyhow::Result<()> {
+    println!("{}", serde_json::to_string_pretty(v)?);
+    Ok(())
+}
+
+fn parse_node(s: &str) -> anyhow::Result<NodeId> {
+    let n = s.trim().trim_start_matches(['n', 'N']);
+    Ok(NodeId(n.parse().with_context(|| format!("{s:?} is not a node id (a number, like 3 or n3)"))?))
+}
+
+fn now_secs() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+}
+
+fn time_str(secs: u64) -> String {
+    let t = time::OffsetDateTime::from_unix_timestamp(secs as i64).unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
+    let f = time::macros::format_description!("[year]-[month]-[day] [hour]:[minute]:[second]Z");
+    t.format(&f).unwrap_or_default()
+}
+
+/// One replica's answer, or why it did not answer.
+#[derive(Serialize)]
+struct ReplicaView {
+    id: u64,
+    site: String,
+    addr: String,
+    voter: bool,
+    reachable: bool,
+    role: Option<String>,
+    term: Option<u64>,
+    applied_index: Option<u64>,
+    error: Option<String>,
+}
+
+#[derive(Serialize)]
+struct StatusOut {
+    #[serde(flatten)]
+    status: Status,
+    replica_views: Vec<ReplicaView>,
+}
+
+async fn status(c: &CatalogClient, json: bool) -> anyhow::Result<()> {
+    let s = c.status().await?;
+    // Ask every replica too, briefly, so an operator sees which ones answer.
+    let probes = s.replicas.iter().map(|r| async move {
+        let res = tokio::time::timeout(Duration::from_secs(2), c.status_of(&r.addr)).await;
+        let (reachable, st, error) = match res {
+            Ok(Ok(st)) => (true, Some(st), None),
+            Ok(Err(e)) => (false, None, Some(e.to_string())),
+            Err(_) => (false, None, Some("no answer within 2 s".to_string())),
+        };
+        ReplicaView {
+            id: r.id,
+            site: r.site.clone(),
+            addr: r.addr.clone(),
+            voter: r.voter,
+            reachable,
+            role: st.as_ref().map(|x| x.role.clone()),
+            term: st.as_ref().map(|x| x.term),
+            applied_index: st.as_ref().map(|x| x.applied_index),
+            error,
+        }
+    });
+    let views = futures::future::join_all(probes).await;
+    if json {
+        return print_json(&StatusOut { status: s, replica_views: views });
+    }
+    let leader = match (s.leader, &s.leader_site, &s.leader_addr) {
+        (Some(l), Some(site), Some(addr)) => format!("replica {l} in {site} ({addr})"),
+        _ => "none (election in progress, or no majority)".into(),
+    };
+    println!("leader:   {leader}, term {}", s.term);
+    println!(
+        "map:      epoch {}, {} placement groups, {}; {} buckets, {} keys",
+        s.epoch,
+        s.pg_count,
+        s.profiles.iter().map(|p| format!("{} {}", p.storage_class, p.profile)).collect::<Vec<_>>().join(", "),
+        s.buckets,
+        s.keys
+    );
+    println!("answered: replica {} in {} (applied index {})\n", s.replica, s.replica_site, s.applied_index);
+    let rows: Vec<Vec<String>> = views
+        .iter()
+        .map(|v| {
+            vec![
+                v.id.to_string(),
+                v.site.clone(),
+                v.addr.clone(),
+                if v.voter { "voter".into() } else { "learner".into() },
+                match &v.role {
+                    Some(r) => r.clone(),
+                    None => "UNREACHABLE".into(),
+                },
+                v.applied_index.map(|i| i.to_string()).unwrap_or_else(|| "-".into()),
+            ]
+        })
+        .collect();
+    print!("{}", table(&["REPLICA", "SITE", "ADDR", "MEMBER", "ROLE", "APPLIED"], &rows));
+    println!();
+    let rows: Vec<Vec<String>> =
+        s.sites.iter().map(|x| vec![x.id.clone(), x.state.clone(), x.nodes.to_string()]).collect();
+    print!("{}", table(&["SITE", "STATE", "NODES"], &rows));
+    println!();
+    let rows: Vec<Vec<String>> = s
+        .nodes
+        .iter()
+        .map(|n| {
+            vec![
+                n.id.to_string(),
+                n.site.clone(),
+                n.addr.clone(),
+                state_name(n.state).into(),
+                format!("{}", n.weight),
+                n.slots.to_string(),
+                format!("{:.1}%", n.fill_pct),
+            ]
+        })
+        .collect();
+    print!("{}", table(&["NODE", "SITE", "ADDR", "STATE", "WEIGHT", "SLOTS", "FILL"], &rows));
+    Ok(())
+}
+
+fn report(p: &Proposed, json: bool) -> anyhow::Result<()> {
+    if json {
+        return print_json(p);
+    }
+    match &p.outcome {
+        Outcome::Map { epoch } => println!("done: the map is now at epoch {epoch}"),
+        Outcome::NodeAdded { id, epoch } => println!("added node {id}; the map is now at epoch {epoch}"),
+        Outcome::BucketCreated { bucket } => println!("created bucket {}", bucket.name),
+        Outcome::BucketDeleted { name } => println!("deleted bucket {name} from the catalog"),
+        Outcome::KeyRevoked { id } => println!("revoked key {id}"),
+        Outcome::KeyCreated { key } => println!("created key {}", key.id),
+        other => println!("done: {other:?}"),
+    }
+    Ok(())
+}
+
+pub async fn run(a: AdminArgs) -> anyhow::Result<()> {
+    let (c, me) = client(&a)?;
+    let json = a.json;
+    let propose = |cmd: Command| {
+        let c = &c;
+        async move { c.propose(cmd).await.map_err(anyhow::Error::from) }
+    };
+    match a.command {
+        AdminCommand::Status => status(&c, json).await?,
+        AdminCommand::Node(n) => {
+            let cmd = match n {
+                NodeCommand::Add { site, addr, weight } => Command::AddNode { site, addr, weight },
+                NodeCommand::Remove { id } => Command::RemoveNode { id: parse_node(&id)? },
+                NodeCommand::SetWeight { id, weight } => Command::SetNodeWeight { id: parse_node(&id)?, weight },
+                NodeCommand::Down { id } => Command::SetNodeState { id: parse_node(&id)?, state: NodeState::Down },
+                NodeCommand::Up { id } => Command::SetNodeState { id: parse_node(&id)?, state: NodeState::Up },
+                NodeCommand::Drain { id } => Command::SetNodeState { id: parse_node(&id)?, state: NodeState::Draining },
+                NodeCommand::Out { id } => Command::SetNodeState { id: parse_node(&id)?, state: NodeState::Out },
+            };
+            report(&propose(cmd).await?, json)?;
+        }
+        AdminCommand::Site(s) => {
+            let cmd = match s {
+                SiteCommand::Add { name } => Command::AddSite { site: name },
+                SiteCommand::Down { name } => Command::SetSiteState { site: name, state: NodeState::Down },
+                SiteCommand::Out { name } => Command::SetSiteState { site: name, state: NodeState::Out },
+                SiteCommand::Up { name } => Command::SetSiteState { site: name, state: NodeState::Up },
+            };
+            report(&propose(cmd).await?, json)?;
+        }
+        AdminCommand::Bucket(BucketCommand::Create { name, owner, storage_class }) => {
+            let bucket = Bucket { name, owner: owner.unwrap_or(me), created_at: now_secs(), storage_class };
+            report(&propose(Command::CreateBucket { bucket }).await?, json)?;
+        }
+        AdminCommand::Bucket(BucketCommand::Delete { name }) => {
+            report(&propose(Command::DeleteBucket { name }).await?, json)?;
+        }
+        AdminCommand::Bucket(BucketCommand::List) => {
+            let view = c.catalog(false).await?;
+            if json {
+                return print_json(&view.buckets);
+            }
+            let rows: Vec<Vec<String>> = view
+                .buckets
+                .iter()
+                .map(|b| vec![b.name.clone(), b.owner.clone(), b.storage_class.clone(), time_str(b.created_at)])
+                .collect();
+            print!("{}", table(&["BUCKET", "OWNER", "CLASS", "CREATED"], &rows));
+        }
+        AdminCommand::Key(KeyCommand::Create { admin, read_only, id }) => {
+            let permissions = if admin {
+                vec![Permission::Admin]
+            } else if read_only {
+                vec![Permission::Read]
+            } else {
+                vec![Permission::Read, Permission::Write]
+            };
+            let key = KeyRecord {
+                id: id.unwrap_or_else(|| format!("SILLOK{}", super::random_hex(7).to_uppercase())),
+                secret: super::random_hex(20),
+                permissions: permissions.into_iter().collect(),
+                enabled: true,
+                created_at: now_secs(),
+            };
+            let p = propose(Command::CreateKey { key }).await?;
+            let Outcome::KeyCreated { key } = &p.outcome else { bail!("unexpected answer: {:?}", p.outcome) };
+            if json {
+                #[derive(Serialize)]
+                struct Created<'a> {
+                    access_key_id: &'a str,
+                    secret_access_key: &'a str,
+                    permissions: Vec<String>,
+                }
+                return print_json(&Created {
+                    access_key_id: &key.id,
+                    secret_access_key: &key.secret,
+                    permissions: key.permissions.iter().map(|p| p.to_string()).collect(),
+                });
+            }
+            println!(
+                "access key: {}\nsecret key: {}  (shown only now; keep it private)\npermissions: {}",
+                key.id,
+                key.secret,
+                key.permissions.iter().map(|p| p.to_string()).collect::<Vec<_>>().join(",")
+            );
+        }
+        AdminCommand::Key(KeyCommand::List) => {
+            let view = c.catalog(false).await?;
+            if json {
+                return print_json(&view.keys);
+            }
+            let rows: Vec<Vec<String>> = view
+                .keys
+                .iter()
+                .map(|k| {
+                    vec![
+                        k.id.clone(),
+                        k.permissions.iter().map(|p| p.to_string()).collect::<Vec<_>>().join(","),
+                        if k.enabled { "enabled".into() } else { "revoked".into() },
+                        time_str(k.created_at),
+                    ]
+                })
+                .collect();
+            print!("{}", table(&["KEY", "PERMISSIONS", "STATE", "CREATED"], &rows));
+        }
+        AdminCommand::Key(KeyCommand::Revoke { id }) => report(&propose(Command::RevokeKey { id }).await?, json)?,
+        AdminCommand::Replica(ReplicaCommand::Add { id, addr, site }) => {
+            let r = c.add_replica(id, &addr, &site).await?;
+            if json {
+                return print_json(&r);
+            }
+            println!("replica {id} ({addr}, {site}) is a voter; voters now {:?}", r.voters);
+        }
+        AdminCommand::Replica(ReplicaCommand::Remove { id }) => {
+            let r = c.remove_replica(id).await?;
+            if json {
+                return print_json(&r);
+            }
+            println!("replica {id} removed; voters now {:?}", r.voters);
+        }
+    }
+    Ok(())
+}

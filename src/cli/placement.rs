@@ -1,0 +1,151 @@
+//! `sillok placement`: run one catalog replica (the Raft catalog of the map,
+//! the buckets and the access keys; see `sillok_placement::catalog`).
+//!
+//! Configuration comes from the cluster file: its `catalog_replicas` list
+//! (id, site, `host:port`) is the initial membership, and `--id` picks this
+//! replica from it (its site, and its address to listen on unless `--listen`
+//! says otherwise). On first start, every listed replica initialises Raft with
+//! that same membership, and the first leader seeds the catalog from the
+//! file's map, region, access keys (read+write) and admin key (admin). Later
+//! starts read everything back from `--data` and ignore the file's map and
+//! keys: the catalog is the truth from then on.
+//!
+//! A replica that is not in the file (a fourth or fifth one, or a
+//! replacement) starts with `--site` and `--listen` (and `--advertise` if
+//! others reach it by another address), waits, and joins when an operator
+//! runs `sillok admin replica add --id N --addr HOST:PORT --site SITE`.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use anyhow::{Context, bail};
+use sillok_placement::ClusterFile;
+use sillok_placement::catalog::ReplicaNode;
+use sillok_placement::catalog::server::{RaftTimings, Replica, ReplicaConfig};
+use sillok_placement::catalog::state::{Command, KeyRecord, Permission};
+
+#[derive(clap::Args)]
+pub struct PlacementArgs {
+    /// The cluster file (replica list, cluster secret, first map and keys).
+    #[arg(long)]
+    pub cluster: PathBuf,
+    /// This replica's Raft id.
+    #[arg(long)]
+    pub id: u64,
+    /// Where the replica keeps its log, state machine and snapshots.
+    #[arg(long)]
+    pub data: PathBuf,
+    /// Address to listen on (default: this replica's address in the cluster file).
+    #[arg(long)]
+    pub listen: Option<SocketAddr>,
+    /// Address others reach this replica at (default: the listen address).
+    #[arg(long)]
+    pub advertise: Option<String>,
+    /// The site of a replica that is not in the cluster file.
+    #[arg(long)]
+    pub site: Option<String>,
+    /// Raft heartbeat interval (ms).
+    #[arg(long, default_value_t = 100)]
+    pub heartbeat_ms: u64,
+    /// Shortest election timeout (ms): how long followers wait for a silent leader.
+    #[arg(long, default_value_t = 500)]
+    pub election_min_ms: u64,
+    /// Longest election timeout (ms).
+    #[arg(long, default_value_t = 1000)]
+    pub election_max_ms: u64,
+    /// Take a snapshot and compact the log every this many entries.
+    #[arg(long, default_value_t = 1000)]
+    pub snapshot_every: u64,
+    /// Entries kept behind a snapshot for replicas that lag a little.
+    #[arg(long, default_value_t = 500)]
+    pub keep_logs: u64,
+    /// Deadline (ms) of one Raft RPC to another replica.
+    #[arg(long, default_value_t = 1000)]
+    pub rpc_timeout_ms: u64,
+    /// Deadline (ms) of a TCP connect to another replica.
+    #[arg(long, default_value_t = 300)]
+    pub connect_timeout_ms: u64,
+}
+
+fn now_secs() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+}
+
+/// The `Bootstrap` command that seeds the catalog from a cluster file.
+pub fn seed_of(file: &ClusterFile) -> Command {
+    let now = now_secs();
+    let mut keys: Vec<KeyRecord> = file
+        .access_keys
+        .iter()
+        .map(|k| KeyRecord {
+            id: k.access_key_id.clone(),
+            secret: k.secret_access_key.clone(),
+            permissions: [Permission::Read, Permission::Write].into_iter().collect(),
+            enabled: true,
+            created_at: now,
+        })
+        .collect();
+    if let Some(a) = &file.admin_key {
+        keys.push(KeyRecord {
+            id: a.access_key_id.clone(),
+            secret: a.secret_access_key.clone(),
+            permissions: [Permission::Admin].into_iter().collect(),
+            enabled: true,
+            created_at: now,
+        });
+    }
+    Command::Bootstrap { region: file.region.clone(), map: file.map.clone(), keys }
+}
+
+pub async fn run(a: PlacementArgs) -> anyhow::Result<()> {
+    let file = ClusterFile::load(&a.cluster)?;
+    let listed = file.catalog_replicas.iter().find(|r| r.id == a.id);
+    let (site, listen, advertise) = match listed {
+        Some(r) => {
+            let listen = match a.listen {
+                Some(l) => l,
+                None => r.addr.parse().with_context(|| {
+                    format!("replica {} has address {:?} in the cluster file, which is not host:port", r.id, r.addr)
+                })?,
+            };
+            (r.site.clone(), listen, a.advertise.clone().unwrap_or_else(|| r.addr.clone()))
+        }
+        None => {
+            let (Some(site), Some(listen)) = (a.site.clone(), a.listen) else {
+                bail!(
+                    "replica {} is not in the cluster file {} (its replicas are {:?}); a new replica needs --site and --listen, then `sillok admin replica add`",
+                    a.id,
+                    a.cluster.display(),
+                    file.catalog_replicas.iter().map(|r| r.id).collect::<Vec<_>>()
+                );
+            };
+            (site, listen, a.advertise.clone().unwrap_or_else(|| listen.to_string()))
+        }
+    };
+    let members: BTreeMap<u64, ReplicaNode> = file
+        .catalog_replicas
+        .iter()
+        .map(|r| (r.id, ReplicaNode { addr: r.addr.clone(), site: r.site.clone() }))
+        .collect();
+    std::fs::create_dir_all(&a.data)
+        .with_context(|| format!("cannot create the data directory {}", a.data.display()))?;
+    let mut config = ReplicaConfig::new(a.id, &site, listen, a.data.clone(), &file.cluster_secret);
+    config.advertise = advertise;
+    config.initial_members = members;
+    config.seed = Some(seed_of(&file));
+    config.timings = RaftTimings {
+        heartbeat_ms: a.heartbeat_ms,
+        election_min_ms: a.election_min_ms,
+        election_max_ms: a.election_max_ms,
+        snapshot_every: a.snapshot_every,
+        keep_logs: a.keep_logs,
+    };
+    config.rpc_timeout = Duration::from_millis(a.rpc_timeout_ms);
+    config.connect_timeout = Duration::from_millis(a.connect_timeout_ms);
+    tracing::info!(id = a.id, %site, %listen, "catalog replica starting");
+    let replica = Replica::open(config).await.context("cannot start the catalog replica")?;
+    replica.run(super::shutdown_signal()).await.context("catalog replica failed")?;
+    Ok(())
+}

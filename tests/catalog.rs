@@ -1,0 +1,454 @@
+//! The replicated catalog with real processes: `sillok placement` replicas
+//! (three, one per site) killed with SIGKILL, frozen with SIGSTOP, restarted,
+//! left behind; and `sillok dev` with S3 traffic while the leader's replica
+//! dies. The only timing promise checked is the issue's: after the leader is
+//! killed, a new leader commits a change within 5 s.
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
+use std::process::{Child, Command as Proc, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::*;
+use sillok_placement::auth::Signer;
+use sillok_placement::catalog::api::Status;
+use sillok_placement::catalog::state::{Bucket, Command, STANDARD};
+use sillok_placement::catalog::{CatalogClient, ClientTimeouts};
+use sillok_placement::{NodeId, NodeState};
+
+const SIGKILL: i32 = 9;
+const SIGCONT: i32 = 18;
+const SIGSTOP: i32 = 19;
+
+/// Three `sillok placement` processes made from a `sillok init` cluster file.
+struct Replicas {
+    dir: tempfile::TempDir,
+    cluster: PathBuf,
+    addrs: Vec<String>,
+    secret: String,
+    admin: (String, String),
+    extra: Vec<String>,
+    procs: BTreeMap<u64, Child>,
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+impl Replicas {
+    /// `extra`: more `sillok placement` flags for every replica.
+    fn start(extra: &[&str]) -> Self {
+        let dir = tempfile::Builder::new().prefix("sillok-catalog-").tempdir().unwrap();
+        let mut nodes = Vec::new();
+        for (i, site) in ["site-a", "site-b", "site-c"].iter().enumerate() {
+            for j in 0..2 {
+                let id = i * 2 + j + 1;
+                nodes.push(serde_json::json!({"id": id, "site": site, "addr": format!("127.0.0.1:{}", free_port()), "weight": 1.0}));
+            }
+        }
+        let topo = serde_json::json!({"sites": [{"id": "site-a"}, {"id": "site-b"}, {"id": "site-c"}], "nodes": nodes});
+        std::fs::write(dir.path().join("topology.json"), topo.to_string()).unwrap();
+        let addrs: Vec<String> = (0..3).map(|_| format!("127.0.0.1:{}", free_port())).collect();
+        let cluster = dir.path().join("cluster.json");
+        let out = Proc::new(env!("CARGO_BIN_EXE_sillok"))
+            .args(["init", "--pgs", "128", "--topology"])
+            .arg(dir.path().join("topology.json"))
+            .arg("--out")
+            .arg(&cluster)
+            .args(["--replica", &format!("site-a={}", addrs[0])])
+            .args(["--replica", &format!("site-b={}", addrs[1])])
+            .args(["--replica", &format!("site-c={}", addrs[2])])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "sillok init: {}", String::from_utf8_lossy(&out.stderr));
+        let file: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&cluster).unwrap()).unwrap();
+        let admin = (
+            file["admin_key"]["access_key_id"].as_str().unwrap().to_string(),
+            file["admin_key"]["secret_access_key"].as_str().unwrap().to_string(),
+        );
+        let mut r = Replicas {
+            secret: file["cluster_secret"].as_str().unwrap().to_string(),
+            dir,
+            cluster,
+            addrs,
+            admin,
+            extra: extra.iter().map(|s| s.to_string()).collect(),
+            procs: BTreeMap::new(),
+        };
+        for id in 1..=3 {
+            r.spawn(id);
+        }
+        r
+    }
+
+    fn spawn(&mut self, id: u64) {
+        self.spawn_with(id, &[]);
+    }
+
+    /// A replica that is not in the cluster file: it waits to be added.
+    fn spawn_new(&mut self, id: u64, site: &str) -> String {
+        let addr = format!("127.0.0.1:{}", free_port());
+        self.spawn_with(id, &["--site", site, "--listen", &addr]);
+        addr
+    }
+
+    fn spawn_with(&mut self, id: u64, more: &[&str]) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.path().join(format!("replica-{id}.log")))
+            .unwrap();
+        let child = Proc::new(env!("CARGO_BIN_EXE_sillok"))
+            .arg("placement")
+            .arg("--cluster")
+            .arg(&self.cluster)
+            .args(["--id", &id.to_string(), "--data"])
+            .arg(self.dir.path().join(format!("replica-{id}")))
+            .args(["--election-min-ms", "300", "--election-max-ms", "600", "--heartbeat-ms", "50"])
+            .args(&self.extra)
+            .args(more)
+            .env("SILLOK_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        self.procs.insert(id, child);
+    }
+
+    fn pid(&self, id: u64) -> i32 {
+        self.procs[&id].id() as i32
+    }
+
+    fn kill9(&mut self, id: u64) {
+        let mut c = self.procs.remove(&id).expect("running");
+        let _ = c.kill();
+        let _ = c.wait();
+    }
+
+    fn addr(&self, id: u64) -> String {
+        self.addrs[(id - 1) as usize].clone()
+    }
+
+    fn client(&self) -> CatalogClient {
+        let t =
+            ClientTimeouts { total: Duration::from_secs(20), attempt: Duration::from_secs(2), ..Default::default() };
+        CatalogClient::new(self.addrs.clone(), Signer::new(&self.secret), t).unwrap()
+    }
+
+    /// Runs `sillok admin ARGS` with the admin key in the environment.
+    fn admin(&self, args: &[&str]) -> std::process::Output {
+        Proc::new(env!("CARGO_BIN_EXE_sillok"))
+            .arg("admin")
+            .args(args)
+            .env("SILLOK_CATALOG", self.addrs.join(","))
+            .env("SILLOK_ADMIN_KEY_ID", &self.admin.0)
+            .env("SILLOK_ADMIN_SECRET", &self.admin.1)
+            .output()
+            .unwrap()
+    }
+
+    fn log(&self, id: u64) -> String {
+        std::fs::read_to_string(self.dir.path().join(format!("replica-{id}.log"))).unwrap_or_default()
+    }
+}
+
+impl Drop for Replicas {
+    fn drop(&mut self) {
+        for c in self.procs.values_mut() {
+            signal(c.id() as i32, SIGCONT);
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+fn bucket(name: &str) -> Command {
+    Command::CreateBucket {
+        bucket: Bucket { name: name.into(), owner: "test".into(), created_at: 1, storage_class: STANDARD.into() },
+    }
+}
+
+/// Waits until the catalog is seeded and has a leader; returns that status.
+async fn wait_leader(c: &CatalogClient, not: Option<u64>) -> Status {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Ok(s) = c.status().await
+            && s.bootstrapped
+            && s.leader.is_some()
+            && s.leader != not
+        {
+            return s;
+        }
+        assert!(Instant::now() < deadline, "no seeded leader (other than {not:?}) after 30 s");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Waits until the given replicas report the same applied index (≥ `min`) and
+/// the same catalog digest; returns the digest.
+async fn converged(r: &Replicas, ids: &[u64], min: u64) -> String {
+    let c = r.client();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let mut seen = Vec::new();
+        for id in ids {
+            if let Ok(s) = c.status_of(&r.addr(*id)).await {
+                seen.push((s.applied_index, s.catalog_digest, s.term));
+            }
+        }
+        if seen.len() == ids.len() && seen[0].0 >= min && seen.windows(2).all(|w| w[0].0 == w[1].0 && w[0].1 == w[1].1)
+        {
+            return seen[0].1.clone();
+        }
+        assert!(Instant::now() < deadline, "replicas {ids:?} did not converge at index >= {min}: {seen:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigstop_of_the_leader_elects_another_and_it_steps_down_on_resume() {
+    let r = Replicas::start(&[]);
+    let c = r.client();
+    let old = wait_leader(&c, None).await.leader.unwrap();
+    c.propose(bucket("before-stop")).await.unwrap();
+    assert_eq!(signal(r.pid(old), SIGSTOP), 0);
+    let s = wait_leader(&c, Some(old)).await;
+    let new = s.leader.unwrap();
+    assert_ne!(new, old);
+    let mut last = 0;
+    for i in 0..10 {
+        last = c.propose(bucket(&format!("while-stopped-{i}"))).await.unwrap().log_index;
+    }
+    assert_eq!(signal(r.pid(old), SIGCONT), 0);
+    // The old leader learns of the newer term, steps down and takes the
+    // leader's history: same applied index and same catalog digest everywhere.
+    converged(&r, &[1, 2, 3], last).await;
+    let st = c.status_of(&r.addr(old)).await.unwrap();
+    assert_eq!(st.role, "follower", "the resumed replica steps down");
+    assert_eq!(st.leader, Some(new));
+    let view = c.catalog(true).await.unwrap();
+    assert_eq!(view.buckets.len(), 11);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restarting_every_replica_brings_the_whole_catalog_back_from_disk() {
+    let mut r = Replicas::start(&[]);
+    let c = r.client();
+    wait_leader(&c, None).await;
+    for i in 0..5 {
+        c.propose(bucket(&format!("keep-{i}"))).await.unwrap();
+    }
+    c.propose(Command::SetNodeState { id: NodeId(2), state: NodeState::Down }).await.unwrap();
+    let last = c.propose(Command::SetNodeWeight { id: NodeId(3), weight: 2.0 }).await.unwrap().log_index;
+    let before = converged(&r, &[1, 2, 3], last).await;
+    let view_before = c.catalog(true).await.unwrap();
+    for id in 1..=3 {
+        r.kill9(id);
+    }
+    for id in 1..=3 {
+        r.spawn(id);
+    }
+    wait_leader(&c, None).await;
+    let after = converged(&r, &[1, 2, 3], last).await;
+    assert_eq!(before, after, "same catalog digest after a restart of every replica");
+    let view = c.catalog(true).await.unwrap();
+    assert_eq!(view.epoch, view_before.epoch);
+    assert_eq!(view.map, view_before.map);
+    assert_eq!(view.buckets, view_before.buckets);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_down_through_100_map_changes_catches_up() {
+    // Small snapshot interval: the replica that was away needs a snapshot.
+    let mut r = Replicas::start(&["--snapshot-every", "40", "--keep-logs", "10"]);
+    let c = r.client();
+    let leader = wait_leader(&c, None).await.leader.unwrap();
+    let away = (1..=3).find(|id| *id != leader).unwrap();
+    r.kill9(away);
+    let mut last = 0;
+    for i in 0..100 {
+        let state = if i % 2 == 0 { NodeState::Down } else { NodeState::Up };
+        last = c.propose(Command::SetNodeState { id: NodeId(1 + (i % 6)), state }).await.unwrap().log_index;
+    }
+    let epoch = c.status().await.unwrap().epoch;
+    assert_eq!(epoch, 101);
+    r.spawn(away);
+    converged(&r, &[1, 2, 3], last).await;
+    let s = c.status_of(&r.addr(away)).await.unwrap();
+    assert_eq!(s.epoch, 101, "the replica that was away has the newest map");
+    assert!(r.log(away).contains("snapshot installed"), "it caught up through a snapshot");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_creations_while_the_leader_is_killed_lose_none_and_make_none_twice() {
+    let mut r = Replicas::start(&[]);
+    let c = r.client();
+    let leader = wait_leader(&c, None).await.leader.unwrap();
+    // Two independent clients, as two gateways would be.
+    let clients = [Arc::new(r.client()), Arc::new(r.client())];
+    let total = 1000;
+    let sem = Arc::new(tokio::sync::Semaphore::new(32));
+    let mut tasks = Vec::new();
+    for i in 0..total {
+        let client = clients[i % 2].clone();
+        let sem = sem.clone();
+        tasks.push(tokio::spawn(async move {
+            let _p = sem.acquire().await.unwrap();
+            let name = format!("bucket-{i:04}");
+            (name.clone(), client.propose(bucket(&name)).await.is_ok())
+        }));
+        if i == total / 3 {
+            // Let a third of them start, then kill the leader mid-stream.
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            r.kill9(leader);
+        }
+    }
+    let mut acked = BTreeSet::new();
+    for t in tasks {
+        let (name, ok) = t.await.unwrap();
+        if ok {
+            acked.insert(name);
+        }
+    }
+    let view = c.catalog(true).await.unwrap();
+    let names: Vec<&str> = view.buckets.iter().map(|b| b.name.as_str()).collect();
+    let distinct: BTreeSet<&str> = names.iter().copied().collect();
+    assert_eq!(distinct.len(), names.len(), "a bucket exists twice");
+    for a in &acked {
+        assert!(distinct.contains(a.as_str()), "acknowledged bucket {a} is missing");
+    }
+    assert!(acked.len() > total / 2, "only {} of {total} creations were acknowledged", acked.len());
+    eprintln!("{} of {total} acknowledged, {} exist", acked.len(), names.len());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killing_the_leaders_replica_a_new_leader_commits_within_5s_and_s3_keeps_working() {
+    let cluster = DevCluster::start();
+    let e = &cluster.env;
+    let signer = Signer::with_key(&e["SILLOK_ADMIN_KEY_ID"], &e["SILLOK_ADMIN_SECRET"]);
+    let addrs: Vec<String> = e["SILLOK_CATALOG"].split(',').map(str::to_string).collect();
+    let t = ClientTimeouts { total: Duration::from_secs(20), attempt: Duration::from_secs(2), ..Default::default() };
+    let admin = CatalogClient::new(addrs, signer, t).unwrap();
+    let s = wait_leader(&admin, None).await;
+    let leader_site = s.leader_site.clone().unwrap();
+    admin.propose(bucket("before")).await.unwrap();
+
+    let s3 = cluster.client();
+    s3.create_bucket().bucket("media").send().await.unwrap();
+    put(&s3, "media", "warm", pattern(1000, 1)).await;
+
+    // The replica is the first process in its site's pids file.
+    let pid = cluster.site_pids(&leader_site)[0];
+    let killed = Instant::now();
+    assert_eq!(signal(pid, SIGKILL), 0);
+    // S3 traffic while the catalog elects.
+    let traffic = tokio::spawn(async move {
+        for i in 0..20u64 {
+            let body = pattern(20_000, i + 10);
+            put(&s3, "media", &format!("during-{i}"), body.clone()).await;
+            assert_same(&get(&s3, "media", &format!("during-{i}"), None).await, &body, "during failover");
+        }
+    });
+    admin.propose(bucket("after")).await.unwrap();
+    let failover = killed.elapsed();
+    assert!(failover < Duration::from_secs(5), "no committed change {failover:?} after the leader was killed");
+    let s = wait_leader(&admin, None).await;
+    assert_ne!(s.leader_site.as_deref(), Some(leader_site.as_str()));
+    traffic.await.unwrap();
+    eprintln!("failover: {} ms", failover.as_millis());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_speaks_tables_and_json_refuses_clearly_and_never_prints_old_secrets() {
+    let mut r = Replicas::start(&[]);
+    let c = r.client();
+    wait_leader(&c, None).await;
+    // Wait until every replica knows the admin key (it arrives with the seed).
+    converged(&r, &[1, 2, 3], 2).await;
+    let ok = |o: &std::process::Output| {
+        assert!(o.status.success(), "admin failed: {}", String::from_utf8_lossy(&o.stderr));
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    };
+    let table = ok(&r.admin(&["status"]));
+    assert!(table.contains("leader:") && table.contains("NODE") && table.contains("site-b"), "{table}");
+    let json: serde_json::Value = serde_json::from_str(&ok(&r.admin(&["status", "--json"]))).unwrap();
+    let leader_site = json["leader_site"].as_str().unwrap().to_string();
+    assert!(leader_site.starts_with("site-"));
+    assert_eq!(json["epoch"], 1);
+
+    ok(&r.admin(&["bucket", "create", "photos"]));
+    assert!(ok(&r.admin(&["bucket", "list"])).contains("photos"));
+    let created: serde_json::Value = serde_json::from_str(&ok(&r.admin(&["key", "create", "--json"]))).unwrap();
+    let secret = created["secret_access_key"].as_str().unwrap().to_string();
+    let keys = ok(&r.admin(&["key", "list", "--json"]));
+    assert!(keys.contains(created["access_key_id"].as_str().unwrap()));
+    assert!(!keys.contains(&secret) && !keys.contains(&r.admin.1), "key list shows a secret");
+    let status = ok(&r.admin(&["status", "--json"]));
+    assert!(!status.contains(&secret) && !status.contains(&r.admin.1), "status shows a secret");
+
+    // A change that breaks the EC site rule: refused, clear, nothing changed.
+    let out = r.admin(&["site", "out", "site-a"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("refused, nothing changed"), "{err}");
+    ok(&r.admin(&["node", "down", "n2"]));
+    let json: serde_json::Value = serde_json::from_str(&ok(&r.admin(&["status", "--json"]))).unwrap();
+    assert_eq!(json["epoch"], 2);
+
+    // With the leader's site gone, admin still works from the others.
+    let leader = json["leader"].as_u64().unwrap();
+    r.kill9(leader);
+    ok(&r.admin(&["bucket", "create", "after-loss"]));
+    let json: serde_json::Value = serde_json::from_str(&ok(&r.admin(&["status", "--json"]))).unwrap();
+    assert_ne!(json["leader_site"].as_str().unwrap(), leader_site);
+    // Secrets never reach the replicas' logs.
+    for id in 1..=3 {
+        let log = r.log(id);
+        assert!(!log.contains(&secret) && !log.contains(&r.admin.1), "replica {id} logged a secret");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicas_join_and_leave_through_membership_changes_and_five_survive_two_losses() {
+    let mut r = Replicas::start(&[]);
+    let c = r.client();
+    wait_leader(&c, None).await;
+    let a4 = r.spawn_new(4, "site-a");
+    let a5 = r.spawn_new(5, "site-b");
+    for (id, addr, site) in [(4, &a4, "site-a"), (5, &a5, "site-b")] {
+        let out = r.admin(&["replica", "add", "--id", &id.to_string(), "--addr", addr, "--site", site]);
+        assert!(out.status.success(), "replica add {id}: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    let s = c.status().await.unwrap();
+    assert_eq!(s.replicas.iter().filter(|x| x.voter).count(), 5, "{:?}", s.replicas);
+    let last = c.propose(bucket("five")).await.unwrap().log_index;
+    let c5 = CatalogClient::new(
+        vec![r.addr(1), r.addr(2), r.addr(3), a4.clone(), a5.clone()],
+        Signer::new(&r.secret),
+        ClientTimeouts { total: Duration::from_secs(20), attempt: Duration::from_secs(2), ..Default::default() },
+    )
+    .unwrap();
+    // The newcomers caught up.
+    for addr in [&a4, &a5] {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while c5.status_of(addr).await.map(|s| s.applied_index).unwrap_or(0) < last {
+            assert!(Instant::now() < deadline, "{addr} did not catch up");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    // Two of five lost, the leader among them: the other three go on.
+    let leader = c5.status().await.unwrap().leader.unwrap();
+    let other = [1, 2, 3, 4, 5].into_iter().find(|x| *x != leader).unwrap();
+    r.kill9(leader);
+    r.kill9(other);
+    c5.propose(bucket("after-two-losses")).await.unwrap();
+    // A lost replica leaves the membership.
+    let m = c5.remove_replica(leader).await.unwrap();
+    assert_eq!(m.voters.len(), 4);
+    assert!(!m.voters.contains(&leader));
+    assert_eq!(c5.catalog(true).await.unwrap().buckets.len(), 2);
+}
