@@ -1,6 +1,12 @@
 //! The gateway's view of the cluster: the placement map, the node client, and
 //! which nodes are suspect right now.
 //!
+//! The map is the newest the gateway has followed from the catalog
+//! (`crate::catalog`); [`Cluster::set_map`] only moves it forward, and keeps
+//! the epoch that every node request carries equal to it. When a node refuses
+//! a request for its old epoch, [`Cluster::catch_up`] waits (bounded) for the
+//! newer map so that the request can be retried on it.
+//!
 //! A node becomes suspect when a call to it fails to connect or times out, or
 //! when the background health probe (every `probe_interval`) gets no answer; it
 //! stops being suspect when a probe succeeds. Suspicion is local to this
@@ -8,25 +14,70 @@
 //! reads); it never changes the map.
 
 use std::collections::HashMap;
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, OnceLock, RwLock};
 use std::time::{Duration, Instant};
+
+use futures::future::BoxFuture;
 
 use sillok_placement::{NodeId, PgId, PlacementMap};
 use sillok_storage_node::NodeClient;
+
+/// Waits (bounded) for a map of at least the given epoch; `None` if none came.
+pub type CatchUp = Arc<dyn Fn(u64) -> BoxFuture<'static, Option<Arc<PlacementMap>>> + Send + Sync>;
 
 pub struct Cluster {
     map: RwLock<Arc<PlacementMap>>,
     pub client: NodeClient,
     suspect: RwLock<HashMap<NodeId, Instant>>,
+    catch_up: OnceLock<CatchUp>,
 }
 
 impl Cluster {
     pub fn new(map: PlacementMap, client: NodeClient) -> Arc<Self> {
-        Arc::new(Cluster { map: RwLock::new(Arc::new(map)), client, suspect: RwLock::new(HashMap::new()) })
+        client.epochs().set_ours(map.epoch);
+        Arc::new(Cluster {
+            map: RwLock::new(Arc::new(map)),
+            client,
+            suspect: RwLock::new(HashMap::new()),
+            catch_up: OnceLock::new(),
+        })
     }
 
     pub fn map(&self) -> Arc<PlacementMap> {
         self.map.read().expect("map lock").clone()
+    }
+
+    /// Moves to `map` if its epoch is newer; returns whether it did.
+    pub fn set_map(&self, map: Arc<PlacementMap>) -> bool {
+        let mut cur = self.map.write().expect("map lock");
+        if map.epoch <= cur.epoch {
+            return false;
+        }
+        tracing::info!(from = cur.epoch, to = map.epoch, "the gateway moved to a newer placement map");
+        self.client.epochs().set_ours(map.epoch);
+        *cur = map;
+        true
+    }
+
+    /// Sets how [`Cluster::catch_up`] finds newer maps (once).
+    pub fn set_catch_up(&self, f: CatchUp) {
+        let _ = self.catch_up.set(f);
+    }
+
+    /// A node follows map `epoch`, newer than ours: waits (bounded) for it.
+    /// Returns whether the gateway now has a map at least that new.
+    pub async fn catch_up(&self, epoch: u64) -> bool {
+        if self.map().epoch >= epoch {
+            return true;
+        }
+        let Some(f) = self.catch_up.get() else { return false };
+        match f(epoch).await {
+            Some(map) => {
+                self.set_map(map);
+                self.map().epoch >= epoch
+            }
+            None => false,
+        }
     }
 
     pub fn addr(&self, node: NodeId) -> Option<String> {

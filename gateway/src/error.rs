@@ -13,6 +13,17 @@ pub enum GatewayError {
     BucketNotEmpty,
     #[error("the bucket already exists and is yours")]
     BucketAlreadyOwnedByYou,
+    #[error("the bucket name is taken by another account; pick another name")]
+    BucketAlreadyExists,
+    #[error("invalid bucket name: {0}")]
+    InvalidBucketName(String),
+    /// The catalog (buckets, keys, map) could not be reached for an answer
+    /// this gateway's copy cannot give; the client may retry.
+    #[error("the catalog is unavailable: {0}")]
+    CatalogUnavailable(String),
+    /// The key is not allowed to do this.
+    #[error("access denied: {0}")]
+    AccessDenied(String),
     #[error("the requested range is not satisfiable")]
     InvalidRange,
     #[error("Content-Length is required")]
@@ -79,6 +90,10 @@ impl From<GatewayError> for S3Error {
             G::NoSuchKey => S3ErrorCode::NoSuchKey,
             G::BucketNotEmpty => S3ErrorCode::BucketNotEmpty,
             G::BucketAlreadyOwnedByYou => S3ErrorCode::BucketAlreadyOwnedByYou,
+            G::BucketAlreadyExists => S3ErrorCode::BucketAlreadyExists,
+            G::InvalidBucketName(_) => S3ErrorCode::InvalidBucketName,
+            G::CatalogUnavailable(_) => S3ErrorCode::ServiceUnavailable,
+            G::AccessDenied(_) => S3ErrorCode::AccessDenied,
             G::InvalidRange => S3ErrorCode::InvalidRange,
             G::MissingContentLength => S3ErrorCode::MissingContentLength,
             G::IncompleteBody { .. } => S3ErrorCode::IncompleteBody,
@@ -100,7 +115,7 @@ impl From<GatewayError> for S3Error {
             G::NotModified => S3ErrorCode::NotModified,
             G::DataLoss(_) | G::Internal(_) => S3ErrorCode::InternalError,
         };
-        if matches!(e, G::Unavailable(_) | G::DataLoss(_) | G::Internal(_)) {
+        if matches!(e, G::Unavailable(_) | G::CatalogUnavailable(_) | G::DataLoss(_) | G::Internal(_)) {
             tracing::warn!(error = %e, "request failed");
         }
         let mut err = S3Error::with_message(code, e.to_string());

@@ -3,7 +3,9 @@
 //! It speaks S3 through `s3s` (which parses requests and verifies SigV4) and
 //! turns each operation into calls on storage nodes:
 //!
-//! - `auth`: access keys for SigV4 (checked by s3s);
+//! - `auth`: access keys for SigV4 (checked by s3s) and their permissions;
+//! - `catalog`: the gateway's copy of the catalog (buckets, keys, map),
+//!   followed from the Raft catalog and saved on disk;
 //! - `cluster`: the gateway's view of the cluster: the placement map, node
 //!   addresses, which nodes are suspect right now, and the node client;
 //! - `quorum`: manifests written to and read from a majority of a PG's replicas;
@@ -14,13 +16,12 @@
 //! - `checksum`: S3's additional checksums (CRC32/CRC32C/CRC64NVME/SHA1/SHA256);
 //! - `multipart`: multipart uploads: records, parts, completion, the sweeper;
 //! - `listing`: keys merged from every node's manifest store;
-//! - `buckets`: bucket records (kept as manifests until the Raft catalog lands);
 //! - `s3`: the `s3s::S3` implementation: the edge where errors become S3 errors;
 //! - `server`: the HTTP listener, limits, request ids, health and metrics;
 //! - `vhost`: path-style and virtual-host-style addressing.
 
 pub mod auth;
-pub mod buckets;
+pub mod catalog;
 pub mod checksum;
 pub mod cluster;
 pub mod error;

@@ -18,8 +18,15 @@ impl Metrics {
         *r.entry((op, if ok { "ok" } else { "error" })).or_default() += 1;
     }
 
-    pub fn render(&self) -> String {
+    /// `epoch`: the gateway's map epoch; `applied`: the catalog index its copy is at.
+    pub fn render(&self, epoch: u64, applied: u64) -> String {
         let mut s = String::new();
+        s.push_str("# HELP sillok_map_epoch The placement map epoch this gateway uses.\n# TYPE sillok_map_epoch gauge\n");
+        s.push_str(&format!("sillok_map_epoch {epoch}\n"));
+        s.push_str(
+            "# HELP sillok_catalog_applied_index The catalog log index of this gateway's copy.\n# TYPE sillok_catalog_applied_index gauge\n",
+        );
+        s.push_str(&format!("sillok_catalog_applied_index {applied}\n"));
         s.push_str("# HELP sillok_s3_requests_total S3 requests handled, by operation and outcome.\n");
         s.push_str("# TYPE sillok_s3_requests_total counter\n");
         for ((op, outcome), n) in self.requests.lock().expect("metrics lock").iter() {

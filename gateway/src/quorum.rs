@@ -6,29 +6,79 @@
 //! Read: ask all replicas, wait for a majority of answers (found or not found),
 //! return the newest version. Because write and read majorities intersect, a
 //! read after an acknowledged write always sees it (or something newer).
+//!
+//! Epochs: the replicas come from the gateway's map. A node that follows a
+//! newer map refuses the call (`NodeError::StaleEpoch`) before it reaches a
+//! quorum; the whole operation is then retried on the newer map, after the
+//! gateway has caught up to it (at most [`EPOCH_RETRIES`] times). Writing a
+//! manifest twice is harmless: nodes keep the newest version.
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use futures::StreamExt;
 use futures::stream::FuturesUnordered;
+use sillok_placement::{NodeId, PlacementMap};
+use sillok_storage_node::NodeError;
 use sillok_storage_node::manifest::Manifest;
 
 use crate::cluster::Cluster;
 use crate::error::GatewayError;
 
+/// How many times one operation moves to a newer map.
+pub const EPOCH_RETRIES: usize = 3;
+
+/// A quorum call's outcome: done, or refused for our old epoch.
+enum Attempt<T> {
+    Done(Result<T, GatewayError>),
+    Stale(u64),
+}
+
+/// Runs `attempt` on the current map, again on a newer one when a node says
+/// ours is old.
+async fn on_current_map<T, F, Fut>(cluster: &Arc<Cluster>, mut attempt: F) -> Result<T, GatewayError>
+where
+    F: FnMut(Arc<PlacementMap>) -> Fut,
+    Fut: std::future::Future<Output = Attempt<T>>,
+{
+    let mut tries = 0;
+    loop {
+        let map = cluster.map();
+        let ours = map.epoch;
+        match attempt(map).await {
+            Attempt::Done(r) => return r,
+            Attempt::Stale(theirs) => {
+                tries += 1;
+                tracing::info!(ours, theirs, "a node follows a newer map; retrying on it");
+                if tries > EPOCH_RETRIES || !cluster.catch_up(theirs).await {
+                    return Err(GatewayError::CatalogUnavailable(format!(
+                        "a storage node follows map epoch {theirs} and this gateway could not get it (it has {})",
+                        cluster.map().epoch
+                    )));
+                }
+            }
+        }
+    }
+}
+
 pub async fn write_manifest(cluster: &Arc<Cluster>, m: &Manifest) -> Result<(), GatewayError> {
-    let pg = cluster.map().pg_of(&m.bucket, &m.key);
-    let replicas = cluster.manifest_replicas(pg);
+    on_current_map(cluster, |map| write_on(cluster, map, m)).await
+}
+
+async fn write_on(cluster: &Arc<Cluster>, map: Arc<PlacementMap>, m: &Manifest) -> Attempt<()> {
+    let pg = map.pg_of(&m.bucket, &m.key);
+    let replicas = map.manifest_replicas(pg);
     let need = replicas.len() / 2 + 1;
-    let replica_sites: BTreeSet<String> = replicas.iter().filter_map(|n| cluster.site(*n)).collect();
+    let site = |n: NodeId| map.topology.node(n).map(|x| x.site.clone());
+    let replica_sites: BTreeSet<String> = replicas.iter().filter_map(|n| site(*n)).collect();
     let mut calls: FuturesUnordered<_> = replicas
         .iter()
         .map(|&node| {
             let cluster = cluster.clone();
             let m = m.clone();
+            let addr = map.topology.node(node).map(|n| n.addr.clone());
             async move {
-                let Some(addr) = cluster.addr(node) else {
+                let Some(addr) = addr else {
                     return (node, Err(sillok_storage_node::NodeError::Other(format!("node {node} not in map"))));
                 };
                 let r = cluster.client.put_manifest(&addr, &m).await;
@@ -44,38 +94,47 @@ pub async fn write_manifest(cluster: &Arc<Cluster>, m: &Manifest) -> Result<(), 
         match r {
             Ok(_) => {
                 acked += 1;
-                if let Some(s) = cluster.site(node) {
+                if let Some(s) = site(node) {
                     acked_sites.insert(s);
                 }
                 let spread_ok = acked_sites.len() >= 2 || replica_sites.len() < 2;
                 if acked >= need && spread_ok {
                     // The rest finish in the background; their results no longer matter.
                     tokio::spawn(async move { while calls.next().await.is_some() {} });
-                    return Ok(());
+                    return Attempt::Done(Ok(()));
                 }
+            }
+            Err(NodeError::StaleEpoch { node_epoch, .. }) => {
+                tokio::spawn(async move { while calls.next().await.is_some() {} });
+                return Attempt::Stale(node_epoch);
             }
             Err(e) => failures.push(format!("{node}: {e}")),
         }
     }
-    Err(GatewayError::Unavailable(format!(
+    Attempt::Done(Err(GatewayError::Unavailable(format!(
         "manifest stored on {acked} of {} replicas (need {need} across two sites): {}",
         replicas.len(),
         failures.join("; ")
-    )))
+    ))))
 }
 
 /// The newest manifest version a majority knows of, tombstones included.
 pub async fn read_manifest(cluster: &Arc<Cluster>, bucket: &str, key: &str) -> Result<Option<Manifest>, GatewayError> {
-    let pg = cluster.map().pg_of(bucket, key);
-    let replicas = cluster.manifest_replicas(pg);
+    on_current_map(cluster, |map| read_on(cluster, map, bucket, key)).await
+}
+
+async fn read_on(cluster: &Arc<Cluster>, map: Arc<PlacementMap>, bucket: &str, key: &str) -> Attempt<Option<Manifest>> {
+    let pg = map.pg_of(bucket, key);
+    let replicas = map.manifest_replicas(pg);
     let need = replicas.len() / 2 + 1;
     let mut calls: FuturesUnordered<_> = replicas
         .iter()
         .map(|&node| {
             let cluster = cluster.clone();
             let (bucket, key) = (bucket.to_string(), key.to_string());
+            let addr = map.topology.node(node).map(|n| n.addr.clone());
             async move {
-                let Some(addr) = cluster.addr(node) else {
+                let Some(addr) = addr else {
                     return (node, Err(sillok_storage_node::NodeError::Other(format!("node {node} not in map"))));
                 };
                 let r = cluster.client.get_manifest(&addr, &bucket, &key).await;
@@ -100,15 +159,16 @@ pub async fn read_manifest(cluster: &Arc<Cluster>, bucket: &str, key: &str) -> R
                     break;
                 }
             }
+            Err(NodeError::StaleEpoch { node_epoch, .. }) => return Attempt::Stale(node_epoch),
             Err(e) => failures.push(format!("{node}: {e}")),
         }
     }
     if answers < need {
-        return Err(GatewayError::Unavailable(format!(
+        return Attempt::Done(Err(GatewayError::Unavailable(format!(
             "{answers} of {} manifest replicas answered (need {need}): {}",
             replicas.len(),
             failures.join("; ")
-        )));
+        ))));
     }
-    Ok(newest)
+    Attempt::Done(Ok(newest))
 }

@@ -18,8 +18,9 @@ use s3s::dto::*;
 use s3s::{S3, S3Error, S3ErrorCode, S3Request, S3Response, S3Result};
 use sillok_storage_node::manifest::Manifest;
 
-use crate::buckets::{self, BucketCache};
+use crate::catalog::GatewayCatalog;
 use crate::cluster::Cluster;
+use crate::listing::ListQuery;
 use crate::error::GatewayError;
 use crate::metrics::Metrics;
 use crate::quorum;
@@ -39,7 +40,8 @@ pub struct SillokS3 {
     pub cluster: Arc<Cluster>,
     pub write: WriteSettings,
     pub read: ReadSettings,
-    pub buckets: BucketCache,
+    /// Buckets and keys (and, through the cluster, the map).
+    pub catalog: Arc<GatewayCatalog>,
     pub metrics: Arc<Metrics>,
     pub region: String,
 }
@@ -50,7 +52,7 @@ fn owner() -> Owner {
 
 impl SillokS3 {
     async fn live_manifest(&self, bucket: &str, key: &str) -> Result<Manifest, GatewayError> {
-        buckets::require(&self.cluster, &self.buckets, bucket).await?;
+        self.catalog.require_bucket(bucket).await?;
         match quorum::read_manifest(&self.cluster, bucket, key).await? {
             Some(m) if !m.is_deleted() => Ok(m),
             _ => Err(GatewayError::NoSuchKey),
@@ -75,7 +77,7 @@ macro_rules! op {
 impl S3 for SillokS3 {
     async fn list_buckets(&self, _req: S3Request<ListBucketsInput>) -> S3Result<S3Response<ListBucketsOutput>> {
         op!(self, "ListBuckets", {
-            let list = buckets::list_all(&self.cluster).await?;
+            let list = self.catalog.list_buckets();
             let buckets = list
                 .into_iter()
                 .map(|b| Bucket {
@@ -100,14 +102,15 @@ impl S3 for SillokS3 {
                     ));
                 }
             }
-            buckets::create(&self.cluster, &self.buckets, &name).await?;
+            let owner = req.credentials.as_ref().map(|c| c.access_key.clone()).unwrap_or_default();
+            self.catalog.create_bucket(&name, &owner).await?;
             Ok(CreateBucketOutput { location: Some(format!("/{name}")) })
         })
     }
 
     async fn head_bucket(&self, req: S3Request<HeadBucketInput>) -> S3Result<S3Response<HeadBucketOutput>> {
         op!(self, "HeadBucket", {
-            buckets::require(&self.cluster, &self.buckets, &req.input.bucket).await?;
+            self.catalog.require_bucket(&req.input.bucket).await?;
             Ok(HeadBucketOutput { bucket_region: Some(self.region.clone()), ..Default::default() })
         })
     }
@@ -117,7 +120,7 @@ impl S3 for SillokS3 {
         req: S3Request<GetBucketLocationInput>,
     ) -> S3Result<S3Response<GetBucketLocationOutput>> {
         op!(self, "GetBucketLocation", {
-            buckets::require(&self.cluster, &self.buckets, &req.input.bucket).await?;
+            self.catalog.require_bucket(&req.input.bucket).await?;
             Ok(GetBucketLocationOutput {
                 location_constraint: Some(BucketLocationConstraint::from(self.region.clone())),
             })
@@ -126,7 +129,13 @@ impl S3 for SillokS3 {
 
     async fn delete_bucket(&self, req: S3Request<DeleteBucketInput>) -> S3Result<S3Response<DeleteBucketOutput>> {
         op!(self, "DeleteBucket", {
-            buckets::delete(&self.cluster, &self.buckets, &req.input.bucket).await?;
+            let name = &req.input.bucket;
+            self.catalog.require_bucket(name).await?;
+            let q = ListQuery { bucket: name.clone(), max_keys: 1, ..Default::default() };
+            if !crate::listing::list(&self.cluster, &q).await?.entries.is_empty() {
+                return Err(GatewayError::BucketNotEmpty.into());
+            }
+            self.catalog.delete_bucket(name).await?;
             Ok(DeleteBucketOutput {})
         })
     }
@@ -160,7 +169,7 @@ impl S3 for SillokS3 {
     ) -> S3Result<S3Response<GetBucketVersioningOutput>> {
         op!(self, "GetBucketVersioning", {
             // Versioning is never enabled: S3 answers an empty configuration.
-            buckets::require(&self.cluster, &self.buckets, &req.input.bucket).await?;
+            self.catalog.require_bucket(&req.input.bucket).await?;
             Ok(GetBucketVersioningOutput::default())
         })
     }
@@ -175,7 +184,7 @@ impl S3 for SillokS3 {
 
     async fn delete_object(&self, req: S3Request<DeleteObjectInput>) -> S3Result<S3Response<DeleteObjectOutput>> {
         op!(self, "DeleteObject", {
-            buckets::require(&self.cluster, &self.buckets, &req.input.bucket).await?;
+            self.catalog.require_bucket(&req.input.bucket).await?;
             self.delete_key(&req.input.bucket, &req.input.key).await?;
             // S3 answers 204 whether or not the key existed.
             Ok(DeleteObjectOutput::default())

@@ -24,9 +24,12 @@ use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use s3s::service::S3ServiceBuilder;
 use sillok_placement::ClusterFile;
+use sillok_placement::auth::Signer;
+use sillok_placement::catalog::follower::{CatalogFollower, FollowOptions};
+use sillok_placement::catalog::{CatalogClient, ClientTimeouts};
 use sillok_storage_node::{NodeClient, Timeouts};
 
-use crate::buckets::BucketCache;
+use crate::catalog::GatewayCatalog;
 use crate::cluster::Cluster;
 use crate::metrics::Metrics;
 use crate::read::ReadSettings;
@@ -36,7 +39,16 @@ use crate::write::WriteSettings;
 #[derive(Debug, Clone)]
 pub struct GatewayConfig {
     pub listen: SocketAddr,
+    /// The cluster secret and the catalog replicas come from it.
     pub cluster: ClusterFile,
+    /// Where the gateway keeps its last copy of the catalog (`catalog.json`).
+    pub state_dir: std::path::PathBuf,
+    /// The catalog replicas to follow (default: the cluster file's).
+    pub catalog_replicas: Vec<String>,
+    /// How the catalog is followed.
+    pub follow: FollowOptions,
+    /// How long to wait at start for a first catalog when none is saved.
+    pub catalog_wait: Duration,
     pub write: WriteSettings,
     pub read: ReadSettings,
     pub node_timeouts: Timeouts,
@@ -67,22 +79,46 @@ pub async fn bind(
     config: GatewayConfig,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<(SocketAddr, impl std::future::Future<Output = ()> + Send)> {
+    let catalog = follow_catalog(&config).await?;
     let listener = tokio::net::TcpListener::bind(config.listen).await?;
     let addr = listener.local_addr()?;
     let client = NodeClient::new(&config.cluster.cluster_secret, config.node_timeouts);
-    let cluster = Cluster::new(config.cluster.map.clone(), client);
+    let cluster = Cluster::new((*catalog.map()).clone(), client);
+    {
+        let catalog = catalog.clone();
+        cluster.set_catch_up(Arc::new(move |epoch| {
+            let catalog = catalog.clone();
+            Box::pin(async move { catalog.catch_up(epoch).await })
+        }));
+    }
+    let following = {
+        let cluster = cluster.clone();
+        tokio::spawn(catalog.clone().follow(move |map| {
+            cluster.set_map(map);
+        }))
+    };
+    // A node that names a newer epoch than ours: ask the catalog at once.
+    let newer_named = {
+        let (cluster, catalog) = (cluster.clone(), catalog.clone());
+        tokio::spawn(async move {
+            loop {
+                cluster.client.epochs().newer_named().await;
+                catalog.refresh();
+            }
+        })
+    };
     let metrics = Arc::new(Metrics::default());
     let s3 = SillokS3 {
         cluster: cluster.clone(),
         write: config.write,
         read: config.read,
-        buckets: BucketCache::default(),
+        catalog: catalog.clone(),
         metrics: metrics.clone(),
-        region: config.cluster.region.clone(),
+        region: catalog.region.clone(),
     };
-    let auth = crate::auth::AccessKeys::new(&config.cluster.access_keys);
     let mut builder = S3ServiceBuilder::new(s3);
-    builder.set_auth(auth);
+    builder.set_auth(crate::auth::CatalogKeys(catalog.clone()));
+    builder.set_access(crate::auth::KeyPermissions(catalog.clone()));
     builder.set_host(crate::vhost::VirtualHosts::new(&config.domains).map_err(std::io::Error::other)?);
     let mut s3_config = s3s::config::S3Config::default();
     s3_config.xml_max_body_size = MAX_XML_BODY;
@@ -110,10 +146,12 @@ pub async fn bind(
             let _ = stream.set_nodelay(true);
             let service = service.clone();
             let metrics = metrics.clone();
+            let (cluster, catalog) = (cluster.clone(), catalog.clone());
             let svc = hyper::service::service_fn(move |req: http::Request<Incoming>| {
                 let service = service.clone();
                 let metrics = metrics.clone();
-                async move { Ok::<_, std::convert::Infallible>(route(&service, &metrics, req).await) }
+                let state = (cluster.clone(), catalog.clone());
+                async move { Ok::<_, std::convert::Infallible>(route(&service, &metrics, &state, req).await) }
             });
             let mut server = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
             server
@@ -133,6 +171,8 @@ pub async fn bind(
         }
         probe.abort();
         sweeper.abort();
+        following.abort();
+        newer_named.abort();
         tokio::select! {
             _ = graceful.shutdown() => {}
             _ = tokio::time::sleep(Duration::from_secs(10)) => tracing::warn!("connections still open after 10 s; closing"),
@@ -152,9 +192,32 @@ pub async fn serve(
     Ok(())
 }
 
+/// Follows the catalog from the state directory and the replicas; waits for
+/// a first view when none was saved.
+async fn follow_catalog(config: &GatewayConfig) -> std::io::Result<Arc<GatewayCatalog>> {
+    let replicas = if config.catalog_replicas.is_empty() {
+        config.cluster.catalog_replicas.iter().map(|r| r.addr.clone()).collect()
+    } else {
+        config.catalog_replicas.clone()
+    };
+    let timeouts = ClientTimeouts {
+        attempt: Duration::from_millis(2000),
+        total: Duration::from_secs(8),
+        ..Default::default()
+    };
+    let client = CatalogClient::new(replicas, Signer::new(&config.cluster.cluster_secret), timeouts)
+        .map_err(|e| std::io::Error::other(format!("the gateway cannot follow the catalog: {e}")))?;
+    let client = Arc::new(client);
+    std::fs::create_dir_all(&config.state_dir)?;
+    let follower =
+        CatalogFollower::start(client.clone(), config.state_dir.join("catalog.json"), None, config.follow);
+    GatewayCatalog::start(follower, client, config.catalog_wait).await.map_err(|e| std::io::Error::other(e.to_string()))
+}
+
 async fn route(
     service: &s3s::service::S3Service,
     metrics: &Metrics,
+    (cluster, catalog): &(Arc<Cluster>, Arc<GatewayCatalog>),
     req: http::Request<Incoming>,
 ) -> http::Response<RespBody> {
     let text = |status: u16, body: String| {
@@ -166,7 +229,10 @@ async fn route(
     };
     match (req.method(), req.uri().path()) {
         (&http::Method::GET, "/_sillok/health") => return text(200, "ok\n".into()),
-        (&http::Method::GET, "/_sillok/metrics") => return text(200, metrics.render()),
+        (&http::Method::GET, "/_sillok/metrics") => {
+            let index = catalog.index();
+            return text(200, metrics.render(cluster.map().epoch, index.applied));
+        }
         _ => {}
     }
     let request_id = next_request_id();

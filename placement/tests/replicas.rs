@@ -253,7 +253,7 @@ async fn a_replica_that_missed_compacted_entries_catches_up_by_snapshot() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_map_follower_follows_by_epoch_and_starts_from_disk_without_replicas() {
-    use sillok_placement::catalog::follower::MapFollower;
+    use sillok_placement::catalog::follower::{FollowOptions, MapFollower};
     let mut cl = Cluster::new(RaftTimings { election_min_ms: 300, election_max_ms: 600, ..Default::default() });
     for id in 1..=3 {
         cl.start(id).await;
@@ -261,7 +261,7 @@ async fn a_map_follower_follows_by_epoch_and_starts_from_disk_without_replicas()
     let c = std::sync::Arc::new(cl.client());
     wait_seeded(&c).await;
     let path = cl.dir.path().join("last-map.json");
-    let f = MapFollower::start(c.clone(), path.clone(), None);
+    let f = MapFollower::start(c.clone(), path.clone(), None, FollowOptions::default());
     let mut rx = f.subscribe();
     let deadline = Instant::now() + Duration::from_secs(20);
     while f.epoch() < 1 {
@@ -283,7 +283,7 @@ async fn a_map_follower_follows_by_epoch_and_starts_from_disk_without_replicas()
         Command::Bootstrap { map, .. } => map,
         _ => unreachable!(),
     };
-    let f = MapFollower::start(c.clone(), path, Some(old));
+    let f = MapFollower::start(c.clone(), path, Some(old), FollowOptions::default());
     assert_eq!(f.epoch(), 2);
     assert_eq!(f.current().unwrap().topology.node(NodeId(4)).unwrap().state, NodeState::Down);
 }

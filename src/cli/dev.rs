@@ -11,12 +11,14 @@
 //!   `kill -9 $(cat sites/site-a.pids)`); `gateway.pid`;
 //! - `sites/<site>/catalog-<id>/`: the site's catalog replica (Raft log,
 //!   catalog, snapshots);
-//! - `sites/<site>/node-<id>/`: each node's shards and metadata;
+//! - `sites/<site>/node-<id>/`: each node's shards, metadata and last map;
+//! - `gateway/`: the gateway's last copy of the catalog;
 //! - `logs/<process>.log`: each process's log.
 //!
-//! Start order: the catalog replicas (one per site), then the nodes, then the
-//! gateway; `cluster.env` is written once the catalog has a leader and has
-//! been seeded from `cluster.json`, so `sillok admin status` works at once.
+//! Start order: the catalog replicas (one per site); once the catalog has a
+//! leader and has been seeded from `cluster.json`, the nodes, then the
+//! gateway (both follow the catalog); then `cluster.env` is written, so
+//! `sillok admin status` and S3 clients work at once.
 //!
 //! Children get SIGTERM if this process dies (PR_SET_PDEATHSIG), so a crashed
 //! test never leaves a cluster behind.
@@ -106,18 +108,23 @@ pub async fn run(a: DevArgs) -> anyhow::Result<()> {
         .collect();
     let mut site_pids: Vec<(String, String)> = Vec::new();
     let started = start_replicas(&exe, &data, &cluster, &cluster_path, &a.placement_args, &mut procs, &mut site_pids)
-        .and_then(|()| wait_listening(&replica_addrs, &mut procs, &data))
-        .and_then(|()| start_nodes(&exe, &data, &cluster, &cluster_path, &mut procs, &mut site_pids))
+        .and_then(|()| wait_listening(&replica_addrs, &mut procs, &data));
+    if let Err(e) = started {
+        stop_all(&mut procs);
+        return Err(e);
+    }
+    // Nodes and the gateway follow the catalog: it is seeded first.
+    if let Err(e) = wait_seeded(&cluster).await {
+        stop_all(&mut procs);
+        return Err(e.context(format!("see the catalog logs in {}/logs/", data.display())));
+    }
+    let started = start_nodes(&exe, &data, &cluster, &cluster_path, &mut procs, &mut site_pids)
         .and_then(|()| wait_listening(&node_addrs, &mut procs, &data))
         .and_then(|()| start_gateway(&exe, &data, &cluster_path, s3_addr, &a.gateway_args, &mut procs))
         .and_then(|()| wait_listening(&[("gateway".into(), s3_addr)], &mut procs, &data));
     if let Err(e) = started {
         stop_all(&mut procs);
         return Err(e);
-    }
-    if let Err(e) = wait_seeded(&cluster).await {
-        stop_all(&mut procs);
-        return Err(e.context(format!("see the catalog logs in {}/logs/", data.display())));
     }
 
     let key = &cluster.access_keys[0];
@@ -352,7 +359,15 @@ fn start_gateway(
     procs: &mut Vec<Proc>,
 ) -> anyhow::Result<()> {
     let cluster_arg = cluster_path.display().to_string();
-    let mut args = vec!["gateway".into(), "--cluster".into(), cluster_arg, "--listen".into(), s3_addr.to_string()];
+    let mut args = vec![
+        "gateway".into(),
+        "--cluster".into(),
+        cluster_arg,
+        "--data".into(),
+        data.join("gateway").display().to_string(),
+        "--listen".into(),
+        s3_addr.to_string(),
+    ];
     // Virtual-host style works locally too: http://<bucket>.localhost:<port>/<key>.
     args.extend(["--domain".into(), "localhost".into()]);
     args.extend(gateway_args.iter().cloned());

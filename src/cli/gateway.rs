@@ -1,4 +1,7 @@
-//! `sillok gateway`: serve S3 for the cluster file.
+//! `sillok gateway`: serve S3. The cluster file gives the cluster secret and
+//! the catalog replicas; buckets, keys and the map come from the catalog,
+//! whose last copy the gateway keeps in `--data` so it can start and serve
+//! while no replica answers.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -8,13 +11,29 @@ use sillok_gateway::read::ReadSettings;
 use sillok_gateway::write::WriteSettings;
 use sillok_gateway::{GatewayConfig, serve};
 use sillok_placement::ClusterFile;
+use sillok_placement::catalog::follower::FollowOptions;
 use sillok_storage_node::Timeouts;
 
 #[derive(clap::Args)]
 pub struct GatewayArgs {
-    /// The cluster file (map, keys, cluster secret).
+    /// The cluster file (cluster secret, catalog replicas).
     #[arg(long)]
     pub cluster: PathBuf,
+    /// Where the gateway keeps its last copy of the catalog (secrets
+    /// included: keep it private).
+    #[arg(long)]
+    pub data: PathBuf,
+    /// Catalog replicas to follow, `host:port,...` (default: the cluster file's).
+    #[arg(long, value_delimiter = ',')]
+    pub catalog: Vec<String>,
+    /// Poll the catalog every this many ms instead of following it
+    /// continuously (0: follow continuously, with long polls). A node that
+    /// names a newer map epoch still makes the gateway ask at once.
+    #[arg(long, default_value_t = 0)]
+    pub catalog_poll_ms: u64,
+    /// Seconds to wait at start for a first catalog when none is saved.
+    #[arg(long, default_value_t = 60)]
+    pub catalog_wait_s: u64,
     /// Address to serve S3 on.
     #[arg(long, default_value = "127.0.0.1:9000")]
     pub listen: std::net::SocketAddr,
@@ -60,9 +79,19 @@ pub async fn run(a: GatewayArgs) -> anyhow::Result<()> {
     if a.block_size == 0 || a.block_size as usize > sillok_storage_node::frame::MAX_BLOCK_LEN {
         bail!("--block-size must be between 1 and {} bytes", sillok_storage_node::frame::MAX_BLOCK_LEN);
     }
+    if cluster.catalog_replicas.is_empty() && a.catalog.is_empty() {
+        bail!(
+            "{} names no catalog replicas and --catalog is not given: the gateway takes buckets, keys and the map from the catalog",
+            a.cluster.display()
+        );
+    }
     let config = GatewayConfig {
         listen: a.listen,
         cluster,
+        state_dir: a.data,
+        catalog_replicas: a.catalog,
+        follow: FollowOptions { pause: Duration::from_millis(a.catalog_poll_ms), ..Default::default() },
+        catalog_wait: Duration::from_secs(a.catalog_wait_s),
         write: WriteSettings {
             block_size: a.block_size,
             inline_threshold: a.inline_threshold,

@@ -1,14 +1,27 @@
-//! `sillok node`: serve one storage node of the cluster file.
+//! `sillok node`: serve one storage node.
+//!
+//! The node follows the placement map in the catalog (a [`MapFollower`],
+//! saved at `<data>/map.json`) so that it knows the current epoch and refuses
+//! manifest requests made on an older map. It finds itself (its site and
+//! listen address) in the newest map it has: the one saved from the catalog,
+//! the catalog's own, or the cluster file's, so a node added with `sillok
+//! admin node add` (an id the cluster file never had) starts as well.
 
 use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
 use anyhow::{Context, bail};
-use sillok_placement::{ClusterFile, NodeId};
+use sillok_placement::auth::Signer;
+use sillok_placement::catalog::follower::{FollowOptions, MapFollower};
+use sillok_placement::catalog::{CatalogClient, ClientTimeouts};
+use sillok_placement::{ClusterFile, NodeId, PlacementMap};
 use sillok_storage_node::server::{NodeConfig, serve};
 
 #[derive(clap::Args)]
 pub struct NodeArgs {
-    /// The cluster file (map, keys, cluster secret).
+    /// The cluster file (cluster secret, catalog replicas, first map).
     #[arg(long)]
     pub cluster: PathBuf,
     /// This node's id in the map.
@@ -20,16 +33,30 @@ pub struct NodeArgs {
     /// Address to listen on (default: the node's address in the map).
     #[arg(long)]
     pub listen: Option<std::net::SocketAddr>,
+    /// How long (seconds) to wait at start for a map that names this node,
+    /// when neither the saved map nor the cluster file's does.
+    #[arg(long, default_value_t = 60)]
+    pub wait_for_map_s: u64,
 }
 
 pub async fn run(a: NodeArgs) -> anyhow::Result<()> {
     let file = ClusterFile::load(&a.cluster)?;
-    let Some(node) = file.map.topology.node(NodeId(a.id)) else {
+    std::fs::create_dir_all(&a.data)
+        .with_context(|| format!("cannot create the data directory {}", a.data.display()))?;
+    let epoch = Arc::new(AtomicU64::new(0));
+    let follower = start_following(&file, &a)?;
+    let map = match &follower {
+        Some(f) => find_self(f, &file.map, NodeId(a.id), Duration::from_secs(a.wait_for_map_s)).await,
+        None => Arc::new(file.map.clone()),
+    };
+    let Some(node) = map.topology.node(NodeId(a.id)).cloned() else {
         bail!(
-            "node {} is not in the cluster file {}; its nodes are {:?}",
+            "node {} is in neither the catalog's map nor the cluster file {} (epoch {}); its nodes are {:?}. \
+             Add it first with `sillok admin node add`",
             a.id,
             a.cluster.display(),
-            file.map.topology.nodes.iter().map(|n| n.id.0).collect::<Vec<_>>()
+            map.epoch,
+            map.topology.nodes.iter().map(|n| n.id.0).collect::<Vec<_>>()
         );
     };
     let listen = match a.listen {
@@ -39,10 +66,60 @@ pub async fn run(a: NodeArgs) -> anyhow::Result<()> {
             .parse()
             .with_context(|| format!("node {} has address {:?}, which is not host:port", a.id, node.addr))?,
     };
-    std::fs::create_dir_all(&a.data)
-        .with_context(|| format!("cannot create the data directory {}", a.data.display()))?;
-    let config = NodeConfig { id: NodeId(a.id), listen, data_dir: a.data, cluster_secret: file.cluster_secret.clone() };
-    tracing::info!(id = a.id, site = %node.site, %listen, "storage node starting");
+    if let Some(f) = follower {
+        epoch.store(f.epoch(), Ordering::Release);
+        tokio::spawn(track_epoch(f, epoch.clone()));
+    }
+    let config = NodeConfig {
+        id: NodeId(a.id),
+        listen,
+        data_dir: a.data,
+        cluster_secret: file.cluster_secret.clone(),
+        epoch: epoch.clone(),
+    };
+    tracing::info!(id = a.id, site = %node.site, %listen, epoch = epoch.load(Ordering::Acquire), "storage node starting");
     serve(config, super::shutdown_signal()).await.context("storage node failed")?;
     Ok(())
+}
+
+/// A follower of the catalog's map, if the cluster file names replicas.
+fn start_following(file: &ClusterFile, a: &NodeArgs) -> anyhow::Result<Option<MapFollower>> {
+    if file.catalog_replicas.is_empty() {
+        tracing::warn!("the cluster file names no catalog replicas: using its map as is, checking no epochs");
+        return Ok(None);
+    }
+    let replicas = file.catalog_replicas.iter().map(|r| r.addr.clone()).collect();
+    let timeouts = ClientTimeouts { attempt: Duration::from_secs(2), total: Duration::from_secs(5), ..Default::default() };
+    let client = CatalogClient::new(replicas, Signer::new(&file.cluster_secret), timeouts)?;
+    Ok(Some(MapFollower::start(
+        Arc::new(client),
+        a.data.join("map.json"),
+        Some(file.map.clone()),
+        FollowOptions::default(),
+    )))
+}
+
+/// The newest map that names `id`, waiting up to `wait` for the catalog to
+/// send one; otherwise the newest map there is (the caller reports it).
+async fn find_self(f: &MapFollower, fallback: &PlacementMap, id: NodeId, wait: Duration) -> Arc<PlacementMap> {
+    let mut rx = f.subscribe();
+    let names_me = |m: &Option<Arc<PlacementMap>>| m.as_ref().is_some_and(|m| m.topology.node(id).is_some());
+    if !names_me(&rx.borrow()) {
+        tracing::info!(node = %id, "waiting for a map from the catalog that names this node");
+        let _ = tokio::time::timeout(wait, rx.wait_for(names_me)).await;
+    }
+    f.current().unwrap_or_else(|| Arc::new(fallback.clone()))
+}
+
+/// Keeps the node's epoch at the newest map the follower publishes.
+async fn track_epoch(f: MapFollower, epoch: Arc<AtomicU64>) {
+    let mut rx = f.subscribe();
+    loop {
+        if let Some(m) = rx.borrow_and_update().as_ref() {
+            epoch.fetch_max(m.epoch, Ordering::AcqRel);
+        }
+        if rx.changed().await.is_err() {
+            return;
+        }
+    }
 }

@@ -12,7 +12,16 @@
 //! | `POST /v1/manifests/put` | body [`Manifest`] → [`PutManifestReply`] (kept only if newer) |
 //! | `POST /v1/manifests/get` | body [`GetManifest`] → [`Manifest`] or 404 |
 //! | `POST /v1/manifests/list` | body [`ListManifests`] → [`ManifestList`] |
-//! | `GET  /v1/health` | 200 `{"node": id}` |
+//! | `GET  /v1/health` | 200 `{"node": id, "epoch": E}` |
+//!
+//! Map epochs: a caller that follows the placement map sends its epoch in
+//! [`H_EPOCH`]; every answer carries the node's epoch in [`H_EPOCH`] (when the
+//! node follows the map). A manifest get or put whose epoch is older than the
+//! node's is refused with 409 `stale_epoch` before it touches the store: the
+//! manifest replicas of a PG come from the map, so the caller must look them
+//! up again on the newer map and retry. Shard requests are served whatever
+//! the epoch (a manifest records where each of its shards actually is), but
+//! their answers still name the node's epoch, so the caller learns of it.
 //!
 //! Details the table leaves out (see `server` for the rest):
 //! - Errors are small JSON bodies `{"error": code, "message": text}` with 400
@@ -41,6 +50,10 @@ pub const H_M: &str = "x-sillok-m";
 pub const H_DATA_LEN: &str = "x-sillok-data-len";
 /// Shard GET responses: how many frames this body carries.
 pub const H_FRAMES: &str = "x-sillok-frames";
+/// The sender's placement-map epoch (requests) or the node's (responses).
+pub const H_EPOCH: &str = "x-sillok-epoch";
+/// The error code of a request refused for its old epoch.
+pub const STALE_EPOCH: &str = "stale_epoch";
 
 /// Names one shard file: shard `index` of object version `object_id`.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]

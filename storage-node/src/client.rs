@@ -25,6 +25,7 @@
 
 use std::ops::Range;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
@@ -89,6 +90,52 @@ pub struct NodeClient {
     signer: Signer,
     timeouts: Timeouts,
     http: Client<HttpConnector, ReqBody>,
+    epochs: Arc<Epochs>,
+}
+
+/// The placement-map epochs a client knows of: the one it sends with every
+/// request ([`api::H_EPOCH`]; 0 sends none) and the newest one a node named in
+/// an answer. When a node names a newer epoch than ours, `newer` is notified,
+/// so the owner of the map can catch up.
+#[derive(Debug, Default)]
+pub struct Epochs {
+    ours: AtomicU64,
+    newest_seen: AtomicU64,
+    newer: tokio::sync::Notify,
+}
+
+impl Epochs {
+    /// The epoch requests carry.
+    pub fn ours(&self) -> u64 {
+        self.ours.load(Ordering::Acquire)
+    }
+
+    /// Raises the epoch requests carry (never lowers it).
+    pub fn set_ours(&self, epoch: u64) {
+        self.ours.fetch_max(epoch, Ordering::AcqRel);
+    }
+
+    /// The newest epoch any node named.
+    pub fn newest_seen(&self) -> u64 {
+        self.newest_seen.load(Ordering::Acquire)
+    }
+
+    /// Resolves once a node names an epoch newer than ours.
+    pub async fn newer_named(&self) {
+        self.newer.notified().await
+    }
+
+    fn note(&self, resp_headers: &http::HeaderMap) {
+        let Some(theirs) =
+            resp_headers.get(api::H_EPOCH).and_then(|v| v.to_str().ok()).and_then(|v| v.trim().parse::<u64>().ok())
+        else {
+            return;
+        };
+        let before = self.newest_seen.fetch_max(theirs, Ordering::AcqRel);
+        if theirs > before && theirs > self.ours() {
+            self.newer.notify_one();
+        }
+    }
 }
 
 impl std::fmt::Debug for NodeClient {
@@ -184,9 +231,13 @@ async fn read_body(addr: &str, mut body: Incoming, idle: Duration, limit: usize)
 /// Turns a non-success response into the matching error.
 async fn status_error(addr: &str, resp: Response<Incoming>, idle: Duration) -> NodeError {
     let status = resp.status();
+    let node_epoch: Option<u64> =
+        resp.headers().get(api::H_EPOCH).and_then(|v| v.to_str().ok()).and_then(|v| v.trim().parse().ok());
     let body = read_body(addr, resp.into_body(), idle, MAX_ERROR_BODY).await.unwrap_or_default();
-    let message = serde_json::from_slice::<serde_json::Value>(&body)
-        .ok()
+    let json = serde_json::from_slice::<serde_json::Value>(&body).ok();
+    let code = json.as_ref().and_then(|v| v.get("error").and_then(|m| m.as_str()).map(String::from));
+    let message = json
+        .as_ref()
         .and_then(|v| v.get("message").and_then(|m| m.as_str()).map(String::from))
         .unwrap_or_else(|| String::from_utf8_lossy(&body).into_owned());
     let message = if message.is_empty() { status.canonical_reason().unwrap_or("").to_string() } else { message };
@@ -194,6 +245,9 @@ async fn status_error(addr: &str, resp: Response<Incoming>, idle: Duration) -> N
         StatusCode::BAD_REQUEST | StatusCode::PAYLOAD_TOO_LARGE => NodeError::BadRequest(message),
         StatusCode::FORBIDDEN => NodeError::Forbidden(message),
         StatusCode::NOT_FOUND => NodeError::NotFound,
+        StatusCode::CONFLICT if code.as_deref() == Some(api::STALE_EPOCH) => {
+            NodeError::StaleEpoch { addr: addr.to_string(), node_epoch: node_epoch.unwrap_or(0) }
+        }
         StatusCode::CONFLICT => NodeError::Corrupt(message),
         _ => NodeError::Status { addr: addr.to_string(), status: status.as_u16(), body: message },
     }
@@ -220,11 +274,16 @@ impl NodeClient {
             .pool_idle_timeout(Duration::from_secs(30))
             .pool_max_idle_per_host(64)
             .build(conn);
-        NodeClient { signer: Signer::new(cluster_secret), timeouts, http }
+        NodeClient { signer: Signer::new(cluster_secret), timeouts, http, epochs: Arc::default() }
     }
 
     pub fn timeouts(&self) -> Timeouts {
         self.timeouts
+    }
+
+    /// The epochs this client sends and has seen (shared by its clones).
+    pub fn epochs(&self) -> &Arc<Epochs> {
+        &self.epochs
     }
 
     /// A signed request to `addr`.
@@ -243,6 +302,10 @@ impl NodeClient {
             .body(body)
             .map_err(|e| NodeError::BadRequest(format!("bad node address {addr:?}: {e}")))?;
         self.signer.sign_request(&mut req, payload).map_err(|e| NodeError::Other(e.to_string()))?;
+        let epoch = self.epochs.ours();
+        if epoch > 0 {
+            req.headers_mut().insert(api::H_EPOCH, HeaderValue::from(epoch));
+        }
         Ok(req)
     }
 
@@ -252,7 +315,10 @@ impl NodeClient {
         match tokio::time::timeout(deadline, self.http.request(req)).await {
             Err(_) => Err(NodeError::Timeout { addr: addr.to_string(), what: "response" }),
             Ok(Err(e)) => Err(transport_error(addr, e)),
-            Ok(Ok(resp)) => Ok(resp),
+            Ok(Ok(resp)) => {
+                self.epochs.note(resp.headers());
+                Ok(resp)
+            }
         }
     }
 
@@ -356,6 +422,7 @@ impl NodeClient {
             return Err(NodeError::Io(e));
         }
         let resp = result.map_err(|e| transport_error(addr, e))?;
+        self.epochs.note(resp.headers());
         if !resp.status().is_success() {
             return Err(status_error(addr, resp, t.idle).await);
         }

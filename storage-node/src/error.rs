@@ -20,6 +20,10 @@ pub enum NodeError {
     Forbidden(String),
     #[error("bad request: {0}")]
     BadRequest(String),
+    /// The node follows a newer placement map than the request named: look
+    /// the request's targets up again on a map of at least `node_epoch`.
+    #[error("node {addr} is at map epoch {node_epoch}, newer than the request's")]
+    StaleEpoch { addr: String, node_epoch: u64 },
     /// The node answered with an unexpected status.
     #[error("node {addr} answered {status}: {body}")]
     Status { addr: String, status: u16, body: String },

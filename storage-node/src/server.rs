@@ -29,6 +29,7 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
 use axum::Router;
@@ -67,6 +68,9 @@ pub struct NodeConfig {
     pub listen: SocketAddr,
     pub data_dir: PathBuf,
     pub cluster_secret: String,
+    /// The epoch of the placement map the node follows (0: it follows none
+    /// and checks no epochs). Whoever follows the map keeps it current.
+    pub epoch: Arc<AtomicU64>,
 }
 
 impl std::fmt::Debug for NodeConfig {
@@ -85,6 +89,7 @@ struct AppState {
     signer: Signer,
     shards: ShardStore,
     meta: MetaStore,
+    epoch: Arc<AtomicU64>,
 }
 
 /// A node whose stores are open and whose socket is bound, not yet serving.
@@ -110,7 +115,13 @@ pub async fn bind(config: NodeConfig) -> Result<BoundNode, NodeError> {
     Ok(BoundNode {
         listener,
         addr,
-        state: Arc::new(AppState { id: config.id, signer: Signer::new(&config.cluster_secret), shards, meta }),
+        state: Arc::new(AppState {
+            id: config.id,
+            signer: Signer::new(&config.cluster_secret),
+            shards,
+            meta,
+            epoch: config.epoch,
+        }),
     })
 }
 
@@ -293,7 +304,14 @@ async fn authenticate(State(st): State<Arc<AppState>>, req: Request, next: Next)
                 Request::from_parts(parts, Body::from(bytes))
             }
         };
-        let resp = next.run(req).await;
+        let node_epoch = st.epoch.load(Ordering::Acquire);
+        if let Some(refusal) = stale_epoch(&method, &path, req.headers(), node_epoch) {
+            return refusal;
+        }
+        let mut resp = next.run(req).await;
+        if node_epoch > 0 {
+            resp.headers_mut().insert(api::H_EPOCH, HeaderValue::from(node_epoch));
+        }
         let status = resp.status().as_u16();
         let ms = started.elapsed().as_secs_f64() * 1000.0;
         if resp.status().is_server_error() {
@@ -307,6 +325,24 @@ async fn authenticate(State(st): State<Arc<AppState>>, req: Request, next: Next)
     }
     .instrument(span)
     .await
+}
+
+/// A manifest request that names an older map epoch than the node's is
+/// refused (see `api`): its manifest replicas may have moved.
+fn stale_epoch(method: &Method, path: &str, headers: &HeaderMap, node_epoch: u64) -> Option<Response> {
+    let checked = *method == Method::POST && matches!(path, "/v1/manifests/put" | "/v1/manifests/get");
+    let theirs: u64 = headers.get(api::H_EPOCH)?.to_str().ok()?.trim().parse().ok()?;
+    if !checked || node_epoch == 0 || theirs >= node_epoch {
+        return None;
+    }
+    tracing::info!(request_epoch = theirs, node_epoch, "refused: older map epoch");
+    let mut resp = error_response(
+        StatusCode::CONFLICT,
+        api::STALE_EPOCH,
+        format!("this node follows map epoch {node_epoch}; the request used epoch {theirs}: retry on the newer map"),
+    );
+    resp.headers_mut().insert(api::H_EPOCH, HeaderValue::from(node_epoch));
+    Some(resp)
 }
 
 fn shard_id(object_id: String, index: &str) -> Result<ShardId, NodeError> {
@@ -639,7 +675,7 @@ async fn list_manifests(State(st): State<Arc<AppState>>, body: Body) -> Result<R
 }
 
 async fn health(State(st): State<Arc<AppState>>) -> Response {
-    json(StatusCode::OK, &serde_json::json!({ "node": st.id }))
+    json(StatusCode::OK, &serde_json::json!({ "node": st.id, "epoch": st.epoch.load(Ordering::Acquire) }))
 }
 
 #[cfg(test)]

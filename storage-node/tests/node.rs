@@ -68,6 +68,7 @@ async fn start_in(dir: &std::path::Path) -> RunningNode {
         listen: "127.0.0.1:0".parse().unwrap(),
         data_dir: dir.to_path_buf(),
         cluster_secret: SECRET.into(),
+        epoch: Default::default(),
     })
     .await
     .unwrap()
@@ -598,4 +599,51 @@ async fn a_large_shard_streams_in_bounded_pieces() {
         i += 1;
     }
     assert_eq!(i, 48);
+}
+
+#[tokio::test]
+async fn manifest_requests_from_an_older_map_epoch_are_refused_and_every_answer_names_the_epoch() {
+    let dir = tempfile::tempdir().unwrap();
+    let epoch = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(5));
+    let node = sillok_storage_node::spawn(NodeConfig {
+        id: NodeId(7),
+        listen: "127.0.0.1:0".parse().unwrap(),
+        data_dir: dir.path().to_path_buf(),
+        cluster_secret: SECRET.into(),
+        epoch: epoch.clone(),
+    })
+    .await
+    .unwrap();
+    let addr = node.addr().to_string();
+
+    // A caller that sends no epoch is not checked.
+    let plain = client();
+    plain.put_manifest(&addr, &manifest("b", "k", 1)).await.unwrap();
+
+    // An older epoch: refused before the store is touched, and told the node's.
+    let old = client();
+    old.epochs().set_ours(3);
+    match old.put_manifest(&addr, &manifest("b", "k", 2)).await {
+        Err(NodeError::StaleEpoch { node_epoch, .. }) => assert_eq!(node_epoch, 5),
+        other => panic!("expected StaleEpoch, got {other:?}"),
+    }
+    assert!(matches!(old.get_manifest(&addr, "b", "k").await, Err(NodeError::StaleEpoch { node_epoch: 5, .. })));
+    assert_eq!(plain.get_manifest(&addr, "b", "k").await.unwrap().unwrap().version.nanos, 1, "nothing was stored");
+    assert_eq!(old.epochs().newest_seen(), 5);
+
+    // Shards are served whatever the epoch, but the answer names the node's.
+    let id = sid(9, 0);
+    old.put_shard(&addr, &id, &header(16, 1), ok_stream(blocks(16, 16, 1, 0))).await.unwrap();
+
+    // The same or a newer epoch is served; the node moving on is seen at once.
+    let current = client();
+    current.epochs().set_ours(5);
+    current.put_manifest(&addr, &manifest("b", "k", 3)).await.unwrap();
+    epoch.store(6, std::sync::atomic::Ordering::Release);
+    current.health(&addr).await.unwrap();
+    assert_eq!(current.epochs().newest_seen(), 6);
+    assert!(matches!(current.get_manifest(&addr, "b", "k").await, Err(NodeError::StaleEpoch { node_epoch: 6, .. })));
+    current.epochs().set_ours(7);
+    assert_eq!(current.get_manifest(&addr, "b", "k").await.unwrap().unwrap().version.nanos, 3);
+    node.stop().await.unwrap();
 }

@@ -6,7 +6,6 @@ use s3s::{S3Error, s3_error};
 
 use super::fields::{self, timestamp_ms};
 use super::{SillokS3, owner};
-use crate::buckets;
 use crate::listing::{self, ListQuery};
 
 /// The `Contents` and `CommonPrefixes` of a listing page (v1 and v2 alike).
@@ -43,7 +42,7 @@ fn decode_token(t: &str) -> Option<String> {
 
 impl SillokS3 {
     pub(super) async fn do_list_objects_v2(&self, input: ListObjectsV2Input) -> Result<ListObjectsV2Output, S3Error> {
-        buckets::require(&self.cluster, &self.buckets, &input.bucket).await?;
+        self.catalog.require_bucket(&input.bucket).await?;
         let enc = fields::encoder(input.encoding_type.as_ref())?;
         let max_keys = input.max_keys.unwrap_or(1000);
         if max_keys < 0 {
@@ -83,7 +82,7 @@ impl SillokS3 {
     }
 
     pub(super) async fn do_list_objects(&self, input: ListObjectsInput) -> Result<ListObjectsOutput, S3Error> {
-        buckets::require(&self.cluster, &self.buckets, &input.bucket).await?;
+        self.catalog.require_bucket(&input.bucket).await?;
         let enc = fields::encoder(input.encoding_type.as_ref())?;
         let max_keys = input.max_keys.unwrap_or(1000).clamp(0, 1000);
         let q = ListQuery {

@@ -14,7 +14,6 @@ use super::fields::{
     self, checksum_values, copy_source_preconditions, describe_object, fill_checksums, preconditions, timestamp_ms,
 };
 use super::{RETIRE_GRACE, SillokS3};
-use crate::buckets;
 use crate::checksum::{self, Algorithm};
 use crate::error::GatewayError;
 use crate::quorum;
@@ -32,7 +31,7 @@ impl SillokS3 {
         let checksum =
             fields::expected_checksum(&req, req.input.checksum_algorithm.as_ref(), checksum_values!(req.input))?;
         let input = req.input;
-        buckets::require(&self.cluster, &self.buckets, &input.bucket).await?;
+        self.catalog.require_bucket(&input.bucket).await?;
         let len = fields::content_length(input.content_length)?;
         let content_md5 = input.content_md5.as_deref().map(fields::decode_md5).transpose()?;
         let user_metadata = fields::request_metadata(input.metadata)?;
@@ -155,7 +154,7 @@ impl SillokS3 {
     }
 
     pub(super) async fn do_delete_objects(&self, input: DeleteObjectsInput) -> Result<DeleteObjectsOutput, S3Error> {
-        buckets::require(&self.cluster, &self.buckets, &input.bucket).await?;
+        self.catalog.require_bucket(&input.bucket).await?;
         let objects = input.delete.objects;
         if objects.is_empty() || objects.len() > MAX_DELETE_KEYS {
             return Err(s3_error!(
@@ -225,7 +224,7 @@ impl SillokS3 {
     }
 
     pub(super) async fn do_copy_object(&self, mut input: CopyObjectInput) -> Result<CopyObjectOutput, S3Error> {
-        buckets::require(&self.cluster, &self.buckets, &input.bucket).await?;
+        self.catalog.require_bucket(&input.bucket).await?;
         let src = self.copy_source(&input.copy_source, copy_source_preconditions!(input)).await?;
         if src.size > MAX_COPY_SIZE {
             return Err(s3_error!(

@@ -8,7 +8,6 @@ use s3s::{S3Error, S3Request, s3_error};
 use super::conditions::Preconditions;
 use super::fields::{self, checksum_values, copy_source_preconditions, fill_checksums, timestamp_ms};
 use super::{RETIRE_GRACE, SillokS3, owner};
-use crate::buckets;
 use crate::checksum::Algorithm;
 use crate::error::GatewayError;
 use crate::multipart::{self, CompletedPart, NewUpload, PartRequest};
@@ -40,7 +39,7 @@ fn copy_source_range(r: Option<&str>, size: u64) -> Result<std::ops::Range<u64>,
 
 impl SillokS3 {
     async fn upload(&self, bucket: &str, key: &str, upload_id: &str) -> Result<multipart::Upload, GatewayError> {
-        buckets::require(&self.cluster, &self.buckets, bucket).await?;
+        self.catalog.require_bucket(bucket).await?;
         multipart::get(&self.cluster, bucket, key, upload_id).await
     }
 
@@ -48,7 +47,7 @@ impl SillokS3 {
         &self,
         input: CreateMultipartUploadInput,
     ) -> Result<CreateMultipartUploadOutput, S3Error> {
-        buckets::require(&self.cluster, &self.buckets, &input.bucket).await?;
+        self.catalog.require_bucket(&input.bucket).await?;
         let checksum = match &input.checksum_algorithm {
             Some(a) => Some(
                 Algorithm::parse(a.as_str())
@@ -259,7 +258,7 @@ impl SillokS3 {
         &self,
         input: ListMultipartUploadsInput,
     ) -> Result<ListMultipartUploadsOutput, S3Error> {
-        buckets::require(&self.cluster, &self.buckets, &input.bucket).await?;
+        self.catalog.require_bucket(&input.bucket).await?;
         let enc = fields::encoder(input.encoding_type.as_ref())?;
         let max = input.max_uploads.unwrap_or(1000).clamp(0, 1000) as usize;
         let prefix = input.prefix.clone().unwrap_or_default();

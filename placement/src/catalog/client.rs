@@ -253,23 +253,47 @@ impl CatalogClient {
     /// on one replica (`None`: nothing newer came).
     pub async fn map_newer_than(&self, newer_than: u64, wait: Duration) -> Result<Option<PlacementMap>, ClientError> {
         let ms = wait.as_millis().min(u128::from(api::MAX_WAIT_MS));
-        let pq = format!("/v1/map?newer_than={newer_than}&wait_ms={ms}");
+        self.long_poll(&format!("/v1/map?newer_than={newer_than}&wait_ms={ms}"), wait).await
+    }
+
+    /// One long poll, replica by replica (preferred first) until one answers:
+    /// 200 is the value, 204 is "nothing newer within `wait`".
+    async fn long_poll<T: DeserializeOwned>(&self, pq: &str, wait: Duration) -> Result<Option<T>, ClientError> {
         let start = Instant::now();
         let mut last = String::new();
         for i in self.order() {
             let addr = &self.replicas[i];
             let deadline = wait + self.timeouts.attempt;
-            match self.transport.call(Method::GET, addr, &pq, Vec::new(), &[], deadline).await {
+            match self.transport.call(Method::GET, addr, pq, Vec::new(), &[], deadline).await {
                 Ok(r) if r.status == StatusCode::NO_CONTENT => return Ok(None),
                 Ok(r) => match self.classify(addr, r) {
                     Attempt::Done(m) => return Ok(Some(m)),
                     Attempt::Final(e) => return Err(e),
                     Attempt::Retry(why) => last = why,
                 },
-                Err(e) => last = e.to_string(),
+                Err(e) => {
+                    // A dead or hung replica is not asked first next time.
+                    let mut pref = self.preferred.lock().expect("lock");
+                    if *pref == Some(i) {
+                        *pref = None;
+                    }
+                    last = e.to_string();
+                }
             }
         }
         Err(ClientError::Unavailable { secs: start.elapsed().as_secs_f64(), last, replicas: self.replicas.join(", ") })
+    }
+
+    /// The catalog once some replica has applied more than `newer_than`
+    /// entries, waiting up to `wait` on one replica (`None`: nothing newer
+    /// came). The long poll of [`super::follower::CatalogFollower`].
+    pub async fn catalog_newer_than(
+        &self,
+        newer_than: u64,
+        wait: Duration,
+    ) -> Result<Option<CatalogView>, ClientError> {
+        let ms = wait.as_millis().min(u128::from(api::MAX_WAIT_MS));
+        self.long_poll(&format!("/v1/catalog?newer_than={newer_than}&wait_ms={ms}"), wait).await
     }
 
     /// Proposes a change with a fresh request id.

@@ -12,8 +12,9 @@
 //!   forwarding of writes to the leader, the one-time seeding from the
 //!   cluster file;
 //! - `client`: [`CatalogClient`], which finds the leader among the replicas;
-//! - `follower`: [`follower::MapFollower`], which follows the map by epoch and
-//!   keeps the last one seen on disk (for gateways and nodes).
+//! - `follower`: [`follower::MapFollower`] (nodes: the map, by epoch) and
+//!   [`follower::CatalogFollower`] (gateways: the whole catalog), which keep
+//!   the last value seen on disk and never go back.
 //!
 //! Invariants:
 //! - Every change to the catalog goes through the Raft log as a [`Proposal`]

@@ -604,6 +604,9 @@ async fn status(State(sh): State<Arc<Shared>>) -> Response {
 #[derive(Deserialize)]
 struct CatalogQuery {
     consistent: Option<String>,
+    /// Long poll: answer once the applied index is above this.
+    newer_than: Option<u64>,
+    wait_ms: Option<u64>,
 }
 
 fn view(sh: &Shared, caller: &Caller) -> CatalogView {
@@ -628,6 +631,22 @@ async fn catalog(
     headers: HeaderMap,
 ) -> Response {
     let consistent = matches!(q.consistent.as_deref(), Some("1" | "true"));
+    if let Some(newer_than) = q.newer_than {
+        // Long poll (followers of the whole catalog, e.g. gateways): wait for
+        // an applied index above `newer_than`; 204 if none came in time.
+        let deadline =
+            tokio::time::Instant::now() + Duration::from_millis(q.wait_ms.unwrap_or(0).min(api::MAX_WAIT_MS));
+        let mut rx = sh.sm.subscribe();
+        loop {
+            if rx.borrow_and_update().applied_index > newer_than {
+                return json(StatusCode::OK, &view(&sh, &caller));
+            }
+            match tokio::time::timeout_at(deadline, rx.changed()).await {
+                Ok(Ok(())) => continue,
+                _ => return StatusCode::NO_CONTENT.into_response(),
+            }
+        }
+    }
     if consistent {
         match tokio::time::timeout(sh.commit_timeout, sh.raft.ensure_linearizable()).await {
             Err(_) => {

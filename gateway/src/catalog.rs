@@ -1,0 +1,281 @@
+//! The gateway's copy of the catalog: buckets, access keys and the placement
+//! map, followed from the Raft catalog and kept on disk.
+//!
+//! Owns: a [`CatalogFollower`] (long poll on the catalog, last view saved in
+//! the gateway's state directory), an index of that view (buckets and keys by
+//! name), and the [`CatalogClient`] through which bucket changes are proposed.
+//!
+//! Invariants:
+//! - Lookups are answered from the local index, so S3 requests for existing
+//!   buckets and keys keep working while no catalog replica answers (and after
+//!   a restart, from the saved view).
+//! - A miss (an unknown bucket or key) is never answered from a copy older
+//!   than the miss: the gateway reads the catalog from the leader
+//!   (`consistent`), and only that answer can say "no such bucket". Concurrent
+//!   misses share one such read. If the catalog cannot be reached, the answer
+//!   is 503, not a guess.
+//! - A bucket created or deleted through this gateway is visible (or gone) in
+//!   this gateway's index before the S3 call returns (read your writes).
+//! - The index only moves forward (the follower's invariants), and every new
+//!   map it holds is handed to the cluster view (`Cluster::set_map`).
+//! - Secrets stay in memory and in the 0600 state file; they are never logged.
+
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant, SystemTime};
+
+use sillok_placement::PlacementMap;
+use sillok_placement::catalog::api::CatalogView;
+use sillok_placement::catalog::follower::CatalogFollower;
+use sillok_placement::catalog::state::{Bucket, CatalogError, Command, KeyRecord, Permission, STANDARD};
+use sillok_placement::catalog::{CatalogClient, ClientError};
+use tokio::sync::watch;
+
+use crate::error::GatewayError;
+
+/// How long a bucket change through this gateway waits for the follower to
+/// bring it before reading the catalog from the leader instead.
+const OWN_WRITE_WAIT: Duration = Duration::from_millis(1000);
+/// How long a node's "newer epoch" waits for the follower.
+const CATCH_UP_WAIT: Duration = Duration::from_secs(3);
+
+/// A bucket as the S3 layer sees it.
+#[derive(Debug, Clone)]
+pub struct BucketInfo {
+    pub name: String,
+    pub owner: String,
+    pub created_ms: i64,
+}
+
+impl From<&Bucket> for BucketInfo {
+    fn from(b: &Bucket) -> Self {
+        BucketInfo { name: b.name.clone(), owner: b.owner.clone(), created_ms: (b.created_at as i64) * 1000 }
+    }
+}
+
+/// One catalog view, indexed for lookups.
+pub struct Index {
+    pub applied: u64,
+    pub map: Arc<PlacementMap>,
+    buckets: HashMap<String, Bucket>,
+    keys: HashMap<String, KeyRecord>,
+}
+
+impl Index {
+    fn of(view: &CatalogView) -> Option<Index> {
+        Some(Index {
+            applied: view.applied_index,
+            map: Arc::new(view.map.clone()?),
+            buckets: view.buckets.iter().map(|b| (b.name.clone(), b.clone())).collect(),
+            keys: view.key_secrets.iter().map(|k| (k.id.clone(), k.clone())).collect(),
+        })
+    }
+
+    /// Bucket names in order.
+    pub fn bucket_names(&self) -> Vec<&Bucket> {
+        let mut v: Vec<&Bucket> = self.buckets.values().collect();
+        v.sort_by(|a, b| a.name.cmp(&b.name));
+        v
+    }
+}
+
+pub struct GatewayCatalog {
+    follower: CatalogFollower,
+    client: Arc<CatalogClient>,
+    index: RwLock<Arc<Index>>,
+    /// Tells waiters the applied index of the current index.
+    applied: watch::Sender<u64>,
+    /// Held while reading the catalog from the leader; holds the time the
+    /// last such read started (a miss that began before it is answered by it).
+    fresh_read: tokio::sync::Mutex<Option<Instant>>,
+    pub region: String,
+}
+
+impl GatewayCatalog {
+    /// Waits (at most `wait`) for a first view, saved or fetched.
+    pub async fn start(
+        follower: CatalogFollower,
+        client: Arc<CatalogClient>,
+        wait: Duration,
+    ) -> Result<Arc<Self>, GatewayError> {
+        let view = follower.first(wait).await.ok_or_else(|| {
+            GatewayError::CatalogUnavailable(format!(
+                "no catalog replica answered within {:.0} s and no catalog was saved before; start the catalog replicas ({})",
+                wait.as_secs_f64(),
+                client.replicas().join(", ")
+            ))
+        })?;
+        let index = Index::of(&view).ok_or_else(|| GatewayError::Internal("the catalog holds no map yet".into()))?;
+        let (applied, _) = watch::channel(index.applied);
+        Ok(Arc::new(GatewayCatalog {
+            region: view.region.clone(),
+            follower,
+            client,
+            index: RwLock::new(Arc::new(index)),
+            applied,
+            fresh_read: tokio::sync::Mutex::new(None),
+        }))
+    }
+
+    pub fn index(&self) -> Arc<Index> {
+        self.index.read().expect("index lock").clone()
+    }
+
+    pub fn map(&self) -> Arc<PlacementMap> {
+        self.index().map.clone()
+    }
+
+    /// Rebuilds the index from the follower's newest view, if it is newer.
+    /// Returns the new map when the epoch moved.
+    pub fn sync(&self) -> Option<Arc<PlacementMap>> {
+        let view = self.follower.current()?;
+        let mut index = self.index.write().expect("index lock");
+        if view.applied_index <= index.applied {
+            return None;
+        }
+        let fresh = Index::of(&view)?;
+        if fresh.map.epoch < index.map.epoch {
+            return None;
+        }
+        let moved = (fresh.map.epoch > index.map.epoch).then(|| fresh.map.clone());
+        let applied = fresh.applied;
+        *index = Arc::new(fresh);
+        drop(index);
+        self.applied.send_replace(applied);
+        moved
+    }
+
+    /// Follows the follower forever, handing each newer map to `on_map`.
+    pub async fn follow(self: Arc<Self>, on_map: impl Fn(Arc<PlacementMap>) + Send + 'static) {
+        let mut rx = self.follower.subscribe();
+        loop {
+            if let Some(map) = self.sync() {
+                on_map(map);
+            }
+            if rx.changed().await.is_err() {
+                return;
+            }
+        }
+    }
+
+    /// Asks the catalog for news now (a node named a newer epoch).
+    pub fn refresh(&self) {
+        self.follower.refresh();
+    }
+
+    /// Waits (bounded) for a map of at least `epoch`; returns it if it came.
+    pub async fn catch_up(&self, epoch: u64) -> Option<Arc<PlacementMap>> {
+        if self.map().epoch < epoch {
+            self.follower.wait_for_epoch(epoch, CATCH_UP_WAIT).await;
+            self.sync();
+        }
+        let map = self.map();
+        (map.epoch >= epoch).then_some(map)
+    }
+
+    /// Reads the catalog from the leader unless a read that started after
+    /// `asked` has already been done; the index then reflects it.
+    async fn read_fresh(&self, asked: Instant) -> Result<(), GatewayError> {
+        let mut last = self.fresh_read.lock().await;
+        if last.is_some_and(|t| t >= asked) {
+            return Ok(());
+        }
+        let started = Instant::now();
+        let view = self.client.catalog(true).await.map_err(|e| {
+            GatewayError::CatalogUnavailable(format!("the catalog could not be read to look the name up: {e}"))
+        })?;
+        self.follower.offer(view).await;
+        self.sync();
+        *last = Some(started);
+        Ok(())
+    }
+
+    /// Waits until the index has applied `log_index` (a change this gateway
+    /// made), reading from the leader if the follower is slow.
+    async fn see_own_write(&self, log_index: u64) -> Result<(), GatewayError> {
+        let asked = Instant::now();
+        let mut rx = self.applied.subscribe();
+        let came = tokio::time::timeout(OWN_WRITE_WAIT, rx.wait_for(|a| *a >= log_index)).await.is_ok_and(|r| r.is_ok());
+        if came {
+            return Ok(());
+        }
+        self.read_fresh(asked).await
+    }
+
+    /// The bucket, if the catalog has it (see the invariants for misses).
+    pub async fn bucket(&self, name: &str) -> Result<Option<BucketInfo>, GatewayError> {
+        let asked = Instant::now();
+        if let Some(b) = self.index().buckets.get(name) {
+            return Ok(Some(b.into()));
+        }
+        self.read_fresh(asked).await?;
+        Ok(self.index().buckets.get(name).map(BucketInfo::from))
+    }
+
+    pub async fn require_bucket(&self, name: &str) -> Result<BucketInfo, GatewayError> {
+        self.bucket(name).await?.ok_or(GatewayError::NoSuchBucket)
+    }
+
+    pub fn list_buckets(&self) -> Vec<BucketInfo> {
+        self.index().bucket_names().into_iter().map(BucketInfo::from).collect()
+    }
+
+    /// Creates a bucket owned by `owner` (an access key id).
+    pub async fn create_bucket(&self, name: &str, owner: &str) -> Result<(), GatewayError> {
+        if let Some(b) = self.index().buckets.get(name) {
+            return Err(exists_error(b, owner));
+        }
+        let created_at = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+        let bucket =
+            Bucket { name: name.into(), owner: owner.into(), created_at, storage_class: STANDARD.to_string() };
+        match self.client.propose(Command::CreateBucket { bucket }).await {
+            Ok(p) => self.see_own_write(p.log_index).await,
+            Err(ClientError::Refused(CatalogError::BucketExists(_))) => {
+                let asked = Instant::now();
+                self.read_fresh(asked).await?;
+                match self.index().buckets.get(name) {
+                    Some(b) => Err(exists_error(b, owner)),
+                    None => Err(GatewayError::CatalogUnavailable("the bucket was being deleted; retry".into())),
+                }
+            }
+            Err(e) => Err(catalog_error(e)),
+        }
+    }
+
+    /// Deletes a bucket (the caller has checked that it is empty).
+    pub async fn delete_bucket(&self, name: &str) -> Result<(), GatewayError> {
+        match self.client.propose(Command::DeleteBucket { name: name.into() }).await {
+            Ok(p) => self.see_own_write(p.log_index).await,
+            Err(ClientError::Refused(CatalogError::NoSuchBucket(_))) => Err(GatewayError::NoSuchBucket),
+            Err(e) => Err(catalog_error(e)),
+        }
+    }
+
+    /// The enabled key with this id (reading from the leader on a miss).
+    pub async fn key(&self, id: &str) -> Result<Option<KeyRecord>, GatewayError> {
+        let asked = Instant::now();
+        if let Some(k) = self.index().keys.get(id) {
+            return Ok(k.enabled.then(|| k.clone()));
+        }
+        self.read_fresh(asked).await?;
+        Ok(self.index().keys.get(id).filter(|k| k.enabled).cloned())
+    }
+
+    /// Whether the key may do `p` (from the local index: the key was just
+    /// looked up to check the request's signature).
+    pub fn may(&self, id: &str, p: Permission) -> bool {
+        self.index().keys.get(id).is_some_and(|k| k.may(p))
+    }
+}
+
+fn exists_error(b: &Bucket, owner: &str) -> GatewayError {
+    if b.owner == owner { GatewayError::BucketAlreadyOwnedByYou } else { GatewayError::BucketAlreadyExists }
+}
+
+fn catalog_error(e: ClientError) -> GatewayError {
+    match e {
+        ClientError::Refused(CatalogError::InvalidBucketName { reason, .. }) => GatewayError::InvalidBucketName(reason),
+        ClientError::Refused(r) => GatewayError::InvalidRequest(r.to_string()),
+        other => GatewayError::CatalogUnavailable(format!("the catalog did not take the change: {other}")),
+    }
+}
