@@ -53,7 +53,12 @@ impl S3Access for KeyPermissions {
             Ok(())
         } else {
             tracing::info!(key = %creds.access_key, op, need = %need, "refused: the key lacks the permission");
-            Err(s3_error!(AccessDenied, "Access key {} may not {} ({op} needs the {need} permission).", creds.access_key, if need == Permission::Read { "read" } else { "write" }))
+            Err(s3_error!(
+                AccessDenied,
+                "Access key {} may not {} ({op} needs the {need} permission).",
+                creds.access_key,
+                if need == Permission::Read { "read" } else { "write" }
+            ))
         }
     }
 }
@@ -64,10 +69,25 @@ mod tests {
 
     #[test]
     fn reads_and_writes_are_told_apart_by_operation_name() {
-        for op in ["GetObject", "HeadObject", "HeadBucket", "ListObjectsV2", "ListBuckets", "ListParts", "GetBucketLocation"] {
+        for op in
+            ["GetObject", "HeadObject", "HeadBucket", "ListObjectsV2", "ListBuckets", "ListParts", "GetBucketLocation"]
+        {
             assert!(is_read_operation(op), "{op}");
         }
-        for op in ["PutObject", "DeleteObject", "CreateBucket", "DeleteBucket", "CopyObject", "UploadPart", "CompleteMultipartUpload", "PostObject", "DeleteObjects", "CreateMultipartUpload", "AbortMultipartUpload", "UploadPartCopy"] {
+        for op in [
+            "PutObject",
+            "DeleteObject",
+            "CreateBucket",
+            "DeleteBucket",
+            "CopyObject",
+            "UploadPart",
+            "CompleteMultipartUpload",
+            "PostObject",
+            "DeleteObjects",
+            "CreateMultipartUpload",
+            "AbortMultipartUpload",
+            "UploadPartCopy",
+        ] {
             assert!(!is_read_operation(op), "{op}");
         }
     }

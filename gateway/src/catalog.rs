@@ -195,7 +195,8 @@ impl GatewayCatalog {
     async fn see_own_write(&self, log_index: u64) -> Result<(), GatewayError> {
         let asked = Instant::now();
         let mut rx = self.applied.subscribe();
-        let came = tokio::time::timeout(OWN_WRITE_WAIT, rx.wait_for(|a| *a >= log_index)).await.is_ok_and(|r| r.is_ok());
+        let came =
+            tokio::time::timeout(OWN_WRITE_WAIT, rx.wait_for(|a| *a >= log_index)).await.is_ok_and(|r| r.is_ok());
         if came {
             return Ok(());
         }
@@ -226,8 +227,7 @@ impl GatewayCatalog {
             return Err(exists_error(b, owner));
         }
         let created_at = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_secs());
-        let bucket =
-            Bucket { name: name.into(), owner: owner.into(), created_at, storage_class: STANDARD.to_string() };
+        let bucket = Bucket { name: name.into(), owner: owner.into(), created_at, storage_class: STANDARD.to_string() };
         match self.client.propose(Command::CreateBucket { bucket }).await {
             Ok(p) => self.see_own_write(p.log_index).await,
             Err(ClientError::Refused(CatalogError::BucketExists(_))) => {

@@ -21,7 +21,9 @@ impl Metrics {
     /// `epoch`: the gateway's map epoch; `applied`: the catalog index its copy is at.
     pub fn render(&self, epoch: u64, applied: u64) -> String {
         let mut s = String::new();
-        s.push_str("# HELP sillok_map_epoch The placement map epoch this gateway uses.\n# TYPE sillok_map_epoch gauge\n");
+        s.push_str(
+            "# HELP sillok_map_epoch The placement map epoch this gateway uses.\n# TYPE sillok_map_epoch gauge\n",
+        );
         s.push_str(&format!("sillok_map_epoch {epoch}\n"));
         s.push_str(
             "# HELP sillok_catalog_applied_index The catalog log index of this gateway's copy.\n# TYPE sillok_catalog_applied_index gauge\n",

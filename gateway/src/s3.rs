@@ -20,8 +20,8 @@ use sillok_storage_node::manifest::Manifest;
 
 use crate::catalog::GatewayCatalog;
 use crate::cluster::Cluster;
-use crate::listing::ListQuery;
 use crate::error::GatewayError;
+use crate::listing::ListQuery;
 use crate::metrics::Metrics;
 use crate::quorum;
 use crate::read::ReadSettings;

@@ -200,17 +200,13 @@ async fn follow_catalog(config: &GatewayConfig) -> std::io::Result<Arc<GatewayCa
     } else {
         config.catalog_replicas.clone()
     };
-    let timeouts = ClientTimeouts {
-        attempt: Duration::from_millis(2000),
-        total: Duration::from_secs(8),
-        ..Default::default()
-    };
+    let timeouts =
+        ClientTimeouts { attempt: Duration::from_millis(2000), total: Duration::from_secs(8), ..Default::default() };
     let client = CatalogClient::new(replicas, Signer::new(&config.cluster.cluster_secret), timeouts)
         .map_err(|e| std::io::Error::other(format!("the gateway cannot follow the catalog: {e}")))?;
     let client = Arc::new(client);
     std::fs::create_dir_all(&config.state_dir)?;
-    let follower =
-        CatalogFollower::start(client.clone(), config.state_dir.join("catalog.json"), None, config.follow);
+    let follower = CatalogFollower::start(client.clone(), config.state_dir.join("catalog.json"), None, config.follow);
     GatewayCatalog::start(follower, client, config.catalog_wait).await.map_err(|e| std::io::Error::other(e.to_string()))
 }
 

@@ -116,9 +116,14 @@ pub enum BucketCommand {
         storage_class: String,
     },
     List,
-    /// Remove a bucket from the catalog (its objects are not deleted by this).
+    /// Remove a bucket from the catalog. The catalog cannot see objects, so
+    /// this does not check that the bucket is empty (objects left in it
+    /// become unreachable): prefer S3 DeleteBucket, which refuses a
+    /// non-empty bucket; `--force` says you mean it.
     Delete {
         name: String,
+        #[arg(long)]
+        force: bool,
     },
 }
 
@@ -385,11 +390,17 @@ pub async fn run(a: AdminArgs) -> anyhow::Result<()> {
             let bucket = Bucket { name, owner: owner.unwrap_or(me), created_at: now_secs(), storage_class };
             report(&propose(Command::CreateBucket { bucket }).await?, json)?;
         }
-        AdminCommand::Bucket(BucketCommand::Delete { name }) => {
+        AdminCommand::Bucket(BucketCommand::Delete { name, force }) => {
+            if !force {
+                bail!(
+                    "not deleted: the catalog cannot tell whether bucket {name} is empty, and objects left in it would become unreachable. \
+                     Delete it through S3 (`aws s3 rb s3://{name}`, which refuses a non-empty bucket), or add --force"
+                );
+            }
             report(&propose(Command::DeleteBucket { name }).await?, json)?;
         }
         AdminCommand::Bucket(BucketCommand::List) => {
-            let view = c.catalog(false).await?;
+            let view = c.catalog(true).await?;
             if json {
                 return print_json(&view.buckets);
             }
@@ -438,7 +449,7 @@ pub async fn run(a: AdminArgs) -> anyhow::Result<()> {
             );
         }
         AdminCommand::Key(KeyCommand::List) => {
-            let view = c.catalog(false).await?;
+            let view = c.catalog(true).await?;
             if json {
                 return print_json(&view.keys);
             }

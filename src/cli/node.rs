@@ -89,7 +89,8 @@ fn start_following(file: &ClusterFile, a: &NodeArgs) -> anyhow::Result<Option<Ma
         return Ok(None);
     }
     let replicas = file.catalog_replicas.iter().map(|r| r.addr.clone()).collect();
-    let timeouts = ClientTimeouts { attempt: Duration::from_secs(2), total: Duration::from_secs(5), ..Default::default() };
+    let timeouts =
+        ClientTimeouts { attempt: Duration::from_secs(2), total: Duration::from_secs(5), ..Default::default() };
     let client = CatalogClient::new(replicas, Signer::new(&file.cluster_secret), timeouts)?;
     Ok(Some(MapFollower::start(
         Arc::new(client),

@@ -76,14 +76,7 @@ impl DevCluster {
     }
 
     pub fn client_with(&self, access_key: &str, secret_key: &str) -> aws_sdk_s3::Client {
-        let config = aws_sdk_s3::Config::builder()
-            .behavior_version(BehaviorVersion::latest())
-            .region(Region::new(self.region()))
-            .endpoint_url(self.endpoint())
-            .credentials_provider(Credentials::new(access_key, secret_key, None, None, "sillok-test"))
-            .force_path_style(true)
-            .build();
-        aws_sdk_s3::Client::from_conf(config)
+        s3_client(&self.endpoint(), &self.region(), access_key, secret_key)
     }
 
     pub fn cluster_file(&self) -> serde_json::Value {
@@ -169,6 +162,118 @@ unsafe extern "C" {
 pub fn signal(pid: i32, sig: i32) -> i32 {
     // SAFETY: kill(2) takes plain integers and touches no memory of ours.
     unsafe { libc_kill(pid, sig) }
+}
+
+/// A gateway process of its own (besides the one `sillok dev` runs), on a
+/// free port, with its own state directory; killed when dropped.
+pub struct ExtraGateway {
+    pub child: Child,
+    pub endpoint: String,
+    pub log_path: PathBuf,
+    region: String,
+    keys: (String, String),
+}
+
+impl ExtraGateway {
+    pub fn client(&self) -> aws_sdk_s3::Client {
+        s3_client(&self.endpoint, &self.region, &self.keys.0, &self.keys.1)
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log_path).unwrap_or_default()
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.child.id() as i32
+    }
+}
+
+impl Drop for ExtraGateway {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+pub fn s3_client(endpoint: &str, region: &str, access_key: &str, secret_key: &str) -> aws_sdk_s3::Client {
+    let config = aws_sdk_s3::Config::builder()
+        .behavior_version(BehaviorVersion::latest())
+        .region(Region::new(region.to_string()))
+        .endpoint_url(endpoint)
+        .credentials_provider(Credentials::new(access_key, secret_key, None, None, "sillok-test"))
+        .force_path_style(true)
+        .build();
+    aws_sdk_s3::Client::from_conf(config)
+}
+
+impl DevCluster {
+    /// Starts another `sillok gateway` for this cluster. `state` names its
+    /// state directory under the cluster's (reuse a name to restart one).
+    pub fn start_gateway(&self, state: &str, extra: &[&str]) -> ExtraGateway {
+        let port = free_port();
+        let addr = format!("127.0.0.1:{port}");
+        let log_path = self.dir.path().join("logs").join(format!("extra-{state}-{port}.log"));
+        let log = std::fs::File::create(&log_path).unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_sillok"))
+            .arg("gateway")
+            .arg("--cluster")
+            .arg(self.dir.path().join("cluster.json"))
+            .arg("--data")
+            .arg(self.dir.path().join(state))
+            .args(["--listen", &addr])
+            .args(extra)
+            .env("SILLOK_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("start sillok gateway");
+        let mut g = ExtraGateway {
+            child,
+            endpoint: format!("http://{addr}"),
+            log_path,
+            region: self.region(),
+            keys: (self.env["AWS_ACCESS_KEY_ID"].clone(), self.env["AWS_SECRET_ACCESS_KEY"].clone()),
+        };
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while std::net::TcpStream::connect(&addr).is_err() {
+            if let Ok(Some(status)) = g.child.try_wait() {
+                panic!("the extra gateway exited ({status}):\n{}", g.log());
+            }
+            assert!(Instant::now() < deadline, "extra gateway not listening after 60 s:\n{}", g.log());
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        g
+    }
+
+    /// The pid of the dev cluster's own gateway.
+    pub fn gateway_pid(&self) -> i32 {
+        std::fs::read_to_string(self.dir.path().join("gateway.pid")).unwrap().trim().parse().unwrap()
+    }
+
+    /// `sillok admin ARGS` with this cluster's admin key; returns the output.
+    pub fn admin(&self, args: &[&str]) -> std::process::Output {
+        Command::new(env!("CARGO_BIN_EXE_sillok"))
+            .arg("admin")
+            .args(args)
+            .env("SILLOK_CATALOG", &self.env["SILLOK_CATALOG"])
+            .env("SILLOK_ADMIN_KEY_ID", &self.env["SILLOK_ADMIN_KEY_ID"])
+            .env("SILLOK_ADMIN_SECRET", &self.env["SILLOK_ADMIN_SECRET"])
+            .output()
+            .unwrap()
+    }
+
+    /// Like [`DevCluster::admin`], but the command must succeed; returns stdout.
+    #[track_caller]
+    pub fn admin_ok(&self, args: &[&str]) -> String {
+        let out = self.admin(args);
+        assert!(out.status.success(), "sillok admin {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
 }
 
 impl Drop for DevCluster {

@@ -183,8 +183,7 @@ impl<T: Followed> Follower<T> {
             start = Some(i);
         }
         let (tx, rx) = watch::channel(start.map(Arc::new));
-        let shared =
-            Arc::new(Shared { tx, path, poke: Notify::new(), publishing: tokio::sync::Mutex::new(()) });
+        let shared = Arc::new(Shared { tx, path, poke: Notify::new(), publishing: tokio::sync::Mutex::new(()) });
         let task = tokio::spawn(follow(client, shared.clone(), options));
         Follower { rx, shared, task }
     }

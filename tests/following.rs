@@ -1,0 +1,315 @@
+//! Gateways and storage nodes follow the replicated catalog (real processes:
+//! `sillok dev` plus extra `sillok gateway` processes, real S3 clients):
+//! buckets and keys made anywhere are usable everywhere at once, revoked keys
+//! stop working, bucket creations through two gateways survive the leader's
+//! `kill -9`, a gateway on an old map is told so by the nodes and retries on
+//! the newer one, and with every catalog replica killed the gateways and
+//! nodes keep serving (and restart) from the copies they saved.
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use aws_sdk_s3::error::ProvideErrorMetadata;
+use common::*;
+use sillok_storage_node::{NodeClient, Timeouts};
+
+const SIGKILL: i32 = 9;
+
+fn code<E: ProvideErrorMetadata>(e: &aws_sdk_s3::error::SdkError<E>) -> String {
+    e.as_service_error().and_then(|s| s.code()).unwrap_or("(no service error)").to_string()
+}
+
+/// The leader's site, from `sillok admin status --json`.
+fn leader_site(c: &DevCluster) -> String {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let out = c.admin(&["status", "--json"]);
+        if out.status.success() {
+            let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+            if let Some(s) = v["leader_site"].as_str() {
+                return s.to_string();
+            }
+        }
+        assert!(Instant::now() < deadline, "no catalog leader after 30 s");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// The epoch a gateway reports in its metrics.
+async fn gateway_epoch(endpoint: &str) -> u64 {
+    let text = reqwest_text(&format!("{endpoint}/_sillok/metrics")).await;
+    text.lines()
+        .find_map(|l| l.strip_prefix("sillok_map_epoch "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no sillok_map_epoch in {text}"))
+}
+
+/// A plain HTTP GET (health and metrics routes).
+async fn reqwest_text(url: &str) -> String {
+    use http_body_util::BodyExt;
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .build_http::<http_body_util::Empty<bytes::Bytes>>();
+    let resp = client.get(url.parse().unwrap()).await.unwrap();
+    String::from_utf8(resp.into_body().collect().await.unwrap().to_bytes().to_vec()).unwrap()
+}
+
+async fn wait_node_epochs(c: &DevCluster, epoch: u64) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        // One client per round: `newest_seen` only grows, so ask each node afresh.
+        let secret = c.cluster_file()["cluster_secret"].as_str().unwrap().to_string();
+        let mut all = true;
+        for (_, _, addr) in c.nodes() {
+            let client = NodeClient::new(&secret, Timeouts::default());
+            all &= client.health(&addr).await.is_ok() && client.epochs().newest_seen() >= epoch;
+        }
+        if all {
+            return;
+        }
+        assert!(Instant::now() < deadline, "the nodes did not all reach epoch {epoch} within 30 s");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn buckets_and_keys_made_with_admin_are_usable_at_once_and_a_revoked_key_stops() {
+    let c = DevCluster::start();
+    let s3 = c.client();
+    // A bucket made with `sillok admin` is there for S3 at once (a miss is
+    // read from the leader, never answered from an older copy).
+    c.admin_ok(&["bucket", "create", "from-admin"]);
+    s3.head_bucket().bucket("from-admin").send().await.expect("bucket made by admin is visible");
+    put(&s3, "from-admin", "k", b"v".to_vec()).await;
+
+    // A bucket made through S3 is in the catalog, owned by the key that made it.
+    s3.create_bucket().bucket("from-s3").send().await.unwrap();
+    let listed = c.admin_ok(&["bucket", "list", "--json"]);
+    let v: serde_json::Value = serde_json::from_str(&listed).unwrap();
+    let b = v.as_array().unwrap().iter().find(|b| b["name"] == "from-s3").expect("S3 bucket in the catalog");
+    assert_eq!(b["owner"], c.env["AWS_ACCESS_KEY_ID"].as_str());
+    let err = s3.create_bucket().bucket("from-s3").send().await.unwrap_err();
+    assert_eq!(code(&err), "BucketAlreadyOwnedByYou");
+
+    // A new key works at once; a read-only key reads but may not write.
+    let made: serde_json::Value = serde_json::from_str(&c.admin_ok(&["key", "create", "--json"])).unwrap();
+    let (id, secret) = (made["access_key_id"].as_str().unwrap(), made["secret_access_key"].as_str().unwrap());
+    let new_key = c.client_with(id, secret);
+    put(&new_key, "from-s3", "by-new-key", b"hello".to_vec()).await;
+    // Another key's bucket of the same name: BucketAlreadyExists.
+    let err = new_key.create_bucket().bucket("from-s3").send().await.unwrap_err();
+    assert_eq!(code(&err), "BucketAlreadyExists");
+
+    let ro: serde_json::Value = serde_json::from_str(&c.admin_ok(&["key", "create", "--read-only", "--json"])).unwrap();
+    let ro_key = c.client_with(ro["access_key_id"].as_str().unwrap(), ro["secret_access_key"].as_str().unwrap());
+    assert_same(&get(&ro_key, "from-s3", "by-new-key", None).await, b"hello", "read-only GET");
+    let err = ro_key.put_object().bucket("from-s3").key("nope").body(b"x".to_vec().into()).send().await.unwrap_err();
+    assert_eq!(code(&err), "AccessDenied");
+    let err = ro_key.create_bucket().bucket("ro-bucket").send().await.unwrap_err();
+    assert_eq!(code(&err), "AccessDenied");
+    let err = ro_key.delete_object().bucket("from-s3").key("by-new-key").send().await.unwrap_err();
+    assert_eq!(code(&err), "AccessDenied");
+    // The admin key is for the catalog, not for S3.
+    let admin_s3 = c.client_with(&c.env["SILLOK_ADMIN_KEY_ID"], &c.env["SILLOK_ADMIN_SECRET"]);
+    let err = admin_s3.list_objects_v2().bucket("from-s3").send().await.unwrap_err();
+    assert_eq!(code(&err), "AccessDenied");
+
+    // Revoked: refused by the gateway once it has followed the change.
+    c.admin_ok(&["key", "revoke", id]);
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        match new_key.head_object().bucket("from-s3").key("by-new-key").send().await {
+            Err(e) if e.raw_response().is_some_and(|r| r.status().as_u16() == 403) => break,
+            Ok(_) => {}
+            Err(e) => panic!("unexpected error for a revoked key: {e:?}"),
+        }
+        assert!(Instant::now() < deadline, "a revoked key still works after 15 s");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let err = new_key.list_objects_v2().bucket("from-s3").send().await.unwrap_err();
+    assert_eq!(code(&err), "InvalidAccessKeyId");
+    // Unknown buckets are still NoSuchBucket.
+    let err = s3.head_object().bucket("never-made").key("k").send().await.unwrap_err();
+    assert_eq!(err.raw_response().unwrap().status().as_u16(), 404);
+
+    // Secrets never reach any process's log.
+    for entry in std::fs::read_dir(c.dir.path().join("logs")).unwrap() {
+        let log = std::fs::read_to_string(entry.unwrap().path()).unwrap_or_default();
+        assert!(!log.contains(secret) && !log.contains(&c.env["AWS_SECRET_ACCESS_KEY"]), "a log holds a secret");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bucket_creations_through_two_gateways_while_the_leader_is_killed_lose_none_and_make_none_twice() {
+    let c = DevCluster::start();
+    let second = c.start_gateway("gateway-2", &[]);
+    let gateways = [Arc::new(c.client()), Arc::new(second.client())];
+    let leader_pid = c.site_pids(&leader_site(&c))[0];
+
+    // 900 distinct names, alternating gateways, plus 50 names sent to both
+    // gateways at once (100 requests): 1,000 creations in all.
+    let mut requests: Vec<(String, usize)> = (0..900).map(|i| (format!("bucket-{i:04}"), i % 2)).collect();
+    for i in 0..50 {
+        requests.push((format!("both-{i:03}"), 0));
+        requests.push((format!("both-{i:03}"), 1));
+    }
+    // Interleave the pairs with the rest.
+    requests.sort_by_key(|(name, g)| (blake3::hash(name.as_bytes()).as_bytes()[0], name.clone(), *g));
+    let total = requests.len();
+    assert_eq!(total, 1000);
+    let sem = Arc::new(tokio::sync::Semaphore::new(32));
+    let mut tasks = Vec::new();
+    for (i, (name, g)) in requests.into_iter().enumerate() {
+        let s3 = gateways[g].clone();
+        let sem = sem.clone();
+        tasks.push(tokio::spawn(async move {
+            let _p = sem.acquire().await.unwrap();
+            let r = s3.create_bucket().bucket(&name).send().await;
+            (name, r.map(|_| ()).map_err(|e| code(&e)))
+        }));
+        if i == total / 3 {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            assert_eq!(signal(leader_pid, SIGKILL), 0);
+        }
+    }
+    let mut acked: BTreeMap<String, usize> = BTreeMap::new();
+    let mut errors: BTreeMap<String, usize> = BTreeMap::new();
+    for t in tasks {
+        let (name, r) = t.await.unwrap();
+        match r {
+            Ok(()) => *acked.entry(name).or_default() += 1,
+            Err(code) => *errors.entry(code).or_default() += 1,
+        }
+    }
+    // What exists, as both gateways and the catalog's leader see it.
+    let view: serde_json::Value = serde_json::from_str(&c.admin_ok(&["bucket", "list", "--json"])).unwrap();
+    let names: Vec<String> = view.as_array().unwrap().iter().map(|b| b["name"].as_str().unwrap().to_string()).collect();
+    let distinct: BTreeSet<&String> = names.iter().collect();
+    assert_eq!(distinct.len(), names.len(), "a bucket exists twice");
+    for s3 in &gateways {
+        let listed = s3.list_buckets().send().await.unwrap();
+        let seen: BTreeSet<String> = listed.buckets().iter().filter_map(|b| b.name().map(String::from)).collect();
+        for (name, n) in &acked {
+            assert_eq!(*n, 1, "bucket {name} was acknowledged as created {n} times");
+            assert!(seen.contains(name), "acknowledged bucket {name} is missing from a gateway's listing");
+            assert!(distinct.contains(name), "acknowledged bucket {name} is missing from the catalog");
+        }
+    }
+    // Every error is one a client can act on: retry (503) or "it exists".
+    for code in errors.keys() {
+        assert!(
+            ["ServiceUnavailable", "BucketAlreadyOwnedByYou"].contains(&code.as_str()),
+            "unexpected error {code}: {errors:?}"
+        );
+    }
+    assert!(acked.len() > total / 2, "only {} of {total} creations were acknowledged: {errors:?}", acked.len());
+    eprintln!("{} of {total} creations acknowledged, {} buckets exist; errors {errors:?}", acked.len(), names.len());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gateway_on_an_old_map_is_told_by_the_nodes_and_retries_on_the_newer_one() {
+    let c = DevCluster::start();
+    // This gateway asks the catalog once an hour and probes nodes once an
+    // hour: it learns of a new map only when a node refuses its old epoch.
+    let stale = c.start_gateway("gateway-stale", &["--catalog-poll-ms", "3600000", "--probe-interval-ms", "3600000"]);
+    let s3 = stale.client();
+    s3.create_bucket().bucket("media").send().await.unwrap();
+    put(&s3, "media", "before", pattern(10_000, 1)).await;
+    assert_eq!(gateway_epoch(&stale.endpoint).await, 1);
+
+    // A new map (node 1 weighs more: slots and manifest replicas move).
+    c.admin_ok(&["node", "set-weight", "n1", "2"]);
+    wait_node_epochs(&c, 2).await;
+    assert_eq!(gateway_epoch(&c.endpoint()).await, 2, "the dev gateway follows continuously");
+    assert_eq!(gateway_epoch(&stale.endpoint).await, 1, "the stale gateway has not looked yet");
+
+    // Writes and reads through the stale gateway: the nodes refuse epoch 1,
+    // the gateway fetches epoch 2 and retries. Every object is then where the
+    // new map puts it: the up-to-date gateway reads it.
+    let fresh = c.client();
+    for i in 0..20u64 {
+        let body = pattern(1000 + i as usize * 5000, i + 100);
+        put(&s3, "media", &format!("after-{i}"), body.clone()).await;
+        assert_same(&get(&fresh, "media", &format!("after-{i}"), None).await, &body, "written on the newer map");
+    }
+    assert_eq!(gateway_epoch(&stale.endpoint).await, 2);
+    assert!(stale.log().contains("a node follows a newer map; retrying on it"), "{}", stale.log());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_every_replica_killed_gateways_and_nodes_serve_and_restart_from_their_saved_copies() {
+    let c = DevCluster::start();
+    let s3 = c.client();
+    s3.create_bucket().bucket("photos").send().await.unwrap();
+    let mut objects = Vec::new();
+    for i in 0..12u64 {
+        let body = pattern([1_000, 70_000, 1_500_000][i as usize % 3], i);
+        put(&s3, "photos", &format!("p-{i}"), body.clone()).await;
+        objects.push((format!("p-{i}"), body));
+    }
+    // Two map changes: epoch 3.
+    c.admin_ok(&["node", "down", "n6"]);
+    c.admin_ok(&["node", "up", "n6"]);
+    wait_node_epochs(&c, 3).await;
+
+    // Every catalog replica is the first pid of its site's file.
+    for site in c.sites() {
+        assert_eq!(signal(c.site_pids(&site)[0], SIGKILL), 0);
+    }
+    let out = c.admin(&["status", "--timeout-secs", "3"]);
+    assert!(!out.status.success(), "status answered with every replica dead");
+
+    // Reads, listings and writes into existing buckets go on.
+    for (key, body) in &objects {
+        assert_same(&get(&s3, "photos", key, None).await, body, "GET with the catalog down");
+    }
+    put(&s3, "photos", "while-down", pattern(200_000, 77)).await;
+    let listed = s3.list_objects_v2().bucket("photos").send().await.unwrap();
+    assert_eq!(listed.key_count(), Some(13));
+    // What needs the catalog fails clearly, and nothing is guessed.
+    let err = s3.create_bucket().bucket("new-one").send().await.unwrap_err();
+    assert_eq!(code(&err), "ServiceUnavailable");
+    let err = s3.head_bucket().bucket("unknown").send().await.unwrap_err();
+    assert_eq!(err.raw_response().unwrap().status().as_u16(), 503);
+
+    // A gateway restarted now starts from its saved catalog (the dev
+    // gateway's state directory), at the newest epoch, and serves.
+    assert_eq!(signal(c.gateway_pid(), SIGKILL), 0);
+    let again = c.start_gateway("gateway", &[]);
+    assert_eq!(gateway_epoch(&again.endpoint).await, 3, "restarted on an older map");
+    let s3 = again.client();
+    for (key, body) in &objects {
+        assert_same(&get(&s3, "photos", key, None).await, body, "GET from a gateway restarted without the catalog");
+    }
+
+    // A storage node restarted now starts from its saved map (epoch 3), not
+    // from the cluster file's (epoch 1).
+    let (_, site, addr) = c.nodes().into_iter().find(|(id, _, _)| *id == 1).unwrap();
+    let node_pid = c.site_pids(&site)[1];
+    assert_eq!(signal(node_pid, SIGKILL), 0);
+    let log = std::fs::File::create(c.dir.path().join("logs").join("node-1-restarted.log")).unwrap();
+    let mut node = std::process::Command::new(env!("CARGO_BIN_EXE_sillok"))
+        .args(["node", "--id", "1", "--wait-for-map-s", "5", "--cluster"])
+        .arg(c.dir.path().join("cluster.json"))
+        .arg("--data")
+        .arg(c.dir.path().join("sites").join(&site).join("node-1"))
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    let secret = c.cluster_file()["cluster_secret"].as_str().unwrap().to_string();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let client = NodeClient::new(&secret, Timeouts::default());
+    while client.health(&addr).await.is_err() {
+        assert!(Instant::now() < deadline, "the restarted node does not answer");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(client.epochs().newest_seen(), 3, "the node restarted on an older map");
+    for (key, body) in &objects {
+        assert_same(&get(&s3, "photos", key, None).await, body, "GET after the node restart");
+    }
+    let _ = node.kill();
+    let _ = node.wait();
+}
