@@ -743,6 +743,7 @@ async fn addressing_errors_and_limits() {
     let c = cluster.client();
     c.create_bucket().bucket("vhost").send().await.unwrap();
     put(&c, "vhost", "dir/a b+c.txt", b"virtual".to_vec()).await;
+    refused_expect_continue_put_closes_the_connection(&cluster).await;
 
     // Virtual-host style: the bucket in the Host header.
     let (st, _, text) = raw_at(
@@ -906,6 +907,48 @@ async fn signed_head_with(cluster: &DevCluster, method: &str, path: &str, len: O
     }
     text.push_str("\r\n");
     (host, text)
+}
+
+/// A PUT that waits for `100 Continue` and is refused before its body is
+/// read (a failed `If-None-Match: *`): the client never sends the body, so
+/// the gateway must not keep the connection, or hyper would take the next
+/// request's first bytes as that body (seen with boto3: `GET` arriving as
+/// `T`, answered 403 SignatureDoesNotMatch).
+async fn refused_expect_continue_put_closes_the_connection(cluster: &DevCluster) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let host = cluster.endpoint().trim_start_matches("http://").to_string();
+    let path = "/vhost/dir/a%20b%2Bc.txt";
+    let hs = vec![
+        ("host".to_string(), host.clone()),
+        ("x-amz-content-sha256".to_string(), "UNSIGNED-PAYLOAD".to_string()),
+        ("content-length".to_string(), "2".to_string()),
+        ("expect".to_string(), "100-continue".to_string()),
+        ("if-none-match".to_string(), "*".to_string()),
+    ];
+    let signed = sign_request(cluster, "PUT", path, hs, SystemTime::now());
+    let mut text = format!("PUT {path} HTTP/1.1\r\n");
+    for (k, v) in &signed.headers {
+        text.push_str(&format!("{k}: {v}\r\n"));
+    }
+    text.push_str("\r\n");
+    let mut s = tokio::net::TcpStream::connect(&host).await.unwrap();
+    s.write_all(text.as_bytes()).await.unwrap();
+    let mut got = Vec::new();
+    let mut buf = vec![0u8; 8192];
+    // Read until the connection closes (bounded): the answer, then EOF.
+    let read_all = async {
+        loop {
+            match s.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => got.extend_from_slice(&buf[..n]),
+            }
+        }
+    };
+    let closed = tokio::time::timeout(Duration::from_secs(10), read_all).await.is_ok();
+    let answer = String::from_utf8_lossy(&got).to_lowercase();
+    assert!(answer.starts_with("http/1.1 412"), "{answer}");
+    assert!(answer.contains("connection: close"), "{answer}");
+    assert!(closed, "the gateway kept a connection whose request body it never asked for: {answer}");
 }
 
 async fn raw_tcp(cluster: &DevCluster, request: &str) -> String {

@@ -232,10 +232,14 @@ async fn route(
         _ => {}
     }
     let request_id = next_request_id();
+    let may_withhold = body_may_be_withheld(&req);
     if let Some(why) = malformed_date(&req) {
-        return error_xml(400, "AuthorizationHeaderMalformed", why, &request_id);
+        return close_if(may_withhold, error_xml(400, "AuthorizationHeaderMalformed", why, &request_id));
     }
-    let req = match small_body_to_read_first(&req) {
+    let read_first = small_body_to_read_first(&req);
+    // A body read here went in full (hyper sent `100 Continue` for it).
+    let may_withhold = may_withhold && read_first.is_none();
+    let req = match read_first {
         // The whole (small) body is read before s3s sees the request: hyper
         // then sends `100 Continue` and the connection stays in step.
         Some(limit) => {
@@ -271,7 +275,9 @@ async fn route(
         resp.headers_mut().insert("x-amz-request-id", v.clone());
         resp.headers_mut().insert("x-amz-id-2", v);
     }
-    resp
+    // A success means the handler read the body (so `100 Continue` went out
+    // and the body came); an error may come before it was asked for.
+    close_if(may_withhold && !resp.status().is_success(), resp)
 }
 
 /// Dates s3s parses digit by digit (x-amz-date, X-Amz-Date, the credential
@@ -313,6 +319,35 @@ fn malformed_date<B>(req: &http::Request<B>) -> Option<&'static str> {
         }
     }
     None
+}
+
+/// An HTTP/1.1 request that waits for `100 Continue` before sending a body.
+/// Answered with a final status before anything read the body, the client
+/// does not send it (botocore: "Received a non 100 Continue response from
+/// the server, NOT sending request body"; RFC 9110 section 10.1.1). hyper
+/// cannot know that: when the unread body is dropped it takes the next
+/// Content-Length bytes on the connection as that body (hyper's
+/// `poll_drain_or_close_read`, hyperium/hyper#3137), i.e. the start of the
+/// client's next request: after a 412 to a 2-byte If-Match PUT, `GET` loses
+/// `GE` and is served as method `T` (403 SignatureDoesNotMatch); a 6-byte
+/// body cuts the request line (400). A race: hyper closes the connection
+/// instead when it notices the dropped body before the next request arrives.
+fn body_may_be_withheld<B>(req: &http::Request<B>) -> bool {
+    let h = req.headers();
+    let expects = h.get(http::header::EXPECT).is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
+    let has_body = h.contains_key(http::header::TRANSFER_ENCODING)
+        || h.get(http::header::CONTENT_LENGTH).is_some_and(|v| v.as_bytes() != b"0");
+    req.version() == http::Version::HTTP_11 && expects && has_body
+}
+
+/// `Connection: close` on `resp` if `close`: hyper closes the connection
+/// after the response and the client opens a new one (see
+/// `body_may_be_withheld`).
+fn close_if(close: bool, mut resp: http::Response<RespBody>) -> http::Response<RespBody> {
+    if close {
+        resp.headers_mut().insert(http::header::CONNECTION, http::HeaderValue::from_static("close"));
+    }
+    resp
 }
 
 /// A request that waits for `100 Continue` but whose payload is empty (an
