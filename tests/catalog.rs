@@ -6,10 +6,9 @@
 
 mod common;
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::process::{Child, Command as Proc, Stdio};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::*;

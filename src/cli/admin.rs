@@ -325,6 +325,7 @@ async fn status(c: &CatalogClient, json: bool) -> anyhow::Result<()> {
         .nodes
         .iter()
         .map(|n| {
+            let u = n.usage.as_ref();
             vec![
                 n.id.to_string(),
                 n.site.clone(),
@@ -333,11 +334,49 @@ async fn status(c: &CatalogClient, json: bool) -> anyhow::Result<()> {
                 format!("{}", n.weight),
                 n.slots.to_string(),
                 format!("{:.1}%", n.fill_pct),
+                u.map_or("-".into(), |u| u.shards.to_string()),
+                u.map_or("-".into(), |u| human_bytes(u.shard_bytes)),
+                u.map_or("-".into(), |u| format!("{} of {}", human_bytes(u.disk_free), human_bytes(u.disk_total))),
+                u.map_or("never".into(), |u| format!("{:.1} s ago", u.age_ms as f64 / 1000.0)),
             ]
         })
         .collect();
-    print!("{}", table(&["NODE", "SITE", "ADDR", "STATE", "WEIGHT", "SLOTS", "FILL"], &rows));
+    print!(
+        "{}",
+        table(
+            &[
+                "NODE",
+                "SITE",
+                "ADDR",
+                "STATE",
+                "WEIGHT",
+                "SLOTS",
+                "SLOT SHARE",
+                "SHARDS",
+                "USED",
+                "DISK FREE",
+                "REPORTED"
+            ],
+            &rows
+        )
+    );
+    println!(
+        "\nSLOT SHARE: the node's share of the map's slots. SHARDS, USED: its shard files as it last reported them to replica {}.",
+        s.replica
+    );
     Ok(())
+}
+
+/// Bytes for people: 1.5 GiB, 200 KiB, 12 B.
+fn human_bytes(n: u64) -> String {
+    const UNITS: [&str; 6] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];
+    let mut v = n as f64;
+    let mut i = 0;
+    while v >= 1024.0 && i + 1 < UNITS.len() {
+        v /= 1024.0;
+        i += 1;
+    }
+    if i == 0 { format!("{n} B") } else { format!("{v:.1} {}", UNITS[i]) }
 }
 
 fn report(p: &Proposed, json: bool) -> anyhow::Result<()> {

@@ -17,7 +17,8 @@ use sillok_placement::auth::Signer;
 use sillok_placement::catalog::follower::{FollowOptions, MapFollower};
 use sillok_placement::catalog::{CatalogClient, ClientTimeouts};
 use sillok_placement::{ClusterFile, NodeId, PlacementMap};
-use sillok_storage_node::server::{NodeConfig, serve};
+use sillok_storage_node::report::report_forever;
+use sillok_storage_node::server::{NodeConfig, bind};
 
 #[derive(clap::Args)]
 pub struct NodeArgs {
@@ -37,6 +38,9 @@ pub struct NodeArgs {
     /// when neither the saved map nor the cluster file's does.
     #[arg(long, default_value_t = 60)]
     pub wait_for_map_s: u64,
+    /// How often (ms) to report usage (shards, bytes, free space) to the catalog.
+    #[arg(long, default_value_t = 2000)]
+    pub report_every_ms: u64,
 }
 
 pub async fn run(a: NodeArgs) -> anyhow::Result<()> {
@@ -46,7 +50,7 @@ pub async fn run(a: NodeArgs) -> anyhow::Result<()> {
     let epoch = Arc::new(AtomicU64::new(0));
     let follower = start_following(&file, &a)?;
     let map = match &follower {
-        Some(f) => find_self(f, &file.map, NodeId(a.id), Duration::from_secs(a.wait_for_map_s)).await,
+        Some((f, _)) => find_self(f, &file.map, NodeId(a.id), Duration::from_secs(a.wait_for_map_s)).await,
         None => Arc::new(file.map.clone()),
     };
     let Some(node) = map.topology.node(NodeId(a.id)).cloned() else {
@@ -66,24 +70,41 @@ pub async fn run(a: NodeArgs) -> anyhow::Result<()> {
             .parse()
             .with_context(|| format!("node {} has address {:?}, which is not host:port", a.id, node.addr))?,
     };
-    if let Some(f) = follower {
+    let catalog = follower.as_ref().map(|(_, c)| c.clone());
+    if let Some((f, _)) = follower {
         epoch.store(f.epoch(), Ordering::Release);
         tokio::spawn(track_epoch(f, epoch.clone()));
     }
     let config = NodeConfig {
         id: NodeId(a.id),
         listen,
-        data_dir: a.data,
+        data_dir: a.data.clone(),
         cluster_secret: file.cluster_secret.clone(),
         epoch: epoch.clone(),
     };
     tracing::info!(id = a.id, site = %node.site, %listen, epoch = epoch.load(Ordering::Acquire), "storage node starting");
-    serve(config, super::shutdown_signal()).await.context("storage node failed")?;
+    let bound = bind(config).await.context("storage node failed to start")?;
+    let reporter = catalog.map(|c| {
+        tokio::spawn(report_forever(
+            c,
+            NodeId(a.id),
+            bound.shard_usage(),
+            epoch.clone(),
+            a.data.clone(),
+            Duration::from_millis(a.report_every_ms.max(100)),
+        ))
+    });
+    let served = bound.run(super::shutdown_signal()).await;
+    if let Some(r) = reporter {
+        r.abort();
+    }
+    served.context("storage node failed")?;
     Ok(())
 }
 
-/// A follower of the catalog's map, if the cluster file names replicas.
-fn start_following(file: &ClusterFile, a: &NodeArgs) -> anyhow::Result<Option<MapFollower>> {
+/// A follower of the catalog's map (and the client it uses), if the cluster
+/// file names replicas.
+fn start_following(file: &ClusterFile, a: &NodeArgs) -> anyhow::Result<Option<(MapFollower, Arc<CatalogClient>)>> {
     if file.catalog_replicas.is_empty() {
         tracing::warn!("the cluster file names no catalog replicas: using its map as is, checking no epochs");
         return Ok(None);
@@ -91,13 +112,10 @@ fn start_following(file: &ClusterFile, a: &NodeArgs) -> anyhow::Result<Option<Ma
     let replicas = file.catalog_replicas.iter().map(|r| r.addr.clone()).collect();
     let timeouts =
         ClientTimeouts { attempt: Duration::from_secs(2), total: Duration::from_secs(5), ..Default::default() };
-    let client = CatalogClient::new(replicas, Signer::new(&file.cluster_secret), timeouts)?;
-    Ok(Some(MapFollower::start(
-        Arc::new(client),
-        a.data.join("map.json"),
-        Some(file.map.clone()),
-        FollowOptions::default(),
-    )))
+    let client = Arc::new(CatalogClient::new(replicas, Signer::new(&file.cluster_secret), timeouts)?);
+    let follower =
+        MapFollower::start(client.clone(), a.data.join("map.json"), Some(file.map.clone()), FollowOptions::default());
+    Ok(Some((follower, client)))
 }
 
 /// The newest map that names `id`, waiting up to `wait` for the catalog to

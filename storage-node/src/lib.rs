@@ -11,6 +11,7 @@
 //! - `api`: routes and wire types; `client`: the signed, deadline-bound client
 //! - `auth`: signing and verifying internal requests (aws-sigv4)
 //! - `shard_store`, `meta_store`: the node's two stores; `server`: the HTTP service
+//! - `report`: the node's periodic usage report to the catalog replicas
 //!
 //! Run a node with [`serve`] (bind, serve until a shutdown future completes),
 //! [`bind`] + [`BoundNode::run`] (learn the address of port 0 first), or
@@ -26,6 +27,7 @@ pub mod error;
 pub mod frame;
 pub mod manifest;
 pub mod meta_store;
+pub mod report;
 pub mod server;
 pub mod shard_store;
 

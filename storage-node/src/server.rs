@@ -130,6 +130,11 @@ impl BoundNode {
         self.addr
     }
 
+    /// The shard store's usage counters (for the node's reports).
+    pub fn shard_usage(&self) -> Arc<crate::shard_store::Usage> {
+        self.state.shards.usage_handle()
+    }
+
     /// Serves until `shutdown` completes, then finishes in-flight requests and
     /// stops the metadata writer.
     pub async fn run(self, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), NodeError> {

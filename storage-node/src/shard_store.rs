@@ -41,6 +41,9 @@
 //!   the bad bytes.
 //! - Memory is bounded by one block (plus one network chunk) per reader/writer.
 //! - `tmp/` holds nothing worth keeping: [`ShardStore::open`] empties it.
+//! - [`ShardStore::usage`] counts the shard files and their bytes: counted
+//!   once at open, then kept by every commit (replacing a file counts the
+//!   difference) and delete. It is a report, not a limit.
 
 use std::fs::{self, File};
 use std::io::{BufWriter, Read, Seek, SeekFrom, Write};
@@ -228,6 +231,50 @@ static TMP_COUNTER: AtomicU64 = AtomicU64::new(0);
 pub struct ShardStore {
     shards: PathBuf,
     tmp: PathBuf,
+    usage: std::sync::Arc<Usage>,
+}
+
+/// How much the shard files hold (see the invariants).
+#[derive(Debug, Default)]
+pub struct Usage {
+    files: AtomicU64,
+    bytes: AtomicU64,
+}
+
+impl Usage {
+    /// `(shard files, bytes)`.
+    pub fn get(&self) -> (u64, u64) {
+        (self.files.load(Ordering::Relaxed), self.bytes.load(Ordering::Relaxed))
+    }
+
+    fn added(&self, bytes: u64) {
+        self.files.fetch_add(1, Ordering::Relaxed);
+        self.bytes.fetch_add(bytes, Ordering::Relaxed);
+    }
+
+    fn removed(&self, bytes: u64) {
+        let _ = self.files.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |v| Some(v.saturating_sub(1)));
+        let _ = self.bytes.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |v| Some(v.saturating_sub(bytes)));
+    }
+}
+
+/// Counts the files under `shards/` (`<xy>/<name>`) and their bytes.
+fn count_usage(shards: &Path) -> Result<Usage, NodeError> {
+    let usage = Usage::default();
+    for dir in fs::read_dir(shards)? {
+        let dir = dir?;
+        if !dir.file_type()?.is_dir() {
+            continue;
+        }
+        for f in fs::read_dir(dir.path())? {
+            let f = f?;
+            let meta = f.metadata()?;
+            if meta.is_file() {
+                usage.added(meta.len());
+            }
+        }
+    }
+    Ok(usage)
 }
 
 impl ShardStore {
@@ -253,11 +300,21 @@ impl ShardStore {
             fsync_dir(&tmp)?;
         }
         fsync_dir(data_dir)?;
-        Ok(ShardStore { shards, tmp })
+        let usage = std::sync::Arc::new(count_usage(&shards)?);
+        Ok(ShardStore { shards, tmp, usage })
     }
 
     pub fn tmp_dir(&self) -> &Path {
         &self.tmp
+    }
+
+    /// What the shard files hold now.
+    pub fn usage(&self) -> &Usage {
+        &self.usage
+    }
+
+    pub fn usage_handle(&self) -> std::sync::Arc<Usage> {
+        self.usage.clone()
     }
 
     fn dir_of(&self, id: &ShardId) -> PathBuf {
@@ -290,6 +347,7 @@ impl ShardStore {
             decoder: FrameDecoder::default(),
             received: 0,
             done: false,
+            usage: self.usage.clone(),
         };
         // Room for the header, written last.
         w.out.as_mut().expect("open").write_all(&[0u8; HEADER_LEN])?;
@@ -334,8 +392,11 @@ impl ShardStore {
     /// Removes a shard; absent is fine.
     pub fn delete(&self, id: &ShardId) -> Result<(), NodeError> {
         check_id(id)?;
-        match fs::remove_file(self.path_of(id)) {
+        let path = self.path_of(id);
+        let len = fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+        match fs::remove_file(&path) {
             Ok(()) => {
+                self.usage.removed(len);
                 fsync_dir(&self.dir_of(id))?;
                 Ok(())
             }
@@ -410,6 +471,7 @@ pub struct ShardWriter {
     decoder: FrameDecoder,
     received: u32,
     done: bool,
+    usage: std::sync::Arc<Usage>,
 }
 
 impl ShardWriter {
@@ -479,8 +541,13 @@ impl ShardWriter {
             fs::create_dir_all(&self.dir)?;
             fsync_dir(&self.shards_root)?;
         }
+        let replaced = fs::metadata(&self.final_path).ok().filter(|m| m.is_file()).map(|m| m.len());
         fs::rename(&self.tmp_path, &self.final_path)?;
         self.done = true;
+        if let Some(old) = replaced {
+            self.usage.removed(old);
+        }
+        self.usage.added(self.header.file_len());
         fsync_dir(&self.dir)?;
         Ok(self.header.info())
     }

@@ -15,6 +15,7 @@
 //! | `POST /v1/propose` | both | a [`crate::catalog::Proposal`]: 200 [`Proposed`], 409 refused ([`ErrorBody`] with the refusal) |
 //! | `POST /v1/membership/add` | both | [`AddReplica`]: learner, then voter |
 //! | `POST /v1/membership/remove` | both | [`RemoveReplica`] |
+//! | `POST /v1/report` | internal | [`NodeReport`]: a storage node's usage, kept in memory, shown by status; 204 |
 //!
 //! Writes (propose, membership, consistent reads) sent to a follower are
 //! forwarded once to the leader it knows ([`H_FORWARDED`] marks the hop; a
@@ -116,6 +117,35 @@ pub struct NodeStatus {
     pub slots: u64,
     /// Its slots as a share of all slots, in percent.
     pub fill_pct: f64,
+    /// What the node last reported to this replica (`None`: no report yet).
+    #[serde(default)]
+    pub usage: Option<NodeUsage>,
+}
+
+/// `POST /v1/report`: what a storage node says of itself, every few seconds.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct NodeReport {
+    pub node: NodeId,
+    /// The map epoch the node follows.
+    pub epoch: u64,
+    pub shards: u64,
+    /// Bytes in its shard files.
+    pub shard_bytes: u64,
+    /// The size of the file system holding its data, and what is free there.
+    pub disk_total: u64,
+    pub disk_free: u64,
+}
+
+/// A node's last report as a replica shows it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct NodeUsage {
+    pub shards: u64,
+    pub shard_bytes: u64,
+    pub disk_total: u64,
+    pub disk_free: u64,
+    pub epoch: u64,
+    /// How long ago the report came.
+    pub age_ms: u64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -296,6 +296,20 @@ impl CatalogClient {
         self.long_poll(&format!("/v1/catalog?newer_than={newer_than}&wait_ms={ms}"), wait).await
     }
 
+    /// Sends a storage node's usage report to every replica at once (each
+    /// keeps its own copy for status); returns how many took it.
+    pub async fn report(&self, r: &api::NodeReport) -> usize {
+        let body = Self::body(r);
+        let calls = self.replicas.iter().map(|addr| {
+            let body = body.clone();
+            async move {
+                let res = self.transport.call(Method::POST, addr, "/v1/report", body, &[], self.timeouts.attempt).await;
+                matches!(res, Ok(r) if r.status == StatusCode::NO_CONTENT)
+            }
+        });
+        futures::future::join_all(calls).await.into_iter().filter(|ok| *ok).count()
+    }
+
     /// Proposes a change with a fresh request id.
     pub async fn propose(&self, command: Command) -> Result<Proposed, ClientError> {
         self.propose_with_id(new_request_id(), command).await

@@ -169,6 +169,9 @@ struct Shared {
     forward_timeout: Duration,
     commit_timeout: Duration,
     seed: Option<Command>,
+    /// The last usage report of each storage node, and when it came (kept in
+    /// memory only: a report is a reading, not catalog state).
+    reports: std::sync::Mutex<BTreeMap<crate::NodeId, (Instant, api::NodeReport)>>,
 }
 
 /// A replica whose stores are open, whose Raft runs and whose socket is
@@ -236,6 +239,7 @@ impl Replica {
             forward_timeout: config.forward_timeout,
             commit_timeout: config.commit_timeout,
             seed: config.seed.clone(),
+            reports: Default::default(),
         });
         Ok(Replica { shared, listener, addr })
     }
@@ -311,6 +315,7 @@ fn router(sh: Arc<Shared>) -> Router {
         .route("/v1/propose", post(propose))
         .route("/v1/membership/add", post(membership_add))
         .route("/v1/membership/remove", post(membership_remove))
+        .route("/v1/report", post(report))
         .fallback(|| async { error(StatusCode::NOT_FOUND, "not_found", "no such route".into()) })
         .layer(middleware::from_fn_with_state(sh.clone(), authenticate))
         .with_state(sh)
@@ -541,8 +546,17 @@ fn status_of(sh: &Shared) -> Status {
                 }
             }
             let total: u64 = slots.values().sum::<u64>().max(1);
+            let reports = sh.reports.lock().expect("reports lock");
             for n in &map.topology.nodes {
                 let s = slots.get(&n.id).copied().unwrap_or(0);
+                let usage = reports.get(&n.id).map(|(at, r)| api::NodeUsage {
+                    shards: r.shards,
+                    shard_bytes: r.shard_bytes,
+                    disk_total: r.disk_total,
+                    disk_free: r.disk_free,
+                    epoch: r.epoch,
+                    age_ms: at.elapsed().as_millis() as u64,
+                });
                 nodes.push(api::NodeStatus {
                     id: n.id,
                     site: n.site.clone(),
@@ -551,6 +565,7 @@ fn status_of(sh: &Shared) -> Status {
                     weight: n.weight,
                     slots: s,
                     fill_pct: (s as f64) * 100.0 / total as f64,
+                    usage,
                 });
             }
             for s in &map.topology.sites {
@@ -595,6 +610,19 @@ pub fn state_name(s: NodeState) -> &'static str {
         NodeState::Draining => "draining",
         NodeState::Out => "out",
     }
+}
+
+/// `POST /v1/report`: a storage node's usage (internal callers only).
+async fn report(State(sh): State<Arc<Shared>>, Extension(caller): Extension<Caller>, body: Bytes) -> Response {
+    if let Err(r) = internal_only(&caller) {
+        return r;
+    }
+    let r: api::NodeReport = match parse(&body) {
+        Ok(r) => r,
+        Err(r) => return r,
+    };
+    sh.reports.lock().expect("reports lock").insert(r.node, (Instant::now(), r));
+    StatusCode::NO_CONTENT.into_response()
 }
 
 async fn status(State(sh): State<Arc<Shared>>) -> Response {

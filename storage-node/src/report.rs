@@ -1,0 +1,52 @@
+//! The node's usage report to the catalog replicas: every few seconds, its
+//! shard count and bytes, its file system's size and free space, and the map
+//! epoch it follows (`POST /v1/report` on every replica, which shows it in
+//! `sillok admin status`). A report that no replica takes is simply late;
+//! nothing waits for it.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use sillok_placement::NodeId;
+use sillok_placement::catalog::CatalogClient;
+use sillok_placement::catalog::api::NodeReport;
+
+use crate::shard_store::Usage;
+
+/// `(total, free)` bytes of the file system holding `path` (zeros if unknown).
+pub fn disk_space(path: &Path) -> (u64, u64) {
+    use std::os::unix::ffi::OsStrExt;
+    let Ok(c) = std::ffi::CString::new(path.as_os_str().as_bytes()) else { return (0, 0) };
+    // SAFETY: statvfs(3) writes into the struct we pass and reads the
+    // NUL-terminated path; both outlive the call.
+    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    if unsafe { libc::statvfs(c.as_ptr(), &mut st) } != 0 {
+        return (0, 0);
+    }
+    let frsize = st.f_frsize as u64;
+    (st.f_blocks as u64 * frsize, st.f_bavail as u64 * frsize)
+}
+
+/// Reports forever (until the task is dropped).
+pub async fn report_forever(
+    client: Arc<CatalogClient>,
+    node: NodeId,
+    usage: Arc<Usage>,
+    epoch: Arc<AtomicU64>,
+    data_dir: PathBuf,
+    every: Duration,
+) {
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let (shards, shard_bytes) = usage.get();
+        let dir = data_dir.clone();
+        let (disk_total, disk_free) = tokio::task::spawn_blocking(move || disk_space(&dir)).await.unwrap_or((0, 0));
+        let r = NodeReport { node, epoch: epoch.load(Ordering::Acquire), shards, shard_bytes, disk_total, disk_free };
+        let took = client.report(&r).await;
+        tracing::debug!(took, shards, shard_bytes, "usage reported");
+    }
+}
