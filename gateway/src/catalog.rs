@@ -16,6 +16,9 @@
 //!   is 503, not a guess.
 //! - A bucket created or deleted through this gateway is visible (or gone) in
 //!   this gateway's index before the S3 call returns (read your writes).
+//! - ListBuckets reads the catalog from the leader too, so it lists every
+//!   bucket acknowledged anywhere; only while the catalog is unreachable does
+//!   it list this gateway's copy.
 //! - The index only moves forward (the follower's invariants), and every new
 //!   map it holds is handed to the cluster view (`Cluster::set_map`).
 //! - Secrets stay in memory and in the 0600 state file; they are never logged.
@@ -217,7 +220,13 @@ impl GatewayCatalog {
         self.bucket(name).await?.ok_or(GatewayError::NoSuchBucket)
     }
 
-    pub fn list_buckets(&self) -> Vec<BucketInfo> {
+    /// Every bucket, as the leader has them when it answers, else as this
+    /// gateway's copy has them (the catalog being unreachable is no reason
+    /// to fail a listing).
+    pub async fn list_buckets(&self) -> Vec<BucketInfo> {
+        if let Err(e) = self.read_fresh(Instant::now()).await {
+            tracing::debug!(error = %e, "listing buckets from this gateway's copy of the catalog");
+        }
         self.index().bucket_names().into_iter().map(BucketInfo::from).collect()
     }
 

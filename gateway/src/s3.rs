@@ -77,7 +77,7 @@ macro_rules! op {
 impl S3 for SillokS3 {
     async fn list_buckets(&self, _req: S3Request<ListBucketsInput>) -> S3Result<S3Response<ListBucketsOutput>> {
         op!(self, "ListBuckets", {
-            let list = self.catalog.list_buckets();
+            let list = self.catalog.list_buckets().await;
             let buckets = list
                 .into_iter()
                 .map(|b| Bucket {
