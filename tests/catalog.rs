@@ -8,7 +8,7 @@ mod common;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::process::{Child, Command as Proc, Stdio};
+use std::process::{Child, Command as Proc};
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -91,26 +91,21 @@ impl Replicas {
     }
 
     fn spawn_with(&mut self, id: u64, more: &[&str]) {
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(self.dir.path().join(format!("replica-{id}.log")))
-            .unwrap();
-        let child = Proc::new(env!("CARGO_BIN_EXE_sillok"))
-            .arg("placement")
-            .arg("--cluster")
-            .arg(&self.cluster)
-            .args(["--id", &id.to_string(), "--data"])
-            .arg(self.dir.path().join(format!("replica-{id}")))
-            .args(["--election-min-ms", "300", "--election-max-ms", "600", "--heartbeat-ms", "50"])
-            .args(&self.extra)
-            .args(more)
-            .env("SILLOK_LOG", "info")
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .unwrap();
+        let mut args: Vec<std::ffi::OsString> = vec![
+            "placement".into(),
+            "--cluster".into(),
+            self.cluster.clone().into(),
+            "--id".into(),
+            id.to_string().into(),
+            "--data".into(),
+            self.dir.path().join(format!("replica-{id}")).into(),
+        ];
+        for a in ["--election-min-ms", "300", "--election-max-ms", "600", "--heartbeat-ms", "50"] {
+            args.push(a.into());
+        }
+        args.extend(self.extra.iter().map(Into::into));
+        args.extend(more.iter().map(Into::into));
+        let child = spawn_sillok(&args, &self.dir.path().join(format!("replica-{id}.log")));
         self.procs.insert(id, child);
     }
 

@@ -6,6 +6,7 @@
 #![allow(dead_code)]
 
 use std::collections::HashMap;
+use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -27,20 +28,10 @@ impl DevCluster {
     /// `extra`: more `sillok dev` arguments, e.g. `--gateway-arg=--block-size=65536`.
     pub fn start_with(extra: &[&str]) -> Self {
         let dir = tempfile::Builder::new().prefix("sillok-test-").tempdir().expect("tempdir");
-        let log = std::fs::File::create(dir.path().join("dev.log")).expect("dev log");
-        let child = Command::new(env!("CARGO_BIN_EXE_sillok"))
-            .arg("dev")
-            .arg("--data")
-            .arg(dir.path())
-            .arg("--port")
-            .arg("0")
-            .args(extra)
-            .env("SILLOK_LOG", "info")
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .expect("start sillok dev");
+        let mut args: Vec<OsString> =
+            vec!["dev".into(), "--data".into(), dir.path().into(), "--port".into(), "0".into()];
+        args.extend(extra.iter().map(OsString::from));
+        let child = spawn_sillok(&args, &dir.path().join("dev.log"));
         let mut c = DevCluster { dir, child, env: HashMap::new() };
         let env_path = c.dir.path().join("cluster.env");
         let deadline = Instant::now() + Duration::from_secs(120);
@@ -195,6 +186,19 @@ impl Drop for ExtraGateway {
     }
 }
 
+/// Starts `sillok ARGS` with its output (appended) in `log` and `SILLOK_LOG=info`.
+pub fn spawn_sillok(args: &[OsString], log: &Path) -> Child {
+    let out = std::fs::OpenOptions::new().create(true).append(true).open(log).expect("log file");
+    Command::new(env!("CARGO_BIN_EXE_sillok"))
+        .args(args)
+        .env("SILLOK_LOG", "info")
+        .stdin(Stdio::null())
+        .stdout(out.try_clone().unwrap())
+        .stderr(out)
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start sillok {args:?}: {e}"))
+}
+
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
@@ -217,21 +221,17 @@ impl DevCluster {
         let port = free_port();
         let addr = format!("127.0.0.1:{port}");
         let log_path = self.dir.path().join("logs").join(format!("extra-{state}-{port}.log"));
-        let log = std::fs::File::create(&log_path).unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_sillok"))
-            .arg("gateway")
-            .arg("--cluster")
-            .arg(self.dir.path().join("cluster.json"))
-            .arg("--data")
-            .arg(self.dir.path().join(state))
-            .args(["--listen", &addr])
-            .args(extra)
-            .env("SILLOK_LOG", "info")
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .expect("start sillok gateway");
+        let mut args: Vec<OsString> = vec![
+            "gateway".into(),
+            "--cluster".into(),
+            self.dir.path().join("cluster.json").into(),
+            "--data".into(),
+            self.dir.path().join(state).into(),
+            "--listen".into(),
+            addr.clone().into(),
+        ];
+        args.extend(extra.iter().map(OsString::from));
+        let child = spawn_sillok(&args, &log_path);
         let mut g = ExtraGateway {
             child,
             endpoint: format!("http://{addr}"),
