@@ -337,6 +337,16 @@ async fn admin_speaks_tables_and_json_refuses_clearly_and_never_prints_old_secre
     assert!(!keys.contains(&secret) && !keys.contains(&r.admin.1), "key list shows a secret");
     let status = ok(&r.admin(&["status", "--json"]));
     assert!(!status.contains(&secret) && !status.contains(&r.admin.1), "status shows a secret");
+    // A consistent read sent to a follower is forwarded to the leader, which
+    // answers the follower (an internal caller): the admin still gets no secrets.
+    let st: serde_json::Value = serde_json::from_str(&status).unwrap();
+    let leader = st["leader"].as_u64().unwrap();
+    let follower = (1..=3).find(|id| *id != leader).unwrap();
+    let t = ClientTimeouts { total: Duration::from_secs(10), ..Default::default() };
+    let via_follower = CatalogClient::new(vec![r.addr(follower)], Signer::with_key(&r.admin.0, &r.admin.1), t).unwrap();
+    let view = via_follower.catalog(true).await.unwrap();
+    assert!(view.key_secrets.is_empty(), "an admin key was given key secrets");
+    assert!(view.keys.len() >= 3);
 
     // A change that breaks the EC site rule: refused, clear, nothing changed.
     let out = r.admin(&["site", "out", "site-a"]);

@@ -683,7 +683,12 @@ async fn catalog(
             Ok(Err(e)) => {
                 if let Some(fwd) = e.forward_to_leader() {
                     let fwd = fwd.clone();
-                    return forward(&sh, &headers, Method::GET, "/v1/catalog?consistent=1", Bytes::new(), &fwd).await;
+                    let resp =
+                        forward(&sh, &headers, Method::GET, "/v1/catalog?consistent=1", Bytes::new(), &fwd).await;
+                    // The leader answered this replica (an internal caller),
+                    // so its answer holds the key secrets: an admin caller
+                    // must not get them.
+                    return if caller == Caller::Internal { resp } else { without_secrets(resp).await };
                 }
                 return error(StatusCode::SERVICE_UNAVAILABLE, "no_leader", e.to_string());
             }
@@ -691,6 +696,31 @@ async fn catalog(
         }
     }
     json(StatusCode::OK, &view(&sh, &caller))
+}
+
+/// A forwarded catalog answer with the key secrets taken out.
+async fn without_secrets(resp: Response) -> Response {
+    let (parts, body) = resp.into_parts();
+    let bytes = match http_body_util::Limited::new(body, MAX_BODY).collect().await {
+        Ok(b) => b.to_bytes(),
+        Err(e) => {
+            return error(StatusCode::BAD_GATEWAY, "internal", format!("the leader's answer was unreadable: {e}"));
+        }
+    };
+    if parts.status != StatusCode::OK {
+        return Response::from_parts(parts, Body::from(bytes));
+    }
+    match serde_json::from_slice::<CatalogView>(&bytes) {
+        Ok(mut v) => {
+            v.key_secrets.clear();
+            let mut out = json(StatusCode::OK, &v);
+            if let Some(l) = parts.headers.get(api::H_LEADER) {
+                out.headers_mut().insert(api::H_LEADER, l.clone());
+            }
+            out
+        }
+        Err(e) => error(StatusCode::BAD_GATEWAY, "internal", format!("the leader's answer was not a catalog: {e}")),
+    }
 }
 
 #[derive(Deserialize)]
