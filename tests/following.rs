@@ -316,3 +316,81 @@ async fn with_every_replica_killed_gateways_and_nodes_serve_and_restart_from_the
     let _ = node.kill();
     let _ = node.wait();
 }
+
+/// The map the dev gateway follows, from its saved catalog.
+fn followed_map(c: &DevCluster) -> sillok_placement::PlacementMap {
+    let v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(c.dir.path().join("gateway").join("catalog.json")).unwrap())
+            .unwrap();
+    serde_json::from_value(v["map"].clone()).unwrap()
+}
+
+async fn set_weights(c: &DevCluster, nodes: &[&str], weight: &str) {
+    for n in nodes {
+        c.admin_ok(&["node", "set-weight", n, weight]);
+    }
+    let epoch: u64 = serde_json::from_str::<serde_json::Value>(&c.admin_ok(&["status", "--json"])).unwrap()["epoch"]
+        .as_u64()
+        .unwrap();
+    wait_node_epochs(c, epoch).await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while gateway_epoch(&c.endpoint()).await < epoch {
+        assert!(Instant::now() < deadline, "the gateway did not follow epoch {epoch}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn objects_written_before_a_slot_move_are_still_read_overwritten_and_deleted_after_it() {
+    // Three nodes per site: a PG's six slots do not cover every node, so
+    // weight changes move slots, and with them the manifest replicas of PGs.
+    let c = DevCluster::start_with(&["--nodes-per-site", "3"]);
+    let s3 = c.client();
+    s3.create_bucket().bucket("moved").send().await.unwrap();
+    let first: sillok_placement::PlacementMap = serde_json::from_value(c.cluster_file()["map"].clone()).unwrap();
+    let mut objects: BTreeMap<String, Vec<u8>> = BTreeMap::new();
+    for i in 0..60u64 {
+        let body = pattern(if i % 3 == 0 { 300_000 } else { 1_000 }, i);
+        put(&s3, "moved", &format!("o-{i:02}"), body.clone()).await;
+        objects.insert(format!("o-{i:02}"), body);
+    }
+    // One lighter node per site: many PGs lose two or three manifest replicas.
+    set_weights(&c, &["n1", "n4", "n7"], "0.2").await;
+    let now = followed_map(&c);
+    let moved_away = objects
+        .keys()
+        .filter(|k| {
+            let pg = now.pg_of("moved", k);
+            let (old, new) = (first.manifest_replicas(pg), now.manifest_replicas(pg));
+            old.iter().filter(|n| new.contains(n)).count() < 2
+        })
+        .count();
+    assert!(moved_away > 0, "no object's PG lost a majority of its manifest replicas: the test proves nothing");
+
+    for (key, body) in &objects {
+        assert_same(&get(&s3, "moved", key, None).await, body, "read after the slot move");
+    }
+    // Overwrites and deletes after the move win over the copies left behind.
+    let new_body = pattern(5_000, 999);
+    for key in ["o-00", "o-01"] {
+        put(&s3, "moved", key, new_body.clone()).await;
+        objects.insert(key.into(), new_body.clone());
+    }
+    for key in ["o-02", "o-03"] {
+        s3.delete_object().bucket("moved").key(key).send().await.unwrap();
+        objects.remove(key);
+        let err = s3.head_object().bucket("moved").key(key).send().await.unwrap_err();
+        assert_eq!(err.raw_response().unwrap().status().as_u16(), 404);
+    }
+    let listed = s3.list_objects_v2().bucket("moved").send().await.unwrap();
+    assert_eq!(listed.key_count(), Some(58));
+
+    // And back to the first weights.
+    set_weights(&c, &["n1", "n4", "n7"], "1").await;
+    for (key, body) in &objects {
+        assert_same(&get(&s3, "moved", key, None).await, body, "read after moving back");
+    }
+    let err = s3.get_object().bucket("moved").key("o-02").send().await.unwrap_err();
+    assert_eq!(code(&err), "NoSuchKey");
+    eprintln!("{moved_away} of 60 objects' PGs lost a majority of their manifest replicas");
+}

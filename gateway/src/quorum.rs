@@ -7,6 +7,12 @@
 //! return the newest version. Because write and read majorities intersect, a
 //! read after an acknowledged write always sees it (or something newer).
 //!
+//! Earlier rows: a PG whose slots moved keeps its objects' manifests where
+//! they were written until rebalancing moves them; a read that finds nothing
+//! on the current replicas asks the PG's earlier rows, newest first. Writes
+//! (tombstones too) go to the current replicas only, so a version found there
+//! is always newer than one on an earlier row.
+//!
 //! Epochs: the replicas come from the gateway's map. A node that follows a
 //! newer map refuses the call (`NodeError::StaleEpoch`) before it reaches a
 //! quorum; the whole operation is then retried on the newer map, after the
@@ -123,9 +129,32 @@ pub async fn read_manifest(cluster: &Arc<Cluster>, bucket: &str, key: &str) -> R
     on_current_map(cluster, |map| read_on(cluster, map, bucket, key)).await
 }
 
+/// The current row's replicas first; only if they know nothing of the key,
+/// the PG's earlier rows, newest first (objects written before a slot move
+/// are still there: see `PlacementMap::previous`).
 async fn read_on(cluster: &Arc<Cluster>, map: Arc<PlacementMap>, bucket: &str, key: &str) -> Attempt<Option<Manifest>> {
     let pg = map.pg_of(bucket, key);
-    let replicas = map.manifest_replicas(pg);
+    match read_from(cluster, &map, &map.manifest_replicas(pg), bucket, key).await {
+        Attempt::Done(Ok(None)) => {}
+        other => return other,
+    }
+    for replicas in map.previous_manifest_replicas(pg) {
+        match read_from(cluster, &map, &replicas, bucket, key).await {
+            Attempt::Done(Ok(None)) => {}
+            other => return other,
+        }
+    }
+    Attempt::Done(Ok(None))
+}
+
+/// A majority read of one replica set.
+async fn read_from(
+    cluster: &Arc<Cluster>,
+    map: &PlacementMap,
+    replicas: &[NodeId],
+    bucket: &str,
+    key: &str,
+) -> Attempt<Option<Manifest>> {
     let need = replicas.len() / 2 + 1;
     let mut calls: FuturesUnordered<_> = replicas
         .iter()

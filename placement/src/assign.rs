@@ -945,7 +945,7 @@ fn name_key(name: &str) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::map::PlacementMap;
+    use crate::map::{MAX_PREVIOUS_ROWS, PlacementMap};
     use crate::topology::{Node, NodeState, Site};
 
     /// `sites[s]` lists node weights; nodes are numbered from 1 in order.
@@ -978,6 +978,44 @@ mod tests {
 
     fn set_state(t: &mut Topology, id: u32, state: NodeState) {
         t.nodes.iter_mut().find(|n| n.id == NodeId(id)).unwrap().state = state;
+    }
+
+    #[test]
+    fn a_map_remembers_the_rows_its_pgs_moved_from_and_forgets_a_row_that_is_current_again() {
+        let t = topo(&[&[1.0, 1.0, 1.0], &[1.0, 1.0, 1.0], &[1.0, 1.0, 1.0]]);
+        let m1 = PlacementMap::new(t.clone(), EcProfile::default(), 256).unwrap();
+        assert!(m1.previous.is_empty());
+        let mut heavier = t.clone();
+        heavier.nodes[0].weight = 3.0;
+        let m2 = m1.with_topology(heavier).unwrap();
+        let moved: Vec<usize> = (0..256).filter(|&pg| m1.slots[pg] != m2.slots[pg]).collect();
+        assert!(!moved.is_empty(), "a heavier node takes slots");
+        for pg in 0..256u32 {
+            let rows = m2.previous.get(&pg);
+            if moved.contains(&(pg as usize)) {
+                assert_eq!(rows.unwrap(), &vec![m1.slots[pg as usize].clone()]);
+                assert_eq!(m2.previous_manifest_replicas(pg), vec![m1.manifest_replicas(pg)]);
+            } else {
+                assert!(rows.is_none(), "PG {pg} did not move but has earlier rows");
+            }
+        }
+        // Back to the first weights: rows that are current again are dropped,
+        // and the rows PGs moved from on the way back are remembered.
+        let m3 = m2.with_topology(t).unwrap();
+        for (pg, rows) in &m3.previous {
+            let pg = *pg as usize;
+            assert!(!rows.contains(&m3.slots[pg]), "PG {pg}: the current row is also an earlier one");
+            assert!(rows.len() <= MAX_PREVIOUS_ROWS);
+        }
+        // A node removed from the topology is left out of the earlier replicas.
+        let mut gone = m3.topology.clone();
+        let removed = gone.nodes.remove(1).id;
+        let m4 = m3.with_topology(gone).unwrap();
+        for pg in 0..256u32 {
+            for replicas in m4.previous_manifest_replicas(pg) {
+                assert!(!replicas.contains(&removed));
+            }
+        }
     }
 
     #[test]
@@ -1109,12 +1147,21 @@ mod tests {
             vec![NodeId(4), NodeId(5), NodeId(8), NodeId(9), NodeId(1), NodeId(2), NodeId(3), NodeId(6)],
         ];
         let slots = assign(&t, p, 64, Some(&junk)).unwrap();
-        let map = PlacementMap { epoch: 1, profile: p, pg_count: 64, topology: t.clone(), slots };
+        let map = PlacementMap {
+            epoch: 1,
+            profile: p,
+            pg_count: 64,
+            topology: t.clone(),
+            slots,
+            previous: Default::default(),
+        };
         map.validate().unwrap();
         let long: Vec<Vec<NodeId>> = (0..100).map(|_| vec![NodeId(1), NodeId(4), NodeId(8)]).collect();
         let slots = assign(&t, p, 64, Some(&long)).unwrap();
         assert_eq!(slots.len(), 64);
-        PlacementMap { epoch: 1, profile: p, pg_count: 64, topology: t, slots }.validate().unwrap();
+        PlacementMap { epoch: 1, profile: p, pg_count: 64, topology: t, slots, previous: Default::default() }
+            .validate()
+            .unwrap();
     }
 
     #[test]

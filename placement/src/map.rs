@@ -3,6 +3,13 @@
 //! An object goes to PG `pg_of(bucket, key)`; slot i of that PG holds shard i.
 //! The map is replaced as a whole (never edited in place) and every replacement
 //! carries a larger epoch, so "newer" is always a comparison of two integers.
+//!
+//! A change that moves a PG's slots moves no data by itself: objects written
+//! before it keep their shards and manifests on the PG's earlier nodes. The map
+//! remembers those earlier rows ([`PlacementMap::previous`], newest first, at
+//! most [`MAX_PREVIOUS_ROWS`] per PG), and readers that find no manifest on
+//! the current row look on them. Moving the data home and forgetting the rows
+//! is rebalancing's work.
 
 use serde::{Deserialize, Serialize};
 
@@ -16,6 +23,9 @@ pub type PgId = u32;
 
 /// The default number of placement groups.
 pub const DEFAULT_PG_COUNT: u32 = 1024;
+
+/// Earlier slot rows kept per PG (see the module comment).
+pub const MAX_PREVIOUS_ROWS: usize = 16;
 
 /// The PG of an object: blake3 of `bucket \0 key`, first 8 bytes, modulo P.
 /// Stable across versions of Sillok: changing it would orphan every object.
@@ -39,13 +49,17 @@ pub struct PlacementMap {
     pub topology: Topology,
     /// `slots[pg][i]` is the node that holds shard i of the objects in `pg`.
     pub slots: Vec<Vec<NodeId>>,
+    /// Earlier rows of PGs whose slots moved, newest first: where objects
+    /// written before the move still are.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub previous: std::collections::BTreeMap<PgId, Vec<Vec<NodeId>>>,
 }
 
 impl PlacementMap {
     /// A first map for a topology, at epoch 1.
     pub fn new(topology: Topology, profile: EcProfile, pg_count: u32) -> Result<Self, PlacementError> {
         let slots = assign::assign(&topology, profile, pg_count, None)?;
-        let map = PlacementMap { epoch: 1, profile, pg_count, topology, slots };
+        let map = PlacementMap { epoch: 1, profile, pg_count, topology, slots, previous: Default::default() };
         map.validate()?;
         Ok(map)
     }
@@ -62,10 +76,49 @@ impl PlacementMap {
             }
         }
         let slots = assign::assign(&seen, self.profile, self.pg_count, Some(&self.slots))?;
-        let map =
-            PlacementMap { epoch: self.epoch + 1, profile: self.profile, pg_count: self.pg_count, topology, slots };
+        let mut previous = self.previous.clone();
+        for (pg, (old, new)) in self.slots.iter().zip(&slots).enumerate() {
+            let pg = pg as PgId;
+            let rows = previous.entry(pg).or_default();
+            if old != new && !rows.contains(old) {
+                rows.insert(0, old.clone());
+            }
+            // A row that is current again is no longer an earlier one.
+            rows.retain(|r| r != new);
+            rows.truncate(MAX_PREVIOUS_ROWS);
+            if rows.is_empty() {
+                previous.remove(&pg);
+            }
+        }
+        let map = PlacementMap {
+            epoch: self.epoch + 1,
+            profile: self.profile,
+            pg_count: self.pg_count,
+            topology,
+            slots,
+            previous,
+        };
         map.validate()?;
         Ok(map)
+    }
+
+    /// The manifest replicas of each earlier row of a PG, newest first; nodes
+    /// no longer in the topology are left out.
+    pub fn previous_manifest_replicas(&self, pg: PgId) -> Vec<Vec<NodeId>> {
+        self.previous
+            .get(&pg)
+            .map(|rows| {
+                rows.iter()
+                    .map(|row| {
+                        self.manifest_replicas_of(row)
+                            .into_iter()
+                            .filter(|n| self.topology.node(*n).is_some())
+                            .collect()
+                    })
+                    .filter(|v: &Vec<NodeId>| !v.is_empty())
+                    .collect()
+            })
+            .unwrap_or_default()
     }
 
     pub fn pg_of(&self, bucket: &str, key: &str) -> PgId {
@@ -81,7 +134,11 @@ impl PlacementMap {
     /// round-robin over the sites in slot order so they span as many sites as
     /// the PG does. A majority of them must hold a manifest for it to exist.
     pub fn manifest_replicas(&self, pg: PgId) -> Vec<NodeId> {
-        let slots = self.slots(pg);
+        self.manifest_replicas_of(self.slots(pg))
+    }
+
+    /// [`PlacementMap::manifest_replicas`] of any slot row.
+    fn manifest_replicas_of(&self, slots: &[NodeId]) -> Vec<NodeId> {
         let want = self.profile.manifest_replicas().min(slots.len());
         // Group the slot nodes by site, keeping slot order inside each site.
         let mut by_site: Vec<(&str, Vec<NodeId>)> = Vec::new();
