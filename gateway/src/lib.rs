@@ -4,6 +4,7 @@
 //! turns each operation into calls on storage nodes:
 //!
 //! - `auth`: access keys for SigV4 (checked by s3s) and their permissions;
+//! - `body`: request-body adapters applied before s3s (form uploads);
 //! - `catalog`: the gateway's copy of the catalog (buckets, keys, map),
 //!   followed from the Raft catalog and saved on disk;
 //! - `cluster`: the gateway's view of the cluster: the placement map, node
@@ -21,6 +22,7 @@
 //! - `vhost`: path-style and virtual-host-style addressing.
 
 pub mod auth;
+pub mod body;
 pub mod catalog;
 pub mod checksum;
 pub mod cluster;

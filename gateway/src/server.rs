@@ -249,6 +249,9 @@ async fn route(
                 Err(_) => return error_xml(400, "IncompleteBody", "The request body could not be read.", &request_id),
             }
         }
+        None if crate::body::is_form_upload(&req) => {
+            req.map(|b| s3s::Body::http_body_unsync(crate::body::SmallFrames::new(b, crate::body::FORM_FRAME)))
+        }
         None => req.map(s3s::Body::from),
     };
     let served = std::panic::AssertUnwindSafe(service.call(req)).catch_unwind().await;
