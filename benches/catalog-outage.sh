@@ -60,11 +60,11 @@ ROUNDS=0
 while [ $(( $(date +%s) - DOWN )) -lt "$OUTAGE_S" ]; do
   if [ $RESTARTED = 0 ] && [ $(( $(date +%s) - DOWN )) -ge $(( OUTAGE_S / 2 )) ]; then
     kill -9 "$(cat "$DATA/gateway.pid")"
-    PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-    ./target/release/sillok gateway --cluster "$DATA/cluster.json" --data "$DATA/gateway" --listen "127.0.0.1:$PORT" >"$OUT/gateway-restarted.log" 2>&1 &
+    ./target/release/sillok gateway --cluster "$DATA/cluster.json" --data "$DATA/gateway" --listen 127.0.0.1:0 \
+      --addr-file "$DATA/gateway2.addr" >"$OUT/gateway-restarted.log" 2>&1 &
     GW2=$!
-    for _ in $(seq 200); do curl -sf "http://127.0.0.1:$PORT/_sillok/health" >/dev/null && break; sleep 0.05; done
-    ENDPOINT="http://127.0.0.1:$PORT"
+    for _ in $(seq 200); do [ -s "$DATA/gateway2.addr" ] && break; sleep 0.05; done
+    ENDPOINT="http://$(cat "$DATA/gateway2.addr")"
     RESTARTED=1
     say "t+$(( $(date +%s) - DOWN )) s: gateway killed and restarted from its saved catalog (epoch $(curl -s "$ENDPOINT/_sillok/metrics" | awk '/^sillok_map_epoch/ {print $2}'))"
   fi

@@ -54,7 +54,7 @@ struct Cluster {
 }
 
 fn free_port() -> anyhow::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+    Ok(sillok_placement::dev_ports::reserve()?)
 }
 
 impl Cluster {

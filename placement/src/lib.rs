@@ -23,6 +23,7 @@ pub mod assign;
 pub mod auth;
 pub mod catalog;
 pub mod cluster_file;
+pub mod dev_ports;
 pub mod error;
 pub mod map;
 pub mod profile;

@@ -16,7 +16,7 @@ use sillok_placement::{EcProfile, Node, NodeId, NodeState, PlacementMap, Site, T
 const SECRET: &str = "test-cluster-secret-0123456789";
 
 fn free_addr() -> SocketAddr {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap()
+    std::net::SocketAddr::from(([127, 0, 0, 1], sillok_placement::dev_ports::reserve().unwrap()))
 }
 
 fn seed() -> Command {

@@ -54,7 +54,7 @@ pub struct DevArgs {
     /// Number of placement groups.
     #[arg(long, default_value_t = 1024)]
     pub pgs: u32,
-    /// S3 port (default 9000, or a free port if 9000 is taken; 0: any free port).
+    /// S3 port (default 9000, or any free port if 9000 is taken; 0: any free port).
     #[arg(long)]
     pub port: Option<u16>,
     /// Extra arguments for the gateway process, e.g. `--gateway-arg=--block-size=65536`.
@@ -89,7 +89,7 @@ pub async fn run(a: DevArgs) -> anyhow::Result<()> {
         c.save(&cluster_path)?;
         c
     };
-    let s3_addr = pick_gateway_addr(a.port)?;
+    let gateway_listen = pick_gateway_addr(a.port);
     let exe = std::env::current_exe().context("cannot find the sillok binary")?;
 
     let mut procs: Vec<Proc> = Vec::new();
@@ -120,12 +120,16 @@ pub async fn run(a: DevArgs) -> anyhow::Result<()> {
     }
     let started = start_nodes(&exe, &data, &cluster, &cluster_path, &mut procs, &mut site_pids)
         .and_then(|()| wait_listening(&node_addrs, &mut procs, &data))
-        .and_then(|()| start_gateway(&exe, &data, &cluster_path, s3_addr, &a.gateway_args, &mut procs))
-        .and_then(|()| wait_listening(&[("gateway".into(), s3_addr)], &mut procs, &data));
-    if let Err(e) = started {
-        stop_all(&mut procs);
-        return Err(e);
-    }
+        .and_then(|()| start_gateway(&exe, &data, &cluster_path, gateway_listen, &a.gateway_args, &mut procs))
+        .and_then(|()| wait_gateway_addr(&data, &mut procs))
+        .and_then(|addr| wait_listening(&[("gateway".into(), addr)], &mut procs, &data).map(|()| addr));
+    let s3_addr = match started {
+        Ok(addr) => addr,
+        Err(e) => {
+            stop_all(&mut procs);
+            return Err(e);
+        }
+    };
 
     let key = &cluster.access_keys[0];
     let admin = cluster.admin_key.as_ref().context("the cluster file has no admin key")?;
@@ -175,18 +179,23 @@ pub async fn run(a: DevArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// A free loopback port for a node or a catalog replica (their ports go into
+/// the cluster file before they start): reserved machine-wide, see
+/// `sillok_placement::dev_ports`.
 fn free_port() -> anyhow::Result<u16> {
-    Ok(TcpListener::bind("127.0.0.1:0").context("cannot find a free port")?.local_addr()?.port())
+    sillok_placement::dev_ports::reserve().context("cannot find a free port")
 }
 
-fn pick_gateway_addr(port: Option<u16>) -> anyhow::Result<SocketAddr> {
+/// The address the gateway is told to bind: port 0 lets it pick one (it
+/// writes what it bound to `gateway.addr`, so no other process can take the
+/// port in between).
+fn pick_gateway_addr(port: Option<u16>) -> SocketAddr {
     let port = match port {
-        Some(0) => free_port()?,
         Some(p) => p,
         None if TcpListener::bind("127.0.0.1:9000").is_ok() => 9000,
-        None => free_port()?,
+        None => 0,
     };
-    Ok(SocketAddr::from(([127, 0, 0, 1], port)))
+    SocketAddr::from(([127, 0, 0, 1], port))
 }
 
 fn new_cluster(a: &DevArgs) -> anyhow::Result<ClusterFile> {
@@ -359,6 +368,7 @@ fn start_gateway(
     procs: &mut Vec<Proc>,
 ) -> anyhow::Result<()> {
     let cluster_arg = cluster_path.display().to_string();
+    let _ = std::fs::remove_file(data.join("gateway.addr"));
     let mut args = vec![
         "gateway".into(),
         "--cluster".into(),
@@ -367,6 +377,8 @@ fn start_gateway(
         data.join("gateway").display().to_string(),
         "--listen".into(),
         s3_addr.to_string(),
+        "--addr-file".into(),
+        data.join("gateway.addr").display().to_string(),
     ];
     // Virtual-host style works locally too: http://<bucket>.localhost:<port>/<key>.
     args.extend(["--domain".into(), "localhost".into()]);
@@ -375,6 +387,28 @@ fn start_gateway(
     write_atomic(&data.join("gateway.pid"), format!("{}\n", child.id()).as_bytes())?;
     procs.push(Proc { name: "gateway".into(), child, exited: false });
     Ok(())
+}
+
+/// Waits for the gateway to write the address it bound.
+fn wait_gateway_addr(data: &Path, procs: &mut [Proc]) -> anyhow::Result<SocketAddr> {
+    let path = data.join("gateway.addr");
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        if let Ok(text) = std::fs::read_to_string(&path)
+            && let Ok(addr) = text.trim().parse()
+        {
+            return Ok(addr);
+        }
+        for p in procs.iter_mut() {
+            if let Ok(Some(status)) = p.child.try_wait() {
+                bail!("{} exited during start-up ({status}); see {}/logs/{}.log", p.name, data.display(), p.name);
+            }
+        }
+        if Instant::now() > deadline {
+            bail!("the gateway has not bound its port after 90 s; see {}/logs/gateway.log", data.display());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }
 
 fn wait_listening(addrs: &[(String, SocketAddr)], procs: &mut [Proc], data: &Path) -> anyhow::Result<()> {

@@ -7,9 +7,9 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
+use sillok_gateway::GatewayConfig;
 use sillok_gateway::read::ReadSettings;
 use sillok_gateway::write::WriteSettings;
-use sillok_gateway::{GatewayConfig, serve};
 use sillok_placement::ClusterFile;
 use sillok_placement::catalog::follower::FollowOptions;
 use sillok_storage_node::Timeouts;
@@ -34,6 +34,10 @@ pub struct GatewayArgs {
     /// Seconds to wait at start for a first catalog when none is saved.
     #[arg(long, default_value_t = 60)]
     pub catalog_wait_s: u64,
+    /// Once listening, write the bound `host:port` here (with `--listen` on
+    /// port 0, this is how a supervisor learns the port).
+    #[arg(long)]
+    pub addr_file: Option<PathBuf>,
     /// Address to serve S3 on.
     #[arg(long, default_value = "127.0.0.1:9000")]
     pub listen: std::net::SocketAddr,
@@ -111,6 +115,16 @@ pub async fn run(a: GatewayArgs) -> anyhow::Result<()> {
         upload_sweep_interval: Duration::from_secs(a.upload_sweep_interval_s.max(1)),
         post_max_size: a.post_max_size,
     };
-    serve(config, super::shutdown_signal()).await.with_context(|| format!("cannot serve S3 on {}", a.listen))?;
+    let (addr, serving) = sillok_gateway::server::bind(config, super::shutdown_signal())
+        .await
+        .with_context(|| format!("cannot serve S3 on {}", a.listen))?;
+    tracing::info!(%addr, "S3 gateway listening");
+    if let Some(path) = &a.addr_file {
+        let tmp = path.with_extension("tmp");
+        std::fs::write(&tmp, format!("{addr}\n"))
+            .and_then(|()| std::fs::rename(&tmp, path))
+            .with_context(|| format!("cannot write {}", path.display()))?;
+    }
+    serving.await;
     Ok(())
 }

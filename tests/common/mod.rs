@@ -199,8 +199,9 @@ pub fn spawn_sillok(args: &[OsString], log: &Path) -> Child {
         .unwrap_or_else(|e| panic!("cannot start sillok {args:?}: {e}"))
 }
 
+/// A free loopback port, reserved machine-wide (`sillok_placement::dev_ports`).
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    sillok_placement::dev_ports::reserve().expect("a free port")
 }
 
 pub fn s3_client(endpoint: &str, region: &str, access_key: &str, secret_key: &str) -> aws_sdk_s3::Client {
@@ -218,9 +219,9 @@ impl DevCluster {
     /// Starts another `sillok gateway` for this cluster. `state` names its
     /// state directory under the cluster's (reuse a name to restart one).
     pub fn start_gateway(&self, state: &str, extra: &[&str]) -> ExtraGateway {
-        let port = free_port();
-        let addr = format!("127.0.0.1:{port}");
-        let log_path = self.dir.path().join("logs").join(format!("extra-{state}-{port}.log"));
+        let n = std::fs::read_dir(self.dir.path().join("logs")).map(|d| d.count()).unwrap_or(0);
+        let log_path = self.dir.path().join("logs").join(format!("extra-{state}-{n}.log"));
+        let addr_file = self.dir.path().join(format!("extra-{state}-{n}.addr"));
         let mut args: Vec<OsString> = vec![
             "gateway".into(),
             "--cluster".into(),
@@ -228,25 +229,34 @@ impl DevCluster {
             "--data".into(),
             self.dir.path().join(state).into(),
             "--listen".into(),
-            addr.clone().into(),
+            "127.0.0.1:0".into(),
+            "--addr-file".into(),
+            addr_file.clone().into(),
         ];
         args.extend(extra.iter().map(OsString::from));
         let child = spawn_sillok(&args, &log_path);
         let mut g = ExtraGateway {
             child,
-            endpoint: format!("http://{addr}"),
+            endpoint: String::new(),
             log_path,
             region: self.region(),
             keys: (self.env["AWS_ACCESS_KEY_ID"].clone(), self.env["AWS_SECRET_ACCESS_KEY"].clone()),
         };
+        // The gateway writes the address it bound once it listens.
         let deadline = Instant::now() + Duration::from_secs(60);
-        while std::net::TcpStream::connect(&addr).is_err() {
+        let addr = loop {
+            if let Ok(text) = std::fs::read_to_string(&addr_file)
+                && !text.trim().is_empty()
+            {
+                break text.trim().to_string();
+            }
             if let Ok(Some(status)) = g.child.try_wait() {
                 panic!("the extra gateway exited ({status}):\n{}", g.log());
             }
             assert!(Instant::now() < deadline, "extra gateway not listening after 60 s:\n{}", g.log());
             std::thread::sleep(Duration::from_millis(50));
-        }
+        };
+        g.endpoint = format!("http://{addr}");
         g
     }
 
