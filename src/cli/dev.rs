@@ -399,16 +399,22 @@ fn wait_gateway_addr(data: &Path, procs: &mut [Proc]) -> anyhow::Result<SocketAd
         {
             return Ok(addr);
         }
-        for p in procs.iter_mut() {
-            if let Ok(Some(status)) = p.child.try_wait() {
-                bail!("{} exited during start-up ({status}); see {}/logs/{}.log", p.name, data.display(), p.name);
-            }
-        }
+        none_exited(procs, data)?;
         if Instant::now() > deadline {
             bail!("the gateway has not bound its port after 90 s; see {}/logs/gateway.log", data.display());
         }
         std::thread::sleep(Duration::from_millis(50));
     }
+}
+
+/// An error naming the first started process that has exited.
+fn none_exited(procs: &mut [Proc], data: &Path) -> anyhow::Result<()> {
+    for p in procs.iter_mut() {
+        if let Ok(Some(status)) = p.child.try_wait() {
+            bail!("{} exited during start-up ({status}); see {}/logs/{}.log", p.name, data.display(), p.name);
+        }
+    }
+    Ok(())
 }
 
 fn wait_listening(addrs: &[(String, SocketAddr)], procs: &mut [Proc], data: &Path) -> anyhow::Result<()> {
@@ -418,11 +424,7 @@ fn wait_listening(addrs: &[(String, SocketAddr)], procs: &mut [Proc], data: &Pat
             if TcpStream::connect_timeout(addr, Duration::from_millis(200)).is_ok() {
                 break;
             }
-            for p in procs.iter_mut() {
-                if let Ok(Some(status)) = p.child.try_wait() {
-                    bail!("{} exited during start-up ({status}); see {}/logs/{}.log", p.name, data.display(), p.name);
-                }
-            }
+            none_exited(procs, data)?;
             if Instant::now() > deadline {
                 bail!("{name} is not listening on {addr} after 30 s; see the logs in {}/logs/", data.display());
             }
