@@ -394,3 +394,29 @@ async fn objects_written_before_a_slot_move_are_still_read_overwritten_and_delet
     assert_eq!(code(&err), "NoSuchKey");
     eprintln!("{moved_away} of 60 objects' PGs lost a majority of their manifest replicas");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_marked_down_is_still_read_when_a_whole_site_is_lost_as_well() {
+    // `node down` marks a node in the map; its process still runs and holds
+    // its shards. With site-a lost too, only that node's shards make up k.
+    let c = DevCluster::start();
+    let s3 = c.client();
+    s3.create_bucket().bucket("marked").send().await.unwrap();
+    let mut objects = Vec::new();
+    for i in 0..6u64 {
+        let body = pattern(1_500_000 + i as usize * 1000, i);
+        put(&s3, "marked", &format!("o-{i}"), body.clone()).await;
+        objects.push((format!("o-{i}"), body));
+    }
+    let n = c.nodes().into_iter().find(|(_, s, _)| s == "site-b").unwrap().0;
+    c.admin_ok(&["node", "down", &format!("n{n}")]);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while gateway_epoch(&c.endpoint()).await < 2 {
+        assert!(Instant::now() < deadline, "the gateway did not follow epoch 2");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    c.kill_site("site-a");
+    for (key, body) in &objects {
+        assert_same(&get(&s3, "marked", key, None).await, body, "GET with site-a lost and a site-b node marked down");
+    }
+}

@@ -187,11 +187,13 @@ impl StripeReader {
         let last = (range.end - 1) / stripe_size;
         let block_range = first as u32..last as u32 + 1;
 
-        // Data shards first; a suspect node's shard is not even tried.
+        // Data shards first; a suspect node's shard is not tried now, only as
+        // a last resort below (a node marked down in the map may well be
+        // running and hold its shards).
+        let suspect = |me: &Self, i: usize| me.locations[i].is_some_and(|n| me.cluster.is_suspect(n));
         let mut readers: Vec<ShardReader> = Vec::with_capacity(width);
         for i in 0..k {
-            if self.locations[i].is_some_and(|n| self.cluster.is_suspect(n)) {
-                self.give_up(i, "node suspect");
+            if suspect(&self, i) {
                 continue;
             }
             if let Some(r) = self.open(i, block_range.clone()).await {
@@ -241,8 +243,10 @@ impl StripeReader {
                 // Open replacements: parity first, then any shard not yet tried.
                 let in_use: Vec<usize> = readers.iter().map(|r| r.index).collect();
                 let mut opened = false;
-                let candidates: Vec<usize> =
+                let mut candidates: Vec<usize> =
                     (k..width).chain(0..k).filter(|i| !in_use.contains(i) && blocks[*i].is_none()).collect();
+                // Shards on suspect nodes last (the sort is stable).
+                candidates.sort_by_key(|i| suspect(&self, *i));
                 let mut still_needed = k - have;
                 for i in candidates {
                     if still_needed == 0 {
