@@ -39,6 +39,15 @@ fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     // The admin tool prints its own answers; its log only says what went wrong.
     let default_filter = if matches!(cli.command, Command::Admin(_)) { "warn" } else { "info" };
+    if matches!(cli.command, Command::Admin(_) | Command::Init(_)) {
+        // Short-lived tools whose output may go to `head`: a closed pipe ends
+        // them quietly, as it does any Unix tool, instead of a panic in
+        // println!. (Servers keep Rust's default: EPIPE as an error.)
+        // SAFETY: signal(2) with SIG_DFL, before any other thread exists.
+        unsafe {
+            libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+        }
+    }
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("SILLOK_LOG")
