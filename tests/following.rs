@@ -333,9 +333,13 @@ async fn set_weights(c: &DevCluster, nodes: &[&str], weight: &str) {
         .as_u64()
         .unwrap();
     wait_node_epochs(c, epoch).await;
+    wait_gateway_epoch(&c.endpoint(), epoch).await;
+}
+
+async fn wait_gateway_epoch(endpoint: &str, epoch: u64) {
     let deadline = Instant::now() + Duration::from_secs(30);
-    while gateway_epoch(&c.endpoint()).await < epoch {
-        assert!(Instant::now() < deadline, "the gateway did not follow epoch {epoch}");
+    while gateway_epoch(endpoint).await < epoch {
+        assert!(Instant::now() < deadline, "the gateway did not follow epoch {epoch} within 30 s");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
@@ -410,11 +414,7 @@ async fn a_node_marked_down_is_still_read_when_a_whole_site_is_lost_as_well() {
     }
     let n = c.nodes().into_iter().find(|(_, s, _)| s == "site-b").unwrap().0;
     c.admin_ok(&["node", "down", &format!("n{n}")]);
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while gateway_epoch(&c.endpoint()).await < 2 {
-        assert!(Instant::now() < deadline, "the gateway did not follow epoch 2");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_gateway_epoch(&c.endpoint(), 2).await;
     c.kill_site("site-a");
     for (key, body) in &objects {
         assert_same(&get(&s3, "marked", key, None).await, body, "GET with site-a lost and a site-b node marked down");

@@ -17,19 +17,17 @@ use std::collections::HashMap;
 use std::sync::{Arc, OnceLock, RwLock};
 use std::time::{Duration, Instant};
 
-use futures::future::BoxFuture;
-
 use sillok_placement::{NodeId, PgId, PlacementMap};
 use sillok_storage_node::NodeClient;
 
-/// Waits (bounded) for a map of at least the given epoch; `None` if none came.
-pub type CatchUp = Arc<dyn Fn(u64) -> BoxFuture<'static, Option<Arc<PlacementMap>>> + Send + Sync>;
+use crate::catalog::GatewayCatalog;
 
 pub struct Cluster {
     map: RwLock<Arc<PlacementMap>>,
     pub client: NodeClient,
     suspect: RwLock<HashMap<NodeId, Instant>>,
-    catch_up: OnceLock<CatchUp>,
+    /// Where newer maps come from (set once, at start).
+    catalog: OnceLock<Arc<GatewayCatalog>>,
 }
 
 impl Cluster {
@@ -39,7 +37,7 @@ impl Cluster {
             map: RwLock::new(Arc::new(map)),
             client,
             suspect: RwLock::new(HashMap::new()),
-            catch_up: OnceLock::new(),
+            catalog: OnceLock::new(),
         })
     }
 
@@ -59,9 +57,9 @@ impl Cluster {
         true
     }
 
-    /// Sets how [`Cluster::catch_up`] finds newer maps (once).
-    pub fn set_catch_up(&self, f: CatchUp) {
-        let _ = self.catch_up.set(f);
+    /// Sets where [`Cluster::catch_up`] finds newer maps (once).
+    pub fn set_catalog(&self, catalog: Arc<GatewayCatalog>) {
+        let _ = self.catalog.set(catalog);
     }
 
     /// A node follows map `epoch`, newer than ours: waits (bounded) for it.
@@ -70,8 +68,8 @@ impl Cluster {
         if self.map().epoch >= epoch {
             return true;
         }
-        let Some(f) = self.catch_up.get() else { return false };
-        match f(epoch).await {
+        let Some(catalog) = self.catalog.get() else { return false };
+        match catalog.catch_up(epoch).await {
             Some(map) => {
                 self.set_map(map);
                 self.map().epoch >= epoch

@@ -84,13 +84,7 @@ pub async fn bind(
     let addr = listener.local_addr()?;
     let client = NodeClient::new(&config.cluster.cluster_secret, config.node_timeouts);
     let cluster = Cluster::new((*catalog.map()).clone(), client);
-    {
-        let catalog = catalog.clone();
-        cluster.set_catch_up(Arc::new(move |epoch| {
-            let catalog = catalog.clone();
-            Box::pin(async move { catalog.catch_up(epoch).await })
-        }));
-    }
+    cluster.set_catalog(catalog.clone());
     let following = {
         let cluster = cluster.clone();
         tokio::spawn(catalog.clone().follow(move |map| {

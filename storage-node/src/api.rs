@@ -55,6 +55,11 @@ pub const H_EPOCH: &str = "x-sillok-epoch";
 /// The error code of a request refused for its old epoch.
 pub const STALE_EPOCH: &str = "stale_epoch";
 
+/// The epoch a request or response names in [`H_EPOCH`], if any.
+pub fn epoch_of(headers: &http::HeaderMap) -> Option<u64> {
+    headers.get(H_EPOCH)?.to_str().ok()?.trim().parse().ok()
+}
+
 /// Names one shard file: shard `index` of object version `object_id`.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct ShardId {

@@ -126,11 +126,7 @@ impl Epochs {
     }
 
     fn note(&self, resp_headers: &http::HeaderMap) {
-        let Some(theirs) =
-            resp_headers.get(api::H_EPOCH).and_then(|v| v.to_str().ok()).and_then(|v| v.trim().parse::<u64>().ok())
-        else {
-            return;
-        };
+        let Some(theirs) = api::epoch_of(resp_headers) else { return };
         let before = self.newest_seen.fetch_max(theirs, Ordering::AcqRel);
         if theirs > before && theirs > self.ours() {
             self.newer.notify_one();
@@ -231,8 +227,7 @@ async fn read_body(addr: &str, mut body: Incoming, idle: Duration, limit: usize)
 /// Turns a non-success response into the matching error.
 async fn status_error(addr: &str, resp: Response<Incoming>, idle: Duration) -> NodeError {
     let status = resp.status();
-    let node_epoch: Option<u64> =
-        resp.headers().get(api::H_EPOCH).and_then(|v| v.to_str().ok()).and_then(|v| v.trim().parse().ok());
+    let node_epoch = api::epoch_of(resp.headers());
     let body = read_body(addr, resp.into_body(), idle, MAX_ERROR_BODY).await.unwrap_or_default();
     let json = serde_json::from_slice::<serde_json::Value>(&body).ok();
     let code = json.as_ref().and_then(|v| v.get("error").and_then(|m| m.as_str()).map(String::from));

@@ -336,7 +336,7 @@ async fn authenticate(State(st): State<Arc<AppState>>, req: Request, next: Next)
 /// refused (see `api`): its manifest replicas may have moved.
 fn stale_epoch(method: &Method, path: &str, headers: &HeaderMap, node_epoch: u64) -> Option<Response> {
     let checked = *method == Method::POST && matches!(path, "/v1/manifests/put" | "/v1/manifests/get");
-    let theirs: u64 = headers.get(api::H_EPOCH)?.to_str().ok()?.trim().parse().ok()?;
+    let theirs = api::epoch_of(headers)?;
     if !checked || node_epoch == 0 || theirs >= node_epoch {
         return None;
     }

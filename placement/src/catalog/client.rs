@@ -130,6 +130,14 @@ impl CatalogClient {
         v
     }
 
+    /// A replica that failed (dead or hung) is not asked first next time.
+    fn forget_preferred(&self, i: usize) {
+        let mut pref = self.preferred.lock().expect("lock");
+        if *pref == Some(i) {
+            *pref = None;
+        }
+    }
+
     /// Remembers the leader a response names, if it is one of ours.
     fn note_leader(&self, r: &Response) {
         let Some(addr) = r.headers.get(api::H_LEADER).and_then(|v| v.to_str().ok()).and_then(|v| v.split_once('@'))
@@ -197,10 +205,7 @@ impl CatalogClient {
                         Attempt::Retry(why) => last = why,
                     },
                     Err(e) => {
-                        let mut pref = self.preferred.lock().expect("lock");
-                        if *pref == Some(i) {
-                            *pref = None;
-                        }
+                        self.forget_preferred(i);
                         last = e.to_string();
                     }
                 }
@@ -272,11 +277,7 @@ impl CatalogClient {
                     Attempt::Retry(why) => last = why,
                 },
                 Err(e) => {
-                    // A dead or hung replica is not asked first next time.
-                    let mut pref = self.preferred.lock().expect("lock");
-                    if *pref == Some(i) {
-                        *pref = None;
-                    }
+                    self.forget_preferred(i);
                     last = e.to_string();
                 }
             }
