@@ -2,12 +2,13 @@
 //!
 //! - `sillok node`: a storage node (storage-node crate)
 //! - `sillok gateway`: the S3 endpoint (gateway crate)
-//! - `sillok placement`: a catalog replica (placement crate's Raft catalog)
+//! - `sillok catalog` (alias `placement`): a catalog replica (catalog crate)
 //! - `sillok admin`: the operator's tool, talking to the catalog
 //! - `sillok dev`: a whole 3-site cluster on loopback, as separate processes
 //! - `sillok init`: a cluster file for a real deployment
 
 mod cli;
+mod dev_ports;
 
 use clap::{Parser, Subcommand};
 
@@ -25,7 +26,9 @@ enum Command {
     /// Run an S3 gateway.
     Gateway(cli::gateway::GatewayArgs),
     /// Run a catalog replica (Raft: placement map, buckets, access keys).
-    Placement(cli::placement::PlacementArgs),
+    /// `sillok placement` is the same command under its earlier name.
+    #[command(alias = "placement")]
+    Catalog(cli::catalog::CatalogArgs),
     /// Operate the cluster through the catalog: status, nodes, sites, buckets, keys.
     Admin(cli::admin::AdminArgs),
     /// Make a cluster file (placement map, keys, secret) from a topology file.
@@ -68,7 +71,7 @@ fn main() -> std::process::ExitCode {
             Command::Node(a) => cli::node::run(a).await,
             Command::Gateway(a) => cli::gateway::run(a).await,
             Command::Dev(a) => cli::dev::run(a).await,
-            Command::Placement(a) => cli::placement::run(a).await,
+            Command::Catalog(a) => cli::catalog::run(a).await,
             Command::Admin(a) => cli::admin::run(a).await,
             Command::Init(a) => cli::init::run(a),
         }

@@ -12,11 +12,11 @@ use std::process::{Child, Command as Proc};
 use std::time::{Duration, Instant};
 
 use common::*;
-use sillok_placement::auth::Signer;
-use sillok_placement::catalog::api::Status;
-use sillok_placement::catalog::state::{Bucket, Command, STANDARD};
-use sillok_placement::catalog::{CatalogClient, ClientTimeouts};
+use sillok_catalog::api::Status;
+use sillok_catalog::state::{Bucket, Command, STANDARD};
+use sillok_catalog::{CatalogClient, ClientTimeouts};
 use sillok_placement::{NodeId, NodeState};
+use sillok_rpc::auth::Signer;
 
 const SIGKILL: i32 = 9;
 const SIGCONT: i32 = 18;
@@ -92,7 +92,7 @@ impl Replicas {
 
     fn spawn_with(&mut self, id: u64, more: &[&str]) {
         let mut args: Vec<std::ffi::OsString> = vec![
-            "placement".into(),
+            "catalog".into(),
             "--cluster".into(),
             self.cluster.clone().into(),
             "--id".into(),

@@ -59,12 +59,11 @@ async fn reqwest_text(url: &str) -> String {
 async fn wait_node_epochs(c: &DevCluster, epoch: u64) {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        // One client per round: `newest_seen` only grows, so ask each node afresh.
         let secret = c.cluster_file()["cluster_secret"].as_str().unwrap().to_string();
+        let client = NodeClient::new(&secret, Timeouts::default());
         let mut all = true;
         for (_, _, addr) in c.nodes() {
-            let client = NodeClient::new(&secret, Timeouts::default());
-            all &= client.health(&addr).await.is_ok() && client.epochs().newest_seen() >= epoch;
+            all &= client.health(&addr).await.is_ok_and(|node_epoch| node_epoch >= epoch);
         }
         if all {
             return;
@@ -305,11 +304,14 @@ async fn with_every_replica_killed_gateways_and_nodes_serve_and_restart_from_the
     let secret = c.cluster_file()["cluster_secret"].as_str().unwrap().to_string();
     let deadline = Instant::now() + Duration::from_secs(30);
     let client = NodeClient::new(&secret, Timeouts::default());
-    while client.health(&addr).await.is_err() {
+    let node_epoch = loop {
+        if let Ok(e) = client.health(&addr).await {
+            break e;
+        }
         assert!(Instant::now() < deadline, "the restarted node does not answer");
         tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    assert_eq!(client.epochs().newest_seen(), 3, "the node restarted on an older map");
+    };
+    assert_eq!(node_epoch, 3, "the node restarted on an older map");
     for (key, body) in &objects {
         assert_same(&get(&s3, "photos", key, None).await, body, "GET after the node restart");
     }

@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
-use sillok_storage_node::codec::Codec;
+use sillok_model::codec::Codec;
 
 const KIB: usize = 1024;
 const MIB: usize = 1024 * 1024;

@@ -12,6 +12,11 @@
 //! Usage: `catalog-bench --sillok target/release/sillok [--trials 20]
 //! [--seconds 10] [--concurrency 32] [--election-min-ms 500 --election-max-ms 1000]`
 
+/// Machine-wide loopback port reservations: dev-only code that lives with
+/// `sillok dev` (src/dev_ports.rs) and is compiled into this target as is.
+#[path = "../../src/dev_ports.rs"]
+mod ports;
+
 use std::path::PathBuf;
 use std::process::{Child, Command as Proc, Stdio};
 use std::sync::Arc;
@@ -20,9 +25,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use clap::Parser;
-use sillok_placement::auth::Signer;
-use sillok_placement::catalog::state::{Bucket, Command, STANDARD};
-use sillok_placement::catalog::{CatalogClient, ClientTimeouts};
+use sillok_catalog::state::{Bucket, Command, STANDARD};
+use sillok_catalog::{CatalogClient, ClientTimeouts};
+use sillok_rpc::auth::Signer;
 
 #[derive(Parser)]
 struct Args {
@@ -54,7 +59,7 @@ struct Cluster {
 }
 
 fn free_port() -> anyhow::Result<u16> {
-    Ok(sillok_placement::dev_ports::reserve()?)
+    Ok(ports::reserve()?)
 }
 
 impl Cluster {
@@ -110,7 +115,7 @@ impl Cluster {
             .append(true)
             .open(self.dir.path().join(format!("replica-{id}.log")))?;
         let child = Proc::new(&self.sillok)
-            .arg("placement")
+            .arg("catalog")
             .arg("--cluster")
             .arg(&self.cluster)
             .args(["--id", &id.to_string(), "--data"])

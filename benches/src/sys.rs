@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use bytes::Bytes;
 use md5::Digest as _;
-use sillok_storage_node::codec::Codec;
+use sillok_model::codec::Codec;
 
 /// Reads a `kB` field (VmRSS, VmHWM...) of /proc/PID/status.
 pub fn status_kib(pid: u32, field: &str) -> Option<u64> {

@@ -15,7 +15,7 @@ use std::sync::Arc;
 use s3s::access::{S3Access, S3AccessContext};
 use s3s::auth::{S3Auth, SecretKey};
 use s3s::{S3Result, s3_error};
-use sillok_placement::catalog::Permission;
+use sillok_catalog::Permission;
 
 use crate::catalog::GatewayCatalog;
 

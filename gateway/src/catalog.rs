@@ -1,14 +1,20 @@
 //! The gateway's copy of the catalog: buckets, access keys and the placement
 //! map, followed from the Raft catalog and kept on disk.
 //!
-//! Owns: a [`CatalogFollower`] (long poll on the catalog, last view saved in
-//! the gateway's state directory), an index of that view (buckets and keys by
-//! name), and the [`CatalogClient`] through which bucket changes are proposed.
+//! Owns: the process's one [`Follower`] of the catalog (long poll, last view
+//! saved in the gateway's state directory), which publishes each view as an
+//! [`Index`] (buckets and keys by name, and the map); and the
+//! [`CatalogClient`] through which bucket changes are proposed.
 //!
 //! Invariants:
-//! - Lookups are answered from the local index, so S3 requests for existing
-//!   buckets and keys keep working while no catalog replica answers (and after
-//!   a restart, from the saved view).
+//! - The follower is the only owner of the map and the catalog in a gateway:
+//!   everything else reads the [`Index`] it publishes (through
+//!   [`GatewayCatalog::index`] or a [`GatewayCatalog::watch`] receiver).
+//!   Anyone who learns of a newer map epoch (a node's refusal, a probe's
+//!   answer) takes it to [`GatewayCatalog::catch_up`]: one route.
+//! - Lookups are answered from the published index, so S3 requests for
+//!   existing buckets and keys keep working while no catalog replica answers
+//!   (and after a restart, from the saved view).
 //! - A miss (an unknown bucket or key) is never answered from a copy older
 //!   than the miss: the gateway reads the catalog from the leader
 //!   (`consistent`), and only that answer can say "no such bucket". Concurrent
@@ -19,19 +25,19 @@
 //! - ListBuckets reads the catalog from the leader too, so it lists every
 //!   bucket acknowledged anywhere; only while the catalog is unreachable does
 //!   it list this gateway's copy.
-//! - The index only moves forward (the follower's invariants), and every new
-//!   map it holds is handed to the cluster view (`Cluster::set_map`).
+//! - The index only moves forward (the follower's invariants).
 //! - Secrets stay in memory and in the 0600 state file; they are never logged.
 
 use std::collections::HashMap;
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
+use serde::{Deserialize, Serialize};
+use sillok_catalog::api::CatalogView;
+use sillok_catalog::follower::{FollowOptions, Followed, Follower};
+use sillok_catalog::state::{Bucket, CatalogError, Command, KeyRecord, Permission, STANDARD};
+use sillok_catalog::{CatalogClient, ClientError};
 use sillok_placement::PlacementMap;
-use sillok_placement::catalog::api::CatalogView;
-use sillok_placement::catalog::follower::CatalogFollower;
-use sillok_placement::catalog::state::{Bucket, CatalogError, Command, KeyRecord, Permission, STANDARD};
-use sillok_placement::catalog::{CatalogClient, ClientError};
 use tokio::sync::watch;
 
 use crate::error::GatewayError;
@@ -56,22 +62,65 @@ impl From<&Bucket> for BucketInfo {
     }
 }
 
-/// One catalog view, indexed for lookups.
+/// One catalog view, indexed for lookups: what the follower publishes. It is
+/// saved and fetched as a [`CatalogView`].
+#[derive(Clone, Serialize, Deserialize)]
+#[serde(from = "CatalogView", into = "CatalogView")]
 pub struct Index {
     pub applied: u64,
-    pub map: Arc<PlacementMap>,
+    pub region: String,
+    /// `None` only before the catalog was seeded; never published so
+    /// ([`Followed::usable`]).
+    map: Option<Arc<PlacementMap>>,
     buckets: HashMap<String, Bucket>,
     keys: HashMap<String, KeyRecord>,
 }
 
-impl Index {
-    fn of(view: &CatalogView) -> Option<Index> {
-        Some(Index {
+impl From<CatalogView> for Index {
+    fn from(view: CatalogView) -> Self {
+        Index {
             applied: view.applied_index,
-            map: Arc::new(view.map.clone()?),
-            buckets: view.buckets.iter().map(|b| (b.name.clone(), b.clone())).collect(),
-            keys: view.key_secrets.iter().map(|k| (k.id.clone(), k.clone())).collect(),
-        })
+            region: view.region,
+            map: view.map.map(Arc::new),
+            buckets: view.buckets.into_iter().map(|b| (b.name.clone(), b)).collect(),
+            keys: view.key_secrets.into_iter().map(|k| (k.id.clone(), k)).collect(),
+        }
+    }
+}
+
+impl From<Index> for CatalogView {
+    fn from(i: Index) -> Self {
+        CatalogView {
+            region: i.region,
+            epoch: i.map.as_ref().map_or(0, |m| m.epoch),
+            applied_index: i.applied,
+            map: i.map.map(|m| (*m).clone()),
+            buckets: i.buckets.into_values().collect(),
+            keys: i.keys.values().map(KeyRecord::info).collect(),
+            key_secrets: i.keys.into_values().collect(),
+        }
+    }
+}
+
+impl Followed for Index {
+    fn version(&self) -> u64 {
+        self.applied
+    }
+    fn epoch(&self) -> u64 {
+        self.map.as_ref().map_or(0, |m| m.epoch)
+    }
+    fn usable(&self) -> bool {
+        self.map.as_ref().is_some_and(|m| m.validate().is_ok())
+    }
+    async fn fetch(client: &CatalogClient, newer_than: u64, wait: Duration) -> Result<Option<Self>, ClientError> {
+        Ok(client.catalog_newer_than(newer_than, wait).await?.map(Index::from))
+    }
+}
+
+impl Index {
+    /// The placement map (every published index has one).
+    pub fn map(&self) -> &Arc<PlacementMap> {
+        self.map.as_ref().expect("a published catalog index holds a map")
     }
 
     /// Bucket names in order.
@@ -82,12 +131,12 @@ impl Index {
     }
 }
 
+/// A published index, as a receiver sees it.
+pub type IndexWatch = watch::Receiver<Option<Arc<Index>>>;
+
 pub struct GatewayCatalog {
-    follower: CatalogFollower,
+    follower: Follower<Index>,
     client: Arc<CatalogClient>,
-    index: RwLock<Arc<Index>>,
-    /// Tells waiters the applied index of the current index.
-    applied: watch::Sender<u64>,
     /// Held while reading the catalog from the leader; holds the time the
     /// last such read started (a miss that began before it is answered by it).
     fresh_read: tokio::sync::Mutex<Option<Instant>>,
@@ -95,85 +144,51 @@ pub struct GatewayCatalog {
 }
 
 impl GatewayCatalog {
-    /// Waits (at most `wait`) for a first view, saved or fetched.
+    /// Starts following the catalog from the view saved at `path` and waits
+    /// (at most `wait`) for a first view, saved or fetched.
     pub async fn start(
-        follower: CatalogFollower,
         client: Arc<CatalogClient>,
+        path: std::path::PathBuf,
+        options: FollowOptions,
         wait: Duration,
     ) -> Result<Arc<Self>, GatewayError> {
-        let view = follower.first(wait).await.ok_or_else(|| {
+        let follower = Follower::<Index>::start(client.clone(), path, None, options);
+        let first = follower.first(wait).await.ok_or_else(|| {
             GatewayError::CatalogUnavailable(format!(
                 "no catalog replica answered within {:.0} s and no catalog was saved before; start the catalog replicas ({})",
                 wait.as_secs_f64(),
                 client.replicas().join(", ")
             ))
         })?;
-        let index = Index::of(&view).ok_or_else(|| GatewayError::Internal("the catalog holds no map yet".into()))?;
-        let (applied, _) = watch::channel(index.applied);
         Ok(Arc::new(GatewayCatalog {
-            region: view.region.clone(),
+            region: first.region.clone(),
             follower,
             client,
-            index: RwLock::new(Arc::new(index)),
-            applied,
             fresh_read: tokio::sync::Mutex::new(None),
         }))
     }
 
+    /// The newest index published.
     pub fn index(&self) -> Arc<Index> {
-        self.index.read().expect("index lock").clone()
+        self.follower.current().expect("the catalog was started with a first view")
     }
 
+    /// The newest map published.
     pub fn map(&self) -> Arc<PlacementMap> {
-        self.index().map.clone()
+        self.index().map().clone()
     }
 
-    /// Rebuilds the index from the follower's newest view, if it is newer.
-    /// Returns the new map when the epoch moved.
-    pub fn sync(&self) -> Option<Arc<PlacementMap>> {
-        let view = self.follower.current()?;
-        let mut index = self.index.write().expect("index lock");
-        if view.applied_index <= index.applied {
-            return None;
-        }
-        let fresh = Index::of(&view)?;
-        if fresh.map.epoch < index.map.epoch {
-            return None;
-        }
-        let moved = (fresh.map.epoch > index.map.epoch).then(|| fresh.map.clone());
-        let applied = fresh.applied;
-        *index = Arc::new(fresh);
-        drop(index);
-        self.applied.send_replace(applied);
-        moved
+    /// A receiver told of every newer index.
+    pub fn watch(&self) -> IndexWatch {
+        self.follower.subscribe()
     }
 
-    /// Follows the follower forever, handing each newer map to `on_map`.
-    pub async fn follow(self: Arc<Self>, on_map: impl Fn(Arc<PlacementMap>) + Send + 'static) {
-        let mut rx = self.follower.subscribe();
-        loop {
-            if let Some(map) = self.sync() {
-                on_map(map);
-            }
-            if rx.changed().await.is_err() {
-                return;
-            }
-        }
-    }
-
-    /// Asks the catalog for news now (a node named a newer epoch).
-    pub fn refresh(&self) {
-        self.follower.refresh();
-    }
-
-    /// Waits (bounded) for a map of at least `epoch`; returns it if it came.
-    pub async fn catch_up(&self, epoch: u64) -> Option<Arc<PlacementMap>> {
-        if self.map().epoch < epoch {
-            self.follower.wait_for_epoch(epoch, CATCH_UP_WAIT).await;
-            self.sync();
-        }
-        let map = self.map();
-        (map.epoch >= epoch).then_some(map)
+    /// Someone heard of map `epoch` (a node named it): if it is newer than
+    /// ours, asks the catalog now and waits (bounded) for it. Returns whether
+    /// the gateway now has a map at least that new. The one route by which a
+    /// newer epoch reaches the map's owner.
+    pub async fn catch_up(&self, epoch: u64) -> bool {
+        self.follower.wait_for_epoch(epoch, CATCH_UP_WAIT).await
     }
 
     /// Reads the catalog from the leader unless a read that started after
@@ -187,8 +202,7 @@ impl GatewayCatalog {
         let view = self.client.catalog(true).await.map_err(|e| {
             GatewayError::CatalogUnavailable(format!("the catalog could not be read to look the name up: {e}"))
         })?;
-        self.follower.offer(view).await;
-        self.sync();
+        self.follower.offer(Index::from(view)).await;
         *last = Some(started);
         Ok(())
     }
@@ -197,9 +211,9 @@ impl GatewayCatalog {
     /// made), reading from the leader if the follower is slow.
     async fn see_own_write(&self, log_index: u64) -> Result<(), GatewayError> {
         let asked = Instant::now();
-        let mut rx = self.applied.subscribe();
-        let came =
-            tokio::time::timeout(OWN_WRITE_WAIT, rx.wait_for(|a| *a >= log_index)).await.is_ok_and(|r| r.is_ok());
+        let mut rx = self.watch();
+        let applied = |v: &Option<Arc<Index>>| v.as_ref().is_some_and(|i| i.applied >= log_index);
+        let came = tokio::time::timeout(OWN_WRITE_WAIT, rx.wait_for(applied)).await.is_ok_and(|r| r.is_ok());
         if came {
             return Ok(());
         }

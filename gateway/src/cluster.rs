@@ -1,81 +1,50 @@
-//! The gateway's view of the cluster: the placement map, the node client, and
-//! which nodes are suspect right now.
-//!
-//! The map is the newest the gateway has followed from the catalog
-//! (`crate::catalog`); [`Cluster::set_map`] only moves it forward, and keeps
-//! the epoch that every node request carries equal to it. When a node refuses
-//! a request for its old epoch, [`Cluster::catch_up`] waits (bounded) for the
-//! newer map so that the request can be retried on it.
+//! The gateway's view of the cluster: the placement map (read from the
+//! catalog follower, its one owner), the node client, and which nodes are
+//! suspect right now.
 //!
 //! A node becomes suspect when a call to it fails to connect or times out, or
 //! when the background health probe (every `probe_interval`) gets no answer; it
 //! stops being suspect when a probe succeeds. Suspicion is local to this
 //! gateway and only steers choices (substitutes for writes, parity first for
-//! reads); it never changes the map.
+//! reads); it never changes the map. How calls fan out to nodes, with their
+//! deadlines and the stale-epoch retry, is `fanout`'s.
 
 use std::collections::HashMap;
-use std::sync::{Arc, OnceLock, RwLock};
+use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 use sillok_placement::{NodeId, PgId, PlacementMap};
 use sillok_storage_node::NodeClient;
 
 use crate::catalog::GatewayCatalog;
+use crate::fanout::{Gathered, Need, Rest};
 
 pub struct Cluster {
-    map: RwLock<Arc<PlacementMap>>,
-    pub client: NodeClient,
+    /// The owner of the map (and of the rest of the catalog).
+    pub catalog: Arc<GatewayCatalog>,
+    client: NodeClient,
     suspect: RwLock<HashMap<NodeId, Instant>>,
-    /// Where newer maps come from (set once, at start).
-    catalog: OnceLock<Arc<GatewayCatalog>>,
 }
 
 impl Cluster {
-    pub fn new(map: PlacementMap, client: NodeClient) -> Arc<Self> {
-        client.epochs().set_ours(map.epoch);
-        Arc::new(Cluster {
-            map: RwLock::new(Arc::new(map)),
-            client,
-            suspect: RwLock::new(HashMap::new()),
-            catalog: OnceLock::new(),
-        })
+    pub fn new(catalog: Arc<GatewayCatalog>, client: NodeClient) -> Arc<Self> {
+        Arc::new(Cluster { catalog, client, suspect: RwLock::new(HashMap::new()) })
     }
 
+    /// The newest map the catalog follower has published.
     pub fn map(&self) -> Arc<PlacementMap> {
-        self.map.read().expect("map lock").clone()
+        self.catalog.map()
     }
 
-    /// Moves to `map` if its epoch is newer; returns whether it did.
-    pub fn set_map(&self, map: Arc<PlacementMap>) -> bool {
-        let mut cur = self.map.write().expect("map lock");
-        if map.epoch <= cur.epoch {
-            return false;
-        }
-        tracing::info!(from = cur.epoch, to = map.epoch, "the gateway moved to a newer placement map");
-        self.client.epochs().set_ours(map.epoch);
-        *cur = map;
-        true
+    /// The node client for requests planned on `map`.
+    pub fn client(&self, map: &PlacementMap) -> NodeClient {
+        self.client.at_epoch(map.epoch)
     }
 
-    /// Sets where [`Cluster::catch_up`] finds newer maps (once).
-    pub fn set_catalog(&self, catalog: Arc<GatewayCatalog>) {
-        let _ = self.catalog.set(catalog);
-    }
-
-    /// A node follows map `epoch`, newer than ours: waits (bounded) for it.
-    /// Returns whether the gateway now has a map at least that new.
+    /// A node follows map `epoch`: waits (bounded) until the catalog follower
+    /// has it. Returns whether the gateway now has a map at least that new.
     pub async fn catch_up(&self, epoch: u64) -> bool {
-        if self.map().epoch >= epoch {
-            return true;
-        }
-        let Some(catalog) = self.catalog.get() else { return false };
-        match catalog.catch_up(epoch).await {
-            Some(map) => {
-                self.set_map(map);
-                self.map().epoch >= epoch
-            }
-            None => false,
-        }
+        self.catalog.catch_up(epoch).await
     }
 
     pub fn addr(&self, node: NodeId) -> Option<String> {
@@ -147,23 +116,33 @@ impl Cluster {
         }
     }
 
-    /// Probes every node's health route forever (until the task is dropped).
+    /// Probes every node's health route forever (until the task is dropped):
+    /// an answer clears suspicion, no answer within the interval (at least
+    /// 200 ms) makes the node suspect, and a node on a newer map epoch is
+    /// taken to the catalog follower (`catch_up`).
     pub async fn probe_forever(self: Arc<Self>, interval: Duration) {
+        let deadline = interval.max(Duration::from_millis(200));
         loop {
-            let nodes = self.all_nodes();
-            let probes = nodes.into_iter().map(|n| {
-                let me = self.clone();
-                async move {
-                    let Some(addr) = me.addr(n) else { return };
-                    let r =
-                        tokio::time::timeout(interval.max(Duration::from_millis(200)), me.client.health(&addr)).await;
-                    match r {
-                        Ok(Ok(())) => me.mark_healthy(n),
-                        _ => me.mark_suspect(n),
-                    }
+            let map = self.map();
+            let probe = |client: NodeClient, addr: String| async move {
+                match tokio::time::timeout(deadline, client.health(&addr)).await {
+                    Ok(r) => r,
+                    Err(_) => Err(sillok_storage_node::NodeError::Timeout { addr, what: "health probe" }),
                 }
-            });
-            futures::future::join_all(probes).await;
+            };
+            let nodes = self.all_nodes();
+            let answers = match crate::fanout::call_many(&self, &map, &nodes, Need::all(), Rest::Drop, probe).await {
+                Gathered::Met { ok, .. } | Gathered::Short { ok, .. } => ok,
+                Gathered::Stale(_) => Vec::new(),
+            };
+            for (node, node_epoch) in answers {
+                self.mark_healthy(node);
+                if node_epoch > map.epoch {
+                    // Not awaited here: the probe rounds go on.
+                    let me = self.clone();
+                    tokio::spawn(async move { me.catch_up(node_epoch).await });
+                }
+            }
             tokio::time::sleep(interval).await;
         }
     }

@@ -9,6 +9,8 @@
 //!   followed from the Raft catalog and saved on disk;
 //! - `cluster`: the gateway's view of the cluster: the placement map, node
 //!   addresses, which nodes are suspect right now, and the node client;
+//! - `fanout`: calls to many nodes at once: deadlines, suspicion, "need N
+//!   spanning S sites", the rest in the background, the stale-epoch retry;
 //! - `quorum`: manifests written to and read from a majority of a PG's replicas;
 //! - `write`: the PUT path: stream → stripes → MD5 + RS encode + blake3 → k+m
 //!   nodes in parallel, acknowledged only when the durability rule holds;
@@ -27,6 +29,7 @@ pub mod catalog;
 pub mod checksum;
 pub mod cluster;
 pub mod error;
+pub mod fanout;
 pub mod listing;
 pub mod metrics;
 pub mod multipart;

@@ -11,11 +11,12 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
-use futures::future::join_all;
+use sillok_placement::PlacementMap;
 use sillok_storage_node::api::{ListEntry, ListManifests};
 
 use crate::cluster::Cluster;
 use crate::error::GatewayError;
+use crate::fanout::{self, Gathered, Need, Rest};
 
 #[derive(Debug, Clone, Default)]
 pub struct ListQuery {
@@ -96,30 +97,27 @@ async fn merged_page(
     cursor: Option<&str>,
     page: u32,
 ) -> Result<(BTreeMap<String, ListEntry>, Option<String>), GatewayError> {
+    let map = cluster.map();
     let nodes = cluster.all_nodes();
-    let req = ListManifests {
+    let req = Arc::new(ListManifests {
         bucket: bucket.into(),
         prefix: prefix.into(),
         start_after: cursor.map(str::to_string),
         limit: page,
-    };
-    let answers = join_all(nodes.iter().map(|&node| {
-        let cluster = cluster.clone();
+    });
+    let list = |client: sillok_storage_node::NodeClient, addr: String| {
         let req = req.clone();
-        async move {
-            let Some(addr) = cluster.addr(node) else { return (node, None) };
-            let r = cluster.client.list_manifests(&addr, &req).await;
-            cluster.note_result(node, &r);
-            (node, r.ok())
-        }
-    }))
-    .await;
-    let answered: BTreeSet<_> = answers.iter().filter(|(_, r)| r.is_some()).map(|(n, _)| *n).collect();
-    check_coverage(cluster, &answered)?;
+        async move { client.list_manifests(&addr, &req).await }
+    };
+    let answers = match fanout::call_many(cluster, &map, &nodes, Need::all(), Rest::Drop, list).await {
+        Gathered::Met { ok, .. } | Gathered::Short { ok, .. } => ok,
+        Gathered::Stale(_) => unreachable!("listings are not refused for their epoch"),
+    };
+    let answered: BTreeSet<_> = answers.iter().map(|(n, _)| *n).collect();
+    check_coverage(cluster, &map, &answered)?;
     let mut bound: Option<String> = None;
     let mut merged: BTreeMap<String, ListEntry> = BTreeMap::new();
     for (_, list) in answers.into_iter() {
-        let Some(list) = list else { continue };
         if list.truncated {
             if let Some(last) = list.entries.last() {
                 if bound.as_ref().is_none_or(|b| last.key < *b) {
@@ -142,11 +140,14 @@ async fn merged_page(
     Ok((merged, bound))
 }
 
-fn check_coverage(cluster: &Arc<Cluster>, answered: &BTreeSet<sillok_placement::NodeId>) -> Result<(), GatewayError> {
+fn check_coverage(
+    cluster: &Arc<Cluster>,
+    map: &PlacementMap,
+    answered: &BTreeSet<sillok_placement::NodeId>,
+) -> Result<(), GatewayError> {
     if cluster.all_nodes().iter().all(|n| answered.contains(n)) {
         return Ok(()); // every node answered: nothing to check per PG
     }
-    let map = cluster.map();
     for pg in 0..map.pg_count {
         let replicas = map.manifest_replicas(pg);
         let ok = replicas.iter().filter(|n| answered.contains(n)).count();

@@ -27,7 +27,7 @@ use std::time::Duration;
 
 use md5::{Digest, Md5};
 use serde::{Deserialize, Serialize};
-use sillok_storage_node::manifest::{Body, Manifest, Part, Version};
+use sillok_model::manifest::{Body, Manifest, Part, Version};
 
 use crate::checksum::{self, Algorithm};
 use crate::cluster::Cluster;
@@ -101,9 +101,7 @@ fn part_key(upload_id: &str, number: u32) -> String {
 }
 
 fn new_upload_id() -> String {
-    let a = sillok_storage_node::manifest::rand_u64();
-    let b = sillok_storage_node::manifest::rand_u64();
-    format!("{a:016x}{b:016x}")
+    uuid::Uuid::new_v4().simple().to_string()
 }
 
 fn record(bucket: &str, key: &str, upload_id: &str, template: &Manifest, state: &UploadState) -> Manifest {

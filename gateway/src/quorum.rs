@@ -16,117 +16,48 @@
 //! Epochs: the replicas come from the gateway's map. A node that follows a
 //! newer map refuses the call (`NodeError::StaleEpoch`) before it reaches a
 //! quorum; the whole operation is then retried on the newer map, after the
-//! gateway has caught up to it (at most [`EPOCH_RETRIES`] times). Writing a
-//! manifest twice is harmless: nodes keep the newest version.
+//! gateway has caught up to it (`fanout::on_current_map`). Writing a
+//! manifest twice is harmless: nodes keep the newest version. The fan-out
+//! itself (deadlines, suspicion, the rest in the background) is `fanout`'s.
 
-use std::collections::BTreeSet;
 use std::sync::Arc;
 
-use futures::StreamExt;
-use futures::stream::FuturesUnordered;
+use sillok_model::manifest::Manifest;
 use sillok_placement::{NodeId, PlacementMap};
-use sillok_storage_node::NodeError;
-use sillok_storage_node::manifest::Manifest;
 
 use crate::cluster::Cluster;
 use crate::error::GatewayError;
-
-/// How many times one operation moves to a newer map.
-pub const EPOCH_RETRIES: usize = 3;
-
-/// A quorum call's outcome: done, or refused for our old epoch.
-enum Attempt<T> {
-    Done(Result<T, GatewayError>),
-    Stale(u64),
-}
-
-/// Runs `attempt` on the current map, again on a newer one when a node says
-/// ours is old.
-async fn on_current_map<T, F, Fut>(cluster: &Arc<Cluster>, mut attempt: F) -> Result<T, GatewayError>
-where
-    F: FnMut(Arc<PlacementMap>) -> Fut,
-    Fut: std::future::Future<Output = Attempt<T>>,
-{
-    let mut tries = 0;
-    loop {
-        let map = cluster.map();
-        let ours = map.epoch;
-        match attempt(map).await {
-            Attempt::Done(r) => return r,
-            Attempt::Stale(theirs) => {
-                tries += 1;
-                tracing::info!(ours, theirs, "a node follows a newer map; retrying on it");
-                if tries > EPOCH_RETRIES || !cluster.catch_up(theirs).await {
-                    return Err(GatewayError::CatalogUnavailable(format!(
-                        "a storage node follows map epoch {theirs} and this gateway could not get it (it has {})",
-                        cluster.map().epoch
-                    )));
-                }
-            }
-        }
-    }
-}
+use crate::fanout::{self, Attempt, Gathered, Need, Rest};
 
 pub async fn write_manifest(cluster: &Arc<Cluster>, m: &Manifest) -> Result<(), GatewayError> {
-    on_current_map(cluster, |map| write_on(cluster, map, m)).await
+    fanout::on_current_map(cluster, |map| write_on(cluster, map, m)).await
 }
 
+/// A majority of the current replicas, spanning two sites whenever they do.
 async fn write_on(cluster: &Arc<Cluster>, map: Arc<PlacementMap>, m: &Manifest) -> Attempt<()> {
-    let pg = map.pg_of(&m.bucket, &m.key);
-    let replicas = map.manifest_replicas(pg);
-    let need = replicas.len() / 2 + 1;
-    let site = |n: NodeId| map.topology.node(n).map(|x| x.site.clone());
-    let replica_sites: BTreeSet<String> = replicas.iter().filter_map(|n| site(*n)).collect();
-    let mut calls: FuturesUnordered<_> = replicas
-        .iter()
-        .map(|&node| {
-            let cluster = cluster.clone();
-            let m = m.clone();
-            let addr = map.topology.node(node).map(|n| n.addr.clone());
-            async move {
-                let Some(addr) = addr else {
-                    return (node, Err(sillok_storage_node::NodeError::Other(format!("node {node} not in map"))));
-                };
-                let r = cluster.client.put_manifest(&addr, &m).await;
-                cluster.note_result(node, &r);
-                (node, r)
-            }
-        })
-        .collect();
-    let mut acked_sites = BTreeSet::new();
-    let mut acked = 0usize;
-    let mut failures = Vec::new();
-    while let Some((node, r)) = calls.next().await {
-        match r {
-            Ok(_) => {
-                acked += 1;
-                if let Some(s) = site(node) {
-                    acked_sites.insert(s);
-                }
-                let spread_ok = acked_sites.len() >= 2 || replica_sites.len() < 2;
-                if acked >= need && spread_ok {
-                    // The rest finish in the background; their results no longer matter.
-                    tokio::spawn(async move { while calls.next().await.is_some() {} });
-                    return Attempt::Done(Ok(()));
-                }
-            }
-            Err(NodeError::StaleEpoch { node_epoch, .. }) => {
-                tokio::spawn(async move { while calls.next().await.is_some() {} });
-                return Attempt::Stale(node_epoch);
-            }
-            Err(e) => failures.push(format!("{node}: {e}")),
-        }
+    let replicas = map.manifest_replicas(map.pg_of(&m.bucket, &m.key));
+    let need = Need::majority(replicas.len()).spanning(2);
+    let m = Arc::new(m.clone());
+    let put = |client: sillok_storage_node::NodeClient, addr: String| {
+        let m = m.clone();
+        async move { client.put_manifest(&addr, &m).await }
+    };
+    match fanout::call_many(cluster, &map, &replicas, need, Rest::Finish, put).await {
+        Gathered::Met { .. } => Attempt::Done(Ok(())),
+        Gathered::Stale(epoch) => Attempt::Stale(epoch),
+        Gathered::Short { ok, failed } => Attempt::Done(Err(GatewayError::Unavailable(format!(
+            "manifest stored on {} of {} replicas (need {} across two sites): {}",
+            ok.len(),
+            replicas.len(),
+            need.answers,
+            Gathered::<()>::describe(&failed)
+        )))),
     }
-    Attempt::Done(Err(GatewayError::Unavailable(format!(
-        "manifest stored on {acked} of {} replicas (need {need} across two sites): {}",
-        replicas.len(),
-        failures.join("; ")
-    ))))
 }
 
 /// The newest manifest version a majority knows of, tombstones included.
 pub async fn read_manifest(cluster: &Arc<Cluster>, bucket: &str, key: &str) -> Result<Option<Manifest>, GatewayError> {
-    on_current_map(cluster, |map| read_on(cluster, map, bucket, key)).await
+    fanout::on_current_map(cluster, |map| read_on(cluster, map, bucket, key)).await
 }
 
 /// The current row's replicas first; only if they know nothing of the key,
@@ -147,7 +78,7 @@ async fn read_on(cluster: &Arc<Cluster>, map: Arc<PlacementMap>, bucket: &str, k
     Attempt::Done(Ok(None))
 }
 
-/// A majority read of one replica set.
+/// A majority read of one replica set: the newest version among the answers.
 async fn read_from(
     cluster: &Arc<Cluster>,
     map: &PlacementMap,
@@ -155,49 +86,21 @@ async fn read_from(
     bucket: &str,
     key: &str,
 ) -> Attempt<Option<Manifest>> {
-    let need = replicas.len() / 2 + 1;
-    let mut calls: FuturesUnordered<_> = replicas
-        .iter()
-        .map(|&node| {
-            let cluster = cluster.clone();
-            let (bucket, key) = (bucket.to_string(), key.to_string());
-            let addr = map.topology.node(node).map(|n| n.addr.clone());
-            async move {
-                let Some(addr) = addr else {
-                    return (node, Err(sillok_storage_node::NodeError::Other(format!("node {node} not in map"))));
-                };
-                let r = cluster.client.get_manifest(&addr, &bucket, &key).await;
-                cluster.note_result(node, &r);
-                (node, r)
-            }
-        })
-        .collect();
-    let mut answers = 0usize;
-    let mut newest: Option<Manifest> = None;
-    let mut failures = Vec::new();
-    while let Some((node, r)) = calls.next().await {
-        match r {
-            Ok(found) => {
-                answers += 1;
-                if let Some(m) = found {
-                    if newest.as_ref().is_none_or(|n| m.version > n.version) {
-                        newest = Some(m);
-                    }
-                }
-                if answers >= need {
-                    break;
-                }
-            }
-            Err(NodeError::StaleEpoch { node_epoch, .. }) => return Attempt::Stale(node_epoch),
-            Err(e) => failures.push(format!("{node}: {e}")),
-        }
-    }
-    if answers < need {
-        return Attempt::Done(Err(GatewayError::Unavailable(format!(
-            "{answers} of {} manifest replicas answered (need {need}): {}",
+    let need = Need::majority(replicas.len());
+    let (bucket, key): (Arc<str>, Arc<str>) = (bucket.into(), key.into());
+    let get = |client: sillok_storage_node::NodeClient, addr: String| {
+        let (bucket, key) = (bucket.clone(), key.clone());
+        async move { client.get_manifest(&addr, &bucket, &key).await }
+    };
+    match fanout::call_many(cluster, map, replicas, need, Rest::Drop, get).await {
+        Gathered::Met { ok, .. } => Attempt::Done(Ok(ok.into_iter().filter_map(|(_, m)| m).max_by_key(|m| m.version))),
+        Gathered::Stale(epoch) => Attempt::Stale(epoch),
+        Gathered::Short { ok, failed } => Attempt::Done(Err(GatewayError::Unavailable(format!(
+            "{} of {} manifest replicas answered (need {}): {}",
+            ok.len(),
             replicas.len(),
-            failures.join("; ")
-        ))));
+            need.answers,
+            Gathered::<()>::describe(&failed)
+        )))),
     }
-    Attempt::Done(Ok(newest))
 }

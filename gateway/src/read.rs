@@ -18,11 +18,11 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use futures::{Stream, StreamExt};
+use sillok_model::codec::Codec;
+use sillok_model::manifest::{Body, Manifest, Sharded};
 use sillok_placement::NodeId;
 use sillok_storage_node::api::ShardId;
 use sillok_storage_node::client::BlockStream;
-use sillok_storage_node::codec::Codec;
-use sillok_storage_node::manifest::{Body, Manifest, Sharded};
 use tokio::sync::mpsc;
 
 use crate::cluster::Cluster;
@@ -159,8 +159,11 @@ impl StripeReader {
         }
         let addr = self.cluster.addr(node)?;
         let id = ShardId { object_id: self.s.object_id.clone(), index: index as u8 };
-        let r =
-            tokio::time::timeout(self.settings.block_deadline, self.cluster.client.get_shard(&addr, &id, blocks)).await;
+        let r = tokio::time::timeout(
+            self.settings.block_deadline,
+            self.cluster.client(&self.cluster.map()).get_shard(&addr, &id, blocks),
+        )
+        .await;
         match r {
             Ok(Ok(stream)) => Some(ShardReader { index, node, stream }),
             Ok(Err(e)) => {

@@ -16,7 +16,7 @@ use std::sync::Arc;
 
 use s3s::dto::*;
 use s3s::{S3, S3Error, S3ErrorCode, S3Request, S3Response, S3Result};
-use sillok_storage_node::manifest::Manifest;
+use sillok_model::manifest::Manifest;
 
 use crate::catalog::GatewayCatalog;
 use crate::cluster::Cluster;

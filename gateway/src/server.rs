@@ -23,10 +23,10 @@ use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use s3s::service::S3ServiceBuilder;
+use sillok_catalog::follower::FollowOptions;
+use sillok_catalog::{CatalogClient, ClientTimeouts};
 use sillok_placement::ClusterFile;
-use sillok_placement::auth::Signer;
-use sillok_placement::catalog::follower::{CatalogFollower, FollowOptions};
-use sillok_placement::catalog::{CatalogClient, ClientTimeouts};
+use sillok_rpc::auth::Signer;
 use sillok_storage_node::{NodeClient, Timeouts};
 
 use crate::catalog::GatewayCatalog;
@@ -83,24 +83,7 @@ pub async fn bind(
     let listener = tokio::net::TcpListener::bind(config.listen).await?;
     let addr = listener.local_addr()?;
     let client = NodeClient::new(&config.cluster.cluster_secret, config.node_timeouts);
-    let cluster = Cluster::new((*catalog.map()).clone(), client);
-    cluster.set_catalog(catalog.clone());
-    let following = {
-        let cluster = cluster.clone();
-        tokio::spawn(catalog.clone().follow(move |map| {
-            cluster.set_map(map);
-        }))
-    };
-    // A node that names a newer epoch than ours: ask the catalog at once.
-    let newer_named = {
-        let (cluster, catalog) = (cluster.clone(), catalog.clone());
-        tokio::spawn(async move {
-            loop {
-                cluster.client.epochs().newer_named().await;
-                catalog.refresh();
-            }
-        })
-    };
+    let cluster = Cluster::new(catalog.clone(), client);
     let metrics = Arc::new(Metrics::default());
     let s3 = SillokS3 {
         cluster: cluster.clone(),
@@ -165,8 +148,6 @@ pub async fn bind(
         }
         probe.abort();
         sweeper.abort();
-        following.abort();
-        newer_named.abort();
         tokio::select! {
             _ = graceful.shutdown() => {}
             _ = tokio::time::sleep(Duration::from_secs(10)) => tracing::warn!("connections still open after 10 s; closing"),
@@ -200,8 +181,9 @@ async fn follow_catalog(config: &GatewayConfig) -> std::io::Result<Arc<GatewayCa
         .map_err(|e| std::io::Error::other(format!("the gateway cannot follow the catalog: {e}")))?;
     let client = Arc::new(client);
     std::fs::create_dir_all(&config.state_dir)?;
-    let follower = CatalogFollower::start(client.clone(), config.state_dir.join("catalog.json"), None, config.follow);
-    GatewayCatalog::start(follower, client, config.catalog_wait).await.map_err(|e| std::io::Error::other(e.to_string()))
+    GatewayCatalog::start(client, config.state_dir.join("catalog.json"), config.follow, config.catalog_wait)
+        .await
+        .map_err(|e| std::io::Error::other(e.to_string()))
 }
 
 async fn route(
@@ -368,7 +350,7 @@ fn small_body_to_read_first<B>(req: &http::Request<B>) -> Option<usize> {
 fn next_request_id() -> String {
     static COUNTER: AtomicU64 = AtomicU64::new(0);
     static START: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
-    let start = *START.get_or_init(|| sillok_storage_node::manifest::rand_u64() & 0xffff_ffff);
+    let start = *START.get_or_init(|| rand::random::<u64>() & 0xffff_ffff);
     format!("{start:08X}{:08X}", COUNTER.fetch_add(1, Ordering::Relaxed))
 }
 

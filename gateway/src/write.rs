@@ -20,17 +20,19 @@ use std::sync::Arc;
 use bytes::{Bytes, BytesMut};
 use futures::{Stream, StreamExt};
 use md5::{Digest, Md5};
+use sillok_model::codec::{CODEC_ID, Codec};
+use sillok_model::frame::Frame;
+use sillok_model::manifest::{Body, Manifest, ShardLocation, Sharded, Version};
 use sillok_placement::{NodeId, NodeState, PlacementMap};
+use sillok_storage_node::NodeError;
 use sillok_storage_node::api::ShardId;
 use sillok_storage_node::client::ShardHeader;
-use sillok_storage_node::codec::{CODEC_ID, Codec};
-use sillok_storage_node::frame::Frame;
-use sillok_storage_node::manifest::{Body, Manifest, ShardLocation, Sharded, Version};
 use tokio::sync::mpsc;
 
 use crate::checksum;
 use crate::cluster::Cluster;
 use crate::error::GatewayError;
+use crate::fanout::{self, Gathered, Need, Rest};
 use crate::quorum;
 
 #[derive(Debug, Clone, Copy)]
@@ -256,19 +258,19 @@ where
 
     let mut senders = Vec::with_capacity(k + m);
     let mut uploads = Vec::with_capacity(k + m);
+    let client = cluster.client(&map);
     for (i, &node) in targets.iter().enumerate() {
         let (tx, rx) = mpsc::channel::<Result<Frame, std::io::Error>>(2);
         senders.push(Some(tx));
-        let cluster = cluster.clone();
+        let client = client.clone();
+        let addr = map.topology.node(node).map(|n| n.addr.clone());
         let id = ShardId { object_id: object_id.clone(), index: i as u8 };
         let header = header.clone();
-        uploads.push(tokio::spawn(async move {
-            let Some(addr) = cluster.addr(node) else { return (i, node, Err(format!("node {node} not in map"))) };
-            let stream = tokio_stream_from(rx);
-            let r = cluster.client.put_shard(&addr, &id, &header, stream).await;
-            cluster.note_result(node, &r);
-            (i, node, r.map(|_| ()).map_err(|e| e.to_string()))
-        }));
+        let upload = tokio::spawn(async move {
+            let Some(addr) = addr else { return Err(NodeError::Other(format!("node {node} is not in the map"))) };
+            client.put_shard(&addr, &id, &header, tokio_stream_from(rx)).await.map(|_| i)
+        });
+        uploads.push((node, AbortOnDrop(upload)));
     }
 
     let abort_all = |senders: &mut Vec<Option<mpsc::Sender<Result<Frame, std::io::Error>>>>| {
@@ -322,9 +324,7 @@ where
         Ok(d) => d,
         Err(e) => {
             abort_all(&mut senders);
-            for u in &uploads {
-                u.abort();
-            }
+            drop(uploads);
             delete_shards(cluster, &object_id, &targets);
             return Err(e);
         }
@@ -333,24 +333,28 @@ where
 
     // Healthy nodes answer within an fsync; a hung one is given up on.
     let finish = settings.stall_deadline * 2;
-    let outcomes = futures::future::join_all(uploads.into_iter().enumerate().map(|(i, mut u)| async move {
-        match tokio::time::timeout(finish, &mut u).await {
-            Ok(r) => r.map_err(|e| format!("shard {i}: upload task: {e}")),
-            Err(_) => {
-                u.abort();
-                Err(format!("shard {i}: no answer within {finish:?}"))
-            }
-        }
-    }))
-    .await;
-    let mut written = Vec::new();
-    let mut failures = Vec::new();
-    for outcome in outcomes {
-        match outcome {
-            Ok((i, node, Ok(()))) => written.push(ShardLocation { index: i as u8, node }),
-            Ok((i, node, Err(e))) => failures.push(format!("shard {i} on {node}: {e}")),
-            Err(e) => failures.push(e),
-        }
+    let calls = uploads
+        .into_iter()
+        .map(|(node, mut upload)| {
+            let done = async move {
+                match (&mut upload.0).await {
+                    Ok(r) => r,
+                    Err(e) => Err(NodeError::Other(format!("upload task: {e}"))),
+                }
+            };
+            (node, done)
+        })
+        .collect();
+    let (ok, failed) = match fanout::gather(cluster, &map, calls, Need::all(), Rest::Drop, Some(finish)).await {
+        Gathered::Met { ok, failed } | Gathered::Short { ok, failed } => (ok, failed),
+        Gathered::Stale(_) => unreachable!("shard uploads are not refused for their epoch"),
+    };
+    let mut written: Vec<ShardLocation> =
+        ok.into_iter().map(|(node, i)| ShardLocation { index: i as u8, node }).collect();
+    let mut failures: Vec<String> = failed.iter().map(|(node, e)| format!("shard on {node}: {e}")).collect();
+    if written.len() + failed.len() < targets.len() {
+        failures
+            .push(format!("{} shard(s): no answer within {finish:?}", targets.len() - written.len() - failed.len()));
     }
     written.sort_by_key(|w| w.index);
     tracing::debug!(
@@ -398,10 +402,7 @@ async fn encode_and_send(
     let (digests, frames) = tokio::task::spawn_blocking(move || {
         digests.update(&stripe);
         let blocks = codec.encode(stripe)?;
-        Ok::<_, sillok_storage_node::codec::CodecError>((
-            digests,
-            blocks.into_iter().map(Frame::new).collect::<Vec<_>>(),
-        ))
+        Ok::<_, sillok_model::codec::CodecError>((digests, blocks.into_iter().map(Frame::new).collect::<Vec<_>>()))
     })
     .await
     .map_err(|e| GatewayError::Internal(e.to_string()))?
@@ -430,6 +431,16 @@ async fn encode_and_send(
     Ok(digests)
 }
 
+/// A spawned upload that is cancelled when its handle is dropped (a failed
+/// PUT, or a node given up on).
+struct AbortOnDrop<T>(tokio::task::JoinHandle<T>);
+
+impl<T> Drop for AbortOnDrop<T> {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
 fn tokio_stream_from<T: Send + 'static>(mut rx: mpsc::Receiver<T>) -> impl Stream<Item = T> + Send + 'static {
     futures::stream::poll_fn(move |cx| rx.poll_recv(cx))
 }
@@ -443,7 +454,7 @@ pub fn delete_shards(cluster: &Arc<Cluster>, object_id: &str, nodes: &[NodeId]) 
         for (i, node) in nodes.into_iter().enumerate() {
             if let Some(addr) = cluster.addr(node) {
                 let id = ShardId { object_id: object_id.clone(), index: i as u8 };
-                if let Err(e) = cluster.client.delete_shard(&addr, &id).await {
+                if let Err(e) = cluster.client(&cluster.map()).delete_shard(&addr, &id).await {
                     tracing::debug!(%node, shard = %id.file_name(), error = %e, "could not delete shard");
                 }
             }

@@ -70,24 +70,15 @@ impl std::fmt::Debug for ClusterFile {
 }
 
 impl ClusterFile {
-    pub fn load(path: &std::path::Path) -> Result<Self, PlacementError> {
-        let err = |reason: String| PlacementError::ClusterFile { path: path.display().to_string(), reason };
-        let text = std::fs::read_to_string(path).map_err(|e| err(e.to_string()))?;
-        let file: ClusterFile = serde_json::from_str(&text).map_err(|e| err(e.to_string()))?;
+    /// Parses the file's text and validates its map.
+    pub fn parse(text: &str) -> Result<Self, PlacementError> {
+        let file: ClusterFile = serde_json::from_str(text).map_err(|e| PlacementError::ClusterFile(e.to_string()))?;
         file.map.validate()?;
         Ok(file)
     }
 
-    /// Writes the file atomically (temporary file, fsync, rename).
-    pub fn save(&self, path: &std::path::Path) -> Result<(), PlacementError> {
-        use std::io::Write;
-        let err =
-            |e: std::io::Error| PlacementError::ClusterFile { path: path.display().to_string(), reason: e.to_string() };
-        let tmp = path.with_extension("tmp");
-        let mut f = std::fs::File::create(&tmp).map_err(err)?;
-        f.write_all(serde_json::to_string_pretty(self).expect("cluster file serialises").as_bytes()).map_err(err)?;
-        f.sync_all().map_err(err)?;
-        std::fs::rename(&tmp, path).map_err(err)?;
-        Ok(())
+    /// The file's text (pretty JSON); reading and writing it is the binary's.
+    pub fn to_text(&self) -> String {
+        serde_json::to_string_pretty(self).expect("cluster file serialises")
     }
 }

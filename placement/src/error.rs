@@ -16,6 +16,6 @@ pub enum PlacementError {
     /// A map that breaks one of the invariants listed at the top of the crate.
     #[error("invalid placement map: {0}")]
     InvalidMap(String),
-    #[error("could not read or parse the cluster file {path}: {reason}")]
-    ClusterFile { path: String, reason: String },
+    #[error("the cluster file does not parse: {0}")]
+    ClusterFile(String),
 }

@@ -8,10 +8,9 @@
 //! the Raft catalog that replicates it) can rely on two processes computing
 //! the same answer from the same map.
 //!
-//! `catalog` is the replicated catalog (map + buckets + access keys) on Raft
-//! (openraft, redb); `auth` signs and verifies every internal request
-//! (SigV4 with the cluster secret, or an admin key for the catalog API);
-//! `cluster_file` is the file a cluster starts from.
+//! `cluster_file` is the file a cluster starts from. What this crate may not
+//! do: touch the network, spawn tasks or depend on any other Sillok crate.
+//! The replicated catalog that holds the map lives in `sillok-catalog`.
 //!
 //! Invariants (checked by [`PlacementMap::validate`] and by the property tests):
 //! - every PG has exactly k+m slots, on k+m distinct nodes that are in service;
@@ -20,10 +19,7 @@
 //! - the epoch only grows: every change to the map produces a new, larger epoch.
 
 pub mod assign;
-pub mod auth;
-pub mod catalog;
 pub mod cluster_file;
-pub mod dev_ports;
 pub mod error;
 pub mod map;
 pub mod profile;

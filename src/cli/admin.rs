@@ -15,12 +15,12 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, bail};
 use serde::Serialize;
-use sillok_placement::auth::Signer;
-use sillok_placement::catalog::api::{Proposed, Status};
-use sillok_placement::catalog::server::state_name;
-use sillok_placement::catalog::state::{Bucket, Command, KeyRecord, Outcome, Permission, STANDARD};
-use sillok_placement::catalog::{CatalogClient, ClientTimeouts};
-use sillok_placement::{ClusterFile, NodeId, NodeState};
+use sillok_catalog::api::{Proposed, Status};
+use sillok_catalog::server::state_name;
+use sillok_catalog::state::{Bucket, Command, KeyRecord, Outcome, Permission, STANDARD};
+use sillok_catalog::{CatalogClient, ClientTimeouts};
+use sillok_placement::{NodeId, NodeState};
+use sillok_rpc::auth::Signer;
 
 #[derive(clap::Args)]
 pub struct AdminArgs {
@@ -166,7 +166,7 @@ pub enum ReplicaCommand {
 fn client(a: &AdminArgs) -> anyhow::Result<(CatalogClient, String)> {
     let timeouts = ClientTimeouts { total: Duration::from_secs(a.timeout_secs.max(1)), ..Default::default() };
     if let Some(path) = &a.cluster {
-        let file = ClusterFile::load(path)?;
+        let file = super::load_cluster_file(path)?;
         let addrs: Vec<String> = match &a.catalog {
             Some(c) => c.split(',').map(str::to_string).collect(),
             None => file.catalog_replicas.iter().map(|r| r.addr.clone()).collect(),

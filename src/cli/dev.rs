@@ -31,11 +31,11 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use sillok_placement::auth::Signer;
-use sillok_placement::catalog::{CatalogClient, ClientTimeouts};
+use sillok_catalog::{CatalogClient, ClientTimeouts};
 use sillok_placement::{
     AccessKey, CatalogReplica, ClusterFile, EcProfile, Node, NodeId, NodeState, PlacementMap, Site, Topology,
 };
+use sillok_rpc::auth::Signer;
 
 #[derive(clap::Args)]
 pub struct DevArgs {
@@ -60,9 +60,10 @@ pub struct DevArgs {
     /// Extra arguments for the gateway process, e.g. `--gateway-arg=--block-size=65536`.
     #[arg(long = "gateway-arg", allow_hyphen_values = true)]
     pub gateway_args: Vec<String>,
-    /// Extra arguments for every catalog replica, e.g. `--placement-arg=--election-min-ms=300`.
-    #[arg(long = "placement-arg", allow_hyphen_values = true)]
-    pub placement_args: Vec<String>,
+    /// Extra arguments for every catalog replica, e.g. `--catalog-arg=--election-min-ms=300`
+    /// (`--placement-arg` is the same option under its earlier name).
+    #[arg(long = "catalog-arg", alias = "placement-arg", allow_hyphen_values = true)]
+    pub catalog_args: Vec<String>,
 }
 
 struct Proc {
@@ -76,17 +77,17 @@ pub async fn run(a: DevArgs) -> anyhow::Result<()> {
     let data = a.data.canonicalize()?;
     let cluster_path = data.join("cluster.json");
     let cluster = if cluster_path.exists() {
-        let mut c = ClusterFile::load(&cluster_path)?;
+        let mut c = super::load_cluster_file(&cluster_path)?;
         eprintln!("reusing the cluster in {}", data.display());
         if c.catalog_replicas.is_empty() || c.admin_key.is_none() {
             // A cluster made before the catalog existed: give it replicas and an admin key.
             add_catalog(&mut c)?;
-            c.save(&cluster_path)?;
+            super::save_cluster_file(&c, &cluster_path)?;
         }
         c
     } else {
         let c = new_cluster(&a)?;
-        c.save(&cluster_path)?;
+        super::save_cluster_file(&c, &cluster_path)?;
         c
     };
     let gateway_listen = pick_gateway_addr(a.port);
@@ -107,7 +108,7 @@ pub async fn run(a: DevArgs) -> anyhow::Result<()> {
         .filter_map(|r| Some((format!("catalog replica {}", r.id), r.addr.parse().ok()?)))
         .collect();
     let mut site_pids: Vec<(String, String)> = Vec::new();
-    let started = start_replicas(&exe, &data, &cluster, &cluster_path, &a.placement_args, &mut procs, &mut site_pids)
+    let started = start_replicas(&exe, &data, &cluster, &cluster_path, &a.catalog_args, &mut procs, &mut site_pids)
         .and_then(|()| wait_listening(&replica_addrs, &mut procs, &data));
     if let Err(e) = started {
         stop_all(&mut procs);
@@ -181,9 +182,9 @@ pub async fn run(a: DevArgs) -> anyhow::Result<()> {
 
 /// A free loopback port for a node or a catalog replica (their ports go into
 /// the cluster file before they start): reserved machine-wide, see
-/// `sillok_placement::dev_ports`.
+/// `crate::dev_ports` (src/dev_ports.rs).
 fn free_port() -> anyhow::Result<u16> {
-    sillok_placement::dev_ports::reserve().context("cannot find a free port")
+    crate::dev_ports::reserve().context("cannot find a free port")
 }
 
 /// The address the gateway is told to bind: port 0 lets it pick one (it
@@ -280,7 +281,7 @@ fn start_replicas(
     for r in &cluster.catalog_replicas {
         let dir = data.join("sites").join(&r.site).join(format!("catalog-{}", r.id));
         let mut args = vec![
-            "placement".into(),
+            "catalog".into(),
             "--cluster".into(),
             cluster_path.display().to_string(),
             "--id".into(),

@@ -7,11 +7,10 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
+use sillok_catalog::follower::FollowOptions;
 use sillok_gateway::GatewayConfig;
 use sillok_gateway::read::ReadSettings;
 use sillok_gateway::write::WriteSettings;
-use sillok_placement::ClusterFile;
-use sillok_placement::catalog::follower::FollowOptions;
 use sillok_storage_node::Timeouts;
 
 #[derive(clap::Args)]
@@ -79,9 +78,9 @@ pub struct GatewayArgs {
 }
 
 pub async fn run(a: GatewayArgs) -> anyhow::Result<()> {
-    let cluster = ClusterFile::load(&a.cluster)?;
-    if a.block_size == 0 || a.block_size as usize > sillok_storage_node::frame::MAX_BLOCK_LEN {
-        bail!("--block-size must be between 1 and {} bytes", sillok_storage_node::frame::MAX_BLOCK_LEN);
+    let cluster = super::load_cluster_file(&a.cluster)?;
+    if a.block_size == 0 || a.block_size as usize > sillok_model::frame::MAX_BLOCK_LEN {
+        bail!("--block-size must be between 1 and {} bytes", sillok_model::frame::MAX_BLOCK_LEN);
     }
     if cluster.catalog_replicas.is_empty() && a.catalog.is_empty() {
         bail!(

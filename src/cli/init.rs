@@ -68,7 +68,7 @@ pub fn run(a: InitArgs) -> anyhow::Result<()> {
         catalog_replicas,
         admin_key: Some(super::new_admin_key()),
     };
-    file.save(&a.out)?;
+    super::save_cluster_file(&file, &a.out)?;
     println!(
         "wrote {}: {} sites, {} nodes, EC {}, {} placement groups\nS3 access key: {}\nS3 secret key: {} (also in the file; keep it private)\nadmin key:     {} (secret in the file)\ncatalog:       {}",
         a.out.display(),

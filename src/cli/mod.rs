@@ -1,11 +1,11 @@
 //! The subcommands of the `sillok` binary, one module each.
 
 pub mod admin;
+pub mod catalog;
 pub mod dev;
 pub mod gateway;
 pub mod init;
 pub mod node;
-pub mod placement;
 
 /// Resolves on Ctrl-C or SIGTERM.
 pub async fn shutdown_signal() {
@@ -30,4 +30,27 @@ pub fn new_admin_key() -> sillok_placement::AccessKey {
         access_key_id: format!("SILLOKADMIN{}", random_hex(5).to_uppercase()),
         secret_access_key: random_hex(20),
     }
+}
+
+/// Reads and validates a cluster file.
+pub fn load_cluster_file(path: &std::path::Path) -> anyhow::Result<sillok_placement::ClusterFile> {
+    use anyhow::Context;
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("cannot read the cluster file {}", path.display()))?;
+    sillok_placement::ClusterFile::parse(&text).with_context(|| format!("in the cluster file {}", path.display()))
+}
+
+/// Writes a cluster file atomically (temporary file, fsync, rename).
+pub fn save_cluster_file(file: &sillok_placement::ClusterFile, path: &std::path::Path) -> anyhow::Result<()> {
+    use std::io::Write;
+
+    use anyhow::Context;
+    let tmp = path.with_extension("tmp");
+    let write = || -> std::io::Result<()> {
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(file.to_text().as_bytes())?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, path)
+    };
+    write().with_context(|| format!("cannot write the cluster file {}", path.display()))
 }

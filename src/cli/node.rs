@@ -9,14 +9,13 @@
 
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use anyhow::{Context, bail};
-use sillok_placement::auth::Signer;
-use sillok_placement::catalog::follower::{FollowOptions, MapFollower};
-use sillok_placement::catalog::{CatalogClient, ClientTimeouts};
+use sillok_catalog::follower::{FollowOptions, MapFollower};
+use sillok_catalog::{CatalogClient, ClientTimeouts};
 use sillok_placement::{ClusterFile, NodeId, PlacementMap};
+use sillok_rpc::auth::Signer;
 use sillok_storage_node::report::report_forever;
 use sillok_storage_node::server::{NodeConfig, bind};
 
@@ -44,10 +43,9 @@ pub struct NodeArgs {
 }
 
 pub async fn run(a: NodeArgs) -> anyhow::Result<()> {
-    let file = ClusterFile::load(&a.cluster)?;
+    let file = super::load_cluster_file(&a.cluster)?;
     std::fs::create_dir_all(&a.data)
         .with_context(|| format!("cannot create the data directory {}", a.data.display()))?;
-    let epoch = Arc::new(AtomicU64::new(0));
     let follower = start_following(&file, &a)?;
     let map = match &follower {
         Some((f, _)) => find_self(f, &file.map, NodeId(a.id), Duration::from_secs(a.wait_for_map_s)).await,
@@ -71,25 +69,23 @@ pub async fn run(a: NodeArgs) -> anyhow::Result<()> {
             .with_context(|| format!("node {} has address {:?}, which is not host:port", a.id, node.addr))?,
     };
     let catalog = follower.as_ref().map(|(_, c)| c.clone());
-    if let Some((f, _)) = follower {
-        epoch.store(f.epoch(), Ordering::Release);
-        tokio::spawn(track_epoch(f, epoch.clone()));
-    }
+    // The follower owns the map; the node and its reporter hold receivers.
+    let map_watch = follower.as_ref().map(|(f, _)| f.subscribe());
     let config = NodeConfig {
         id: NodeId(a.id),
         listen,
         data_dir: a.data.clone(),
         cluster_secret: file.cluster_secret.clone(),
-        epoch: epoch.clone(),
+        map: map_watch.clone(),
     };
-    tracing::info!(id = a.id, site = %node.site, %listen, epoch = epoch.load(Ordering::Acquire), "storage node starting");
+    tracing::info!(id = a.id, site = %node.site, %listen, epoch = map.epoch, "storage node starting");
     let bound = bind(config).await.context("storage node failed to start")?;
-    let reporter = catalog.map(|c| {
+    let reporter = catalog.zip(map_watch).map(|(c, map_watch)| {
         tokio::spawn(report_forever(
             c,
             NodeId(a.id),
             bound.shard_usage(),
-            epoch.clone(),
+            map_watch,
             a.data.clone(),
             Duration::from_millis(a.report_every_ms.max(100)),
         ))
@@ -98,6 +94,7 @@ pub async fn run(a: NodeArgs) -> anyhow::Result<()> {
     if let Some(r) = reporter {
         r.abort();
     }
+    drop(follower);
     served.context("storage node failed")?;
     Ok(())
 }
@@ -128,17 +125,4 @@ async fn find_self(f: &MapFollower, fallback: &PlacementMap, id: NodeId, wait: D
         let _ = tokio::time::timeout(wait, rx.wait_for(names_me)).await;
     }
     f.current().unwrap_or_else(|| Arc::new(fallback.clone()))
-}
-
-/// Keeps the node's epoch at the newest map the follower publishes.
-async fn track_epoch(f: MapFollower, epoch: Arc<AtomicU64>) {
-    let mut rx = f.subscribe();
-    loop {
-        if let Some(m) = rx.borrow_and_update().as_ref() {
-            epoch.fetch_max(m.epoch, Ordering::AcqRel);
-        }
-        if rx.changed().await.is_err() {
-            return;
-        }
-    }
 }

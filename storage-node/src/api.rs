@@ -39,7 +39,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::manifest::{Manifest, Version};
+use sillok_model::manifest::{Manifest, Version};
 
 pub const H_BLOCK_SIZE: &str = "x-sillok-block-size";
 pub const H_BLOCKS: &str = "x-sillok-blocks";
@@ -76,7 +76,7 @@ impl ShardId {
     }
 
     pub fn new_object_id() -> String {
-        format!("{:016x}{:016x}", crate::manifest::rand_u64(), crate::manifest::rand_u64())
+        uuid::Uuid::new_v4().simple().to_string()
     }
 
     pub fn file_name(&self) -> String {

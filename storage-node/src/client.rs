@@ -25,27 +25,24 @@
 
 use std::ops::Range;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use futures::Stream;
 use http::{HeaderValue, Method, Request, Response, StatusCode};
 use http_body::Body as HttpBody;
 use http_body_util::BodyExt;
-use http_body_util::combinators::UnsyncBoxBody;
 use hyper::body::Incoming;
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::{TokioExecutor, TokioTimer};
+use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
+use sillok_model::frame::{Frame, FrameDecoder, FrameError};
+use sillok_model::manifest::Manifest;
+use sillok_rpc::auth::{Payload, Signer};
+use sillok_rpc::client::{BoxError, ReqBody, RpcClient, empty_body, error_fields, full_body, read_body};
 
 use crate::api::{self, GetManifest, ListManifests, ManifestList, PutManifestReply, ShardId, ShardInfo, ShardList};
-use crate::auth::{Payload, Signer};
 use crate::error::NodeError;
-use crate::frame::{Frame, FrameDecoder, FrameError};
-use crate::manifest::Manifest;
 
 #[derive(Debug, Clone, Copy)]
 pub struct Timeouts {
@@ -77,93 +74,35 @@ pub struct ShardHeader {
 /// Verified blocks of one shard, in order.
 pub type BlockStream = std::pin::Pin<Box<dyn Stream<Item = Result<Frame, NodeError>> + Send>>;
 
-type BoxError = Box<dyn std::error::Error + Send + Sync>;
-type ReqBody = UnsyncBoxBody<Bytes, BoxError>;
-
 /// Largest JSON response body the client accepts.
 const MAX_JSON_RESPONSE: usize = 64 << 20;
 /// Largest error body kept for a message.
 const MAX_ERROR_BODY: usize = 16 << 10;
 
+/// Query values: everything but unreserved characters is percent-encoded.
+const QUERY_VALUE: &AsciiSet = &NON_ALPHANUMERIC.remove(b'-').remove(b'.').remove(b'_').remove(b'~');
+
+/// A client of storage nodes. Cheap to clone (the connection pool is shared).
+///
+/// Each request names the placement-map epoch it was planned on
+/// ([`api::H_EPOCH`]; 0 names none): [`NodeClient::at_epoch`] gives a client
+/// for one map. The client keeps no map of its own: the process's catalog
+/// follower owns the map, and a node's refusal of an old epoch comes back as
+/// [`NodeError::StaleEpoch`] for the caller to take to that owner.
 #[derive(Clone)]
 pub struct NodeClient {
-    signer: Signer,
+    rpc: RpcClient,
     timeouts: Timeouts,
-    http: Client<HttpConnector, ReqBody>,
-    epochs: Arc<Epochs>,
-}
-
-/// The placement-map epochs a client knows of: the one it sends with every
-/// request ([`api::H_EPOCH`]; 0 sends none) and the newest one a node named in
-/// an answer. When a node names a newer epoch than ours, `newer` is notified,
-/// so the owner of the map can catch up.
-#[derive(Debug, Default)]
-pub struct Epochs {
-    ours: AtomicU64,
-    newest_seen: AtomicU64,
-    newer: tokio::sync::Notify,
-}
-
-impl Epochs {
-    /// The epoch requests carry.
-    pub fn ours(&self) -> u64 {
-        self.ours.load(Ordering::Acquire)
-    }
-
-    /// Raises the epoch requests carry (never lowers it).
-    pub fn set_ours(&self, epoch: u64) {
-        self.ours.fetch_max(epoch, Ordering::AcqRel);
-    }
-
-    /// The newest epoch any node named.
-    pub fn newest_seen(&self) -> u64 {
-        self.newest_seen.load(Ordering::Acquire)
-    }
-
-    /// Resolves once a node names an epoch newer than ours.
-    pub async fn newer_named(&self) {
-        self.newer.notified().await
-    }
-
-    fn note(&self, resp_headers: &http::HeaderMap) {
-        let Some(theirs) = api::epoch_of(resp_headers) else { return };
-        let before = self.newest_seen.fetch_max(theirs, Ordering::AcqRel);
-        if theirs > before && theirs > self.ours() {
-            self.newer.notify_one();
-        }
-    }
+    epoch: u64,
 }
 
 impl std::fmt::Debug for NodeClient {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("NodeClient").field("timeouts", &self.timeouts).finish_non_exhaustive()
+        f.debug_struct("NodeClient")
+            .field("timeouts", &self.timeouts)
+            .field("epoch", &self.epoch)
+            .finish_non_exhaustive()
     }
-}
-
-fn empty_body() -> ReqBody {
-    http_body_util::Empty::new().map_err(|never| match never {}).boxed_unsync()
-}
-
-fn full_body(b: Bytes) -> ReqBody {
-    http_body_util::Full::new(b).map_err(|never| match never {}).boxed_unsync()
-}
-
-/// `host:port` from an address that may carry a scheme or a trailing slash.
-fn authority(addr: &str) -> &str {
-    let a = addr.strip_prefix("http://").unwrap_or(addr);
-    a.trim_end_matches('/')
-}
-
-fn percent_encode(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
 }
 
 fn shard_path(id: &ShardId) -> Result<String, NodeError> {
@@ -173,69 +112,12 @@ fn shard_path(id: &ShardId) -> Result<String, NodeError> {
     Ok(format!("/v1/shards/{}/{}", id.object_id, id.index))
 }
 
-/// Classifies a hyper-util client error.
-fn transport_error(addr: &str, e: hyper_util::client::legacy::Error) -> NodeError {
-    let mut reason = e.to_string();
-    let mut timed_out = false;
-    let mut src: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(&e);
-    while let Some(s) = src {
-        reason.push_str(": ");
-        reason.push_str(&s.to_string());
-        if let Some(io) = s.downcast_ref::<std::io::Error>() {
-            timed_out |= io.kind() == std::io::ErrorKind::TimedOut;
-        }
-        src = s.source();
-    }
-    if e.is_connect() && timed_out {
-        NodeError::Timeout { addr: addr.to_string(), what: "connect" }
-    } else {
-        NodeError::Unreachable { addr: addr.to_string(), reason }
-    }
-}
-
-/// Reads a whole (small) body, each chunk within `idle`, at most `limit` bytes.
-async fn read_body(addr: &str, mut body: Incoming, idle: Duration, limit: usize) -> Result<Bytes, NodeError> {
-    let mut buf = BytesMut::new();
-    loop {
-        match tokio::time::timeout(idle, body.frame()).await {
-            Err(_) => {
-                return Err(NodeError::Timeout { addr: addr.to_string(), what: "idle while reading a response body" });
-            }
-            Ok(None) => return Ok(buf.freeze()),
-            Ok(Some(Err(e))) => {
-                return Err(NodeError::Unreachable {
-                    addr: addr.to_string(),
-                    reason: format!("response body broke off: {e}"),
-                });
-            }
-            Ok(Some(Ok(frame))) => {
-                if let Ok(data) = frame.into_data() {
-                    if buf.len() + data.len() > limit {
-                        return Err(NodeError::Status {
-                            addr: addr.to_string(),
-                            status: 200,
-                            body: format!("response body larger than {limit} bytes"),
-                        });
-                    }
-                    buf.extend_from_slice(&data);
-                }
-            }
-        }
-    }
-}
-
 /// Turns a non-success response into the matching error.
 async fn status_error(addr: &str, resp: Response<Incoming>, idle: Duration) -> NodeError {
     let status = resp.status();
     let node_epoch = api::epoch_of(resp.headers());
     let body = read_body(addr, resp.into_body(), idle, MAX_ERROR_BODY).await.unwrap_or_default();
-    let json = serde_json::from_slice::<serde_json::Value>(&body).ok();
-    let code = json.as_ref().and_then(|v| v.get("error").and_then(|m| m.as_str()).map(String::from));
-    let message = json
-        .as_ref()
-        .and_then(|v| v.get("message").and_then(|m| m.as_str()).map(String::from))
-        .unwrap_or_else(|| String::from_utf8_lossy(&body).into_owned());
-    let message = if message.is_empty() { status.canonical_reason().unwrap_or("").to_string() } else { message };
+    let (code, message) = error_fields(status, &body);
     match status {
         StatusCode::BAD_REQUEST | StatusCode::PAYLOAD_TOO_LARGE => NodeError::BadRequest(message),
         StatusCode::FORBIDDEN => NodeError::Forbidden(message),
@@ -260,28 +142,24 @@ fn header_u<T: std::str::FromStr>(addr: &str, resp: &Response<Incoming>, name: &
 
 impl NodeClient {
     pub fn new(cluster_secret: &str, timeouts: Timeouts) -> Self {
-        let mut conn = HttpConnector::new();
-        conn.set_nodelay(true);
-        conn.set_connect_timeout(Some(timeouts.connect));
-        conn.enforce_http(true);
-        let http = Client::builder(TokioExecutor::new())
-            .pool_timer(TokioTimer::new())
-            .pool_idle_timeout(Duration::from_secs(30))
-            .pool_max_idle_per_host(64)
-            .build(conn);
-        NodeClient { signer: Signer::new(cluster_secret), timeouts, http, epochs: Arc::default() }
+        NodeClient { rpc: RpcClient::new(Signer::new(cluster_secret), timeouts.connect), timeouts, epoch: 0 }
     }
 
     pub fn timeouts(&self) -> Timeouts {
         self.timeouts
     }
 
-    /// The epochs this client sends and has seen (shared by its clones).
-    pub fn epochs(&self) -> &Arc<Epochs> {
-        &self.epochs
+    /// This client for requests planned on map `epoch` (same pool).
+    pub fn at_epoch(&self, epoch: u64) -> NodeClient {
+        NodeClient { epoch, ..self.clone() }
     }
 
-    /// A signed request to `addr`.
+    /// The epoch requests name.
+    pub fn epoch(&self) -> u64 {
+        self.epoch
+    }
+
+    /// A signed request to `addr`, naming our epoch.
     fn request(
         &self,
         addr: &str,
@@ -290,31 +168,11 @@ impl NodeClient {
         payload: Payload<'_>,
         body: ReqBody,
     ) -> Result<Request<ReqBody>, NodeError> {
-        let host = authority(addr);
-        let mut req = Request::builder()
-            .method(method)
-            .uri(format!("http://{host}{pq}"))
-            .body(body)
-            .map_err(|e| NodeError::BadRequest(format!("bad node address {addr:?}: {e}")))?;
-        self.signer.sign_request(&mut req, payload).map_err(|e| NodeError::Other(e.to_string()))?;
-        let epoch = self.epochs.ours();
-        if epoch > 0 {
-            req.headers_mut().insert(api::H_EPOCH, HeaderValue::from(epoch));
+        let mut req = self.rpc.request(addr, method, pq, payload, body)?;
+        if self.epoch > 0 {
+            req.headers_mut().insert(api::H_EPOCH, HeaderValue::from(self.epoch));
         }
         Ok(req)
-    }
-
-    /// Sends `req` and waits for the response head (connect + response).
-    async fn send(&self, addr: &str, req: Request<ReqBody>) -> Result<Response<Incoming>, NodeError> {
-        let deadline = self.timeouts.connect + self.timeouts.response;
-        match tokio::time::timeout(deadline, self.http.request(req)).await {
-            Err(_) => Err(NodeError::Timeout { addr: addr.to_string(), what: "response" }),
-            Ok(Err(e)) => Err(transport_error(addr, e)),
-            Ok(Ok(resp)) => {
-                self.epochs.note(resp.headers());
-                Ok(resp)
-            }
-        }
     }
 
     /// A request with a small body (or none), expecting a JSON answer.
@@ -350,7 +208,7 @@ impl NodeClient {
             Payload::Bytes(&body),
             if body.is_empty() { empty_body() } else { full_body(body.clone()) },
         )?;
-        let resp = self.send(addr, req).await?;
+        let resp = self.rpc.send_within(addr, req, self.timeouts.connect + self.timeouts.response).await?;
         if resp.status().is_success() { Ok(resp) } else { Err(status_error(addr, resp, self.timeouts.idle).await) }
     }
 
@@ -383,7 +241,7 @@ impl NodeClient {
 
         let t = self.timeouts;
         let started = Instant::now();
-        let fut = self.http.request(req);
+        let fut = self.rpc.send_unbounded(req);
         tokio::pin!(fut);
         let tick = (t.idle.min(t.response) / 4).clamp(Duration::from_millis(5), Duration::from_millis(250));
         let mut ticker = tokio::time::interval(tick);
@@ -416,8 +274,7 @@ impl NodeClient {
         if let Some(e) = watch.lock().expect("upload watch").caller_error.take() {
             return Err(NodeError::Io(e));
         }
-        let resp = result.map_err(|e| transport_error(addr, e))?;
-        self.epochs.note(resp.headers());
+        let resp = result.map_err(|e| NodeError::from(sillok_rpc::client::classify(addr, &e)))?;
         if !resp.status().is_success() {
             return Err(status_error(addr, resp, t.idle).await);
         }
@@ -494,7 +351,7 @@ impl NodeClient {
         let mut pq = format!("/v1/shards?limit={limit}");
         if let Some(a) = after {
             pq.push_str("&after=");
-            pq.push_str(&percent_encode(a));
+            pq.extend(utf8_percent_encode(a, QUERY_VALUE));
         }
         self.call_json(addr, Method::GET, &pq, None).await
     }
@@ -519,9 +376,12 @@ impl NodeClient {
         self.call_json(addr, Method::POST, "/v1/manifests/list", Some(body)).await
     }
 
-    pub async fn health(&self, addr: &str) -> Result<(), NodeError> {
+    /// Whether the node answers; `Ok` names the map epoch it follows (0: none).
+    pub async fn health(&self, addr: &str) -> Result<u64, NodeError> {
         let resp = self.call(addr, Method::GET, "/v1/health", None).await?;
-        read_body(addr, resp.into_body(), self.timeouts.idle, MAX_ERROR_BODY).await.map(|_| ())
+        let epoch = api::epoch_of(resp.headers()).unwrap_or(0);
+        read_body(addr, resp.into_body(), self.timeouts.idle, MAX_ERROR_BODY).await?;
+        Ok(epoch)
     }
 }
 
@@ -680,9 +540,7 @@ mod tests {
     fn builds_outside_a_runtime_and_encodes_queries() {
         let c = NodeClient::new("s", Timeouts::default());
         assert!(!format!("{c:?}").contains("\"s\""));
-        assert_eq!(percent_encode("0a.1 /é"), "0a.1%20%2F%C3%A9");
-        assert_eq!(authority("http://h:1/"), "h:1");
-        assert_eq!(authority("h:1"), "h:1");
+        assert_eq!(utf8_percent_encode("0a.1 /é~", QUERY_VALUE).to_string(), "0a.1%20%2F%C3%A9~");
         assert!(shard_path(&ShardId { object_id: "../x".into(), index: 0 }).is_err());
     }
 }

@@ -34,3 +34,17 @@ pub enum NodeError {
     #[error("{0}")]
     Other(String),
 }
+
+impl From<sillok_rpc::RpcError> for NodeError {
+    fn from(e: sillok_rpc::RpcError) -> Self {
+        use sillok_rpc::RpcError as R;
+        match e {
+            R::Timeout { addr, what } => NodeError::Timeout { addr, what },
+            R::Connect { addr, reason } | R::Broken { addr, reason } => NodeError::Unreachable { addr, reason },
+            R::TooLarge { addr, limit } => {
+                NodeError::Status { addr, status: 200, body: format!("response body larger than {limit} bytes") }
+            }
+            R::Request { addr, reason } => NodeError::BadRequest(format!("bad node address {addr:?}: {reason}")),
+        }
+    }
+}

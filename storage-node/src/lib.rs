@@ -5,27 +5,20 @@
 //! and a redb metadata store of object manifests. It serves them over an
 //! internal HTTP API that only answers requests signed with the cluster secret.
 //!
-//! - `codec`: the erasure codec (k data + m parity blocks per stripe)
-//! - `frame`: how a block and its hash travel and sit on disk
-//! - `manifest`: object metadata, versions, tombstones
-//! - `api`: routes and wire types; `client`: the signed, deadline-bound client
-//! - `auth`: signing and verifying internal requests (aws-sigv4)
+//! - `api`: routes and wire types; `client`: the node's client, on the
+//!   internal transport (`sillok_rpc`: signing, deadlines)
 //! - `shard_store`, `meta_store`: the node's two stores; `server`: the HTTP service
 //! - `report`: the node's periodic usage report to the catalog replicas
 //!
 //! Run a node with [`serve`] (bind, serve until a shutdown future completes),
 //! [`bind`] + [`BoundNode::run`] (learn the address of port 0 first), or
 //! [`spawn`] (a background task with [`RunningNode::stop`]).
+//!
+//! The formats it stores (manifests, frames) are `sillok_model`'s.
 
 pub mod api;
-/// Signing and verifying internal requests: lives in the placement crate (the
-/// catalog replicas use it too) and is re-exported here unchanged.
-pub use sillok_placement::auth;
 pub mod client;
-pub mod codec;
 pub mod error;
-pub mod frame;
-pub mod manifest;
 pub mod meta_store;
 pub mod report;
 pub mod server;

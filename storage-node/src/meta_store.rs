@@ -41,7 +41,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::api::{ListEntry, ListManifests, ManifestList, PutManifestReply};
 use crate::error::NodeError;
-use crate::manifest::{Manifest, Version};
+use sillok_model::manifest::{Manifest, Version};
 
 const MANIFESTS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("manifests");
 const VALUE_FORMAT: u8 = 1;
@@ -330,7 +330,7 @@ fn apply(db: &Database, batch: &[PutReq]) -> Result<Vec<PutManifestReply>, NodeE
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::manifest::Body;
+    use sillok_model::manifest::Body;
 
     fn m(bucket: &str, key: &str, nanos: u64) -> Manifest {
         Manifest {

@@ -6,12 +6,11 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use sillok_catalog::CatalogClient;
+use sillok_catalog::api::NodeReport;
 use sillok_placement::NodeId;
-use sillok_placement::catalog::CatalogClient;
-use sillok_placement::catalog::api::NodeReport;
 
 use crate::shard_store::Usage;
 
@@ -34,7 +33,7 @@ pub async fn report_forever(
     client: Arc<CatalogClient>,
     node: NodeId,
     usage: Arc<Usage>,
-    epoch: Arc<AtomicU64>,
+    map: crate::server::MapWatch,
     data_dir: PathBuf,
     every: Duration,
 ) {
@@ -45,7 +44,14 @@ pub async fn report_forever(
         let (shards, shard_bytes) = usage.get();
         let dir = data_dir.clone();
         let (disk_total, disk_free) = tokio::task::spawn_blocking(move || disk_space(&dir)).await.unwrap_or((0, 0));
-        let r = NodeReport { node, epoch: epoch.load(Ordering::Acquire), shards, shard_bytes, disk_total, disk_free };
+        let r = NodeReport {
+            node,
+            epoch: map.borrow().as_ref().map_or(0, |m| m.epoch),
+            shards,
+            shard_bytes,
+            disk_total,
+            disk_free,
+        };
         let took = client.report(&r).await;
         tracing::debug!(took, shards, shard_bytes, "usage reported");
     }

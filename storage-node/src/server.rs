@@ -29,12 +29,12 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::body::Body;
-use axum::extract::{Path, RawQuery, Request, State};
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Path, Query, Request, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -43,16 +43,19 @@ use axum::serve::ListenerExt;
 use bytes::Bytes;
 use futures::StreamExt;
 use http_body_util::BodyExt;
-use serde::Serialize;
-use sillok_placement::NodeId;
+use serde::Deserialize;
+use sillok_placement::{NodeId, PlacementMap};
 use tokio::sync::mpsc;
 use tracing::Instrument;
 
+use sillok_model::frame::Frame;
+use sillok_model::manifest::Manifest;
+use sillok_rpc::auth::Signer;
+use sillok_rpc::server::{Policy, error as error_response, json};
+use tokio::sync::watch;
+
 use crate::api::{self, GetManifest, ListManifests, ShardId};
-use crate::auth::{ContentHash, Signer};
 use crate::error::NodeError;
-use crate::frame::Frame;
-use crate::manifest::Manifest;
 use crate::meta_store::MetaStore;
 use crate::shard_store::{ShardMeta, ShardStore};
 
@@ -61,6 +64,9 @@ pub const MAX_JSON_BODY: usize = 8 << 20;
 /// Longest quiet gap the node tolerates inside a shard upload.
 pub const UPLOAD_IDLE: Duration = Duration::from_secs(30);
 
+/// A placement map as its owner publishes it (`MapFollower::subscribe`).
+pub type MapWatch = watch::Receiver<Option<Arc<PlacementMap>>>;
+
 /// What a node needs to run.
 #[derive(Clone)]
 pub struct NodeConfig {
@@ -68,9 +74,10 @@ pub struct NodeConfig {
     pub listen: SocketAddr,
     pub data_dir: PathBuf,
     pub cluster_secret: String,
-    /// The epoch of the placement map the node follows (0: it follows none
-    /// and checks no epochs). Whoever follows the map keeps it current.
-    pub epoch: Arc<AtomicU64>,
+    /// The placement map the node follows, as its one owner (the catalog
+    /// follower) publishes it (`None`: the node follows no map and checks no
+    /// epochs).
+    pub map: Option<MapWatch>,
 }
 
 impl std::fmt::Debug for NodeConfig {
@@ -89,7 +96,14 @@ struct AppState {
     signer: Signer,
     shards: ShardStore,
     meta: MetaStore,
-    epoch: Arc<AtomicU64>,
+    map: Option<MapWatch>,
+}
+
+impl AppState {
+    /// The epoch of the map the node follows now (0: none).
+    fn epoch(&self) -> u64 {
+        self.map.as_ref().and_then(|m| m.borrow().as_ref().map(|m| m.epoch)).unwrap_or(0)
+    }
 }
 
 /// A node whose stores are open and whose socket is bound, not yet serving.
@@ -120,7 +134,7 @@ pub async fn bind(config: NodeConfig) -> Result<BoundNode, NodeError> {
             signer: Signer::new(&config.cluster_secret),
             shards,
             meta,
-            epoch: config.epoch,
+            map: config.map,
         }),
     })
 }
@@ -215,17 +229,6 @@ impl From<NodeError> for ApiError {
     }
 }
 
-#[derive(Serialize)]
-struct ErrorBody<'a> {
-    error: &'a str,
-    message: String,
-}
-
-fn error_response(status: StatusCode, code: &str, message: String) -> Response {
-    let body = serde_json::to_vec(&ErrorBody { error: code, message }).unwrap_or_default();
-    (status, [(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))], body).into_response()
-}
-
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let (status, code) = match &self.0 {
@@ -245,71 +248,29 @@ impl IntoResponse for ApiError {
     }
 }
 
-fn json<T: Serialize>(status: StatusCode, v: &T) -> Response {
-    match serde_json::to_vec(v) {
-        Ok(body) => {
-            (status, [(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))], body).into_response()
-        }
-        Err(e) => ApiError(NodeError::Other(format!("response does not serialise: {e}"))).into_response(),
-    }
-}
-
 fn is_shard_path(path: &str) -> bool {
     path.strip_prefix("/v1/shards/").is_some_and(|rest| !rest.is_empty())
 }
 
-/// Verifies the signature (and, for hash-signed bodies, the body) of every
-/// request before it is routed; logs one line per request.
+/// Verifies every request before it is routed (`sillok_rpc::server`), checks
+/// manifest requests' epochs, names the node's epoch in every answer, and
+/// logs one line per request.
 async fn authenticate(State(st): State<Arc<AppState>>, req: Request, next: Next) -> Response {
     let started = Instant::now();
     let method = req.method().clone();
     let path = req.uri().path().to_string();
     let span = tracing::info_span!("node_request", node = %st.id, %method, path = %path);
     async move {
-        let pq = req.uri().path_and_query().map(|p| p.as_str()).unwrap_or("/");
-        let hash = match st.signer.verify(method.as_str(), pq, req.headers(), SystemTime::now()) {
-            Ok(h) => h,
-            Err(e) => {
-                tracing::warn!(reason = %e, "refused: bad signature");
-                return ApiError(NodeError::Forbidden(e.to_string())).into_response();
-            }
+        let policy = Policy {
+            max_body: MAX_JSON_BODY,
+            unsigned_ok: &|m, p| *m == Method::PUT && is_shard_path(p),
+            lookup: &|_| None,
         };
-        let req = match hash {
-            ContentHash::Unsigned => {
-                if !(method == Method::PUT && is_shard_path(&path)) {
-                    tracing::warn!("refused: UNSIGNED-PAYLOAD outside a shard upload");
-                    return ApiError(NodeError::Forbidden(
-                        "UNSIGNED-PAYLOAD is only accepted for shard uploads".into(),
-                    ))
-                    .into_response();
-                }
-                req
-            }
-            hash @ ContentHash::Sha256(_) => {
-                let (parts, body) = req.into_parts();
-                let bytes = match http_body_util::Limited::new(body, MAX_JSON_BODY).collect().await {
-                    Ok(c) => c.to_bytes(),
-                    Err(e) if e.is::<http_body_util::LengthLimitError>() => {
-                        return error_response(
-                            StatusCode::PAYLOAD_TOO_LARGE,
-                            "too_large",
-                            format!("request bodies are limited to {MAX_JSON_BODY} bytes"),
-                        );
-                    }
-                    Err(e) => {
-                        return ApiError(NodeError::BadRequest(format!("could not read the body: {e}")))
-                            .into_response();
-                    }
-                };
-                if !hash.matches(&bytes) {
-                    tracing::warn!("refused: body does not match the signed hash");
-                    return ApiError(NodeError::Forbidden("body does not match x-amz-content-sha256".into()))
-                        .into_response();
-                }
-                Request::from_parts(parts, Body::from(bytes))
-            }
+        let req = match sillok_rpc::server::authenticate(req, &st.signer, &policy).await {
+            Ok(req) => req,
+            Err(refusal) => return refusal,
         };
-        let node_epoch = st.epoch.load(Ordering::Acquire);
+        let node_epoch = st.epoch();
         if let Some(refusal) = stale_epoch(&method, &path, req.headers(), node_epoch) {
             return refusal;
         }
@@ -372,49 +333,25 @@ fn header_num<T: std::str::FromStr>(h: &HeaderMap, name: &'static str) -> Result
         .map_err(|_| NodeError::BadRequest(format!("header {name} is not a valid number")))
 }
 
-/// `name=value` pairs of a query string, percent-decoded.
-fn query_pairs(q: Option<&str>) -> Result<Vec<(String, String)>, NodeError> {
-    let mut out = Vec::new();
-    for pair in q.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
-        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-        out.push((percent_decode(k)?, percent_decode(v)?));
-    }
-    Ok(out)
+/// The query of `GET /v1/shards/{id}/{index}`: blocks `from..to`.
+#[derive(Deserialize)]
+struct BlockRange {
+    #[serde(default)]
+    from: u32,
+    to: Option<u32>,
 }
 
-fn percent_decode(s: &str) -> Result<String, NodeError> {
-    let bad = || NodeError::BadRequest("bad percent-encoding in the query".into());
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        match b[i] {
-            b'%' => {
-                let hex = b.get(i + 1..i + 3).ok_or_else(bad)?;
-                let hex = std::str::from_utf8(hex).map_err(|_| bad())?;
-                out.push(u8::from_str_radix(hex, 16).map_err(|_| bad())?);
-                i += 3;
-            }
-            b'+' => {
-                out.push(b' ');
-                i += 1;
-            }
-            c => {
-                out.push(c);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8(out).map_err(|_| bad())
+/// The query of `GET /v1/shards`: a page of the shard list.
+#[derive(Deserialize)]
+struct ShardPage {
+    after: Option<String>,
+    #[serde(default)]
+    limit: u32,
 }
 
-fn query_u32(pairs: &[(String, String)], name: &str) -> Result<Option<u32>, NodeError> {
-    match pairs.iter().find(|(k, _)| k == name) {
-        None => Ok(None),
-        Some((_, v)) => {
-            v.parse().map(Some).map_err(|_| NodeError::BadRequest(format!("query parameter {name} must be a u32")))
-        }
-    }
+/// A query that did not parse, as a 400 with the node's error body.
+fn query<T>(q: Result<Query<T>, QueryRejection>) -> Result<T, NodeError> {
+    q.map(|Query(v)| v).map_err(|e| NodeError::BadRequest(format!("bad query: {}", e.body_text())))
 }
 
 async fn blocking<T: Send + 'static>(
@@ -506,12 +443,10 @@ fn frame_chunks(f: Frame) -> [Result<Bytes, std::io::Error>; 2] {
 async fn get_shard(
     State(st): State<Arc<AppState>>,
     Path((object_id, index)): Path<(String, String)>,
-    RawQuery(query): RawQuery,
+    range: Result<Query<BlockRange>, QueryRejection>,
 ) -> Result<Response, ApiError> {
     let id = shard_id(object_id, &index)?;
-    let q = query_pairs(query.as_deref())?;
-    let from = query_u32(&q, "from")?.unwrap_or(0);
-    let to = query_u32(&q, "to")?;
+    let BlockRange { from, to } = query(range)?;
     if to.is_some_and(|t| t < from) {
         return Err(NodeError::BadRequest("range end before its start".into()).into());
     }
@@ -638,10 +573,11 @@ async fn delete_shard(
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
-async fn list_shards(State(st): State<Arc<AppState>>, RawQuery(query): RawQuery) -> Result<Response, ApiError> {
-    let q = query_pairs(query.as_deref())?;
-    let after = q.iter().find(|(k, _)| k == "after").map(|(_, v)| v.clone());
-    let limit = query_u32(&q, "limit")?.unwrap_or(0);
+async fn list_shards(
+    State(st): State<Arc<AppState>>,
+    page: Result<Query<ShardPage>, QueryRejection>,
+) -> Result<Response, ApiError> {
+    let ShardPage { after, limit } = query(page)?;
     let store = st.shards.clone();
     let list = blocking(move || store.list(after.as_deref(), limit)).await?;
     Ok(json(StatusCode::OK, &list))
@@ -680,7 +616,7 @@ async fn list_manifests(State(st): State<Arc<AppState>>, body: Body) -> Result<R
 }
 
 async fn health(State(st): State<Arc<AppState>>) -> Response {
-    json(StatusCode::OK, &serde_json::json!({ "node": st.id, "epoch": st.epoch.load(Ordering::Acquire) }))
+    json(StatusCode::OK, &serde_json::json!({ "node": st.id, "epoch": st.epoch() }))
 }
 
 #[cfg(test)]
@@ -689,13 +625,13 @@ mod tests {
 
     #[test]
     fn query_parsing() {
-        let q = query_pairs(Some("from=1&to=%32&after=a%2Eb&x")).unwrap();
-        assert_eq!(query_u32(&q, "from").unwrap(), Some(1));
-        assert_eq!(query_u32(&q, "to").unwrap(), Some(2));
-        assert_eq!(q[2].1, "a.b");
-        assert!(query_u32(&q, "after").is_err());
-        assert!(query_pairs(Some("a=%zz")).is_err());
-        assert!(query_pairs(Some("a=%4")).is_err());
+        let parse =
+            |q: &str| axum::extract::Query::<ShardPage>::try_from_uri(&format!("/v1/shards?{q}").parse().unwrap());
+        let page = parse("limit=%32&after=a%2Eb&x").unwrap();
+        assert_eq!((page.limit, page.after.as_deref()), (2, Some("a.b")));
+        assert!(parse("limit=x").is_err());
+        let range = axum::extract::Query::<BlockRange>::try_from_uri(&"/x?to=%33".parse().unwrap()).unwrap();
+        assert_eq!((range.from, range.to), (0, Some(3)));
         assert!(shard_id("0123456789abcdef0123456789abcdef".into(), "256").is_err());
         assert!(shard_id("0123456789abcdef".into(), "1").is_err());
         assert!(

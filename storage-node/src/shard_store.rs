@@ -55,7 +55,7 @@ use bytes::{Bytes, BytesMut};
 
 use crate::api::{ShardId, ShardInfo, ShardList};
 use crate::error::NodeError;
-use crate::frame::{FRAME_HEADER_LEN, Frame, FrameDecoder, FrameError, MAX_BLOCK_LEN};
+use sillok_model::frame::{FRAME_HEADER_LEN, Frame, FrameDecoder, FrameError, MAX_BLOCK_LEN};
 
 pub const MAGIC: &[u8; 8] = b"SLKSHRD1";
 pub const FORMAT_VERSION: u16 = 1;
@@ -330,12 +330,8 @@ impl ShardStore {
         check_id(id)?;
         meta.check(id.index)?;
         let n = TMP_COUNTER.fetch_add(1, Ordering::Relaxed);
-        let tmp_path = self.tmp.join(format!(
-            "{}.{:016x}.{}.{n}.tmp",
-            id.file_name(),
-            crate::manifest::rand_u64(),
-            std::process::id()
-        ));
+        let tmp_path =
+            self.tmp.join(format!("{}.{:016x}.{}.{n}.tmp", id.file_name(), rand::random::<u64>(), std::process::id()));
         let file = fs::OpenOptions::new().write(true).create_new(true).open(&tmp_path)?;
         let mut w = ShardWriter {
             out: Some(BufWriter::with_capacity(64 << 10, file)),
@@ -644,7 +640,7 @@ mod tests {
     }
 
     fn meta(block_size: u32, blocks: u32) -> ShardMeta {
-        ShardMeta { codec: crate::codec::CODEC_ID.into(), k: 4, m: 2, block_size, blocks }
+        ShardMeta { codec: sillok_model::codec::CODEC_ID.into(), k: 4, m: 2, block_size, blocks }
     }
 
     fn frames(block_size: usize, last: usize, n: usize) -> Vec<Frame> {

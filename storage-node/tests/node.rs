@@ -9,13 +9,13 @@ use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
+use sillok_model::codec::CODEC_ID;
+use sillok_model::frame::Frame;
+use sillok_model::manifest::{Body, Manifest, Version};
 use sillok_placement::NodeId;
+use sillok_rpc::auth::{Payload, Signer};
 use sillok_storage_node::api::{ListManifests, ShardId};
-use sillok_storage_node::auth::{Payload, Signer};
 use sillok_storage_node::client::ShardHeader;
-use sillok_storage_node::codec::CODEC_ID;
-use sillok_storage_node::frame::Frame;
-use sillok_storage_node::manifest::{Body, Manifest, Version};
 use sillok_storage_node::shard_store::HEADER_LEN;
 use sillok_storage_node::{NodeClient, NodeConfig, NodeError, RunningNode, Timeouts};
 
@@ -68,7 +68,7 @@ async fn start_in(dir: &std::path::Path) -> RunningNode {
         listen: "127.0.0.1:0".parse().unwrap(),
         data_dir: dir.to_path_buf(),
         cluster_secret: SECRET.into(),
-        epoch: Default::default(),
+        map: None,
     })
     .await
     .unwrap()
@@ -604,13 +604,14 @@ async fn a_large_shard_streams_in_bounded_pieces() {
 #[tokio::test]
 async fn manifest_requests_from_an_older_map_epoch_are_refused_and_every_answer_names_the_epoch() {
     let dir = tempfile::tempdir().unwrap();
-    let epoch = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(5));
+    // The node holds a receiver of the map its follower publishes.
+    let (map, rx) = tokio::sync::watch::channel(Some(std::sync::Arc::new(map_at(5))));
     let node = sillok_storage_node::spawn(NodeConfig {
         id: NodeId(7),
         listen: "127.0.0.1:0".parse().unwrap(),
         data_dir: dir.path().to_path_buf(),
         cluster_secret: SECRET.into(),
-        epoch: epoch.clone(),
+        map: Some(rx),
     })
     .await
     .unwrap();
@@ -621,29 +622,43 @@ async fn manifest_requests_from_an_older_map_epoch_are_refused_and_every_answer_
     plain.put_manifest(&addr, &manifest("b", "k", 1)).await.unwrap();
 
     // An older epoch: refused before the store is touched, and told the node's.
-    let old = client();
-    old.epochs().set_ours(3);
+    let old = client().at_epoch(3);
     match old.put_manifest(&addr, &manifest("b", "k", 2)).await {
         Err(NodeError::StaleEpoch { node_epoch, .. }) => assert_eq!(node_epoch, 5),
         other => panic!("expected StaleEpoch, got {other:?}"),
     }
     assert!(matches!(old.get_manifest(&addr, "b", "k").await, Err(NodeError::StaleEpoch { node_epoch: 5, .. })));
     assert_eq!(plain.get_manifest(&addr, "b", "k").await.unwrap().unwrap().version.nanos, 1, "nothing was stored");
-    assert_eq!(old.epochs().newest_seen(), 5);
+    assert_eq!(old.health(&addr).await.unwrap(), 5);
 
     // Shards are served whatever the epoch, but the answer names the node's.
     let id = sid(9, 0);
     old.put_shard(&addr, &id, &header(16, 1), ok_stream(blocks(16, 16, 1, 0))).await.unwrap();
 
     // The same or a newer epoch is served; the node moving on is seen at once.
-    let current = client();
-    current.epochs().set_ours(5);
+    let current = client().at_epoch(5);
     current.put_manifest(&addr, &manifest("b", "k", 3)).await.unwrap();
-    epoch.store(6, std::sync::atomic::Ordering::Release);
-    current.health(&addr).await.unwrap();
-    assert_eq!(current.epochs().newest_seen(), 6);
+    map.send_replace(Some(std::sync::Arc::new(map_at(6))));
+    assert_eq!(current.health(&addr).await.unwrap(), 6);
     assert!(matches!(current.get_manifest(&addr, "b", "k").await, Err(NodeError::StaleEpoch { node_epoch: 6, .. })));
-    current.epochs().set_ours(7);
-    assert_eq!(current.get_manifest(&addr, "b", "k").await.unwrap().unwrap().version.nanos, 3);
+    let newer = current.at_epoch(7);
+    assert_eq!(newer.get_manifest(&addr, "b", "k").await.unwrap().unwrap().version.nanos, 3);
     node.stop().await.unwrap();
+}
+
+/// A valid 4+2 map over three sites of two nodes, at `epoch`.
+fn map_at(epoch: u64) -> sillok_placement::PlacementMap {
+    use sillok_placement::{EcProfile, Node, NodeState, Site, Topology};
+    let mut t = Topology::default();
+    for (i, site) in ["a", "b", "c"].iter().enumerate() {
+        t.sites.push(Site { id: site.to_string() });
+        for j in 0..2u32 {
+            let id = i as u32 * 2 + j + 1;
+            let addr = format!("127.0.0.1:{}", 7000 + id);
+            t.nodes.push(Node { id: NodeId(id), site: site.to_string(), addr, weight: 1.0, state: NodeState::Up });
+        }
+    }
+    let mut map = sillok_placement::PlacementMap::new(t, EcProfile { k: 4, m: 2 }, 16).unwrap();
+    map.epoch = epoch;
+    map
 }

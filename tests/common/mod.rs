@@ -5,6 +5,11 @@
 
 #![allow(dead_code)]
 
+/// Machine-wide loopback port reservations: dev-only code that lives with
+/// `sillok dev` (src/dev_ports.rs) and is compiled into this target as is.
+#[path = "../../src/dev_ports.rs"]
+mod ports;
+
 use std::collections::HashMap;
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
@@ -199,9 +204,9 @@ pub fn spawn_sillok(args: &[OsString], log: &Path) -> Child {
         .unwrap_or_else(|e| panic!("cannot start sillok {args:?}: {e}"))
 }
 
-/// A free loopback port, reserved machine-wide (`sillok_placement::dev_ports`).
+/// A free loopback port, reserved machine-wide (`src/dev_ports.rs`, shared with `sillok dev`).
 pub fn free_port() -> u16 {
-    sillok_placement::dev_ports::reserve().expect("a free port")
+    ports::reserve().expect("a free port")
 }
 
 pub fn s3_client(endpoint: &str, region: &str, access_key: &str, secret_key: &str) -> aws_sdk_s3::Client {

@@ -15,7 +15,7 @@
 //!   error (or the bytes left over at `finish`) are those of a plain reading
 //!   of the whole wire.
 
-use sillok_storage_node::frame::{FRAME_HEADER_LEN, Frame, FrameDecoder, FrameError, MAX_BLOCK_LEN};
+use sillok_model::frame::{FRAME_HEADER_LEN, Frame, FrameDecoder, FrameError, MAX_BLOCK_LEN};
 
 use crate::Input;
 

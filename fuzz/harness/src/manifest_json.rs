@@ -1,4 +1,4 @@
-//! `manifest_json`: object manifests (`sillok_storage_node::manifest::Manifest`)
+//! `manifest_json`: object manifests (`sillok_model::manifest::Manifest`)
 //! read from JSON, as nodes read them from their store and gateways from nodes.
 //!
 //! Input: the JSON bytes.
@@ -6,7 +6,7 @@
 //! Invariant: nothing panics; a manifest that parses serialises to JSON that
 //! parses back to an equal manifest.
 
-use sillok_storage_node::manifest::Manifest;
+use sillok_model::manifest::Manifest;
 
 pub fn run(data: &[u8]) {
     let Ok(m) = serde_json::from_slice::<Manifest>(data) else { return };
@@ -22,7 +22,7 @@ pub fn run(data: &[u8]) {
 mod tests {
     #[test]
     fn a_tombstone_round_trips() {
-        let t = sillok_storage_node::manifest::Manifest::tombstone("b", "k");
+        let t = sillok_model::manifest::Manifest::tombstone("b", "k");
         super::run(&serde_json::to_vec(&t).unwrap());
     }
 }

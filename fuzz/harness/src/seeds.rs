@@ -7,7 +7,7 @@ use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use bytes::Bytes;
 use http::HeaderValue;
-use sillok_storage_node::auth::{Payload, Signer};
+use sillok_rpc::auth::{Payload, Signer};
 
 use crate::RawRequest;
 use crate::s3_request::{
@@ -507,7 +507,7 @@ fn frame_seeds(out: &mut Vec<Seed>) {
     let mut huge = u32::MAX.to_le_bytes().to_vec();
     huge.extend_from_slice(&[0; 40]);
     out.push(("frame_decoder", "too_large".into(), frame_decoder::input(0, 0, &huge)));
-    let f = sillok_storage_node::frame::Frame::new(Bytes::from_static(b"x"));
+    let f = sillok_model::frame::Frame::new(Bytes::from_static(b"x"));
     out.push(("frame_decoder", "one_byte".into(), frame_decoder::input(0, 0, &[&f.header()[..], b"x"].concat())));
 }
 

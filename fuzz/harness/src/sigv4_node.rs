@@ -1,5 +1,5 @@
 //! `sigv4_node`: the storage node's internal request signatures
-//! (`sillok_storage_node::auth::Signer`).
+//! (`sillok_rpc::auth::Signer`).
 //!
 //! Input: a flag byte, a 4-byte time, a tamper kind, a 4-byte tamper position,
 //! a tamper byte, then a request as text ([`RawRequest`]). The request target
@@ -27,9 +27,7 @@ use std::time::{Duration, SystemTime};
 
 use http::{HeaderMap, HeaderValue};
 use sha2::{Digest, Sha256};
-use sillok_storage_node::auth::{
-    ContentHash, H_AMZ_DATE, H_CONTENT_SHA256, Payload, Signer, UNSIGNED_PAYLOAD, parse_amz_date,
-};
+use sillok_rpc::auth::{ContentHash, H_AMZ_DATE, H_CONTENT_SHA256, Payload, Signer, UNSIGNED_PAYLOAD, parse_amz_date};
 
 use crate::s3_request::signing_time;
 use crate::{Input, RawRequest};

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 
 use s3s::dto::{ChecksumAlgorithm, ETag, Metadata, Timestamp, TimestampFormat};
 use s3s::{S3Error, S3Request, s3_error};
-use sillok_storage_node::manifest::Manifest;
+use sillok_model::manifest::Manifest;
 
 use crate::checksum::{self, Algorithm};
 use crate::error::GatewayError;
@@ -205,7 +205,7 @@ pub(crate) use copy_source_preconditions;
 /// them (not for a partial body: a checksum describes the whole object).
 macro_rules! describe_object {
     ($out:ident, $input:ident, $m:expr) => {{
-        let m: &sillok_storage_node::manifest::Manifest = $m;
+        let m: &sillok_model::manifest::Manifest = $m;
         use $crate::s3::fields::header;
         $out.accept_ranges = Some("bytes".into());
         $out.e_tag = Some($crate::s3::fields::etag(m));

@@ -7,7 +7,7 @@ use std::sync::atomic::Ordering;
 use futures::StreamExt;
 use s3s::dto::*;
 use s3s::{S3Error, S3Request, s3_error};
-use sillok_storage_node::manifest::Manifest;
+use sillok_model::manifest::Manifest;
 
 use super::conditions::Preconditions;
 use super::fields::{

@@ -31,9 +31,9 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tokio::sync::{Notify, watch};
 
-use super::api::CatalogView;
-use super::client::{CatalogClient, ClientError};
-use crate::map::PlacementMap;
+use crate::api::CatalogView;
+use crate::client::{CatalogClient, ClientError};
+use sillok_placement::PlacementMap;
 
 /// Something a [`Follower`] can follow.
 pub trait Followed: Serialize + DeserializeOwned + Send + Sync + 'static {

@@ -28,8 +28,8 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 
-use crate::map::PlacementMap;
-use crate::topology::{Node, NodeId, NodeState, Site, Topology};
+use sillok_placement::PlacementMap;
+use sillok_placement::topology::{Node, NodeId, NodeState, Site, Topology};
 
 /// The storage class every bucket gets unless it names another; its EC
 /// profile is the map's profile.
@@ -293,8 +293,8 @@ pub enum CatalogError {
     LastCopies { pg: u32, left: usize, width: usize, k: usize },
 }
 
-impl From<crate::PlacementError> for CatalogError {
-    fn from(e: crate::PlacementError) -> Self {
+impl From<sillok_placement::PlacementError> for CatalogError {
+    fn from(e: sillok_placement::PlacementError) -> Self {
         CatalogError::Placement(e.to_string())
     }
 }
@@ -332,7 +332,7 @@ impl Catalog {
     }
 
     /// The storage classes and their EC profiles.
-    pub fn storage_classes(&self) -> Vec<(String, crate::EcProfile)> {
+    pub fn storage_classes(&self) -> Vec<(String, sillok_placement::EcProfile)> {
         self.map.iter().map(|m| (STANDARD.to_string(), m.profile)).collect()
     }
 
@@ -488,7 +488,7 @@ fn check_key(k: &KeyRecord) -> Result<(), CatalogError> {
     {
         return Err(CatalogError::InvalidKey("key ids are 3-128 letters, digits, '-' or '_'".into()));
     }
-    if k.id == crate::auth::ACCESS_KEY_ID {
+    if k.id == sillok_rpc::auth::ACCESS_KEY_ID {
         return Err(CatalogError::InvalidKey(format!("{} is reserved for the cluster itself", k.id)));
     }
     if k.secret.len() < 16 {
@@ -532,7 +532,7 @@ fn check_copies(old: &PlacementMap, new: &Topology) -> Result<(), CatalogError> 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::EcProfile;
+    use sillok_placement::EcProfile;
 
     fn topo(sites: usize, per_site: usize) -> Topology {
         let mut t = Topology::default();
@@ -649,7 +649,7 @@ mod tests {
         short.secret = "x".into();
         assert!(matches!(refused(&mut c, Command::CreateKey { key: short }), CatalogError::InvalidKey(_)));
         assert!(matches!(
-            refused(&mut c, Command::CreateKey { key: key(crate::auth::ACCESS_KEY_ID, &[Permission::Read]) }),
+            refused(&mut c, Command::CreateKey { key: key(sillok_rpc::auth::ACCESS_KEY_ID, &[Permission::Read]) }),
             CatalogError::InvalidKey(_)
         ));
         assert!(!format!("{:?}", c).contains("0123456789abcdef0123"), "Debug shows a secret");

@@ -6,7 +6,8 @@
 //!   validated application (pure: no I/O);
 //! - `store`: the redb-backed Raft log store and state machine (with
 //!   snapshots), `raft-log.redb` and `catalog.redb` in the replica's directory;
-//! - `network`: the signed HTTP transport between replicas;
+//! - `raft_network`: openraft's network between replicas, over the internal
+//!   transport (`sillok_rpc`);
 //! - `api`: the wire types of the catalog's HTTP API (routes listed there);
 //! - `server`: a running replica: its Raft instance, the HTTP service, the
 //!   forwarding of writes to the leader, the one-time seeding from the
@@ -25,22 +26,22 @@
 //!   has already applied returns the first reply and changes nothing, so a
 //!   client may retry an unanswered proposal on another replica.
 //! - Nothing on a replica's port answers a request that is not SigV4-signed
-//!   with the cluster secret or an enabled admin key (`crate::auth`).
+//!   with the cluster secret or an enabled admin key (`sillok_rpc::auth`).
 //! - Secrets are never logged and never appear in status output.
 
 pub mod api;
 pub mod client;
 pub mod follower;
-pub mod network;
+pub mod raft_network;
 pub mod server;
 pub mod state;
 pub mod store;
 
 use serde::{Deserialize, Serialize};
 
-pub use crate::cluster_file::{AccessKey, ClusterFile};
 pub use client::{CatalogClient, ClientError, ClientTimeouts};
 pub use server::{RaftTimings, Replica, ReplicaConfig};
+pub use sillok_placement::{AccessKey, ClusterFile};
 pub use state::{Bucket, Catalog, CatalogError, Command, KeyInfo, KeyRecord, Outcome, Permission};
 
 /// How a replica is reached, as Raft's membership records it.

@@ -1,5 +1,5 @@
 //! `sillok placement`: run one catalog replica (the Raft catalog of the map,
-//! the buckets and the access keys; see `sillok_placement::catalog`).
+//! the buckets and the access keys; see `sillok_catalog`).
 //!
 //! Configuration comes from the cluster file: its `catalog_replicas` list
 //! (id, site, `host:port`) is the initial membership, and `--id` picks this
@@ -21,13 +21,13 @@ use std::path::PathBuf;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, bail};
+use sillok_catalog::ReplicaNode;
+use sillok_catalog::server::{RaftTimings, Replica, ReplicaConfig};
+use sillok_catalog::state::{Command, KeyRecord, Permission};
 use sillok_placement::ClusterFile;
-use sillok_placement::catalog::ReplicaNode;
-use sillok_placement::catalog::server::{RaftTimings, Replica, ReplicaConfig};
-use sillok_placement::catalog::state::{Command, KeyRecord, Permission};
 
 #[derive(clap::Args)]
-pub struct PlacementArgs {
+pub struct CatalogArgs {
     /// The cluster file (replica list, cluster secret, first map and keys).
     #[arg(long)]
     pub cluster: PathBuf,
@@ -99,8 +99,8 @@ pub fn seed_of(file: &ClusterFile) -> Command {
     Command::Bootstrap { region: file.region.clone(), map: file.map.clone(), keys }
 }
 
-pub async fn run(a: PlacementArgs) -> anyhow::Result<()> {
-    let file = ClusterFile::load(&a.cluster)?;
+pub async fn run(a: CatalogArgs) -> anyhow::Result<()> {
+    let file = super::load_cluster_file(&a.cluster)?;
     let listed = file.catalog_replicas.iter().find(|r| r.id == a.id);
     let (site, listen, advertise) = match listed {
         Some(r) => {

@@ -1,7 +1,7 @@
 //! The catalog's HTTP API: routes and wire types (JSON), shared by the
-//! replica's server and [`super::CatalogClient`].
+//! replica's server and [`crate::CatalogClient`].
 //!
-//! Every request is SigV4-signed (`crate::auth`) with the cluster secret
+//! Every request is SigV4-signed (`sillok_rpc::auth`) with the cluster secret
 //! ("internal": replicas, gateways, nodes) or with an enabled admin key of the
 //! catalog ("admin": `sillok admin`). Anything else is a 403 before routing.
 //!
@@ -12,7 +12,7 @@
 //! | `GET  /v1/catalog[?consistent=1]` | both | [`CatalogView`]; secrets only for internal callers; `consistent` answers from the leader after a read barrier |
 //! | `GET  /v1/catalog?newer_than=N&wait_ms=M` | both | the catalog once this replica's applied index is > N (long poll, at most [`MAX_WAIT_MS`]); 204 if nothing came |
 //! | `GET  /v1/map?newer_than=N&wait_ms=M` | both | the map once its epoch is > N (long poll, at most [`MAX_WAIT_MS`]); 204 if none came |
-//! | `POST /v1/propose` | both | a [`crate::catalog::Proposal`]: 200 [`Proposed`], 409 refused ([`ErrorBody`] with the refusal) |
+//! | `POST /v1/propose` | both | a [`crate::Proposal`]: 200 [`Proposed`], 409 refused ([`ErrorBody`] with the refusal) |
 //! | `POST /v1/membership/add` | both | [`AddReplica`]: learner, then voter |
 //! | `POST /v1/membership/remove` | both | [`RemoveReplica`] |
 //! | `POST /v1/report` | internal | [`NodeReport`]: a storage node's usage, kept in memory, shown by status; 204 |
@@ -27,10 +27,10 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::state::{Bucket, CatalogError, KeyInfo, KeyRecord, Outcome};
-use crate::map::PlacementMap;
-use crate::profile::EcProfile;
-use crate::topology::{NodeId, NodeState};
+use crate::state::{Bucket, CatalogError, KeyInfo, KeyRecord, Outcome};
+use sillok_placement::EcProfile;
+use sillok_placement::PlacementMap;
+use sillok_placement::topology::{NodeId, NodeState};
 
 /// Marks a request forwarded by a follower to the leader.
 pub const H_FORWARDED: &str = "x-sillok-forwarded";

@@ -27,7 +27,7 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::body::Body;
@@ -42,15 +42,17 @@ use http_body_util::BodyExt;
 use openraft::error::{ForwardToLeader, RaftError};
 use openraft::raft::{AppendEntriesRequest, InstallSnapshotRequest, VoteRequest};
 use openraft::{ChangeMembers, ServerState, SnapshotPolicy};
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 
-use super::api::{self, AddReplica, CatalogView, ErrorBody, MembershipChanged, Proposed, RemoveReplica, Status};
-use super::network::{Network, Transport};
-use super::state::{CatalogError, Command, Permission};
-use super::store::{LogStore, StateMachineStore};
-use super::{Proposal, Raft, ReplicaNode, TypeConfig};
-use crate::auth::{self, ContentHash, Signer};
-use crate::topology::NodeState;
+use crate::api::{self, AddReplica, CatalogView, ErrorBody, MembershipChanged, Proposed, RemoveReplica, Status};
+use crate::raft_network::{MAX_RESPONSE, Network};
+use crate::state::{CatalogError, Command, Permission};
+use crate::store::{LogStore, StateMachineStore};
+use crate::{Proposal, Raft, ReplicaNode, TypeConfig};
+use sillok_placement::topology::NodeState;
+use sillok_rpc::RpcClient as Transport;
+use sillok_rpc::auth::Signer;
+use sillok_rpc::server::{Caller, Policy, error, json};
 
 /// Largest request body (Raft snapshot chunks are at most 1 MiB of data).
 pub const MAX_BODY: usize = 32 << 20;
@@ -152,13 +154,6 @@ pub enum ReplicaError {
     Io(#[from] std::io::Error),
 }
 
-/// Who signed a request.
-#[derive(Debug, Clone, PartialEq, Eq)]
-enum Caller {
-    Internal,
-    Admin(String),
-}
-
 struct Shared {
     id: u64,
     site: String,
@@ -171,7 +166,7 @@ struct Shared {
     seed: Option<Command>,
     /// The last usage report of each storage node, and when it came (kept in
     /// memory only: a report is a reading, not catalog state).
-    reports: std::sync::Mutex<BTreeMap<crate::NodeId, (Instant, api::NodeReport)>>,
+    reports: std::sync::Mutex<BTreeMap<sillok_placement::NodeId, (Instant, api::NodeReport)>>,
 }
 
 /// A replica whose stores are open, whose Raft runs and whose socket is
@@ -323,19 +318,6 @@ fn router(sh: Arc<Shared>) -> Router {
 
 // ------------------------------------------------------------------ helpers
 
-fn json<T: Serialize>(status: StatusCode, v: &T) -> Response {
-    match serde_json::to_vec(v) {
-        Ok(body) => {
-            (status, [(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))], body).into_response()
-        }
-        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, "internal", format!("response does not serialise: {e}")),
-    }
-}
-
-fn error(status: StatusCode, code: &str, message: String) -> Response {
-    json(status, &ErrorBody { error: code.into(), message, refusal: None })
-}
-
 fn refused(e: CatalogError) -> Response {
     json(StatusCode::CONFLICT, &ErrorBody { error: "refused".into(), message: e.to_string(), refusal: Some(e) })
 }
@@ -348,7 +330,7 @@ fn parse<T: for<'a> Deserialize<'a>>(body: &[u8]) -> Result<T, Response> {
 fn internal_only(caller: &Caller) -> Result<(), Response> {
     match caller {
         Caller::Internal => Ok(()),
-        Caller::Admin(id) => Err(error(
+        Caller::Key(id) => Err(error(
             StatusCode::FORBIDDEN,
             "forbidden",
             format!("access key {id} may not call this route: it is for Sillok processes (cluster secret) only"),
@@ -386,7 +368,11 @@ async fn forward(
         return no_leader();
     }
     let extra = [(api::H_FORWARDED, "1".to_string())];
-    match sh.transport.call(method, &node.addr, path_and_query, body.to_vec(), &extra, sh.forward_timeout).await {
+    match sh
+        .transport
+        .call(method, &node.addr, path_and_query, body.to_vec(), &extra, sh.forward_timeout, MAX_RESPONSE)
+        .await
+    {
         Ok(r) => {
             let mut resp = (r.status, r.body).into_response();
             resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
@@ -420,45 +406,18 @@ async fn authenticate(State(sh): State<Arc<Shared>>, req: Request, next: Next) -
     let started = Instant::now();
     let method = req.method().clone();
     let path = req.uri().path().to_string();
-    let pq = req.uri().path_and_query().map(|p| p.as_str().to_string()).unwrap_or_else(|| "/".into());
-    let forbid = |msg: String| {
-        tracing::warn!(%method, %path, reason = %msg, "catalog request refused");
-        error(StatusCode::FORBIDDEN, "forbidden", msg)
+    let admin_key = |id: &str| {
+        sh.sm
+            .read(|st| st.catalog.keys.get(id).cloned())
+            .filter(|k| k.may(Permission::Admin))
+            .map(|k| Signer::with_key(id, &k.secret))
     };
-    let key_id = auth::credential_key_id(req.headers()).map(str::to_string);
-    let (caller, signer) = match key_id.as_deref() {
-        None => return forbid("the request is not signed (SigV4 with the cluster secret or an admin key)".into()),
-        Some(auth::ACCESS_KEY_ID) => (Caller::Internal, sh.internal.clone()),
-        Some(id) => match sh.sm.read(|st| st.catalog.keys.get(id).cloned()) {
-            Some(k) if k.may(Permission::Admin) => (Caller::Admin(id.to_string()), Signer::with_key(id, &k.secret)),
-            _ => {
-                return forbid(format!(
-                    "access key {id} is unknown to this replica, revoked, or not an admin key (`sillok admin key create --admin` makes one)"
-                ));
-            }
-        },
+    let policy = Policy { max_body: MAX_BODY, unsigned_ok: &|_, _| false, lookup: &admin_key };
+    let req = match sillok_rpc::server::authenticate(req, &sh.internal, &policy).await {
+        Ok(req) => req,
+        Err(refusal) => return refusal,
     };
-    let hash = match signer.verify(method.as_str(), &pq, req.headers(), SystemTime::now()) {
-        Ok(h) => h,
-        Err(e) => return forbid(format!("bad signature: {e}")),
-    };
-    let (mut parts, body) = req.into_parts();
-    let bytes = match http_body_util::Limited::new(body, MAX_BODY).collect().await {
-        Ok(c) => c.to_bytes(),
-        Err(e) => {
-            return error(
-                StatusCode::BAD_REQUEST,
-                "bad_request",
-                format!("could not read the body (limit {MAX_BODY}): {e}"),
-            );
-        }
-    };
-    match hash {
-        ContentHash::Sha256(_) if hash.matches(&bytes) => {}
-        _ => return forbid("the body does not match its signed x-amz-content-sha256".into()),
-    }
-    parts.extensions.insert(caller);
-    let mut resp = next.run(Request::from_parts(parts, Body::from(bytes))).await;
+    let mut resp = next.run(req).await;
     if let Some(l) = leader_header(&sh) {
         resp.headers_mut().insert(api::H_LEADER, l);
     }
@@ -539,7 +498,7 @@ fn status_of(sh: &Shared) -> Status {
                 .into_iter()
                 .map(|(storage_class, profile)| api::ProfileStatus { storage_class, profile })
                 .collect();
-            let mut slots: BTreeMap<crate::NodeId, u64> = BTreeMap::new();
+            let mut slots: BTreeMap<sillok_placement::NodeId, u64> = BTreeMap::new();
             for row in &map.slots {
                 for n in row {
                     *slots.entry(*n).or_default() += 1;

@@ -23,12 +23,13 @@ use http::{Method, StatusCode};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use super::Proposal;
-use super::api::{self, AddReplica, CatalogView, ErrorBody, MembershipChanged, Proposed, RemoveReplica, Status};
-use super::network::{Response, Transport, authority};
-use super::state::{CatalogError, Command};
-use crate::auth::Signer;
-use crate::map::PlacementMap;
+use crate::Proposal;
+use crate::api::{self, AddReplica, CatalogView, ErrorBody, MembershipChanged, Proposed, RemoveReplica, Status};
+use crate::raft_network::MAX_RESPONSE;
+use crate::state::{CatalogError, Command};
+use sillok_placement::PlacementMap;
+use sillok_rpc::auth::Signer;
+use sillok_rpc::client::{Reply as Response, RpcClient as Transport, authority};
 
 #[derive(Debug, Clone, Copy)]
 pub struct ClientTimeouts {
@@ -193,7 +194,7 @@ impl CatalogClient {
                 }
                 let addr = &self.replicas[i];
                 let deadline = self.timeouts.attempt.min(left);
-                match self.transport.call(method.clone(), addr, pq, body.clone(), &[], deadline).await {
+                match self.transport.call(method.clone(), addr, pq, body.clone(), &[], deadline, MAX_RESPONSE).await {
                     Ok(r) => match self.classify(addr, r) {
                         Attempt::Done(v) => return Ok(v),
                         Attempt::Final(ClientError::Forbidden(m)) => {
@@ -237,7 +238,7 @@ impl CatalogClient {
     pub async fn status_of(&self, addr: &str) -> Result<Status, ClientError> {
         let r = self
             .transport
-            .call(Method::GET, addr, "/v1/status", Vec::new(), &[], self.timeouts.attempt)
+            .call(Method::GET, addr, "/v1/status", Vec::new(), &[], self.timeouts.attempt, MAX_RESPONSE)
             .await
             .map_err(|e| ClientError::Unavailable { secs: 0.0, last: e.to_string(), replicas: addr.into() })?;
         match self.classify(addr, r) {
@@ -269,7 +270,7 @@ impl CatalogClient {
         for i in self.order() {
             let addr = &self.replicas[i];
             let deadline = wait + self.timeouts.attempt;
-            match self.transport.call(Method::GET, addr, pq, Vec::new(), &[], deadline).await {
+            match self.transport.call(Method::GET, addr, pq, Vec::new(), &[], deadline, MAX_RESPONSE).await {
                 Ok(r) if r.status == StatusCode::NO_CONTENT => return Ok(None),
                 Ok(r) => match self.classify(addr, r) {
                     Attempt::Done(m) => return Ok(Some(m)),
@@ -287,7 +288,7 @@ impl CatalogClient {
 
     /// The catalog once some replica has applied more than `newer_than`
     /// entries, waiting up to `wait` on one replica (`None`: nothing newer
-    /// came). The long poll of [`super::follower::CatalogFollower`].
+    /// came). The long poll of [`crate::follower::CatalogFollower`].
     pub async fn catalog_newer_than(
         &self,
         newer_than: u64,
@@ -304,7 +305,10 @@ impl CatalogClient {
         let calls = self.replicas.iter().map(|addr| {
             let body = body.clone();
             async move {
-                let res = self.transport.call(Method::POST, addr, "/v1/report", body, &[], self.timeouts.attempt).await;
+                let res = self
+                    .transport
+                    .call(Method::POST, addr, "/v1/report", body, &[], self.timeouts.attempt, MAX_RESPONSE)
+                    .await;
                 matches!(res, Ok(r) if r.status == StatusCode::NO_CONTENT)
             }
         });

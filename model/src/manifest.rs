@@ -25,18 +25,8 @@ impl Version {
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_nanos() as u64)
             .unwrap_or(0);
-        Version { nanos, tiebreak: rand_u64() }
+        Version { nanos, tiebreak: rand::random() }
     }
-}
-
-/// A random u64 from the OS-seeded hasher state (no extra dependency).
-pub fn rand_u64() -> u64 {
-    use std::hash::{BuildHasher, Hasher};
-    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u64(
-        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(0),
-    );
-    h.finish()
 }
 
 /// Where shard `index` of an object actually is (a substitute if its slot node failed).

@@ -3,20 +3,25 @@
 //! snapshot of a replica that missed compacted entries. (Process-level
 //! failure tests, kill -9 and SIGSTOP, are in the workspace's tests/catalog.rs.)
 
+/// Machine-wide loopback port reservations: dev-only code that lives with
+/// `sillok dev` (src/dev_ports.rs) and is compiled into this target as is.
+#[path = "../../src/dev_ports.rs"]
+mod ports;
+
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use sillok_placement::auth::Signer;
-use sillok_placement::catalog::server::{RaftTimings, Replica, ReplicaConfig};
-use sillok_placement::catalog::state::{Bucket, Command, KeyRecord, Permission, STANDARD};
-use sillok_placement::catalog::{CatalogClient, ClientError, ClientTimeouts, Outcome, ReplicaNode};
+use sillok_catalog::server::{RaftTimings, Replica, ReplicaConfig};
+use sillok_catalog::state::{Bucket, Command, KeyRecord, Permission, STANDARD};
+use sillok_catalog::{CatalogClient, ClientError, ClientTimeouts, Outcome, ReplicaNode};
 use sillok_placement::{EcProfile, Node, NodeId, NodeState, PlacementMap, Site, Topology};
+use sillok_rpc::auth::Signer;
 
 const SECRET: &str = "test-cluster-secret-0123456789";
 
 fn free_addr() -> SocketAddr {
-    std::net::SocketAddr::from(([127, 0, 0, 1], sillok_placement::dev_ports::reserve().unwrap()))
+    std::net::SocketAddr::from(([127, 0, 0, 1], ports::reserve().unwrap()))
 }
 
 fn seed() -> Command {
@@ -253,7 +258,7 @@ async fn a_replica_that_missed_compacted_entries_catches_up_by_snapshot() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_map_follower_follows_by_epoch_and_starts_from_disk_without_replicas() {
-    use sillok_placement::catalog::follower::{FollowOptions, MapFollower};
+    use sillok_catalog::follower::{FollowOptions, MapFollower};
     let mut cl = Cluster::new(RaftTimings { election_min_ms: 300, election_max_ms: 600, ..Default::default() });
     for id in 1..=3 {
         cl.start(id).await;

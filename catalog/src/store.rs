@@ -48,8 +48,8 @@ use redb::{Database, ReadableTable, ReadableTableMetadata, TableDefinition};
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
-use super::state::{Catalog, Touch};
-use super::{Entry, LogId, ReplicaNode, Reply, StorageError, StoredMembership, TypeConfig};
+use crate::state::{Catalog, Touch};
+use crate::{Entry, LogId, ReplicaNode, Reply, StorageError, StoredMembership, TypeConfig};
 
 const LOG: TableDefinition<u64, &[u8]> = TableDefinition::new("raft_log");
 const RAFT_META: TableDefinition<&str, &[u8]> = TableDefinition::new("raft_meta");
@@ -663,6 +663,6 @@ fn progress_of(st: &SmState) -> Progress {
 }
 
 /// The reply of entries that carry no command (blank, membership).
-fn noop() -> super::Outcome {
-    super::Outcome::Internal
+fn noop() -> crate::Outcome {
+    crate::Outcome::Internal
 }

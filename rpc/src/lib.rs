@@ -1,0 +1,23 @@
+//! Sillok's one internal transport.
+//!
+//! Every request between Sillok processes (gateway → node, gateway, node and
+//! admin → catalog, catalog → catalog) travels through this crate:
+//!
+//! - `auth`: the SigV4 rules by which one process proves it holds the cluster
+//!   secret (or an admin key): signing and verifying;
+//! - `client`: [`client::RpcClient`], the pooled hyper client that signs every
+//!   request and bounds every call by deadlines (connect, response, idle);
+//! - `server`: the receiving half for axum services: the authentication step
+//!   every route runs behind ([`server::authenticate`]) and the JSON and error
+//!   answers every service gives.
+//!
+//! What it may not do: know any route, any wire type or any process's state.
+//! The storage node's and the catalog's APIs are defined in their crates and
+//! built on these pieces.
+
+pub mod auth;
+pub mod client;
+pub mod server;
+
+pub use auth::{AuthError, ContentHash, Payload, Signer};
+pub use client::{RpcClient, RpcError};

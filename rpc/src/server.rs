@@ -1,0 +1,134 @@
+//! The receiving half of the internal transport, for axum services.
+//!
+//! Owns: [`authenticate`], the one check every internal route runs behind,
+//! and the shape of every answer: [`json`] and [`error`] ([`ErrorBody`]).
+//!
+//! Invariants:
+//! - No route runs for a request whose SigV4 signature does not verify with
+//!   the key it names: the cluster secret ([`Caller::Internal`]) or a key the
+//!   service's `lookup` vouches for ([`Caller::Key`]), within the skew window.
+//! - A body signed by its SHA-256 is read whole (at most `max_body` bytes)
+//!   and compared with the signed hash before any route sees it.
+//! - `UNSIGNED-PAYLOAD` is accepted only where the service's policy allows it
+//!   (shard uploads, whose frames carry their own blake3 hashes); such a body
+//!   is handed on unread, as a stream.
+//! - Refusals name no secret.
+
+use std::time::SystemTime;
+
+use axum::body::Body;
+use axum::extract::Request;
+use axum::response::{IntoResponse, Response};
+use http::{HeaderValue, Method, StatusCode, header};
+use http_body_util::BodyExt;
+use serde::{Deserialize, Serialize};
+
+use crate::auth::{self, ContentHash, Signer};
+
+/// Who sent a verified request (inserted into the request's extensions).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Caller {
+    /// A Sillok process: signed with the cluster secret.
+    Internal,
+    /// An operator's key (the access key id), as the service's lookup allowed.
+    Key(String),
+}
+
+/// The body of every error answer.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ErrorBody {
+    /// A short machine-readable code (`forbidden`, `bad_request`, ...).
+    pub error: String,
+    /// What went wrong, for a person.
+    pub message: String,
+}
+
+/// `v` as a JSON answer.
+pub fn json<T: Serialize>(status: StatusCode, v: &T) -> Response {
+    match serde_json::to_vec(v) {
+        Ok(body) => {
+            (status, [(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))], body).into_response()
+        }
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, "internal", format!("response does not serialise: {e}")),
+    }
+}
+
+/// An error answer: `status` with an [`ErrorBody`].
+pub fn error(status: StatusCode, code: &str, message: String) -> Response {
+    let body = serde_json::to_vec(&ErrorBody { error: code.to_string(), message }).unwrap_or_default();
+    (status, [(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))], body).into_response()
+}
+
+/// What a service accepts besides the cluster secret.
+pub struct Policy<'a> {
+    /// Largest hash-signed body read into memory.
+    pub max_body: usize,
+    /// Whether `UNSIGNED-PAYLOAD` is allowed for this method and path.
+    pub unsigned_ok: &'a (dyn Fn(&Method, &str) -> bool + Send + Sync),
+    /// The signing key of another access key id the service accepts
+    /// (`None`: refused).
+    pub lookup: &'a (dyn Fn(&str) -> Option<Signer> + Send + Sync),
+}
+
+/// Verifies `req` (see the module's invariants). On success the request
+/// comes back with its [`Caller`] in its extensions and, for hash-signed
+/// bodies, the checked body in memory; on failure, the answer to send.
+pub async fn authenticate(req: Request, internal: &Signer, policy: &Policy<'_>) -> Result<Request, Response> {
+    let forbid = |msg: String| {
+        tracing::warn!(method = %req.method(), path = %req.uri().path(), reason = %msg, "internal request refused");
+        error(StatusCode::FORBIDDEN, "forbidden", msg)
+    };
+    let (caller, signer) = match auth::credential_key_id(req.headers()) {
+        None => return Err(forbid("the request is not signed (SigV4 with the cluster secret or an admin key)".into())),
+        Some(auth::ACCESS_KEY_ID) => (Caller::Internal, internal.clone()),
+        Some(id) => match (policy.lookup)(id) {
+            Some(signer) => (Caller::Key(id.to_string()), signer),
+            None => {
+                return Err(forbid(format!("access key {id} is unknown here, revoked, or may not call this service")));
+            }
+        },
+    };
+    let pq = req.uri().path_and_query().map(|p| p.as_str()).unwrap_or("/");
+    let hash = match signer.verify(req.method().as_str(), pq, req.headers(), SystemTime::now()) {
+        Ok(h) => h,
+        Err(e) => return Err(forbid(format!("bad signature: {e}"))),
+    };
+    let (mut parts, body) = req.into_parts();
+    parts.extensions.insert(caller);
+    let body = match hash {
+        ContentHash::Unsigned if (policy.unsigned_ok)(&parts.method, parts.uri.path()) => body,
+        ContentHash::Unsigned => {
+            tracing::warn!(method = %parts.method, path = %parts.uri.path(), "refused: UNSIGNED-PAYLOAD here");
+            return Err(error(
+                StatusCode::FORBIDDEN,
+                "forbidden",
+                "UNSIGNED-PAYLOAD is only accepted for shard uploads".into(),
+            ));
+        }
+        hash @ ContentHash::Sha256(_) => {
+            let bytes = match http_body_util::Limited::new(body, policy.max_body).collect().await {
+                Ok(c) => c.to_bytes(),
+                Err(e) if e.is::<http_body_util::LengthLimitError>() => {
+                    return Err(error(
+                        StatusCode::PAYLOAD_TOO_LARGE,
+                        "too_large",
+                        format!("request bodies are limited to {} bytes", policy.max_body),
+                    ));
+                }
+                Err(e) => {
+                    return Err(error(StatusCode::BAD_REQUEST, "bad_request", format!("could not read the body: {e}")));
+                }
+            };
+            if !hash.matches(&bytes) {
+                tracing::warn!(method = %parts.method, path = %parts.uri.path(), "refused: body does not match its signed hash");
+                return Err(error(
+                    StatusCode::FORBIDDEN,
+                    "forbidden",
+                    "the body does not match its signed x-amz-content-sha256".into(),
+                ));
+            }
+            Body::from(bytes)
+        }
+    };
+    Ok(Request::from_parts(parts, body))
+}
