@@ -288,7 +288,7 @@ impl CatalogClient {
 
     /// The catalog once some replica has applied more than `newer_than`
     /// entries, waiting up to `wait` on one replica (`None`: nothing newer
-    /// came). The long poll of [`crate::follower::CatalogFollower`].
+    /// came). The long poll of a gateway's catalog follower.
     pub async fn catalog_newer_than(
         &self,
         newer_than: u64,

@@ -2,8 +2,9 @@
 //!
 //! Two things are followed: the placement map alone ([`MapFollower`], for
 //! storage nodes, ordered by epoch) and the whole catalog as internal callers
-//! see it ([`CatalogFollower`], for gateways: the map, the buckets and the
-//! access keys with their secrets, ordered by the applied index).
+//! see it (for gateways: the map, the buckets and the access keys with their
+//! secrets, ordered by the applied index; the gateway follows it as its own
+//! indexed type, fetched with [`CatalogClient::catalog_newer_than`]).
 //!
 //! Owns: one file, the last value seen (`path`, JSON, mode 0600 because a
 //! catalog holds secrets, written atomically: temporary file, fsync, rename,
@@ -31,7 +32,6 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tokio::sync::{Notify, watch};
 
-use crate::api::CatalogView;
 use crate::client::{CatalogClient, ClientError};
 use sillok_placement::PlacementMap;
 
@@ -63,21 +63,6 @@ impl Followed for PlacementMap {
     }
     async fn fetch(client: &CatalogClient, newer_than: u64, wait: Duration) -> Result<Option<Self>, ClientError> {
         client.map_newer_than(newer_than, wait).await
-    }
-}
-
-impl Followed for CatalogView {
-    fn version(&self) -> u64 {
-        self.applied_index
-    }
-    fn epoch(&self) -> u64 {
-        self.map.as_ref().map_or(0, |m| m.epoch)
-    }
-    fn usable(&self) -> bool {
-        self.map.as_ref().is_some_and(|m| m.validate().is_ok())
-    }
-    async fn fetch(client: &CatalogClient, newer_than: u64, wait: Duration) -> Result<Option<Self>, ClientError> {
-        client.catalog_newer_than(newer_than, wait).await
     }
 }
 
@@ -139,8 +124,6 @@ impl<T: Followed> Shared<T> {
 
 /// Storage nodes: the map, by epoch.
 pub type MapFollower = Follower<PlacementMap>;
-/// Gateways: the whole catalog (secrets included), by applied index.
-pub type CatalogFollower = Follower<CatalogView>;
 
 /// Reads the last value saved at `path` (`None` if there is none or it is
 /// unreadable or unusable).

@@ -13,9 +13,10 @@
 //!   forwarding of writes to the leader, the one-time seeding from the
 //!   cluster file;
 //! - `client`: [`CatalogClient`], which finds the leader among the replicas;
-//! - `follower`: [`follower::MapFollower`] (nodes: the map, by epoch) and
-//!   [`follower::CatalogFollower`] (gateways: the whole catalog), which keep
-//!   the last value seen on disk and never go back.
+//! - `follower`: [`follower::Follower`], which every other process uses to
+//!   track the catalog (nodes: [`follower::MapFollower`], the map by epoch;
+//!   gateways: the whole catalog by applied index), keeping the last value
+//!   seen on disk and never going back.
 //!
 //! Invariants:
 //! - Every change to the catalog goes through the Raft log as a [`Proposal`]

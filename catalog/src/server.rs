@@ -36,7 +36,6 @@ use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use axum::serve::ListenerExt;
 use bytes::Bytes;
 use http_body_util::BodyExt;
 use openraft::error::{ForwardToLeader, RaftError};
@@ -252,12 +251,7 @@ impl Replica {
         let Replica { shared, listener, addr } = self;
         let seeder = tokio::spawn(seed_when_leader(shared.clone()));
         let app = router(shared.clone());
-        let listener = listener.tap_io(|tcp| {
-            if let Err(e) = tcp.set_nodelay(true) {
-                tracing::warn!(error = %e, "could not set TCP_NODELAY");
-            }
-        });
-        let res = axum::serve(listener, app).with_graceful_shutdown(shutdown).await;
+        let res = sillok_rpc::server::serve(listener, app, shutdown).await;
         seeder.abort();
         if let Err(e) = shared.raft.shutdown().await {
             tracing::warn!(error = %e, "raft did not shut down cleanly");

@@ -94,72 +94,20 @@ impl Algorithm {
 /// the length of `b`: S3's FULL_OBJECT checksum of a multipart object, for
 /// the CRC algorithms (SHA digests cannot be combined).
 pub fn combine(algorithm: Algorithm, a: &str, b: &str, b_len: u64) -> Option<String> {
-    let (poly, width) = match algorithm {
-        Algorithm::Crc32 => (0xEDB8_8320u64, 32),
-        Algorithm::Crc32c => (0x82F6_3B78u64, 32),
-        Algorithm::Crc64Nvme => (0x9A6C_9329_AC4B_C9B5u64, 64),
+    use crc_fast::CrcAlgorithm;
+    let (crc, width) = match algorithm {
+        Algorithm::Crc32 => (CrcAlgorithm::Crc32IsoHdlc, 32),
+        Algorithm::Crc32c => (CrcAlgorithm::Crc32Iscsi, 32),
+        Algorithm::Crc64Nvme => (CrcAlgorithm::Crc64Nvme, 64),
         Algorithm::Sha1 | Algorithm::Sha256 => return None,
     };
     let decode = |v: &str| -> Option<u64> {
         let bytes = STANDARD.decode(v.trim()).ok()?;
         (bytes.len() == width / 8).then(|| bytes.iter().fold(0u64, |acc, x| (acc << 8) | u64::from(*x)))
     };
-    let combined = crc_combine(poly, width, decode(a)?, decode(b)?, b_len);
+    let combined = crc_fast::checksum_combine(crc, decode(a)?, decode(b)?, b_len);
     let bytes = combined.to_be_bytes();
     Some(STANDARD.encode(&bytes[8 - width / 8..]))
-}
-
-/// zlib's crc32_combine, for any reflected CRC of `width` bits whose initial
-/// value and final xor are all ones: appending `len` zero bytes to the first
-/// message is a linear map, applied by repeated squaring of its GF(2) matrix.
-fn crc_combine(poly: u64, width: usize, mut crc1: u64, crc2: u64, mut len: u64) -> u64 {
-    fn times(mat: &[u64], mut vec: u64) -> u64 {
-        let mut sum = 0;
-        let mut i = 0;
-        while vec != 0 {
-            if vec & 1 == 1 {
-                sum ^= mat[i];
-            }
-            vec >>= 1;
-            i += 1;
-        }
-        sum
-    }
-    fn square(mat: &[u64]) -> Vec<u64> {
-        mat.iter().map(|&row| times(mat, row)).collect()
-    }
-    if len == 0 {
-        return crc1;
-    }
-    // The operator for one zero bit, then two, then four.
-    let mut odd = vec![0u64; width];
-    odd[0] = poly;
-    for (n, row) in odd.iter_mut().enumerate().skip(1) {
-        *row = 1 << (n - 1);
-    }
-    let mut even = square(&odd);
-    odd = square(&even);
-    // Each round squares the operator (one zero byte, two, four, ...) and
-    // applies it where `len` has a one bit.
-    loop {
-        even = square(&odd);
-        if len & 1 == 1 {
-            crc1 = times(&even, crc1);
-        }
-        len >>= 1;
-        if len == 0 {
-            break;
-        }
-        odd = square(&even);
-        if len & 1 == 1 {
-            crc1 = times(&odd, crc1);
-        }
-        len >>= 1;
-        if len == 0 {
-            break;
-        }
-    }
-    crc1 ^ crc2
 }
 
 /// A running checksum of one algorithm.

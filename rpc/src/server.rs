@@ -1,7 +1,8 @@
 //! The receiving half of the internal transport, for axum services.
 //!
 //! Owns: [`authenticate`], the one check every internal route runs behind,
-//! and the shape of every answer: [`json`] and [`error`] ([`ErrorBody`]).
+//! the shape of every answer ([`json`] and [`error`], with [`ErrorBody`]),
+//! and the accept loop ([`serve`]: TCP_NODELAY, graceful shutdown).
 //!
 //! Invariants:
 //! - No route runs for a request whose SigV4 signature does not verify with
@@ -131,4 +132,20 @@ pub async fn authenticate(req: Request, internal: &Signer, policy: &Policy<'_>) 
         }
     };
     Ok(Request::from_parts(parts, body))
+}
+
+/// Serves `app` on `listener` (TCP_NODELAY on every accepted socket) until
+/// `shutdown` completes, then lets in-flight requests finish.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    app: axum::Router,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    use axum::serve::ListenerExt;
+    let listener = listener.tap_io(|tcp| {
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::warn!(error = %e, "could not set TCP_NODELAY");
+        }
+    });
+    axum::serve(listener, app).with_graceful_shutdown(shutdown).await
 }

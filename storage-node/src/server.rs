@@ -4,7 +4,8 @@
 //! and the two stores (`shard_store`, `meta_store`).
 //!
 //! Invariants:
-//! - Nothing is routed before the request's signature is verified (`auth`):
+//! - Nothing is routed before the request's signature is verified
+//!   (`sillok_rpc::server::authenticate`):
 //!   unsigned, badly signed, wrongly keyed or skewed requests get a 403 and
 //!   change nothing. Bodies signed by hash are read (at most [`MAX_JSON_BODY`])
 //!   and checked against the signed SHA-256 before any handler sees them;
@@ -39,7 +40,6 @@ use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use axum::serve::ListenerExt;
 use bytes::Bytes;
 use futures::StreamExt;
 use http_body_util::BodyExt;
@@ -155,12 +155,7 @@ impl BoundNode {
         let BoundNode { listener, addr, state } = self;
         let node = state.id;
         let app = router(state.clone());
-        let listener = listener.tap_io(|tcp| {
-            if let Err(e) = tcp.set_nodelay(true) {
-                tracing::warn!(error = %e, "could not set TCP_NODELAY");
-            }
-        });
-        let res = axum::serve(listener, app).with_graceful_shutdown(shutdown).await;
+        let res = sillok_rpc::server::serve(listener, app, shutdown).await;
         tracing::info!(%node, %addr, "storage node stopped");
         match Arc::try_unwrap(state) {
             Ok(st) => st.meta.close().await,
