@@ -50,7 +50,8 @@ $LG --objects-only 1MiB --count 100 --seed 2 --puts-only >"$OUT/put-1MiB.txt" 2>
 printf 'round\tgets\terrors\tmismatches\tops/s(sum of the two sizes)\tp99_ms\n' >"$OUT/rounds.tsv"
 gets "healthy" "$S3_ENDPOINT"
 say "healthy round: $(tail -1 "$OUT/rounds.tsv")"
-for site in $(ls "$DATA/sites" | grep '\.pids$'); do kill -9 "$(head -1 "$DATA/sites/$site")"; done
+# sites/<site>.procs names each process's role: `replica <id> <pid>`, `node <id> <pid>`.
+for procs in "$DATA"/sites/*.procs; do kill -9 $(awk '$1 == "replica" {print $3}' "$procs"); done
 DOWN=$(date +%s)
 say "killed every catalog replica at $(date -u +%T)"
 if ./target/release/sillok admin status --timeout-secs 3 >/dev/null 2>&1; then say "ERROR: the catalog still answers"; exit 1; fi

@@ -1,7 +1,7 @@
 //! Catalog replicas in one process on loopback: election, seeding, writes
 //! through any replica, refusals, restart from disk, and catch-up by
 //! snapshot of a replica that missed compacted entries. (Process-level
-//! failure tests, kill -9 and SIGSTOP, are in the workspace's tests/catalog.rs.)
+//! failure tests, kill -9 and SIGSTOP, are in the workspace's tests/e2e/catalog.rs.)
 
 /// Machine-wide loopback port reservations: dev-only code that lives with
 /// `sillok dev` (src/dev_ports.rs) and is compiled into this target as is.

@@ -9,6 +9,9 @@
 //! - `sites/<site>.pids`: the PIDs of that site's processes (its catalog
 //!   replica first, then its nodes), one a line (a site drill is
 //!   `kill -9 $(cat sites/site-a.pids)`); `gateway.pid`;
+//! - `sites/<site>.procs`: the same processes with their roles, one a line:
+//!   `replica <replica id> <pid>` or `node <node id> <pid>` (for tests and
+//!   drills that pick one process);
 //! - `sites/<site>/catalog-<id>/`: the site's catalog replica (Raft log,
 //!   catalog, snapshots);
 //! - `sites/<site>/node-<id>/`: each node's shards, metadata and last map;
@@ -107,8 +110,8 @@ pub async fn run(a: DevArgs) -> anyhow::Result<()> {
         .iter()
         .filter_map(|r| Some((format!("catalog replica {}", r.id), r.addr.parse().ok()?)))
         .collect();
-    let mut site_pids: Vec<(String, String)> = Vec::new();
-    let started = start_replicas(&exe, &data, &cluster, &cluster_path, &a.catalog_args, &mut procs, &mut site_pids)
+    let mut site_files: Vec<SiteFiles> = Vec::new();
+    let started = start_replicas(&exe, &data, &cluster, &cluster_path, &a.catalog_args, &mut procs, &mut site_files)
         .and_then(|()| wait_listening(&replica_addrs, &mut procs, &data));
     if let Err(e) = started {
         stop_all(&mut procs);
@@ -119,7 +122,7 @@ pub async fn run(a: DevArgs) -> anyhow::Result<()> {
         stop_all(&mut procs);
         return Err(e.context(format!("see the catalog logs in {}/logs/", data.display())));
     }
-    let started = start_nodes(&exe, &data, &cluster, &cluster_path, &mut procs, &mut site_pids)
+    let started = start_nodes(&exe, &data, &cluster, &cluster_path, &mut procs, &mut site_files)
         .and_then(|()| wait_listening(&node_addrs, &mut procs, &data))
         .and_then(|()| start_gateway(&exe, &data, &cluster_path, gateway_listen, &a.gateway_args, &mut procs))
         .and_then(|()| wait_gateway_addr(&data, &mut procs))
@@ -276,7 +279,7 @@ fn start_replicas(
     cluster_path: &Path,
     extra: &[String],
     procs: &mut Vec<Proc>,
-    site_pids: &mut Vec<(String, String)>,
+    site_files: &mut Vec<SiteFiles>,
 ) -> anyhow::Result<()> {
     for r in &cluster.catalog_replicas {
         let dir = data.join("sites").join(&r.site).join(format!("catalog-{}", r.id));
@@ -292,17 +295,29 @@ fn start_replicas(
         args.extend(extra.iter().cloned());
         let name = format!("{}-catalog-{}", r.site, r.id);
         let child = spawn(exe, &args, &data.join("logs").join(format!("{name}.log")))?;
-        add_pid(site_pids, &r.site, child.id());
+        add_pid(site_files, &r.site, "replica", r.id, child.id());
         procs.push(Proc { name, child, exited: false });
     }
     Ok(())
 }
 
-fn add_pid(site_pids: &mut Vec<(String, String)>, site: &str, pid: u32) {
-    match site_pids.iter_mut().find(|(s, _)| s == site) {
-        Some((_, p)) => p.push_str(&format!("{pid}\n")),
-        None => site_pids.push((site.to_string(), format!("{pid}\n"))),
-    }
+/// What `sites/<site>.pids` and `sites/<site>.procs` will hold.
+struct SiteFiles {
+    site: String,
+    pids: String,
+    procs: String,
+}
+
+fn add_pid(site_files: &mut Vec<SiteFiles>, site: &str, role: &str, id: u64, pid: u32) {
+    let i = match site_files.iter().position(|f| f.site == site) {
+        Some(i) => i,
+        None => {
+            site_files.push(SiteFiles { site: site.to_string(), pids: String::new(), procs: String::new() });
+            site_files.len() - 1
+        }
+    };
+    site_files[i].pids.push_str(&format!("{pid}\n"));
+    site_files[i].procs.push_str(&format!("{role} {id} {pid}\n"));
 }
 
 fn spawn(exe: &Path, args: &[String], log: &Path) -> anyhow::Result<Child> {
@@ -332,7 +347,7 @@ fn start_nodes(
     cluster: &ClusterFile,
     cluster_path: &Path,
     procs: &mut Vec<Proc>,
-    site_pids: &mut Vec<(String, String)>,
+    site_files: &mut Vec<SiteFiles>,
 ) -> anyhow::Result<()> {
     let cluster_arg = cluster_path.display().to_string();
     std::fs::create_dir_all(data.join("sites"))?;
@@ -350,12 +365,13 @@ fn start_nodes(
             ];
             let name = format!("{}-node-{}", site.id, node.id.0);
             let child = spawn(exe, &args, &data.join("logs").join(format!("{name}.log")))?;
-            add_pid(site_pids, &site.id, child.id());
+            add_pid(site_files, &site.id, "node", node.id.0.into(), child.id());
             procs.push(Proc { name, child, exited: false });
         }
     }
-    for (site, pids) in site_pids.iter() {
-        write_atomic(&data.join("sites").join(format!("{site}.pids")), pids.as_bytes())?;
+    for f in site_files.iter() {
+        write_atomic(&data.join("sites").join(format!("{}.pids", f.site)), f.pids.as_bytes())?;
+        write_atomic(&data.join("sites").join(format!("{}.procs", f.site)), f.procs.as_bytes())?;
     }
     Ok(())
 }

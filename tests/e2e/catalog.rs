@@ -4,19 +4,18 @@
 //! dies. The only timing promise checked is the issue's: after the leader is
 //! killed, a new leader commits a change within 5 s.
 
-mod common;
-
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::process::{Child, Command as Proc};
 use std::time::{Duration, Instant};
 
-use common::*;
 use sillok_catalog::api::Status;
 use sillok_catalog::state::{Bucket, Command, STANDARD};
 use sillok_catalog::{CatalogClient, ClientTimeouts};
 use sillok_placement::{NodeId, NodeState};
 use sillok_rpc::auth::Signer;
+
+use crate::support::*;
 
 const SIGKILL: i32 = 9;
 const SIGCONT: i32 = 18;
@@ -164,39 +163,37 @@ fn bucket(name: &str) -> Command {
 
 /// Waits until the catalog is seeded and has a leader; returns that status.
 async fn wait_leader(c: &CatalogClient, not: Option<u64>) -> Status {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        if let Ok(s) = c.status().await
-            && s.bootstrapped
-            && s.leader.is_some()
-            && s.leader != not
-        {
-            return s;
-        }
-        assert!(Instant::now() < deadline, "no seeded leader (other than {not:?}) after 30 s");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_until(Duration::from_secs(30), format!("a seeded leader (other than {not:?})"), async || {
+        c.status().await.ok().filter(|s| s.bootstrapped && s.leader.is_some() && s.leader != not)
+    })
+    .await
 }
 
 /// Waits until the given replicas report the same applied index (≥ `min`) and
 /// the same catalog digest; returns the digest.
 async fn converged(r: &Replicas, ids: &[u64], min: u64) -> String {
     let c = r.client();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let mut seen = Vec::new();
-        for id in ids {
-            if let Ok(s) = c.status_of(&r.addr(*id)).await {
-                seen.push((s.applied_index, s.catalog_digest, s.term));
+    wait_until(
+        Duration::from_secs(30),
+        format!("replicas {ids:?} to converge at index >= {min} (seen: (applied index, digest, term))"),
+        async || {
+            let mut seen = Vec::new();
+            for id in ids {
+                if let Ok(s) = c.status_of(&r.addr(*id)).await {
+                    seen.push((s.applied_index, s.catalog_digest, s.term));
+                }
             }
-        }
-        if seen.len() == ids.len() && seen[0].0 >= min && seen.windows(2).all(|w| w[0].0 == w[1].0 && w[0].1 == w[1].1)
-        {
-            return seen[0].1.clone();
-        }
-        assert!(Instant::now() < deadline, "replicas {ids:?} did not converge at index >= {min}: {seen:?}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+            if seen.len() == ids.len()
+                && seen[0].0 >= min
+                && seen.windows(2).all(|w| w[0].0 == w[1].0 && w[0].1 == w[1].1)
+            {
+                Ok(seen[0].1.clone())
+            } else {
+                Err(format!("{seen:?}"))
+            }
+        },
+    )
+    .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -289,8 +286,7 @@ async fn killing_the_leaders_replica_a_new_leader_commits_within_5s_and_s3_keeps
     s3.create_bucket().bucket("media").send().await.unwrap();
     put(&s3, "media", "warm", pattern(1000, 1)).await;
 
-    // The replica is the first process in its site's pids file.
-    let pid = cluster.site_pids(&leader_site)[0];
+    let pid = cluster.replica_pid(&leader_site);
     let killed = Instant::now();
     assert_eq!(signal(pid, SIGKILL), 0);
     // S3 traffic while the catalog elects.
@@ -392,11 +388,10 @@ async fn replicas_join_and_leave_through_membership_changes_and_five_survive_two
     .unwrap();
     // The newcomers caught up.
     for addr in [&a4, &a5] {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while c5.status_of(addr).await.map(|s| s.applied_index).unwrap_or(0) < last {
-            assert!(Instant::now() < deadline, "{addr} did not catch up");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        wait_until(Duration::from_secs(20), format!("{addr} to catch up to index {last}"), async || {
+            c5.status_of(addr).await.map(|s| s.applied_index).unwrap_or(0) >= last
+        })
+        .await;
     }
     // Two of five lost, the leader among them: the other three go on.
     let leader = c5.status().await.unwrap().leader.unwrap();

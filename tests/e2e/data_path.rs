@@ -1,9 +1,9 @@
 //! The erasure-coded data path end to end: real `sillok dev` processes, the
 //! real aws-sdk-s3 client, byte-exact checks.
 
-mod common;
+use std::time::{Duration, Instant};
 
-use common::*;
+use crate::support::*;
 
 const KIB: usize = 1024;
 const MIB: usize = 1024 * 1024;
@@ -202,9 +202,36 @@ async fn node_api_refuses_unsigned_requests_and_changes_nothing() {
     assert_same(&get(&c, "bkt", "k", None).await, &body, "object intact");
 }
 
-/// A hung node (SIGSTOP: the process exists, its socket accepts, nothing answers)
-/// is worse than a dead one. Reads must fall back to parity after the block
-/// deadline and writes must not hang; when it resumes, all is well.
+/// How long any one request may take while processes of the cluster are
+/// hung: a bound on behaviour, not a benchmark. The gateway gives up on a hung
+/// node within its deadlines (by default 0.5 s to connect, 5 s for a response
+/// head or a quiet gap, a stalled shard upload dropped after 5 s and a shard
+/// upload's answer awaited 10 s at most; the hung node is then suspect and the
+/// SDK's retry of a PUT that could not be made durable writes around it), so a
+/// request slower than this is waiting on a hung process, even on a loaded
+/// 2-core machine.
+const HUNG_REQUEST_BOUND: Duration = Duration::from_secs(20);
+
+/// Runs one request through the gateway and asserts it ends within
+/// [`HUNG_REQUEST_BOUND`]; returns its result and how long it took.
+async fn bounded<T>(what: &str, request: impl Future<Output = T>) -> (T, Duration) {
+    let started = Instant::now();
+    let out = request.await;
+    let took = started.elapsed();
+    assert!(
+        took < HUNG_REQUEST_BOUND,
+        "{what} took {:.1} s with processes hung: more than the {} s bound",
+        took.as_secs_f64(),
+        HUNG_REQUEST_BOUND.as_secs()
+    );
+    (out, took)
+}
+
+/// A hung storage node (SIGSTOP: the process exists, its socket accepts,
+/// nothing answers) is worse than a dead one. Reads must fall back to parity
+/// after the block deadline and writes must not hang: every GET and PUT while
+/// it is stopped succeeds byte-exact within [`HUNG_REQUEST_BOUND`]. When it
+/// resumes, all is well.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hung_node_slows_nothing_for_long_and_loses_nothing() {
     let cluster =
@@ -217,20 +244,116 @@ async fn a_hung_node_slows_nothing_for_long_and_loses_nothing() {
         put(&c, "hung", &format!("o{i}"), body.clone()).await;
         objects.push((format!("o{i}"), body));
     }
-    let victim = cluster.site_pids(&cluster.sites()[1])[0];
-    let stop = |sig: i32| signal(victim, sig);
-    assert_eq!(stop(19), 0, "SIGSTOP");
+    // One storage node of site-b (4+2 over 3 sites x 2 nodes: it holds a shard
+    // of every object).
+    let victim = cluster.node_pids(&cluster.sites()[1])[0];
+    assert_process(victim, "node");
+    let hung = Stopped::stop(&[victim]).await;
+    let (mut slowest_get, mut slowest_put) = (Duration::ZERO, Duration::ZERO);
+    // Reads and writes go on (the SDK retries a PUT the gateway could not make
+    // durable): a first GET and PUT at once, before the gateway's health probe
+    // has noticed the node.
+    let first = pattern(2 * MIB + 7, 899);
+    let (((), put_took), (got, get_took)) = tokio::join!(
+        bounded("the first PUT", put(&c, "hung", "first", first.clone())),
+        bounded("the first GET", get(&c, "hung", "o5", None)),
+    );
+    assert_same(&got, &objects[5].1, "o5 right after the node hung");
+    slowest_put = slowest_put.max(put_took);
+    slowest_get = slowest_get.max(get_took);
+    objects.push(("first".to_string(), first));
     for (key, body) in &objects {
-        assert_same(&get(&c, "hung", key, None).await, body, &format!("{key} with a hung node"));
+        let (got, took) = bounded(&format!("GET {key}"), get(&c, "hung", key, None)).await;
+        assert_same(&got, body, &format!("{key} with a hung node"));
+        slowest_get = slowest_get.max(took);
     }
-    // Writes go on too (the SDK retries a PUT the gateway could not make durable).
     for i in 0..3 {
         let body = pattern(2 * MIB + i, 900 + i as u64);
-        put(&c, "hung", &format!("w{i}"), body.clone()).await;
-        objects.push((format!("w{i}"), body));
+        let key = format!("w{i}");
+        let ((), took) = bounded(&format!("PUT {key}"), put(&c, "hung", &key, body.clone())).await;
+        slowest_put = slowest_put.max(took);
+        let (got, took) = bounded(&format!("GET {key}"), get(&c, "hung", &key, None)).await;
+        assert_same(&got, &body, &format!("{key} written while a node is hung"));
+        slowest_get = slowest_get.max(took);
+        objects.push((key, body));
     }
-    assert_eq!(stop(18), 0, "SIGCONT");
+    hung.resume().await;
+    assert_process(victim, "node");
     for (key, body) in &objects {
         assert_same(&get(&c, "hung", key, None).await, body, &format!("{key} after the node resumed"));
     }
+    eprintln!("with a hung node: slowest GET {slowest_get:?}, slowest PUT {slowest_put:?}");
+}
+
+/// A whole site hung at once: SIGSTOP of every process of the catalog
+/// leader's site (its replica and its storage nodes), with the gateway's
+/// default deadlines. The catalog elects elsewhere; reads reconstruct from
+/// the other sites and writes go around the hung nodes: every GET and PUT
+/// while the site is stopped succeeds byte-exact within
+/// [`HUNG_REQUEST_BOUND`]. After SIGCONT, everything reads back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_whole_hung_site_slows_nothing_for_long_and_loses_nothing() {
+    let cluster = DevCluster::start();
+    let c = cluster.client();
+    c.create_bucket().bucket("frozen").send().await.unwrap();
+    let mut objects = Vec::new();
+    for (i, size) in [0, 1, 5 * KIB, 100 * KIB, MIB + 1, 3 * MIB + 12345].into_iter().enumerate() {
+        let body = pattern(size, 700 + i as u64);
+        put(&c, "frozen", &format!("o{i}"), body.clone()).await;
+        objects.push((format!("o{i}"), body));
+    }
+    let site = cluster.leader_site().await;
+    let replica = cluster.replica_pid(&site);
+    assert_process(replica, "catalog");
+    let nodes = cluster.node_pids(&site);
+    for &pid in &nodes {
+        assert_process(pid, "node");
+    }
+    let mut every = [vec![replica], nodes.clone()].concat();
+    every.sort();
+    let mut listed = cluster.site_pids(&site);
+    listed.sort();
+    assert_eq!(every, listed, "the replica and the nodes are every process of {site}");
+    let hung = Stopped::stop(&every).await;
+
+    let (mut slowest_get, mut slowest_put) = (Duration::ZERO, Duration::ZERO);
+    // A first GET and PUT at once, before the gateway's health probe has
+    // noticed the site.
+    let first = pattern(MIB + 99, 799);
+    let (((), put_took), (got, get_took)) = tokio::join!(
+        bounded("the first PUT", put(&c, "frozen", "first", first.clone())),
+        bounded("the first GET", get(&c, "frozen", "o5", None)),
+    );
+    assert_same(&got, &objects[5].1, &format!("o5 right after {site} hung"));
+    slowest_put = slowest_put.max(put_took);
+    slowest_get = slowest_get.max(get_took);
+    objects.push(("first".to_string(), first));
+    for (key, body) in &objects {
+        let (got, took) = bounded(&format!("GET {key}"), get(&c, "frozen", key, None)).await;
+        assert_same(&got, body, &format!("{key} with {site} hung"));
+        slowest_get = slowest_get.max(took);
+    }
+    let (key, body) = &objects[5];
+    assert!(body.len() > 2_500_000);
+    let (got, took) = bounded("a range GET", get(&c, "frozen", key, Some("bytes=1000-2500000".into()))).await;
+    assert_same(&got, &body[1000..=2_500_000], &format!("a range of {key} with {site} hung"));
+    slowest_get = slowest_get.max(took);
+    for (i, size) in [2 * MIB + 3, 1000, 300 * KIB].into_iter().enumerate() {
+        let body = pattern(size, 800 + i as u64);
+        let key = format!("w{i}");
+        let ((), took) = bounded(&format!("PUT {key}"), put(&c, "frozen", &key, body.clone())).await;
+        slowest_put = slowest_put.max(took);
+        let (got, took) = bounded(&format!("GET {key}"), get(&c, "frozen", &key, None)).await;
+        assert_same(&got, &body, &format!("{key} written while {site} is hung"));
+        slowest_get = slowest_get.max(took);
+        objects.push((key, body));
+    }
+
+    hung.resume().await;
+    for (key, body) in &objects {
+        assert_same(&get(&c, "frozen", key, None).await, body, &format!("{key} after {site} resumed"));
+    }
+    let listed = c.list_objects_v2().bucket("frozen").send().await.unwrap();
+    assert_eq!(listed.key_count(), Some(objects.len() as i32));
+    eprintln!("with {site} hung: slowest GET {slowest_get:?}, slowest PUT {slowest_put:?}");
 }

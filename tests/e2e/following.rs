@@ -6,36 +6,19 @@
 //! the newer one, and with every catalog replica killed the gateways and
 //! nodes keep serving (and restart) from the copies they saved.
 
-mod common;
-
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use aws_sdk_s3::error::ProvideErrorMetadata;
-use common::*;
 use sillok_storage_node::{NodeClient, Timeouts};
+
+use crate::support::*;
 
 const SIGKILL: i32 = 9;
 
 fn code<E: ProvideErrorMetadata>(e: &aws_sdk_s3::error::SdkError<E>) -> String {
     e.as_service_error().and_then(|s| s.code()).unwrap_or("(no service error)").to_string()
-}
-
-/// The leader's site, from `sillok admin status --json`.
-fn leader_site(c: &DevCluster) -> String {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let out = c.admin(&["status", "--json"]);
-        if out.status.success() {
-            let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-            if let Some(s) = v["leader_site"].as_str() {
-                return s.to_string();
-            }
-        }
-        assert!(Instant::now() < deadline, "no catalog leader after 30 s");
-        std::thread::sleep(Duration::from_millis(100));
-    }
 }
 
 /// The epoch a gateway reports in its metrics.
@@ -57,20 +40,16 @@ async fn reqwest_text(url: &str) -> String {
 }
 
 async fn wait_node_epochs(c: &DevCluster, epoch: u64) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
+    wait_until(Duration::from_secs(30), format!("every node to reach epoch {epoch}"), async || {
         let secret = c.cluster_file()["cluster_secret"].as_str().unwrap().to_string();
         let client = NodeClient::new(&secret, Timeouts::default());
         let mut all = true;
         for (_, _, addr) in c.nodes() {
             all &= client.health(&addr).await.is_ok_and(|node_epoch| node_epoch >= epoch);
         }
-        if all {
-            return;
-        }
-        assert!(Instant::now() < deadline, "the nodes did not all reach epoch {epoch} within 30 s");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+        all
+    })
+    .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -117,16 +96,14 @@ async fn buckets_and_keys_made_with_admin_are_usable_at_once_and_a_revoked_key_s
 
     // Revoked: refused by the gateway once it has followed the change.
     c.admin_ok(&["key", "revoke", id]);
-    let deadline = Instant::now() + Duration::from_secs(15);
-    loop {
+    wait_until(Duration::from_secs(15), "the revoked key to be refused", async || {
         match new_key.head_object().bucket("from-s3").key("by-new-key").send().await {
-            Err(e) if e.raw_response().is_some_and(|r| r.status().as_u16() == 403) => break,
-            Ok(_) => {}
+            Err(e) if e.raw_response().is_some_and(|r| r.status().as_u16() == 403) => true,
+            Ok(_) => false,
             Err(e) => panic!("unexpected error for a revoked key: {e:?}"),
         }
-        assert!(Instant::now() < deadline, "a revoked key still works after 15 s");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    })
+    .await;
     let err = new_key.list_objects_v2().bucket("from-s3").send().await.unwrap_err();
     assert_eq!(code(&err), "InvalidAccessKeyId");
     // Unknown buckets are still NoSuchBucket.
@@ -145,7 +122,7 @@ async fn bucket_creations_through_two_gateways_while_the_leader_is_killed_lose_n
     let c = DevCluster::start();
     let second = c.start_gateway("gateway-2", &[]);
     let gateways = [Arc::new(c.client()), Arc::new(second.client())];
-    let leader_pid = c.site_pids(&leader_site(&c))[0];
+    let leader_pid = c.replica_pid(&c.leader_site().await);
 
     // 900 distinct names, alternating gateways, plus 50 names sent to both
     // gateways at once (100 requests): 1,000 creations in all.
@@ -256,9 +233,9 @@ async fn with_every_replica_killed_gateways_and_nodes_serve_and_restart_from_the
     c.admin_ok(&["node", "up", "n6"]);
     wait_node_epochs(&c, 3).await;
 
-    // Every catalog replica is the first pid of its site's file.
+    // Every site's catalog replica.
     for site in c.sites() {
-        assert_eq!(signal(c.site_pids(&site)[0], SIGKILL), 0);
+        assert_eq!(signal(c.replica_pid(&site), SIGKILL), 0);
     }
     let out = c.admin(&["status", "--timeout-secs", "3"]);
     assert!(!out.status.success(), "status answered with every replica dead");
@@ -289,7 +266,7 @@ async fn with_every_replica_killed_gateways_and_nodes_serve_and_restart_from_the
     // A storage node restarted now starts from its saved map (epoch 3), not
     // from the cluster file's (epoch 1).
     let (_, site, addr) = c.nodes().into_iter().find(|(id, _, _)| *id == 1).unwrap();
-    let node_pid = c.site_pids(&site)[1];
+    let node_pid = c.node_pid(1);
     assert_eq!(signal(node_pid, SIGKILL), 0);
     let log = std::fs::File::create(c.dir.path().join("logs").join("node-1-restarted.log")).unwrap();
     let mut node = std::process::Command::new(env!("CARGO_BIN_EXE_sillok"))
@@ -302,15 +279,9 @@ async fn with_every_replica_killed_gateways_and_nodes_serve_and_restart_from_the
         .spawn()
         .unwrap();
     let secret = c.cluster_file()["cluster_secret"].as_str().unwrap().to_string();
-    let deadline = Instant::now() + Duration::from_secs(30);
     let client = NodeClient::new(&secret, Timeouts::default());
-    let node_epoch = loop {
-        if let Ok(e) = client.health(&addr).await {
-            break e;
-        }
-        assert!(Instant::now() < deadline, "the restarted node does not answer");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    let node_epoch =
+        wait_until(Duration::from_secs(30), "the restarted node to answer", async || client.health(&addr).await).await;
     assert_eq!(node_epoch, 3, "the node restarted on an older map");
     for (key, body) in &objects {
         assert_same(&get(&s3, "photos", key, None).await, body, "GET after the node restart");
@@ -339,11 +310,10 @@ async fn set_weights(c: &DevCluster, nodes: &[&str], weight: &str) {
 }
 
 async fn wait_gateway_epoch(endpoint: &str, epoch: u64) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while gateway_epoch(endpoint).await < epoch {
-        assert!(Instant::now() < deadline, "the gateway did not follow epoch {epoch} within 30 s");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_until(Duration::from_secs(30), format!("the gateway to follow epoch {epoch}"), async || {
+        gateway_epoch(endpoint).await >= epoch
+    })
+    .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

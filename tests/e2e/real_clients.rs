@@ -12,15 +12,13 @@
 //!
 //! `SILLOK_CLIENT_LOGS=<dir>` keeps each client's output and gateway log there.
 
-mod common;
-
 use std::io::Write;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::support::*;
 
 /// A command that must exit 0 for a client to count as installed.
 struct Probe {

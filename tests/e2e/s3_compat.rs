@@ -4,8 +4,6 @@
 //! batch deletes, conditional requests, additional checksums (header and
 //! aws-chunked trailer), virtual-host addressing, request ids, and limits.
 
-mod common;
-
 use std::time::{Duration, SystemTime};
 
 use aws_sdk_s3::error::ProvideErrorMetadata;
@@ -14,9 +12,10 @@ use aws_sdk_s3::types::{
     ChecksumAlgorithm, ChecksumMode, CompletedMultipartUpload, CompletedPart, Delete, MetadataDirective,
     ObjectIdentifier,
 };
-use common::*;
 use http_body_util::{BodyExt, Full};
 use md5::{Digest, Md5};
+
+use crate::support::*;
 
 const MIB: usize = 1 << 20;
 
@@ -227,15 +226,22 @@ async fn abandoned_uploads_are_swept_and_their_shards_removed() {
     assert!(cluster.shard_files().len() >= before + 6, "the part's 6 shards are on disk");
 
     // Wait (bounded) for the sweeper: the upload disappears and so do the shards.
-    let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    loop {
-        let gone = c.list_multipart_uploads().bucket("sweep").send().await.unwrap().uploads().is_empty();
-        if gone && cluster.shard_files().len() == before {
-            break;
-        }
-        assert!(std::time::Instant::now() < deadline, "abandoned upload not swept:\n{}", cluster.log());
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
+    wait_until(
+        Duration::from_secs(60),
+        lazily(|| {
+            format!("the abandoned upload and its shards to be swept; the gateway log:\n{}", cluster.gateway_log())
+        }),
+        async || {
+            let gone = c.list_multipart_uploads().bucket("sweep").send().await.unwrap().uploads().is_empty();
+            let shards = cluster.shard_files().len();
+            if gone && shards == before {
+                Ok(())
+            } else {
+                Err(format!("upload listed: {}, shard files: {shards} (before the upload: {before})", !gone))
+            }
+        },
+    )
+    .await;
     let err = c.list_parts().bucket("sweep").key("left").upload_id(&id).send().await.unwrap_err();
     assert_eq!(err.code(), Some("NoSuchUpload"));
 }

@@ -2,10 +2,9 @@
 //! buckets, objects, listing with prefix/delimiter/max-keys/continuation,
 //! presigned GET and PUT, and S3 error codes.
 
-mod common;
-
 use aws_sdk_s3::error::ProvideErrorMetadata;
-use common::*;
+
+use crate::support::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn buckets_objects_and_listing() {

@@ -1,23 +1,30 @@
 //! Test harness: a real `sillok dev` cluster (the same code path as the README's
-//! first command) in a temporary directory, plus S3 clients that talk to it.
-//! Dropping a `DevCluster` sends SIGTERM to `sillok dev`, which stops every
-//! process it started (and they die with it anyway: PR_SET_PDEATHSIG).
+//! first command) in a temporary directory, typed access to its processes,
+//! S3 clients that talk to it, and [`wait_until`], the one way these tests
+//! wait for something. Dropping a `DevCluster` sends SIGTERM to `sillok dev`,
+//! which stops every process it started (and they die with it anyway:
+//! PR_SET_PDEATHSIG).
 
 #![allow(dead_code)]
 
 /// Machine-wide loopback port reservations: dev-only code that lives with
-/// `sillok dev` (src/dev_ports.rs) and is compiled into this target as is.
+/// `sillok dev` (src/dev_ports.rs) and is compiled into this target as is
+/// (the path is relative to this file's folder, tests/e2e/).
 #[path = "../../src/dev_ports.rs"]
 mod ports;
 
 use std::collections::HashMap;
 use std::ffi::OsString;
+use std::fmt::Display;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use aws_credential_types::Credentials;
 use aws_sdk_s3::config::{BehaviorVersion, Region};
+
+const SIGCONT: i32 = 18;
+const SIGSTOP: i32 = 19;
 
 pub struct DevCluster {
     pub dir: tempfile::TempDir,
@@ -39,14 +46,18 @@ impl DevCluster {
         let child = spawn_sillok(&args, &dir.path().join("dev.log"));
         let mut c = DevCluster { dir, child, env: HashMap::new() };
         let env_path = c.dir.path().join("cluster.env");
-        let deadline = Instant::now() + Duration::from_secs(120);
-        while !env_path.exists() {
-            if let Ok(Some(status)) = c.child.try_wait() {
-                panic!("sillok dev exited ({status}) before the cluster was up:\n{}", c.log());
-            }
-            assert!(Instant::now() < deadline, "cluster not up after 120 s:\n{}", c.log());
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        let dev_log = c.dir.path().join("dev.log");
+        // `sillok dev` writes cluster.env once everything is up.
+        wait_until_blocking(
+            Duration::from_secs(120),
+            lazily(|| format!("the dev cluster to be up; its log:\n{}", read_log(&dev_log))),
+            || {
+                if let Ok(Some(status)) = c.child.try_wait() {
+                    panic!("sillok dev exited ({status}) before the cluster was up:\n{}", read_log(&dev_log));
+                }
+                env_path.exists()
+            },
+        );
         for line in std::fs::read_to_string(&env_path).unwrap().lines() {
             if let Some((k, v)) = line.strip_prefix("export ").and_then(|l| l.split_once('=')) {
                 c.env.insert(k.to_string(), v.to_string());
@@ -55,8 +66,14 @@ impl DevCluster {
         c
     }
 
+    /// The output of `sillok dev` itself (each process's log is in `logs/`).
     pub fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.path().join("dev.log")).unwrap_or_default()
+        read_log(&self.dir.path().join("dev.log"))
+    }
+
+    /// The log of the dev cluster's own gateway.
+    pub fn gateway_log(&self) -> String {
+        read_log(&self.dir.path().join("logs").join("gateway.log"))
     }
 
     pub fn endpoint(&self) -> String {
@@ -104,12 +121,69 @@ impl DevCluster {
             .collect()
     }
 
+    /// Every pid of `sites/<site>.pids`, the file of the README's site drill
+    /// (`kill -9 $(cat sillok-dev/sites/site-a.pids)`): for a test that acts on
+    /// a whole site. To pick one process, use [`DevCluster::replica_pid`],
+    /// [`DevCluster::node_pids`] or [`DevCluster::node_pid`].
     pub fn site_pids(&self, site: &str) -> Vec<i32> {
         std::fs::read_to_string(self.dir.path().join("sites").join(format!("{site}.pids")))
             .unwrap()
             .lines()
             .filter_map(|l| l.trim().parse().ok())
             .collect()
+    }
+
+    /// Every process of `site` with its role and id, from `sites/<site>.procs`
+    /// (`replica <id> <pid>` and `node <id> <pid>` lines, written by `sillok dev`).
+    pub fn site_procs(&self, site: &str) -> Vec<SiteProc> {
+        let path = self.dir.path().join("sites").join(format!("{site}.procs"));
+        let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        text.lines()
+            .filter(|l| !l.trim().is_empty())
+            .map(|l| {
+                let parse = || -> Option<SiteProc> {
+                    let mut f = l.split_whitespace();
+                    let role = match f.next()? {
+                        "replica" => Role::Replica,
+                        "node" => Role::Node,
+                        _ => return None,
+                    };
+                    let p = SiteProc { role, id: f.next()?.parse().ok()?, pid: f.next()?.parse().ok()? };
+                    f.next().is_none().then_some(p)
+                };
+                parse().unwrap_or_else(|| panic!("{}: bad line {l:?}", path.display()))
+            })
+            .collect()
+    }
+
+    /// The pid of `site`'s catalog replica (`sillok dev` runs one per site).
+    pub fn replica_pid(&self, site: &str) -> i32 {
+        let replicas: Vec<i32> =
+            self.site_procs(site).into_iter().filter(|p| p.role == Role::Replica).map(|p| p.pid).collect();
+        assert_eq!(replicas.len(), 1, "{site} should have one catalog replica: {replicas:?}");
+        replicas[0]
+    }
+
+    /// The pids of `site`'s storage nodes, in the order of their ids.
+    pub fn node_pids(&self, site: &str) -> Vec<i32> {
+        let mut nodes: Vec<SiteProc> = self.site_procs(site).into_iter().filter(|p| p.role == Role::Node).collect();
+        nodes.sort_by_key(|p| p.id);
+        assert!(!nodes.is_empty(), "{site} has no storage nodes");
+        nodes.into_iter().map(|p| p.pid).collect()
+    }
+
+    /// The pid of storage node `id` (`n<id>` in `sillok admin`), whatever its site.
+    pub fn node_pid(&self, id: u64) -> i32 {
+        let (_, site, _) = self
+            .nodes()
+            .into_iter()
+            .find(|(n, _, _)| *n == id)
+            .unwrap_or_else(|| panic!("no node {id} in the cluster file"));
+        self.site_procs(&site)
+            .into_iter()
+            .find(|p| p.role == Role::Node && p.id == id)
+            .unwrap_or_else(|| panic!("node {id} is not in {site}.procs"))
+            .pid
     }
 
     /// A real site loss: `kill -9` of every process of the site.
@@ -160,6 +234,212 @@ pub fn signal(pid: i32, sig: i32) -> i32 {
     unsafe { libc_kill(pid, sig) }
 }
 
+/// What a process of a `sillok dev` site is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// The site's catalog replica (`sillok catalog`).
+    Replica,
+    /// A storage node (`sillok node`).
+    Node,
+}
+
+/// One process of a site: its role, its replica or node id, and its pid.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SiteProc {
+    pub role: Role,
+    pub id: u64,
+    pub pid: i32,
+}
+
+/// The arguments process `pid` was started with (`/proc/<pid>/cmdline`);
+/// empty if it has gone (or is a zombie).
+pub fn cmdline(pid: i32) -> Vec<String> {
+    std::fs::read(format!("/proc/{pid}/cmdline"))
+        .unwrap_or_default()
+        .split(|b| *b == 0)
+        .filter(|a| !a.is_empty())
+        .map(|a| String::from_utf8_lossy(a).into_owned())
+        .collect()
+}
+
+/// The state letter of process `pid` in `/proc/<pid>/stat` (`R`, `S`, `D`,
+/// `T` for stopped, `Z`...); `None` if it has gone.
+pub fn proc_state(pid: i32) -> Option<char> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // "pid (comm) S ...": comm may hold spaces and parentheses; the state follows the last ')'.
+    stat[stat.rfind(')')? + 1..].trim_start().chars().next()
+}
+
+/// Asserts that `pid` is a `sillok <subcommand> ...` process, e.g. that a pid
+/// the test is about to stop is a storage node (`node`) or a catalog replica
+/// (`catalog`).
+#[track_caller]
+pub fn assert_process(pid: i32, subcommand: &str) {
+    let args = cmdline(pid);
+    let exe_is_sillok = args.first().is_some_and(|a| Path::new(a).file_name().is_some_and(|n| n == "sillok"));
+    assert!(
+        exe_is_sillok && args.get(1).map(String::as_str) == Some(subcommand),
+        "pid {pid} should be `sillok {subcommand} ...` but runs {args:?}"
+    );
+}
+
+/// Processes of the test's cluster frozen with SIGSTOP: each is still there
+/// and its sockets still accept connections, but nothing answers (a hung
+/// process). Dropping this sends SIGCONT to every one (a failing test too),
+/// so no cluster is left frozen.
+pub struct Stopped {
+    pids: Vec<i32>,
+}
+
+impl Stopped {
+    /// SIGSTOPs `pids`, then waits until /proc shows every one stopped (state `T`).
+    pub async fn stop(pids: &[i32]) -> Stopped {
+        let mut stopped = Stopped { pids: Vec::new() };
+        for &pid in pids {
+            // Resumed by Drop from here on, even if a later step panics.
+            stopped.pids.push(pid);
+            assert_eq!(signal(pid, SIGSTOP), 0, "SIGSTOP {pid}");
+        }
+        for &pid in pids {
+            wait_until(Duration::from_secs(10), format!("pid {pid} to show state T after SIGSTOP"), async || {
+                match proc_state(pid) {
+                    Some('T') => Ok(()),
+                    other => Err(format!("state {other:?}")),
+                }
+            })
+            .await;
+        }
+        stopped
+    }
+
+    pub fn pids(&self) -> &[i32] {
+        &self.pids
+    }
+
+    /// SIGCONT, then waits until none of the processes shows state `T`.
+    pub async fn resume(mut self) {
+        let pids = std::mem::take(&mut self.pids);
+        for &pid in &pids {
+            assert_eq!(signal(pid, SIGCONT), 0, "SIGCONT {pid}");
+        }
+        for &pid in &pids {
+            wait_until(Duration::from_secs(10), format!("pid {pid} to run again after SIGCONT"), async || {
+                match proc_state(pid) {
+                    Some('T') | None => Err(format!("state {:?}", proc_state(pid))),
+                    Some(_) => Ok(()),
+                }
+            })
+            .await;
+        }
+    }
+}
+
+impl Drop for Stopped {
+    fn drop(&mut self) {
+        for &pid in &self.pids {
+            signal(pid, SIGCONT);
+        }
+    }
+}
+
+/// What a [`wait_until`] poll returns: `true`, `Some(value)` or `Ok(value)`
+/// when done; `false`, `None` or `Err(what was seen)` when not yet (the last
+/// `Err` goes into the panic message).
+pub trait Done {
+    type Output;
+    fn done(self) -> Result<Self::Output, Option<String>>;
+}
+
+impl Done for bool {
+    type Output = ();
+    fn done(self) -> Result<(), Option<String>> {
+        if self { Ok(()) } else { Err(None) }
+    }
+}
+
+impl<T> Done for Option<T> {
+    type Output = T;
+    fn done(self) -> Result<T, Option<String>> {
+        self.ok_or(None)
+    }
+}
+
+impl<T, E: Display> Done for Result<T, E> {
+    type Output = T;
+    fn done(self) -> Result<T, Option<String>> {
+        self.map_err(|e| Some(e.to_string()))
+    }
+}
+
+/// Polls `poll` until it is done (see [`Done`]) and returns its value; panics
+/// with "gave up after N s waiting for `what`" (and the last thing seen) once
+/// `timeout` has passed. Pauses between polls grow from 20 ms to 250 ms.
+///
+/// ```ignore
+/// let epoch = wait_until(Duration::from_secs(30), "node 1 to answer", async || client.health(&addr).await).await;
+/// ```
+pub async fn wait_until<D: Done>(timeout: Duration, what: impl Display, mut poll: impl AsyncFnMut() -> D) -> D::Output {
+    let mut waiting = Waiting::new(timeout);
+    loop {
+        match poll().await.done() {
+            Ok(v) => return v,
+            Err(seen) => tokio::time::sleep(waiting.pause(&what, seen)).await,
+        }
+    }
+}
+
+/// [`wait_until`] for code that is not async (the harness's start-up).
+pub fn wait_until_blocking<D: Done>(timeout: Duration, what: impl Display, mut poll: impl FnMut() -> D) -> D::Output {
+    let mut waiting = Waiting::new(timeout);
+    loop {
+        match poll().done() {
+            Ok(v) => return v,
+            Err(seen) => std::thread::sleep(waiting.pause(&what, seen)),
+        }
+    }
+}
+
+/// A `wait_until` description worked out only if it is shown (e.g. one that
+/// includes a log as it is when the wait gives up).
+pub fn lazily<F: Fn() -> String>(f: F) -> impl Display {
+    struct Lazily<F>(F);
+    impl<F: Fn() -> String> Display for Lazily<F> {
+        fn fmt(&self, out: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            out.write_str(&(self.0)())
+        }
+    }
+    Lazily(f)
+}
+
+/// The deadline and the growing pause of one wait.
+struct Waiting {
+    started: Instant,
+    timeout: Duration,
+    pause: Duration,
+}
+
+impl Waiting {
+    fn new(timeout: Duration) -> Self {
+        Waiting { started: Instant::now(), timeout, pause: Duration::from_millis(20) }
+    }
+
+    /// The pause before the next poll; panics once the timeout has passed.
+    fn pause(&mut self, what: &dyn Display, seen: Option<String>) -> Duration {
+        let waited = self.started.elapsed();
+        if waited >= self.timeout {
+            let seen = seen.map(|s| format!("; last seen: {s}")).unwrap_or_default();
+            panic!("gave up after {:.1} s waiting for {what}{seen}", waited.as_secs_f64());
+        }
+        let pause = self.pause.min(self.timeout - waited);
+        self.pause = (self.pause * 2).min(Duration::from_millis(250));
+        pause
+    }
+}
+
+fn read_log(path: &Path) -> String {
+    std::fs::read_to_string(path).unwrap_or_default()
+}
+
 /// A gateway process of its own (besides the one `sillok dev` runs), on a
 /// free port, with its own state directory; killed when dropped.
 pub struct ExtraGateway {
@@ -176,7 +456,7 @@ impl ExtraGateway {
     }
 
     pub fn log(&self) -> String {
-        std::fs::read_to_string(&self.log_path).unwrap_or_default()
+        read_log(&self.log_path)
     }
 
     pub fn pid(&self) -> i32 {
@@ -248,24 +528,23 @@ impl DevCluster {
             keys: (self.env["AWS_ACCESS_KEY_ID"].clone(), self.env["AWS_SECRET_ACCESS_KEY"].clone()),
         };
         // The gateway writes the address it bound once it listens.
-        let deadline = Instant::now() + Duration::from_secs(60);
-        let addr = loop {
-            if let Ok(text) = std::fs::read_to_string(&addr_file)
-                && !text.trim().is_empty()
-            {
-                break text.trim().to_string();
-            }
-            if let Ok(Some(status)) = g.child.try_wait() {
-                panic!("the extra gateway exited ({status}):\n{}", g.log());
-            }
-            assert!(Instant::now() < deadline, "extra gateway not listening after 60 s:\n{}", g.log());
-            std::thread::sleep(Duration::from_millis(50));
-        };
+        let log_path = &g.log_path;
+        let addr = wait_until_blocking(
+            Duration::from_secs(60),
+            lazily(|| format!("the extra gateway to listen; its log:\n{}", read_log(log_path))),
+            || {
+                if let Ok(Some(status)) = g.child.try_wait() {
+                    panic!("the extra gateway exited ({status}):\n{}", read_log(log_path));
+                }
+                let text = std::fs::read_to_string(&addr_file).unwrap_or_default();
+                Some(text.trim().to_string()).filter(|a| !a.is_empty())
+            },
+        );
         g.endpoint = format!("http://{addr}");
         g
     }
 
-    /// The pid of the dev cluster's own gateway.
+    /// The pid of the dev cluster's own gateway (`gateway.pid`).
     pub fn gateway_pid(&self) -> i32 {
         std::fs::read_to_string(self.dir.path().join("gateway.pid")).unwrap().trim().parse().unwrap()
     }
@@ -280,6 +559,20 @@ impl DevCluster {
             .env("SILLOK_ADMIN_SECRET", &self.env["SILLOK_ADMIN_SECRET"])
             .output()
             .unwrap()
+    }
+
+    /// The catalog leader's site, from `sillok admin status --json` (waits
+    /// up to 30 s for a leader).
+    pub async fn leader_site(&self) -> String {
+        wait_until(Duration::from_secs(30), "a catalog leader", async || {
+            let out = self.admin(&["status", "--json"]);
+            if !out.status.success() {
+                return None;
+            }
+            let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+            v["leader_site"].as_str().map(str::to_string)
+        })
+        .await
     }
 
     /// Like [`DevCluster::admin`], but the command must succeed; returns stdout.
@@ -348,5 +641,51 @@ pub fn assert_same(got: &[u8], want: &[u8], what: &str) {
     assert_eq!(got.len(), want.len(), "{what}: length differs");
     if let Some(i) = got.iter().zip(want).position(|(a, b)| a != b) {
         panic!("{what}: first difference at byte {i}");
+    }
+}
+
+/// The harness's own checks (no cluster needed).
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn wait_until_returns_what_the_poll_found() {
+        let mut polls = 0;
+        let found = wait_until(Duration::from_secs(5), "the third poll", async || {
+            polls += 1;
+            (polls == 3).then_some(polls * 10)
+        })
+        .await;
+        assert_eq!(found, 30);
+        let () = wait_until(Duration::from_secs(5), "true", async || true).await;
+    }
+
+    #[tokio::test]
+    #[should_panic(expected = "waiting for the impossible; last seen: still 7")]
+    async fn wait_until_gives_up_with_what_it_waited_for_and_last_saw() {
+        wait_until(Duration::from_millis(200), "the impossible", async || Err::<(), _>("still 7")).await;
+    }
+
+    #[test]
+    fn stopped_processes_are_resumed_when_the_test_panics() {
+        let mut child = Command::new("sleep").arg("60").spawn().expect("sleep");
+        let pid = child.id() as i32;
+        let panicked = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            rt.block_on(async {
+                let _hung = Stopped::stop(&[pid]).await;
+                assert_eq!(proc_state(pid), Some('T'));
+                panic!("a test fails while {pid} is stopped");
+            })
+        })
+        .join()
+        .is_err();
+        assert!(panicked);
+        let state = wait_until_blocking(Duration::from_secs(5), "sleep to run again", || {
+            Some(proc_state(pid)).filter(|s| *s != Some('T'))
+        });
+        let _ = child.kill();
+        let _ = child.wait();
+        assert!(matches!(state, Some('S' | 'R')), "state {state:?}");
     }
 }

@@ -1,0 +1,17 @@
+//! The end-to-end tests, in one test binary (aws-sdk-s3 and the rest are
+//! compiled once, not once per file): each starts real processes (`sillok
+//! dev` clusters, `sillok catalog` replicas, extra gateways) on loopback and
+//! talks to them with real clients. One module per area; run one area with
+//! `cargo test -p sillok --test e2e -- data_path::`.
+//!
+//! `support` is the shared harness: the `DevCluster` (with typed accessors
+//! for its processes), S3 clients, byte-exact checks and `wait_until`.
+
+mod support;
+
+mod catalog;
+mod data_path;
+mod following;
+mod real_clients;
+mod s3_compat;
+mod s3_operations;
