@@ -24,11 +24,63 @@ pub struct Cluster {
     pub catalog: Arc<GatewayCatalog>,
     client: NodeClient,
     suspect: RwLock<HashMap<NodeId, Instant>>,
+    /// Each node's clock minus ours (ms), from the last probe that measured it.
+    offsets: RwLock<HashMap<NodeId, i64>>,
+    max_clock_offset: Duration,
+    /// Whether writes are refused for the clock (for logging changes once).
+    clock_refused: std::sync::atomic::AtomicBool,
 }
 
 impl Cluster {
-    pub fn new(catalog: Arc<GatewayCatalog>, client: NodeClient) -> Arc<Self> {
-        Arc::new(Cluster { catalog, client, suspect: RwLock::new(HashMap::new()) })
+    pub fn new(catalog: Arc<GatewayCatalog>, client: NodeClient, max_clock_offset: Duration) -> Arc<Self> {
+        Arc::new(Cluster {
+            catalog,
+            client,
+            suspect: RwLock::new(HashMap::new()),
+            offsets: RwLock::new(HashMap::new()),
+            max_clock_offset,
+            clock_refused: std::sync::atomic::AtomicBool::new(false),
+        })
+    }
+
+    /// This gateway's clock minus the storage nodes' (ms): the median of the
+    /// probes' measurements (`None` before any probe measured one).
+    pub fn clock_offset_ms(&self) -> Option<i64> {
+        let mut v: Vec<i64> = self.offsets.read().expect("offsets lock").values().map(|o| -o).collect();
+        if v.is_empty() {
+            return None;
+        }
+        v.sort_unstable();
+        Some(v[v.len() / 2])
+    }
+
+    /// `Err` (503, with the reason) while this gateway's clock is too far
+    /// from the nodes' for its versions to be trusted: writes are refused.
+    pub fn check_clock(&self) -> Result<(), crate::error::GatewayError> {
+        let Some(off) = self.clock_offset_ms() else { return Ok(()) };
+        if off.unsigned_abs() <= self.max_clock_offset.as_millis() as u64 {
+            return Ok(());
+        }
+        Err(crate::error::GatewayError::Unavailable(format!(
+            "this gateway's clock is {off} ms off the storage nodes' (the bound is {} ms): writes are refused until it is synchronised (NTP)",
+            self.max_clock_offset.as_millis()
+        )))
+    }
+
+    /// Records a probe's clock measurement, and logs when the gateway starts
+    /// or stops refusing writes for its clock.
+    fn note_clock(&self, node: NodeId, offset_ms: i64) {
+        self.offsets.write().expect("offsets lock").insert(node, offset_ms);
+        let refused = self.check_clock();
+        let was = self.clock_refused.swap(refused.is_err(), std::sync::atomic::Ordering::AcqRel);
+        match (&refused, was) {
+            (Err(e), false) => tracing::error!(reason = %e, "refusing writes"),
+            (Ok(()), true) => tracing::info!(
+                offset_ms = self.clock_offset_ms().unwrap_or(0),
+                "the clock is back within its bound; accepting writes"
+            ),
+            _ => {}
+        }
     }
 
     /// The newest map the catalog follower has published.
@@ -117,9 +169,10 @@ impl Cluster {
     }
 
     /// Probes every node's health route forever (until the task is dropped):
-    /// an answer clears suspicion, no answer within the interval (at least
-    /// 200 ms) makes the node suspect, and a node on a newer map epoch is
-    /// taken to the catalog follower (`catch_up`).
+    /// an answer clears suspicion and measures the node's clock offset, no
+    /// answer within the interval (at least 200 ms) makes the node suspect,
+    /// and a node on a newer map epoch is taken to the catalog follower
+    /// (`catch_up`).
     pub async fn probe_forever(self: Arc<Self>, interval: Duration) {
         let deadline = interval.max(Duration::from_millis(200));
         loop {
@@ -135,12 +188,15 @@ impl Cluster {
                 Gathered::Met { ok, .. } | Gathered::Short { ok, .. } => ok,
                 Gathered::Stale(_) => Vec::new(),
             };
-            for (node, node_epoch) in answers {
+            for (node, health) in answers {
                 self.mark_healthy(node);
-                if node_epoch > map.epoch {
+                if let Some(offset) = health.clock_offset_ms {
+                    self.note_clock(node, offset);
+                }
+                if health.epoch > map.epoch {
                     // Not awaited here: the probe rounds go on.
                     let me = self.clone();
-                    tokio::spawn(async move { me.catch_up(node_epoch).await });
+                    tokio::spawn(async move { me.catch_up(health.epoch).await });
                 }
             }
             tokio::time::sleep(interval).await;

@@ -19,8 +19,12 @@ impl Metrics {
     }
 
     /// `epoch`: the gateway's map epoch; `applied`: the catalog index its copy is at.
-    pub fn render(&self, epoch: u64, applied: u64) -> String {
+    pub fn render(&self, epoch: u64, applied: u64, clock_offset_ms: Option<i64>) -> String {
         let mut s = String::new();
+        if let Some(off) = clock_offset_ms {
+            s.push_str("# HELP sillok_clock_offset_ms This gateway's clock minus the storage nodes' (median of the probes).\n# TYPE sillok_clock_offset_ms gauge\n");
+            s.push_str(&format!("sillok_clock_offset_ms {off}\n"));
+        }
         s.push_str(
             "# HELP sillok_map_epoch The placement map epoch this gateway uses.\n# TYPE sillok_map_epoch gauge\n",
         );

@@ -412,7 +412,7 @@ pub async fn complete(
         user_metadata: upload.record.user_metadata.clone(),
         body: Body::Multipart { parts },
     };
-    quorum::write_manifest(cluster, &object).await?;
+    let object = quorum::write_manifest(cluster, &object).await?;
 
     // The upload is gone for clients now; tidy up in the background.
     let (cluster, upload, kept) = (cluster.clone(), upload.clone(), object_ids(&object.body));

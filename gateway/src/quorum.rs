@@ -1,8 +1,10 @@
 //! Manifests on a majority of a PG's manifest replicas.
 //!
 //! Write: send to all m+1 replicas in parallel; succeed once a majority have
-//! stored it (or hold something newer) and those copies span at least two
-//! sites whenever the replicas do, so losing any one site keeps a copy.
+//! stored it and those copies span at least two sites whenever the replicas
+//! do, so losing any one site keeps a copy. A replica that holds a newer
+//! version refuses the write; the write is then redone above that version
+//! (see [`write_manifest`]), so the write that completes last wins.
 //! Read: ask all replicas, wait for a majority of answers (found or not found),
 //! return the newest version. Because write and read majorities intersect, a
 //! read after an acknowledged write always sees it (or something newer).
@@ -22,19 +24,60 @@
 
 use std::sync::Arc;
 
-use sillok_model::manifest::Manifest;
+use sillok_model::clock;
+use sillok_model::manifest::{Manifest, Version};
 use sillok_placement::{NodeId, PlacementMap};
 
 use crate::cluster::Cluster;
 use crate::error::GatewayError;
 use crate::fanout::{self, Attempt, Gathered, Need, Rest};
 
-pub async fn write_manifest(cluster: &Arc<Cluster>, m: &Manifest) -> Result<(), GatewayError> {
-    fanout::on_current_map(cluster, |map| write_on(cluster, map, m)).await
+/// How many times a write that found a newer version is redone above it.
+pub const WIN_RETRIES: usize = 5;
+
+/// How one attempt at a manifest write ended.
+enum Written {
+    /// A majority (spanning two sites) stored this version: it is the newest
+    /// any quorum read will see, until a later write wins over it.
+    Won,
+    /// A replica holds a newer version (a write that completed first).
+    Superseded(Version),
 }
 
-/// A majority of the current replicas, spanning two sites whenever they do.
-async fn write_on(cluster: &Arc<Cluster>, map: Arc<PlacementMap>, m: &Manifest) -> Attempt<()> {
+/// Writes `m` so that it wins, and returns it as written.
+///
+/// A write wins when a majority of the PG's current manifest replicas,
+/// spanning two sites, stored its version. A replica that holds a newer
+/// version refuses it and names that version: the process's clock moves past
+/// it (`sillok_model::clock`) and the manifest is written again with a new,
+/// newer version (at most [`WIN_RETRIES`] times), so the write that completes
+/// last wins whatever the writers' wall clocks say. Last-Modified moves with
+/// the version when it was taken from it.
+pub async fn write_manifest(cluster: &Arc<Cluster>, m: &Manifest) -> Result<Manifest, GatewayError> {
+    cluster.check_clock()?;
+    let mut m = m.clone();
+    for _ in 0..=WIN_RETRIES {
+        match fanout::on_current_map(cluster, |map| write_on(cluster, map, &m)).await? {
+            Written::Won => return Ok(m),
+            Written::Superseded(newer) => {
+                tracing::debug!(bucket = %m.bucket, key = %m.key, ours = ?m.version, ?newer, "a newer version exists; writing above it");
+                clock::observe(newer);
+                let follows_version = m.last_modified_ms == m.version.millis();
+                m.version = Version::now();
+                if follows_version {
+                    m.last_modified_ms = m.version.millis();
+                }
+            }
+        }
+    }
+    Err(GatewayError::Unavailable(format!(
+        "{}/{}: newer versions kept arriving while this write was retried {WIN_RETRIES} times",
+        m.bucket, m.key
+    )))
+}
+
+/// One attempt on the current replicas.
+async fn write_on(cluster: &Arc<Cluster>, map: Arc<PlacementMap>, m: &Manifest) -> Attempt<Written> {
     let replicas = map.manifest_replicas(map.pg_of(&m.bucket, &m.key));
     let need = Need::majority(replicas.len()).spanning(2);
     let m = Arc::new(m.clone());
@@ -43,7 +86,24 @@ async fn write_on(cluster: &Arc<Cluster>, map: Arc<PlacementMap>, m: &Manifest) 
         async move { client.put_manifest(&addr, &m).await }
     };
     match fanout::call_many(cluster, &map, &replicas, need, Rest::Finish, put).await {
-        Gathered::Met { .. } => Attempt::Done(Ok(())),
+        Gathered::Met { ok, .. } => {
+            let newest = ok.iter().map(|(_, r)| r.current).max().unwrap_or(m.version);
+            let stored: Vec<NodeId> = ok.iter().filter(|(_, r)| r.stored).map(|(n, _)| *n).collect();
+            let sites: std::collections::BTreeSet<_> =
+                stored.iter().filter_map(|n| map.topology.node(*n).map(|x| x.site.clone())).collect();
+            let replica_sites: std::collections::BTreeSet<_> =
+                replicas.iter().filter_map(|n| map.topology.node(*n).map(|x| x.site.clone())).collect();
+            if stored.len() >= need.answers && sites.len() >= 2.min(replica_sites.len()) {
+                Attempt::Done(Ok(Written::Won))
+            } else if newest > m.version {
+                Attempt::Done(Ok(Written::Superseded(newest)))
+            } else {
+                Attempt::Done(Err(GatewayError::Internal(format!(
+                    "manifest replicas answered without storing and without a newer version ({}/{})",
+                    m.bucket, m.key
+                ))))
+            }
+        }
         Gathered::Stale(epoch) => Attempt::Stale(epoch),
         Gathered::Short { ok, failed } => Attempt::Done(Err(GatewayError::Unavailable(format!(
             "manifest stored on {} of {} replicas (need {} across two sites): {}",

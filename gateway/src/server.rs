@@ -54,6 +54,9 @@ pub struct GatewayConfig {
     pub node_timeouts: Timeouts,
     /// How often every node's health route is probed.
     pub probe_interval: Duration,
+    /// Writes are refused while this gateway's clock is further than this
+    /// from the storage nodes'.
+    pub max_clock_offset: Duration,
     /// Base domains for virtual-host-style addressing (`<bucket>.<domain>`).
     pub domains: Vec<String>,
     /// Multipart uploads older than this are aborted by the sweeper.
@@ -83,7 +86,7 @@ pub async fn bind(
     let listener = tokio::net::TcpListener::bind(config.listen).await?;
     let addr = listener.local_addr()?;
     let client = NodeClient::new(&config.cluster.cluster_secret, config.node_timeouts);
-    let cluster = Cluster::new(catalog.clone(), client);
+    let cluster = Cluster::new(catalog.clone(), client, config.max_clock_offset);
     let metrics = Arc::new(Metrics::default());
     let s3 = SillokS3 {
         cluster: cluster.clone(),
@@ -203,7 +206,7 @@ async fn route(
         (&http::Method::GET, "/_sillok/health") => return text(200, "ok\n".into()),
         (&http::Method::GET, "/_sillok/metrics") => {
             let index = catalog.index();
-            return text(200, metrics.render(cluster.map().epoch, index.applied));
+            return text(200, metrics.render(cluster.map().epoch, index.applied, cluster.clock_offset_ms()));
         }
         _ => {}
     }

@@ -126,7 +126,8 @@ where
     if req.content_length > settings.max_object_size {
         return Err(GatewayError::EntityTooLarge { max: settings.max_object_size });
     }
-    let version = Version::now();
+    // Refused before the body is read, and again at the manifest write.
+    cluster.check_clock()?;
     let (body, (md5, computed)) = if req.content_length <= settings.inline_threshold {
         let (data, digests) = read_small(body, &req, settings.body_idle_timeout).await?;
         (Body::Inline { data }, digests)
@@ -149,11 +150,15 @@ where
         }
         headers.insert(expected.algorithm.header().to_string(), computed);
     }
+    // The version is taken now that the body is durable, so that the PUT
+    // that completes last wins (`quorum::write_manifest` moves it above any
+    // newer one a replica names).
+    let version = Version::now();
     let manifest = Manifest {
         bucket: req.bucket,
         key: req.key,
         version,
-        last_modified_ms: (version.nanos / 1_000_000) as i64,
+        last_modified_ms: version.millis(),
         size: req.content_length,
         etag: hex::encode(md5),
         content_type: req.content_type,
@@ -161,11 +166,10 @@ where
         user_metadata: req.user_metadata,
         body,
     };
-    if let Err(e) = quorum::write_manifest(cluster, &manifest).await {
-        discard(cluster, &manifest.body);
-        return Err(e);
-    }
-    Ok(manifest)
+    // A failed manifest write may still have reached some replicas (or reach
+    // them after its deadline), so its shards are not deleted here: the
+    // version may yet be the one readers see.
+    quorum::write_manifest(cluster, &manifest).await
 }
 
 type Digested = ([u8; 16], Option<String>);

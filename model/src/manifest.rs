@@ -11,8 +11,11 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use sillok_placement::NodeId;
 
-/// Orders the writes of one key: wall-clock nanoseconds, then a random tie-break.
-/// Last writer wins, as in S3.
+/// Orders the writes of one key: the writer's hybrid logical clock
+/// (`crate::clock`: wall-clock nanoseconds, never behind anything the writer
+/// has seen), then a random tie-break. The write that completes last wins,
+/// as in S3: writers take the version when the body is durable and retry
+/// above a newer one a replica names.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct Version {
     pub nanos: u64,
@@ -20,12 +23,14 @@ pub struct Version {
 }
 
 impl Version {
+    /// A new version from the process's clock (`crate::clock::now`).
     pub fn now() -> Self {
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos() as u64)
-            .unwrap_or(0);
-        Version { nanos, tiebreak: rand::random() }
+        crate::clock::now()
+    }
+
+    /// Milliseconds since the Unix epoch, for Last-Modified.
+    pub fn millis(&self) -> i64 {
+        (self.nanos / 1_000_000) as i64
     }
 }
 

@@ -58,6 +58,14 @@ pub struct GatewayArgs {
     /// How often (ms) every node's health is probed.
     #[arg(long, default_value_t = 500)]
     pub probe_interval_ms: u64,
+    /// Refuse writes (503) while this gateway's clock is more than this many
+    /// ms from the storage nodes' (the median of the probes' measurements).
+    /// Keep the machines' clocks synchronised with NTP.
+    #[arg(long, default_value_t = 500)]
+    pub max_clock_offset_ms: u64,
+    /// Tests and drills only: shift this gateway's clock by this many ms.
+    #[arg(long, hide = true, default_value_t = 0, allow_negative_numbers = true)]
+    pub test_clock_offset_ms: i64,
     /// Base domain for virtual-host-style requests (`<bucket>.<domain>`);
     /// repeat for several. Other hosts (IPs included) are path-style.
     #[arg(long = "domain")]
@@ -109,11 +117,16 @@ pub async fn run(a: GatewayArgs) -> anyhow::Result<()> {
             idle: Duration::from_millis(a.node_timeout_ms),
         },
         probe_interval: Duration::from_millis(a.probe_interval_ms),
+        max_clock_offset: Duration::from_millis(a.max_clock_offset_ms),
         domains: a.domains,
         upload_max_age: Duration::from_secs(a.abandoned_upload_age_s),
         upload_sweep_interval: Duration::from_secs(a.upload_sweep_interval_s.max(1)),
         post_max_size: a.post_max_size,
     };
+    if a.test_clock_offset_ms != 0 {
+        tracing::warn!(offset_ms = a.test_clock_offset_ms, "this gateway's clock is shifted for a test");
+        sillok_model::clock::set_offset_ms(a.test_clock_offset_ms);
+    }
     let (addr, serving) = sillok_gateway::server::bind(config, super::shutdown_signal())
         .await
         .with_context(|| format!("cannot serve S3 on {}", a.listen))?;

@@ -52,6 +52,9 @@ pub const H_DATA_LEN: &str = "x-sillok-data-len";
 pub const H_FRAMES: &str = "x-sillok-frames";
 /// The sender's placement-map epoch (requests) or the node's (responses).
 pub const H_EPOCH: &str = "x-sillok-epoch";
+/// The node's wall clock (ms since the Unix epoch) when it answered: every
+/// answer carries it, so callers can measure their clock offset to nodes.
+pub const H_TIME: &str = "x-sillok-time-ms";
 /// The error code of a request refused for its old epoch.
 pub const STALE_EPOCH: &str = "stale_epoch";
 

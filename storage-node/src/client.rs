@@ -71,6 +71,17 @@ pub struct ShardHeader {
     pub blocks: u32,
 }
 
+/// A node's answer to a health probe.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NodeHealth {
+    /// The map epoch the node follows (0: none).
+    pub epoch: u64,
+    /// The node's clock minus ours, in ms (`None`: the node did not say).
+    pub clock_offset_ms: Option<i64>,
+    /// The probe's round trip, the bound on the offset's error (x2).
+    pub round_trip_ms: i64,
+}
+
 /// Verified blocks of one shard, in order.
 pub type BlockStream = std::pin::Pin<Box<dyn Stream<Item = Result<Frame, NodeError>> + Send>>;
 
@@ -376,12 +387,20 @@ impl NodeClient {
         self.call_json(addr, Method::POST, "/v1/manifests/list", Some(body)).await
     }
 
-    /// Whether the node answers; `Ok` names the map epoch it follows (0: none).
-    pub async fn health(&self, addr: &str) -> Result<u64, NodeError> {
+    /// Whether the node answers; `Ok` names the map epoch it follows and how
+    /// far its clock is from ours.
+    pub async fn health(&self, addr: &str) -> Result<NodeHealth, NodeError> {
+        let sent = sillok_model::clock::wall_ms();
         let resp = self.call(addr, Method::GET, "/v1/health", None).await?;
+        let received = sillok_model::clock::wall_ms();
         let epoch = api::epoch_of(resp.headers()).unwrap_or(0);
+        let node_ms: Option<i64> =
+            resp.headers().get(api::H_TIME).and_then(|v| v.to_str().ok()).and_then(|v| v.parse().ok());
         read_body(addr, resp.into_body(), self.timeouts.idle, MAX_ERROR_BODY).await?;
-        Ok(epoch)
+        // The node read its clock somewhere between `sent` and `received`:
+        // the midpoint estimate is off by at most half the round trip.
+        let clock_offset_ms = node_ms.map(|n| n - (sent + received) / 2);
+        Ok(NodeHealth { epoch, clock_offset_ms, round_trip_ms: received - sent })
     }
 }
 

@@ -273,6 +273,7 @@ async fn authenticate(State(st): State<Arc<AppState>>, req: Request, next: Next)
         if node_epoch > 0 {
             resp.headers_mut().insert(api::H_EPOCH, HeaderValue::from(node_epoch));
         }
+        resp.headers_mut().insert(api::H_TIME, HeaderValue::from(sillok_model::clock::wall_ms()));
         let status = resp.status().as_u16();
         let ms = started.elapsed().as_secs_f64() * 1000.0;
         if resp.status().is_server_error() {

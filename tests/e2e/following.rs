@@ -45,7 +45,7 @@ async fn wait_node_epochs(c: &DevCluster, epoch: u64) {
         let client = NodeClient::new(&secret, Timeouts::default());
         let mut all = true;
         for (_, _, addr) in c.nodes() {
-            all &= client.health(&addr).await.is_ok_and(|node_epoch| node_epoch >= epoch);
+            all &= client.health(&addr).await.is_ok_and(|h| h.epoch >= epoch);
         }
         all
     })
@@ -282,7 +282,7 @@ async fn with_every_replica_killed_gateways_and_nodes_serve_and_restart_from_the
     let client = NodeClient::new(&secret, Timeouts::default());
     let node_epoch =
         wait_until(Duration::from_secs(30), "the restarted node to answer", async || client.health(&addr).await).await;
-    assert_eq!(node_epoch, 3, "the node restarted on an older map");
+    assert_eq!(node_epoch.epoch, 3, "the node restarted on an older map");
     for (key, body) in &objects {
         assert_same(&get(&s3, "photos", key, None).await, body, "GET after the node restart");
     }

@@ -15,3 +15,4 @@ mod following;
 mod real_clients;
 mod s3_compat;
 mod s3_operations;
+mod versions;

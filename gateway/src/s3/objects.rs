@@ -143,6 +143,9 @@ impl SillokS3 {
 
     /// Deletes a key (a tombstone supersedes every older version); its shards
     /// are retired after a grace period. Deleting a missing key is not an error.
+    /// Returns only once the tombstone is the winning version on a quorum
+    /// (`quorum::write_manifest`), so the old version's shards are retired
+    /// only when it can no longer be read.
     pub(super) async fn delete_key(&self, bucket: &str, key: &str) -> Result<(), GatewayError> {
         let previous = quorum::read_manifest(&self.cluster, bucket, key).await?;
         if let Some(old) = previous.filter(|m| !m.is_deleted()) {

@@ -1,0 +1,84 @@
+//! Versions under clock skew: the write that completes last wins whatever the
+//! writers' wall clocks say, a DELETE answers 204 only when its tombstone
+//! won, and a gateway whose clock is too far off refuses writes.
+
+use std::time::Duration;
+
+use crate::support::*;
+
+async fn is_missing(c: &aws_sdk_s3::Client, bucket: &str, key: &str) -> bool {
+    match c.get_object().bucket(bucket).key(key).send().await {
+        Ok(_) => false,
+        Err(e) => e.raw_response().is_some_and(|r| r.status().as_u16() == 404),
+    }
+}
+
+async fn listed(c: &aws_sdk_s3::Client, bucket: &str) -> Vec<String> {
+    let out = c.list_objects_v2().bucket(bucket).send().await.unwrap();
+    out.contents().iter().filter_map(|o| o.key().map(str::to_string)).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gateway_whose_clock_is_behind_still_makes_the_last_completed_write_win() {
+    let c = DevCluster::start();
+    // Five seconds behind, with a bound that lets it write: before versions
+    // came from a hybrid logical clock taken when the body is durable, its
+    // overwrites lost to older writes and its DELETEs were answered 204
+    // without taking effect (and later retired the live version's shards).
+    let behind = c.start_gateway("gateway-behind", &["--test-clock-offset-ms=-5000", "--max-clock-offset-ms=60000"]);
+    let (a, b) = (c.client(), behind.client());
+    a.create_bucket().bucket("skew").send().await.unwrap();
+
+    for (key, size) in [("small", 20_000usize), ("sharded", 3 << 20)] {
+        let v1 = pattern(size, 1);
+        let v2 = pattern(size, 2);
+        let v3 = pattern(size, 3);
+        put(&a, "skew", key, v1).await;
+        put(&b, "skew", key, v2.clone()).await;
+        for (who, client) in [("the gateway on time", &a), ("the gateway behind", &b)] {
+            assert_same(
+                &get(client, "skew", key, None).await,
+                &v2,
+                &format!("{key}: the later PUT, read through {who}"),
+            );
+        }
+        put(&a, "skew", key, v3.clone()).await;
+        assert_same(&get(&b, "skew", key, None).await, &v3, &format!("{key}: the PUT after it"));
+
+        // A DELETE through the gateway behind: 204 means gone, everywhere.
+        b.delete_object().bucket("skew").key(key).send().await.unwrap();
+        assert!(is_missing(&a, "skew", key).await, "{key}: deleted through the gateway behind, still readable");
+        assert!(is_missing(&b, "skew", key).await, "{key}: deleted, still readable through the deleting gateway");
+        assert!(!listed(&a, "skew").await.contains(&key.to_string()), "{key}: deleted but still listed");
+
+        // And a PUT after the DELETE, through the gateway on time, wins again.
+        put(&a, "skew", key, v1_again(size)).await;
+        assert_same(&get(&b, "skew", key, None).await, &v1_again(size), &format!("{key}: the PUT after the DELETE"));
+    }
+}
+
+fn v1_again(size: usize) -> Vec<u8> {
+    pattern(size, 4)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gateway_whose_clock_is_too_far_off_refuses_writes_and_says_why() {
+    let c = DevCluster::start();
+    let a = c.client();
+    a.create_bucket().bucket("skew").send().await.unwrap();
+    put(&a, "skew", "before", pattern(1000, 1)).await;
+    // Default bound (500 ms), clock 5 s behind.
+    let behind = c.start_gateway("gateway-off", &["--test-clock-offset-ms=-5000"]);
+    let b = behind.client();
+    // Until its probes have measured the nodes' clocks it cannot know.
+    let err = wait_until(Duration::from_secs(30), "the gateway to refuse writes for its clock", async || {
+        b.put_object().bucket("skew").key("refused").body(pattern(1000, 2).into()).send().await.err()
+    })
+    .await;
+    let status = err.raw_response().map(|r| r.status().as_u16());
+    assert_eq!(status, Some(503), "a write refused for the clock is 503: {err:?}");
+    assert!(behind.log().contains("clock"), "the gateway's log says why it refuses writes");
+    // Reads still work through it, and the refused key was never written.
+    assert_same(&get(&b, "skew", "before", None).await, &pattern(1000, 1), "a read through the refusing gateway");
+    assert!(is_missing(&a, "skew", "refused").await);
+}
