@@ -100,6 +100,23 @@ fn part_key(upload_id: &str, number: u32) -> String {
     format!("{upload_id}/{number:05}")
 }
 
+/// The kept header naming the upload that made a multipart object. Not one
+/// of the headers sent back to clients (`s3::fields`'s kept headers).
+pub const UPLOAD_ID_HEADER: &str = "x-sillok-upload-id";
+
+/// The live object at `bucket/key` if upload `upload_id` made it: what a
+/// repeated CompleteMultipartUpload (an SDK retrying after a lost answer) is
+/// answered from, as S3 answers it (200, the same result).
+pub async fn completed_by(
+    cluster: &Arc<Cluster>,
+    bucket: &str,
+    key: &str,
+    upload_id: &str,
+) -> Result<Option<Manifest>, GatewayError> {
+    let current = quorum::read_manifest(cluster, bucket, key).await?;
+    Ok(current.filter(|m| !m.is_deleted() && m.headers.get(UPLOAD_ID_HEADER).is_some_and(|id| id == upload_id)))
+}
+
 fn new_upload_id() -> String {
     uuid::Uuid::new_v4().simple().to_string()
 }
@@ -399,6 +416,9 @@ pub async fn complete(
     quorum::write_manifest(cluster, &record(&upload.bucket, &upload.key, &upload.upload_id, &upload.record, &marked))
         .await?;
 
+    // Which upload made the object (kept, never sent to clients): a repeated
+    // completion of the same upload is answered from it.
+    headers.insert(UPLOAD_ID_HEADER.into(), upload.upload_id.clone());
     let version = Version::now();
     let object = Manifest {
         bucket: upload.bucket.clone(),

@@ -128,9 +128,22 @@ async fn multipart_upload_round_trip_and_errors() {
         let got = get(&c, "mpu", "video/a.mp4", Some(format!("bytes={a}-{z}"))).await;
         assert_same(&got, &whole[a as usize..=z as usize], &format!("range {a}-{z}"));
     }
-    // The upload is gone: listing, parts and a second completion.
+    // The upload is gone from the listing; a repeated completion (an SDK
+    // retrying after a lost answer) gets S3's 200 with the same result.
     assert!(c.list_multipart_uploads().bucket("mpu").send().await.unwrap().uploads().is_empty());
-    let err = complete(vec![p1.clone(), p2.clone(), p3.clone()]).await.unwrap_err();
+    let again = complete(vec![p1.clone(), p2.clone(), p3.clone()]).await.unwrap();
+    assert_eq!(again.e_tag(), Some(want_etag.as_str()), "a repeated completion answers the same ETag");
+    assert_same(&get(&c, "mpu", "video/a.mp4", None).await, &whole, "after a repeated completion");
+    // Another upload id for the same key is still NoSuchUpload.
+    let err = c
+        .complete_multipart_upload()
+        .bucket("mpu")
+        .key("video/a.mp4")
+        .upload_id("0123456789abcdef0123456789abcdef")
+        .multipart_upload(CompletedMultipartUpload::builder().set_parts(Some(vec![p1.clone()])).build())
+        .send()
+        .await
+        .unwrap_err();
     assert_eq!(err.code(), Some("NoSuchUpload"));
 
     // Abort: parts and upload are gone, later parts are refused.
@@ -1124,4 +1137,34 @@ async fn streaming_signatures_are_checked_chunk_by_chunk() {
     let resp = raw_tcp(&cluster, &format!("{head}5\r\nhello\r\n0\r\n\r\n")).await;
     assert!(resp.starts_with("HTTP/1.1 411"), "{resp}");
     assert!(resp.contains("<Code>MissingContentLength</Code>"), "{resp}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn content_encoding_comes_back_without_aws_chunked() {
+    let cluster = DevCluster::start();
+    let s3 = cluster.client();
+    s3.create_bucket().bucket("enc").send().await.unwrap();
+    // An aws-chunked upload of a gzip file, as SDKs send one with a checksum
+    // trailer: the request's Content-Encoding is `gzip,aws-chunked`.
+    let data = pattern(100_000, 9);
+    let crc = {
+        use base64::Engine;
+        base64::engine::general_purpose::STANDARD.encode(crc32fast::hash(&data).to_be_bytes())
+    };
+    let mut chunked = format!("{:x}\r\n", data.len()).into_bytes();
+    chunked.extend_from_slice(&data);
+    chunked.extend_from_slice(format!("\r\n0\r\nx-amz-checksum-crc32:{crc}\r\n\r\n").as_bytes());
+    let headers = [
+        ("content-encoding", "gzip,aws-chunked".to_string()),
+        ("x-amz-decoded-content-length", data.len().to_string()),
+        ("x-amz-trailer", "x-amz-checksum-crc32".to_string()),
+    ];
+    let (st, _, text) =
+        raw(&cluster, "PUT", "/enc/z.gz", &headers, "STREAMING-UNSIGNED-PAYLOAD-TRAILER", chunked).await;
+    assert_eq!(st, 200, "{text}");
+    let head = s3.head_object().bucket("enc").key("z.gz").send().await.unwrap();
+    assert_eq!(head.content_encoding(), Some("gzip"), "HEAD");
+    let got = s3.get_object().bucket("enc").key("z.gz").send().await.unwrap();
+    assert_eq!(got.content_encoding(), Some("gzip"), "GET");
+    assert_same(&got.body.collect().await.unwrap().into_bytes(), &data, "the body");
 }

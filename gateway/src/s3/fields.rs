@@ -37,6 +37,9 @@ pub fn kept_headers(
     expires: Option<&Timestamp>,
 ) -> BTreeMap<String, String> {
     let mut h = BTreeMap::new();
+    // `aws-chunked` describes how this request's body was sent, not the
+    // object: S3 drops it and keeps the rest (`gzip, aws-chunked` → `gzip`).
+    let content_encoding = content_encoding.map(without_aws_chunked).filter(|e| !e.is_empty());
     let expires = expires.and_then(|t| {
         let mut buf = Vec::new();
         t.format(TimestampFormat::HttpDate, &mut buf).ok()?;
@@ -50,6 +53,19 @@ pub fn kept_headers(
         }
     }
     h
+}
+
+/// A Content-Encoding list without its `aws-chunked` entries.
+fn without_aws_chunked(encoding: String) -> String {
+    if !encoding.to_ascii_lowercase().contains("aws-chunked") {
+        return encoding;
+    }
+    encoding
+        .split(',')
+        .map(str::trim)
+        .filter(|e| !e.is_empty() && !e.eq_ignore_ascii_case("aws-chunked"))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// The kept standard headers of `m` (not its checksums).
@@ -239,15 +255,9 @@ pub fn checksum_type(m: &Manifest) -> Option<s3s::dto::ChecksumType> {
 /// S3's `encoding-type=url`: everything but unreserved characters and `/`
 /// percent-encoded (so keys with control characters survive XML).
 pub fn url_encode(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~' | b'/') {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
+    use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
+    const KEY: &AsciiSet = &NON_ALPHANUMERIC.remove(b'-').remove(b'_').remove(b'.').remove(b'~').remove(b'/');
+    utf8_percent_encode(s, KEY).to_string()
 }
 
 /// Applies `url_encode` when the client asked for `encoding-type=url`.
@@ -273,6 +283,15 @@ mod tests {
     fn url_encoding_keeps_slashes_and_unreserved() {
         assert_eq!(url_encode("a b/c+d%é\u{1}"), "a%20b/c%2Bd%25%C3%A9%01");
         assert_eq!(url_encode("photos/2026-11_x.jpg~"), "photos/2026-11_x.jpg~");
+    }
+
+    #[test]
+    fn aws_chunked_is_not_kept_in_content_encoding() {
+        let kept = |e: &str| kept_headers(None, None, Some(e.into()), None, None).get("content-encoding").cloned();
+        assert_eq!(kept("gzip, aws-chunked"), Some("gzip".into()));
+        assert_eq!(kept("aws-chunked,gzip"), Some("gzip".into()));
+        assert_eq!(kept("AWS-CHUNKED"), None);
+        assert_eq!(kept("br"), Some("br".into()));
     }
 
     #[test]

@@ -12,6 +12,7 @@ use crate::checksum::Algorithm;
 use crate::error::GatewayError;
 use crate::multipart::{self, CompletedPart, NewUpload, PartRequest};
 use crate::quorum;
+use sillok_model::manifest::Manifest;
 use crate::write;
 
 fn part_number(n: i32) -> Result<u32, S3Error> {
@@ -161,7 +162,18 @@ impl SillokS3 {
         &self,
         input: CompleteMultipartUploadInput,
     ) -> Result<CompleteMultipartUploadOutput, S3Error> {
-        let upload = self.upload(&input.bucket, &input.key, &input.upload_id).await?;
+        let upload = match self.upload(&input.bucket, &input.key, &input.upload_id).await {
+            Ok(upload) => upload,
+            Err(GatewayError::NoSuchUpload) => {
+                // Completed already (a retry whose first answer was lost)?
+                let done = multipart::completed_by(&self.cluster, &input.bucket, &input.key, &input.upload_id).await?;
+                return match done {
+                    Some(m) => Ok(Self::completed(&input.bucket, &input.key, &m)),
+                    None => Err(GatewayError::NoSuchUpload.into()),
+                };
+            }
+            Err(e) => return Err(e.into()),
+        };
         let algorithm = upload.checksum_algorithm();
         // The whole object's checksum, which a FULL_OBJECT client sends here.
         let claimed_full = algorithm
@@ -200,16 +212,21 @@ impl SillokS3 {
         if let Some(old) = previous.filter(|o| !o.is_deleted() && o.version < m.version) {
             write::retire_later(&self.cluster, old, RETIRE_GRACE);
         }
+        Ok(Self::completed(&input.bucket, &input.key, &m))
+    }
+
+    /// The answer to a completion that made (or had made) object `m`.
+    fn completed(bucket: &str, key: &str, m: &Manifest) -> CompleteMultipartUploadOutput {
         let mut out = CompleteMultipartUploadOutput {
-            bucket: Some(input.bucket.clone()),
-            key: Some(input.key.clone()),
-            e_tag: Some(fields::etag(&m)),
-            location: Some(format!("/{}/{}", input.bucket, input.key)),
+            bucket: Some(bucket.to_string()),
+            key: Some(key.to_string()),
+            e_tag: Some(fields::etag(m)),
+            location: Some(format!("/{bucket}/{key}")),
             ..Default::default()
         };
-        fill_checksums!(out, &m);
-        out.checksum_type = fields::checksum_type(&m);
-        Ok(out)
+        fill_checksums!(out, m);
+        out.checksum_type = fields::checksum_type(m);
+        out
     }
 
     pub(super) async fn do_abort_multipart_upload(
