@@ -12,8 +12,8 @@ use crate::checksum::Algorithm;
 use crate::error::GatewayError;
 use crate::multipart::{self, CompletedPart, NewUpload, PartRequest};
 use crate::quorum;
-use sillok_model::manifest::Manifest;
 use crate::write;
+use sillok_model::manifest::Manifest;
 
 fn part_number(n: i32) -> Result<u32, S3Error> {
     let n = u32::try_from(n).map_err(|_| GatewayError::InvalidArgument("part number must be positive".into()))?;
