@@ -26,6 +26,9 @@ pub enum GatewayError {
     AccessDenied(String),
     #[error("the requested range is not satisfiable")]
     InvalidRange,
+    /// `partNumber` names no part of the object.
+    #[error("the requested partnumber is not satisfiable")]
+    InvalidPartNumber,
     #[error("Content-Length is required")]
     MissingContentLength,
     #[error("the body was {got} bytes but Content-Length said {declared}")]
@@ -95,6 +98,7 @@ impl From<GatewayError> for S3Error {
             G::CatalogUnavailable(_) => S3ErrorCode::ServiceUnavailable,
             G::AccessDenied(_) => S3ErrorCode::AccessDenied,
             G::InvalidRange => S3ErrorCode::InvalidRange,
+            G::InvalidPartNumber => S3ErrorCode::Custom("InvalidPartNumber".into()),
             G::MissingContentLength => S3ErrorCode::MissingContentLength,
             G::IncompleteBody { .. } => S3ErrorCode::IncompleteBody,
             G::EntityTooLarge { .. } => S3ErrorCode::EntityTooLarge,
@@ -120,7 +124,7 @@ impl From<GatewayError> for S3Error {
         }
         let mut err = S3Error::with_message(code, e.to_string());
         match e {
-            G::InvalidRange => err.set_status_code(http::StatusCode::RANGE_NOT_SATISFIABLE),
+            G::InvalidRange | G::InvalidPartNumber => err.set_status_code(http::StatusCode::RANGE_NOT_SATISFIABLE),
             _ => {}
         }
         err

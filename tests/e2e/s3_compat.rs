@@ -1168,3 +1168,62 @@ async fn content_encoding_comes_back_without_aws_chunked() {
     assert_eq!(got.content_encoding(), Some("gzip"), "GET");
     assert_same(&got.body.collect().await.unwrap().into_bytes(), &data, "the body");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn get_and_head_by_part_number_as_parallel_downloaders_use_them() {
+    let cluster = DevCluster::start();
+    let c = cluster.client();
+    c.create_bucket().bucket("parts").send().await.unwrap();
+    let sizes = [5 * MIB, 5 * MIB + 17, 1000];
+    let data: Vec<Vec<u8>> = sizes.iter().enumerate().map(|(i, n)| pattern(*n, 40 + i as u64)).collect();
+    let id =
+        c.create_multipart_upload().bucket("parts").key("v.mp4").send().await.unwrap().upload_id().unwrap().to_string();
+    let mut done = Vec::new();
+    for (i, d) in data.iter().enumerate() {
+        let n = i as i32 + 1;
+        let up = c
+            .upload_part()
+            .bucket("parts")
+            .key("v.mp4")
+            .upload_id(&id)
+            .part_number(n)
+            .body(ByteStream::from(d.clone()))
+            .send()
+            .await
+            .unwrap();
+        done.push(CompletedPart::builder().part_number(n).e_tag(up.e_tag().unwrap()).build());
+    }
+    c.complete_multipart_upload()
+        .bucket("parts")
+        .key("v.mp4")
+        .upload_id(&id)
+        .multipart_upload(CompletedMultipartUpload::builder().set_parts(Some(done)).build())
+        .send()
+        .await
+        .unwrap();
+    let total: usize = sizes.iter().sum();
+    let mut start = 0usize;
+    for (i, d) in data.iter().enumerate() {
+        let n = i as i32 + 1;
+        let got = c.get_object().bucket("parts").key("v.mp4").part_number(n).send().await.unwrap();
+        assert_eq!(got.parts_count(), Some(3), "part {n}: PartsCount");
+        assert_eq!(got.content_length(), Some(d.len() as i64), "part {n}: Content-Length");
+        let want_range = format!("bytes {}-{}/{total}", start, start + d.len() - 1);
+        assert_eq!(got.content_range(), Some(want_range.as_str()), "part {n}: Content-Range");
+        assert_same(&got.body.collect().await.unwrap().into_bytes(), d, &format!("part {n}"));
+        let head = c.head_object().bucket("parts").key("v.mp4").part_number(n).send().await.unwrap();
+        assert_eq!((head.parts_count(), head.content_length()), (Some(3), Some(d.len() as i64)), "HEAD part {n}");
+        start += d.len();
+    }
+    let err = c.get_object().bucket("parts").key("v.mp4").part_number(4).send().await.unwrap_err();
+    assert_eq!((err.code(), err.raw_response().map(|r| r.status().as_u16())), (Some("InvalidPartNumber"), Some(416)));
+
+    // A single-PUT object is one part: partNumber=1 is the whole object.
+    let small = pattern(200_000, 7);
+    put(&c, "parts", "photo.jpg", small.clone()).await;
+    let got = c.get_object().bucket("parts").key("photo.jpg").part_number(1).send().await.unwrap();
+    assert_eq!(got.parts_count(), None);
+    assert_same(&got.body.collect().await.unwrap().into_bytes(), &small, "partNumber=1 of a single-PUT object");
+    let err = c.head_object().bucket("parts").key("photo.jpg").part_number(2).send().await.unwrap_err();
+    assert_eq!(err.raw_response().map(|r| r.status().as_u16()), Some(416));
+}

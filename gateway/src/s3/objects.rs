@@ -104,7 +104,9 @@ impl SillokS3 {
     pub(super) async fn do_get_object(&self, mut input: GetObjectInput) -> Result<GetObjectOutput, S3Error> {
         let m = self.live_manifest(&input.bucket, &input.key).await?;
         preconditions!(input).check(&m.etag, m.last_modified_ms, true)?;
+        let part = part_of(&m, input.part_number, input.range.is_some())?;
         let (range, content_range) = match &input.range {
+            None if part.is_some() => part.as_ref().map(|p| (p.range.clone(), Some(p.content_range(m.size)))).unwrap(),
             None => (0..m.size, None),
             Some(r) => match r.check(m.size) {
                 // A suffix range of an empty object selects nothing: unsatisfiable.
@@ -127,6 +129,7 @@ impl SillokS3 {
             body: Some(StreamingBlob::wrap(body)),
             content_length: Some(len as i64),
             content_range,
+            parts_count: part.and_then(|p| p.count),
             ..Default::default()
         };
         describe_object!(out, input, &m);
@@ -137,6 +140,11 @@ impl SillokS3 {
         let m = self.live_manifest(&input.bucket, &input.key).await?;
         preconditions!(input).check(&m.etag, m.last_modified_ms, true)?;
         let mut out = HeadObjectOutput { content_length: Some(m.size as i64), ..Default::default() };
+        if let Some(p) = part_of(&m, input.part_number, input.range.is_some())? {
+            out.content_length = Some((p.range.end - p.range.start) as i64);
+            out.content_range = Some(p.content_range(m.size));
+            out.parts_count = p.count;
+        }
         describe_object!(out, input, &m);
         Ok(out)
     }
@@ -289,5 +297,53 @@ impl SillokS3 {
         };
         fill_checksums!(result, &m);
         Ok(CopyObjectOutput { copy_object_result: Some(result), ..Default::default() })
+    }
+}
+
+/// The part a `partNumber` GET or HEAD asks for.
+struct PartRange {
+    range: std::ops::Range<u64>,
+    /// The object's part count (`x-amz-mp-parts-count`): multipart objects only.
+    count: Option<i32>,
+}
+
+impl PartRange {
+    fn content_range(&self, size: u64) -> String {
+        if self.range.is_empty() {
+            return format!("bytes */{size}");
+        }
+        format!("bytes {}-{}/{}", self.range.start, self.range.end - 1, size)
+    }
+}
+
+/// Resolves `partNumber` as S3 does: the bytes of that part of a multipart
+/// object (parts in the order they were completed), or, for any other
+/// object, part 1 as the whole object; any other number is 416
+/// `InvalidPartNumber`, and `partNumber` with `Range` is 400.
+fn part_of(m: &Manifest, part_number: Option<i32>, has_range: bool) -> Result<Option<PartRange>, GatewayError> {
+    let Some(n) = part_number else { return Ok(None) };
+    if has_range {
+        return Err(GatewayError::InvalidRequest(
+            "Cannot specify both Range header and partNumber query parameter".into(),
+        ));
+    }
+    if !(1..=10_000).contains(&n) {
+        return Err(GatewayError::InvalidArgument(
+            "Part number must be an integer between 1 and 10000, inclusive".into(),
+        ));
+    }
+    match &m.body {
+        sillok_model::manifest::Body::Multipart { parts } => {
+            let mut start = 0u64;
+            for p in parts {
+                if p.number == n as u32 {
+                    return Ok(Some(PartRange { range: start..start + p.size, count: Some(parts.len() as i32) }));
+                }
+                start += p.size;
+            }
+            Err(GatewayError::InvalidPartNumber)
+        }
+        _ if n == 1 => Ok(Some(PartRange { range: 0..m.size, count: None })),
+        _ => Err(GatewayError::InvalidPartNumber),
     }
 }
