@@ -13,7 +13,7 @@ mod dev_ports;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(name = "sillok", version, about = "Sillok: an S3-compatible object store that survives the loss of a site")]
+#[command(name = "sillok", version = concat!(env!("CARGO_PKG_VERSION"), " (commit ", env!("SILLOK_GIT_COMMIT"), ")"), about = "Sillok: an S3-compatible object store that survives the loss of a site")]
 struct Cli {
     #[command(subcommand)]
     command: Command,
