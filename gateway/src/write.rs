@@ -199,30 +199,85 @@ where
     Ok((data, digests.finish()))
 }
 
-/// Picks the node for each shard index: the slot's node unless it is suspect,
-/// then a substitute, preferring the same site, then the least-loaded up site.
+/// Picks the node for each shard index with this gateway's suspicion
+/// (`Cluster::is_suspect`: suspect, or not Up/Draining in the map); the rule
+/// is [`choose_substitutes`]'s.
 pub fn choose_targets(cluster: &Cluster, map: &PlacementMap, slots: &[NodeId]) -> Vec<NodeId> {
-    let mut targets: Vec<Option<NodeId>> = slots.iter().map(|&n| (!cluster.is_suspect(n)).then_some(n)).collect();
-    let site_of = |n: NodeId| map.topology.node(n).map(|x| x.site.clone()).unwrap_or_default();
-    for i in 0..slots.len() {
-        if targets[i].is_some() {
-            continue;
-        }
-        let home = site_of(slots[i]);
-        let usable: Vec<&sillok_placement::Node> =
-            map.topology.nodes.iter().filter(|n| n.state == NodeState::Up && !cluster.is_suspect(n.id)).collect();
-        let load = |t: &[Option<NodeId>], n: NodeId| t.iter().filter(|x| **x == Some(n)).count();
-        let site_load = |t: &[Option<NodeId>], s: &str| t.iter().flatten().filter(|x| site_of(**x) == s).count();
-        // Distinct nodes first: same site, then any site (least loaded site first).
-        let pick = usable
+    let targets = choose_substitutes(map, slots, |n| cluster.is_suspect(n));
+    if targets.iter().collect::<BTreeSet<_>>().len() < targets.len() {
+        tracing::debug!(?slots, ?targets, "fewer than k+m usable nodes: shards doubled up");
+    }
+    targets
+}
+
+/// Picks the node for each shard index: the slot's node unless `is_suspect`
+/// says it is; each suspect slot gets a substitute among the usable nodes
+/// (Up in the map and not suspect), chosen in this order of priority:
+///
+/// 1. **Fewest shards on one node.** No node gets two shards of the object
+///    while the usable nodes and the kept slot nodes leave room for one
+///    each (k+m distinct usable nodes always do). Only when they do not,
+///    shards double up, and then no node gets more than the smallest number
+///    that fits them all (`cap`): ⌈(k+m)/usable⌉ when the kept slot nodes
+///    are all usable (e.g. 2 with 4 usable nodes for 4+2).
+/// 2. **Spread over the sites.** Each substitute goes to the site that holds
+///    the fewest shards of the object so far among those with a node below
+///    `cap` (water-filling, which minimises the largest count per site): no
+///    site gets more than m shards whenever the usable nodes allow it.
+/// 3. The slot's own site on a tie (the shard stays near home), then the
+///    node with the fewest shards of the object, then the lowest id, so that
+///    every gateway makes the same choice.
+///
+/// Slot nodes that are not suspect always keep their shard. With no usable
+/// node at all, a suspect slot keeps its node (its upload fails and the PUT
+/// is refused).
+///
+/// Point 1 comes before point 2: when distinct nodes cannot keep the site
+/// rule (e.g. 3 sites × 3 nodes with two nodes of one site suspect: 7
+/// usable nodes, but only one in that site), the shards still go to distinct
+/// nodes, one site gets m+1 of them, and `durable` refuses the PUT while no
+/// whole site is down.
+pub fn choose_substitutes(map: &PlacementMap, slots: &[NodeId], is_suspect: impl Fn(NodeId) -> bool) -> Vec<NodeId> {
+    let site_of = |n: NodeId| map.topology.node(n).map_or("", |x| x.site.as_str());
+    let mut targets: Vec<Option<NodeId>> = slots.iter().map(|&n| (!is_suspect(n)).then_some(n)).collect();
+    let mut open: Vec<usize> = (0..slots.len()).filter(|&i| targets[i].is_none()).collect();
+    if open.is_empty() {
+        return slots.to_vec();
+    }
+    let usable: Vec<&sillok_placement::Node> =
+        map.topology.nodes.iter().filter(|n| n.state == NodeState::Up && !is_suspect(n.id)).collect();
+    if usable.is_empty() {
+        return slots.to_vec();
+    }
+    let mut node_load: BTreeMap<NodeId, usize> = BTreeMap::new();
+    let mut site_load: BTreeMap<&str, usize> = BTreeMap::new();
+    for &n in targets.iter().flatten() {
+        *node_load.entry(n).or_default() += 1;
+        *site_load.entry(site_of(n)).or_default() += 1;
+    }
+    // The smallest number of shards per node that leaves room for them all.
+    let room = |cap: usize, load: &BTreeMap<NodeId, usize>| -> usize {
+        usable.iter().map(|n| cap.saturating_sub(load.get(&n.id).copied().unwrap_or(0))).sum()
+    };
+    let mut cap = 1;
+    while room(cap, &node_load) < open.len() {
+        cap += 1;
+    }
+    while !open.is_empty() {
+        let load = |n: NodeId| node_load.get(&n).copied().unwrap_or(0);
+        let best = usable
             .iter()
-            .filter(|n| load(&targets, n.id) == 0 && !slots.contains(&n.id))
-            .min_by_key(|n| (n.site != home, site_load(&targets, &n.site), n.id))
-            .or_else(|| {
-                usable.iter().min_by_key(|n| (load(&targets, n.id), site_load(&targets, &n.site), n.site != home, n.id))
+            .filter(|n| load(n.id) < cap)
+            .min_by_key(|n| {
+                let home = open.iter().any(|&i| site_of(slots[i]) == n.site);
+                (site_load.get(n.site.as_str()).copied().unwrap_or(0), !home, load(n.id), n.id)
             })
-            .map(|n| n.id);
-        targets[i] = Some(pick.unwrap_or(slots[i]));
+            .expect("the cap leaves room for every open slot");
+        let at = open.iter().position(|&i| site_of(slots[i]) == best.site).unwrap_or(0);
+        let i = open.remove(at);
+        targets[i] = Some(best.id);
+        *node_load.entry(best.id).or_default() += 1;
+        *site_load.entry(best.site.as_str()).or_default() += 1;
     }
     targets.into_iter().map(|t| t.expect("every slot got a target")).collect()
 }
@@ -487,4 +542,249 @@ pub fn retire_later(cluster: &Arc<Cluster>, old: Manifest, grace: std::time::Dur
         tokio::time::sleep(grace).await;
         discard(&cluster, &old.body);
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sillok_placement::{EcProfile, Node, Site, Topology};
+
+    /// 4+2 over sites `site-a`, `site-b`, ... with `per_site[i]` nodes each
+    /// (ids from 1, site by site).
+    fn map_of(per_site: &[usize]) -> Option<PlacementMap> {
+        let sites: Vec<Site> =
+            (0..per_site.len()).map(|i| Site { id: format!("site-{}", (b'a' + i as u8) as char) }).collect();
+        let mut nodes = Vec::new();
+        for (site, &n) in sites.iter().zip(per_site) {
+            for _ in 0..n {
+                let id = nodes.len() as u32 + 1;
+                let addr = format!("127.0.0.1:{}", 7000 + id);
+                nodes.push(Node { id: NodeId(id), site: site.id.clone(), addr, weight: 1.0, state: NodeState::Up });
+            }
+        }
+        PlacementMap::new(Topology { sites, nodes }, EcProfile { k: 4, m: 2 }, 64).ok()
+    }
+
+    fn site_of(map: &PlacementMap, n: NodeId) -> String {
+        map.topology.node(n).unwrap().site.clone()
+    }
+
+    fn per_node(targets: &[NodeId]) -> BTreeMap<NodeId, usize> {
+        let mut c = BTreeMap::new();
+        for &t in targets {
+            *c.entry(t).or_default() += 1;
+        }
+        c
+    }
+
+    fn per_site(map: &PlacementMap, targets: &[NodeId]) -> BTreeMap<String, usize> {
+        let mut c = BTreeMap::new();
+        for &t in targets {
+            *c.entry(site_of(map, t)).or_default() += 1;
+        }
+        c
+    }
+
+    fn nodes_of(map: &PlacementMap, site: &str) -> BTreeSet<NodeId> {
+        map.topology.nodes_in(site).map(|n| n.id).collect()
+    }
+
+    /// Every PG's choice with `suspect`, after the checks that hold always:
+    /// a slot node that is not suspect keeps its shard, and no target is
+    /// suspect.
+    fn every_pg(map: &PlacementMap, suspect: &BTreeSet<NodeId>) -> Vec<(Vec<NodeId>, Vec<NodeId>)> {
+        (0..map.pg_count)
+            .map(|pg| {
+                let slots = map.slots(pg).to_vec();
+                let targets = choose_substitutes(map, &slots, |n| suspect.contains(&n));
+                assert_eq!(targets.len(), slots.len());
+                for (s, t) in slots.iter().zip(&targets) {
+                    assert!(suspect.contains(s) || s == t, "pg {pg}: {slots:?} → {targets:?}: slot {s} moved");
+                    assert!(!suspect.contains(t), "pg {pg}: {slots:?} → {targets:?}: suspect {t} chosen");
+                }
+                (slots, targets)
+            })
+            .collect()
+    }
+
+    fn expect(sites: &[(&str, usize)]) -> BTreeMap<String, usize> {
+        sites.iter().map(|(s, n)| (s.to_string(), *n)).collect()
+    }
+
+    #[test]
+    fn one_suspect_node_with_3_nodes_per_site_gets_the_spare_of_its_own_site() {
+        let map = map_of(&[3, 3, 3]).unwrap();
+        let suspect = BTreeSet::from([NodeId(1)]);
+        let mut substituted = 0;
+        for (slots, targets) in every_pg(&map, &suspect) {
+            assert!(per_node(&targets).values().all(|&n| n == 1), "{slots:?} → {targets:?}: two shards on a node");
+            assert_eq!(per_site(&map, &targets), expect(&[("site-a", 2), ("site-b", 2), ("site-c", 2)]));
+            if let Some(i) = slots.iter().position(|&s| s == NodeId(1)) {
+                assert_eq!(site_of(&map, targets[i]), "site-a", "{slots:?} → {targets:?}: not in its own site");
+                substituted += 1;
+            }
+        }
+        assert!(substituted > 0, "n1 holds no slot");
+    }
+
+    #[test]
+    fn a_suspect_site_with_3_nodes_per_site_leaves_6_distinct_nodes_3_per_surviving_site() {
+        let map = map_of(&[3, 3, 3]).unwrap();
+        let suspect = nodes_of(&map, "site-a");
+        for (slots, targets) in every_pg(&map, &suspect) {
+            assert!(per_node(&targets).values().all(|&n| n == 1), "{slots:?} → {targets:?}: two shards on a node");
+            assert_eq!(per_site(&map, &targets), expect(&[("site-b", 3), ("site-c", 3)]), "{slots:?} → {targets:?}");
+        }
+    }
+
+    #[test]
+    fn a_suspect_site_with_2_nodes_per_site_doubles_evenly() {
+        let map = map_of(&[2, 2, 2]).unwrap();
+        let suspect = nodes_of(&map, "site-a");
+        for (slots, targets) in every_pg(&map, &suspect) {
+            // 6 shards on 4 usable nodes: at most ⌈6/4⌉ = 2 on one, so 2 nodes hold 2.
+            let counts = per_node(&targets);
+            assert_eq!(counts.len(), 4, "{slots:?} → {targets:?}: every usable node used");
+            assert!(counts.values().all(|&n| n <= 2), "{slots:?} → {targets:?}");
+            assert_eq!(per_site(&map, &targets), expect(&[("site-b", 3), ("site-c", 3)]), "{slots:?} → {targets:?}");
+        }
+    }
+
+    #[test]
+    fn one_suspect_node_with_2_nodes_per_site_doubles_on_its_site_mate() {
+        let map = map_of(&[2, 2, 2]).unwrap();
+        let suspect = BTreeSet::from([NodeId(1)]);
+        for (slots, targets) in every_pg(&map, &suspect) {
+            // 5 usable nodes for 6 shards: one doubles, on site-a so that
+            // every site keeps 2 (the object survives any one site).
+            assert_eq!(per_node(&targets).get(&NodeId(2)), Some(&2), "{slots:?} → {targets:?}");
+            assert_eq!(per_site(&map, &targets), expect(&[("site-a", 2), ("site-b", 2), ("site-c", 2)]));
+        }
+    }
+
+    /// Sites of 2, 2 and 3 nodes, one node suspect in each 2-node site: 5
+    /// usable nodes. A distinct spare exists only in site-c; taking it gives
+    /// site-c 3 shards (more than m: `durable` refuses the PUT), while
+    /// doubling on the site-mates keeps 2 per site.
+    #[test]
+    fn an_uneven_site_gets_no_third_shard_while_doubling_is_needed_anyway() {
+        let map = map_of(&[2, 2, 3]).unwrap();
+        let suspect = BTreeSet::from([NodeId(1), NodeId(3)]);
+        for (slots, targets) in every_pg(&map, &suspect) {
+            assert!(per_node(&targets).values().all(|&n| n <= 2), "{slots:?} → {targets:?}");
+            assert_eq!(
+                per_site(&map, &targets),
+                expect(&[("site-a", 2), ("site-b", 2), ("site-c", 2)]),
+                "{slots:?} → {targets:?}"
+            );
+            let written: Vec<ShardLocation> =
+                targets.iter().enumerate().map(|(i, &node)| ShardLocation { index: i as u8, node }).collect();
+            assert!(durable(&map, 4, 6, &written, &[]), "{slots:?} → {targets:?}: not durable");
+        }
+    }
+
+    /// Distinct nodes come before the site rule: with two of site-a's three
+    /// nodes suspect, 7 nodes are usable, so no shard doubles up, but only
+    /// one of them is in site-a and another site gets 3 shards. `durable`
+    /// refuses such a PUT while site-a's third node answers (the site is not
+    /// down): this pins the rule of issue 10 (see `docs/operations.md`).
+    #[test]
+    fn distinct_nodes_come_before_the_site_rule() {
+        let map = map_of(&[3, 3, 3]).unwrap();
+        let suspect = BTreeSet::from([NodeId(1), NodeId(3)]);
+        for (slots, targets) in every_pg(&map, &suspect) {
+            assert!(per_node(&targets).values().all(|&n| n == 1), "{slots:?} → {targets:?}");
+            let sites = per_site(&map, &targets);
+            assert_eq!(sites.get("site-a"), Some(&1), "{slots:?} → {targets:?}");
+            assert_eq!(sites.values().max(), Some(&3), "{slots:?} → {targets:?}");
+            let written: Vec<ShardLocation> =
+                targets.iter().enumerate().map(|(i, &node)| ShardLocation { index: i as u8, node }).collect();
+            assert!(!durable(&map, 4, 6, &written, &[]));
+        }
+    }
+
+    #[test]
+    fn with_no_usable_node_the_slots_are_kept() {
+        let map = map_of(&[2, 2, 2]).unwrap();
+        let slots = map.slots(0).to_vec();
+        assert_eq!(choose_substitutes(&map, &slots, |_| true), slots);
+        assert_eq!(choose_substitutes(&map, &slots, |_| false), slots);
+    }
+
+    /// The best choice by exhaustive search: the smallest largest number of
+    /// shards on one node, then on one site.
+    fn best_by_search(map: &PlacementMap, slots: &[NodeId], suspect: &BTreeSet<NodeId>) -> Option<(usize, usize)> {
+        let usable: Vec<NodeId> = map
+            .topology
+            .nodes
+            .iter()
+            .filter(|n| n.state == NodeState::Up && !suspect.contains(&n.id))
+            .map(|n| n.id)
+            .collect();
+        let open: Vec<usize> = (0..slots.len()).filter(|&i| suspect.contains(&slots[i])).collect();
+        if usable.is_empty() || usable.len().checked_pow(open.len() as u32)? > 300_000 {
+            return None;
+        }
+        let mut best = (usize::MAX, usize::MAX);
+        let mut choice = vec![0usize; open.len()];
+        loop {
+            let mut targets = slots.to_vec();
+            for (j, &i) in open.iter().enumerate() {
+                targets[i] = usable[choice[j]];
+            }
+            let score = (
+                per_node(&targets).into_values().max().unwrap_or(0),
+                per_site(map, &targets).into_values().max().unwrap_or(0),
+            );
+            best = best.min(score);
+            // Next combination.
+            let mut j = 0;
+            while j < choice.len() {
+                choice[j] += 1;
+                if choice[j] < usable.len() {
+                    break;
+                }
+                choice[j] = 0;
+                j += 1;
+            }
+            if j == choice.len() {
+                return Some(best);
+            }
+        }
+    }
+
+    #[test]
+    fn the_choice_is_as_good_as_an_exhaustive_search_on_random_topologies() {
+        let mut x: u64 = 0x5EED_1234_ABCD_0001;
+        let mut rand = move |n: u64| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x % n
+        };
+        let mut checked = 0;
+        for _ in 0..400 {
+            let sites = 3 + rand(2) as usize;
+            let per: Vec<usize> = (0..sites).map(|_| 1 + rand(4) as usize).collect();
+            let Some(map) = map_of(&per) else { continue };
+            let suspect: BTreeSet<NodeId> =
+                map.topology.nodes.iter().filter(|_| rand(100) < 30).map(|n| n.id).collect();
+            for pg in [0, 1 + rand(u64::from(map.pg_count) - 1) as u32] {
+                let slots = map.slots(pg).to_vec();
+                let Some(best) = best_by_search(&map, &slots, &suspect) else { continue };
+                let targets = choose_substitutes(&map, &slots, |n| suspect.contains(&n));
+                let got = (
+                    per_node(&targets).into_values().max().unwrap_or(0),
+                    per_site(&map, &targets).into_values().max().unwrap_or(0),
+                );
+                assert_eq!(got, best, "{per:?}, suspect {suspect:?}: {slots:?} → {targets:?}");
+                for (s, t) in slots.iter().zip(&targets) {
+                    assert!(suspect.contains(s) || s == t);
+                    assert!(!suspect.contains(t));
+                }
+                checked += 1;
+            }
+        }
+        assert!(checked > 200, "only {checked} cases checked");
+    }
 }

@@ -15,4 +15,5 @@ mod following;
 mod real_clients;
 mod s3_compat;
 mod s3_operations;
+mod substitutes;
 mod versions;
