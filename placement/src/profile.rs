@@ -30,8 +30,10 @@ impl EcProfile {
         self.k as usize + self.m as usize
     }
 
-    /// How many manifest replicas a PG keeps: m+1, so that a majority survives
-    /// the loss of any m nodes.
+    /// How many manifest replicas a PG keeps: m+1, so that a copy survives the
+    /// loss of any m nodes. Reads and writes need a majority of them, so they
+    /// go on through the loss of (m+1) - (⌊(m+1)/2⌋ + 1) replicas: one of the
+    /// three for 4+2 (with one replica per site, any one site), not any m.
     pub fn manifest_replicas(&self) -> usize {
         self.m as usize + 1
     }
