@@ -406,7 +406,9 @@ where
         .collect();
     let (ok, failed) = match fanout::gather(cluster, &map, calls, Need::all(), Rest::Drop, Some(finish)).await {
         Gathered::Met { ok, failed } | Gathered::Short { ok, failed } => (ok, failed),
-        Gathered::Stale(_) => unreachable!("shard uploads are not refused for their epoch"),
+        // Nodes do not refuse shard uploads for their epoch; one that did is
+        // treated as a failed upload, and the durability rule decides.
+        Gathered::Stale(_) => (Vec::new(), Vec::new()),
     };
     let mut written: Vec<ShardLocation> =
         ok.into_iter().map(|(node, i)| ShardLocation { index: i as u8, node }).collect();
