@@ -499,18 +499,7 @@ async fn checksums_are_verified_kept_and_returned() {
     }
     // The same request with the right trailer value is stored.
     let data = pattern(2 * MIB, 9);
-    let crc = {
-        use base64::Engine;
-        base64::engine::general_purpose::STANDARD.encode(crc32fast::hash(&data).to_be_bytes())
-    };
-    let mut chunked = format!("{:x}\r\n", data.len()).into_bytes();
-    chunked.extend_from_slice(&data);
-    chunked.extend_from_slice(format!("\r\n0\r\nx-amz-checksum-crc32:{crc}\r\n\r\n").as_bytes());
-    let headers = [
-        ("content-encoding", "aws-chunked".to_string()),
-        ("x-amz-decoded-content-length", data.len().to_string()),
-        ("x-amz-trailer", "x-amz-checksum-crc32".to_string()),
-    ];
+    let (headers, chunked) = crc32_trailer_upload(&data, "aws-chunked");
     let (st, _, text) =
         raw(&cluster, "PUT", "/sums/good-trailer", &headers, "STREAMING-UNSIGNED-PAYLOAD-TRAILER", chunked).await;
     assert_eq!(st, 200, "{text}");
@@ -1147,18 +1136,7 @@ async fn content_encoding_comes_back_without_aws_chunked() {
     // An aws-chunked upload of a gzip file, as SDKs send one with a checksum
     // trailer: the request's Content-Encoding is `gzip,aws-chunked`.
     let data = pattern(100_000, 9);
-    let crc = {
-        use base64::Engine;
-        base64::engine::general_purpose::STANDARD.encode(crc32fast::hash(&data).to_be_bytes())
-    };
-    let mut chunked = format!("{:x}\r\n", data.len()).into_bytes();
-    chunked.extend_from_slice(&data);
-    chunked.extend_from_slice(format!("\r\n0\r\nx-amz-checksum-crc32:{crc}\r\n\r\n").as_bytes());
-    let headers = [
-        ("content-encoding", "gzip,aws-chunked".to_string()),
-        ("x-amz-decoded-content-length", data.len().to_string()),
-        ("x-amz-trailer", "x-amz-checksum-crc32".to_string()),
-    ];
+    let (headers, chunked) = crc32_trailer_upload(&data, "gzip,aws-chunked");
     let (st, _, text) =
         raw(&cluster, "PUT", "/enc/z.gz", &headers, "STREAMING-UNSIGNED-PAYLOAD-TRAILER", chunked).await;
     assert_eq!(st, 200, "{text}");
@@ -1226,4 +1204,22 @@ async fn get_and_head_by_part_number_as_parallel_downloaders_use_them() {
     assert_same(&got.body.collect().await.unwrap().into_bytes(), &small, "partNumber=1 of a single-PUT object");
     let err = c.head_object().bucket("parts").key("photo.jpg").part_number(2).send().await.unwrap_err();
     assert_eq!(err.raw_response().map(|r| r.status().as_u16()), Some(416));
+}
+
+/// `data` as one aws-chunked chunk with a correct CRC32 trailer
+/// (STREAMING-UNSIGNED-PAYLOAD-TRAILER), and the headers that go with it.
+fn crc32_trailer_upload(data: &[u8], content_encoding: &str) -> ([(&'static str, String); 3], Vec<u8>) {
+    let crc = {
+        use base64::Engine;
+        base64::engine::general_purpose::STANDARD.encode(crc32fast::hash(data).to_be_bytes())
+    };
+    let mut chunked = format!("{:x}\r\n", data.len()).into_bytes();
+    chunked.extend_from_slice(data);
+    chunked.extend_from_slice(format!("\r\n0\r\nx-amz-checksum-crc32:{crc}\r\n\r\n").as_bytes());
+    let headers = [
+        ("content-encoding", content_encoding.to_string()),
+        ("x-amz-decoded-content-length", data.len().to_string()),
+        ("x-amz-trailer", "x-amz-checksum-crc32".to_string()),
+    ];
+    (headers, chunked)
 }
