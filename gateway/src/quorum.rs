@@ -47,8 +47,9 @@ enum Written {
 /// Writes `m` so that it wins, and returns it as written.
 ///
 /// A write wins when a majority of the PG's current manifest replicas,
-/// spanning two sites, stored its version. A replica that holds a newer
-/// version refuses it and names that version: the process's clock moves past
+/// spanning two sites, stored its version and none of those that answered
+/// holds a newer one. A replica that holds a newer version refuses the write
+/// and names that version: the process's clock moves past
 /// it (`sillok_model::clock`) and the manifest is written again with a new,
 /// newer version (at most [`WIN_RETRIES`] times), so the write that completes
 /// last wins whatever the writers' wall clocks say. Last-Modified moves with
@@ -93,10 +94,13 @@ async fn write_on(cluster: &Arc<Cluster>, map: Arc<PlacementMap>, m: &Manifest) 
                 stored.iter().filter_map(|n| map.topology.node(*n).map(|x| x.site.clone())).collect();
             let replica_sites: std::collections::BTreeSet<_> =
                 replicas.iter().filter_map(|n| map.topology.node(*n).map(|x| x.site.clone())).collect();
-            if stored.len() >= need.answers && sites.len() >= 2.min(replica_sites.len()) {
-                Attempt::Done(Ok(Written::Won))
-            } else if newest > m.version {
+            if newest > m.version {
+                // Even when a majority stored ours: a replica that holds a
+                // newer version (a write that failed its quorum but reached
+                // it, say) would make quorum reads see that one instead.
                 Attempt::Done(Ok(Written::Superseded(newest)))
+            } else if stored.len() >= need.answers && sites.len() >= 2.min(replica_sites.len()) {
+                Attempt::Done(Ok(Written::Won))
             } else {
                 Attempt::Done(Err(GatewayError::Internal(format!(
                     "manifest replicas answered without storing and without a newer version ({}/{})",
