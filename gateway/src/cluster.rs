@@ -13,7 +13,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
-use sillok_placement::{NodeId, PgId, PlacementMap};
+use sillok_placement::{NodeId, PlacementMap};
 use sillok_storage_node::NodeClient;
 
 use crate::catalog::GatewayCatalog;
@@ -103,10 +103,6 @@ impl Cluster {
         self.map().topology.node(node).map(|n| n.addr.clone())
     }
 
-    pub fn site(&self, node: NodeId) -> Option<String> {
-        self.map().topology.node(node).map(|n| n.site.clone())
-    }
-
     pub fn mark_suspect(&self, node: NodeId) {
         let mut s = self.suspect.write().expect("suspect lock");
         if s.insert(node, Instant::now()).is_none() {
@@ -142,10 +138,6 @@ impl Cluster {
             })
             .map(|s| s.id.clone())
             .collect()
-    }
-
-    pub fn manifest_replicas(&self, pg: PgId) -> Vec<NodeId> {
-        self.map().manifest_replicas(pg)
     }
 
     /// Every node of the map that holds or may hold data.
@@ -188,16 +180,18 @@ impl Cluster {
                 Gathered::Met { ok, .. } | Gathered::Short { ok, .. } => ok,
                 Gathered::Stale(_) => Vec::new(),
             };
+            let mut newest = map.epoch;
             for (node, health) in answers {
                 self.mark_healthy(node);
                 if let Some(offset) = health.clock_offset_ms {
                     self.note_clock(node, offset);
                 }
-                if health.epoch > map.epoch {
-                    // Not awaited here: the probe rounds go on.
-                    let me = self.clone();
-                    tokio::spawn(async move { me.catch_up(health.epoch).await });
-                }
+                newest = newest.max(health.epoch);
+            }
+            if newest > map.epoch {
+                // One catch-up for the round, not awaited: the probes go on.
+                let me = self.clone();
+                tokio::spawn(async move { me.catch_up(newest).await });
             }
             tokio::time::sleep(interval).await;
         }

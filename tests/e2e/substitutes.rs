@@ -177,36 +177,9 @@ fn kill_rest_of_site(cluster: &DevCluster, site: &str, already: i32) -> Vec<u64>
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_k_plus_m_nodes_reachable_no_node_holds_two_shards_of_an_object() {
     let cluster = DevCluster::start_with(&["--nodes-per-site", "3"]);
-    let c = cluster.client();
-    c.create_bucket().bucket("subs").send().await.unwrap();
-    let sites = cluster.sites();
-    assert_eq!(sites.len(), 3);
     assert_eq!(cluster.nodes().len(), 9, "3 sites × 3 nodes");
-    let lost = sites[0].clone();
-
-    // One node of `lost` dies: 8 reachable nodes.
-    let (first_id, first_pid) = kill_node(&cluster, &lost);
-    let first_dir = format!("node-{first_id}");
-    wait_for_writes(&cluster, &c, "subs", &[first_id]).await;
-    let before = shards_on_disk(&cluster);
-    let mut objects = put_objects(&c, "subs", "one-node-down", 20).await;
-    let placed = new_objects(&cluster, &before);
-    let two_each: BTreeMap<String, usize> = sites.iter().map(|s| (s.clone(), 2)).collect();
-    check_placement(&placed, 20, 1, &two_each, std::slice::from_ref(&first_dir), "one node down, 3 nodes per site");
-
-    // The rest of the site dies: 6 reachable nodes, exactly k+m.
-    let dead = kill_rest_of_site(&cluster, &lost, first_pid);
-    wait_for_writes(&cluster, &c, "subs", &dead).await;
-    let before = shards_on_disk(&cluster);
-    objects.extend(put_objects(&c, "subs", "site-down", 20).await);
-    let placed = new_objects(&cluster, &before);
-    let dead_dirs: Vec<String> = dead.iter().map(|id| format!("node-{id}")).collect();
-    let three_each: BTreeMap<String, usize> = sites[1..].iter().map(|s| (s.clone(), 3)).collect();
-    check_placement(&placed, 20, 1, &three_each, &dead_dirs, "a site down, 3 nodes per site");
-
-    for (key, body) in &objects {
-        assert_same(&get(&c, "subs", key, None).await, body, &format!("{key} with {lost} down"));
-    }
+    // One node down: 8 reachable; then its whole site: 6, exactly k+m.
+    lose_a_node_then_its_site(&cluster, 1, "3 nodes per site").await;
 }
 
 /// 3 sites × 2 nodes (the default: exactly k+m = 6 nodes). A dead node
@@ -217,31 +190,39 @@ async fn with_k_plus_m_nodes_reachable_no_node_holds_two_shards_of_an_object() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_fewer_than_k_plus_m_nodes_writes_double_up_evenly() {
     let cluster = DevCluster::start();
+    assert_eq!(cluster.nodes().len(), 6, "3 sites × 2 nodes");
+    lose_a_node_then_its_site(&cluster, 2, "2 nodes per site").await;
+}
+
+/// Kills one node of the first site, writes 20 objects and checks where
+/// their shards went (2 per site, the node's shard on its own site, at most
+/// `max_per_node` shards of an object on one node); then kills the rest of
+/// that site and checks 20 more (3 per surviving site); then reads all back.
+async fn lose_a_node_then_its_site(cluster: &DevCluster, max_per_node: usize, layout: &str) {
     let c = cluster.client();
     c.create_bucket().bucket("subs").send().await.unwrap();
     let sites = cluster.sites();
-    assert_eq!(cluster.nodes().len(), 6, "3 sites × 2 nodes");
+    assert_eq!(sites.len(), 3);
     let lost = sites[0].clone();
 
-    let (first_id, first_pid) = kill_node(&cluster, &lost);
+    let (first_id, first_pid) = kill_node(cluster, &lost);
     let first_dir = format!("node-{first_id}");
-    wait_for_writes(&cluster, &c, "subs", &[first_id]).await;
-    let before = shards_on_disk(&cluster);
+    wait_for_writes(cluster, &c, "subs", &[first_id]).await;
+    let before = shards_on_disk(cluster);
     let mut objects = put_objects(&c, "subs", "one-node-down", 20).await;
-    let placed = new_objects(&cluster, &before);
-    // Its shard goes to the other node of its site: still 2 per site, so the
-    // object still survives the loss of any one site.
+    let placed = new_objects(cluster, &before);
     let two_each: BTreeMap<String, usize> = sites.iter().map(|s| (s.clone(), 2)).collect();
-    check_placement(&placed, 20, 2, &two_each, std::slice::from_ref(&first_dir), "one node down, 2 nodes per site");
+    let what = format!("one node down, {layout}");
+    check_placement(&placed, 20, max_per_node, &two_each, std::slice::from_ref(&first_dir), &what);
 
-    let dead = kill_rest_of_site(&cluster, &lost, first_pid);
-    wait_for_writes(&cluster, &c, "subs", &dead).await;
-    let before = shards_on_disk(&cluster);
+    let dead = kill_rest_of_site(cluster, &lost, first_pid);
+    wait_for_writes(cluster, &c, "subs", &dead).await;
+    let before = shards_on_disk(cluster);
     objects.extend(put_objects(&c, "subs", "site-down", 20).await);
-    let placed = new_objects(&cluster, &before);
+    let placed = new_objects(cluster, &before);
     let dead_dirs: Vec<String> = dead.iter().map(|id| format!("node-{id}")).collect();
     let three_each: BTreeMap<String, usize> = sites[1..].iter().map(|s| (s.clone(), 3)).collect();
-    check_placement(&placed, 20, 2, &three_each, &dead_dirs, "a site down, 2 nodes per site");
+    check_placement(&placed, 20, max_per_node, &three_each, &dead_dirs, &format!("a site down, {layout}"));
 
     for (key, body) in &objects {
         assert_same(&get(&c, "subs", key, None).await, body, &format!("{key} with {lost} down"));
