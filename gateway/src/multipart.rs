@@ -13,15 +13,19 @@
 //! Completing writes the object's manifest with a `Multipart` body that points
 //! at the parts' shards as they are (no data is copied), so the part shards
 //! become the object's. Invariants that keep data safe:
-//! - the upload is marked `completing` before the object's manifest is written,
-//!   and a `completing` upload's cleanup only deletes shards that the object's
-//!   current manifest does not reference;
-//! - parts not named in the completion are deleted with the upload.
+//! - records and parts are placed in the object's PG and their shards carry
+//!   the object's placement hash (`model::placement`), so the collector that
+//!   decides whether a part's shards are still referred to asks the replicas
+//!   that hold the object's manifest, the upload record and the parts at once;
+//! - nothing here deletes a shard: parts not named in a completion, aborted
+//!   uploads and overwritten parts become the collector's once no manifest
+//!   refers to them;
+//! - the upload is marked `completing` before the object's manifest is written.
 //!
 //! The namespaces are not valid S3 bucket names, so they cannot clash with
 //! user buckets, and user listings never see them.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -36,16 +40,11 @@ use crate::listing::{self, ListQuery};
 use crate::quorum;
 use crate::write::{self, PutRequest, WriteSettings};
 
-pub const UPLOADS: &str = ".sillok:uploads";
-pub const PARTS: &str = ".sillok:parts";
+pub use sillok_model::placement::{PARTS, UPLOADS};
 
 /// S3's limits on parts.
 pub const MAX_PART_NUMBER: u32 = 10_000;
 pub const MIN_PART_SIZE: u64 = 5 << 20;
-
-/// How long after an overwrite a superseded part's shards stay (for reads
-/// and completions already using it).
-const PART_RETIRE_GRACE: Duration = Duration::from_secs(30);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -96,8 +95,14 @@ fn parse_record_key(k: &str) -> Option<(&str, &str, &str)> {
     Some((bucket, key, id))
 }
 
-fn part_key(upload_id: &str, number: u32) -> String {
-    format!("{upload_id}/{number:05}")
+/// A part's key: its upload's record key, then the part number, so that the
+/// part is placed with the object (`model::placement::owner`).
+fn part_key(upload: &Upload, number: u32) -> String {
+    parts_prefix(upload) + &format!("{number:05}")
+}
+
+fn parts_prefix(upload: &Upload) -> String {
+    format!("{}/", record_key(&upload.bucket, &upload.key, &upload.upload_id))
 }
 
 /// The kept header naming the upload that made a multipart object. Not one
@@ -232,8 +237,7 @@ where
     let checksum = part.checksum.or_else(|| {
         upload.checksum_algorithm().map(|algorithm| checksum::Expected { algorithm, value: None, trailer: None })
     });
-    let key = part_key(&upload.upload_id, part.number);
-    let previous = quorum::read_manifest(cluster, PARTS, &key).await.ok().flatten();
+    let key = part_key(upload, part.number);
     let req = PutRequest {
         bucket: PARTS.into(),
         key,
@@ -242,11 +246,7 @@ where
         checksum,
         ..Default::default()
     };
-    let m = write::put_object(cluster, settings, req, body).await?;
-    if let Some(old) = previous.filter(|o| o.version < m.version) {
-        write::retire_later(cluster, old, PART_RETIRE_GRACE);
-    }
-    Ok(m)
+    write::put_object(cluster, settings, req, body).await
 }
 
 pub fn check_part_number(n: u32) -> Result<(), GatewayError> {
@@ -276,9 +276,9 @@ pub async fn list_parts(
 ) -> Result<(Vec<PartInfo>, bool), GatewayError> {
     let q = ListQuery {
         bucket: PARTS.into(),
-        prefix: format!("{}/", upload.upload_id),
+        prefix: parts_prefix(upload),
         delimiter: None,
-        start_after: (marker > 0).then(|| part_key(&upload.upload_id, marker)),
+        start_after: (marker > 0).then(|| part_key(upload, marker)),
         max_keys: max,
     };
     let page = listing::list(cluster, &q).await?;
@@ -339,7 +339,7 @@ pub async fn complete(
     for p in requested {
         check_part_number(p.number)?;
     }
-    let keys: Vec<String> = requested.iter().map(|p| part_key(&upload.upload_id, p.number)).collect();
+    let keys: Vec<String> = requested.iter().map(|p| part_key(upload, p.number)).collect();
     let mut stored: Vec<Option<Manifest>> = Vec::with_capacity(keys.len());
     for chunk in keys.chunks(16) {
         let got = futures::future::join_all(chunk.iter().map(|k| quorum::read_manifest(cluster, PARTS, k))).await;
@@ -434,48 +434,30 @@ pub async fn complete(
     };
     let object = quorum::write_manifest(cluster, &object).await?;
 
-    // The upload is gone for clients now; tidy up in the background.
-    let (cluster, upload, kept) = (cluster.clone(), upload.clone(), object_ids(&object.body));
+    // The upload is gone for clients now; tidy up its records in the
+    // background. The parts' shards are now the object's.
+    let (cluster, upload) = (cluster.clone(), upload.clone());
     tokio::spawn(async move {
-        if let Err(e) = remove(&cluster, &upload, &kept).await {
+        if let Err(e) = remove(&cluster, &upload).await {
             tracing::warn!(upload_id = %upload.upload_id, error = %e, "cleanup after completion failed (the sweeper retries)");
         }
     });
     Ok(object)
 }
 
-fn object_ids(body: &Body) -> BTreeSet<String> {
-    body.sharded_sets().into_iter().map(|s| s.object_id.clone()).collect()
-}
-
-/// Aborts an upload: its record and every part, and the parts' shards.
+/// Aborts an upload: its record and every part. The parts' shards are left to
+/// the collector, which keeps whatever a completed object refers to.
 pub async fn abort(cluster: &Arc<Cluster>, upload: &Upload) -> Result<(), GatewayError> {
-    let keep = match upload.state.phase {
-        Phase::Open => BTreeSet::new(),
-        // A completion started: keep whatever the object now references.
-        Phase::Completing => referenced_by_object(cluster, upload).await?,
-    };
-    remove(cluster, upload, &keep).await
-}
-
-async fn referenced_by_object(cluster: &Arc<Cluster>, upload: &Upload) -> Result<BTreeSet<String>, GatewayError> {
-    let current = quorum::read_manifest(cluster, &upload.bucket, &upload.key).await?;
-    Ok(current.map(|m| object_ids(&m.body)).unwrap_or_default())
+    remove(cluster, upload).await
 }
 
 /// Tombstones the record first (new parts and completions then fail), then
-/// every part; deletes the shards of parts whose object ids are not in `keep`.
-async fn remove(cluster: &Arc<Cluster>, upload: &Upload, keep: &BTreeSet<String>) -> Result<(), GatewayError> {
+/// every part.
+async fn remove(cluster: &Arc<Cluster>, upload: &Upload) -> Result<(), GatewayError> {
     let tomb = Manifest::tombstone(UPLOADS, &record_key(&upload.bucket, &upload.key, &upload.upload_id));
     quorum::write_manifest(cluster, &tomb).await?;
     for p in all_parts(cluster, upload).await? {
-        let key = part_key(&upload.upload_id, p.number);
-        if let Some(m) = quorum::read_manifest(cluster, PARTS, &key).await? {
-            quorum::write_manifest(cluster, &Manifest::tombstone(PARTS, &key)).await?;
-            if !m.is_deleted() && object_ids(&m.body).is_disjoint(keep) {
-                write::discard(cluster, &m.body);
-            }
-        }
+        quorum::write_manifest(cluster, &Manifest::tombstone(PARTS, &part_key(upload, p.number))).await?;
     }
     Ok(())
 }
@@ -572,10 +554,23 @@ mod tests {
     }
 
     #[test]
-    fn part_keys_sort_numerically() {
-        let mut keys: Vec<String> = [10, 2, 10_000, 1].iter().map(|n| part_key("u", *n)).collect();
+    fn part_keys_sort_numerically_and_place_with_their_object() {
+        let record = record_key("b", "dir/k", "u");
+        let state = UploadState { phase: Phase::Open, checksum: None, full_object: false };
+        let upload = Upload {
+            bucket: "b".into(),
+            key: "dir/k".into(),
+            upload_id: "u".into(),
+            initiated_ms: 0,
+            record: Manifest::tombstone(UPLOADS, &record),
+            state,
+        };
+        let mut keys: Vec<String> = [10, 2, 10_000, 1].iter().map(|n| part_key(&upload, *n)).collect();
         keys.sort();
-        assert_eq!(keys, ["u/00001", "u/00002", "u/00010", "u/10000"]);
+        assert_eq!(keys, ["b/dir/k/u/00001", "b/dir/k/u/00002", "b/dir/k/u/00010", "b/dir/k/u/10000"]);
+        let h = sillok_model::placement::placement_hash("b", "dir/k");
+        assert_eq!(sillok_model::placement::placement_hash(PARTS, &keys[0]), h);
+        assert_eq!(sillok_model::placement::placement_hash(UPLOADS, &record), h);
     }
 
     #[test]

@@ -26,6 +26,7 @@ use std::sync::Arc;
 
 use sillok_model::clock;
 use sillok_model::manifest::{Manifest, Version};
+use sillok_model::placement;
 use sillok_placement::{NodeId, PlacementMap};
 
 use crate::cluster::Cluster;
@@ -79,7 +80,7 @@ pub async fn write_manifest(cluster: &Arc<Cluster>, m: &Manifest) -> Result<Mani
 
 /// One attempt on the current replicas.
 async fn write_on(cluster: &Arc<Cluster>, map: Arc<PlacementMap>, m: &Manifest) -> Attempt<Written> {
-    let replicas = map.manifest_replicas(map.pg_of(&m.bucket, &m.key));
+    let replicas = map.manifest_replicas(placement::pg_of(&map, &m.bucket, &m.key));
     let need = Need::majority(replicas.len()).spanning(2);
     let m = Arc::new(m.clone());
     let put = |client: sillok_storage_node::NodeClient, addr: String| {
@@ -128,7 +129,7 @@ pub async fn read_manifest(cluster: &Arc<Cluster>, bucket: &str, key: &str) -> R
 /// the PG's earlier rows, newest first (objects written before a slot move
 /// are still there: see `PlacementMap::previous`).
 async fn read_on(cluster: &Arc<Cluster>, map: Arc<PlacementMap>, bucket: &str, key: &str) -> Attempt<Option<Manifest>> {
-    let pg = map.pg_of(bucket, key);
+    let pg = placement::pg_of(&map, bucket, key);
     match read_from(cluster, &map, &map.manifest_replicas(pg), bucket, key).await {
         Attempt::Done(Ok(None)) => {}
         other => return other,

@@ -29,10 +29,6 @@ use crate::write::WriteSettings;
 
 use fields::timestamp_ms;
 
-/// How long the shards of an overwritten or deleted version stay, so that
-/// reads already streaming it can finish.
-const RETIRE_GRACE: std::time::Duration = std::time::Duration::from_secs(30);
-
 /// The owner shown in listings (buckets have no per-user owner yet).
 const OWNER_ID: &str = "sillok";
 

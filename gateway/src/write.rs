@@ -13,6 +13,12 @@
 //! sites (substitute nodes stand in for the lost site's slots, and the manifest
 //! records where each shard is). Then the manifest goes to a majority of its
 //! replicas (see `quorum`). Only then does the client get 200.
+//!
+//! Nothing here deletes a shard: a failed, aborted or superseded write leaves
+//! its shards to the node's collector (`sillok_storage_node::collector`), which
+//! deletes them once the PG's manifest replicas agree that nothing refers to
+//! them. Object ids carry the placement hash (`model::placement`) so that the
+//! collector knows which PG to ask.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -23,6 +29,7 @@ use md5::{Digest, Md5};
 use sillok_model::codec::{CODEC_ID, Codec};
 use sillok_model::frame::Frame;
 use sillok_model::manifest::{Body, Manifest, ShardLocation, Sharded, Version};
+use sillok_model::placement;
 use sillok_placement::{NodeId, NodeState, PlacementMap};
 use sillok_storage_node::NodeError;
 use sillok_storage_node::api::ShardId;
@@ -136,7 +143,8 @@ where
     };
     if let Some(expected) = req.content_md5 {
         if expected != md5 {
-            discard(cluster, &body);
+            // The shards stay until the collector finds that no manifest
+            // refers to them (`storage_node::collector`).
             return Err(GatewayError::BadDigest);
         }
     }
@@ -144,7 +152,6 @@ where
     if let (Some(expected), Some(computed)) = (&req.checksum, computed) {
         if let Some(claimed) = expected.claimed() {
             if claimed.trim() != computed {
-                discard(cluster, &body);
                 return Err(GatewayError::ChecksumMismatch { algorithm: expected.algorithm.name() });
             }
         }
@@ -309,9 +316,10 @@ where
     let stripe_size = k as u64 * u64::from(settings.block_size);
     let stripes = req.content_length.div_ceil(stripe_size);
     let blocks = u32::try_from(stripes).map_err(|_| GatewayError::EntityTooLarge { max: settings.max_object_size })?;
-    let pg = map.pg_of(&req.bucket, &req.key);
+    let hash = placement::placement_hash(&req.bucket, &req.key);
+    let pg = map.pg_of_hash(hash);
     let targets = choose_targets(cluster, &map, map.slots(pg));
-    let object_id = ShardId::new_object_id();
+    let object_id = placement::new_object_id(hash);
     let header =
         ShardHeader { codec: CODEC_ID.into(), k: k as u8, m: m as u8, block_size: settings.block_size, blocks };
 
@@ -382,9 +390,10 @@ where
     let digests = match result {
         Ok(d) => d,
         Err(e) => {
+            // Aborted uploads store nothing; shards already committed wait
+            // for the collector (no manifest ever refers to them).
             abort_all(&mut senders);
             drop(uploads);
-            delete_shards(cluster, &object_id, &targets);
             return Err(e);
         }
     };
@@ -427,7 +436,7 @@ where
     );
     let down = cluster.down_sites();
     if !durable(&map, k, k + m, &written, &down) {
-        delete_shards(cluster, &object_id, &targets);
+        // The stored shards are the collector's (no manifest refers to them).
         return Err(GatewayError::Unavailable(format!(
             "only {} of {} shards stored durably, not enough to survive a site loss: {}",
             written.len(),
@@ -504,46 +513,6 @@ impl<T> Drop for AbortOnDrop<T> {
 
 fn tokio_stream_from<T: Send + 'static>(mut rx: mpsc::Receiver<T>) -> impl Stream<Item = T> + Send + 'static {
     futures::stream::poll_fn(move |cx| rx.poll_recv(cx))
-}
-
-/// Removes the shard files of an object version, in the background.
-pub fn delete_shards(cluster: &Arc<Cluster>, object_id: &str, nodes: &[NodeId]) {
-    let cluster = cluster.clone();
-    let object_id = object_id.to_string();
-    let nodes = nodes.to_vec();
-    tokio::spawn(async move {
-        for (i, node) in nodes.into_iter().enumerate() {
-            if let Some(addr) = cluster.addr(node) {
-                let id = ShardId { object_id: object_id.clone(), index: i as u8 };
-                if let Err(e) = cluster.client(&cluster.map()).delete_shard(&addr, &id).await {
-                    tracing::debug!(%node, shard = %id.file_name(), error = %e, "could not delete shard");
-                }
-            }
-        }
-    });
-}
-
-/// Drops the stored shards of a body (every part of a multipart body).
-pub fn discard(cluster: &Arc<Cluster>, body: &Body) {
-    for s in body.sharded_sets() {
-        let mut nodes = vec![NodeId(u32::MAX); s.k as usize + s.m as usize];
-        for loc in &s.shards {
-            if let Some(slot) = nodes.get_mut(loc.index as usize) {
-                *slot = loc.node;
-            }
-        }
-        delete_shards(cluster, &s.object_id, &nodes);
-    }
-}
-
-/// Deletes the shards of a superseded version after `grace`, so that reads
-/// already streaming it can finish.
-pub fn retire_later(cluster: &Arc<Cluster>, old: Manifest, grace: std::time::Duration) {
-    let cluster = cluster.clone();
-    tokio::spawn(async move {
-        tokio::time::sleep(grace).await;
-        discard(&cluster, &old.body);
-    });
 }
 
 #[cfg(test)]

@@ -6,7 +6,9 @@
 //!   is), its [`manifest::Version`], tombstones, multipart records;
 //! - `codec`: the erasure codec (k data + m parity blocks per stripe), the
 //!   only place that knows Reed-Solomon;
-//! - `frame`: how a block and its blake3 hash travel and sit on disk.
+//! - `frame`: how a block and its blake3 hash travel and sit on disk;
+//! - `placement`: the hash that places a manifest and its shards, carried
+//!   in every object id.
 //!
 //! What it may not do: any I/O. These are formats and pure functions; the
 //! crates above decide where the bytes go.
@@ -15,3 +17,4 @@ pub mod clock;
 pub mod codec;
 pub mod frame;
 pub mod manifest;
+pub mod placement;

@@ -1151,6 +1151,7 @@ mod tests {
             epoch: 1,
             profile: p,
             pg_count: 64,
+            pg_function: Default::default(),
             topology: t.clone(),
             slots,
             previous: Default::default(),
@@ -1159,9 +1160,17 @@ mod tests {
         let long: Vec<Vec<NodeId>> = (0..100).map(|_| vec![NodeId(1), NodeId(4), NodeId(8)]).collect();
         let slots = assign(&t, p, 64, Some(&long)).unwrap();
         assert_eq!(slots.len(), 64);
-        PlacementMap { epoch: 1, profile: p, pg_count: 64, topology: t, slots, previous: Default::default() }
-            .validate()
-            .unwrap();
+        PlacementMap {
+            epoch: 1,
+            profile: p,
+            pg_count: 64,
+            pg_function: Default::default(),
+            topology: t,
+            slots,
+            previous: Default::default(),
+        }
+        .validate()
+        .unwrap();
     }
 
     #[test]

@@ -1,6 +1,11 @@
 //! The placement map: which k+m nodes hold each placement group, at which epoch.
 //!
 //! An object goes to PG `pg_of(bucket, key)`; slot i of that PG holds shard i.
+//! The PG comes from a 64-bit key hash ([`key_hash`]) by the map's
+//! [`PgFunction`]: the top bits of the hash for maps made since PGs became
+//! enumerable (P a power of two, so that doubling P splits every PG into two
+//! children and moves no object between unrelated PGs), or the hash modulo P
+//! for maps made before (read back from files without the field).
 //! The map is replaced as a whole (never edited in place) and every replacement
 //! carries a larger epoch, so "newer" is always a comparison of two integers.
 //!
@@ -27,9 +32,11 @@ pub const DEFAULT_PG_COUNT: u32 = 1024;
 /// Earlier slot rows kept per PG (see the module comment).
 pub const MAX_PREVIOUS_ROWS: usize = 16;
 
-/// The PG of an object: blake3 of `bucket \0 key`, first 8 bytes, modulo P.
-/// Stable across versions of Sillok: changing it would orphan every object.
-pub fn pg_of(bucket: &str, key: &str, pg_count: u32) -> PgId {
+/// The 64-bit hash that places `bucket/key`: blake3 of `bucket \0 key`, its
+/// first 8 bytes read little-endian. Stable across versions of Sillok: shard
+/// file names begin with it (`model::placement`), and changing it would
+/// orphan every object.
+pub fn key_hash(bucket: &str, key: &str) -> u64 {
     let mut h = blake3::Hasher::new();
     h.update(bucket.as_bytes());
     h.update(&[0]);
@@ -37,7 +44,56 @@ pub fn pg_of(bucket: &str, key: &str, pg_count: u32) -> PgId {
     let d = h.finalize();
     let mut first = [0u8; 8];
     first.copy_from_slice(&d.as_bytes()[..8]);
-    (u64::from_le_bytes(first) % u64::from(pg_count.max(1))) as PgId
+    u64::from_le_bytes(first)
+}
+
+/// How a key hash picks its PG among `pg_count`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum PgFunction {
+    /// `hash mod P`: maps written before PGs became enumerable. A PG is then
+    /// scattered over the hash space, so listing one scans everything.
+    #[default]
+    Modulo,
+    /// The top log2(P) bits of the hash, P a power of two: a PG is one
+    /// contiguous hash range ([`PgFunction::hash_range`]), and doubling P
+    /// splits each PG in two.
+    TopBits,
+}
+
+impl PgFunction {
+    pub fn pg_of_hash(self, hash: u64, pg_count: u32) -> PgId {
+        let p = pg_count.max(1);
+        match self {
+            PgFunction::Modulo => (hash % u64::from(p)) as PgId,
+            PgFunction::TopBits => {
+                let bits = p.trailing_zeros();
+                if bits == 0 { 0 } else { (hash >> (64 - bits)) as PgId }
+            }
+        }
+    }
+
+    /// The inclusive hash range of PG `pg`, when the PG is one range
+    /// (`TopBits`); `None` for `Modulo`.
+    pub fn hash_range(self, pg: PgId, pg_count: u32) -> Option<(u64, u64)> {
+        match self {
+            PgFunction::Modulo => None,
+            PgFunction::TopBits => {
+                let bits = pg_count.max(1).trailing_zeros();
+                if bits == 0 {
+                    return Some((0, u64::MAX));
+                }
+                let lo = u64::from(pg) << (64 - bits);
+                Some((lo, lo | (u64::MAX >> bits)))
+            }
+        }
+    }
+}
+
+/// The PG of an object under the modulo function (maps made before
+/// [`PgFunction::TopBits`]); [`PlacementMap::pg_of`] applies the map's own.
+pub fn pg_of(bucket: &str, key: &str, pg_count: u32) -> PgId {
+    PgFunction::Modulo.pg_of_hash(key_hash(bucket, key), pg_count)
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -46,6 +102,10 @@ pub struct PlacementMap {
     pub epoch: u64,
     pub profile: EcProfile,
     pub pg_count: u32,
+    /// How a key hash picks its PG (absent in maps made before it existed:
+    /// those keep `Modulo`).
+    #[serde(default)]
+    pub pg_function: PgFunction,
     pub topology: Topology,
     /// `slots[pg][i]` is the node that holds shard i of the objects in `pg`.
     pub slots: Vec<Vec<NodeId>>,
@@ -59,7 +119,15 @@ impl PlacementMap {
     /// A first map for a topology, at epoch 1.
     pub fn new(topology: Topology, profile: EcProfile, pg_count: u32) -> Result<Self, PlacementError> {
         let slots = assign::assign(&topology, profile, pg_count, None)?;
-        let map = PlacementMap { epoch: 1, profile, pg_count, topology, slots, previous: Default::default() };
+        let map = PlacementMap {
+            epoch: 1,
+            profile,
+            pg_count,
+            pg_function: PgFunction::TopBits,
+            topology,
+            slots,
+            previous: Default::default(),
+        };
         map.validate()?;
         Ok(map)
     }
@@ -94,6 +162,7 @@ impl PlacementMap {
             epoch: self.epoch + 1,
             profile: self.profile,
             pg_count: self.pg_count,
+            pg_function: self.pg_function,
             topology,
             slots,
             previous,
@@ -121,8 +190,14 @@ impl PlacementMap {
             .unwrap_or_default()
     }
 
+    /// The PG of an object (see `model::placement` for the keys of the
+    /// gateway's own namespaces, which are placed with their object).
     pub fn pg_of(&self, bucket: &str, key: &str) -> PgId {
-        pg_of(bucket, key, self.pg_count)
+        self.pg_of_hash(key_hash(bucket, key))
+    }
+
+    pub fn pg_of_hash(&self, hash: u64) -> PgId {
+        self.pg_function.pg_of_hash(hash, self.pg_count)
     }
 
     /// The k+m nodes of a PG, slot i first... (shard i lives on `slots(pg)[i]`).
@@ -176,6 +251,12 @@ impl PlacementMap {
         if self.pg_count == 0 {
             return Err(PlacementError::InvalidTopology("the map needs at least one placement group".into()));
         }
+        if self.pg_function == PgFunction::TopBits && !self.pg_count.is_power_of_two() {
+            return Err(PlacementError::InvalidTopology(format!(
+                "the PG count must be a power of two (got {}), so that PGs can split",
+                self.pg_count
+            )));
+        }
         if self.slots.len() != self.pg_count as usize {
             return Err(PlacementError::InvalidMap(format!(
                 "{} PGs declared but {} slot rows present",
@@ -215,5 +296,64 @@ impl PlacementMap {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod pg_function_tests {
+    use super::*;
+    use crate::topology::Site;
+
+    fn two_per_site() -> Topology {
+        let mut t = Topology::default();
+        for s in 0..3u32 {
+            t.sites.push(Site { id: format!("s{s}") });
+            for i in 0..2u32 {
+                let id = s * 2 + i + 1;
+                t.nodes.push(Node {
+                    id: NodeId(id),
+                    site: format!("s{s}"),
+                    addr: format!("127.0.0.1:{}", 7000 + id),
+                    weight: 1.0,
+                    state: NodeState::Up,
+                });
+            }
+        }
+        t
+    }
+
+    #[test]
+    fn top_bits_ranges_cover_the_hash_space_and_split_into_children() {
+        for p in [1u32, 2, 64, 1024] {
+            let mut next = 0u64;
+            for pg in 0..p {
+                let (lo, hi) = PgFunction::TopBits.hash_range(pg, p).unwrap();
+                assert_eq!(lo, next, "P={p} PG {pg} starts where the previous ended");
+                assert_eq!(PgFunction::TopBits.pg_of_hash(lo, p), pg);
+                assert_eq!(PgFunction::TopBits.pg_of_hash(hi, p), pg);
+                next = hi.wrapping_add(1);
+            }
+            assert_eq!(next, 0, "P={p}: the ranges end at u64::MAX");
+        }
+        // Doubling P: every hash's new PG is 2*old or 2*old+1.
+        for i in 0..10_000u64 {
+            let h = key_hash("b", &i.to_string());
+            let old = PgFunction::TopBits.pg_of_hash(h, 1024);
+            let new = PgFunction::TopBits.pg_of_hash(h, 2048);
+            assert!(new == 2 * old || new == 2 * old + 1);
+        }
+    }
+
+    #[test]
+    fn maps_without_the_field_keep_the_modulo_function() {
+        let t = two_per_site();
+        let map = PlacementMap::new(t, EcProfile { k: 4, m: 2 }, 64).unwrap();
+        assert_eq!(map.pg_function, PgFunction::TopBits);
+        let mut v = serde_json::to_value(&map).unwrap();
+        v.as_object_mut().unwrap().remove("pg_function");
+        let old: PlacementMap = serde_json::from_value(v).unwrap();
+        assert_eq!(old.pg_function, PgFunction::Modulo);
+        assert_eq!(old.pg_of("b", "k"), pg_of("b", "k", 64));
+        assert!(PlacementMap::new(two_per_site(), EcProfile { k: 4, m: 2 }, 100).is_err());
     }
 }

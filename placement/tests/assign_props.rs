@@ -250,7 +250,7 @@ fn sites_strategy() -> impl Strategy<Value = Vec<Vec<(f64, NodeState)>>> {
 }
 
 fn pg_count() -> impl Strategy<Value = u32> {
-    prop_oneof![Just(1024u32), Just(256u32), Just(97u32)]
+    prop_oneof![Just(1024u32), Just(256u32), Just(64u32)]
 }
 
 /// 48 cases per property keep `cargo test` (debug, two slow cores) well under

@@ -67,6 +67,9 @@ pub struct DevArgs {
     /// (`--placement-arg` is the same option under its earlier name).
     #[arg(long = "catalog-arg", alias = "placement-arg", allow_hyphen_values = true)]
     pub catalog_args: Vec<String>,
+    /// Extra arguments for every storage node, e.g. `--node-arg=--collect-grace-ms=5000`.
+    #[arg(long = "node-arg", allow_hyphen_values = true)]
+    pub node_args: Vec<String>,
 }
 
 struct Proc {
@@ -122,7 +125,7 @@ pub async fn run(a: DevArgs) -> anyhow::Result<()> {
         stop_all(&mut procs);
         return Err(e.context(format!("see the catalog logs in {}/logs/", data.display())));
     }
-    let started = start_nodes(&exe, &data, &cluster, &cluster_path, &mut procs, &mut site_files)
+    let started = start_nodes(&exe, &data, &cluster, &cluster_path, &a.node_args, &mut procs, &mut site_files)
         .and_then(|()| wait_listening(&node_addrs, &mut procs, &data))
         .and_then(|()| start_gateway(&exe, &data, &cluster_path, gateway_listen, &a.gateway_args, &mut procs))
         .and_then(|()| wait_gateway_addr(&data, &mut procs))
@@ -346,6 +349,7 @@ fn start_nodes(
     data: &Path,
     cluster: &ClusterFile,
     cluster_path: &Path,
+    node_args: &[String],
     procs: &mut Vec<Proc>,
     site_files: &mut Vec<SiteFiles>,
 ) -> anyhow::Result<()> {
@@ -354,7 +358,9 @@ fn start_nodes(
     for site in &cluster.map.topology.sites {
         for node in cluster.map.topology.nodes_in(&site.id) {
             let dir = data.join("sites").join(&site.id).join(format!("node-{}", node.id.0));
-            let args = vec![
+            // A dev cluster collects and purges within a minute, so that
+            // drills and tests see the collector work; `--node-arg` overrides.
+            let mut args: Vec<String> = vec![
                 "node".into(),
                 "--cluster".into(),
                 cluster_arg.clone(),
@@ -362,7 +368,12 @@ fn start_nodes(
                 node.id.0.to_string(),
                 "--data".into(),
                 dir.display().to_string(),
+                "--collect-grace-ms=30000".into(),
+                "--tombstone-horizon-ms=60000".into(),
+                "--collect-every-ms=5000".into(),
+                "--sync-every-ms=5000".into(),
             ];
+            args.extend(node_args.iter().cloned());
             let name = format!("{}-node-{}", site.id, node.id.0);
             let child = spawn(exe, &args, &data.join("logs").join(format!("{name}.log")))?;
             add_pid(site_files, &site.id, "node", node.id.0.into(), child.id());

@@ -16,6 +16,7 @@ use sillok_catalog::follower::{FollowOptions, MapFollower};
 use sillok_catalog::{CatalogClient, ClientTimeouts};
 use sillok_placement::{ClusterFile, NodeId, PlacementMap};
 use sillok_rpc::auth::Signer;
+use sillok_storage_node::collector::Upkeep;
 use sillok_storage_node::report::report_forever;
 use sillok_storage_node::server::{NodeConfig, bind};
 
@@ -40,6 +41,20 @@ pub struct NodeArgs {
     /// How often (ms) to report usage (shards, bytes, free space) to the catalog.
     #[arg(long, default_value_t = 2000)]
     pub report_every_ms: u64,
+    /// How long (ms) a shard must be unreferenced by every manifest replica
+    /// of its PG, and its file that old, before the collector deletes it.
+    /// Keep it longer than the longest GET and PUT.
+    #[arg(long, default_value_t = 3_600_000)]
+    pub collect_grace_ms: u64,
+    /// Tombstones older than this (ms) are purged once every replica of their PG holds them.
+    #[arg(long, default_value_t = 86_400_000)]
+    pub tombstone_horizon_ms: u64,
+    /// Pause (ms) between collector rounds.
+    #[arg(long, default_value_t = 60_000)]
+    pub collect_every_ms: u64,
+    /// Pause (ms) between anti-entropy rounds over this node's PGs.
+    #[arg(long, default_value_t = 30_000)]
+    pub sync_every_ms: u64,
 }
 
 pub async fn run(a: NodeArgs) -> anyhow::Result<()> {
@@ -77,6 +92,12 @@ pub async fn run(a: NodeArgs) -> anyhow::Result<()> {
         data_dir: a.data.clone(),
         cluster_secret: file.cluster_secret.clone(),
         map: map_watch.clone(),
+        upkeep: Upkeep {
+            grace: Duration::from_millis(a.collect_grace_ms),
+            tombstone_horizon: Duration::from_millis(a.tombstone_horizon_ms),
+            collect_every: Duration::from_millis(a.collect_every_ms.max(100)),
+            sync_every: Duration::from_millis(a.sync_every_ms.max(100)),
+        },
     };
     tracing::info!(id = a.id, site = %node.site, %listen, epoch = map.epoch, "storage node starting");
     let bound = bind(config).await.context("storage node failed to start")?;

@@ -12,6 +12,10 @@
 //! | `POST /v1/manifests/put` | body [`Manifest`] → [`PutManifestReply`] (kept only if newer) |
 //! | `POST /v1/manifests/get` | body [`GetManifest`] → [`Manifest`] or 404 |
 //! | `POST /v1/manifests/list` | body [`ListManifests`] → [`ManifestList`] |
+//! | `POST /v1/pg/manifests` | body [`ListPg`] → [`PgManifestList`]: the manifests held in one PG, from the index only |
+//! | `POST /v1/pg/digest` | body [`PgSelector`] → [`PgDigest`] |
+//! | `POST /v1/pg/shards` | body [`ListPg`] → [`PgShardList`]: the shard files held in one PG, from their headers only |
+//! | `POST /v1/references` | body [`References`] → [`References`]: which of the ids a manifest here refers to |
 //! | `GET  /v1/health` | 200 `{"node": id, "epoch": E}` |
 //!
 //! Map epochs: a caller that follows the placement map sends its epoch in
@@ -40,6 +44,7 @@
 use serde::{Deserialize, Serialize};
 
 use sillok_model::manifest::{Manifest, Version};
+use sillok_placement::{PgFunction, PgId, PlacementMap};
 
 pub const H_BLOCK_SIZE: &str = "x-sillok-block-size";
 pub const H_BLOCKS: &str = "x-sillok-blocks";
@@ -157,4 +162,87 @@ impl From<&Manifest> for ListEntry {
             last_modified_ms: m.last_modified_ms,
         }
     }
+}
+
+/// One PG, as the caller's map computes PGs (a node may follow an older or
+/// newer map; the caller's own view decides what "PG 17" is).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PgSelector {
+    pub pg: PgId,
+    pub pg_count: u32,
+    pub function: PgFunction,
+}
+
+impl PgSelector {
+    pub fn of(map: &PlacementMap, pg: PgId) -> Self {
+        PgSelector { pg, pg_count: map.pg_count, function: map.pg_function }
+    }
+
+    /// The top-bits PG of `hash` among 8 (tests).
+    #[doc(hidden)]
+    pub fn of_hash(hash: u64) -> Self {
+        PgSelector { pg: PgFunction::TopBits.pg_of_hash(hash, 8), pg_count: 8, function: PgFunction::TopBits }
+    }
+
+    pub fn holds_hash(&self, hash: u64) -> bool {
+        self.function.pg_of_hash(hash, self.pg_count) == self.pg
+    }
+}
+
+/// A page of one PG's contents.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ListPg {
+    #[serde(flatten)]
+    pub pg: PgSelector,
+    /// The `next` of the previous page.
+    #[serde(default)]
+    pub after: Option<String>,
+    pub limit: u32,
+}
+
+/// One manifest in a PG listing.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PgEntry {
+    pub bucket: String,
+    pub key: String,
+    pub version: Version,
+    pub deleted: bool,
+    /// The object ids whose shards the manifest refers to.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub object_ids: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PgManifestList {
+    pub entries: Vec<PgEntry>,
+    /// Where the next page starts; `None` when this page is the last.
+    pub next: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PgDigest {
+    pub count: u64,
+    /// Hex blake3 over the PG's (key, version, tombstone) entries in order.
+    pub digest: String,
+}
+
+/// One shard file in a PG listing.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PgShard {
+    pub id: ShardId,
+    pub data_len: u64,
+    /// Milliseconds since the file was last written (committed).
+    pub age_ms: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PgShardList {
+    pub shards: Vec<PgShard>,
+    pub next: Option<String>,
+}
+
+/// Object ids (a question, or the answer: those referred to).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct References {
+    pub object_ids: Vec<String>,
 }

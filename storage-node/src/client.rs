@@ -387,6 +387,31 @@ impl NodeClient {
         self.call_json(addr, Method::POST, "/v1/manifests/list", Some(body)).await
     }
 
+    /// One page of the manifests a node holds in a PG.
+    pub async fn list_pg_manifests(&self, addr: &str, req: &api::ListPg) -> Result<api::PgManifestList, NodeError> {
+        let body = serde_json::to_vec(req).map_err(|e| NodeError::Other(e.to_string()))?;
+        self.call_json(addr, Method::POST, "/v1/pg/manifests", Some(body)).await
+    }
+
+    /// One page of the shard files a node holds in a PG.
+    pub async fn list_pg_shards(&self, addr: &str, req: &api::ListPg) -> Result<api::PgShardList, NodeError> {
+        let body = serde_json::to_vec(req).map_err(|e| NodeError::Other(e.to_string()))?;
+        self.call_json(addr, Method::POST, "/v1/pg/shards", Some(body)).await
+    }
+
+    pub async fn pg_digest(&self, addr: &str, sel: &api::PgSelector) -> Result<api::PgDigest, NodeError> {
+        let body = serde_json::to_vec(sel).map_err(|e| NodeError::Other(e.to_string()))?;
+        self.call_json(addr, Method::POST, "/v1/pg/digest", Some(body)).await
+    }
+
+    /// Which of `object_ids` a manifest on the node refers to.
+    pub async fn references(&self, addr: &str, object_ids: &[String]) -> Result<Vec<String>, NodeError> {
+        let body = serde_json::to_vec(&api::References { object_ids: object_ids.to_vec() })
+            .map_err(|e| NodeError::Other(e.to_string()))?;
+        let r: api::References = self.call_json(addr, Method::POST, "/v1/references", Some(body)).await?;
+        Ok(r.object_ids)
+    }
+
     /// Whether the node answers; `Ok` names the map epoch it follows and how
     /// far its clock is from ours.
     pub async fn health(&self, addr: &str) -> Result<NodeHealth, NodeError> {

@@ -16,8 +16,10 @@
 //!
 //! The formats it stores (manifests, frames) are `sillok_model`'s.
 
+pub mod anti_entropy;
 pub mod api;
 pub mod client;
+pub mod collector;
 pub mod error;
 pub mod meta_store;
 pub mod report;

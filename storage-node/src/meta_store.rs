@@ -21,7 +21,27 @@
 //! [..]      the manifest, JSON
 //! ```
 //!
+//! A second table, `by_hash`, indexes the same manifests by placement: key
+//! `placement hash u64 BE ‖ table key` (the hash of `model::placement`, so
+//! an upload's records and parts sit next to their object), value
+//!
+//! ```text
+//! [0]       index format, 1
+//! [1..17]   version (nanos, tiebreak), u64 BE each
+//! [17]      1 if a tombstone
+//! [18..]    the object ids the manifest refers to, 16 raw bytes each
+//! ```
+//!
+//! so that one PG is one range of it (under `PgFunction::TopBits`), and
+//! "does a manifest here refer to object id X?" is a scan of the keys with
+//! X's hash (normally one key). A third table, `collect_candidates`, keeps
+//! for the collector when it first found each object id unreferenced
+//! (`collector`), and `format` records that `by_hash` was built: databases
+//! written before it existed get it built once, at open, from `manifests`.
+//!
 //! Invariants:
+//! - `by_hash` holds exactly one entry per `manifests` entry, written in the
+//!   same transaction.
 //! - A stored manifest is replaced only by one with a strictly newer
 //!   [`Version`]; an equal version is an idempotent success; an older one is
 //!   refused (`stored: false`) and the reply names the current version.
@@ -39,12 +59,17 @@ use std::sync::Arc;
 use redb::{Database, ReadableTable, TableDefinition};
 use tokio::sync::{mpsc, oneshot};
 
-use crate::api::{ListEntry, ListManifests, ManifestList, PutManifestReply};
+use crate::api::{ListEntry, ListManifests, ManifestList, PgEntry, PgManifestList, PgSelector, PutManifestReply};
 use crate::error::NodeError;
 use sillok_model::manifest::{Manifest, Version};
+use sillok_model::placement;
 
 const MANIFESTS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("manifests");
+const BY_HASH: TableDefinition<&[u8], &[u8]> = TableDefinition::new("by_hash");
+const CANDIDATES: TableDefinition<&str, u64> = TableDefinition::new("collect_candidates");
+const FORMAT: TableDefinition<&str, u64> = TableDefinition::new("format");
 const VALUE_FORMAT: u8 = 1;
+const INDEX_FORMAT: u8 = 1;
 /// Most puts committed in one transaction.
 pub const MAX_BATCH: usize = 1024;
 /// Longest page a listing returns.
@@ -75,6 +100,85 @@ pub fn table_key(bucket: &str, key: &str) -> Vec<u8> {
     k.extend_from_slice(bucket.as_bytes());
     k.extend_from_slice(key.as_bytes());
     k
+}
+
+/// The `by_hash` key of `bucket/key`.
+pub fn index_key(bucket: &str, key: &str) -> Vec<u8> {
+    let mut k = placement::placement_hash(bucket, key).to_be_bytes().to_vec();
+    k.extend_from_slice(&table_key(bucket, key));
+    k
+}
+
+fn encode_index(m: &Manifest) -> Vec<u8> {
+    let sets = m.body.sharded_sets();
+    let mut v = Vec::with_capacity(18 + 16 * sets.len());
+    v.push(INDEX_FORMAT);
+    v.extend_from_slice(&m.version.nanos.to_be_bytes());
+    v.extend_from_slice(&m.version.tiebreak.to_be_bytes());
+    v.push(u8::from(m.is_deleted()));
+    for s in sets {
+        let mut raw = [0u8; 16];
+        // Object ids were checked as 32 hex digits when their shards were
+        // written; one that is not cannot name a shard file, so it is skipped.
+        if hex::decode_to_slice(&s.object_id, &mut raw).is_ok() {
+            v.extend_from_slice(&raw);
+        }
+    }
+    v
+}
+
+/// One `by_hash` entry, decoded.
+struct IndexEntry<'a> {
+    version: Version,
+    deleted: bool,
+    refs: &'a [u8],
+}
+
+fn decode_index(v: &[u8]) -> Result<IndexEntry<'_>, NodeError> {
+    if v.len() < 18 || v[0] != INDEX_FORMAT || (v.len() - 18) % 16 != 0 {
+        return Err(NodeError::Store("malformed index record".into()));
+    }
+    let u64_be = |o: usize| u64::from_be_bytes(v[o..o + 8].try_into().expect("8 bytes"));
+    Ok(IndexEntry { version: Version { nanos: u64_be(1), tiebreak: u64_be(9) }, deleted: v[17] == 1, refs: &v[18..] })
+}
+
+/// Splits a table key back into bucket and key.
+fn split_table_key(k: &[u8]) -> Result<(String, String), NodeError> {
+    let bad = || NodeError::Store("malformed table key".into());
+    let len = u16::from_be_bytes([*k.first().ok_or_else(bad)?, *k.get(1).ok_or_else(bad)?]) as usize;
+    let bucket = k.get(2..2 + len).ok_or_else(bad)?;
+    let key = &k[2 + len..];
+    Ok((String::from_utf8(bucket.to_vec()).map_err(|_| bad())?, String::from_utf8(key.to_vec()).map_err(|_| bad())?))
+}
+
+/// Builds `by_hash` from `manifests` if this database predates it.
+fn migrate(db: &Database) -> Result<(), NodeError> {
+    let w = db.begin_write().map_err(store_err)?;
+    {
+        let mut format = w.open_table(FORMAT).map_err(store_err)?;
+        let built = format.get("by_hash").map_err(store_err)?.map(|v| v.value()).unwrap_or(0);
+        w.open_table(CANDIDATES).map_err(store_err)?;
+        let mut index = w.open_table(BY_HASH).map_err(store_err)?;
+        if built < 1 {
+            let t = w.open_table(MANIFESTS).map_err(store_err)?;
+            let mut n = 0u64;
+            for item in t.iter().map_err(store_err)? {
+                let (k, v) = item.map_err(store_err)?;
+                let summary = decode_summary(v.value())?;
+                let m: Manifest = serde_json::from_slice(&v.value()[summary.json_at..])
+                    .map_err(|e| NodeError::Store(format!("malformed manifest record: {e}")))?;
+                let mut ik = placement::placement_hash(&m.bucket, &m.key).to_be_bytes().to_vec();
+                ik.extend_from_slice(k.value());
+                index.insert(ik.as_slice(), encode_index(&m).as_slice()).map_err(store_err)?;
+                n += 1;
+            }
+            format.insert("by_hash", 1).map_err(store_err)?;
+            if n > 0 {
+                tracing::info!(manifests = n, "built the placement index of the manifest store");
+            }
+        }
+    }
+    w.commit().map_err(store_err)
 }
 
 fn encode_value(m: &Manifest) -> Result<Vec<u8>, NodeError> {
@@ -126,6 +230,8 @@ fn decode_summary(v: &[u8]) -> Result<Summary, NodeError> {
 
 struct PutReq {
     key: Vec<u8>,
+    index_key: Vec<u8>,
+    index_value: Vec<u8>,
     version: Version,
     value: Vec<u8>,
     reply: oneshot::Sender<Result<PutManifestReply, NodeError>>,
@@ -151,6 +257,7 @@ impl MetaStore {
         let w = db.begin_write().map_err(store_err)?;
         w.open_table(MANIFESTS).map_err(store_err)?;
         w.commit().map_err(store_err)?;
+        migrate(&db)?;
         let db = Arc::new(db);
         let (tx, rx) = mpsc::channel(4 * MAX_BATCH);
         let wdb = db.clone();
@@ -182,7 +289,14 @@ impl MetaStore {
     pub async fn put(&self, m: &Manifest) -> Result<PutManifestReply, NodeError> {
         check_names(&m.bucket, Some(&m.key))?;
         let (reply, rx) = oneshot::channel();
-        let req = PutReq { key: table_key(&m.bucket, &m.key), version: m.version, value: encode_value(m)?, reply };
+        let req = PutReq {
+            key: table_key(&m.bucket, &m.key),
+            index_key: index_key(&m.bucket, &m.key),
+            index_value: encode_index(m),
+            version: m.version,
+            value: encode_value(m)?,
+            reply,
+        };
         self.writes.send(req).await.map_err(|_| NodeError::Store("metadata writer stopped".into()))?;
         rx.await.map_err(|_| NodeError::Store("metadata writer stopped".into()))?
     }
@@ -262,6 +376,226 @@ impl MetaStore {
         })
         .await
     }
+
+    /// The manifests this node holds in one PG (tombstones, upload records and
+    /// parts included), in index order after the cursor `after` (as returned
+    /// in `next`), at most `limit` (capped at [`MAX_LIST`]). Reads only the
+    /// index, never a manifest. Under `PgFunction::Modulo` the PG is scattered
+    /// and this scans the whole index.
+    pub async fn list_pg(
+        &self,
+        sel: PgSelector,
+        after: Option<String>,
+        limit: u32,
+    ) -> Result<PgManifestList, NodeError> {
+        let after = match after {
+            Some(c) => Some(hex::decode(&c).map_err(|_| NodeError::BadRequest("bad cursor".into()))?),
+            None => None,
+        };
+        let limit = limit.clamp(1, MAX_LIST) as usize;
+        let db = self.db.clone();
+        spawn_blocking(move || {
+            let r = db.begin_read().map_err(store_err)?;
+            let t = r.open_table(BY_HASH).map_err(store_err)?;
+            let mut entries = Vec::new();
+            let mut next = None;
+            scan_pg(&t, sel, after, |k, v| {
+                if entries.len() == limit {
+                    return Ok(false);
+                }
+                let e = decode_index(v)?;
+                let (bucket, key) = split_table_key(&k[8..])?;
+                entries.push(PgEntry {
+                    bucket,
+                    key,
+                    version: e.version,
+                    deleted: e.deleted,
+                    object_ids: e.refs.chunks(16).map(hex::encode).collect(),
+                });
+                next = Some(hex::encode(k));
+                Ok(true)
+            })?;
+            let next = if entries.len() == limit { next } else { None };
+            Ok(PgManifestList { entries, next })
+        })
+        .await
+    }
+
+    /// Every entry of one PG held here (all pages of [`MetaStore::list_pg`]).
+    pub async fn list_pg_all(&self, sel: PgSelector) -> Result<Vec<PgEntry>, NodeError> {
+        let mut out = Vec::new();
+        let mut after = None;
+        loop {
+            let page = self.list_pg(sel, after, MAX_LIST).await?;
+            out.extend(page.entries);
+            match page.next {
+                Some(n) => after = Some(n),
+                None => return Ok(out),
+            }
+        }
+    }
+
+    /// A digest of one PG's `(key, version, tombstone)` entries and their
+    /// count: two replicas that hold the same versions of the same keys have
+    /// the same digest.
+    pub async fn pg_digest(&self, sel: PgSelector) -> Result<(u64, [u8; 32]), NodeError> {
+        let db = self.db.clone();
+        spawn_blocking(move || {
+            let r = db.begin_read().map_err(store_err)?;
+            let t = r.open_table(BY_HASH).map_err(store_err)?;
+            let mut h = blake3::Hasher::new();
+            let mut n = 0u64;
+            scan_pg(&t, sel, None, |k, v| {
+                h.update(&(k.len() as u32).to_le_bytes());
+                h.update(k);
+                h.update(&v[..18]);
+                n += 1;
+                Ok(true)
+            })?;
+            Ok((n, *h.finalize().as_bytes()))
+        })
+        .await
+    }
+
+    /// Which of `object_ids` a manifest held here refers to (any manifest
+    /// with the id's placement hash: an object, its upload record, its parts,
+    /// tombstones refer to nothing). Ids that carry no hash are always
+    /// answered as referred to: this node cannot tell.
+    pub async fn referenced(&self, object_ids: Vec<String>) -> Result<Vec<String>, NodeError> {
+        let db = self.db.clone();
+        spawn_blocking(move || {
+            let r = db.begin_read().map_err(store_err)?;
+            let t = r.open_table(BY_HASH).map_err(store_err)?;
+            let mut out = Vec::new();
+            for id in object_ids {
+                let Some(hash) = placement::object_id_hash(&id) else {
+                    out.push(id);
+                    continue;
+                };
+                let mut raw = [0u8; 16];
+                hex::decode_to_slice(&id, &mut raw).map_err(|_| NodeError::BadRequest("bad object id".into()))?;
+                let lo = hash.to_be_bytes();
+                let mut found = false;
+                for item in t.range::<&[u8]>(lo.as_slice()..).map_err(store_err)? {
+                    let (k, v) = item.map_err(store_err)?;
+                    if k.value()[..8] != lo {
+                        break;
+                    }
+                    if decode_index(v.value())?.refs.chunks(16).any(|r| r == raw) {
+                        found = true;
+                        break;
+                    }
+                }
+                if found {
+                    out.push(id);
+                }
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    /// Removes the tombstone of `bucket/key` if it is still the stored
+    /// version `version` (a newer write in between keeps it all). True if
+    /// removed.
+    pub async fn purge_tombstone(&self, bucket: &str, key: &str, version: Version) -> Result<bool, NodeError> {
+        let (tk, ik) = (table_key(bucket, key), index_key(bucket, key));
+        let db = self.db.clone();
+        spawn_blocking(move || {
+            let w = db.begin_write().map_err(store_err)?;
+            let removed = {
+                let mut t = w.open_table(MANIFESTS).map_err(store_err)?;
+                let mut index = w.open_table(BY_HASH).map_err(store_err)?;
+                let current = match t.get(tk.as_slice()).map_err(store_err)? {
+                    Some(v) => Some(decode_summary(v.value())?),
+                    None => None,
+                };
+                match current {
+                    Some(s) if s.deleted && s.version == version => {
+                        t.remove(tk.as_slice()).map_err(store_err)?;
+                        index.remove(ik.as_slice()).map_err(store_err)?;
+                        true
+                    }
+                    _ => false,
+                }
+            };
+            w.commit().map_err(store_err)?;
+            Ok(removed)
+        })
+        .await
+    }
+
+    /// The collector's memory: records `now_ms` as the time each of `ids` was
+    /// first found unreferenced (ids already recorded keep their time), and
+    /// forgets `clear`. Returns each of `ids` with its recorded time.
+    pub async fn note_candidates(
+        &self,
+        ids: Vec<String>,
+        clear: Vec<String>,
+        now_ms: u64,
+    ) -> Result<Vec<(String, u64)>, NodeError> {
+        let db = self.db.clone();
+        spawn_blocking(move || {
+            let w = db.begin_write().map_err(store_err)?;
+            let mut out = Vec::with_capacity(ids.len());
+            {
+                let mut t = w.open_table(CANDIDATES).map_err(store_err)?;
+                for id in &clear {
+                    t.remove(id.as_str()).map_err(store_err)?;
+                }
+                for id in ids {
+                    let first = t.get(id.as_str()).map_err(store_err)?.map(|v| v.value());
+                    let first = match first {
+                        Some(f) => f,
+                        None => {
+                            t.insert(id.as_str(), now_ms).map_err(store_err)?;
+                            now_ms
+                        }
+                    };
+                    out.push((id, first));
+                }
+            }
+            w.commit().map_err(store_err)?;
+            Ok(out)
+        })
+        .await
+    }
+}
+
+/// Calls `f(index key, index value)` for each `by_hash` entry of PG `sel`
+/// after `after`, in key order, until `f` returns false.
+fn scan_pg(
+    t: &redb::ReadOnlyTable<&[u8], &[u8]>,
+    sel: PgSelector,
+    after: Option<Vec<u8>>,
+    mut f: impl FnMut(&[u8], &[u8]) -> Result<bool, NodeError>,
+) -> Result<(), NodeError> {
+    let range = sel.function.hash_range(sel.pg, sel.pg_count);
+    let start = range.map(|(lo, _)| lo.to_be_bytes().to_vec()).unwrap_or_default();
+    let lower = match after {
+        Some(a) if a >= start => Bound::Excluded(a),
+        _ => Bound::Included(start),
+    };
+    for item in t.range::<&[u8]>((lower.as_ref().map(|v| v.as_slice()), Bound::Unbounded)).map_err(store_err)? {
+        let (k, v) = item.map_err(store_err)?;
+        let k = k.value();
+        if k.len() < 8 {
+            return Err(NodeError::Store("malformed index key".into()));
+        }
+        let hash = u64::from_be_bytes(k[..8].try_into().expect("8 bytes"));
+        if let Some((_, hi)) = range
+            && hash > hi
+        {
+            break;
+        }
+        if sel.function.pg_of_hash(hash, sel.pg_count) != sel.pg {
+            continue;
+        }
+        if !f(k, v.value())? {
+            break;
+        }
+    }
+    Ok(())
 }
 
 async fn spawn_blocking<T: Send + 'static>(
@@ -307,6 +641,7 @@ fn apply(db: &Database, batch: &[PutReq]) -> Result<Vec<PutManifestReply>, NodeE
     let mut replies = Vec::with_capacity(batch.len());
     {
         let mut t = w.open_table(MANIFESTS).map_err(store_err)?;
+        let mut index = w.open_table(BY_HASH).map_err(store_err)?;
         for req in batch {
             let current = match t.get(req.key.as_slice()).map_err(store_err)? {
                 Some(v) => Some(decode_summary(v.value())?.version),
@@ -317,6 +652,7 @@ fn apply(db: &Database, batch: &[PutReq]) -> Result<Vec<PutManifestReply>, NodeE
                 Some(cur) if cur == req.version => PutManifestReply { stored: true, current: cur },
                 _ => {
                     t.insert(req.key.as_slice(), req.value.as_slice()).map_err(store_err)?;
+                    index.insert(req.index_key.as_slice(), req.index_value.as_slice()).map_err(store_err)?;
                     PutManifestReply { stored: true, current: req.version }
                 }
             };
@@ -435,6 +771,143 @@ mod tests {
         assert_eq!(l.entries.len(), 300);
         // 1 commit for the table at open is not counted; the puts shared commits.
         assert!(s.commits() < 300, "{} commits for 300 puts: no batching", s.commits());
+    }
+
+    fn sharded(bucket: &str, key: &str, nanos: u64) -> Manifest {
+        use sillok_model::manifest::{ShardLocation, Sharded};
+        let mut x = m(bucket, key, nanos);
+        x.body = Body::Sharded(Sharded {
+            object_id: placement::new_object_id(placement::placement_hash(bucket, key)),
+            codec: "rs".into(),
+            k: 1,
+            m: 1,
+            block_size: 4,
+            epoch: 1,
+            shards: vec![ShardLocation { index: 0, node: sillok_placement::NodeId(1) }],
+        });
+        x
+    }
+
+    fn object_id(m: &Manifest) -> String {
+        m.body.sharded_sets()[0].object_id.clone()
+    }
+
+    #[tokio::test]
+    async fn pg_listing_covers_every_key_once_and_pages_resume() {
+        use sillok_placement::PgFunction;
+        let dir = tempfile::tempdir().unwrap();
+        let s = MetaStore::open(dir.path()).unwrap();
+        for i in 0..300u64 {
+            s.put(&m("b", &format!("k{i}"), i + 1)).await.unwrap();
+        }
+        for function in [PgFunction::TopBits, PgFunction::Modulo] {
+            let mut seen = Vec::new();
+            for pg in 0..8 {
+                let sel = PgSelector { pg, pg_count: 8, function };
+                let mut after = None;
+                let mut pages = Vec::new();
+                loop {
+                    let page = s.list_pg(sel, after, 7).await.unwrap();
+                    for e in &page.entries {
+                        assert_eq!(function.pg_of_hash(placement::placement_hash("b", &e.key), 8), pg);
+                    }
+                    pages.extend(page.entries);
+                    match page.next {
+                        Some(n) => after = Some(n),
+                        None => break,
+                    }
+                }
+                assert_eq!(pages, s.list_pg_all(sel).await.unwrap());
+                let (count, _) = s.pg_digest(sel).await.unwrap();
+                assert_eq!(count as usize, pages.len());
+                seen.extend(pages.into_iter().map(|e| e.key));
+            }
+            seen.sort();
+            let mut want: Vec<String> = (0..300).map(|i| format!("k{i}")).collect();
+            want.sort();
+            assert_eq!(seen, want, "{function:?}: every key in exactly one PG");
+        }
+        assert!(
+            s.list_pg(PgSelector { pg: 0, pg_count: 8, function: PgFunction::TopBits }, Some("zz".into()), 5)
+                .await
+                .is_err()
+        );
+    }
+
+    #[tokio::test]
+    async fn references_follow_overwrites_deletes_and_parts() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = MetaStore::open(dir.path()).unwrap();
+        let v1 = sharded("b", "k", 10);
+        s.put(&v1).await.unwrap();
+        let part = sharded(placement::PARTS, "b/k/u1/00001", 11);
+        s.put(&part).await.unwrap();
+        let other = sharded("b", "other", 12);
+        let ids = vec![object_id(&v1), object_id(&part), object_id(&other)];
+        assert_eq!(s.referenced(ids.clone()).await.unwrap(), ids[..2].to_vec());
+        // The digest changes with a version.
+        let sel = PgSelector::of_hash(placement::placement_hash("b", "k"));
+        let d1 = s.pg_digest(sel).await.unwrap();
+        let v2 = sharded("b", "k", 20);
+        s.put(&v2).await.unwrap();
+        assert_ne!(s.pg_digest(sel).await.unwrap(), d1);
+        assert_eq!(s.referenced(ids.clone()).await.unwrap(), vec![object_id(&part)]);
+        let mut t = Manifest::tombstone("b", "k");
+        t.version = Version { nanos: 30, tiebreak: 0 };
+        s.put(&t).await.unwrap();
+        s.put(&Manifest {
+            version: Version { nanos: 31, tiebreak: 0 },
+            ..Manifest::tombstone(placement::PARTS, "b/k/u1/00001")
+        })
+        .await
+        .unwrap();
+        assert!(s.referenced(vec![object_id(&v2), object_id(&part)]).await.unwrap().is_empty());
+        // Ids without a hash cannot be vouched for.
+        let legacy = "0123456789abcdef8123456789abcdef".to_string();
+        assert_eq!(s.referenced(vec![legacy.clone()]).await.unwrap(), vec![legacy]);
+        // Purge: only the stored tombstone version, and it leaves both tables.
+        assert!(!s.purge_tombstone("b", "k", Version { nanos: 29, tiebreak: 0 }).await.unwrap());
+        assert!(s.purge_tombstone("b", "k", t.version).await.unwrap());
+        assert!(s.get("b", "k").await.unwrap().is_none());
+        assert!(s.list_pg_all(sel).await.unwrap().iter().all(|e| e.key != "k"));
+        s.put(&v1).await.unwrap();
+        assert!(!s.purge_tombstone("b", "k", v1.version).await.unwrap(), "a live version is never purged");
+    }
+
+    #[tokio::test]
+    async fn a_store_written_before_the_index_gets_it_built_at_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = MetaStore::open(dir.path()).unwrap();
+        let v = sharded("b", "k", 10);
+        s.put(&v).await.unwrap();
+        s.put(&m("b", "inline", 11)).await.unwrap();
+        s.close().await;
+        // Make it look like a database from before `by_hash`.
+        {
+            let db = Database::create(dir.path().join("meta.redb")).unwrap();
+            let w = db.begin_write().unwrap();
+            w.delete_table(BY_HASH).unwrap();
+            w.delete_table(FORMAT).unwrap();
+            w.commit().unwrap();
+        }
+        let s = MetaStore::open(dir.path()).unwrap();
+        assert_eq!(s.referenced(vec![object_id(&v)]).await.unwrap(), vec![object_id(&v)]);
+        let sel = PgSelector::of_hash(placement::placement_hash("b", "inline"));
+        assert!(s.list_pg_all(sel).await.unwrap().iter().any(|e| e.key == "inline"));
+    }
+
+    #[tokio::test]
+    async fn candidates_keep_their_first_time_and_can_be_cleared() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = MetaStore::open(dir.path()).unwrap();
+        let got = s.note_candidates(vec!["a".into(), "b".into()], vec![], 100).await.unwrap();
+        assert_eq!(got, vec![("a".to_string(), 100), ("b".to_string(), 100)]);
+        let got = s.note_candidates(vec!["a".into()], vec!["b".into()], 200).await.unwrap();
+        assert_eq!(got, vec![("a".to_string(), 100)]);
+        s.close().await;
+        let s = MetaStore::open(dir.path()).unwrap();
+        let got = s.note_candidates(vec!["a".into(), "b".into()], vec![], 300).await.unwrap();
+        assert_eq!(got, vec![("a".to_string(), 100), ("b".to_string(), 300)], "kept across a restart");
     }
 
     #[tokio::test]

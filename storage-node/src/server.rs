@@ -78,6 +78,9 @@ pub struct NodeConfig {
     /// follower) publishes it (`None`: the node follows no map and checks no
     /// epochs).
     pub map: Option<MapWatch>,
+    /// The collector's and anti-entropy's settings; they run while the node
+    /// serves, when it follows a map.
+    pub upkeep: crate::collector::Upkeep,
 }
 
 impl std::fmt::Debug for NodeConfig {
@@ -93,6 +96,8 @@ impl std::fmt::Debug for NodeConfig {
 
 struct AppState {
     id: NodeId,
+    cluster_secret: String,
+    upkeep: crate::collector::Upkeep,
     signer: Signer,
     shards: ShardStore,
     meta: MetaStore,
@@ -131,6 +136,8 @@ pub async fn bind(config: NodeConfig) -> Result<BoundNode, NodeError> {
         addr,
         state: Arc::new(AppState {
             id: config.id,
+            cluster_secret: config.cluster_secret.clone(),
+            upkeep: config.upkeep,
             signer: Signer::new(&config.cluster_secret),
             shards,
             meta,
@@ -154,8 +161,25 @@ impl BoundNode {
     pub async fn run(self, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), NodeError> {
         let BoundNode { listener, addr, state } = self;
         let node = state.id;
+        let upkeep = state.map.clone().map(|map| {
+            let upkeeper = Arc::new(crate::collector::Upkeeper {
+                id: state.id,
+                meta: state.meta.clone(),
+                shards: state.shards.clone(),
+                map,
+                client: crate::NodeClient::new(&state.cluster_secret, crate::Timeouts::default()),
+                settings: state.upkeep,
+                stats: Default::default(),
+            });
+            [tokio::spawn(upkeeper.clone().collect_forever()), tokio::spawn(upkeeper.sync_forever())]
+        });
         let app = router(state.clone());
         let res = sillok_rpc::server::serve(listener, app, shutdown).await;
+        // The upkeep tasks hold store handles: they end before the stores close.
+        for task in upkeep.into_iter().flatten() {
+            task.abort();
+            let _ = task.await;
+        }
         tracing::info!(%node, %addr, "storage node stopped");
         match Arc::try_unwrap(state) {
             Ok(st) => st.meta.close().await,
@@ -209,6 +233,10 @@ fn router(state: Arc<AppState>) -> Router {
         .route("/v1/manifests/put", post(put_manifest))
         .route("/v1/manifests/get", post(get_manifest))
         .route("/v1/manifests/list", post(list_manifests))
+        .route("/v1/pg/manifests", post(list_pg_manifests))
+        .route("/v1/pg/digest", post(pg_digest))
+        .route("/v1/pg/shards", post(list_pg_shards))
+        .route("/v1/references", post(references))
         .route("/v1/health", get(health))
         .fallback(|| async { ApiError(NodeError::NotFound) })
         .layer(middleware::from_fn_with_state(state.clone(), authenticate))
@@ -609,6 +637,53 @@ async fn list_manifests(State(st): State<Arc<AppState>>, body: Body) -> Result<R
     let req: ListManifests = parse_json(&body_bytes(body).await?)?;
     let list = st.meta.list(&req).await?;
     Ok(json(StatusCode::OK, &list))
+}
+
+/// At most this many object ids per references question.
+pub const MAX_REFERENCES: usize = 10_000;
+
+fn check_pg(sel: &api::PgSelector) -> Result<(), NodeError> {
+    if sel.pg_count == 0 || sel.pg >= sel.pg_count {
+        return Err(NodeError::BadRequest(format!("PG {} is not below the PG count {}", sel.pg, sel.pg_count)));
+    }
+    if sel.function == sillok_placement::PgFunction::TopBits && !sel.pg_count.is_power_of_two() {
+        return Err(NodeError::BadRequest("top-bits PGs need a power-of-two PG count".into()));
+    }
+    Ok(())
+}
+
+async fn list_pg_manifests(State(st): State<Arc<AppState>>, body: Body) -> Result<Response, ApiError> {
+    let req: api::ListPg = parse_json(&body_bytes(body).await?)?;
+    check_pg(&req.pg)?;
+    let list = st.meta.list_pg(req.pg, req.after, req.limit).await?;
+    Ok(json(StatusCode::OK, &list))
+}
+
+async fn pg_digest(State(st): State<Arc<AppState>>, body: Body) -> Result<Response, ApiError> {
+    let sel: api::PgSelector = parse_json(&body_bytes(body).await?)?;
+    check_pg(&sel)?;
+    let (count, digest) = st.meta.pg_digest(sel).await?;
+    Ok(json(StatusCode::OK, &api::PgDigest { count, digest: hex::encode(digest) }))
+}
+
+async fn list_pg_shards(State(st): State<Arc<AppState>>, body: Body) -> Result<Response, ApiError> {
+    let req: api::ListPg = parse_json(&body_bytes(body).await?)?;
+    check_pg(&req.pg)?;
+    let store = st.shards.clone();
+    let list = blocking(move || store.list_pg(req.pg, req.after.as_deref(), req.limit)).await?;
+    Ok(json(StatusCode::OK, &list))
+}
+
+async fn references(State(st): State<Arc<AppState>>, body: Body) -> Result<Response, ApiError> {
+    let req: api::References = parse_json(&body_bytes(body).await?)?;
+    if req.object_ids.len() > MAX_REFERENCES {
+        return Err(NodeError::BadRequest(format!("at most {MAX_REFERENCES} object ids per question")).into());
+    }
+    if let Some(bad) = req.object_ids.iter().find(|id| !ShardId::is_valid_object_id(id)) {
+        return Err(NodeError::BadRequest(format!("{bad:?} is not an object id")).into());
+    }
+    let object_ids = st.meta.referenced(req.object_ids).await?;
+    Ok(json(StatusCode::OK, &api::References { object_ids }))
 }
 
 async fn health(State(st): State<Arc<AppState>>) -> Response {

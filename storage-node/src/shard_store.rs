@@ -53,9 +53,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use bytes::{Bytes, BytesMut};
 
-use crate::api::{ShardId, ShardInfo, ShardList};
+use crate::api::{PgSelector, PgShard, PgShardList, ShardId, ShardInfo, ShardList};
 use crate::error::NodeError;
 use sillok_model::frame::{FRAME_HEADER_LEN, Frame, FrameDecoder, FrameError, MAX_BLOCK_LEN};
+use sillok_model::placement;
 
 pub const MAGIC: &[u8; 8] = b"SLKSHRD1";
 pub const FORMAT_VERSION: u16 = 1;
@@ -451,6 +452,111 @@ impl ShardStore {
             }
         }
         Ok(ShardList { shards: out, truncated: false })
+    }
+
+    /// The shard files of one PG (by the placement hash their object ids
+    /// carry: `model::placement`), in file-name order after `after`, at most
+    /// `limit` (capped at [`MAX_LIST`]), with their data length (from the
+    /// header) and age (from the file's modification time, which is when it
+    /// was committed). Files whose ids carry no hash (written before ids did)
+    /// belong to no PG and are never listed here. Under
+    /// `PgFunction::TopBits` with 256 PGs or more, a PG lies in one `xy`
+    /// directory.
+    pub fn list_pg(&self, sel: PgSelector, after: Option<&str>, limit: u32) -> Result<PgShardList, NodeError> {
+        let limit = limit.clamp(1, MAX_LIST) as usize;
+        let after = after.unwrap_or("");
+        let (first, last) = match sel.function.hash_range(sel.pg, sel.pg_count) {
+            Some((lo, hi)) => ((lo >> 56) as u8, (hi >> 56) as u8),
+            None => (0, 255),
+        };
+        let now = std::time::SystemTime::now();
+        let mut out = Vec::new();
+        for d in first..=last {
+            let d = format!("{d:02x}");
+            if d.as_str() < after.get(..2).unwrap_or(after) {
+                continue;
+            }
+            let dir = match fs::read_dir(self.shards.join(&d)) {
+                Ok(dir) => dir,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(e.into()),
+            };
+            let mut names: Vec<(String, ShardId)> = Vec::new();
+            for entry in dir {
+                let entry = entry?;
+                let name = entry.file_name();
+                let Some(name) = name.to_str() else { continue };
+                if name <= after {
+                    continue;
+                }
+                if let Some(id) = parse_file_name(name)
+                    && id.object_id.starts_with(&d)
+                    && placement::object_id_hash(&id.object_id).is_some_and(|h| sel.holds_hash(h))
+                {
+                    names.push((name.to_string(), id));
+                }
+            }
+            names.sort();
+            for (_, id) in names {
+                if out.len() == limit {
+                    let next = out.last().map(|s: &PgShard| s.id.file_name());
+                    return Ok(PgShardList { shards: out, next });
+                }
+                if let Some(held) = self.held(id, now)? {
+                    out.push(held);
+                }
+            }
+        }
+        Ok(PgShardList { shards: out, next: None })
+    }
+
+    /// Every shard file in directory `xy` (`dir` as two hex digits) whose id
+    /// carries a placement hash, with its data length and age: what the
+    /// collector walks, one directory at a time.
+    pub fn list_dir(&self, dir: u8) -> Result<Vec<PgShard>, NodeError> {
+        let d = format!("{dir:02x}");
+        let entries = match fs::read_dir(self.shards.join(&d)) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(e.into()),
+        };
+        let now = std::time::SystemTime::now();
+        let mut out = Vec::new();
+        for entry in entries {
+            let entry = entry?;
+            let name = entry.file_name();
+            let Some(id) = name.to_str().and_then(parse_file_name) else { continue };
+            if !id.object_id.starts_with(&d) || placement::object_id_hash(&id.object_id).is_none() {
+                continue;
+            }
+            if let Some(s) = self.held(id, now)? {
+                out.push(s);
+            }
+        }
+        out.sort_by(|a, b| a.id.cmp(&b.id));
+        Ok(out)
+    }
+
+    /// A shard as listed (`None` if it vanished meanwhile or its header does
+    /// not read, which is logged: the scrubber's business, not a listing's).
+    fn held(&self, id: ShardId, now: std::time::SystemTime) -> Result<Option<PgShard>, NodeError> {
+        let modified = match fs::metadata(self.path_of(&id)).and_then(|m| m.modified()) {
+            Ok(m) => m,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(e.into()),
+        };
+        match self.stat(&id) {
+            Ok(Some(info)) => Ok(Some(PgShard {
+                id,
+                data_len: info.data_len,
+                age_ms: now.duration_since(modified).unwrap_or_default().as_millis() as u64,
+            })),
+            Ok(None) => Ok(None),
+            Err(e) => {
+                tracing::warn!(shard = %id.file_name(), error = %e, "skipping unreadable shard in listing");
+                Ok(None)
+            }
+        }
     }
 }
 

@@ -69,6 +69,7 @@ async fn start_in(dir: &std::path::Path) -> RunningNode {
         data_dir: dir.to_path_buf(),
         cluster_secret: SECRET.into(),
         map: None,
+        upkeep: Default::default(),
     })
     .await
     .unwrap()
@@ -612,6 +613,7 @@ async fn manifest_requests_from_an_older_map_epoch_are_refused_and_every_answer_
         data_dir: dir.path().to_path_buf(),
         cluster_secret: SECRET.into(),
         map: Some(rx),
+        upkeep: Default::default(),
     })
     .await
     .unwrap();

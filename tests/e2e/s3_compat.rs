@@ -229,6 +229,8 @@ async fn abandoned_uploads_are_swept_and_their_shards_removed() {
     let cluster = DevCluster::start_with(&[
         "--gateway-arg=--abandoned-upload-age-s=3",
         "--gateway-arg=--upload-sweep-interval-s=1",
+        "--node-arg=--collect-grace-ms=2000",
+        "--node-arg=--collect-every-ms=500",
     ]);
     let c = cluster.client();
     c.create_bucket().bucket("sweep").send().await.unwrap();

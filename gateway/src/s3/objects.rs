@@ -9,11 +9,11 @@ use s3s::dto::*;
 use s3s::{S3Error, S3Request, s3_error};
 use sillok_model::manifest::Manifest;
 
+use super::SillokS3;
 use super::conditions::Preconditions;
 use super::fields::{
     self, checksum_values, copy_source_preconditions, describe_object, fill_checksums, preconditions, timestamp_ms,
 };
-use super::{RETIRE_GRACE, SillokS3};
 use crate::checksum::{self, Algorithm};
 use crate::error::GatewayError;
 use crate::quorum;
@@ -80,24 +80,15 @@ impl SillokS3 {
         Ok(out)
     }
 
-    /// Writes an object through the PUT path and retires the version it replaces.
+    /// Writes an object through the PUT path. The version it replaces is
+    /// left to the nodes' collector, like every superseded shard.
     async fn store<S, E>(&self, put: PutRequest, body: S) -> Result<Manifest, GatewayError>
     where
         S: futures::Stream<Item = Result<bytes::Bytes, E>> + Send + Unpin,
         E: std::fmt::Display,
     {
-        // The version this PUT replaces (its shards are retired afterwards),
-        // looked up while the body streams rather than before it.
-        let previous = {
-            let (cluster, bucket, key) = (self.cluster.clone(), put.bucket.clone(), put.key.clone());
-            tokio::spawn(async move { quorum::read_manifest(&cluster, &bucket, &key).await.ok().flatten() })
-        };
         let m = write::put_object(&self.cluster, &self.write, put, body).await?;
-        let previous = previous.await.ok().flatten();
         self.metrics.bytes_in.fetch_add(m.size, Ordering::Relaxed);
-        if let Some(old) = previous.filter(|o| o.version < m.version) {
-            write::retire_later(&self.cluster, old, RETIRE_GRACE);
-        }
         Ok(m)
     }
 
@@ -152,14 +143,13 @@ impl SillokS3 {
     /// Deletes a key (a tombstone supersedes every older version); its shards
     /// are retired after a grace period. Deleting a missing key is not an error.
     /// Returns only once the tombstone is the winning version on a quorum
-    /// (`quorum::write_manifest`), so the old version's shards are retired
-    /// only when it can no longer be read.
+    /// (`quorum::write_manifest`). The old version's shards are the
+    /// collector's once no manifest replica refers to them.
     pub(super) async fn delete_key(&self, bucket: &str, key: &str) -> Result<(), GatewayError> {
         let previous = quorum::read_manifest(&self.cluster, bucket, key).await?;
-        if let Some(old) = previous.filter(|m| !m.is_deleted()) {
+        if previous.is_some_and(|m| !m.is_deleted()) {
             let tomb = Manifest::tombstone(bucket, key);
             quorum::write_manifest(&self.cluster, &tomb).await?;
-            write::retire_later(&self.cluster, old, RETIRE_GRACE);
         }
         Ok(())
     }

@@ -7,12 +7,11 @@ use s3s::{S3Error, S3Request, s3_error};
 
 use super::conditions::Preconditions;
 use super::fields::{self, checksum_values, copy_source_preconditions, fill_checksums, timestamp_ms};
-use super::{RETIRE_GRACE, SillokS3, owner};
+use super::{SillokS3, owner};
 use crate::checksum::Algorithm;
 use crate::error::GatewayError;
 use crate::multipart::{self, CompletedPart, NewUpload, PartRequest};
 use crate::quorum;
-use crate::write;
 use sillok_model::manifest::Manifest;
 
 fn part_number(n: i32) -> Result<u32, S3Error> {
@@ -209,9 +208,6 @@ impl SillokS3 {
             }
         }
         let m = multipart::complete(&self.cluster, &upload, &requested, claimed_full.as_deref()).await?;
-        if let Some(old) = previous.filter(|o| !o.is_deleted() && o.version < m.version) {
-            write::retire_later(&self.cluster, old, RETIRE_GRACE);
-        }
         Ok(Self::completed(&input.bucket, &input.key, &m))
     }
 

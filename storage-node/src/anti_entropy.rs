@@ -1,0 +1,110 @@
+//! Anti-entropy: the manifest replicas of each PG converge.
+//!
+//! Owns: pulling what this node lacks. Each round, for every PG whose
+//! current row names this node as a manifest replica, the node compares its
+//! digest of the PG (`POST /v1/pg/digest`: keys, versions, tombstones) with
+//! each other replica of the PG's rows, current and earlier. Where they
+//! differ it lists the peer's entries and fetches every manifest whose
+//! version is newer than its own (or that it lacks), storing it through the
+//! ordinary store rule (newer wins). Every replica does the same, so a
+//! difference is mended from both sides; pulling from earlier rows brings a
+//! PG's manifests to its new row after a slot move.
+//!
+//! Invariants:
+//! - Only newer versions are stored (the store refuses older ones anyway), so
+//!   anti-entropy can never undo an overwrite or a delete.
+//! - A tombstone older than the purge horizon is pulled only onto a replica
+//!   that still holds an older version of its key (which it must supersede),
+//!   never onto one that holds nothing: the collector purges such tombstones
+//!   once every replica holds them (`collector`), and pulling them back would
+//!   resurrect what was purged.
+
+use std::collections::BTreeMap;
+
+use sillok_placement::PlacementMap;
+
+use crate::api::PgSelector;
+use crate::collector::{Upkeeper, row_replicas};
+use crate::error::NodeError;
+
+impl Upkeeper {
+    /// One pass over this node's PGs; returns how many manifests it pulled.
+    pub async fn sync_round(&self) -> Result<u64, NodeError> {
+        let Some(map) = self.map.borrow().clone() else { return Ok(0) };
+        let mut pulled = 0;
+        for pg in 0..map.pg_count {
+            if !map.manifest_replicas(pg).contains(&self.id) {
+                continue;
+            }
+            pulled += self.sync_pg(&map, PgSelector::of(&map, pg)).await?;
+        }
+        if pulled > 0 {
+            tracing::info!(pulled, "anti-entropy copied manifests this node lacked");
+        }
+        Ok(pulled)
+    }
+
+    async fn sync_pg(&self, map: &PlacementMap, sel: PgSelector) -> Result<u64, NodeError> {
+        let (count, digest) = self.meta.pg_digest(sel).await?;
+        let mine_digest = crate::api::PgDigest { count, digest: hex::encode(digest) };
+        let horizon = self.settings.tombstone_horizon.as_nanos() as u64;
+        let old_before = (sillok_model::clock::wall_ms().max(0) as u64 * 1_000_000).saturating_sub(horizon);
+        let client = self.client.at_epoch(map.epoch);
+        let mut pulled = 0;
+        for node in row_replicas(map, sel.pg).into_iter().filter(|n| *n != self.id) {
+            let Some(addr) = map.topology.node(node).map(|n| n.addr.clone()) else { continue };
+            match client.pg_digest(&addr, &sel).await {
+                Ok(d) if d == mine_digest => continue,
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::debug!(pg = sel.pg, %node, error = %e, "anti-entropy: peer did not answer");
+                    continue;
+                }
+            }
+            let mine: BTreeMap<(String, String), sillok_model::manifest::Version> =
+                self.meta.list_pg_all(sel).await?.into_iter().map(|e| ((e.bucket, e.key), e.version)).collect();
+            let theirs = match self.peer_pg(map, node, sel).await {
+                Ok(t) => t,
+                Err(e) => {
+                    tracing::debug!(pg = sel.pg, %node, error = %e, "anti-entropy: peer listing failed");
+                    continue;
+                }
+            };
+            for e in theirs {
+                let have = mine.get(&(e.bucket.clone(), e.key.clone()));
+                if have.is_some_and(|v| *v >= e.version) {
+                    continue;
+                }
+                if e.deleted && e.version.nanos < old_before && have.is_none() {
+                    continue;
+                }
+                match client.get_manifest(&addr, &e.bucket, &e.key).await {
+                    Ok(Some(m)) => {
+                        let bytes = serde_json::to_vec(&m).map(|v| v.len() as u64).unwrap_or(0);
+                        self.stats.sync_bytes.fetch_add(bytes, std::sync::atomic::Ordering::Relaxed);
+                        if self.meta.put(&m).await?.stored {
+                            pulled += 1;
+                        }
+                    }
+                    Ok(None) => {}
+                    Err(e) => {
+                        tracing::debug!(pg = sel.pg, %node, error = %e, "anti-entropy: fetching a manifest failed");
+                        break;
+                    }
+                }
+            }
+        }
+        self.stats.manifests_pulled.fetch_add(pulled, std::sync::atomic::Ordering::Relaxed);
+        Ok(pulled)
+    }
+
+    /// Anti-entropy rounds until the task is dropped.
+    pub async fn sync_forever(self: std::sync::Arc<Self>) {
+        loop {
+            tokio::time::sleep(self.settings.sync_every).await;
+            if let Err(e) = self.sync_round().await {
+                tracing::warn!(error = %e, "anti-entropy round failed");
+            }
+        }
+    }
+}

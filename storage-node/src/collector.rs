@@ -1,0 +1,320 @@
+//! The collector: the only code that deletes shard files or purges tombstones.
+//!
+//! Owns: the decision to delete. Every node runs one, over its own disk.
+//! Request paths (the gateway's PUT, DELETE, multipart) never delete: a
+//! superseded, failed, aborted or orphaned write only leaves shards that no
+//! manifest refers to, and this finds them.
+//!
+//! Shards. Each round walks the node's shard directories, groups the files
+//! older than the grace period by the PG their object id names
+//! (`model::placement`), and asks every manifest replica of that PG, on the
+//! current row and on every earlier row the map still remembers, which of
+//! those object ids a manifest it holds refers to (`POST /v1/references`).
+//! An id is *unreferenced* in a round when every one of those replicas
+//! answered and none refers to it. Its shards are deleted when it was also
+//! found unreferenced at least one grace period earlier; the time it was
+//! first found so is kept in the manifest store (`collect_candidates`), so a
+//! restart loses nothing and shortens no grace period.
+//!
+//! Why that is safe:
+//! - A PUT writes its manifest within its deadline after its shards are
+//!   committed; the grace period is longer than every PUT and GET deadline,
+//!   so a file older than it whose id no replica knows will never be
+//!   referred to by that PUT.
+//! - Asking *every* replica, not a majority, covers a manifest that reached
+//!   only a minority (a 5xx to the client): anti-entropy may yet spread it,
+//!   so its shards must stay. A replica that does not answer stops the PG's
+//!   collection for the round; so does a replica of an earlier row, which may
+//!   hold the newest version until anti-entropy has copied it. Collection
+//!   therefore waits while a replica is down, and resumes when it is back or
+//!   the map no longer names it: space is spent, nothing is lost.
+//! - The second grace period, counted from the first "unreferenced", lets a
+//!   GET that read the old manifest just before an overwrite finish
+//!   streaming.
+//! - Object ids that carry no placement hash (written before ids did) are
+//!   never considered: no PG can vouch for them.
+//!
+//! Tombstones. A tombstone this node holds as a current manifest replica is
+//! purged once it is older than the purge horizon and every replica of the
+//! PG's rows answers that it holds that version or a newer one, or nothing
+//! for the key. Anti-entropy never copies a tombstone older than the horizon
+//! to a replica that holds nothing for its key, so a purged tombstone does
+//! not come back; it does copy it to a replica still holding an older live
+//! version, so a replica that missed a delete cannot bring the object back.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use sillok_model::manifest::Version;
+use sillok_model::placement;
+use sillok_placement::{NodeId, PgId, PlacementMap};
+
+use crate::api::{ListPg, PgEntry, PgSelector, ShardId};
+use crate::client::NodeClient;
+use crate::error::NodeError;
+use crate::meta_store::MetaStore;
+use crate::server::MapWatch;
+use crate::shard_store::ShardStore;
+
+/// How the node's background upkeep (collector and anti-entropy) runs.
+#[derive(Debug, Clone, Copy)]
+pub struct Upkeep {
+    /// How long a shard must be unreferenced (and its file that old) before
+    /// it is deleted. Longer than every PUT and GET deadline.
+    pub grace: Duration,
+    /// Tombstones older than this are purged once every replica has them.
+    pub tombstone_horizon: Duration,
+    /// Pause between collector rounds.
+    pub collect_every: Duration,
+    /// Pause between anti-entropy rounds.
+    pub sync_every: Duration,
+}
+
+impl Default for Upkeep {
+    fn default() -> Self {
+        Upkeep {
+            grace: Duration::from_secs(3600),
+            tombstone_horizon: Duration::from_secs(24 * 3600),
+            collect_every: Duration::from_secs(60),
+            sync_every: Duration::from_secs(30),
+        }
+    }
+}
+
+/// What the collector and anti-entropy share: the node's stores, its view of
+/// the map, and a client for its peers.
+pub struct Upkeeper {
+    pub id: NodeId,
+    pub meta: MetaStore,
+    pub shards: ShardStore,
+    pub map: MapWatch,
+    pub client: NodeClient,
+    pub settings: Upkeep,
+    pub stats: UpkeepStats,
+}
+
+/// Counters, for logs and the figures in the closing notes.
+#[derive(Debug, Default)]
+pub struct UpkeepStats {
+    pub rounds: std::sync::atomic::AtomicU64,
+    pub shards_checked: std::sync::atomic::AtomicU64,
+    pub shards_deleted: std::sync::atomic::AtomicU64,
+    pub tombstones_purged: std::sync::atomic::AtomicU64,
+    pub pgs_waiting: std::sync::atomic::AtomicU64,
+    pub manifests_pulled: std::sync::atomic::AtomicU64,
+    pub sync_bytes: std::sync::atomic::AtomicU64,
+}
+
+fn add(c: &std::sync::atomic::AtomicU64, n: u64) {
+    c.fetch_add(n, std::sync::atomic::Ordering::Relaxed);
+}
+
+fn now_ms() -> u64 {
+    sillok_model::clock::wall_ms().max(0) as u64
+}
+
+/// Every manifest replica of a PG's rows, current row first, no repeats.
+pub fn row_replicas(map: &PlacementMap, pg: PgId) -> Vec<NodeId> {
+    let mut out = map.manifest_replicas(pg);
+    for row in map.previous_manifest_replicas(pg) {
+        for n in row {
+            if !out.contains(&n) {
+                out.push(n);
+            }
+        }
+    }
+    out
+}
+
+impl Upkeeper {
+    fn current_map(&self) -> Option<Arc<PlacementMap>> {
+        self.map.borrow().clone()
+    }
+
+    /// Which of `ids` `node` refers to (this node answers from its own store).
+    async fn references_on(
+        &self,
+        map: &PlacementMap,
+        node: NodeId,
+        ids: &[String],
+    ) -> Result<BTreeSet<String>, NodeError> {
+        if node == self.id {
+            return Ok(self.meta.referenced(ids.to_vec()).await?.into_iter().collect());
+        }
+        let addr = map.topology.node(node).map(|n| n.addr.clone()).ok_or(NodeError::NotFound)?;
+        Ok(self.client.references(&addr, ids).await?.into_iter().collect())
+    }
+
+    /// One pass over every shard file; returns how many were deleted.
+    pub async fn collect_round(&self) -> Result<u64, NodeError> {
+        let Some(map) = self.current_map() else { return Ok(0) };
+        let grace_ms = self.settings.grace.as_millis() as u64;
+        let mut deleted = 0;
+        for dir in 0..=255u8 {
+            let store = self.shards.clone();
+            let files = tokio::task::spawn_blocking(move || store.list_dir(dir))
+                .await
+                .map_err(|e| NodeError::Other(e.to_string()))??;
+            add(&self.stats.shards_checked, files.len() as u64);
+            // PG → object id → the indexes held here.
+            let mut by_pg: BTreeMap<PgId, BTreeMap<String, Vec<u8>>> = BTreeMap::new();
+            for f in files {
+                let Some(hash) = placement::object_id_hash(&f.id.object_id) else { continue };
+                if f.age_ms < grace_ms {
+                    continue;
+                }
+                by_pg.entry(map.pg_of_hash(hash)).or_default().entry(f.id.object_id).or_default().push(f.id.index);
+            }
+            for (pg, held) in by_pg {
+                deleted += self.collect_pg(&map, pg, held).await?;
+            }
+        }
+        Ok(deleted)
+    }
+
+    async fn collect_pg(
+        &self,
+        map: &PlacementMap,
+        pg: PgId,
+        held: BTreeMap<String, Vec<u8>>,
+    ) -> Result<u64, NodeError> {
+        let ids: Vec<String> = held.keys().cloned().collect();
+        let mut referenced = BTreeSet::new();
+        for chunk in ids.chunks(crate::server::MAX_REFERENCES) {
+            for node in row_replicas(map, pg) {
+                match self.references_on(map, node, chunk).await {
+                    Ok(r) => referenced.extend(r),
+                    Err(e) => {
+                        tracing::debug!(pg, %node, error = %e, "collector: a replica did not answer; PG waits");
+                        add(&self.stats.pgs_waiting, 1);
+                        return Ok(0);
+                    }
+                }
+            }
+        }
+        let (kept, unreferenced): (Vec<String>, Vec<String>) = ids.into_iter().partition(|id| referenced.contains(id));
+        let now = now_ms();
+        let noted = self.meta.note_candidates(unreferenced, kept, now).await?;
+        let grace_ms = self.settings.grace.as_millis() as u64;
+        let mut due = Vec::new();
+        for (id, first) in noted {
+            if now.saturating_sub(first) >= grace_ms {
+                due.push(id);
+            }
+        }
+        let mut deleted = 0;
+        for id in &due {
+            for &index in &held[id] {
+                let (store, sid) = (self.shards.clone(), ShardId { object_id: id.clone(), index });
+                tokio::task::spawn_blocking(move || store.delete(&sid))
+                    .await
+                    .map_err(|e| NodeError::Other(e.to_string()))??;
+                deleted += 1;
+            }
+        }
+        if !due.is_empty() {
+            self.meta.note_candidates(Vec::new(), due.clone(), now).await?;
+            tracing::info!(pg, objects = due.len(), shards = deleted, "collector deleted unreferenced shards");
+            add(&self.stats.shards_deleted, deleted);
+        }
+        Ok(deleted)
+    }
+
+    /// Purges the old tombstones this node holds as a current manifest
+    /// replica that every replica of the PG's rows has caught up with.
+    pub async fn purge_round(&self) -> Result<u64, NodeError> {
+        let Some(map) = self.current_map() else { return Ok(0) };
+        let horizon = self.settings.tombstone_horizon.as_nanos() as u64;
+        let old_before = (now_ms() * 1_000_000).saturating_sub(horizon);
+        let mut purged = 0;
+        for pg in 0..map.pg_count {
+            if !map.manifest_replicas(pg).contains(&self.id) {
+                continue;
+            }
+            let sel = PgSelector::of(&map, pg);
+            let mine = self.meta.list_pg_all(sel).await?;
+            let old: Vec<&PgEntry> = mine.iter().filter(|e| e.deleted && e.version.nanos < old_before).collect();
+            if old.is_empty() {
+                continue;
+            }
+            let mut theirs: Vec<BTreeMap<(String, String), Version>> = Vec::new();
+            let mut all_answered = true;
+            for node in row_replicas(&map, pg).into_iter().filter(|n| *n != self.id) {
+                match self.peer_pg(&map, node, sel).await {
+                    Ok(list) => {
+                        theirs.push(list.into_iter().map(|e| ((e.bucket, e.key), e.version)).collect());
+                    }
+                    Err(e) => {
+                        tracing::debug!(pg, %node, error = %e, "purge: a replica did not answer; PG waits");
+                        all_answered = false;
+                        break;
+                    }
+                }
+            }
+            if !all_answered {
+                continue;
+            }
+            for e in old {
+                let k = (e.bucket.clone(), e.key.clone());
+                if theirs.iter().all(|t| t.get(&k).is_none_or(|v| *v >= e.version))
+                    && self.meta.purge_tombstone(&e.bucket, &e.key, e.version).await?
+                {
+                    purged += 1;
+                }
+            }
+        }
+        if purged > 0 {
+            tracing::info!(purged, "collector purged tombstones every replica holds");
+            add(&self.stats.tombstones_purged, purged);
+        }
+        Ok(purged)
+    }
+
+    /// Every manifest entry `node` holds in PG `sel`.
+    pub async fn peer_pg(&self, map: &PlacementMap, node: NodeId, sel: PgSelector) -> Result<Vec<PgEntry>, NodeError> {
+        let addr = map.topology.node(node).map(|n| n.addr.clone()).ok_or(NodeError::NotFound)?;
+        let client = &self.client;
+        list_all(|after| {
+            let addr = addr.clone();
+            async move {
+                let page = client.list_pg_manifests(&addr, &ListPg { pg: sel, after, limit: 10_000 }).await?;
+                add(&self.stats.sync_bytes, serde_json::to_vec(&page).map(|v| v.len() as u64).unwrap_or(0));
+                Ok(page)
+            }
+        })
+        .await
+    }
+
+    /// Collector rounds until the task is dropped.
+    pub async fn collect_forever(self: Arc<Self>) {
+        loop {
+            tokio::time::sleep(self.settings.collect_every).await;
+            if let Err(e) = self.collect_round().await {
+                tracing::warn!(error = %e, "collector round failed");
+            }
+            if let Err(e) = self.purge_round().await {
+                tracing::warn!(error = %e, "tombstone purge round failed");
+            }
+            add(&self.stats.rounds, 1);
+        }
+    }
+}
+
+/// Follows `next` cursors until the last page.
+async fn list_all<F, Fut>(mut page: F) -> Result<Vec<PgEntry>, NodeError>
+where
+    F: FnMut(Option<String>) -> Fut,
+    Fut: std::future::Future<Output = Result<crate::api::PgManifestList, NodeError>>,
+{
+    let mut out = Vec::new();
+    let mut after = None;
+    loop {
+        let p = page(after).await?;
+        out.extend(p.entries);
+        match p.next {
+            Some(n) => after = Some(n),
+            None => return Ok(out),
+        }
+    }
+}
