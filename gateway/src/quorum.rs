@@ -125,32 +125,81 @@ pub async fn read_manifest(cluster: &Arc<Cluster>, bucket: &str, key: &str) -> R
     fanout::on_current_map(cluster, |map| read_on(cluster, map, bucket, key)).await
 }
 
-/// The current row's replicas first; only if they know nothing of the key,
-/// the PG's earlier rows, newest first (objects written before a slot move
-/// are still there: see `PlacementMap::previous`).
+/// A majority of the current row's replicas, and, while the map remembers
+/// earlier rows for the PG (a slot move that rebalancing has not finished),
+/// those rows too, at the same time: a replica that joined the row or missed
+/// a write before the move may hold an older version than an earlier row
+/// does, until anti-entropy has copied it over. An earlier row that cannot
+/// answer with a majority (its site is down, say) is left out rather than
+/// failing the read: every write since the move went to the current row.
+/// The newest answer wins; current-row replicas that answered with an older
+/// version or none are repaired in the background (read repair).
 async fn read_on(cluster: &Arc<Cluster>, map: Arc<PlacementMap>, bucket: &str, key: &str) -> Attempt<Option<Manifest>> {
     let pg = placement::pg_of(&map, bucket, key);
-    match read_from(cluster, &map, &map.manifest_replicas(pg), bucket, key).await {
-        Attempt::Done(Ok(None)) => {}
-        other => return other,
-    }
-    for replicas in map.previous_manifest_replicas(pg) {
-        match read_from(cluster, &map, &replicas, bucket, key).await {
-            Attempt::Done(Ok(None)) => {}
-            other => return other,
+    let current = map.manifest_replicas(pg);
+    let earlier = map.previous_manifest_replicas(pg);
+    let (now, before) = futures::future::join(
+        read_from(cluster, &map, &current, bucket, key),
+        futures::future::join_all(earlier.iter().map(|row| read_from(cluster, &map, row, bucket, key))),
+    )
+    .await;
+    let answers = match now {
+        Attempt::Done(Ok(a)) => a,
+        Attempt::Done(Err(e)) => return Attempt::Done(Err(e)),
+        Attempt::Stale(e) => return Attempt::Stale(e),
+    };
+    let mut newest: Option<Manifest> = answers.iter().filter_map(|(_, m)| m.clone()).max_by_key(|m| m.version);
+    for row in before {
+        match row {
+            Attempt::Done(Ok(a)) => {
+                for m in a.into_iter().filter_map(|(_, m)| m) {
+                    if newest.as_ref().is_none_or(|n| m.version > n.version) {
+                        newest = Some(m);
+                    }
+                }
+            }
+            Attempt::Stale(e) => return Attempt::Stale(e),
+            Attempt::Done(Err(e)) => {
+                tracing::debug!(bucket, key, error = %e, "an earlier row of the PG did not answer")
+            }
         }
     }
-    Attempt::Done(Ok(None))
+    if let Some(n) = &newest {
+        let stale: Vec<NodeId> = answers
+            .iter()
+            .filter(|(_, m)| m.as_ref().is_none_or(|m| m.version < n.version))
+            .map(|(node, _)| *node)
+            .collect();
+        if !stale.is_empty() {
+            repair(cluster, &map, stale, n.clone());
+        }
+    }
+    Attempt::Done(Ok(newest))
 }
 
-/// A majority read of one replica set: the newest version among the answers.
+/// Sends `m` to replicas that answered a read with an older version or none.
+fn repair(cluster: &Arc<Cluster>, map: &Arc<PlacementMap>, nodes: Vec<NodeId>, m: Manifest) {
+    let client = cluster.client(map);
+    let addrs: Vec<(NodeId, String)> =
+        nodes.into_iter().filter_map(|n| map.topology.node(n).map(|x| (n, x.addr.clone()))).collect();
+    tokio::spawn(async move {
+        for (node, addr) in addrs {
+            match client.put_manifest(&addr, &m).await {
+                Ok(r) => tracing::debug!(%node, bucket = %m.bucket, key = %m.key, stored = r.stored, "read repair"),
+                Err(e) => tracing::debug!(%node, bucket = %m.bucket, key = %m.key, error = %e, "read repair failed"),
+            }
+        }
+    });
+}
+
+/// A majority read of one replica set: every answer it got.
 async fn read_from(
     cluster: &Arc<Cluster>,
     map: &PlacementMap,
     replicas: &[NodeId],
     bucket: &str,
     key: &str,
-) -> Attempt<Option<Manifest>> {
+) -> Attempt<Vec<(NodeId, Option<Manifest>)>> {
     let need = Need::majority(replicas.len());
     let (bucket, key): (Arc<str>, Arc<str>) = (bucket.into(), key.into());
     let get = |client: sillok_storage_node::NodeClient, addr: String| {
@@ -158,7 +207,7 @@ async fn read_from(
         async move { client.get_manifest(&addr, &bucket, &key).await }
     };
     match fanout::call_many(cluster, map, replicas, need, Rest::Drop, get).await {
-        Gathered::Met { ok, .. } => Attempt::Done(Ok(ok.into_iter().filter_map(|(_, m)| m).max_by_key(|m| m.version))),
+        Gathered::Met { ok, .. } => Attempt::Done(Ok(ok)),
         Gathered::Stale(epoch) => Attempt::Stale(epoch),
         Gathered::Short { ok, failed } => Attempt::Done(Err(GatewayError::Unavailable(format!(
             "{} of {} manifest replicas answered (need {}): {}",

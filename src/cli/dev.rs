@@ -344,6 +344,10 @@ fn spawn(exe: &Path, args: &[String], log: &Path) -> anyhow::Result<Child> {
     cmd.spawn().with_context(|| format!("cannot start {} {}", exe.display(), args.join(" ")))
 }
 
+/// The collector's and anti-entropy's pace in a dev cluster: within a minute.
+const DEV_UPKEEP: &[&str] =
+    &["--collect-grace-ms=30000", "--tombstone-horizon-ms=60000", "--collect-every-ms=5000", "--sync-every-ms=5000"];
+
 fn start_nodes(
     exe: &Path,
     data: &Path,
@@ -368,11 +372,13 @@ fn start_nodes(
                 node.id.0.to_string(),
                 "--data".into(),
                 dir.display().to_string(),
-                "--collect-grace-ms=30000".into(),
-                "--tombstone-horizon-ms=60000".into(),
-                "--collect-every-ms=5000".into(),
-                "--sync-every-ms=5000".into(),
             ];
+            for default in DEV_UPKEEP {
+                let flag = default.split('=').next().unwrap_or(default);
+                if !node_args.iter().any(|a| a.split('=').next() == Some(flag)) {
+                    args.push(default.to_string());
+                }
+            }
             args.extend(node_args.iter().cloned());
             let name = format!("{}-node-{}", site.id, node.id.0);
             let child = spawn(exe, &args, &data.join("logs").join(format!("{name}.log")))?;

@@ -10,6 +10,7 @@
 mod support;
 
 mod catalog;
+mod collector;
 mod data_path;
 mod following;
 mod real_clients;

@@ -71,6 +71,12 @@ impl DevCluster {
         read_log(&self.dir.path().join("dev.log"))
     }
 
+    /// The log of storage node `id`.
+    pub fn node_log(&self, id: u64) -> String {
+        let site = self.nodes().into_iter().find(|(n, _, _)| *n == id).map(|(_, s, _)| s).unwrap_or_default();
+        read_log(&self.dir.path().join("logs").join(format!("{site}-node-{id}.log")))
+    }
+
     /// The log of the dev cluster's own gateway.
     pub fn gateway_log(&self) -> String {
         read_log(&self.dir.path().join("logs").join("gateway.log"))
@@ -461,6 +467,12 @@ impl ExtraGateway {
 
     pub fn pid(&self) -> i32 {
         self.child.id() as i32
+    }
+
+    /// `kill -9`, and waits for the process to be gone.
+    pub fn kill(&mut self) {
+        assert_eq!(signal(self.pid(), 9), 0, "kill -9 of the extra gateway");
+        let _ = self.child.wait();
     }
 }
 

@@ -1,0 +1,337 @@
+//! The metadata that heals: PG enumeration, the one collector, tombstone
+//! purge and anti-entropy, on real `sillok dev` clusters with short grace
+//! periods (`--node-arg`).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use bytes::Bytes;
+use sillok_model::frame::Frame;
+use sillok_model::placement;
+use sillok_placement::{NodeId, PlacementMap};
+use sillok_storage_node::api::{ListManifests, ListPg, PgSelector, ShardId};
+use sillok_storage_node::client::ShardHeader;
+use sillok_storage_node::{NodeClient, Timeouts};
+
+use crate::support::*;
+
+/// A few seconds of grace, rounds every 300 ms: the collector acts within a
+/// test's patience.
+const FAST_UPKEEP: &[&str] = &[
+    "--node-arg=--collect-grace-ms=1500",
+    "--node-arg=--collect-every-ms=300",
+    "--node-arg=--sync-every-ms=300",
+    "--node-arg=--tombstone-horizon-ms=2000",
+];
+
+fn map_of(c: &DevCluster) -> PlacementMap {
+    serde_json::from_value(c.cluster_file()["map"].clone()).unwrap()
+}
+
+fn node_client(c: &DevCluster) -> NodeClient {
+    NodeClient::new(c.cluster_file()["cluster_secret"].as_str().unwrap(), Timeouts::default())
+}
+
+/// `(node id, object id, index)` of every shard file, by walking the data
+/// directories (not through any node).
+fn scan(c: &DevCluster) -> BTreeSet<(u64, String, u8)> {
+    let mut out = BTreeSet::new();
+    for (_, path) in c.shard_files() {
+        let node: u64 = path
+            .components()
+            .find_map(|p| p.as_os_str().to_str()?.strip_prefix("node-")?.parse().ok())
+            .expect("shard files live under node-<id>");
+        let name = path.file_name().unwrap().to_str().unwrap();
+        let (oid, idx) = name.split_once('.').unwrap();
+        out.insert((node, oid.to_string(), idx.parse().unwrap()));
+    }
+    out
+}
+
+fn object_ids(files: &BTreeSet<(u64, String, u8)>) -> BTreeSet<String> {
+    files.iter().map(|(_, o, _)| o.clone()).collect()
+}
+
+async fn put_bytes(c: &aws_sdk_s3::Client, bucket: &str, key: &str, body: Vec<u8>) -> Result<(), String> {
+    c.put_object()
+        .bucket(bucket)
+        .key(key)
+        .body(body.into())
+        .send()
+        .await
+        .map(|_| ())
+        .map_err(|e| format!("{:?}", e.into_service_error()))
+}
+
+async fn get_bytes(c: &aws_sdk_s3::Client, bucket: &str, key: &str) -> Option<Vec<u8>> {
+    let r = c.get_object().bucket(bucket).key(key).send().await.ok()?;
+    Some(r.body.collect().await.unwrap().into_bytes().to_vec())
+}
+
+/// A body that names its key and generation, over the inline threshold.
+fn body(key: &str, generation: usize, len: usize) -> Vec<u8> {
+    let head = format!("{key}#{generation}#");
+    head.bytes().chain(std::iter::repeat(b'.')).take(len).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn listing_a_pg_on_every_node_returns_what_a_scan_of_its_data_directory_finds() {
+    let cluster = DevCluster::start_with(&["--pgs=64"]);
+    let c = cluster.client();
+    c.create_bucket().bucket("enum").send().await.unwrap();
+    for i in 0..40 {
+        let len = if i % 4 == 0 { 1000 } else { 70_000 + i * 100 };
+        put_bytes(&c, "enum", &format!("k{i}"), body("k", i, len)).await.unwrap();
+    }
+    for i in 0..5 {
+        c.delete_object().bucket("enum").key(format!("k{i}")).send().await.unwrap();
+    }
+    let up = c.create_multipart_upload().bucket("enum").key("mp").send().await.unwrap();
+    let id = up.upload_id().unwrap();
+    c.upload_part()
+        .bucket("enum")
+        .key("mp")
+        .upload_id(id)
+        .part_number(1)
+        .body(vec![7u8; 100_000].into())
+        .send()
+        .await
+        .unwrap();
+
+    let map = map_of(&cluster);
+    let client = node_client(&cluster).at_epoch(map.epoch);
+    let on_disk = scan(&cluster);
+    let mut listed = BTreeSet::new();
+    for (node, _, addr) in cluster.nodes() {
+        // Everything the node's manifest store holds, by bucket.
+        let mut held = BTreeSet::new();
+        for bucket in ["enum", placement::UPLOADS, placement::PARTS] {
+            let req = ListManifests { bucket: bucket.into(), prefix: String::new(), start_after: None, limit: 10_000 };
+            for e in client.list_manifests(&addr, &req).await.unwrap().entries {
+                held.insert((bucket.to_string(), e.key, e.version));
+            }
+        }
+        let mut held_by_pg = BTreeSet::new();
+        for pg in 0..map.pg_count {
+            let sel = PgSelector::of(&map, pg);
+            let mut after = None;
+            loop {
+                let page = client.list_pg_shards(&addr, &ListPg { pg: sel, after, limit: 3 }).await.unwrap();
+                for s in &page.shards {
+                    let hash = placement::object_id_hash(&s.id.object_id).expect("new ids carry their hash");
+                    assert_eq!(map.pg_of_hash(hash), pg, "shard {} listed in the wrong PG", s.id.file_name());
+                    assert!(listed.insert((node, s.id.object_id.clone(), s.id.index)), "listed twice");
+                    assert!(s.data_len > 0);
+                }
+                match page.next {
+                    Some(n) => after = Some(n),
+                    None => break,
+                }
+            }
+            let mut after = None;
+            loop {
+                let page = client.list_pg_manifests(&addr, &ListPg { pg: sel, after, limit: 2 }).await.unwrap();
+                for e in page.entries {
+                    assert_eq!(placement::pg_of(&map, &e.bucket, &e.key), pg);
+                    assert!(held_by_pg.insert((e.bucket, e.key, e.version)), "manifest listed twice");
+                }
+                match page.next {
+                    Some(n) => after = Some(n),
+                    None => break,
+                }
+            }
+        }
+        assert_eq!(held_by_pg, held, "node {node}: the PG listings hold exactly the node's manifests");
+        assert!(!held.is_empty());
+    }
+    assert_eq!(listed, on_disk, "the PG listings of every node hold exactly the shard files on disk");
+    assert!(on_disk.len() >= 30 * 6);
+}
+
+/// Writes a shard directly to a node, as a gateway that died before writing
+/// its manifest would have left it.
+async fn orphan_shard(client: &NodeClient, addr: &str, object_id: &str) {
+    let id = ShardId { object_id: object_id.into(), index: 0 };
+    let header = ShardHeader { codec: "rs-gf8-v1".into(), k: 4, m: 2, block_size: 16, blocks: 1 };
+    let frames = futures::stream::iter([Ok(Frame::new(Bytes::from_static(b"orphaned bytes")))]);
+    client.put_shard(addr, &id, &header, frames).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_1000_overwrites_and_a_gateway_restart_only_live_versions_keep_shards() {
+    let cluster = DevCluster::start_with(FAST_UPKEEP);
+    let c = cluster.client();
+    c.create_bucket().bucket("gcbkt").send().await.unwrap();
+    let mut extra = cluster.start_gateway("gw-gc", &[]);
+    let w = extra.client();
+
+    // A shard no manifest will ever name (new-style id), and one written
+    // before ids carried their hash, which no PG can vouch for.
+    let client = node_client(&cluster);
+    let (_, _, addr) = cluster.nodes()[0].clone();
+    let orphan = placement::new_object_id(placement::placement_hash("gcbkt", "never-written"));
+    orphan_shard(&client, &addr, &orphan).await;
+    let legacy = "0123456789abcdef9123456789abcdef".to_string();
+    orphan_shard(&client, &addr, &legacy).await;
+
+    // 1,000 overwrites of 10 keys through the extra gateway, each key by one
+    // writer (so "the last write" of a key is well defined), 10 at a time.
+    const KEYS: usize = 10;
+    let mut tasks = Vec::new();
+    for lane in 0..KEYS {
+        let w = w.clone();
+        tasks.push(tokio::spawn(async move {
+            let key = format!("k{lane}");
+            for n in 0..1000 / KEYS {
+                put_bytes(&w, "gcbkt", &key, body(&key, n, 70_000)).await.unwrap();
+            }
+            (key, 1000 / KEYS - 1)
+        }));
+    }
+    let mut last = BTreeMap::new();
+    for t in tasks {
+        let (key, n) = t.await.unwrap();
+        last.insert(key, n);
+    }
+    // Kill the gateway that did the writes right away, then start it again.
+    extra.kill();
+    let _restarted = cluster.start_gateway("gw-gc", &[]);
+    // A DELETE too: its key's shards must go as well.
+    c.delete_object().bucket("gcbkt").key("k0").send().await.unwrap();
+
+    let files_before = scan(&cluster).len();
+    let result = wait_until(
+        Duration::from_secs(90),
+        lazily(|| format!("the collector to leave only live shards; node log:\n{}", cluster.node_log(1))),
+        async || {
+            let files = scan(&cluster);
+            let ids = object_ids(&files);
+            // 9 live keys × 6 shards, plus the legacy shard nobody may judge.
+            if files.len() == (KEYS - 1) * 6 + 1 && !ids.contains(&orphan) {
+                Ok(files)
+            } else {
+                Err(format!(
+                    "{} shard files of {} objects remain (orphan there: {})",
+                    files.len(),
+                    ids.len(),
+                    ids.contains(&orphan)
+                ))
+            }
+        },
+    )
+    .await;
+    assert!(files_before > result.len(), "{files_before} files before collection");
+    assert!(object_ids(&result).contains(&legacy), "a shard without a placement hash is never collected");
+    // Every remaining key reads back as its last acknowledged write.
+    for (key, n) in &last {
+        let got = get_bytes(&c, "gcbkt", key).await;
+        if key == "k0" {
+            assert!(got.is_none(), "k0 was deleted");
+        } else {
+            let head = got.as_ref().map(|b| String::from_utf8_lossy(&b[..12]).to_string());
+            assert!(got == Some(body(key, *n, 70_000)), "{key}: expected write {n}, got a body starting {head:?}");
+        }
+    }
+}
+
+/// The manifest replicas of `bucket/key`'s PG.
+fn replicas_of(c: &DevCluster, bucket: &str, key: &str) -> Vec<NodeId> {
+    let map = map_of(c);
+    map.manifest_replicas(placement::pg_of(&map, bucket, key))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_that_missed_a_delete_gets_the_tombstone_and_then_everyone_purges_it() {
+    let cluster = DevCluster::start_with(FAST_UPKEEP);
+    let c = cluster.client();
+    c.create_bucket().bucket("tomb").send().await.unwrap();
+    put_bytes(&c, "tomb", "gone", body("gone", 1, 70_000)).await.unwrap();
+    put_bytes(&c, "tomb", "kept", body("kept", 1, 1_000)).await.unwrap();
+    let replicas = replicas_of(&cluster, "tomb", "gone");
+    let map = map_of(&cluster);
+    let client = node_client(&cluster).at_epoch(map.epoch);
+    let addr_of = |n: NodeId| map.topology.node(n).unwrap().addr.clone();
+
+    // One replica misses the delete; the tombstone outlives the horizon
+    // while it is away, and must not be purged meanwhile.
+    let away = Stopped::stop(&[cluster.node_pid(u64::from(replicas[0].0))]).await;
+    c.delete_object().bucket("tomb").key("gone").send().await.unwrap();
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    for n in &replicas[1..] {
+        let m = client.get_manifest(&addr_of(*n), "tomb", "gone").await.unwrap();
+        assert!(m.is_some_and(|m| m.is_deleted()), "node {n} purged a tombstone a replica had not seen");
+    }
+    away.resume().await;
+
+    // Anti-entropy gives it the tombstone; then every replica purges it, and
+    // the object never comes back.
+    wait_until(
+        Duration::from_secs(60),
+        lazily(|| {
+            format!("every replica to purge the tombstone; node log:\n{}", cluster.node_log(replicas[0].0.into()))
+        }),
+        async || {
+            let mut held = Vec::new();
+            for n in &replicas {
+                held.push(client.get_manifest(&addr_of(*n), "tomb", "gone").await.map_err(|e| e.to_string())?);
+            }
+            if held.iter().all(|m| m.is_none()) { Ok(()) } else { Err(format!("{held:?}")) }
+        },
+    )
+    .await;
+    assert!(get_bytes(&c, "tomb", "gone").await.is_none());
+    let keys: Vec<String> = c
+        .list_objects_v2()
+        .bucket("tomb")
+        .send()
+        .await
+        .unwrap()
+        .contents()
+        .iter()
+        .map(|o| o.key().unwrap().to_string())
+        .collect();
+    assert_eq!(keys, ["kept"]);
+    // The shards of the deleted object are collected too.
+    wait_until(Duration::from_secs(60), "the deleted object's shards to go", async || {
+        let n = scan(&cluster).len();
+        if n == 0 { Ok(()) } else { Err(format!("{n} shard files")) }
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_overwrite_whose_manifest_replicas_stall_answers_503_or_200_and_a_whole_version_stays_readable() {
+    let cluster = DevCluster::start_with(FAST_UPKEEP);
+    let c = cluster.client();
+    c.create_bucket().bucket("stall").send().await.unwrap();
+    let v1 = body("obj", 1, 200_000);
+    let v2 = body("obj", 2, 200_000);
+    put_bytes(&c, "stall", "obj", v1.clone()).await.unwrap();
+    let replicas = replicas_of(&cluster, "stall", "obj");
+    // Two of the three manifest replicas stall while the overwrite runs (the
+    // shards can still go to substitutes; the manifest cannot reach a majority).
+    let pids: Vec<i32> = replicas[..2].iter().map(|n| cluster.node_pid(u64::from(n.0))).collect();
+    let stalled = Stopped::stop(&pids).await;
+    let answer = put_bytes(&c, "stall", "obj", v2.clone()).await;
+    stalled.resume().await;
+    // Whatever the answer, a GET gives one complete version, now and after
+    // the collector and anti-entropy have had several rounds.
+    for round in 0..2 {
+        let got = wait_until(Duration::from_secs(30), "a GET to answer", async || {
+            get_bytes(&c, "stall", "obj").await.ok_or("no body".to_string())
+        })
+        .await;
+        let head = String::from_utf8_lossy(&got[..got.len().min(8)]).to_string();
+        match &answer {
+            Ok(()) => assert!(got == v2, "round {round}: the acknowledged overwrite, got a body starting {head:?}"),
+            Err(e) => assert!(got == v1 || got == v2, "round {round}: after {e}: a torn or unknown body {head:?}"),
+        }
+        tokio::time::sleep(Duration::from_secs(5)).await;
+    }
+    // And no shard of a version nobody can read stays behind.
+    wait_until(Duration::from_secs(60), "only the readable version's shards to remain", async || {
+        let n = object_ids(&scan(&cluster)).len();
+        if n == 1 { Ok(()) } else { Err(format!("{n} objects have shards")) }
+    })
+    .await;
+}
