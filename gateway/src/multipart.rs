@@ -139,6 +139,7 @@ fn record(bucket: &str, key: &str, upload_id: &str, template: &Manifest, state: 
         headers: template.headers.clone(),
         user_metadata: template.user_metadata.clone(),
         body: Body::Inline { data: serde_json::to_vec(state).expect("state serialises") },
+        locations: 0,
     }
 }
 
@@ -168,6 +169,7 @@ pub async fn create(cluster: &Arc<Cluster>, new: NewUpload) -> Result<String, Ga
         headers: new.headers,
         user_metadata: new.user_metadata,
         body: Body::Deleted,
+        locations: 0,
     };
     let state = UploadState {
         phase: Phase::Open,
@@ -431,6 +433,7 @@ pub async fn complete(
         headers,
         user_metadata: upload.record.user_metadata.clone(),
         body: Body::Multipart { parts },
+        locations: 0,
     };
     let object = quorum::write_manifest(cluster, &object).await?;
 

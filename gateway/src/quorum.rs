@@ -148,12 +148,15 @@ async fn read_on(cluster: &Arc<Cluster>, map: Arc<PlacementMap>, bucket: &str, k
         Attempt::Done(Err(e)) => return Attempt::Done(Err(e)),
         Attempt::Stale(e) => return Attempt::Stale(e),
     };
-    let mut newest: Option<Manifest> = answers.iter().filter_map(|(_, m)| m.clone()).max_by_key(|m| m.version);
+    // Newest: the highest version, and of one version the highest location
+    // generation (a repair moved shards without changing the version).
+    let order = |m: &Manifest| (m.version, m.locations);
+    let mut newest: Option<Manifest> = answers.iter().filter_map(|(_, m)| m.clone()).max_by_key(order);
     for row in before {
         match row {
             Attempt::Done(Ok(a)) => {
                 for m in a.into_iter().filter_map(|(_, m)| m) {
-                    if newest.as_ref().is_none_or(|n| m.version > n.version) {
+                    if newest.as_ref().is_none_or(|n| order(&m) > order(n)) {
                         newest = Some(m);
                     }
                 }
@@ -167,7 +170,7 @@ async fn read_on(cluster: &Arc<Cluster>, map: Arc<PlacementMap>, bucket: &str, k
     if let Some(n) = &newest {
         let stale: Vec<NodeId> = answers
             .iter()
-            .filter(|(_, m)| m.as_ref().is_none_or(|m| m.version < n.version))
+            .filter(|(_, m)| m.as_ref().is_none_or(|m| order(m) < order(n)))
             .map(|(node, _)| *node)
             .collect();
         if !stale.is_empty() {

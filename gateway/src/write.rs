@@ -172,6 +172,7 @@ where
         headers,
         user_metadata: req.user_metadata,
         body,
+        locations: 0,
     };
     // A failed manifest write may still have reached some replicas (or reach
     // them after its deadline), so its shards are not deleted here: the

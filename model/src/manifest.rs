@@ -105,6 +105,14 @@ impl Body {
             Body::Inline { .. } | Body::Deleted => Vec::new(),
         }
     }
+
+    pub fn sharded_sets_mut(&mut self) -> Vec<&mut Sharded> {
+        match self {
+            Body::Sharded(s) => vec![s],
+            Body::Multipart { parts } => parts.iter_mut().flat_map(|p| p.body.sharded_sets_mut()).collect(),
+            Body::Inline { .. } | Body::Deleted => Vec::new(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -125,6 +133,16 @@ pub struct Manifest {
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub user_metadata: BTreeMap<String, String>,
     pub body: Body,
+    /// The location generation: how many times a repair or a move has
+    /// changed where this version's shards are (`shards[i].node`), without
+    /// changing the version. Between two copies of one version, the higher
+    /// generation is the newer. See `storage_node::meta_store::relocate`.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub locations: u64,
+}
+
+fn is_zero(v: &u64) -> bool {
+    *v == 0
 }
 
 impl Manifest {
@@ -146,6 +164,7 @@ impl Manifest {
             headers: BTreeMap::new(),
             user_metadata: BTreeMap::new(),
             body: Body::Deleted,
+            locations: 0,
         }
     }
 }

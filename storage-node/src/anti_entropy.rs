@@ -61,8 +61,13 @@ impl Upkeeper {
                     continue;
                 }
             }
-            let mine: BTreeMap<(String, String), sillok_model::manifest::Version> =
-                self.meta.list_pg_all(sel).await?.into_iter().map(|e| ((e.bucket, e.key), e.version)).collect();
+            let mine: BTreeMap<(String, String), (sillok_model::manifest::Version, u64)> = self
+                .meta
+                .list_pg_all(sel)
+                .await?
+                .into_iter()
+                .map(|e| ((e.bucket, e.key), (e.version, e.locations)))
+                .collect();
             let theirs = match self.peer_pg(map, node, sel).await {
                 Ok(t) => t,
                 Err(e) => {
@@ -72,7 +77,8 @@ impl Upkeeper {
             };
             for e in theirs {
                 let have = mine.get(&(e.bucket.clone(), e.key.clone()));
-                if have.is_some_and(|v| *v >= e.version) {
+                // Newer: a newer version, or the same one at a higher location generation.
+                if have.is_some_and(|v| *v >= (e.version, e.locations)) {
                     continue;
                 }
                 if e.deleted && e.version.nanos < old_before && have.is_none() {

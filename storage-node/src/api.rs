@@ -12,6 +12,7 @@
 //! | `POST /v1/manifests/put` | body [`Manifest`] → [`PutManifestReply`] (kept only if newer) |
 //! | `POST /v1/manifests/get` | body [`GetManifest`] → [`Manifest`] or 404 |
 //! | `POST /v1/manifests/list` | body [`ListManifests`] → [`ManifestList`] |
+//! | `POST /v1/manifests/relocate` | body [`Relocate`] → [`RelocateReply`]: compare-and-swap of shard places |
 //! | `POST /v1/pg/manifests` | body [`ListPg`] → [`PgManifestList`]: the manifests held in one PG, from the index only |
 //! | `POST /v1/pg/digest` | body [`PgSelector`] → [`PgDigest`] |
 //! | `POST /v1/pg/shards` | body [`ListPg`] → [`PgShardList`]: the shard files held in one PG, from their headers only |
@@ -207,6 +208,9 @@ pub struct PgEntry {
     pub key: String,
     pub version: Version,
     pub deleted: bool,
+    /// The version's location generation (`Manifest::locations`).
+    #[serde(default)]
+    pub locations: u64,
     /// The object ids whose shards the manifest refers to.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub object_ids: Vec<String>,
@@ -245,4 +249,32 @@ pub struct PgShardList {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct References {
     pub object_ids: Vec<String>,
+}
+
+/// Shard `index` of `object_id` is now on `node`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ShardMove {
+    pub object_id: String,
+    pub index: u8,
+    pub node: sillok_placement::NodeId,
+}
+
+/// `POST /v1/manifests/relocate`: new places for shards of one version, if
+/// it is still stored at location generation `generation`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Relocate {
+    pub bucket: String,
+    pub key: String,
+    pub version: Version,
+    pub generation: u64,
+    pub moves: Vec<ShardMove>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RelocateReply {
+    pub applied: bool,
+    /// The stored version and its generation after the call (`None`: the
+    /// node holds nothing for the key).
+    pub version: Option<Version>,
+    pub generation: u64,
 }

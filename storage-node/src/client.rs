@@ -387,6 +387,12 @@ impl NodeClient {
         self.call_json(addr, Method::POST, "/v1/manifests/list", Some(body)).await
     }
 
+    /// Compare-and-swap of shard places of one version (see `meta_store::relocate`).
+    pub async fn relocate(&self, addr: &str, req: &api::Relocate) -> Result<api::RelocateReply, NodeError> {
+        let body = serde_json::to_vec(req).map_err(|e| NodeError::Other(e.to_string()))?;
+        self.call_json(addr, Method::POST, "/v1/manifests/relocate", Some(body)).await
+    }
+
     /// One page of the manifests a node holds in a PG.
     pub async fn list_pg_manifests(&self, addr: &str, req: &api::ListPg) -> Result<api::PgManifestList, NodeError> {
         let body = serde_json::to_vec(req).map_err(|e| NodeError::Other(e.to_string()))?;

@@ -29,7 +29,8 @@
 //! [0]       index format, 1
 //! [1..17]   version (nanos, tiebreak), u64 BE each
 //! [17]      1 if a tombstone
-//! [18..]    the object ids the manifest refers to, 16 raw bytes each
+//! [18..26]  the location generation (`Manifest::locations`), u64 BE
+//! [26..]    the object ids the manifest refers to, 16 raw bytes each
 //! ```
 //!
 //! so that one PG is one range of it (under `PgFunction::TopBits`), and
@@ -59,9 +60,12 @@ use std::sync::Arc;
 use redb::{Database, ReadableTable, TableDefinition};
 use tokio::sync::{mpsc, oneshot};
 
-use crate::api::{ListEntry, ListManifests, ManifestList, PgEntry, PgManifestList, PgSelector, PutManifestReply};
+use crate::api::{
+    ListEntry, ListManifests, ManifestList, PgEntry, PgManifestList, PgSelector, PutManifestReply, Relocate,
+    RelocateReply, ShardMove,
+};
 use crate::error::NodeError;
-use sillok_model::manifest::{Manifest, Version};
+use sillok_model::manifest::{Manifest, ShardLocation, Version};
 use sillok_model::placement;
 
 const MANIFESTS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("manifests");
@@ -69,7 +73,9 @@ const BY_HASH: TableDefinition<&[u8], &[u8]> = TableDefinition::new("by_hash");
 const CANDIDATES: TableDefinition<&str, u64> = TableDefinition::new("collect_candidates");
 const FORMAT: TableDefinition<&str, u64> = TableDefinition::new("format");
 const VALUE_FORMAT: u8 = 1;
-const INDEX_FORMAT: u8 = 1;
+const INDEX_FORMAT: u8 = 2;
+/// Written under `format/by_hash` once `by_hash` holds [`INDEX_FORMAT`] entries.
+const INDEX_BUILT: u64 = 2;
 /// Most puts committed in one transaction.
 pub const MAX_BATCH: usize = 1024;
 /// Longest page a listing returns.
@@ -111,11 +117,12 @@ pub fn index_key(bucket: &str, key: &str) -> Vec<u8> {
 
 fn encode_index(m: &Manifest) -> Vec<u8> {
     let sets = m.body.sharded_sets();
-    let mut v = Vec::with_capacity(18 + 16 * sets.len());
+    let mut v = Vec::with_capacity(26 + 16 * sets.len());
     v.push(INDEX_FORMAT);
     v.extend_from_slice(&m.version.nanos.to_be_bytes());
     v.extend_from_slice(&m.version.tiebreak.to_be_bytes());
     v.push(u8::from(m.is_deleted()));
+    v.extend_from_slice(&m.locations.to_be_bytes());
     for s in sets {
         let mut raw = [0u8; 16];
         // Object ids were checked as 32 hex digits when their shards were
@@ -131,15 +138,21 @@ fn encode_index(m: &Manifest) -> Vec<u8> {
 struct IndexEntry<'a> {
     version: Version,
     deleted: bool,
+    locations: u64,
     refs: &'a [u8],
 }
 
 fn decode_index(v: &[u8]) -> Result<IndexEntry<'_>, NodeError> {
-    if v.len() < 18 || v[0] != INDEX_FORMAT || (v.len() - 18) % 16 != 0 {
+    if v.len() < 26 || v[0] != INDEX_FORMAT || (v.len() - 26) % 16 != 0 {
         return Err(NodeError::Store("malformed index record".into()));
     }
     let u64_be = |o: usize| u64::from_be_bytes(v[o..o + 8].try_into().expect("8 bytes"));
-    Ok(IndexEntry { version: Version { nanos: u64_be(1), tiebreak: u64_be(9) }, deleted: v[17] == 1, refs: &v[18..] })
+    Ok(IndexEntry {
+        version: Version { nanos: u64_be(1), tiebreak: u64_be(9) },
+        deleted: v[17] == 1,
+        locations: u64_be(18),
+        refs: &v[26..],
+    })
 }
 
 /// Splits a table key back into bucket and key.
@@ -159,7 +172,9 @@ fn migrate(db: &Database) -> Result<(), NodeError> {
         let built = format.get("by_hash").map_err(store_err)?.map(|v| v.value()).unwrap_or(0);
         w.open_table(CANDIDATES).map_err(store_err)?;
         let mut index = w.open_table(BY_HASH).map_err(store_err)?;
-        if built < 1 {
+        if built < INDEX_BUILT {
+            // An index of an earlier format is rebuilt whole.
+            index.retain(|_, _| false).map_err(store_err)?;
             let t = w.open_table(MANIFESTS).map_err(store_err)?;
             let mut n = 0u64;
             for item in t.iter().map_err(store_err)? {
@@ -172,7 +187,7 @@ fn migrate(db: &Database) -> Result<(), NodeError> {
                 index.insert(ik.as_slice(), encode_index(&m).as_slice()).map_err(store_err)?;
                 n += 1;
             }
-            format.insert("by_hash", 1).map_err(store_err)?;
+            format.insert("by_hash", INDEX_BUILT).map_err(store_err)?;
             if n > 0 {
                 tracing::info!(manifests = n, "built the placement index of the manifest store");
             }
@@ -233,8 +248,38 @@ struct PutReq {
     index_key: Vec<u8>,
     index_value: Vec<u8>,
     version: Version,
+    locations: u64,
     value: Vec<u8>,
     reply: oneshot::Sender<Result<PutManifestReply, NodeError>>,
+}
+
+struct RelocateReq {
+    req: Relocate,
+    reply: oneshot::Sender<Result<RelocateReply, NodeError>>,
+}
+
+/// What the writer thread applies, in arrival order.
+enum Write {
+    Put(PutReq),
+    Relocate(RelocateReq),
+}
+
+enum Applied {
+    Put(PutManifestReply),
+    Relocate(RelocateReply),
+}
+
+impl Write {
+    fn answer(self, r: Result<Applied, NodeError>) {
+        match (self, r) {
+            (Write::Put(p), Ok(Applied::Put(a))) => drop(p.reply.send(Ok(a))),
+            (Write::Relocate(p), Ok(Applied::Relocate(a))) => drop(p.reply.send(Ok(a))),
+            (Write::Put(p), Err(e)) => drop(p.reply.send(Err(e))),
+            (Write::Relocate(p), Err(e)) => drop(p.reply.send(Err(e))),
+            (Write::Put(p), Ok(_)) => drop(p.reply.send(Err(NodeError::Other("mismatched reply".into())))),
+            (Write::Relocate(p), Ok(_)) => drop(p.reply.send(Err(NodeError::Other("mismatched reply".into())))),
+        }
+    }
 }
 
 /// Handle to the manifest store. Cheap to clone; the writer thread stops when
@@ -242,7 +287,7 @@ struct PutReq {
 #[derive(Clone)]
 pub struct MetaStore {
     db: Arc<Database>,
-    writes: mpsc::Sender<PutReq>,
+    writes: mpsc::Sender<Write>,
     /// Changes (its sender drops) when the writer thread has let go of the database.
     writer_gone: tokio::sync::watch::Receiver<()>,
     /// Write transactions committed so far (observability, and the group-commit test).
@@ -294,10 +339,25 @@ impl MetaStore {
             index_key: index_key(&m.bucket, &m.key),
             index_value: encode_index(m),
             version: m.version,
+            locations: m.locations,
             value: encode_value(m)?,
             reply,
         };
-        self.writes.send(req).await.map_err(|_| NodeError::Store("metadata writer stopped".into()))?;
+        self.writes.send(Write::Put(req)).await.map_err(|_| NodeError::Store("metadata writer stopped".into()))?;
+        rx.await.map_err(|_| NodeError::Store("metadata writer stopped".into()))?
+    }
+
+    /// Records new places for shards of `bucket/key`'s version `req.version`,
+    /// if that version is still the stored one and its location generation is
+    /// still `req.generation` (compare-and-swap); the generation then grows by
+    /// one. An overwrite or a delete in between (another version), or another
+    /// relocation (another generation), makes it a no-op that names what is
+    /// stored, so a repair can never undo either.
+    pub async fn relocate(&self, req: Relocate) -> Result<RelocateReply, NodeError> {
+        check_names(&req.bucket, Some(&req.key))?;
+        let (reply, rx) = oneshot::channel();
+        let w = Write::Relocate(RelocateReq { req, reply });
+        self.writes.send(w).await.map_err(|_| NodeError::Store("metadata writer stopped".into()))?;
         rx.await.map_err(|_| NodeError::Store("metadata writer stopped".into()))?
     }
 
@@ -410,6 +470,7 @@ impl MetaStore {
                     key,
                     version: e.version,
                     deleted: e.deleted,
+                    locations: e.locations,
                     object_ids: e.refs.chunks(16).map(hex::encode).collect(),
                 });
                 next = Some(hex::encode(k));
@@ -435,7 +496,7 @@ impl MetaStore {
         }
     }
 
-    /// A digest of one PG's `(key, version, tombstone)` entries and their
+    /// A digest of one PG's `(key, version, tombstone, location generation)` entries and their
     /// count: two replicas that hold the same versions of the same keys have
     /// the same digest.
     pub async fn pg_digest(&self, sel: PgSelector) -> Result<(u64, [u8; 32]), NodeError> {
@@ -448,7 +509,7 @@ impl MetaStore {
             scan_pg(&t, sel, None, |k, v| {
                 h.update(&(k.len() as u32).to_le_bytes());
                 h.update(k);
-                h.update(&v[..18]);
+                h.update(&v[..26]);
                 n += 1;
                 Ok(true)
             })?;
@@ -606,9 +667,9 @@ async fn spawn_blocking<T: Send + 'static>(
 
 /// The single writer: takes one request, then everything else already queued,
 /// applies them in one transaction and commits once.
-fn writer(db: Arc<Database>, mut rx: mpsc::Receiver<PutReq>, commits: &std::sync::atomic::AtomicU64) {
+fn writer(db: Arc<Database>, mut rx: mpsc::Receiver<Write>, commits: &std::sync::atomic::AtomicU64) {
     let db = &*db;
-    let mut batch: Vec<PutReq> = Vec::with_capacity(MAX_BATCH);
+    let mut batch: Vec<Write> = Vec::with_capacity(MAX_BATCH);
     while let Some(first) = rx.blocking_recv() {
         batch.push(first);
         while batch.len() < MAX_BATCH {
@@ -622,13 +683,13 @@ fn writer(db: Arc<Database>, mut rx: mpsc::Receiver<PutReq>, commits: &std::sync
             Ok(replies) => {
                 commits.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 for (req, reply) in batch.drain(..).zip(replies) {
-                    let _ = req.reply.send(Ok(reply));
+                    req.answer(reply);
                 }
             }
             Err(e) => {
                 tracing::error!(error = %e, batch = n, "manifest batch failed to commit");
                 for req in batch.drain(..) {
-                    let _ = req.reply.send(Err(NodeError::Store(e.to_string())));
+                    req.answer(Err(NodeError::Store(e.to_string())));
                 }
             }
         }
@@ -636,31 +697,116 @@ fn writer(db: Arc<Database>, mut rx: mpsc::Receiver<PutReq>, commits: &std::sync
     }
 }
 
-fn apply(db: &Database, batch: &[PutReq]) -> Result<Vec<PutManifestReply>, NodeError> {
+/// Applies a batch in one transaction. A request whose own input is bad (a
+/// relocation naming a shard the version does not have) gets its error
+/// without failing the others.
+fn apply(db: &Database, batch: &[Write]) -> Result<Vec<Result<Applied, NodeError>>, NodeError> {
     let w = db.begin_write().map_err(store_err)?;
     let mut replies = Vec::with_capacity(batch.len());
     {
         let mut t = w.open_table(MANIFESTS).map_err(store_err)?;
         let mut index = w.open_table(BY_HASH).map_err(store_err)?;
-        for req in batch {
-            let current = match t.get(req.key.as_slice()).map_err(store_err)? {
-                Some(v) => Some(decode_summary(v.value())?.version),
-                None => None,
-            };
-            let reply = match current {
-                Some(cur) if cur > req.version => PutManifestReply { stored: false, current: cur },
-                Some(cur) if cur == req.version => PutManifestReply { stored: true, current: cur },
-                _ => {
-                    t.insert(req.key.as_slice(), req.value.as_slice()).map_err(store_err)?;
-                    index.insert(req.index_key.as_slice(), req.index_value.as_slice()).map_err(store_err)?;
-                    PutManifestReply { stored: true, current: req.version }
+        for op in batch {
+            match op {
+                Write::Put(req) => {
+                    let current = match t.get(req.key.as_slice()).map_err(store_err)? {
+                        Some(v) => Some(decode_summary(v.value())?.version),
+                        None => None,
+                    };
+                    // Same version: a higher location generation is newer.
+                    let stored_locations = if current == Some(req.version) {
+                        match index.get(req.index_key.as_slice()).map_err(store_err)? {
+                            Some(v) => decode_index(v.value())?.locations,
+                            None => 0,
+                        }
+                    } else {
+                        0
+                    };
+                    let reply = match current {
+                        Some(cur) if cur > req.version => PutManifestReply { stored: false, current: cur },
+                        Some(cur) if cur == req.version && req.locations <= stored_locations => {
+                            PutManifestReply { stored: true, current: cur }
+                        }
+                        _ => {
+                            t.insert(req.key.as_slice(), req.value.as_slice()).map_err(store_err)?;
+                            index.insert(req.index_key.as_slice(), req.index_value.as_slice()).map_err(store_err)?;
+                            PutManifestReply { stored: true, current: req.version }
+                        }
+                    };
+                    replies.push(Ok(Applied::Put(reply)));
                 }
-            };
-            replies.push(reply);
+                Write::Relocate(r) => {
+                    let key = table_key(&r.req.bucket, &r.req.key);
+                    let stored: Option<Manifest> = match t.get(key.as_slice()).map_err(store_err)? {
+                        Some(v) => {
+                            let v = v.value();
+                            let at = decode_summary(v)?.json_at;
+                            Some(
+                                serde_json::from_slice(&v[at..])
+                                    .map_err(|e| store_err(format!("malformed manifest record: {e}")))?,
+                            )
+                        }
+                        None => None,
+                    };
+                    let Some(mut m) = stored else {
+                        replies.push(Ok(Applied::Relocate(RelocateReply {
+                            applied: false,
+                            version: None,
+                            generation: 0,
+                        })));
+                        continue;
+                    };
+                    if m.version != r.req.version || m.locations != r.req.generation {
+                        replies.push(Ok(Applied::Relocate(RelocateReply {
+                            applied: false,
+                            version: Some(m.version),
+                            generation: m.locations,
+                        })));
+                        continue;
+                    }
+                    if let Err(e) = move_shards(&mut m, &r.req.moves) {
+                        replies.push(Err(e));
+                        continue;
+                    }
+                    m.locations += 1;
+                    let value = encode_value(&m)?;
+                    t.insert(key.as_slice(), value.as_slice()).map_err(store_err)?;
+                    let ik = index_key(&m.bucket, &m.key);
+                    index.insert(ik.as_slice(), encode_index(&m).as_slice()).map_err(store_err)?;
+                    replies.push(Ok(Applied::Relocate(RelocateReply {
+                        applied: true,
+                        version: Some(m.version),
+                        generation: m.locations,
+                    })));
+                }
+            }
         }
     }
     w.commit().map_err(store_err)?;
     Ok(replies)
+}
+
+/// Points shard `index` of object id `object_id` at `node`, for each move.
+fn move_shards(m: &mut Manifest, moves: &[ShardMove]) -> Result<(), NodeError> {
+    for mv in moves {
+        let set = m
+            .body
+            .sharded_sets_mut()
+            .into_iter()
+            .find(|s| s.object_id == mv.object_id)
+            .ok_or_else(|| NodeError::BadRequest(format!("the version has no object id {}", mv.object_id)))?;
+        if u16::from(mv.index) >= u16::from(set.k) + u16::from(set.m) {
+            return Err(NodeError::BadRequest(format!("shard index {} is not below k+m", mv.index)));
+        }
+        match set.shards.iter_mut().find(|l| l.index == mv.index) {
+            Some(l) => l.node = mv.node,
+            None => {
+                set.shards.push(ShardLocation { index: mv.index, node: mv.node });
+                set.shards.sort_by_key(|l| l.index);
+            }
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -680,6 +826,7 @@ mod tests {
             headers: Default::default(),
             user_metadata: Default::default(),
             body: Body::Inline { data: vec![1, 2, 3] },
+            locations: 0,
         }
     }
 
@@ -908,6 +1055,67 @@ mod tests {
         let s = MetaStore::open(dir.path()).unwrap();
         let got = s.note_candidates(vec!["a".into(), "b".into()], vec![], 300).await.unwrap();
         assert_eq!(got, vec![("a".to_string(), 100), ("b".to_string(), 300)], "kept across a restart");
+    }
+
+    #[tokio::test]
+    async fn relocation_is_a_compare_and_swap_that_never_undoes_an_overwrite_or_a_delete() {
+        use crate::api::{Relocate, ShardMove};
+        use sillok_placement::NodeId;
+        let dir = tempfile::tempdir().unwrap();
+        let s = MetaStore::open(dir.path()).unwrap();
+        let v1 = sharded("b", "k", 10);
+        s.put(&v1).await.unwrap();
+        let oid = object_id(&v1);
+        let mv = |generation, node| Relocate {
+            bucket: "b".into(),
+            key: "k".into(),
+            version: v1.version,
+            generation,
+            moves: vec![ShardMove { object_id: oid.clone(), index: 1, node: NodeId(node) }],
+        };
+        let r = s.relocate(mv(0, 5)).await.unwrap();
+        assert!(r.applied && r.generation == 1);
+        let got = s.get("b", "k").await.unwrap().unwrap();
+        assert_eq!(got.locations, 1);
+        assert_eq!(got.body.sharded_sets()[0].shards.iter().find(|l| l.index == 1).unwrap().node, NodeId(5));
+        // A second repair that read generation 0 loses.
+        assert!(!s.relocate(mv(0, 6)).await.unwrap().applied);
+        // A copy of the version at an older generation does not undo the move;
+        // a higher one (from anti-entropy) replaces it.
+        assert!(s.put(&v1).await.unwrap().stored);
+        assert_eq!(s.get("b", "k").await.unwrap().unwrap().locations, 1);
+        let mut later = got.clone();
+        later.locations = 3;
+        s.put(&later).await.unwrap();
+        assert_eq!(s.get("b", "k").await.unwrap().unwrap().locations, 3);
+        // An overwrite, then a relocation planned on the old version: no-op.
+        let v2 = sharded("b", "k", 20);
+        s.put(&v2).await.unwrap();
+        let r = s.relocate(mv(3, 7)).await.unwrap();
+        assert!(!r.applied);
+        assert_eq!(r.version, Some(v2.version));
+        assert_eq!(s.get("b", "k").await.unwrap().unwrap(), v2);
+        // A delete likewise; and a move naming a shard the version lacks is refused.
+        let mut t = Manifest::tombstone("b", "k");
+        t.version = Version { nanos: 30, tiebreak: 0 };
+        s.put(&t).await.unwrap();
+        assert!(!s.relocate(Relocate { version: v2.version, ..mv(0, 7) }).await.unwrap().applied);
+        assert!(s.get("b", "k").await.unwrap().unwrap().is_deleted());
+        let v3 = sharded("b", "k", 40);
+        s.put(&v3).await.unwrap();
+        let bad = Relocate { version: v3.version, ..mv(0, 7) };
+        assert!(matches!(s.relocate(bad).await, Err(NodeError::BadRequest(_))));
+        // The index follows the generation (anti-entropy compares it).
+        let sel = PgSelector::of_hash(placement::placement_hash("b", "k"));
+        let good = Relocate {
+            version: v3.version,
+            moves: vec![ShardMove { object_id: object_id(&v3), index: 0, node: NodeId(9) }],
+            ..mv(0, 7)
+        };
+        let before = s.pg_digest(sel).await.unwrap();
+        assert!(s.relocate(good).await.unwrap().applied);
+        assert_ne!(s.pg_digest(sel).await.unwrap(), before);
+        assert_eq!(s.list_pg_all(sel).await.unwrap().iter().find(|e| e.key == "k").unwrap().locations, 1);
     }
 
     #[tokio::test]

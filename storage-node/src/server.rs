@@ -233,6 +233,7 @@ fn router(state: Arc<AppState>) -> Router {
         .route("/v1/manifests/put", post(put_manifest))
         .route("/v1/manifests/get", post(get_manifest))
         .route("/v1/manifests/list", post(list_manifests))
+        .route("/v1/manifests/relocate", post(relocate))
         .route("/v1/pg/manifests", post(list_pg_manifests))
         .route("/v1/pg/digest", post(pg_digest))
         .route("/v1/pg/shards", post(list_pg_shards))
@@ -320,7 +321,8 @@ async fn authenticate(State(st): State<Arc<AppState>>, req: Request, next: Next)
 /// A manifest request that names an older map epoch than the node's is
 /// refused (see `api`): its manifest replicas may have moved.
 fn stale_epoch(method: &Method, path: &str, headers: &HeaderMap, node_epoch: u64) -> Option<Response> {
-    let checked = *method == Method::POST && matches!(path, "/v1/manifests/put" | "/v1/manifests/get");
+    let checked =
+        *method == Method::POST && matches!(path, "/v1/manifests/put" | "/v1/manifests/get" | "/v1/manifests/relocate");
     let theirs = api::epoch_of(headers)?;
     if !checked || node_epoch == 0 || theirs >= node_epoch {
         return None;
@@ -637,6 +639,12 @@ async fn list_manifests(State(st): State<Arc<AppState>>, body: Body) -> Result<R
     let req: ListManifests = parse_json(&body_bytes(body).await?)?;
     let list = st.meta.list(&req).await?;
     Ok(json(StatusCode::OK, &list))
+}
+
+async fn relocate(State(st): State<Arc<AppState>>, body: Body) -> Result<Response, ApiError> {
+    let req: api::Relocate = parse_json(&body_bytes(body).await?)?;
+    let reply = st.meta.relocate(req).await?;
+    Ok(json(StatusCode::OK, &reply))
 }
 
 /// At most this many object ids per references question.

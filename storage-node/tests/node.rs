@@ -126,6 +126,7 @@ fn manifest(bucket: &str, key: &str, nanos: u64) -> Manifest {
         headers: Default::default(),
         user_metadata: [("color".to_string(), "blue".to_string())].into_iter().collect(),
         body: Body::Inline { data: b"abc".to_vec() },
+        locations: 0,
     }
 }
 
