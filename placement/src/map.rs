@@ -118,16 +118,21 @@ pub struct PlacementMap {
 impl PlacementMap {
     /// A first map for a topology, at epoch 1.
     pub fn new(topology: Topology, profile: EcProfile, pg_count: u32) -> Result<Self, PlacementError> {
+        Self::with_pg_function(topology, profile, pg_count, PgFunction::TopBits)
+    }
+
+    /// [`PlacementMap::new`] under a given PG function (`Modulo` is how maps
+    /// made before `TopBits` place objects; tests of the assignment use it
+    /// for PG counts that are not powers of two).
+    pub fn with_pg_function(
+        topology: Topology,
+        profile: EcProfile,
+        pg_count: u32,
+        pg_function: PgFunction,
+    ) -> Result<Self, PlacementError> {
         let slots = assign::assign(&topology, profile, pg_count, None)?;
-        let map = PlacementMap {
-            epoch: 1,
-            profile,
-            pg_count,
-            pg_function: PgFunction::TopBits,
-            topology,
-            slots,
-            previous: Default::default(),
-        };
+        let map =
+            PlacementMap { epoch: 1, profile, pg_count, pg_function, topology, slots, previous: Default::default() };
         map.validate()?;
         Ok(map)
     }

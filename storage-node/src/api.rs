@@ -16,7 +16,7 @@
 //! | `POST /v1/pg/manifests` | body [`ListPg`] → [`PgManifestList`]: the manifests held in one PG, from the index only |
 //! | `POST /v1/pg/digest` | body [`PgSelector`] → [`PgDigest`] |
 //! | `POST /v1/pg/shards` | body [`ListPg`] → [`PgShardList`]: the shard files held in one PG, from their headers only |
-//! | `POST /v1/references` | body [`References`] → [`References`]: which of the ids a manifest here refers to |
+//! | `POST /v1/references` | body [`References`] → [`ShardPlaces`]: where the manifests here place those ids' shards |
 //! | `GET  /v1/health` | 200 `{"node": id, "epoch": E}` |
 //!
 //! Map epochs: a caller that follows the placement map sends its epoch in
@@ -245,10 +245,23 @@ pub struct PgShardList {
     pub next: Option<String>,
 }
 
-/// Object ids (a question, or the answer: those referred to).
+/// Object ids whose shards the caller holds (ids carrying a placement hash).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct References {
     pub object_ids: Vec<String>,
+}
+
+/// A manifest places shard `index` of `object_id` on `node`.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct ShardPlace {
+    pub object_id: String,
+    pub index: u8,
+    pub node: sillok_placement::NodeId,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ShardPlaces {
+    pub places: Vec<ShardPlace>,
 }
 
 /// Shard `index` of `object_id` is now on `node`.

@@ -410,12 +410,12 @@ impl NodeClient {
         self.call_json(addr, Method::POST, "/v1/pg/digest", Some(body)).await
     }
 
-    /// Which of `object_ids` a manifest on the node refers to.
-    pub async fn references(&self, addr: &str, object_ids: &[String]) -> Result<Vec<String>, NodeError> {
+    /// Where the manifests on the node place the shards of `object_ids`.
+    pub async fn placements(&self, addr: &str, object_ids: &[String]) -> Result<Vec<api::ShardPlace>, NodeError> {
         let body = serde_json::to_vec(&api::References { object_ids: object_ids.to_vec() })
             .map_err(|e| NodeError::Other(e.to_string()))?;
-        let r: api::References = self.call_json(addr, Method::POST, "/v1/references", Some(body)).await?;
-        Ok(r.object_ids)
+        let r: api::ShardPlaces = self.call_json(addr, Method::POST, "/v1/references", Some(body)).await?;
+        Ok(r.places)
     }
 
     /// Whether the node answers; `Ok` names the map epoch it follows and how

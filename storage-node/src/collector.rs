@@ -8,13 +8,16 @@
 //! Shards. Each round walks the node's shard directories, groups the files
 //! older than the grace period by the PG their object id names
 //! (`model::placement`), and asks every manifest replica of that PG, on the
-//! current row and on every earlier row the map still remembers, which of
-//! those object ids a manifest it holds refers to (`POST /v1/references`).
-//! An id is *unreferenced* in a round when every one of those replicas
-//! answered and none refers to it. Its shards are deleted when it was also
-//! found unreferenced at least one grace period earlier; the time it was
-//! first found so is kept in the manifest store (`collect_candidates`), so a
-//! restart loses nothing and shortens no grace period.
+//! current row and on every earlier row the map still remembers, where the
+//! manifests it holds place those object ids' shards (`POST /v1/references`).
+//! A file `<id>.<index>` is *unreferenced* in a round when every one of those
+//! replicas answered and none places shard `index` of `id` on this node (so
+//! a copy left behind by a repair that moved the shard elsewhere, or a shard
+//! that committed after its PUT gave up on it, is garbage too). It is
+//! deleted when it was also found unreferenced at least one grace period
+//! earlier; the time it was first found so is kept in the manifest store
+//! (`collect_candidates`, by file name), so a restart loses nothing and
+//! shortens no grace period.
 //!
 //! Why that is safe:
 //! - A PUT writes its manifest within its deadline after its shards are
@@ -50,7 +53,7 @@ use sillok_model::manifest::Version;
 use sillok_model::placement;
 use sillok_placement::{NodeId, PgId, PlacementMap};
 
-use crate::api::{ListPg, PgEntry, PgSelector, ShardId};
+use crate::api::{ListPg, PgEntry, PgSelector, ShardId, ShardPlace};
 use crate::client::NodeClient;
 use crate::error::NodeError;
 use crate::meta_store::MetaStore;
@@ -132,18 +135,19 @@ impl Upkeeper {
         self.map.borrow().clone()
     }
 
-    /// Which of `ids` `node` refers to (this node answers from its own store).
-    async fn references_on(
+    /// Where `node`'s manifests place the shards of `ids` (this node answers
+    /// from its own store).
+    async fn placements_on(
         &self,
         map: &PlacementMap,
         node: NodeId,
         ids: &[String],
-    ) -> Result<BTreeSet<String>, NodeError> {
+    ) -> Result<Vec<ShardPlace>, NodeError> {
         if node == self.id {
-            return Ok(self.meta.referenced(ids.to_vec()).await?.into_iter().collect());
+            return self.meta.placements(ids.to_vec()).await;
         }
         let addr = map.topology.node(node).map(|n| n.addr.clone()).ok_or(NodeError::NotFound)?;
-        Ok(self.client.references(&addr, ids).await?.into_iter().collect())
+        self.client.placements(&addr, ids).await
     }
 
     /// One pass over every shard file; returns how many were deleted.
@@ -157,14 +161,13 @@ impl Upkeeper {
                 .await
                 .map_err(|e| NodeError::Other(e.to_string()))??;
             add(&self.stats.shards_checked, files.len() as u64);
-            // PG → object id → the indexes held here.
-            let mut by_pg: BTreeMap<PgId, BTreeMap<String, Vec<u8>>> = BTreeMap::new();
+            // PG → the shard files held here that are old enough to judge.
+            let mut by_pg: BTreeMap<PgId, Vec<ShardId>> = BTreeMap::new();
             for f in files {
                 let Some(hash) = placement::object_id_hash(&f.id.object_id) else { continue };
-                if f.age_ms < grace_ms {
-                    continue;
+                if f.age_ms >= grace_ms {
+                    by_pg.entry(map.pg_of_hash(hash)).or_default().push(f.id);
                 }
-                by_pg.entry(map.pg_of_hash(hash)).or_default().entry(f.id.object_id).or_default().push(f.id.index);
             }
             for (pg, held) in by_pg {
                 deleted += self.collect_pg(&map, pg, held).await?;
@@ -173,18 +176,17 @@ impl Upkeeper {
         Ok(deleted)
     }
 
-    async fn collect_pg(
-        &self,
-        map: &PlacementMap,
-        pg: PgId,
-        held: BTreeMap<String, Vec<u8>>,
-    ) -> Result<u64, NodeError> {
-        let ids: Vec<String> = held.keys().cloned().collect();
-        let mut referenced = BTreeSet::new();
+    /// A file `<id>.<index>` here is kept while any replica's manifest places
+    /// shard `index` of `id` on this node; otherwise it is a candidate, and
+    /// deleted once it has been one for a grace period.
+    async fn collect_pg(&self, map: &PlacementMap, pg: PgId, held: Vec<ShardId>) -> Result<u64, NodeError> {
+        let ids: Vec<String> = held.iter().map(|s| s.object_id.clone()).collect::<BTreeSet<_>>().into_iter().collect();
+        let mut placed_here: BTreeSet<(String, u8)> = BTreeSet::new();
         for chunk in ids.chunks(crate::server::MAX_REFERENCES) {
             for node in row_replicas(map, pg) {
-                match self.references_on(map, node, chunk).await {
-                    Ok(r) => referenced.extend(r),
+                match self.placements_on(map, node, chunk).await {
+                    Ok(places) => placed_here
+                        .extend(places.into_iter().filter(|p| p.node == self.id).map(|p| (p.object_id, p.index))),
                     Err(e) => {
                         tracing::debug!(pg, %node, error = %e, "collector: a replica did not answer; PG waits");
                         add(&self.stats.pgs_waiting, 1);
@@ -193,32 +195,30 @@ impl Upkeeper {
                 }
             }
         }
-        let (kept, unreferenced): (Vec<String>, Vec<String>) = ids.into_iter().partition(|id| referenced.contains(id));
+        let (kept, unplaced): (Vec<ShardId>, Vec<ShardId>) =
+            held.into_iter().partition(|s| placed_here.contains(&(s.object_id.clone(), s.index)));
         let now = now_ms();
-        let noted = self.meta.note_candidates(unreferenced, kept, now).await?;
+        let names = |v: &[ShardId]| v.iter().map(ShardId::file_name).collect::<Vec<_>>();
+        let noted = self.meta.note_candidates(names(&unplaced), names(&kept), now).await?;
         let grace_ms = self.settings.grace.as_millis() as u64;
-        let mut due = Vec::new();
-        for (id, first) in noted {
-            if now.saturating_sub(first) >= grace_ms {
-                due.push(id);
-            }
+        let due: BTreeSet<String> =
+            noted.into_iter().filter(|(_, first)| now.saturating_sub(*first) >= grace_ms).map(|(n, _)| n).collect();
+        let mut deleted = Vec::new();
+        for sid in unplaced.into_iter().filter(|s| due.contains(&s.file_name())) {
+            let store = self.shards.clone();
+            let name = sid.file_name();
+            tokio::task::spawn_blocking(move || store.delete(&sid))
+                .await
+                .map_err(|e| NodeError::Other(e.to_string()))??;
+            deleted.push(name);
         }
-        let mut deleted = 0;
-        for id in &due {
-            for &index in &held[id] {
-                let (store, sid) = (self.shards.clone(), ShardId { object_id: id.clone(), index });
-                tokio::task::spawn_blocking(move || store.delete(&sid))
-                    .await
-                    .map_err(|e| NodeError::Other(e.to_string()))??;
-                deleted += 1;
-            }
+        let n = deleted.len() as u64;
+        if n > 0 {
+            self.meta.note_candidates(Vec::new(), deleted, now).await?;
+            tracing::info!(pg, shards = n, "collector deleted unreferenced shards");
+            add(&self.stats.shards_deleted, n);
         }
-        if !due.is_empty() {
-            self.meta.note_candidates(Vec::new(), due.clone(), now).await?;
-            tracing::info!(pg, objects = due.len(), shards = deleted, "collector deleted unreferenced shards");
-            add(&self.stats.shards_deleted, deleted);
-        }
-        Ok(deleted)
+        Ok(n)
     }
 
     /// Purges the old tombstones this node holds as a current manifest

@@ -36,7 +36,7 @@
 //! so that one PG is one range of it (under `PgFunction::TopBits`), and
 //! "does a manifest here refer to object id X?" is a scan of the keys with
 //! X's hash (normally one key). A third table, `collect_candidates`, keeps
-//! for the collector when it first found each object id unreferenced
+//! for the collector when it first found each shard file (`<object id>.<index>`) unreferenced
 //! (`collector`), and `format` records that `by_hash` was built: databases
 //! written before it existed get it built once, at open, from `manifests`.
 //!
@@ -62,7 +62,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::api::{
     ListEntry, ListManifests, ManifestList, PgEntry, PgManifestList, PgSelector, PutManifestReply, Relocate,
-    RelocateReply, ShardMove,
+    RelocateReply, ShardMove, ShardPlace,
 };
 use crate::error::NodeError;
 use sillok_model::manifest::{Manifest, ShardLocation, Version};
@@ -518,37 +518,46 @@ impl MetaStore {
         .await
     }
 
-    /// Which of `object_ids` a manifest held here refers to (any manifest
-    /// with the id's placement hash: an object, its upload record, its parts,
-    /// tombstones refer to nothing). Ids that carry no hash are always
-    /// answered as referred to: this node cannot tell.
-    pub async fn referenced(&self, object_ids: Vec<String>) -> Result<Vec<String>, NodeError> {
+    /// Where the manifests held here place the shards of `object_ids`: every
+    /// `(object id, index, node)` that a manifest with the id's placement
+    /// hash names (an object, its upload record, its parts; tombstones name
+    /// nothing). An id that no manifest here names gets no entry. Ids that
+    /// carry no placement hash cannot be looked up and are refused.
+    pub async fn placements(&self, object_ids: Vec<String>) -> Result<Vec<ShardPlace>, NodeError> {
         let db = self.db.clone();
         spawn_blocking(move || {
             let r = db.begin_read().map_err(store_err)?;
-            let t = r.open_table(BY_HASH).map_err(store_err)?;
+            let index = r.open_table(BY_HASH).map_err(store_err)?;
+            let manifests = r.open_table(MANIFESTS).map_err(store_err)?;
             let mut out = Vec::new();
             for id in object_ids {
                 let Some(hash) = placement::object_id_hash(&id) else {
-                    out.push(id);
-                    continue;
+                    return Err(NodeError::BadRequest(format!("object id {id} carries no placement hash")));
                 };
                 let mut raw = [0u8; 16];
                 hex::decode_to_slice(&id, &mut raw).map_err(|_| NodeError::BadRequest("bad object id".into()))?;
                 let lo = hash.to_be_bytes();
-                let mut found = false;
-                for item in t.range::<&[u8]>(lo.as_slice()..).map_err(store_err)? {
+                for item in index.range::<&[u8]>(lo.as_slice()..).map_err(store_err)? {
                     let (k, v) = item.map_err(store_err)?;
-                    if k.value()[..8] != lo {
+                    let k = k.value();
+                    if k[..8] != lo {
                         break;
                     }
-                    if decode_index(v.value())?.refs.chunks(16).any(|r| r == raw) {
-                        found = true;
-                        break;
+                    if !decode_index(v.value())?.refs.chunks(16).any(|r| r == raw) {
+                        continue;
                     }
-                }
-                if found {
-                    out.push(id);
+                    // The index says this manifest names the id; where, only
+                    // the manifest itself says (normally one key per hash).
+                    let Some(v) = manifests.get(&k[8..]).map_err(store_err)? else { continue };
+                    let v = v.value();
+                    let at = decode_summary(v)?.json_at;
+                    let m: Manifest = serde_json::from_slice(&v[at..])
+                        .map_err(|e| NodeError::Store(format!("malformed manifest record: {e}")))?;
+                    for set in m.body.sharded_sets().into_iter().filter(|s| s.object_id == id) {
+                        for l in &set.shards {
+                            out.push(ShardPlace { object_id: id.clone(), index: l.index, node: l.node });
+                        }
+                    }
                 }
             }
             Ok(out)
@@ -991,14 +1000,22 @@ mod tests {
         s.put(&part).await.unwrap();
         let other = sharded("b", "other", 12);
         let ids = vec![object_id(&v1), object_id(&part), object_id(&other)];
-        assert_eq!(s.referenced(ids.clone()).await.unwrap(), ids[..2].to_vec());
+        let referenced = |places: Vec<ShardPlace>| places.into_iter().map(|p| p.object_id).collect::<Vec<_>>();
+        let node1 = sillok_placement::NodeId(1);
+        assert_eq!(
+            s.placements(ids.clone()).await.unwrap(),
+            vec![
+                ShardPlace { object_id: ids[0].clone(), index: 0, node: node1 },
+                ShardPlace { object_id: ids[1].clone(), index: 0, node: node1 }
+            ]
+        );
         // The digest changes with a version.
         let sel = PgSelector::of_hash(placement::placement_hash("b", "k"));
         let d1 = s.pg_digest(sel).await.unwrap();
         let v2 = sharded("b", "k", 20);
         s.put(&v2).await.unwrap();
         assert_ne!(s.pg_digest(sel).await.unwrap(), d1);
-        assert_eq!(s.referenced(ids.clone()).await.unwrap(), vec![object_id(&part)]);
+        assert_eq!(referenced(s.placements(ids.clone()).await.unwrap()), vec![object_id(&part)]);
         let mut t = Manifest::tombstone("b", "k");
         t.version = Version { nanos: 30, tiebreak: 0 };
         s.put(&t).await.unwrap();
@@ -1008,10 +1025,10 @@ mod tests {
         })
         .await
         .unwrap();
-        assert!(s.referenced(vec![object_id(&v2), object_id(&part)]).await.unwrap().is_empty());
-        // Ids without a hash cannot be vouched for.
+        assert!(s.placements(vec![object_id(&v2), object_id(&part)]).await.unwrap().is_empty());
+        // Ids without a hash cannot be looked up.
         let legacy = "0123456789abcdef8123456789abcdef".to_string();
-        assert_eq!(s.referenced(vec![legacy.clone()]).await.unwrap(), vec![legacy]);
+        assert!(matches!(s.placements(vec![legacy]).await, Err(NodeError::BadRequest(_))));
         // Purge: only the stored tombstone version, and it leaves both tables.
         assert!(!s.purge_tombstone("b", "k", Version { nanos: 29, tiebreak: 0 }).await.unwrap());
         assert!(s.purge_tombstone("b", "k", t.version).await.unwrap());
@@ -1038,7 +1055,7 @@ mod tests {
             w.commit().unwrap();
         }
         let s = MetaStore::open(dir.path()).unwrap();
-        assert_eq!(s.referenced(vec![object_id(&v)]).await.unwrap(), vec![object_id(&v)]);
+        assert_eq!(s.placements(vec![object_id(&v)]).await.unwrap().len(), 1);
         let sel = PgSelector::of_hash(placement::placement_hash("b", "inline"));
         assert!(s.list_pg_all(sel).await.unwrap().iter().any(|e| e.key == "inline"));
     }

@@ -690,8 +690,8 @@ async fn references(State(st): State<Arc<AppState>>, body: Body) -> Result<Respo
     if let Some(bad) = req.object_ids.iter().find(|id| !ShardId::is_valid_object_id(id)) {
         return Err(NodeError::BadRequest(format!("{bad:?} is not an object id")).into());
     }
-    let object_ids = st.meta.referenced(req.object_ids).await?;
-    Ok(json(StatusCode::OK, &api::References { object_ids }))
+    let places = st.meta.placements(req.object_ids).await?;
+    Ok(json(StatusCode::OK, &api::ShardPlaces { places }))
 }
 
 async fn health(State(st): State<Arc<AppState>>) -> Response {

@@ -335,3 +335,196 @@ async fn an_overwrite_whose_manifest_replicas_stall_answers_503_or_200_and_a_who
     })
     .await;
 }
+
+/// One client operation of the history test.
+#[derive(Debug, Clone)]
+struct Op {
+    key: String,
+    /// `Some(generation)` for a PUT of `body(key, generation, ..)`, `None` for a DELETE.
+    put: Option<usize>,
+    start: std::time::Instant,
+    end: std::time::Instant,
+    acked: bool,
+}
+
+/// What a key may hold after `ops`: the last acknowledged operation in
+/// completion order, or any operation that ended after it started (those
+/// overlapped it, or failed after it and may have taken effect). `None` in
+/// the set stands for "deleted or never written".
+fn acceptable(ops: &[Op]) -> BTreeSet<Option<usize>> {
+    let Some(last) = ops.iter().filter(|o| o.acked).max_by_key(|o| o.end) else {
+        return ops.iter().map(|o| o.put).chain([None]).collect();
+    };
+    ops.iter().filter(|o| std::ptr::eq(*o, last) || o.end > last.start).map(|o| o.put).collect()
+}
+
+/// The generation a body names (`key#generation#...`).
+fn generation_of(body: &[u8]) -> Option<usize> {
+    let text = String::from_utf8_lossy(&body[..body.len().min(32)]).to_string();
+    text.split('#').nth(1)?.parse().ok()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_randomized_history_with_skewed_clocks_and_killed_processes_ends_in_the_last_acknowledged_state() {
+    use rand::Rng;
+    let cluster = DevCluster::start_with(FAST_UPKEEP);
+    let a = cluster.client();
+    a.create_bucket().bucket("hist").send().await.unwrap();
+    // Gateway B's clock is 3 s behind: it must refuse writes (503) and still
+    // serve reads. Gateway C is killed mid-run.
+    let behind = cluster.start_gateway("gw-behind", &["--test-clock-offset-ms=-3000"]);
+    let mut doomed = cluster.start_gateway("gw-doomed", &[]);
+    let clients = [a.clone(), behind.client(), doomed.client()];
+    const KEYS: [&str; 4] = ["a", "b", "c", "d"];
+    let ops = std::sync::Arc::new(std::sync::Mutex::new(Vec::<Op>::new()));
+    let generation = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let run_for = Duration::from_secs(20);
+    let started = std::time::Instant::now();
+    let mut workers = Vec::new();
+    for _ in 0..4 {
+        let (clients, ops, generation) = (clients.clone(), ops.clone(), generation.clone());
+        workers.push(tokio::spawn(async move {
+            while started.elapsed() < run_for {
+                let (key, client, put, small) = {
+                    let mut r = rand::thread_rng();
+                    (KEYS[r.gen_range(0..4)], r.gen_range(0..3), r.gen_range(0..4) != 0, r.gen_bool(0.3))
+                };
+                let c = &clients[client];
+                let start = std::time::Instant::now();
+                let (put, acked) = if put {
+                    let g = generation.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    let len = if small { 1_000 } else { 70_000 };
+                    (Some(g), put_bytes(c, "hist", key, body(key, g, len)).await.is_ok())
+                } else {
+                    (None, c.delete_object().bucket("hist").key(key).send().await.is_ok())
+                };
+                let op = Op { key: key.into(), put, start, end: std::time::Instant::now(), acked };
+                ops.lock().unwrap().push(op);
+            }
+        }));
+    }
+    // Chaos: kill -9 a node, gateway C, a second node; restart each node
+    // later (the second after longer than the tombstone horizon).
+    let nodes: Vec<u64> = cluster.nodes().iter().map(|n| n.0).collect();
+    let (x, y) = {
+        let mut r = rand::thread_rng();
+        let x = nodes[r.gen_range(0..nodes.len())];
+        let others: Vec<u64> = nodes.iter().copied().filter(|n| *n != x).collect();
+        (x, others[r.gen_range(0..others.len())])
+    };
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(signal(cluster.node_pid(x), 9), 0);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    doomed.kill();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let _x_again =
+        cluster.restart_node(x, &FAST_UPKEEP.iter().map(|a| a.trim_start_matches("--node-arg=")).collect::<Vec<_>>());
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(signal(cluster.node_pid(y), 9), 0);
+    for w in workers {
+        w.await.unwrap();
+    }
+    // Y stays away past the tombstone horizon while deletes happened.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let _y_again =
+        cluster.restart_node(y, &FAST_UPKEEP.iter().map(|a| a.trim_start_matches("--node-arg=")).collect::<Vec<_>>());
+
+    let ops = ops.lock().unwrap().clone();
+    let acked = ops.iter().filter(|o| o.acked).count();
+    eprintln!(
+        "history: {} operations, {acked} acknowledged; nodes {x} and {y} and gateway C killed; gateway B 3 s behind",
+        ops.len()
+    );
+    assert!(acked > 20, "only {acked} of {} operations were acknowledged", ops.len());
+    assert!(ops.iter().any(|o| !o.acked), "the history had no failure at all: the chaos did nothing");
+    assert!(behind.log().contains("refusing writes"), "the gateway 3 s behind did not refuse writes");
+
+    // Every key holds what the history allows, through the surviving
+    // gateways; listed keys all read.
+    let map = map_of(&cluster);
+    let nc = node_client(&cluster).at_epoch(map.epoch);
+    for key in KEYS {
+        let history: Vec<Op> = ops.iter().filter(|o| o.key == key).cloned().collect();
+        let allowed = acceptable(&history);
+        for c in [&a, &clients[1]] {
+            let got = wait_until(Duration::from_secs(30), format!("a GET of {key} to answer"), async || {
+                match c.get_object().bucket("hist").key(key).send().await {
+                    Ok(r) => Ok(generation_of(&r.body.collect().await.unwrap().into_bytes())),
+                    Err(e) if e.as_service_error().is_some_and(|e| e.is_no_such_key()) => Ok(None),
+                    Err(e) => Err(format!("{e:?}")),
+                }
+            })
+            .await;
+            assert!(allowed.contains(&got), "{key}: holds {got:?}, the history allows {allowed:?}");
+        }
+    }
+    let listed: Vec<String> = a
+        .list_objects_v2()
+        .bucket("hist")
+        .send()
+        .await
+        .unwrap()
+        .contents()
+        .iter()
+        .map(|o| o.key().unwrap().to_string())
+        .collect();
+    for key in &listed {
+        assert!(get_bytes(&a, "hist", key).await.is_some(), "{key} is listed but does not read");
+    }
+
+    // Once the collector, the purge and anti-entropy have run: the replicas
+    // of each key agree, tombstones are gone, and the shard files on disk are
+    // exactly those the live manifests place.
+    let final_state = wait_until(
+        Duration::from_secs(120),
+        lazily(|| format!("the cluster to converge; node {y} log:\n{}", cluster.node_log(y))),
+        async || {
+            let mut placed = BTreeSet::new();
+            let mut states = BTreeMap::new();
+            for key in KEYS {
+                let pg = placement::pg_of(&map, "hist", key);
+                let mut seen = Vec::new();
+                for n in map.manifest_replicas(pg) {
+                    let addr = map.topology.node(n).unwrap().addr.clone();
+                    seen.push(nc.get_manifest(&addr, "hist", key).await.map_err(|e| e.to_string())?);
+                }
+                if seen.iter().any(|m| m != &seen[0]) {
+                    return Err(format!("{key}: replicas disagree"));
+                }
+                if seen[0].as_ref().is_some_and(|m| m.is_deleted()) {
+                    return Err(format!("{key}: tombstone not purged yet"));
+                }
+                if let Some(m) = &seen[0] {
+                    for set in m.body.sharded_sets() {
+                        for l in &set.shards {
+                            placed.insert((u64::from(l.node.0), set.object_id.clone(), l.index));
+                        }
+                    }
+                }
+                states.insert(key, seen[0].clone());
+            }
+            let on_disk = scan(&cluster);
+            if on_disk != placed {
+                return Err(format!(
+                    "{} shard files on disk, {} placed by live manifests",
+                    on_disk.len(),
+                    placed.len()
+                ));
+            }
+            Ok(states)
+        },
+    )
+    .await;
+    // And the converged state is still one the history allows (a node that
+    // missed deletes came back after the horizon: nothing it held returned).
+    for key in KEYS {
+        let history: Vec<Op> = ops.iter().filter(|o| o.key == key).cloned().collect();
+        let allowed = acceptable(&history);
+        let got = match get_bytes(&a, "hist", key).await {
+            Some(b) => generation_of(&b),
+            None => None,
+        };
+        assert!(allowed.contains(&got), "{key}: after convergence holds {got:?}, the history allows {allowed:?}");
+        assert_eq!(got.is_some(), final_state[key].is_some(), "{key}: GET and the replicas disagree");
+    }
+}

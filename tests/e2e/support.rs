@@ -71,6 +71,27 @@ impl DevCluster {
         read_log(&self.dir.path().join("dev.log"))
     }
 
+    /// Starts storage node `id` again (after it was killed) on its data
+    /// directory, with `extra` node arguments; killed when dropped.
+    pub fn restart_node(&self, id: u64, extra: &[&str]) -> ChildGuard {
+        let (_, site, _) = self.nodes().into_iter().find(|(n, _, _)| *n == id).expect("no such node");
+        let dir = self.dir.path().join("sites").join(&site).join(format!("node-{id}"));
+        let mut args: Vec<OsString> = vec![
+            "node".into(),
+            "--id".into(),
+            id.to_string().into(),
+            "--wait-for-map-s".into(),
+            "5".into(),
+            "--cluster".into(),
+            self.dir.path().join("cluster.json").into(),
+            "--data".into(),
+            dir.into(),
+        ];
+        args.extend(extra.iter().map(OsString::from));
+        let log = self.dir.path().join("logs").join(format!("{site}-node-{id}.log"));
+        ChildGuard(spawn_sillok(&args, &log))
+    }
+
     /// The log of storage node `id`.
     pub fn node_log(&self, id: u64) -> String {
         let site = self.nodes().into_iter().find(|(n, _, _)| *n == id).map(|(_, s, _)| s).unwrap_or_default();
@@ -444,6 +465,16 @@ impl Waiting {
 
 fn read_log(path: &Path) -> String {
     std::fs::read_to_string(path).unwrap_or_default()
+}
+
+/// A child process killed (SIGKILL) and reaped when dropped.
+pub struct ChildGuard(pub Child);
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }
 
 /// A gateway process of its own (besides the one `sillok dev` runs), on a
