@@ -16,6 +16,7 @@
 //! | `POST /v1/membership/add` | both | [`AddReplica`]: learner, then voter |
 //! | `POST /v1/membership/remove` | both | [`RemoveReplica`] |
 //! | `POST /v1/report` | internal | [`NodeReport`]: a storage node's usage, kept in memory, shown by status; 204 |
+//! | `POST /v1/report/gateway` | internal | [`GatewayReport`]: a gateway's clock and epoch, kept in memory, shown by status; 204 |
 //!
 //! Writes (propose, membership, consistent reads) sent to a follower are
 //! forwarded once to the leader it knows ([`H_FORWARDED`] marks the hop; a
@@ -134,6 +135,33 @@ pub struct NodeReport {
     /// The size of the file system holding its data, and what is free there.
     pub disk_total: u64,
     pub disk_free: u64,
+    /// The node's clock minus its peers' (median), when it has measured it.
+    #[serde(default)]
+    pub clock_offset_ms: Option<i64>,
+    /// The node refuses manifest writes because of its clock offset.
+    #[serde(default)]
+    pub refusing_writes: bool,
+}
+
+/// `POST /v1/report/gateway`: what a gateway says of itself, every few seconds.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct GatewayReport {
+    /// The address its S3 service listens on (names it in status).
+    pub gateway: String,
+    pub epoch: u64,
+    /// The gateway's clock minus the storage nodes' (median over nodes).
+    pub clock_offset_ms: Option<i64>,
+    /// The gateway refuses writes because of its clock offset.
+    pub refusing_writes: bool,
+}
+
+/// A gateway's last report as a replica shows it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct GatewayStatus {
+    #[serde(flatten)]
+    pub report: GatewayReport,
+    /// How long ago the report came.
+    pub age_ms: u64,
 }
 
 /// A node's last report as a replica shows it.
@@ -146,6 +174,10 @@ pub struct NodeUsage {
     pub epoch: u64,
     /// How long ago the report came.
     pub age_ms: u64,
+    #[serde(default)]
+    pub clock_offset_ms: Option<i64>,
+    #[serde(default)]
+    pub refusing_writes: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -178,6 +210,9 @@ pub struct Status {
     pub profiles: Vec<ProfileStatus>,
     pub sites: Vec<SiteStatus>,
     pub nodes: Vec<NodeStatus>,
+    /// Gateways that reported to this replica in the last 10 minutes.
+    #[serde(default)]
+    pub gateways: Vec<GatewayStatus>,
     pub buckets: usize,
     pub keys: usize,
 }

@@ -301,14 +301,20 @@ impl CatalogClient {
     /// Sends a storage node's usage report to every replica at once (each
     /// keeps its own copy for status); returns how many took it.
     pub async fn report(&self, r: &api::NodeReport) -> usize {
-        let body = Self::body(r);
+        self.report_to("/v1/report", Self::body(r)).await
+    }
+
+    /// Sends a gateway's report to every replica at once, like [`Self::report`].
+    pub async fn report_gateway(&self, r: &api::GatewayReport) -> usize {
+        self.report_to("/v1/report/gateway", Self::body(r)).await
+    }
+
+    async fn report_to(&self, path: &'static str, body: Vec<u8>) -> usize {
         let calls = self.replicas.iter().map(|addr| {
             let body = body.clone();
             async move {
-                let res = self
-                    .transport
-                    .call(Method::POST, addr, "/v1/report", body, &[], self.timeouts.attempt, MAX_RESPONSE)
-                    .await;
+                let res =
+                    self.transport.call(Method::POST, addr, path, body, &[], self.timeouts.attempt, MAX_RESPONSE).await;
                 matches!(res, Ok(r) if r.status == StatusCode::NO_CONTENT)
             }
         });

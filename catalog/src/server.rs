@@ -166,6 +166,8 @@ struct Shared {
     /// The last usage report of each storage node, and when it came (kept in
     /// memory only: a report is a reading, not catalog state).
     reports: std::sync::Mutex<BTreeMap<sillok_placement::NodeId, (Instant, api::NodeReport)>>,
+    /// The last report of each gateway, by its address (memory only).
+    gateway_reports: std::sync::Mutex<BTreeMap<String, (Instant, api::GatewayReport)>>,
 }
 
 /// A replica whose stores are open, whose Raft runs and whose socket is
@@ -234,6 +236,7 @@ impl Replica {
             commit_timeout: config.commit_timeout,
             seed: config.seed.clone(),
             reports: Default::default(),
+            gateway_reports: Default::default(),
         });
         Ok(Replica { shared, listener, addr })
     }
@@ -305,6 +308,7 @@ fn router(sh: Arc<Shared>) -> Router {
         .route("/v1/membership/add", post(membership_add))
         .route("/v1/membership/remove", post(membership_remove))
         .route("/v1/report", post(report))
+        .route("/v1/report/gateway", post(report_gateway))
         .fallback(|| async { error(StatusCode::NOT_FOUND, "not_found", "no such route".into()) })
         .layer(middleware::from_fn_with_state(sh.clone(), authenticate))
         .with_state(sh)
@@ -509,6 +513,8 @@ fn status_of(sh: &Shared) -> Status {
                     disk_free: r.disk_free,
                     epoch: r.epoch,
                     age_ms: at.elapsed().as_millis() as u64,
+                    clock_offset_ms: r.clock_offset_ms,
+                    refusing_writes: r.refusing_writes,
                 });
                 nodes.push(api::NodeStatus {
                     id: n.id,
@@ -532,6 +538,14 @@ fn status_of(sh: &Shared) -> Status {
                 sites.push(api::SiteStatus { id: s.id.clone(), state, nodes: map.topology.nodes_in(&s.id).count() });
             }
         }
+        let gateways = sh
+            .gateway_reports
+            .lock()
+            .expect("gateway reports lock")
+            .values()
+            .filter(|(at, _)| at.elapsed() < Duration::from_secs(600))
+            .map(|(at, r)| api::GatewayStatus { report: r.clone(), age_ms: at.elapsed().as_millis() as u64 })
+            .collect();
         Status {
             replica: sh.id,
             replica_site: sh.site.clone(),
@@ -550,10 +564,24 @@ fn status_of(sh: &Shared) -> Status {
             profiles,
             sites,
             nodes,
+            gateways,
             buckets: c.buckets.len(),
             keys: c.keys.len(),
         }
     })
+}
+
+/// `POST /v1/report/gateway`: a gateway's clock and epoch (internal callers only).
+async fn report_gateway(State(sh): State<Arc<Shared>>, Extension(caller): Extension<Caller>, body: Bytes) -> Response {
+    if let Err(r) = internal_only(&caller) {
+        return r;
+    }
+    let r: api::GatewayReport = match parse(&body) {
+        Ok(r) => r,
+        Err(r) => return r,
+    };
+    sh.gateway_reports.lock().expect("gateway reports lock").insert(r.gateway.clone(), (Instant::now(), r));
+    StatusCode::NO_CONTENT.into_response()
 }
 
 pub fn state_name(s: NodeState) -> &'static str {

@@ -144,6 +144,23 @@ pub struct GatewayCatalog {
 }
 
 impl GatewayCatalog {
+    /// Tells the catalog replicas this gateway's epoch and clock, every
+    /// `every`, forever (until the task is dropped): `sillok admin status`
+    /// shows them. A report no replica takes is simply late.
+    pub async fn report_forever(self: Arc<Self>, cluster: Arc<crate::cluster::Cluster>, addr: String, every: Duration) {
+        loop {
+            let r = sillok_catalog::api::GatewayReport {
+                gateway: addr.clone(),
+                epoch: cluster.map().epoch,
+                clock_offset_ms: cluster.clock_offset_ms(),
+                refusing_writes: cluster.check_clock().is_err(),
+            };
+            let took = self.client.report_gateway(&r).await;
+            tracing::debug!(took, "gateway report sent");
+            tokio::time::sleep(every).await;
+        }
+    }
+
     /// Starts following the catalog from the view saved at `path` and waits
     /// (at most `wait`) for a first view, saved or fetched.
     pub async fn start(

@@ -107,6 +107,8 @@ pub async fn bind(
     let service = builder.build();
 
     let probe = tokio::spawn(cluster.clone().probe_forever(config.probe_interval));
+    let reporter =
+        tokio::spawn(catalog.clone().report_forever(cluster.clone(), addr.to_string(), Duration::from_secs(2)));
     let sweeper = tokio::spawn(crate::multipart::sweep_forever(
         cluster.clone(),
         config.upload_max_age,
@@ -150,6 +152,7 @@ pub async fn bind(
             });
         }
         probe.abort();
+        reporter.abort();
         sweeper.abort();
         tokio::select! {
             _ = graceful.shutdown() => {}

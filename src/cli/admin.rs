@@ -337,6 +337,7 @@ async fn status(c: &CatalogClient, json: bool) -> anyhow::Result<()> {
                 u.map_or("-".into(), |u| u.shards.to_string()),
                 u.map_or("-".into(), |u| human_bytes(u.shard_bytes)),
                 u.map_or("-".into(), |u| format!("{} of {}", human_bytes(u.disk_free), human_bytes(u.disk_total))),
+                u.map_or("-".into(), |u| clock_cell(u.clock_offset_ms, u.refusing_writes)),
                 u.map_or("never".into(), |u| format!("{:.1} s ago", u.age_ms as f64 / 1000.0)),
             ]
         })
@@ -355,16 +356,46 @@ async fn status(c: &CatalogClient, json: bool) -> anyhow::Result<()> {
                 "SHARDS",
                 "USED",
                 "DISK FREE",
+                "CLOCK",
                 "REPORTED"
             ],
             &rows
         )
     );
+    if !s.gateways.is_empty() {
+        println!();
+        let rows: Vec<Vec<String>> = s
+            .gateways
+            .iter()
+            .map(|g| {
+                vec![
+                    g.report.gateway.clone(),
+                    g.report.epoch.to_string(),
+                    clock_cell(g.report.clock_offset_ms, g.report.refusing_writes),
+                    format!("{:.1} s ago", g.age_ms as f64 / 1000.0),
+                ]
+            })
+            .collect();
+        print!("{}", table(&["GATEWAY", "EPOCH", "CLOCK", "REPORTED"], &rows));
+    }
     println!(
         "\nSLOT SHARE: the node's share of the map's slots. SHARDS, USED: its shard files as it last reported them to replica {}.",
         s.replica
     );
+    println!(
+        "CLOCK: the process's clock minus its peers' (nodes: the other nodes; gateways: the nodes), median; \
+         REFUSING WRITES when beyond its --max-clock-offset-ms."
+    );
     Ok(())
+}
+
+/// A clock offset for the status tables.
+fn clock_cell(offset_ms: Option<i64>, refusing: bool) -> String {
+    match (offset_ms, refusing) {
+        (None, _) => "-".into(),
+        (Some(o), false) => format!("{o:+} ms"),
+        (Some(o), true) => format!("{o:+} ms REFUSING WRITES"),
+    }
 }
 
 /// Bytes for people: 1.5 GiB, 200 KiB, 12 B.

@@ -55,9 +55,20 @@ pub struct NodeArgs {
     /// Pause (ms) between anti-entropy rounds over this node's PGs.
     #[arg(long, default_value_t = 30_000)]
     pub sync_every_ms: u64,
+    /// The node refuses manifest writes, and pauses its collector, while its
+    /// clock is further than this (ms) from its peers' (run NTP).
+    #[arg(long, default_value_t = 500)]
+    pub max_clock_offset_ms: u64,
+    /// Tests and drills only: shift this node's clock by this many ms.
+    #[arg(long, hide = true, default_value_t = 0, allow_negative_numbers = true)]
+    pub test_clock_offset_ms: i64,
 }
 
 pub async fn run(a: NodeArgs) -> anyhow::Result<()> {
+    if a.test_clock_offset_ms != 0 {
+        tracing::warn!(offset_ms = a.test_clock_offset_ms, "this node's clock is shifted for a test");
+        sillok_model::clock::set_offset_ms(a.test_clock_offset_ms);
+    }
     let file = super::load_cluster_file(&a.cluster)?;
     std::fs::create_dir_all(&a.data)
         .with_context(|| format!("cannot create the data directory {}", a.data.display()))?;
@@ -97,6 +108,7 @@ pub async fn run(a: NodeArgs) -> anyhow::Result<()> {
             tombstone_horizon: Duration::from_millis(a.tombstone_horizon_ms),
             collect_every: Duration::from_millis(a.collect_every_ms.max(100)),
             sync_every: Duration::from_millis(a.sync_every_ms.max(100)),
+            max_clock_offset: Duration::from_millis(a.max_clock_offset_ms),
         },
     };
     tracing::info!(id = a.id, site = %node.site, %listen, epoch = map.epoch, "storage node starting");
@@ -107,6 +119,7 @@ pub async fn run(a: NodeArgs) -> anyhow::Result<()> {
             NodeId(a.id),
             bound.shard_usage(),
             map_watch,
+            bound.clock(),
             a.data.clone(),
             Duration::from_millis(a.report_every_ms.max(100)),
         ))

@@ -31,6 +31,8 @@ impl Upkeeper {
     /// One pass over this node's PGs; returns how many manifests it pulled.
     pub async fn sync_round(&self) -> Result<u64, NodeError> {
         let Some(map) = self.map.borrow().clone() else { return Ok(0) };
+        let (t0, bytes0) =
+            (std::time::Instant::now(), self.stats.sync_bytes.load(std::sync::atomic::Ordering::Relaxed));
         let mut pulled = 0;
         for pg in 0..map.pg_count {
             if !map.manifest_replicas(pg).contains(&self.id) {
@@ -39,7 +41,9 @@ impl Upkeeper {
             pulled += self.sync_pg(&map, PgSelector::of(&map, pg)).await?;
         }
         if pulled > 0 {
-            tracing::info!(pulled, "anti-entropy copied manifests this node lacked");
+            let bytes = self.stats.sync_bytes.load(std::sync::atomic::Ordering::Relaxed) - bytes0;
+            let ms = t0.elapsed().as_millis() as u64;
+            tracing::info!(pulled, bytes, ms, "anti-entropy copied manifests this node lacked");
         }
         Ok(pulled)
     }
@@ -53,7 +57,10 @@ impl Upkeeper {
         let mut pulled = 0;
         for node in row_replicas(map, sel.pg).into_iter().filter(|n| *n != self.id) {
             let Some(addr) = map.topology.node(node).map(|n| n.addr.clone()) else { continue };
-            match client.pg_digest(&addr, &sel).await {
+            let digest = client.pg_digest(&addr, &sel).await;
+            // A digest answer is about 120 bytes of JSON.
+            self.stats.sync_bytes.fetch_add(120, std::sync::atomic::Ordering::Relaxed);
+            match digest {
                 Ok(d) if d == mine_digest => continue,
                 Ok(_) => {}
                 Err(e) => {
@@ -104,10 +111,25 @@ impl Upkeeper {
         Ok(pulled)
     }
 
-    /// Anti-entropy rounds until the task is dropped.
+    /// Measures this node's clock against every other node of the map
+    /// (`node_clock`), concurrently, each call bounded by the client's deadlines.
+    pub async fn measure_clock(&self) {
+        let Some(map) = self.map.borrow().clone() else { return };
+        let calls = map.topology.nodes.iter().filter(|n| n.id != self.id).map(|n| self.client.health(&n.addr));
+        let mut offsets: Vec<i64> = futures::future::join_all(calls)
+            .await
+            .into_iter()
+            // `health` measures the peer's clock minus ours; we keep ours minus theirs.
+            .filter_map(|h| h.ok().and_then(|h| h.clock_offset_ms).map(|o| -o))
+            .collect();
+        self.clock.note(&mut offsets);
+    }
+
+    /// Anti-entropy rounds (each after a clock measurement) until the task is dropped.
     pub async fn sync_forever(self: std::sync::Arc<Self>) {
         loop {
             tokio::time::sleep(self.settings.sync_every).await;
+            self.measure_clock().await;
             if let Err(e) = self.sync_round().await {
                 tracing::warn!(error = %e, "anti-entropy round failed");
             }

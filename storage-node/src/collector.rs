@@ -72,6 +72,9 @@ pub struct Upkeep {
     pub collect_every: Duration,
     /// Pause between anti-entropy rounds.
     pub sync_every: Duration,
+    /// The node refuses manifest writes and pauses its collector while its
+    /// clock is further than this from its peers' (`node_clock`).
+    pub max_clock_offset: Duration,
 }
 
 impl Default for Upkeep {
@@ -81,6 +84,7 @@ impl Default for Upkeep {
             tombstone_horizon: Duration::from_secs(24 * 3600),
             collect_every: Duration::from_secs(60),
             sync_every: Duration::from_secs(30),
+            max_clock_offset: Duration::from_millis(500),
         }
     }
 }
@@ -94,6 +98,7 @@ pub struct Upkeeper {
     pub map: MapWatch,
     pub client: NodeClient,
     pub settings: Upkeep,
+    pub clock: Arc<crate::node_clock::NodeClock>,
     pub stats: UpkeepStats,
 }
 
@@ -288,10 +293,23 @@ impl Upkeeper {
 
     /// Collector rounds until the task is dropped.
     pub async fn collect_forever(self: Arc<Self>) {
+        use std::sync::atomic::Ordering::Relaxed;
         loop {
             tokio::time::sleep(self.settings.collect_every).await;
-            if let Err(e) = self.collect_round().await {
-                tracing::warn!(error = %e, "collector round failed");
+            if let Some(why) = self.clock.refusal() {
+                tracing::debug!("collector paused: {why}");
+                continue;
+            }
+            let (t0, checked0) = (std::time::Instant::now(), self.stats.shards_checked.load(Relaxed));
+            match self.collect_round().await {
+                Ok(deleted) if deleted > 0 => tracing::info!(
+                    checked = self.stats.shards_checked.load(Relaxed) - checked0,
+                    deleted,
+                    ms = t0.elapsed().as_millis() as u64,
+                    "collector round"
+                ),
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %e, "collector round failed"),
             }
             if let Err(e) = self.purge_round().await {
                 tracing::warn!(error = %e, "tombstone purge round failed");

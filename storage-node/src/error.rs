@@ -31,6 +31,9 @@ pub enum NodeError {
     Io(#[from] std::io::Error),
     #[error("metadata store: {0}")]
     Store(String),
+    /// The node cannot take this request now (its clock is off, say).
+    #[error("unavailable: {0}")]
+    Unavailable(String),
     #[error("{0}")]
     Other(String),
 }

@@ -22,6 +22,7 @@ pub mod client;
 pub mod collector;
 pub mod error;
 pub mod meta_store;
+pub mod node_clock;
 pub mod report;
 pub mod server;
 pub mod shard_store;

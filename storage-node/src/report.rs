@@ -1,6 +1,6 @@
 //! The node's usage report to the catalog replicas: every few seconds, its
 //! shard count and bytes, its file system's size and free space, and the map
-//! epoch it follows (`POST /v1/report` on every replica, which shows it in
+//! epoch it follows, and its clock offset (`POST /v1/report` on every replica, which shows it in
 //! `sillok admin status`). A report that no replica takes is simply late;
 //! nothing waits for it.
 
@@ -34,6 +34,7 @@ pub async fn report_forever(
     node: NodeId,
     usage: Arc<Usage>,
     map: crate::server::MapWatch,
+    clock: Arc<crate::node_clock::NodeClock>,
     data_dir: PathBuf,
     every: Duration,
 ) {
@@ -51,6 +52,8 @@ pub async fn report_forever(
             shard_bytes,
             disk_total,
             disk_free,
+            clock_offset_ms: clock.offset_ms(),
+            refusing_writes: clock.refusal().is_some(),
         };
         let took = client.report(&r).await;
         tracing::debug!(took, shards, shard_bytes, "usage reported");

@@ -98,6 +98,7 @@ struct AppState {
     id: NodeId,
     cluster_secret: String,
     upkeep: crate::collector::Upkeep,
+    clock: Arc<crate::node_clock::NodeClock>,
     signer: Signer,
     shards: ShardStore,
     meta: MetaStore,
@@ -138,6 +139,7 @@ pub async fn bind(config: NodeConfig) -> Result<BoundNode, NodeError> {
             id: config.id,
             cluster_secret: config.cluster_secret.clone(),
             upkeep: config.upkeep,
+            clock: Arc::new(crate::node_clock::NodeClock::new(config.upkeep.max_clock_offset)),
             signer: Signer::new(&config.cluster_secret),
             shards,
             meta,
@@ -149,6 +151,11 @@ pub async fn bind(config: NodeConfig) -> Result<BoundNode, NodeError> {
 impl BoundNode {
     pub fn local_addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// The node's clock measurement (for its reports).
+    pub fn clock(&self) -> Arc<crate::node_clock::NodeClock> {
+        self.state.clock.clone()
     }
 
     /// The shard store's usage counters (for the node's reports).
@@ -169,6 +176,7 @@ impl BoundNode {
                 map,
                 client: crate::NodeClient::new(&state.cluster_secret, crate::Timeouts::default()),
                 settings: state.upkeep,
+                clock: state.clock.clone(),
                 stats: Default::default(),
             });
             [tokio::spawn(upkeeper.clone().collect_forever()), tokio::spawn(upkeeper.sync_forever())]
@@ -262,10 +270,13 @@ impl IntoResponse for ApiError {
             NodeError::Corrupt(_) => (StatusCode::CONFLICT, "corrupt"),
             NodeError::Io(_) => (StatusCode::INTERNAL_SERVER_ERROR, "io"),
             NodeError::Store(_) => (StatusCode::INTERNAL_SERVER_ERROR, "store"),
+            NodeError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
             _ => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
         };
         let message = match &self.0 {
-            NodeError::BadRequest(m) | NodeError::Forbidden(m) | NodeError::Corrupt(m) => m.clone(),
+            NodeError::BadRequest(m) | NodeError::Forbidden(m) | NodeError::Corrupt(m) | NodeError::Unavailable(m) => {
+                m.clone()
+            }
             other => other.to_string(),
         };
         error_response(status, code, message)
@@ -619,6 +630,9 @@ async fn body_bytes(body: Body) -> Result<Bytes, NodeError> {
 }
 
 async fn put_manifest(State(st): State<Arc<AppState>>, body: Body) -> Result<Response, ApiError> {
+    if let Some(why) = st.clock.refusal() {
+        return Err(NodeError::Unavailable(why).into());
+    }
     let m: Manifest = parse_json(&body_bytes(body).await?)?;
     let reply = st.meta.put(&m).await?;
     Ok(json(StatusCode::OK, &reply))
@@ -642,6 +656,9 @@ async fn list_manifests(State(st): State<Arc<AppState>>, body: Body) -> Result<R
 }
 
 async fn relocate(State(st): State<Arc<AppState>>, body: Body) -> Result<Response, ApiError> {
+    if let Some(why) = st.clock.refusal() {
+        return Err(NodeError::Unavailable(why).into());
+    }
     let req: api::Relocate = parse_json(&body_bytes(body).await?)?;
     let reply = st.meta.relocate(req).await?;
     Ok(json(StatusCode::OK, &reply))

@@ -81,4 +81,53 @@ async fn a_gateway_whose_clock_is_too_far_off_refuses_writes_and_says_why() {
     // Reads still work through it, and the refused key was never written.
     assert_same(&get(&b, "skew", "before", None).await, &pattern(1000, 1), "a read through the refusing gateway");
     assert!(is_missing(&a, "skew", "refused").await);
+    // `sillok admin status` names the gateway and why.
+    let addr = behind.endpoint.trim_start_matches("http://").to_string();
+    wait_until(Duration::from_secs(30), "status to show the refusing gateway", async || {
+        let out = String::from_utf8_lossy(&c.admin(&["status"]).stdout).to_string();
+        match out.lines().find(|l| l.starts_with(&addr)) {
+            Some(line) if line.contains("REFUSING WRITES") && line.contains("-5") => Ok(()),
+            other => Err(format!("gateway line: {other:?}")),
+        }
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_whose_clock_is_too_far_off_refuses_manifest_writes_and_status_says_so() {
+    let c = DevCluster::start_with(&["--node-arg=--sync-every-ms=300"]);
+    let a = c.client();
+    a.create_bucket().bucket("nskew").send().await.unwrap();
+    // Node 1 comes back with its clock 5 s ahead.
+    assert_eq!(signal(c.node_pid(1), 9), 0);
+    let _node = c.restart_node(1, &["--test-clock-offset-ms=5000", "--sync-every-ms=300"]);
+    let map: sillok_placement::PlacementMap = serde_json::from_value(c.cluster_file()["map"].clone()).unwrap();
+    wait_until(Duration::from_secs(30), "status to show node 1 refusing writes", async || {
+        let out = String::from_utf8_lossy(&c.admin(&["status", "--json"]).stdout).to_string();
+        let v: serde_json::Value = serde_json::from_str(&out).map_err(|e| e.to_string())?;
+        let n1 = v["nodes"].as_array().and_then(|n| n.iter().find(|n| n["id"] == 1)).cloned();
+        match n1.as_ref().map(|n| (&n["usage"]["refusing_writes"], &n["usage"]["clock_offset_ms"])) {
+            Some((serde_json::Value::Bool(true), off)) if off.as_i64().is_some_and(|o| o > 4000) => Ok(()),
+            other => Err(format!("node 1: {other:?}")),
+        }
+    })
+    .await;
+    // A manifest write sent straight to it is refused with 503 and a reason;
+    // writes through the gateway still succeed on the other replicas.
+    let secret = c.cluster_file()["cluster_secret"].as_str().unwrap().to_string();
+    let client = sillok_storage_node::NodeClient::new(&secret, sillok_storage_node::Timeouts::default());
+    let node1 = map.topology.node(sillok_placement::NodeId(1)).unwrap().addr.clone();
+    let mut m = sillok_model::manifest::Manifest::tombstone("nskew", "direct");
+    m.version = sillok_model::manifest::Version { nanos: 1, tiebreak: 1 };
+    match client.put_manifest(&node1, &m).await {
+        Err(sillok_storage_node::NodeError::Status { status: 503, body, .. }) => {
+            assert!(body.contains("clock"), "the refusal says why: {body}")
+        }
+        other => panic!("node 1 took a manifest write with its clock 5 s off: {other:?}"),
+    }
+    for i in 0..10 {
+        put(&a, "nskew", &format!("k{i}"), pattern(1000, i)).await;
+        assert_same(&get(&a, "nskew", &format!("k{i}"), None).await, &pattern(1000, i), "a write with node 1 refusing");
+    }
+    assert!(c.node_log(1).contains("refusing writes"), "the node's log says why");
 }
