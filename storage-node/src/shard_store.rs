@@ -425,22 +425,7 @@ impl ShardStore {
         dirs.sort();
         let mut out = Vec::new();
         for d in dirs {
-            let mut names: Vec<(String, ShardId)> = Vec::new();
-            for entry in fs::read_dir(self.shards.join(&d))? {
-                let entry = entry?;
-                let name = entry.file_name();
-                let Some(name) = name.to_str() else { continue };
-                if name <= after {
-                    continue;
-                }
-                if let Some(id) = parse_file_name(name)
-                    && id.object_id.starts_with(&d)
-                {
-                    names.push((name.to_string(), id));
-                }
-            }
-            names.sort();
-            for (name, id) in names {
+            for (name, id) in self.names_in(&d, after, |_| true)? {
                 if out.len() == limit {
                     return Ok(ShardList { shards: out, truncated: true });
                 }
@@ -476,27 +461,9 @@ impl ShardStore {
             if d.as_str() < after.get(..2).unwrap_or(after) {
                 continue;
             }
-            let dir = match fs::read_dir(self.shards.join(&d)) {
-                Ok(dir) => dir,
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
-                Err(e) => return Err(e.into()),
-            };
-            let mut names: Vec<(String, ShardId)> = Vec::new();
-            for entry in dir {
-                let entry = entry?;
-                let name = entry.file_name();
-                let Some(name) = name.to_str() else { continue };
-                if name <= after {
-                    continue;
-                }
-                if let Some(id) = parse_file_name(name)
-                    && id.object_id.starts_with(&d)
-                    && placement::object_id_hash(&id.object_id).is_some_and(|h| sel.holds_hash(h))
-                {
-                    names.push((name.to_string(), id));
-                }
-            }
-            names.sort();
+            let names = self.names_in(&d, after, |id| {
+                placement::object_id_hash(&id.object_id).is_some_and(|h| sel.holds_hash(h))
+            })?;
             for (_, id) in names {
                 if out.len() == limit {
                     let next = out.last().map(|s: &PgShard| s.id.file_name());
@@ -510,30 +477,51 @@ impl ShardStore {
         Ok(PgShardList { shards: out, next: None })
     }
 
-    /// Every shard file in directory `xy` (`dir` as two hex digits) whose id
-    /// carries a placement hash, with its data length and age: what the
-    /// collector walks, one directory at a time.
-    pub fn list_dir(&self, dir: u8) -> Result<Vec<PgShard>, NodeError> {
-        let d = format!("{dir:02x}");
-        let entries = match fs::read_dir(self.shards.join(&d)) {
+    /// The shard files of directory `d` (two hex digits) named after `after`
+    /// whose ids pass `keep`, sorted by name; a missing directory holds none.
+    fn names_in(
+        &self,
+        d: &str,
+        after: &str,
+        keep: impl Fn(&ShardId) -> bool,
+    ) -> Result<Vec<(String, ShardId)>, NodeError> {
+        let entries = match fs::read_dir(self.shards.join(d)) {
             Ok(entries) => entries,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
             Err(e) => return Err(e.into()),
         };
-        let now = std::time::SystemTime::now();
-        let mut out = Vec::new();
+        let mut names = Vec::new();
         for entry in entries {
             let entry = entry?;
             let name = entry.file_name();
-            let Some(id) = name.to_str().and_then(parse_file_name) else { continue };
-            if !id.object_id.starts_with(&d) || placement::object_id_hash(&id.object_id).is_none() {
+            let Some(name) = name.to_str() else { continue };
+            if name <= after {
                 continue;
             }
+            if let Some(id) = parse_file_name(name)
+                && id.object_id.starts_with(d)
+                && keep(&id)
+            {
+                names.push((name.to_string(), id));
+            }
+        }
+        names.sort();
+        Ok(names)
+    }
+
+    /// Every shard file in directory `xy` (`dir` as two hex digits) whose id
+    /// carries a placement hash, with its data length and age: what the
+    /// collector walks, one directory at a time.
+    pub fn list_dir(&self, dir: u8) -> Result<Vec<PgShard>, NodeError> {
+        let now = std::time::SystemTime::now();
+        let mut out = Vec::new();
+        for (_, id) in
+            self.names_in(&format!("{dir:02x}"), "", |id| placement::object_id_hash(&id.object_id).is_some())?
+        {
             if let Some(s) = self.held(id, now)? {
                 out.push(s);
             }
         }
-        out.sort_by(|a, b| a.id.cmp(&b.id));
         Ok(out)
     }
 

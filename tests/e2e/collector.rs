@@ -52,17 +52,6 @@ fn object_ids(files: &BTreeSet<(u64, String, u8)>) -> BTreeSet<String> {
     files.iter().map(|(_, o, _)| o.clone()).collect()
 }
 
-async fn put_bytes(c: &aws_sdk_s3::Client, bucket: &str, key: &str, body: Vec<u8>) -> Result<(), String> {
-    c.put_object()
-        .bucket(bucket)
-        .key(key)
-        .body(body.into())
-        .send()
-        .await
-        .map(|_| ())
-        .map_err(|e| format!("{:?}", e.into_service_error()))
-}
-
 async fn get_bytes(c: &aws_sdk_s3::Client, bucket: &str, key: &str) -> Option<Vec<u8>> {
     let r = c.get_object().bucket(bucket).key(key).send().await.ok()?;
     Some(r.body.collect().await.unwrap().into_bytes().to_vec())
@@ -81,7 +70,7 @@ async fn listing_a_pg_on_every_node_returns_what_a_scan_of_its_data_directory_fi
     c.create_bucket().bucket("enum").send().await.unwrap();
     for i in 0..40 {
         let len = if i % 4 == 0 { 1000 } else { 70_000 + i * 100 };
-        put_bytes(&c, "enum", &format!("k{i}"), body("k", i, len)).await.unwrap();
+        try_put(&c, "enum", &format!("k{i}"), body("k", i, len)).await.unwrap();
     }
     for i in 0..5 {
         c.delete_object().bucket("enum").key(format!("k{i}")).send().await.unwrap();
@@ -183,7 +172,7 @@ async fn after_1000_overwrites_and_a_gateway_restart_only_live_versions_keep_sha
         tasks.push(tokio::spawn(async move {
             let key = format!("k{lane}");
             for n in 0..1000 / KEYS {
-                put_bytes(&w, "gcbkt", &key, body(&key, n, 70_000)).await.unwrap();
+                try_put(&w, "gcbkt", &key, body(&key, n, 70_000)).await.unwrap();
             }
             (key, 1000 / KEYS - 1)
         }));
@@ -245,8 +234,8 @@ async fn a_replica_that_missed_a_delete_gets_the_tombstone_and_then_everyone_pur
     let cluster = DevCluster::start_with(FAST_UPKEEP);
     let c = cluster.client();
     c.create_bucket().bucket("tomb").send().await.unwrap();
-    put_bytes(&c, "tomb", "gone", body("gone", 1, 70_000)).await.unwrap();
-    put_bytes(&c, "tomb", "kept", body("kept", 1, 1_000)).await.unwrap();
+    try_put(&c, "tomb", "gone", body("gone", 1, 70_000)).await.unwrap();
+    try_put(&c, "tomb", "kept", body("kept", 1, 1_000)).await.unwrap();
     let replicas = replicas_of(&cluster, "tomb", "gone");
     let map = map_of(&cluster);
     let client = node_client(&cluster).at_epoch(map.epoch);
@@ -280,17 +269,7 @@ async fn a_replica_that_missed_a_delete_gets_the_tombstone_and_then_everyone_pur
     )
     .await;
     assert!(get_bytes(&c, "tomb", "gone").await.is_none());
-    let keys: Vec<String> = c
-        .list_objects_v2()
-        .bucket("tomb")
-        .send()
-        .await
-        .unwrap()
-        .contents()
-        .iter()
-        .map(|o| o.key().unwrap().to_string())
-        .collect();
-    assert_eq!(keys, ["kept"]);
+    assert_eq!(list_keys(&c, "tomb").await, ["kept"]);
     // The shards of the deleted object are collected too.
     wait_until(Duration::from_secs(60), "the deleted object's shards to go", async || {
         let n = scan(&cluster).len();
@@ -306,13 +285,13 @@ async fn an_overwrite_whose_manifest_replicas_stall_answers_503_or_200_and_a_who
     c.create_bucket().bucket("stall").send().await.unwrap();
     let v1 = body("obj", 1, 200_000);
     let v2 = body("obj", 2, 200_000);
-    put_bytes(&c, "stall", "obj", v1.clone()).await.unwrap();
+    try_put(&c, "stall", "obj", v1.clone()).await.unwrap();
     let replicas = replicas_of(&cluster, "stall", "obj");
     // Two of the three manifest replicas stall while the overwrite runs (the
     // shards can still go to substitutes; the manifest cannot reach a majority).
     let pids: Vec<i32> = replicas[..2].iter().map(|n| cluster.node_pid(u64::from(n.0))).collect();
     let stalled = Stopped::stop(&pids).await;
-    let answer = put_bytes(&c, "stall", "obj", v2.clone()).await;
+    let answer = try_put(&c, "stall", "obj", v2.clone()).await;
     stalled.resume().await;
     // Whatever the answer, a GET gives one complete version, now and after
     // the collector and anti-entropy have had several rounds.
@@ -394,7 +373,7 @@ async fn a_randomized_history_with_skewed_clocks_and_killed_processes_ends_in_th
                 let (put, acked) = if put {
                     let g = generation.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     let len = if small { 1_000 } else { 70_000 };
-                    (Some(g), put_bytes(c, "hist", key, body(key, g, len)).await.is_ok())
+                    (Some(g), try_put(c, "hist", key, body(key, g, len)).await.is_ok())
                 } else {
                     (None, c.delete_object().bucket("hist").key(key).send().await.is_ok())
                 };
@@ -458,17 +437,7 @@ async fn a_randomized_history_with_skewed_clocks_and_killed_processes_ends_in_th
             assert!(allowed.contains(&got), "{key}: holds {got:?}, the history allows {allowed:?}");
         }
     }
-    let listed: Vec<String> = a
-        .list_objects_v2()
-        .bucket("hist")
-        .send()
-        .await
-        .unwrap()
-        .contents()
-        .iter()
-        .map(|o| o.key().unwrap().to_string())
-        .collect();
-    for key in &listed {
+    for key in &list_keys(&a, "hist").await {
         assert!(get_bytes(&a, "hist", key).await.is_some(), "{key} is listed but does not read");
     }
 

@@ -657,13 +657,32 @@ pub fn pattern(len: usize, seed: u64) -> Vec<u8> {
 }
 
 pub async fn put(c: &aws_sdk_s3::Client, bucket: &str, key: &str, body: Vec<u8>) {
+    try_put(c, bucket, key, body).await.unwrap_or_else(|e| panic!("PUT {bucket}/{key}: {e}"));
+}
+
+/// A PUT whose failure is an answer, not a panic.
+pub async fn try_put(c: &aws_sdk_s3::Client, bucket: &str, key: &str, body: Vec<u8>) -> Result<(), String> {
     c.put_object()
         .bucket(bucket)
         .key(key)
         .body(body.into())
         .send()
         .await
-        .unwrap_or_else(|e| panic!("PUT {bucket}/{key}: {}", aws_sdk_s3::error::DisplayErrorContext(&e)));
+        .map(|_| ())
+        .map_err(|e| aws_sdk_s3::error::DisplayErrorContext(&e).to_string())
+}
+
+/// The keys of the first page (up to 1,000) of a bucket's listing.
+pub async fn list_keys(c: &aws_sdk_s3::Client, bucket: &str) -> Vec<String> {
+    c.list_objects_v2()
+        .bucket(bucket)
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("LIST {bucket}: {}", aws_sdk_s3::error::DisplayErrorContext(&e)))
+        .contents()
+        .iter()
+        .map(|o| o.key().unwrap_or_default().to_string())
+        .collect()
 }
 
 pub async fn get(c: &aws_sdk_s3::Client, bucket: &str, key: &str, range: Option<String>) -> Vec<u8> {
