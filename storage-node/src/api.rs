@@ -15,6 +15,7 @@
 //! | `POST /v1/manifests/relocate` | body [`Relocate`] → [`RelocateReply`]: compare-and-swap of shard places |
 //! | `POST /v1/pg/manifests` | body [`ListPg`] → [`PgManifestList`]: the manifests held in one PG, from the index only |
 //! | `POST /v1/pg/digest` | body [`PgSelector`] → [`PgDigest`] |
+//! | `POST /v1/pg/digests` | body [`PgDigests`] → one [`PgDigest`] per PG named, in order |
 //! | `POST /v1/pg/shards` | body [`ListPg`] → [`PgShardList`]: the shard files held in one PG, from their headers only |
 //! | `POST /v1/references` | body [`References`] → [`ShardPlaces`]: where the manifests here place those ids' shards |
 //! | `GET  /v1/health` | 200 `{"node": id, "epoch": E}` |
@@ -228,6 +229,14 @@ pub struct PgDigest {
     pub count: u64,
     /// Hex blake3 over the PG's (key, version, tombstone) entries in order.
     pub digest: String,
+}
+
+/// Digests of several PGs in one request (anti-entropy's round).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PgDigests {
+    pub pg_count: u32,
+    pub function: PgFunction,
+    pub pgs: Vec<PgId>,
 }
 
 /// One shard file in a PG listing.

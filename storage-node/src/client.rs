@@ -410,6 +410,16 @@ impl NodeClient {
         self.call_json(addr, Method::POST, "/v1/pg/digest", Some(body)).await
     }
 
+    /// Digests of several PGs, in the order named.
+    pub async fn pg_digests(&self, addr: &str, req: &api::PgDigests) -> Result<Vec<api::PgDigest>, NodeError> {
+        let body = serde_json::to_vec(req).map_err(|e| NodeError::Other(e.to_string()))?;
+        let out: Vec<api::PgDigest> = self.call_json(addr, Method::POST, "/v1/pg/digests", Some(body)).await?;
+        if out.len() != req.pgs.len() {
+            return Err(NodeError::Other(format!("{addr} sent {} digests for {} PGs", out.len(), req.pgs.len())));
+        }
+        Ok(out)
+    }
+
     /// Where the manifests on the node place the shards of `object_ids`.
     pub async fn placements(&self, addr: &str, object_ids: &[String]) -> Result<Vec<api::ShardPlace>, NodeError> {
         let body = serde_json::to_vec(&api::References { object_ids: object_ids.to_vec() })

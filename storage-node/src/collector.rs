@@ -155,7 +155,9 @@ impl Upkeeper {
         self.client.placements(&addr, ids).await
     }
 
-    /// One pass over every shard file; returns how many were deleted.
+    /// One pass over every shard file, a directory at a time; returns how
+    /// many were deleted. Each directory costs one question to each replica
+    /// node concerned (asked at once), whatever the number of PGs in it.
     pub async fn collect_round(&self) -> Result<u64, NodeError> {
         let Some(map) = self.current_map() else { return Ok(0) };
         let grace_ms = self.settings.grace.as_millis() as u64;
@@ -174,34 +176,71 @@ impl Upkeeper {
                     by_pg.entry(map.pg_of_hash(hash)).or_default().push(f.id);
                 }
             }
-            for (pg, held) in by_pg {
-                deleted += self.collect_pg(&map, pg, held).await?;
+            if by_pg.is_empty() {
+                continue;
             }
+            // Replica node → the ids it is asked about.
+            let mut ask: BTreeMap<NodeId, BTreeSet<String>> = BTreeMap::new();
+            for (pg, held) in &by_pg {
+                for node in row_replicas(&map, *pg) {
+                    ask.entry(node).or_default().extend(held.iter().map(|s| s.object_id.clone()));
+                }
+            }
+            let answers: BTreeMap<NodeId, Option<BTreeSet<(String, u8)>>> =
+                futures::future::join_all(ask.into_iter().map(|(node, ids)| {
+                    let map = &map;
+                    async move {
+                        let ids: Vec<String> = ids.into_iter().collect();
+                        let mut placed = BTreeSet::new();
+                        for chunk in ids.chunks(crate::server::MAX_REFERENCES) {
+                            match self.placements_on(map, node, chunk).await {
+                                Ok(p) => placed.extend(
+                                    p.into_iter().filter(|p| p.node == self.id).map(|p| (p.object_id, p.index)),
+                                ),
+                                Err(e) => {
+                                    tracing::debug!(%node, error = %e, "collector: a replica did not answer; its PGs wait");
+                                    return (node, None);
+                                }
+                            }
+                        }
+                        (node, Some(placed))
+                    }
+                }))
+                .await
+                .into_iter()
+                .collect();
+            // A file is kept while any replica of its PG's rows places that
+            // shard on this node; a PG some replica did not answer for waits.
+            let (mut kept, mut unplaced) = (Vec::new(), Vec::new());
+            for (pg, held) in by_pg {
+                let mut placed_here = BTreeSet::new();
+                let mut all_answered = true;
+                for node in row_replicas(&map, pg) {
+                    match answers.get(&node) {
+                        Some(Some(p)) => placed_here.extend(p.iter().cloned()),
+                        _ => all_answered = false,
+                    }
+                }
+                if !all_answered {
+                    add(&self.stats.pgs_waiting, 1);
+                    continue;
+                }
+                for s in held {
+                    if placed_here.contains(&(s.object_id.clone(), s.index)) {
+                        kept.push(s);
+                    } else {
+                        unplaced.push(s);
+                    }
+                }
+            }
+            deleted += self.settle(dir, kept, unplaced).await?;
         }
         Ok(deleted)
     }
 
-    /// A file `<id>.<index>` here is kept while any replica's manifest places
-    /// shard `index` of `id` on this node; otherwise it is a candidate, and
-    /// deleted once it has been one for a grace period.
-    async fn collect_pg(&self, map: &PlacementMap, pg: PgId, held: Vec<ShardId>) -> Result<u64, NodeError> {
-        let ids: Vec<String> = held.iter().map(|s| s.object_id.clone()).collect::<BTreeSet<_>>().into_iter().collect();
-        let mut placed_here: BTreeSet<(String, u8)> = BTreeSet::new();
-        for chunk in ids.chunks(crate::server::MAX_REFERENCES) {
-            for node in row_replicas(map, pg) {
-                match self.placements_on(map, node, chunk).await {
-                    Ok(places) => placed_here
-                        .extend(places.into_iter().filter(|p| p.node == self.id).map(|p| (p.object_id, p.index))),
-                    Err(e) => {
-                        tracing::debug!(pg, %node, error = %e, "collector: a replica did not answer; PG waits");
-                        add(&self.stats.pgs_waiting, 1);
-                        return Ok(0);
-                    }
-                }
-            }
-        }
-        let (kept, unplaced): (Vec<ShardId>, Vec<ShardId>) =
-            held.into_iter().partition(|s| placed_here.contains(&(s.object_id.clone(), s.index)));
+    /// Forgets the candidates that are placed again (`kept`), records the
+    /// unplaced ones, and deletes those unplaced for a grace period already.
+    async fn settle(&self, dir: u8, kept: Vec<ShardId>, unplaced: Vec<ShardId>) -> Result<u64, NodeError> {
         let now = now_ms();
         let names = |v: &[ShardId]| v.iter().map(ShardId::file_name).collect::<Vec<_>>();
         let noted = self.meta.note_candidates(names(&unplaced), names(&kept), now).await?;
@@ -220,7 +259,7 @@ impl Upkeeper {
         let n = deleted.len() as u64;
         if n > 0 {
             self.meta.note_candidates(Vec::new(), deleted, now).await?;
-            tracing::info!(pg, shards = n, "collector deleted unreferenced shards");
+            tracing::info!(dir = format!("{dir:02x}"), shards = n, "collector deleted unreferenced shards");
             add(&self.stats.shards_deleted, n);
         }
         Ok(n)

@@ -606,23 +606,42 @@ impl MetaStore {
     ) -> Result<Vec<(String, u64)>, NodeError> {
         let db = self.db.clone();
         spawn_blocking(move || {
-            let w = db.begin_write().map_err(store_err)?;
-            let mut out = Vec::with_capacity(ids.len());
+            // Most rounds change nothing (every file still placed, every
+            // candidate already noted): read first, and write (an fsync) only
+            // if something changes.
+            let (mut out, mut fresh, mut gone) = (Vec::with_capacity(ids.len()), Vec::new(), Vec::new());
             {
-                let mut t = w.open_table(CANDIDATES).map_err(store_err)?;
-                for id in &clear {
-                    t.remove(id.as_str()).map_err(store_err)?;
+                let r = db.begin_read().map_err(store_err)?;
+                let t = r.open_table(CANDIDATES).map_err(store_err)?;
+                for id in clear {
+                    if t.get(id.as_str()).map_err(store_err)?.is_some() {
+                        gone.push(id);
+                    }
                 }
                 for id in ids {
-                    let first = t.get(id.as_str()).map_err(store_err)?.map(|v| v.value());
-                    let first = match first {
-                        Some(f) => f,
+                    match t.get(id.as_str()).map_err(store_err)? {
+                        Some(first) => out.push((id, first.value())),
                         None => {
-                            t.insert(id.as_str(), now_ms).map_err(store_err)?;
-                            now_ms
+                            fresh.push(id.clone());
+                            out.push((id, now_ms));
                         }
-                    };
-                    out.push((id, first));
+                    }
+                }
+            }
+            if fresh.is_empty() && gone.is_empty() {
+                return Ok(out);
+            }
+            let w = db.begin_write().map_err(store_err)?;
+            {
+                let mut t = w.open_table(CANDIDATES).map_err(store_err)?;
+                for id in &gone {
+                    t.remove(id.as_str()).map_err(store_err)?;
+                }
+                for id in &fresh {
+                    // A concurrent note (none today: one collector) keeps the earlier time.
+                    if t.get(id.as_str()).map_err(store_err)?.is_none() {
+                        t.insert(id.as_str(), now_ms).map_err(store_err)?;
+                    }
                 }
             }
             w.commit().map_err(store_err)?;

@@ -244,6 +244,7 @@ fn router(state: Arc<AppState>) -> Router {
         .route("/v1/manifests/relocate", post(relocate))
         .route("/v1/pg/manifests", post(list_pg_manifests))
         .route("/v1/pg/digest", post(pg_digest))
+        .route("/v1/pg/digests", post(pg_digests))
         .route("/v1/pg/shards", post(list_pg_shards))
         .route("/v1/references", post(references))
         .route("/v1/health", get(health))
@@ -689,6 +690,21 @@ async fn pg_digest(State(st): State<Arc<AppState>>, body: Body) -> Result<Respon
     check_pg(&sel)?;
     let (count, digest) = st.meta.pg_digest(sel).await?;
     Ok(json(StatusCode::OK, &api::PgDigest { count, digest: hex::encode(digest) }))
+}
+
+async fn pg_digests(State(st): State<Arc<AppState>>, body: Body) -> Result<Response, ApiError> {
+    let req: api::PgDigests = parse_json(&body_bytes(body).await?)?;
+    if req.pgs.len() > req.pg_count as usize {
+        return Err(NodeError::BadRequest("more PGs named than there are".into()).into());
+    }
+    let mut out = Vec::with_capacity(req.pgs.len());
+    for pg in req.pgs {
+        let sel = api::PgSelector { pg, pg_count: req.pg_count, function: req.function };
+        check_pg(&sel)?;
+        let (count, digest) = st.meta.pg_digest(sel).await?;
+        out.push(api::PgDigest { count, digest: hex::encode(digest) });
+    }
+    Ok(json(StatusCode::OK, &out))
 }
 
 async fn list_pg_shards(State(st): State<Arc<AppState>>, body: Body) -> Result<Response, ApiError> {

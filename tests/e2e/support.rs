@@ -748,6 +748,6 @@ mod tests {
         });
         let _ = child.kill();
         let _ = child.wait();
-        assert!(matches!(state, Some('S' | 'R')), "state {state:?}");
+        assert!(matches!(state, Some('S' | 'R' | 'D')), "state {state:?}");
     }
 }
