@@ -162,6 +162,9 @@ impl Upkeeper {
         let Some(map) = self.current_map() else { return Ok(0) };
         let grace_ms = self.settings.grace.as_millis() as u64;
         let mut deleted = 0;
+        // Replicas that did not answer once are not asked again this round
+        // (a hung node would otherwise cost a deadline per directory).
+        let silent = std::sync::Mutex::new(BTreeSet::<NodeId>::new());
         for dir in 0..=255u8 {
             let store = self.shards.clone();
             let files = tokio::task::spawn_blocking(move || store.list_dir(dir))
@@ -188,8 +191,11 @@ impl Upkeeper {
             }
             let answers: BTreeMap<NodeId, Option<BTreeSet<(String, u8)>>> =
                 futures::future::join_all(ask.into_iter().map(|(node, ids)| {
-                    let map = &map;
+                    let (map, silent) = (&map, &silent);
                     async move {
+                        if silent.lock().expect("silent lock").contains(&node) {
+                            return (node, None);
+                        }
                         let ids: Vec<String> = ids.into_iter().collect();
                         let mut placed = BTreeSet::new();
                         for chunk in ids.chunks(crate::server::MAX_REFERENCES) {
@@ -199,6 +205,7 @@ impl Upkeeper {
                                 ),
                                 Err(e) => {
                                     tracing::debug!(%node, error = %e, "collector: a replica did not answer; its PGs wait");
+                                    silent.lock().expect("silent lock").insert(node);
                                     return (node, None);
                                 }
                             }
@@ -272,6 +279,7 @@ impl Upkeeper {
         let horizon = self.settings.tombstone_horizon.as_nanos() as u64;
         let old_before = (now_ms() * 1_000_000).saturating_sub(horizon);
         let mut purged = 0;
+        let mut silent = BTreeSet::new();
         for pg in 0..map.pg_count {
             if !map.manifest_replicas(pg).contains(&self.id) {
                 continue;
@@ -285,12 +293,17 @@ impl Upkeeper {
             let mut theirs: Vec<BTreeMap<(String, String), Version>> = Vec::new();
             let mut all_answered = true;
             for node in row_replicas(&map, pg).into_iter().filter(|n| *n != self.id) {
+                if silent.contains(&node) {
+                    all_answered = false;
+                    break;
+                }
                 match self.peer_pg(&map, node, sel).await {
                     Ok(list) => {
                         theirs.push(list.into_iter().map(|e| ((e.bucket, e.key), e.version)).collect());
                     }
                     Err(e) => {
                         tracing::debug!(pg, %node, error = %e, "purge: a replica did not answer; PG waits");
+                        silent.insert(node);
                         all_answered = false;
                         break;
                     }

@@ -245,7 +245,10 @@ async fn a_replica_that_missed_a_delete_gets_the_tombstone_and_then_everyone_pur
     // while it is away, and must not be purged meanwhile.
     let away = Stopped::stop(&[cluster.node_pid(u64::from(replicas[0].0))]).await;
     c.delete_object().bucket("tomb").key("gone").send().await.unwrap();
-    tokio::time::sleep(Duration::from_secs(4)).await;
+    // Past the horizon (2 s) and past two collector rounds that each wait a
+    // node call's deadline (5 s) for the silent replica, so that a purge that
+    // did not wait for it would have happened (checked: it does then).
+    tokio::time::sleep(Duration::from_secs(16)).await;
     for n in &replicas[1..] {
         let m = client.get_manifest(&addr_of(*n), "tomb", "gone").await.unwrap();
         assert!(m.is_some_and(|m| m.is_deleted()), "node {n} purged a tombstone a replica had not seen");
