@@ -121,6 +121,10 @@ pub struct NodeStatus {
     /// What the node last reported to this replica (`None`: no report yet).
     #[serde(default)]
     pub usage: Option<NodeUsage>,
+    /// The last state change that came with a reason (the failure detector's,
+    /// or an operator's).
+    #[serde(default)]
+    pub transition: Option<crate::state::Transition>,
 }
 
 /// `POST /v1/report`: what a storage node says of itself, every few seconds.
@@ -210,6 +214,9 @@ pub struct Status {
     pub profiles: Vec<ProfileStatus>,
     pub sites: Vec<SiteStatus>,
     pub nodes: Vec<NodeStatus>,
+    /// Automatic `out` is held (`sillok admin repair hold`).
+    #[serde(default)]
+    pub repair_hold: bool,
     /// Gateways that reported to this replica in the last 10 minutes.
     #[serde(default)]
     pub gateways: Vec<GatewayStatus>,

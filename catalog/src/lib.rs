@@ -12,6 +12,8 @@
 //! - `server`: a running replica: its Raft instance, the HTTP service, the
 //!   forwarding of writes to the leader, the one-time seeding from the
 //!   cluster file;
+//! - `detector`: the leader's failure detector, which marks silent nodes
+//!   `down` and then `out`;
 //! - `client`: [`CatalogClient`], which finds the leader among the replicas;
 //! - `follower`: [`follower::Follower`], which every other process uses to
 //!   track the catalog (nodes: [`follower::MapFollower`], the map by epoch;
@@ -32,6 +34,7 @@
 
 pub mod api;
 pub mod client;
+pub mod detector;
 pub mod follower;
 pub mod raft_network;
 pub mod server;

@@ -103,6 +103,8 @@ pub struct ReplicaConfig {
     pub forward_timeout: Duration,
     /// How long a write waits for its commit before answering 503.
     pub commit_timeout: Duration,
+    /// When the leader marks silent nodes down and out (`detector`).
+    pub detector: crate::detector::DetectorSettings,
 }
 
 impl std::fmt::Debug for ReplicaConfig {
@@ -137,6 +139,7 @@ impl ReplicaConfig {
             rpc_timeout: Duration::from_millis(1000),
             forward_timeout: Duration::from_millis(3000),
             commit_timeout: Duration::from_millis(2500),
+            detector: Default::default(),
         }
     }
 }
@@ -153,19 +156,20 @@ pub enum ReplicaError {
     Io(#[from] std::io::Error),
 }
 
-struct Shared {
-    id: u64,
+pub(crate) struct Shared {
+    pub(crate) id: u64,
     site: String,
-    raft: Raft,
-    sm: StateMachineStore,
+    pub(crate) raft: Raft,
+    pub(crate) sm: StateMachineStore,
     internal: Signer,
     transport: Transport,
     forward_timeout: Duration,
-    commit_timeout: Duration,
+    pub(crate) commit_timeout: Duration,
     seed: Option<Command>,
+    detector: crate::detector::DetectorSettings,
     /// The last usage report of each storage node, and when it came (kept in
     /// memory only: a report is a reading, not catalog state).
-    reports: std::sync::Mutex<BTreeMap<sillok_placement::NodeId, (Instant, api::NodeReport)>>,
+    pub(crate) reports: std::sync::Mutex<BTreeMap<sillok_placement::NodeId, (Instant, api::NodeReport)>>,
     /// The last report of each gateway, by its address (memory only).
     gateway_reports: std::sync::Mutex<BTreeMap<String, (Instant, api::GatewayReport)>>,
 }
@@ -235,6 +239,7 @@ impl Replica {
             forward_timeout: config.forward_timeout,
             commit_timeout: config.commit_timeout,
             seed: config.seed.clone(),
+            detector: config.detector,
             reports: Default::default(),
             gateway_reports: Default::default(),
         });
@@ -253,9 +258,11 @@ impl Replica {
     pub async fn run(self, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), ReplicaError> {
         let Replica { shared, listener, addr } = self;
         let seeder = tokio::spawn(seed_when_leader(shared.clone()));
+        let detector = tokio::spawn(crate::detector::detect_forever(shared.clone(), shared.detector));
         let app = router(shared.clone());
         let res = sillok_rpc::server::serve(listener, app, shutdown).await;
         seeder.abort();
+        detector.abort();
         if let Err(e) = shared.raft.shutdown().await {
             tracing::warn!(error = %e, "raft did not shut down cleanly");
         }
@@ -525,6 +532,7 @@ fn status_of(sh: &Shared) -> Status {
                     slots: s,
                     fill_pct: (s as f64) * 100.0 / total as f64,
                     usage,
+                    transition: c.repair.transitions.get(&n.id).cloned(),
                 });
             }
             for s in &map.topology.sites {
@@ -564,6 +572,7 @@ fn status_of(sh: &Shared) -> Status {
             profiles,
             sites,
             nodes,
+            repair_hold: c.repair.hold,
             gateways,
             buckets: c.buckets.len(),
             keys: c.keys.len(),

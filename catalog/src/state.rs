@@ -137,6 +137,35 @@ pub struct Catalog {
     pub keys: BTreeMap<String, KeyRecord>,
     /// The id the next added node gets; only grows, so ids are never reused.
     pub next_node_id: u32,
+    /// Automatic failure handling: the hold, and why each node is in its state.
+    #[serde(default)]
+    pub repair: Repair,
+}
+
+/// Milliseconds since the Unix epoch, for command stamps.
+fn now_ms() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+}
+
+/// What the failure detector (`detector`) and operators decided, and why.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Repair {
+    /// While set, the detector marks nodes `down` but never `out`
+    /// (`sillok admin repair hold|release`, like Ceph's `noout`).
+    #[serde(default)]
+    pub hold: bool,
+    /// The last state change of each node that came with a reason.
+    #[serde(default)]
+    pub transitions: BTreeMap<NodeId, Transition>,
+}
+
+/// One node state change and its reason.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Transition {
+    pub state: NodeState,
+    pub reason: String,
+    /// When it was proposed, ms since the Unix epoch (the proposer's clock).
+    pub at_ms: i64,
 }
 
 /// A change to the catalog, as the Raft log carries it.
@@ -186,6 +215,15 @@ pub enum Command {
     SetNodeState {
         id: NodeId,
         state: NodeState,
+        /// Why (the detector always says; an operator's change may not).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        reason: Option<String>,
+        #[serde(default)]
+        at_ms: i64,
+    },
+    /// Holds or releases automatic `out` (the detector still marks `down`).
+    SetRepairHold {
+        hold: bool,
     },
 }
 
@@ -199,6 +237,11 @@ pub enum Touch {
 }
 
 impl Command {
+    /// An operator's node state change (no reason given), stamped now.
+    pub fn node_state(id: NodeId, state: NodeState) -> Self {
+        Command::SetNodeState { id, state, reason: None, at_ms: now_ms() }
+    }
+
     pub fn touches(&self) -> Touch {
         match self {
             Command::Bootstrap { .. } => Touch::All,
@@ -246,6 +289,9 @@ pub enum Outcome {
     },
     KeyRevoked {
         id: String,
+    },
+    RepairHold {
+        hold: bool,
     },
     /// The reply of log entries that carry no command (leader blanks,
     /// membership changes).
@@ -392,12 +438,20 @@ impl Catalog {
                 }
                 Ok(Outcome::KeyRevoked { id: id.clone() })
             }
+            Command::SetRepairHold { hold } => {
+                self.repair.hold = *hold;
+                Ok(Outcome::RepairHold { hold: *hold })
+            }
             _ => {
                 let (topology, added) = self.changed_topology(map, cmd)?;
                 let new_map = map.with_topology(topology)?;
                 check_copies(map, &new_map.topology)?;
                 let epoch = new_map.epoch;
                 self.map = Some(new_map);
+                if let Command::SetNodeState { id, state, reason, at_ms } = cmd {
+                    let reason = reason.clone().unwrap_or_else(|| "set by an operator".into());
+                    self.repair.transitions.insert(*id, Transition { state: *state, reason, at_ms: *at_ms });
+                }
                 Ok(match added {
                     Some(id) => {
                         self.next_node_id = id.0 + 1;
@@ -464,7 +518,7 @@ impl Catalog {
                 let i = node_mut(&mut t, *id)?;
                 t.nodes[i].weight = *weight;
             }
-            Command::SetNodeState { id, state } => {
+            Command::SetNodeState { id, state, .. } => {
                 let i = node_mut(&mut t, *id)?;
                 t.nodes[i].state = *state;
             }
@@ -658,14 +712,14 @@ mod tests {
     #[test]
     fn map_changes_add_one_epoch_each_and_keep_the_site_rule() {
         let mut c = seeded(3, 2);
-        let out = c.apply(&Command::SetNodeState { id: NodeId(1), state: NodeState::Down }).unwrap();
+        let out = c.apply(&Command::node_state(NodeId(1), NodeState::Down)).unwrap();
         assert_eq!(out, Outcome::Map { epoch: 2 });
-        c.apply(&Command::SetNodeState { id: NodeId(1), state: NodeState::Up }).unwrap();
+        c.apply(&Command::node_state(NodeId(1), NodeState::Up)).unwrap();
         let out =
             c.apply(&Command::AddNode { site: "site-b".into(), addr: "127.0.0.1:9999".into(), weight: 2.0 }).unwrap();
         assert_eq!(out, Outcome::NodeAdded { id: NodeId(7), epoch: 4 });
         c.apply(&Command::SetNodeWeight { id: NodeId(7), weight: 1.0 }).unwrap();
-        c.apply(&Command::SetNodeState { id: NodeId(7), state: NodeState::Out }).unwrap();
+        c.apply(&Command::node_state(NodeId(7), NodeState::Out)).unwrap();
         c.apply(&Command::RemoveNode { id: NodeId(7) }).unwrap();
         // Ids are never reused.
         let out =
@@ -689,7 +743,7 @@ mod tests {
         assert!(matches!(e, CatalogError::Placement(_)), "{e}");
         assert!(matches!(refused(&mut c, Command::AddSite { site: "site-a".into() }), CatalogError::SiteExists(_)));
         assert!(matches!(
-            refused(&mut c, Command::SetNodeState { id: NodeId(99), state: NodeState::Down }),
+            refused(&mut c, Command::node_state(NodeId(99), NodeState::Down)),
             CatalogError::NoSuchNode(_)
         ));
         assert!(matches!(
@@ -720,13 +774,42 @@ mod tests {
     }
 
     #[test]
+    fn node_state_changes_keep_their_reason_and_the_hold_is_kept() {
+        let mut c = seeded(3, 2);
+        c.apply(&Command::SetNodeState {
+            id: NodeId(2),
+            state: NodeState::Down,
+            reason: Some("not heard for 12.0 s (down after 10 s)".into()),
+            at_ms: 77,
+        })
+        .unwrap();
+        let t = &c.repair.transitions[&NodeId(2)];
+        assert_eq!(
+            (t.state, t.reason.as_str(), t.at_ms),
+            (NodeState::Down, "not heard for 12.0 s (down after 10 s)", 77)
+        );
+        c.apply(&Command::node_state(NodeId(2), NodeState::Up)).unwrap();
+        assert_eq!(c.repair.transitions[&NodeId(2)].reason, "set by an operator");
+        assert_eq!(c.apply(&Command::SetRepairHold { hold: true }).unwrap(), Outcome::RepairHold { hold: true });
+        assert!(c.repair.hold);
+        // A refused change records nothing.
+        assert!(c.apply(&Command::node_state(NodeId(99), NodeState::Down)).is_err());
+        assert!(!c.repair.transitions.contains_key(&NodeId(99)));
+        // Catalogs written before the field read back without it.
+        let mut v = serde_json::to_value(&c).unwrap();
+        v.as_object_mut().unwrap().remove("repair");
+        let old: Catalog = serde_json::from_value(v).unwrap();
+        assert_eq!(old.repair, Repair::default());
+    }
+
+    #[test]
     fn apply_is_deterministic() {
         let cmds = vec![
             Command::CreateBucket { bucket: bucket("one") },
             Command::AddSite { site: "site-d".into() },
             Command::AddNode { site: "site-d".into(), addr: "h:1".into(), weight: 1.0 },
             Command::AddNode { site: "site-d".into(), addr: "h:2".into(), weight: 1.5 },
-            Command::SetNodeState { id: NodeId(2), state: NodeState::Draining },
+            Command::node_state(NodeId(2), NodeState::Draining),
             Command::CreateBucket { bucket: bucket("one") },
         ];
         let run = || {

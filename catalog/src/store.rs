@@ -411,6 +411,7 @@ impl StateMachineStore {
         st.catalog.region = get(&meta, "region")?.unwrap_or_default();
         st.catalog.map = get(&meta, "map")?.flatten();
         st.catalog.next_node_id = get(&meta, "next_node_id")?.unwrap_or_default();
+        st.catalog.repair = get(&meta, "repair")?.unwrap_or_default();
         for item in r.open_table(BUCKETS)?.iter()? {
             let (k, v) = item?;
             st.catalog.buckets.insert(k.value().to_string(), serde_json::from_slice(v.value()).map_err(json_err)?);
@@ -456,6 +457,7 @@ impl StateMachineStore {
             r.meta.push(("region", to_json(&st.catalog.region)));
             r.meta.push(("map", to_json(&st.catalog.map)));
             r.meta.push(("next_node_id", to_json(&st.catalog.next_node_id)));
+            r.meta.push(("repair", to_json(&st.catalog.repair)));
         }
         let bucket = |name: &String| (name.clone(), st.catalog.buckets.get(name).map(to_json));
         let key = |id: &String| (id.clone(), st.catalog.keys.get(id).map(to_json));

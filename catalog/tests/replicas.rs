@@ -181,7 +181,7 @@ async fn three_replicas_elect_seed_replicate_and_restart_from_disk() {
         Err(ClientError::Refused(e)) => assert!(e.to_string().contains("nothing changed"), "{e}"),
         other => panic!("expected a refusal, got {other:?}"),
     }
-    let r = admin.propose(Command::SetNodeState { id: NodeId(1), state: NodeState::Down }).await.unwrap();
+    let r = admin.propose(Command::node_state(NodeId(1), NodeState::Down)).await.unwrap();
     assert!(matches!(r.outcome, Outcome::Map { epoch: 2 }), "{:?}", r.outcome);
 
     // The long poll sees the new epoch.
@@ -273,7 +273,7 @@ async fn a_map_follower_follows_by_epoch_and_starts_from_disk_without_replicas()
         assert!(Instant::now() < deadline);
         let _ = tokio::time::timeout(Duration::from_millis(200), rx.changed()).await;
     }
-    c.propose(Command::SetNodeState { id: NodeId(4), state: NodeState::Down }).await.unwrap();
+    c.propose(Command::node_state(NodeId(4), NodeState::Down)).await.unwrap();
     while f.epoch() < 2 {
         assert!(Instant::now() < deadline, "the follower did not see epoch 2");
         let _ = tokio::time::timeout(Duration::from_millis(200), rx.changed()).await;

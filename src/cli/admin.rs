@@ -65,6 +65,18 @@ pub enum AdminCommand {
     /// Catalog replicas (Raft membership).
     #[command(subcommand)]
     Replica(ReplicaCommand),
+    /// Automatic failure handling.
+    #[command(subcommand)]
+    Repair(RepairCommand),
+}
+
+#[derive(clap::Subcommand)]
+pub enum RepairCommand {
+    /// Stop the catalog from marking silent nodes `out` (they are still marked
+    /// `down`): for planned maintenance, like Ceph's `noout`.
+    Hold,
+    /// Let the catalog mark nodes `out` again once they have been silent long enough.
+    Release,
 }
 
 #[derive(clap::Subcommand)]
@@ -362,6 +374,19 @@ async fn status(c: &CatalogClient, json: bool) -> anyhow::Result<()> {
             &rows
         )
     );
+    let changed: Vec<&sillok_catalog::api::NodeStatus> = s.nodes.iter().filter(|n| n.transition.is_some()).collect();
+    if !changed.is_empty() || s.repair_hold {
+        println!();
+        if s.repair_hold {
+            println!("repair: HELD (silent nodes are marked down, never out; `sillok admin repair release`)");
+        }
+        for n in changed {
+            if let Some(t) = &n.transition {
+                let ago = (sillok_model::clock::wall_ms() - t.at_ms).max(0) as f64 / 1000.0;
+                println!("node {}: {} {ago:.0} s ago: {}", n.id, state_name(t.state), t.reason);
+            }
+        }
+    }
     if !s.gateways.is_empty() {
         println!();
         let rows: Vec<Vec<String>> = s
@@ -421,6 +446,10 @@ fn report(p: &Proposed, json: bool) -> anyhow::Result<()> {
         Outcome::BucketDeleted { name } => println!("deleted bucket {name} from the catalog"),
         Outcome::KeyRevoked { id } => println!("revoked key {id}"),
         Outcome::KeyCreated { key } => println!("created key {}", key.id),
+        Outcome::RepairHold { hold: true } => {
+            println!("repair held: silent nodes are marked down but not out until `sillok admin repair release`")
+        }
+        Outcome::RepairHold { hold: false } => println!("repair released: silent nodes are marked out again"),
         other => println!("done: {other:?}"),
     }
     Ok(())
@@ -440,10 +469,10 @@ pub async fn run(a: AdminArgs) -> anyhow::Result<()> {
                 NodeCommand::Add { site, addr, weight } => Command::AddNode { site, addr, weight },
                 NodeCommand::Remove { id } => Command::RemoveNode { id: parse_node(&id)? },
                 NodeCommand::SetWeight { id, weight } => Command::SetNodeWeight { id: parse_node(&id)?, weight },
-                NodeCommand::Down { id } => Command::SetNodeState { id: parse_node(&id)?, state: NodeState::Down },
-                NodeCommand::Up { id } => Command::SetNodeState { id: parse_node(&id)?, state: NodeState::Up },
-                NodeCommand::Drain { id } => Command::SetNodeState { id: parse_node(&id)?, state: NodeState::Draining },
-                NodeCommand::Out { id } => Command::SetNodeState { id: parse_node(&id)?, state: NodeState::Out },
+                NodeCommand::Down { id } => Command::node_state(parse_node(&id)?, NodeState::Down),
+                NodeCommand::Up { id } => Command::node_state(parse_node(&id)?, NodeState::Up),
+                NodeCommand::Drain { id } => Command::node_state(parse_node(&id)?, NodeState::Draining),
+                NodeCommand::Out { id } => Command::node_state(parse_node(&id)?, NodeState::Out),
             };
             report(&propose(cmd).await?, json)?;
         }
@@ -538,6 +567,12 @@ pub async fn run(a: AdminArgs) -> anyhow::Result<()> {
             print!("{}", table(&["KEY", "PERMISSIONS", "STATE", "CREATED"], &rows));
         }
         AdminCommand::Key(KeyCommand::Revoke { id }) => report(&propose(Command::RevokeKey { id }).await?, json)?,
+        AdminCommand::Repair(RepairCommand::Hold) => {
+            report(&propose(Command::SetRepairHold { hold: true }).await?, json)?
+        }
+        AdminCommand::Repair(RepairCommand::Release) => {
+            report(&propose(Command::SetRepairHold { hold: false }).await?, json)?
+        }
         AdminCommand::Replica(ReplicaCommand::Add { id, addr, site }) => {
             let r = c.add_replica(id, &addr, &site).await?;
             if json {

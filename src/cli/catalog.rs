@@ -67,6 +67,17 @@ pub struct CatalogArgs {
     /// Deadline (ms) of a TCP connect to another replica.
     #[arg(long, default_value_t = 300)]
     pub connect_timeout_ms: u64,
+    /// The leader marks a storage node down when it has not reported for this long (ms).
+    #[arg(long, default_value_t = 10_000)]
+    pub down_after_ms: u64,
+    /// ... and out (its slots move elsewhere) after this long (ms), unless
+    /// repair is held (`sillok admin repair hold`).
+    #[arg(long, default_value_t = 600_000)]
+    pub out_after_ms: u64,
+    /// `--out-after-ms` for a node whose whole site is silent (ms): longer, so
+    /// that a partition between sites does not move a site's data at once.
+    #[arg(long, default_value_t = 3_600_000)]
+    pub site_out_after_ms: u64,
 }
 
 fn now_secs() -> u64 {
@@ -144,6 +155,11 @@ pub async fn run(a: CatalogArgs) -> anyhow::Result<()> {
     };
     config.rpc_timeout = Duration::from_millis(a.rpc_timeout_ms);
     config.connect_timeout = Duration::from_millis(a.connect_timeout_ms);
+    config.detector = sillok_catalog::detector::DetectorSettings {
+        down_after: Duration::from_millis(a.down_after_ms),
+        out_after: Duration::from_millis(a.out_after_ms),
+        site_out_after: Duration::from_millis(a.site_out_after_ms),
+    };
     tracing::info!(id = a.id, %site, %listen, "catalog replica starting");
     let replica = Replica::open(config).await.context("cannot start the catalog replica")?;
     replica.run(super::shutdown_signal()).await.context("catalog replica failed")?;

@@ -295,6 +295,12 @@ fn start_replicas(
             "--data".into(),
             dir.display().to_string(),
         ];
+        for default in DEV_DETECTOR {
+            let flag = default.split('=').next().unwrap_or(default);
+            if !extra.iter().any(|a| a.split('=').next() == Some(flag)) {
+                args.push(default.to_string());
+            }
+        }
         args.extend(extra.iter().cloned());
         let name = format!("{}-catalog-{}", r.site, r.id);
         let child = spawn(exe, &args, &data.join("logs").join(format!("{name}.log")))?;
@@ -343,6 +349,10 @@ fn spawn(exe: &Path, args: &[String], log: &Path) -> anyhow::Result<Child> {
     }
     cmd.spawn().with_context(|| format!("cannot start {} {}", exe.display(), args.join(" ")))
 }
+
+/// The failure detector's pace in a dev cluster: a silent node is down after
+/// 6 s and out after a minute (a whole silent site after 5 minutes).
+const DEV_DETECTOR: &[&str] = &["--down-after-ms=6000", "--out-after-ms=60000", "--site-out-after-ms=300000"];
 
 /// The collector's and anti-entropy's pace in a dev cluster: within a minute.
 const DEV_UPKEEP: &[&str] =

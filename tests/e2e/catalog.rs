@@ -229,7 +229,7 @@ async fn restarting_every_replica_brings_the_whole_catalog_back_from_disk() {
     for i in 0..5 {
         c.propose(bucket(&format!("keep-{i}"))).await.unwrap();
     }
-    c.propose(Command::SetNodeState { id: NodeId(2), state: NodeState::Down }).await.unwrap();
+    c.propose(Command::node_state(NodeId(2), NodeState::Down)).await.unwrap();
     let last = c.propose(Command::SetNodeWeight { id: NodeId(3), weight: 2.0 }).await.unwrap().log_index;
     let before = converged(&r, &[1, 2, 3], last).await;
     let view_before = c.catalog(true).await.unwrap();
@@ -259,7 +259,7 @@ async fn a_replica_down_through_100_map_changes_catches_up() {
     let mut last = 0;
     for i in 0..100 {
         let state = if i % 2 == 0 { NodeState::Down } else { NodeState::Up };
-        last = c.propose(Command::SetNodeState { id: NodeId(1 + (i % 6)), state }).await.unwrap().log_index;
+        last = c.propose(Command::node_state(NodeId(1 + (i % 6)), state)).await.unwrap().log_index;
     }
     let epoch = c.status().await.unwrap().epoch;
     assert_eq!(epoch, 101);

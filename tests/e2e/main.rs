@@ -12,6 +12,7 @@ mod support;
 mod catalog;
 mod collector;
 mod data_path;
+mod detector;
 mod following;
 mod real_clients;
 mod s3_compat;
