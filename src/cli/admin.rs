@@ -449,7 +449,9 @@ fn report(p: &Proposed, json: bool) -> anyhow::Result<()> {
         Outcome::RepairHold { hold: true } => {
             println!("repair held: silent nodes are marked down but not out until `sillok admin repair release`")
         }
-        Outcome::RepairHold { hold: false } => println!("repair released: silent nodes are marked out again"),
+        Outcome::RepairHold { hold: false } => {
+            println!("repair released: nodes silent for longer than the catalog's out-after are marked out again")
+        }
         other => println!("done: {other:?}"),
     }
     Ok(())
