@@ -13,7 +13,9 @@
 //!   marked `out` (its slots move to other nodes), unless repair is held
 //!   (`sillok admin repair hold`). When every node of its site is silent,
 //!   the longer `site_out_after` applies instead, so that a partition between
-//!   sites does not start moving a whole site's data at once.
+//!   sites does not start moving a whole site's data at once, and the whole
+//!   site is marked `out` in one change (its slots then go to the surviving
+//!   sites, more than m per site if need be: `placement::assign::site_cap`).
 //!
 //! Every transition is a Raft command carrying its reason (kept in the
 //! catalog, shown by `sillok admin status`) and is logged. A replica that has
@@ -119,10 +121,14 @@ pub(crate) async fn detect_forever(sh: Arc<crate::server::Shared>, settings: Det
             if refused.get(&(node.id, name)).is_some_and(|at| at.elapsed() < Duration::from_secs(60)) {
                 continue;
             }
-            let p = Proposal {
-                request_id: format!("detector-{}-{name}-epoch-{}", node.id, map.epoch),
-                command: Command::SetNodeState { id: node.id, state, reason: Some(reason.clone()), at_ms: now_ms() },
+            // A whole silent site goes out in one map change, so its data
+            // moves once rather than node by node through its own site.
+            let command = if state == NodeState::Out && site_silent {
+                Command::SetSiteState { site: node.site.clone(), state, reason: Some(reason.clone()), at_ms: now_ms() }
+            } else {
+                Command::SetNodeState { id: node.id, state, reason: Some(reason.clone()), at_ms: now_ms() }
             };
+            let p = Proposal { request_id: format!("detector-{}-{name}-epoch-{}", node.id, map.epoch), command };
             match tokio::time::timeout(sh.commit_timeout, sh.raft.client_write(p)).await {
                 Ok(Ok(r)) => match r.data {
                     Ok(_) => {

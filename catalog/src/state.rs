@@ -198,6 +198,11 @@ pub enum Command {
     SetSiteState {
         site: String,
         state: NodeState,
+        /// Why (the detector always says; an operator's change may not).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        reason: Option<String>,
+        #[serde(default)]
+        at_ms: i64,
     },
     /// Adds a node; it gets the catalog's next node id.
     AddNode {
@@ -240,6 +245,11 @@ impl Command {
     /// An operator's node state change (no reason given), stamped now.
     pub fn node_state(id: NodeId, state: NodeState) -> Self {
         Command::SetNodeState { id, state, reason: None, at_ms: now_ms() }
+    }
+
+    /// An operator's change of every node of a site.
+    pub fn site_state(site: &str, state: NodeState) -> Self {
+        Command::SetSiteState { site: site.into(), state, reason: None, at_ms: now_ms() }
     }
 
     pub fn touches(&self) -> Touch {
@@ -448,9 +458,19 @@ impl Catalog {
                 check_copies(map, &new_map.topology)?;
                 let epoch = new_map.epoch;
                 self.map = Some(new_map);
+                let operator = || "set by an operator".to_string();
                 if let Command::SetNodeState { id, state, reason, at_ms } = cmd {
-                    let reason = reason.clone().unwrap_or_else(|| "set by an operator".into());
+                    let reason = reason.clone().unwrap_or_else(operator);
                     self.repair.transitions.insert(*id, Transition { state: *state, reason, at_ms: *at_ms });
+                }
+                if let Command::SetSiteState { site, state, reason, at_ms } = cmd {
+                    let reason = reason.clone().unwrap_or_else(operator);
+                    let nodes: Vec<NodeId> =
+                        self.map.iter().flat_map(|m| m.topology.nodes_in(site)).map(|n| n.id).collect();
+                    for id in nodes {
+                        let t = Transition { state: *state, reason: reason.clone(), at_ms: *at_ms };
+                        self.repair.transitions.insert(id, t);
+                    }
                 }
                 Ok(match added {
                     Some(id) => {
@@ -480,7 +500,7 @@ impl Catalog {
                 }
                 t.sites.push(Site { id: site.clone() });
             }
-            Command::SetSiteState { site, state } => {
+            Command::SetSiteState { site, state, .. } => {
                 if !t.sites.iter().any(|s| s.id == *site) {
                     return Err(CatalogError::NoSuchSite(site.clone()));
                 }
@@ -735,7 +755,7 @@ mod tests {
         // 3 sites x 2 nodes with 4+2: each site holds exactly 2 slots of every PG.
         let mut c = seeded(3, 2);
         // Out-ing a whole site leaves 2 sites: 6 slots cannot fit at most 2 per site.
-        let e = refused(&mut c, Command::SetSiteState { site: "site-a".into(), state: NodeState::Out });
+        let e = refused(&mut c, Command::site_state("site-a", NodeState::Out));
         assert!(matches!(e, CatalogError::Placement(_)), "{e}");
         assert!(e.to_string().contains("refused, nothing changed"), "{e}");
         // Removing one node of a 2-node site leaves that site able to hold 1 slot per PG only.
@@ -761,16 +781,39 @@ mod tests {
     fn taking_out_the_last_copies_is_refused() {
         // 4 sites x 2 nodes with 4+2: sites hold 1 or 2 slots of each PG.
         let mut c = seeded(4, 2);
-        c.apply(&Command::SetSiteState { site: "site-a".into(), state: NodeState::Down }).unwrap();
+        c.apply(&Command::site_state("site-a", NodeState::Down)).unwrap();
         // With site-a down (its data unreachable), taking site-b out for good
         // would leave some PGs with fewer than 4 shards that hold data.
-        let e = refused(&mut c, Command::SetSiteState { site: "site-b".into(), state: NodeState::Out });
+        let e = refused(&mut c, Command::site_state("site-b", NodeState::Out));
         assert!(matches!(e, CatalogError::LastCopies { .. }), "{e}");
         assert!(e.to_string().contains("last copies"), "{e}");
         // Once site-a is back, site-b may go.
-        c.apply(&Command::SetSiteState { site: "site-a".into(), state: NodeState::Up }).unwrap();
-        c.apply(&Command::SetSiteState { site: "site-b".into(), state: NodeState::Out }).unwrap();
+        c.apply(&Command::site_state("site-a", NodeState::Up)).unwrap();
+        c.apply(&Command::site_state("site-b", NodeState::Out)).unwrap();
         c.map.as_ref().unwrap().validate().unwrap();
+    }
+
+    #[test]
+    fn a_lost_site_goes_out_in_one_change_with_its_reason_on_every_node() {
+        // 3 sites x 3 nodes with 4+2: the two surviving sites can hold 3 + 3.
+        let mut c = seeded(3, 3);
+        c.apply(&Command::site_state("site-a", NodeState::Down)).unwrap();
+        let epoch = c.epoch();
+        let out = Command::SetSiteState {
+            site: "site-a".into(),
+            state: NodeState::Out,
+            reason: Some("not heard for 3600 s".into()),
+            at_ms: 7,
+        };
+        c.apply(&out).unwrap();
+        assert_eq!(c.epoch(), epoch + 1);
+        let map = c.map.as_ref().unwrap();
+        map.validate().unwrap();
+        for id in map.topology.nodes_in("site-a").map(|n| n.id) {
+            let t = &c.repair.transitions[&id];
+            assert_eq!((t.state, t.reason.as_str(), t.at_ms), (NodeState::Out, "not heard for 3600 s", 7));
+            assert!(map.slots.iter().all(|row| !row.contains(&id)));
+        }
     }
 
     #[test]

@@ -177,7 +177,7 @@ async fn three_replicas_elect_seed_replicate_and_restart_from_disk() {
         other => panic!("expected a refusal, got {other:?}"),
     }
     // A map change that breaks the site rule is refused and changes nothing.
-    match admin.propose(Command::SetSiteState { site: "site-a".into(), state: NodeState::Out }).await {
+    match admin.propose(Command::site_state("site-a", NodeState::Out)).await {
         Err(ClientError::Refused(e)) => assert!(e.to_string().contains("nothing changed"), "{e}"),
         other => panic!("expected a refusal, got {other:?}"),
     }

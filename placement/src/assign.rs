@@ -14,7 +14,10 @@
 //!   So every PG has `base_s` or `base_s+1` slots in site s, never more than m:
 //!   the most even spread the topology allows. When `Σ cap_s < k+m`, or fewer
 //!   than ⌈(k+m)/m⌉ sites have nodes, [`PlacementError::ProfileDoesNotFit`] says
-//!   so and lists every site with its in-service node count.
+//!   so and lists every site with its in-service node count. The one
+//!   exception is a *lost* site (every node of it `Out`): then m is replaced
+//!   by the least cap that fits ([`site_cap`]), so that every PG keeps k+m
+//!   shards on distinct nodes of the surviving sites.
 //! - **Balance.** A site's ideal total is `(k+m)·P·W_s/W`, water-filled into
 //!   `[base_s·P, (base_s+1)·P]` (just `base_s·P` when it takes no extras); a
 //!   node's ideal is its share by weight of its site's ideal, water-filled under
@@ -94,6 +97,40 @@ pub fn assign(
     }
     let shape = Shape::new(topology, profile)?;
     shape.assign(pg_count as usize, previous.unwrap_or(&[]))
+}
+
+/// How many slots of one PG a site may hold under `topology`.
+///
+/// Normally `m`, so that losing any one site leaves k shards of every PG.
+/// While a whole site is *lost* (it has nodes and every one is `Out`) and
+/// the other sites cannot hold k+m slots at m per site, it is the least cap
+/// above m under which they can: every PG then still has k+m shards on
+/// distinct nodes (tolerating m node losses), but a site holds more than m,
+/// so site tolerance is given up until the site returns or another is
+/// added, and the cap falls back to m by itself. Without a lost site the cap
+/// stays m and a topology that cannot hold the profile is refused.
+pub fn site_cap(topology: &Topology, profile: EcProfile) -> usize {
+    let (width, m) = (profile.width(), profile.m as usize);
+    let in_service: Vec<usize> = topology
+        .sites
+        .iter()
+        .map(|s| topology.nodes_in(&s.id).filter(|n| n.effective_weight() > 0.0).count())
+        .collect();
+    let fits = |cap: usize| {
+        let sites = in_service.iter().filter(|&&n| n > 0).count();
+        sites >= width.div_ceil(cap) && in_service.iter().map(|&n| n.min(cap)).sum::<usize>() >= width
+    };
+    if fits(m) {
+        return m;
+    }
+    let lost = topology.sites.iter().any(|s| {
+        let mut nodes = topology.nodes_in(&s.id).peekable();
+        nodes.peek().is_some() && nodes.all(|n| n.state == crate::topology::NodeState::Out)
+    });
+    if !lost {
+        return m;
+    }
+    (m + 1..=width).find(|&cap| fits(cap)).unwrap_or(m)
 }
 
 /// Checks that `profile` fits `topology` (enough sites and nodes to keep at
@@ -188,7 +225,8 @@ impl<'a> Shape<'a> {
             listed.insert(node.id, Listing { site, member });
         }
 
-        let cap = |s: &SiteShape| s.members.len().min(m);
+        let site_max = site_cap(topology, profile);
+        let cap = |s: &SiteShape| s.members.len().min(site_max);
         let describe = || {
             sites
                 .iter()
@@ -200,7 +238,7 @@ impl<'a> Shape<'a> {
                 .join(", ")
         };
         let refuse = |reason: String| Err(PlacementError::ProfileDoesNotFit { profile: profile.to_string(), reason });
-        let min_sites = width.div_ceil(m);
+        let min_sites = width.div_ceil(site_max);
         let with_nodes = sites.iter().filter(|s| !s.members.is_empty()).count();
         if with_nodes < min_sites {
             return refuse(format!(
@@ -221,9 +259,10 @@ impl<'a> Shape<'a> {
             ));
         }
         // Water level: the largest L with Σ min(cap_s, L) ≤ width (L = 0 always qualifies).
-        let level = (0..=m).rev().find(|&l| sites.iter().map(|s| cap(s).min(l)).sum::<usize>() <= width).unwrap_or(0);
+        let level =
+            (0..=site_max).rev().find(|&l| sites.iter().map(|s| cap(s).min(l)).sum::<usize>() <= width).unwrap_or(0);
         for s in &mut sites {
-            let c = s.members.len().min(m);
+            let c = cap(s);
             s.base = c.min(level);
             s.takes_extra = c > level;
         }
@@ -1016,6 +1055,50 @@ mod tests {
                 assert!(!replicas.contains(&removed));
             }
         }
+    }
+
+    #[test]
+    fn a_lost_site_puts_k_plus_m_on_the_surviving_sites_until_it_returns() {
+        let t = topo(&[&[1.0, 1.0, 1.0], &[1.0, 1.0, 1.0], &[1.0, 1.0, 1.0]]);
+        let p = EcProfile::default();
+        let m1 = PlacementMap::new(t.clone(), p, 256).unwrap();
+        assert_eq!(site_cap(&t, p), 2);
+        // One node of site 0 out: the site still has room for 2 per PG.
+        let mut one_out = t.clone();
+        set_state(&mut one_out, 1, NodeState::Out);
+        assert_eq!(site_cap(&one_out, p), 2);
+        // Two out and the third merely down: not lost, so the profile does not fit.
+        let mut two_out = one_out.clone();
+        set_state(&mut two_out, 2, NodeState::Out);
+        set_state(&mut two_out, 3, NodeState::Down);
+        assert_eq!(site_cap(&two_out, p), 2);
+        set_state(&mut two_out, 3, NodeState::Up);
+        assert!(matches!(m1.with_topology(two_out.clone()), Err(PlacementError::ProfileDoesNotFit { .. })));
+        // The whole site out: 3 + 3 on distinct nodes of the other two.
+        let mut lost = t.clone();
+        for id in 1..=3 {
+            set_state(&mut lost, id, NodeState::Out);
+        }
+        assert_eq!(site_cap(&lost, p), 3);
+        let m2 = m1.with_topology(lost).unwrap();
+        m2.validate().unwrap();
+        for row in &m2.slots {
+            let mut sites: Vec<&str> = row.iter().map(|n| m2.topology.node(*n).unwrap().site.as_str()).collect();
+            sites.sort();
+            assert_eq!(sites, ["site-1", "site-1", "site-1", "site-2", "site-2", "site-2"]);
+        }
+        // It returns: the cap is m again and every site holds 2 of every PG.
+        let m3 = m2.with_topology(t).unwrap();
+        m3.validate().unwrap();
+        assert!(m3.slots.iter().all(|row| row.iter().filter(|n| n.0 <= 3).count() == 2));
+        // Two nodes per site cannot hold 3 + 3 either way: refused, not bent further.
+        let small = topo(&[&[1.0, 1.0], &[1.0, 1.0], &[1.0, 1.0]]);
+        let mut small_lost = small.clone();
+        set_state(&mut small_lost, 1, NodeState::Out);
+        set_state(&mut small_lost, 2, NodeState::Out);
+        assert_eq!(site_cap(&small_lost, p), 2);
+        let m = PlacementMap::new(small, p, 64).unwrap();
+        assert!(matches!(m.with_topology(small_lost), Err(PlacementError::ProfileDoesNotFit { .. })));
     }
 
     #[test]

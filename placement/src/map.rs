@@ -270,6 +270,7 @@ impl PlacementMap {
             )));
         }
         let width = self.profile.width();
+        let cap = crate::assign::site_cap(&self.topology, self.profile);
         for (pg, row) in self.slots.iter().enumerate() {
             if row.len() != width {
                 return Err(PlacementError::InvalidMap(format!("PG {pg} has {} slots, needs {width}", row.len())));
@@ -292,9 +293,10 @@ impl PlacementMap {
                 *per_site.entry(node.site.as_str()).or_default() += 1;
             }
             for (site, count) in per_site {
-                if count > self.profile.m as usize {
+                if count > cap {
                     return Err(PlacementError::InvalidMap(format!(
-                        "PG {pg} has {count} slots in site {site}; at most m={} are allowed so that losing the site keeps k",
+                        "PG {pg} has {count} slots in site {site}; at most {cap} are allowed (m={}, more only while \
+                         a whole site is out)",
                         self.profile.m
                     )));
                 }

@@ -413,9 +413,18 @@ fn refuses_too_few_sites() {
     let PlacementError::ProfileDoesNotFit { reason, .. } = &err else { panic!("{err}") };
     assert!(reason.contains("at least 3 sites"), "{reason}");
     assert!(reason.contains("s0 (10 nodes), s1 (10 nodes)"), "{reason}");
-    // A third site whose only node is out does not count.
+    // A third site whose only node is out is a lost site, not a missing one:
+    // the other two hold k+m on distinct nodes, 3 each (`site_cap`).
     let mut t = up(&[&[1.0; 10], &[1.0; 10], &[1.0]]);
     t.nodes.last_mut().unwrap().state = NodeState::Out;
+    assert_eq!(sillok_placement::assign::site_cap(&t, EcProfile { k: 4, m: 2 }), 3);
+    let slots = assign(&t, EcProfile { k: 4, m: 2 }, 64, None).unwrap();
+    for row in &slots {
+        assert_eq!(row.iter().filter(|n| n.0 <= 10).count(), 3, "{row:?}");
+    }
+    // A third site with no node at all counts as missing.
+    let mut t = up(&[&[1.0; 10], &[1.0; 10], &[1.0]]);
+    t.nodes.pop();
     let err = assign(&t, EcProfile { k: 4, m: 2 }, 64, None).unwrap_err();
     assert!(err.to_string().contains("s2 (0 nodes)"), "{err}");
     // 2+1 needs three sites too; 8+4 over three sites needs four nodes in each.

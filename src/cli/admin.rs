@@ -481,9 +481,9 @@ pub async fn run(a: AdminArgs) -> anyhow::Result<()> {
         AdminCommand::Site(s) => {
             let cmd = match s {
                 SiteCommand::Add { name } => Command::AddSite { site: name },
-                SiteCommand::Down { name } => Command::SetSiteState { site: name, state: NodeState::Down },
-                SiteCommand::Out { name } => Command::SetSiteState { site: name, state: NodeState::Out },
-                SiteCommand::Up { name } => Command::SetSiteState { site: name, state: NodeState::Up },
+                SiteCommand::Down { name } => Command::site_state(&name, NodeState::Down),
+                SiteCommand::Out { name } => Command::site_state(&name, NodeState::Out),
+                SiteCommand::Up { name } => Command::site_state(&name, NodeState::Up),
             };
             report(&propose(cmd).await?, json)?;
         }
