@@ -48,8 +48,9 @@ pub struct DevArgs {
     /// Number of sites (failure domains).
     #[arg(long, default_value_t = 3)]
     pub sites: usize,
-    /// Storage nodes per site.
-    #[arg(long, default_value_t = 2)]
+    /// Storage nodes per site (3: with 4+2, a lost site's shards can be
+    /// rebuilt onto 6 distinct nodes of the other two sites).
+    #[arg(long, default_value_t = 3)]
     pub nodes_per_site: usize,
     /// Erasure-coding profile, K+M.
     #[arg(long, default_value = "4+2")]
@@ -355,8 +356,13 @@ fn spawn(exe: &Path, args: &[String], log: &Path) -> anyhow::Result<Child> {
 const DEV_DETECTOR: &[&str] = &["--down-after-ms=6000", "--out-after-ms=60000", "--site-out-after-ms=300000"];
 
 /// The collector's and anti-entropy's pace in a dev cluster: within a minute.
-const DEV_UPKEEP: &[&str] =
-    &["--collect-grace-ms=30000", "--tombstone-horizon-ms=60000", "--collect-every-ms=5000", "--sync-every-ms=5000"];
+const DEV_UPKEEP: &[&str] = &[
+    "--collect-grace-ms=30000",
+    "--tombstone-horizon-ms=60000",
+    "--collect-every-ms=5000",
+    "--sync-every-ms=5000",
+    "--rebuild-every-ms=3000",
+];
 
 fn start_nodes(
     exe: &Path,

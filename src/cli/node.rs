@@ -59,6 +59,16 @@ pub struct NodeArgs {
     /// clock is further than this (ms) from its peers' (run NTP).
     #[arg(long, default_value_t = 500)]
     pub max_clock_offset_ms: u64,
+    /// Pause (ms) between rebuild rounds over the slots the map gives this node.
+    #[arg(long, default_value_t = 30_000)]
+    pub rebuild_every_ms: u64,
+    /// Rebuild rate at start, MiB/s of rebuilt shard bytes (0: unlimited);
+    /// changeable while the node runs (POST /v1/repair/throttle).
+    #[arg(long, default_value_t = 100)]
+    pub rebuild_mib_per_s: u32,
+    /// Shards the rebuild engine writes at once, at start.
+    #[arg(long, default_value_t = 4)]
+    pub rebuild_concurrency: u32,
     /// Tests and drills only: shift this node's clock by this many ms.
     #[arg(long, hide = true, default_value_t = 0, allow_negative_numbers = true)]
     pub test_clock_offset_ms: i64,
@@ -109,6 +119,9 @@ pub async fn run(a: NodeArgs) -> anyhow::Result<()> {
             collect_every: Duration::from_millis(a.collect_every_ms.max(100)),
             sync_every: Duration::from_millis(a.sync_every_ms.max(100)),
             max_clock_offset: Duration::from_millis(a.max_clock_offset_ms),
+            rebuild_every: Duration::from_millis(a.rebuild_every_ms.max(100)),
+            rebuild_mib_per_s: a.rebuild_mib_per_s,
+            rebuild_concurrency: a.rebuild_concurrency.max(1),
         },
     };
     tracing::info!(id = a.id, site = %node.site, %listen, epoch = map.epoch, "storage node starting");

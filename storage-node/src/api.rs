@@ -13,6 +13,8 @@
 //! | `POST /v1/manifests/get` | body [`GetManifest`] → [`Manifest`] or 404 |
 //! | `POST /v1/manifests/list` | body [`ListManifests`] → [`ManifestList`] |
 //! | `POST /v1/manifests/relocate` | body [`Relocate`] → [`RelocateReply`]: compare-and-swap of shard places |
+//! | `POST /v1/repair/throttle` | body `rebuild::ThrottleSettings` (fields left out keep their value) → the throttle now |
+//! | `POST /v1/pg/objects` | body [`ListPg`] → [`PgObjectList`]: a PG's live manifests that have shards, with their places |
 //! | `POST /v1/pg/manifests` | body [`ListPg`] → [`PgManifestList`]: the manifests held in one PG, from the index only |
 //! | `POST /v1/pg/digest` | body [`PgSelector`] → [`PgDigest`] |
 //! | `POST /v1/pg/digests` | body [`PgDigests`] → one [`PgDigest`] per PG named, in order |
@@ -279,17 +281,69 @@ pub struct ShardMove {
     pub object_id: String,
     pub index: u8,
     pub node: sillok_placement::NodeId,
+    /// Where the mover found the shard: the move applies only while the
+    /// stored manifest still places it there (or already at `node`), so two
+    /// movers of different shards of one version never undo each other.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from: Option<sillok_placement::NodeId>,
 }
 
 /// `POST /v1/manifests/relocate`: new places for shards of one version, if
-/// it is still stored at location generation `generation`.
+/// that version is still the stored one and, when `generation` is given, it
+/// is still at that location generation; each move is also checked against
+/// its `from`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Relocate {
     pub bucket: String,
     pub key: String,
     pub version: Version,
-    pub generation: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub generation: Option<u64>,
     pub moves: Vec<ShardMove>,
+}
+
+/// One erasure-coded body of a live manifest (a whole object, or one part of
+/// a multipart object) and its length in bytes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ShardSet {
+    pub size: u64,
+    pub sharded: sillok_model::manifest::Sharded,
+}
+
+/// A live manifest whose body has shards, as the rebuild engine needs it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PgObject {
+    pub bucket: String,
+    pub key: String,
+    pub version: Version,
+    pub locations: u64,
+    pub sets: Vec<ShardSet>,
+}
+
+impl PgObject {
+    /// The object's shard sets (none for inline bodies and tombstones).
+    pub fn of(m: &sillok_model::manifest::Manifest) -> Self {
+        use sillok_model::manifest::Body;
+        let sets = match &m.body {
+            Body::Sharded(s) => vec![ShardSet { size: m.size, sharded: s.clone() }],
+            Body::Multipart { parts } => parts
+                .iter()
+                .filter_map(|p| match &p.body {
+                    Body::Sharded(s) => Some(ShardSet { size: p.size, sharded: s.clone() }),
+                    _ => None,
+                })
+                .collect(),
+            Body::Inline { .. } | Body::Deleted => Vec::new(),
+        };
+        PgObject { bucket: m.bucket.clone(), key: m.key.clone(), version: m.version, locations: m.locations, sets }
+    }
+}
+
+/// `POST /v1/pg/objects` (body [`ListPg`]): a page of [`PgObject`]s.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PgObjectList {
+    pub objects: Vec<PgObject>,
+    pub next: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

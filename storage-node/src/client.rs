@@ -399,6 +399,22 @@ impl NodeClient {
         self.call_json(addr, Method::POST, "/v1/pg/manifests", Some(body)).await
     }
 
+    /// Changes the rebuild engine's throttle of the node at `addr`; returns the throttle now.
+    pub async fn repair_throttle(
+        &self,
+        addr: &str,
+        s: &crate::rebuild::ThrottleSettings,
+    ) -> Result<crate::rebuild::ThrottleSettings, NodeError> {
+        let body = serde_json::to_vec(s).map_err(|e| NodeError::Other(e.to_string()))?;
+        self.call_json(addr, Method::POST, "/v1/repair/throttle", Some(body)).await
+    }
+
+    /// One page of a PG's live manifests that have shards, with their places.
+    pub async fn list_pg_objects(&self, addr: &str, req: &api::ListPg) -> Result<api::PgObjectList, NodeError> {
+        let body = serde_json::to_vec(req).map_err(|e| NodeError::Other(e.to_string()))?;
+        self.call_json(addr, Method::POST, "/v1/pg/objects", Some(body)).await
+    }
+
     /// One page of the shard files a node holds in a PG.
     pub async fn list_pg_shards(&self, addr: &str, req: &api::ListPg) -> Result<api::PgShardList, NodeError> {
         let body = serde_json::to_vec(req).map_err(|e| NodeError::Other(e.to_string()))?;

@@ -75,6 +75,11 @@ pub struct Upkeep {
     /// The node refuses manifest writes and pauses its collector while its
     /// clock is further than this from its peers' (`node_clock`).
     pub max_clock_offset: Duration,
+    /// Pause between rebuild rounds (`rebuild`).
+    pub rebuild_every: Duration,
+    /// The rebuild throttle at start: MiB/s (0: unlimited) and shards at once.
+    pub rebuild_mib_per_s: u32,
+    pub rebuild_concurrency: u32,
 }
 
 impl Default for Upkeep {
@@ -85,12 +90,15 @@ impl Default for Upkeep {
             collect_every: Duration::from_secs(60),
             sync_every: Duration::from_secs(30),
             max_clock_offset: Duration::from_millis(500),
+            rebuild_every: Duration::from_secs(30),
+            rebuild_mib_per_s: 100,
+            rebuild_concurrency: 4,
         }
     }
 }
 
-/// What the collector and anti-entropy share: the node's stores, its view of
-/// the map, and a client for its peers.
+/// What the collector, anti-entropy and the rebuild engine share: the node's
+/// stores, its view of the map, and a client for its peers.
 pub struct Upkeeper {
     pub id: NodeId,
     pub meta: MetaStore,
@@ -100,6 +108,8 @@ pub struct Upkeeper {
     pub settings: Upkeep,
     pub clock: Arc<crate::node_clock::NodeClock>,
     pub stats: UpkeepStats,
+    pub throttle: Arc<crate::rebuild::Throttle>,
+    pub rebuild: crate::rebuild::RebuildState,
 }
 
 /// Counters, for logs and the figures in the closing notes.

@@ -23,6 +23,7 @@ pub mod collector;
 pub mod error;
 pub mod meta_store;
 pub mod node_clock;
+pub mod rebuild;
 pub mod report;
 pub mod server;
 pub mod shard_store;

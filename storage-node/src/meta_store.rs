@@ -61,8 +61,8 @@ use redb::{Database, ReadableTable, TableDefinition};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::api::{
-    ListEntry, ListManifests, ManifestList, PgEntry, PgManifestList, PgSelector, PutManifestReply, Relocate,
-    RelocateReply, ShardMove, ShardPlace,
+    ListEntry, ListManifests, ManifestList, PgEntry, PgManifestList, PgObject, PgObjectList, PgSelector,
+    PutManifestReply, Relocate, RelocateReply, ShardMove, ShardPlace,
 };
 use crate::error::NodeError;
 use sillok_model::manifest::{Manifest, ShardLocation, Version};
@@ -482,6 +482,51 @@ impl MetaStore {
         .await
     }
 
+    /// The live manifests of one PG whose bodies have shards, with where
+    /// those shards are (what the rebuild engine works from), in index order
+    /// after the cursor `after`; at most `limit` index entries are read per
+    /// page (capped at [`MAX_LIST`]), so a page may hold fewer objects.
+    pub async fn pg_objects(
+        &self,
+        sel: PgSelector,
+        after: Option<String>,
+        limit: u32,
+    ) -> Result<PgObjectList, NodeError> {
+        let after = match after {
+            Some(c) => Some(hex::decode(&c).map_err(|_| NodeError::BadRequest("bad cursor".into()))?),
+            None => None,
+        };
+        let limit = limit.clamp(1, MAX_LIST) as usize;
+        let db = self.db.clone();
+        spawn_blocking(move || {
+            let r = db.begin_read().map_err(store_err)?;
+            let index = r.open_table(BY_HASH).map_err(store_err)?;
+            let manifests = r.open_table(MANIFESTS).map_err(store_err)?;
+            let (mut objects, mut read, mut next) = (Vec::new(), 0usize, None);
+            scan_pg(&index, sel, after, |k, v| {
+                if read == limit {
+                    return Ok(false);
+                }
+                read += 1;
+                next = Some(hex::encode(k));
+                let e = decode_index(v)?;
+                if e.deleted || e.refs.is_empty() {
+                    return Ok(true);
+                }
+                let Some(rec) = manifests.get(&k[8..]).map_err(store_err)? else { return Ok(true) };
+                let rec = rec.value();
+                let at = decode_summary(rec)?.json_at;
+                let m: Manifest = serde_json::from_slice(&rec[at..])
+                    .map_err(|e| store_err(format!("malformed manifest record: {e}")))?;
+                objects.push(PgObject::of(&m));
+                Ok(true)
+            })?;
+            let next = if read == limit { next } else { None };
+            Ok(PgObjectList { objects, next })
+        })
+        .await
+    }
+
     /// Every entry of one PG held here (all pages of [`MetaStore::list_pg`]).
     pub async fn list_pg_all(&self, sel: PgSelector) -> Result<Vec<PgEntry>, NodeError> {
         let mut out = Vec::new();
@@ -784,17 +829,36 @@ fn apply(db: &Database, batch: &[Write]) -> Result<Vec<Result<Applied, NodeError
                         })));
                         continue;
                     };
-                    if m.version != r.req.version || m.locations != r.req.generation {
-                        replies.push(Ok(Applied::Relocate(RelocateReply {
+                    let refuse = |m: &Manifest| {
+                        Ok(Applied::Relocate(RelocateReply {
                             applied: false,
                             version: Some(m.version),
                             generation: m.locations,
-                        })));
+                        }))
+                    };
+                    if m.version != r.req.version || r.req.generation.is_some_and(|g| g != m.locations) {
+                        replies.push(refuse(&m));
                         continue;
                     }
-                    if let Err(e) = move_shards(&mut m, &r.req.moves) {
-                        replies.push(Err(e));
-                        continue;
+                    match move_shards(&mut m, &r.req.moves) {
+                        Err(e) => {
+                            replies.push(Err(e));
+                            continue;
+                        }
+                        Ok(None) => {
+                            replies.push(refuse(&m));
+                            continue;
+                        }
+                        Ok(Some(false)) => {
+                            // Every move was already made: nothing to write.
+                            replies.push(Ok(Applied::Relocate(RelocateReply {
+                                applied: true,
+                                version: Some(m.version),
+                                generation: m.locations,
+                            })));
+                            continue;
+                        }
+                        Ok(Some(true)) => {}
                     }
                     m.locations += 1;
                     let value = encode_value(&m)?;
@@ -815,7 +879,23 @@ fn apply(db: &Database, batch: &[Write]) -> Result<Vec<Result<Applied, NodeError
 }
 
 /// Points shard `index` of object id `object_id` at `node`, for each move.
-fn move_shards(m: &mut Manifest, moves: &[ShardMove]) -> Result<(), NodeError> {
+/// Returns whether anything changed, or `None` (and changes nothing) when a
+/// move's `from` no longer names where the shard is.
+fn move_shards(m: &mut Manifest, moves: &[ShardMove]) -> Result<Option<bool>, NodeError> {
+    for mv in moves {
+        let Some(from) = mv.from else { continue };
+        let at = m
+            .body
+            .sharded_sets()
+            .into_iter()
+            .find(|s| s.object_id == mv.object_id)
+            .and_then(|s| s.shards.iter().find(|l| l.index == mv.index))
+            .map(|l| l.node);
+        if at.is_some_and(|n| n != from && n != mv.node) {
+            return Ok(None);
+        }
+    }
+    let mut changed = false;
     for mv in moves {
         let set = m
             .body
@@ -827,14 +907,19 @@ fn move_shards(m: &mut Manifest, moves: &[ShardMove]) -> Result<(), NodeError> {
             return Err(NodeError::BadRequest(format!("shard index {} is not below k+m", mv.index)));
         }
         match set.shards.iter_mut().find(|l| l.index == mv.index) {
-            Some(l) => l.node = mv.node,
+            Some(l) if l.node == mv.node => {}
+            Some(l) => {
+                l.node = mv.node;
+                changed = true;
+            }
             None => {
                 set.shards.push(ShardLocation { index: mv.index, node: mv.node });
                 set.shards.sort_by_key(|l| l.index);
+                changed = true;
             }
         }
     }
-    Ok(())
+    Ok(Some(changed))
 }
 
 #[cfg(test)]
@@ -1106,8 +1191,8 @@ mod tests {
             bucket: "b".into(),
             key: "k".into(),
             version: v1.version,
-            generation,
-            moves: vec![ShardMove { object_id: oid.clone(), index: 1, node: NodeId(node) }],
+            generation: Some(generation),
+            moves: vec![ShardMove { object_id: oid.clone(), index: 1, node: NodeId(node), from: None }],
         };
         let r = s.relocate(mv(0, 5)).await.unwrap();
         assert!(r.applied && r.generation == 1);
@@ -1145,13 +1230,53 @@ mod tests {
         let sel = PgSelector::of_hash(placement::placement_hash("b", "k"));
         let good = Relocate {
             version: v3.version,
-            moves: vec![ShardMove { object_id: object_id(&v3), index: 0, node: NodeId(9) }],
+            moves: vec![ShardMove { object_id: object_id(&v3), index: 0, node: NodeId(9), from: None }],
             ..mv(0, 7)
         };
         let before = s.pg_digest(sel).await.unwrap();
         assert!(s.relocate(good).await.unwrap().applied);
         assert_ne!(s.pg_digest(sel).await.unwrap(), before);
         assert_eq!(s.list_pg_all(sel).await.unwrap().iter().find(|e| e.key == "k").unwrap().locations, 1);
+    }
+
+    #[tokio::test]
+    async fn movers_of_different_shards_never_undo_each_other_and_pg_objects_shows_the_places() {
+        use crate::api::{Relocate, ShardMove};
+        use sillok_placement::NodeId;
+        let dir = tempfile::tempdir().unwrap();
+        let s = MetaStore::open(dir.path()).unwrap();
+        let v = sharded("b", "k", 10);
+        s.put(&v).await.unwrap();
+        s.put(&Manifest::tombstone("b", "gone")).await.unwrap();
+        s.put(&m("b", "small", 11)).await.unwrap();
+        let oid = object_id(&v);
+        let mv = |index, from: Option<u32>, node| Relocate {
+            bucket: "b".into(),
+            key: "k".into(),
+            version: v.version,
+            generation: None,
+            moves: vec![ShardMove { object_id: oid.clone(), index, node: NodeId(node), from: from.map(NodeId) }],
+        };
+        // Two movers that both read generation 0, for shards 0 and 1: both apply.
+        let a = s.relocate(mv(0, Some(1), 20)).await.unwrap();
+        assert!(a.applied && a.generation == 1);
+        let b = s.relocate(mv(1, None, 21)).await.unwrap();
+        assert!(b.applied && b.generation == 2);
+        // A stale mover of shard 0 (it still thinks the shard is on node 1) loses.
+        let stale = s.relocate(mv(0, Some(1), 22)).await.unwrap();
+        assert!(!stale.applied && stale.generation == 2);
+        // Repeating a move that is made changes nothing, not even the generation.
+        let again = s.relocate(mv(0, Some(1), 20)).await.unwrap();
+        assert!(again.applied && again.generation == 2);
+        // The PG's objects: only the live sharded one, with its places.
+        let sel = PgSelector::of_hash(placement::placement_hash("b", "k"));
+        let list = s.pg_objects(sel, None, 1000).await.unwrap();
+        let got: Vec<_> = list.objects.iter().filter(|o| o.key == "k").collect();
+        assert_eq!(got.len(), 1);
+        assert_eq!(got[0].locations, 2);
+        let places: Vec<(u8, u32)> = got[0].sets[0].sharded.shards.iter().map(|l| (l.index, l.node.0)).collect();
+        assert_eq!(places, [(0, 20), (1, 21)]);
+        assert!(list.objects.iter().all(|o| o.key != "gone" && o.key != "small"));
     }
 
     #[tokio::test]

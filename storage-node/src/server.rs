@@ -99,6 +99,7 @@ struct AppState {
     cluster_secret: String,
     upkeep: crate::collector::Upkeep,
     clock: Arc<crate::node_clock::NodeClock>,
+    throttle: Arc<crate::rebuild::Throttle>,
     signer: Signer,
     shards: ShardStore,
     meta: MetaStore,
@@ -140,6 +141,10 @@ pub async fn bind(config: NodeConfig) -> Result<BoundNode, NodeError> {
             cluster_secret: config.cluster_secret.clone(),
             upkeep: config.upkeep,
             clock: Arc::new(crate::node_clock::NodeClock::new(config.upkeep.max_clock_offset)),
+            throttle: Arc::new(crate::rebuild::Throttle::new(
+                config.upkeep.rebuild_mib_per_s,
+                config.upkeep.rebuild_concurrency,
+            )),
             signer: Signer::new(&config.cluster_secret),
             shards,
             meta,
@@ -178,8 +183,14 @@ impl BoundNode {
                 settings: state.upkeep,
                 clock: state.clock.clone(),
                 stats: Default::default(),
+                throttle: state.throttle.clone(),
+                rebuild: Default::default(),
             });
-            [tokio::spawn(upkeeper.clone().collect_forever()), tokio::spawn(upkeeper.sync_forever())]
+            [
+                tokio::spawn(upkeeper.clone().collect_forever()),
+                tokio::spawn(upkeeper.clone().sync_forever()),
+                tokio::spawn(upkeeper.rebuild_forever()),
+            ]
         });
         let app = router(state.clone());
         let res = sillok_rpc::server::serve(listener, app, shutdown).await;
@@ -243,6 +254,8 @@ fn router(state: Arc<AppState>) -> Router {
         .route("/v1/manifests/list", post(list_manifests))
         .route("/v1/manifests/relocate", post(relocate))
         .route("/v1/pg/manifests", post(list_pg_manifests))
+        .route("/v1/pg/objects", post(list_pg_objects))
+        .route("/v1/repair/throttle", post(repair_throttle))
         .route("/v1/pg/digest", post(pg_digest))
         .route("/v1/pg/digests", post(pg_digests))
         .route("/v1/pg/shards", post(list_pg_shards))
@@ -683,6 +696,20 @@ async fn list_pg_manifests(State(st): State<Arc<AppState>>, body: Body) -> Resul
     check_pg(&req.pg)?;
     let list = st.meta.list_pg(req.pg, req.after, req.limit).await?;
     Ok(json(StatusCode::OK, &list))
+}
+
+async fn list_pg_objects(State(st): State<Arc<AppState>>, body: Body) -> Result<Response, ApiError> {
+    let req: api::ListPg = parse_json(&body_bytes(body).await?)?;
+    check_pg(&req.pg)?;
+    let list = st.meta.pg_objects(req.pg, req.after, req.limit).await?;
+    Ok(json(StatusCode::OK, &list))
+}
+
+async fn repair_throttle(State(st): State<Arc<AppState>>, body: Body) -> Result<Response, ApiError> {
+    let req: crate::rebuild::ThrottleSettings = parse_json(&body_bytes(body).await?)?;
+    let now = st.throttle.set(req);
+    tracing::info!(mib_per_s = now.mib_per_s, concurrency = now.concurrency, "rebuild throttle changed");
+    Ok(json(StatusCode::OK, &now))
 }
 
 async fn pg_digest(State(st): State<Arc<AppState>>, body: Body) -> Result<Response, ApiError> {

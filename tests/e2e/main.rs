@@ -15,6 +15,7 @@ mod data_path;
 mod detector;
 mod following;
 mod real_clients;
+mod rebuild;
 mod s3_compat;
 mod s3_operations;
 mod substitutes;

@@ -42,6 +42,11 @@ impl DevCluster {
         let dir = tempfile::Builder::new().prefix("sillok-test-").tempdir().expect("tempdir");
         let mut args: Vec<OsString> =
             vec!["dev".into(), "--data".into(), dir.path().into(), "--port".into(), "0".into()];
+        // Two nodes per site unless a test asks for more (`sillok dev` starts
+        // three): most tests need the site rule, not a rebuildable site.
+        if !extra.iter().any(|a| a.starts_with("--nodes-per-site")) {
+            args.push("--nodes-per-site=2".into());
+        }
         args.extend(extra.iter().map(OsString::from));
         let child = spawn_sillok(&args, &dir.path().join("dev.log"));
         let mut c = DevCluster { dir, child, env: HashMap::new() };
