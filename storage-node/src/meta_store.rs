@@ -448,11 +448,7 @@ impl MetaStore {
         after: Option<String>,
         limit: u32,
     ) -> Result<PgManifestList, NodeError> {
-        let after = match after {
-            Some(c) => Some(hex::decode(&c).map_err(|_| NodeError::BadRequest("bad cursor".into()))?),
-            None => None,
-        };
-        let limit = limit.clamp(1, MAX_LIST) as usize;
+        let (after, limit) = page(after, limit)?;
         let db = self.db.clone();
         spawn_blocking(move || {
             let r = db.begin_read().map_err(store_err)?;
@@ -492,11 +488,7 @@ impl MetaStore {
         after: Option<String>,
         limit: u32,
     ) -> Result<PgObjectList, NodeError> {
-        let after = match after {
-            Some(c) => Some(hex::decode(&c).map_err(|_| NodeError::BadRequest("bad cursor".into()))?),
-            None => None,
-        };
-        let limit = limit.clamp(1, MAX_LIST) as usize;
+        let (after, limit) = page(after, limit)?;
         let db = self.db.clone();
         spawn_blocking(move || {
             let r = db.begin_read().map_err(store_err)?;
@@ -879,6 +871,15 @@ fn apply(db: &Database, batch: &[Write]) -> Result<Vec<Result<Applied, NodeError
 }
 
 /// Points shard `index` of object id `object_id` at `node`, for each move.
+/// A PG page's cursor, decoded, and its limit, clamped to `1..=MAX_LIST`.
+fn page(after: Option<String>, limit: u32) -> Result<(Option<Vec<u8>>, usize), NodeError> {
+    let after = match after {
+        Some(c) => Some(hex::decode(&c).map_err(|_| NodeError::BadRequest("bad cursor".into()))?),
+        None => None,
+    };
+    Ok((after, limit.clamp(1, MAX_LIST) as usize))
+}
+
 /// Returns whether anything changed, or `None` (and changes nothing) when a
 /// move's `from` no longer names where the shard is.
 fn move_shards(m: &mut Manifest, moves: &[ShardMove]) -> Result<Option<bool>, NodeError> {
