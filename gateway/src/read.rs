@@ -21,6 +21,7 @@ use futures::{Stream, StreamExt};
 use sillok_model::codec::Codec;
 use sillok_model::manifest::{Body, Manifest, Sharded};
 use sillok_placement::NodeId;
+use sillok_storage_node::NodeError;
 use sillok_storage_node::api::ShardId;
 use sillok_storage_node::client::BlockStream;
 use tokio::sync::mpsc;
@@ -152,6 +153,27 @@ impl StripeReader {
         }
     }
 
+    /// Heal-on-read: a shard that a node answering for it has lost, or
+    /// serves with a block that fails its check, is reported to that node,
+    /// which checks it whole and has its rebuild engine rewrite it. Nothing
+    /// waits for the report.
+    fn report_bad(&self, index: usize) {
+        let Some(node) = self.locations[index] else { return };
+        let Some(addr) = self.cluster.addr(node) else { return };
+        let client = self.cluster.client(&self.cluster.map());
+        let id = ShardId { object_id: self.s.object_id.clone(), index: index as u8 };
+        tokio::spawn(async move {
+            match client.report_suspect(&addr, &id).await {
+                Ok(sound) => {
+                    tracing::info!(shard = %id.file_name(), %node, sound, "reported an unusable shard to its node")
+                }
+                Err(e) => {
+                    tracing::debug!(shard = %id.file_name(), %node, error = %e, "could not report an unusable shard")
+                }
+            }
+        });
+    }
+
     async fn open(&mut self, index: usize, blocks: Range<u32>) -> Option<ShardReader> {
         let node = self.locations[index]?;
         if self.failed[index] {
@@ -168,6 +190,9 @@ impl StripeReader {
             Ok(Ok(stream)) => Some(ShardReader { index, node, stream }),
             Ok(Err(e)) => {
                 self.cluster.note_error(node, &e);
+                if matches!(e, NodeError::NotFound | NodeError::Corrupt(_)) && !self.failed[index] {
+                    self.report_bad(index);
+                }
                 self.give_up(index, &format!("open failed: {e}"));
                 None
             }
@@ -225,10 +250,14 @@ impl StripeReader {
                     match got {
                         Ok(Some(Ok(frame))) if frame.data.len() == bl => blocks[index] = Some(frame.data),
                         Ok(Some(Ok(frame))) => {
+                            self.report_bad(index);
                             dead.push((index, format!("block of {} bytes, expected {bl}", frame.data.len())))
                         }
                         Ok(Some(Err(e))) => {
                             self.cluster.note_error(node, &e);
+                            if matches!(e, NodeError::Corrupt(_)) {
+                                self.report_bad(index);
+                            }
                             dead.push((index, e.to_string()))
                         }
                         Ok(None) => dead.push((index, "shard ended early".into())),

@@ -362,6 +362,7 @@ const DEV_UPKEEP: &[&str] = &[
     "--collect-every-ms=5000",
     "--sync-every-ms=5000",
     "--rebuild-every-ms=3000",
+    "--scrub-every-ms=600000",
 ];
 
 fn start_nodes(

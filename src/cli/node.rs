@@ -69,6 +69,13 @@ pub struct NodeArgs {
     /// Shards the rebuild engine writes at once, at start.
     #[arg(long, default_value_t = 4)]
     pub rebuild_concurrency: u32,
+    /// A scrub pass (every shard file read back and every block checked)
+    /// starts this often, in ms (default 14 days; 0: no scrub).
+    #[arg(long, default_value_t = 1_209_600_000)]
+    pub scrub_every_ms: u64,
+    /// Most MiB/s a scrub pass reads.
+    #[arg(long, default_value_t = 10)]
+    pub scrub_mib_per_s: u32,
     /// Tests and drills only: shift this node's clock by this many ms.
     #[arg(long, hide = true, default_value_t = 0, allow_negative_numbers = true)]
     pub test_clock_offset_ms: i64,
@@ -122,6 +129,8 @@ pub async fn run(a: NodeArgs) -> anyhow::Result<()> {
             rebuild_every: Duration::from_millis(a.rebuild_every_ms.max(100)),
             rebuild_mib_per_s: a.rebuild_mib_per_s,
             rebuild_concurrency: a.rebuild_concurrency.max(1),
+            scrub_every: Duration::from_millis(a.scrub_every_ms),
+            scrub_mib_per_s: a.scrub_mib_per_s,
         },
     };
     tracing::info!(id = a.id, site = %node.site, %listen, epoch = map.epoch, "storage node starting");

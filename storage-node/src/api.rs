@@ -14,6 +14,7 @@
 //! | `POST /v1/manifests/list` | body [`ListManifests`] → [`ManifestList`] |
 //! | `POST /v1/manifests/relocate` | body [`Relocate`] → [`RelocateReply`]: compare-and-swap of shard places |
 //! | `POST /v1/repair/throttle` | body `rebuild::ThrottleSettings` (fields left out keep their value) → the throttle now |
+//! | `POST /v1/repair/suspect` | body [`ShardId`] → `{"sound": bool}`: the node checks the shard whole at once; a missing or corrupt one is rewritten by its rebuild engine |
 //! | `POST /v1/pg/objects` | body [`ListPg`] → [`PgObjectList`]: a PG's live manifests that have shards, with their places |
 //! | `POST /v1/pg/manifests` | body [`ListPg`] → [`PgManifestList`]: the manifests held in one PG, from the index only |
 //! | `POST /v1/pg/digest` | body [`PgSelector`] → [`PgDigest`] |

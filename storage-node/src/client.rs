@@ -399,6 +399,14 @@ impl NodeClient {
         self.call_json(addr, Method::POST, "/v1/pg/manifests", Some(body)).await
     }
 
+    /// Reports a shard the caller could not use (missing, or a block that
+    /// failed its check); returns whether the node found it sound.
+    pub async fn report_suspect(&self, addr: &str, id: &ShardId) -> Result<bool, NodeError> {
+        let body = serde_json::to_vec(id).map_err(|e| NodeError::Other(e.to_string()))?;
+        let v: serde_json::Value = self.call_json(addr, Method::POST, "/v1/repair/suspect", Some(body)).await?;
+        Ok(v["sound"].as_bool().unwrap_or(false))
+    }
+
     /// Changes the rebuild engine's throttle of the node at `addr`; returns the throttle now.
     pub async fn repair_throttle(
         &self,

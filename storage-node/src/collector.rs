@@ -80,6 +80,10 @@ pub struct Upkeep {
     /// The rebuild throttle at start: MiB/s (0: unlimited) and shards at once.
     pub rebuild_mib_per_s: u32,
     pub rebuild_concurrency: u32,
+    /// A scrub pass starts this often (zero: no scrub), reading at most
+    /// `scrub_mib_per_s`.
+    pub scrub_every: Duration,
+    pub scrub_mib_per_s: u32,
 }
 
 impl Default for Upkeep {
@@ -93,6 +97,8 @@ impl Default for Upkeep {
             rebuild_every: Duration::from_secs(30),
             rebuild_mib_per_s: 100,
             rebuild_concurrency: 4,
+            scrub_every: Duration::from_secs(14 * 24 * 3600),
+            scrub_mib_per_s: 10,
         }
     }
 }
@@ -109,7 +115,8 @@ pub struct Upkeeper {
     pub clock: Arc<crate::node_clock::NodeClock>,
     pub stats: UpkeepStats,
     pub throttle: Arc<crate::rebuild::Throttle>,
-    pub rebuild: crate::rebuild::RebuildState,
+    pub rebuild: Arc<crate::rebuild::RebuildState>,
+    pub scrub: crate::scrub::ScrubStats,
 }
 
 /// Counters, for logs and the figures in the closing notes.

@@ -25,6 +25,7 @@ pub mod meta_store;
 pub mod node_clock;
 pub mod rebuild;
 pub mod report;
+pub mod scrub;
 pub mod server;
 pub mod shard_store;
 

@@ -44,7 +44,7 @@
 //! (`POST /v1/repair/throttle`). Client requests do not wait on the engine's
 //! queue; the throttle bounds how much disk and network it takes from them.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering::Relaxed};
 use std::time::{Duration, Instant};
@@ -56,6 +56,7 @@ use serde::{Deserialize, Serialize};
 use sillok_model::codec::Codec;
 use sillok_model::frame::Frame;
 use sillok_model::manifest::{Sharded, Version};
+use sillok_model::placement::object_id_hash;
 use sillok_placement::{NodeId, NodeState, PgId, PlacementMap};
 use tokio::sync::mpsc;
 
@@ -116,7 +117,7 @@ impl Throttle {
     }
 
     /// Waits until `bytes` more may be written at the current rate.
-    async fn take(&self, bytes: usize) {
+    pub(crate) async fn take(&self, bytes: usize) {
         let rate = self.mib_per_s.load(Relaxed);
         if rate == 0 {
             return;
@@ -142,6 +143,9 @@ pub struct RebuildState {
     /// PGs found with nothing wanted: the map epoch and the replicas'
     /// digests then. Lost on restart (every PG is listed again).
     clean: std::sync::Mutex<BTreeMap<PgId, (u64, Vec<Option<String>>)>>,
+    /// Shards found missing or corrupt by the scrub or a reader: not counted
+    /// as held here until rewritten.
+    suspects: std::sync::Mutex<BTreeSet<ShardId>>,
     pub rounds: AtomicU64,
     /// Shards decoded from k others, written and verified.
     pub shards_decoded: AtomicU64,
@@ -157,6 +161,18 @@ pub struct RebuildState {
     pub wanted_critical: AtomicU64,
     /// PGs skipped in the last round because a majority of replicas did not answer.
     pub pgs_waiting: AtomicU64,
+}
+
+impl RebuildState {
+    /// Marks a shard on this disk as not to be trusted: the next round
+    /// rewrites it if this node's slot wants it.
+    pub fn suspect(&self, id: ShardId) {
+        self.suspects.lock().expect("suspects lock").insert(id);
+    }
+
+    pub fn suspects(&self) -> usize {
+        self.suspects.lock().expect("suspects lock").len()
+    }
 }
 
 /// One shard this node should hold and does not (or that is not recorded).
@@ -202,12 +218,16 @@ impl Upkeeper {
             .filter_map(|pg| map.slots(pg).iter().position(|n| *n == self.id).map(|i| (pg, i as u8)))
             .collect();
         let digests = self.replica_digests(&map, mine.iter().map(|(pg, _)| *pg)).await;
+        let suspect_pgs: BTreeSet<PgId> = {
+            let suspects = self.rebuild.suspects.lock().expect("suspects lock");
+            suspects.iter().filter_map(|id| object_id_hash(&id.object_id)).map(|h| map.pg_of_hash(h)).collect()
+        };
         let mut wanted = Vec::new();
         let mut waiting = 0;
         for (pg, index) in mine {
             let seen = (map.epoch, digests.get(&pg).cloned().unwrap_or_default());
             let clean = self.rebuild.clean.lock().expect("clean lock").get(&pg) == Some(&seen);
-            if clean && seen.1.iter().all(Option::is_some) {
+            if clean && seen.1.iter().all(Option::is_some) && !suspect_pgs.contains(&pg) {
                 continue;
             }
             match self.wanted_in_pg(&map, pg, index).await? {
@@ -380,10 +400,12 @@ impl Upkeeper {
         let store = self.shards.clone();
         let ids: Vec<ShardId> =
             candidates.iter().map(|w| ShardId { object_id: w.set.object_id.clone(), index }).collect();
-        let have: Vec<bool> =
-            tokio::task::spawn_blocking(move || ids.iter().map(|id| matches!(store.stat(id), Ok(Some(_)))).collect())
-                .await
-                .map_err(|e| NodeError::Other(format!("blocking task failed: {e}")))?;
+        let suspects = self.rebuild.suspects.lock().expect("suspects lock").clone();
+        let have: Vec<bool> = tokio::task::spawn_blocking(move || {
+            ids.iter().map(|id| !suspects.contains(id) && matches!(store.stat(id), Ok(Some(_)))).collect()
+        })
+        .await
+        .map_err(|e| NodeError::Other(format!("blocking task failed: {e}")))?;
         let mut out = Vec::new();
         for (mut w, have) in candidates.into_iter().zip(have) {
             if have && w.fix.is_empty() {
@@ -424,6 +446,7 @@ impl Upkeeper {
     async fn rebuild_one(&self, map: &PlacementMap, w: Wanted) -> Result<Done, NodeError> {
         let id = ShardId { object_id: w.set.object_id.clone(), index: w.index };
         let done = if w.have { Done::Recorded } else { self.write_shard(map, &w, &id).await? };
+        self.rebuild.suspects.lock().expect("suspects lock").remove(&id);
         let client = self.client.at_epoch(map.epoch);
         for (replica, from) in &w.fix {
             let req = Relocate {

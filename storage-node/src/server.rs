@@ -100,6 +100,7 @@ struct AppState {
     upkeep: crate::collector::Upkeep,
     clock: Arc<crate::node_clock::NodeClock>,
     throttle: Arc<crate::rebuild::Throttle>,
+    rebuild: Arc<crate::rebuild::RebuildState>,
     signer: Signer,
     shards: ShardStore,
     meta: MetaStore,
@@ -145,6 +146,7 @@ pub async fn bind(config: NodeConfig) -> Result<BoundNode, NodeError> {
                 config.upkeep.rebuild_mib_per_s,
                 config.upkeep.rebuild_concurrency,
             )),
+            rebuild: Default::default(),
             signer: Signer::new(&config.cluster_secret),
             shards,
             meta,
@@ -184,12 +186,14 @@ impl BoundNode {
                 clock: state.clock.clone(),
                 stats: Default::default(),
                 throttle: state.throttle.clone(),
-                rebuild: Default::default(),
+                rebuild: state.rebuild.clone(),
+                scrub: Default::default(),
             });
             [
                 tokio::spawn(upkeeper.clone().collect_forever()),
                 tokio::spawn(upkeeper.clone().sync_forever()),
-                tokio::spawn(upkeeper.rebuild_forever()),
+                tokio::spawn(upkeeper.clone().rebuild_forever()),
+                tokio::spawn(upkeeper.scrub_forever()),
             ]
         });
         let app = router(state.clone());
@@ -256,6 +260,7 @@ fn router(state: Arc<AppState>) -> Router {
         .route("/v1/pg/manifests", post(list_pg_manifests))
         .route("/v1/pg/objects", post(list_pg_objects))
         .route("/v1/repair/throttle", post(repair_throttle))
+        .route("/v1/repair/suspect", post(repair_suspect))
         .route("/v1/pg/digest", post(pg_digest))
         .route("/v1/pg/digests", post(pg_digests))
         .route("/v1/pg/shards", post(list_pg_shards))
@@ -703,6 +708,15 @@ async fn list_pg_objects(State(st): State<Arc<AppState>>, body: Body) -> Result<
     check_pg(&req.pg)?;
     let list = st.meta.pg_objects(req.pg, req.after, req.limit).await?;
     Ok(json(StatusCode::OK, &list))
+}
+
+async fn repair_suspect(State(st): State<Arc<AppState>>, body: Body) -> Result<Response, ApiError> {
+    let id: ShardId = parse_json(&body_bytes(body).await?)?;
+    if !ShardId::is_valid_object_id(&id.object_id) {
+        return Err(NodeError::BadRequest("object ids are 32 lowercase hex digits".into()).into());
+    }
+    let sound = crate::scrub::check_shard(&st.shards, &st.rebuild, id).await?;
+    Ok(json(StatusCode::OK, &serde_json::json!({ "sound": sound })))
 }
 
 async fn repair_throttle(State(st): State<Arc<AppState>>, body: Body) -> Result<Response, ApiError> {

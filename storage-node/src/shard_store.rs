@@ -525,6 +525,27 @@ impl ShardStore {
         Ok(out)
     }
 
+    /// Every shard file in directory `xy` whose id carries a placement hash,
+    /// header read or not (the scrub's list).
+    pub fn ids_in_dir(&self, dir: u8) -> Result<Vec<ShardId>, NodeError> {
+        let names =
+            self.names_in(&format!("{dir:02x}"), "", |id| placement::object_id_hash(&id.object_id).is_some())?;
+        Ok(names.into_iter().map(|(_, id)| id).collect())
+    }
+
+    /// Reads shard `id` whole, checking its header and every block against
+    /// its blake3: the bytes read, `None` if absent, `NodeError::Corrupt` if
+    /// anything fails its check. `each` is called with each block's length.
+    pub fn verify(&self, id: &ShardId, mut each: impl FnMut(usize)) -> Result<Option<u64>, NodeError> {
+        let Some(mut r) = self.open_read(id)? else { return Ok(None) };
+        let mut bytes = 0u64;
+        while let Some(f) = r.read_block()? {
+            bytes += f.data.len() as u64;
+            each(f.data.len());
+        }
+        Ok(Some(bytes))
+    }
+
     /// A shard as listed (`None` if it vanished meanwhile or its header does
     /// not read, which is logged: the scrubber's business, not a listing's).
     fn held(&self, id: ShardId, now: std::time::SystemTime) -> Result<Option<PgShard>, NodeError> {

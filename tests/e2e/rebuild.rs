@@ -155,3 +155,97 @@ async fn a_killed_site_is_rebuilt_onto_the_others_with_no_command_and_one_more_n
         assert!(r.is_err(), "{gone} was deleted during the outage but reads back");
     }
 }
+
+/// Shard files of data shards (index < k = 4) of bucket objects, by file name.
+fn data_shard_files(c: &DevCluster) -> Vec<std::path::PathBuf> {
+    c.shard_files()
+        .into_iter()
+        .map(|(_, p)| p)
+        .filter(|p| p.extension().and_then(|e| e.to_str()).and_then(|e| e.parse::<u8>().ok()).is_some_and(|i| i < 4))
+        .collect()
+}
+
+/// Flips one byte inside the first block's data (after the 64-byte file
+/// header and the 36-byte frame header); returns the original bytes.
+fn flip_a_byte(path: &std::path::Path) -> Vec<u8> {
+    let original = std::fs::read(path).unwrap();
+    let mut bad = original.clone();
+    bad[64 + 36 + 10] ^= 0x5a;
+    std::fs::write(path, &bad).unwrap();
+    original
+}
+
+async fn wait_restored(files: &[(std::path::PathBuf, Vec<u8>)], what: &str) {
+    wait_until(Duration::from_secs(60), what, async || {
+        for (p, original) in files {
+            if std::fs::read(p).ok().as_ref() != Some(original) {
+                return Err(format!("{} still differs", p.display()));
+            }
+        }
+        Ok(())
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_get_that_meets_a_corrupt_shard_has_it_rewritten() {
+    // No scrub: only the GET can find the damage.
+    let c = DevCluster::start_with(&[
+        "--pgs=64",
+        "--gateway-arg=--block-size=65536",
+        "--node-arg=--rebuild-every-ms=1000",
+        "--node-arg=--scrub-every-ms=0",
+    ]);
+    let s3 = c.client();
+    s3.create_bucket().bucket("heal").send().await.unwrap();
+    let body = pattern(300_000, 7);
+    put(&s3, "heal", "photo", body.clone()).await;
+    let files = data_shard_files(&c);
+    assert_eq!(files.len(), 4, "one object, four data shards: {files:?}");
+    let victim = files[0].clone();
+    let original = flip_a_byte(&victim);
+    // The GET is served from parity, byte-exact, and reports the shard.
+    assert_same(&get(&s3, "heal", "photo", None).await, &body, "photo");
+    wait_restored(&[(victim, original)], "the corrupt shard to be rewritten after the GET").await;
+    assert!(c.gateway_log().contains("reported an unusable shard to its node"));
+    assert_same(&get(&s3, "heal", "photo", None).await, &body, "photo");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_scrub_finds_flipped_bytes_on_several_nodes_and_they_are_rewritten() {
+    let c = DevCluster::start_with(&[
+        "--pgs=64",
+        "--gateway-arg=--block-size=65536",
+        "--node-arg=--rebuild-every-ms=1000",
+        "--node-arg=--scrub-every-ms=2000",
+    ]);
+    let s3 = c.client();
+    s3.create_bucket().bucket("rot").send().await.unwrap();
+    let mut want = BTreeMap::new();
+    for i in 0..12u64 {
+        let body = pattern(100_000 + i as usize * 5_000, 100 + i);
+        put(&s3, "rot", &format!("k{i}"), body.clone()).await;
+        want.insert(format!("k{i}"), body);
+    }
+    // One shard on each node, any index, each of a different object (so
+    // every object keeps k sound shards).
+    let mut picked: Vec<(std::path::PathBuf, Vec<u8>)> = Vec::new();
+    let (mut nodes_hit, mut objects_hit) = (BTreeSet::new(), BTreeSet::new());
+    for (_, p) in c.shard_files() {
+        let node_dir = p.ancestors().nth(3).unwrap().to_path_buf();
+        let object = p.file_stem().unwrap().to_owned();
+        if !nodes_hit.contains(&node_dir) && !objects_hit.contains(&object) {
+            nodes_hit.insert(node_dir);
+            objects_hit.insert(object);
+            let original = flip_a_byte(&p);
+            picked.push((p, original));
+        }
+    }
+    assert!(picked.len() >= 4, "corrupted shards on {} nodes only", picked.len());
+    wait_restored(&picked, "the scrub to find and the engine to rewrite every flipped shard").await;
+    let logs: String = c.nodes().iter().map(|n| c.node_log(n.0)).collect();
+    assert!(logs.contains("scrub found a corrupt shard"), "no node logged what its scrub found");
+    for (k, v) in &want {
+        assert_same(&get(&s3, "rot", k, None).await, v, k);
+    }
+}
