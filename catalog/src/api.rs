@@ -145,6 +145,34 @@ pub struct NodeReport {
     /// The node refuses manifest writes because of its clock offset.
     #[serde(default)]
     pub refusing_writes: bool,
+    /// Its rebuild engine and scrub (absent from nodes that predate them).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub repair: Option<RepairReport>,
+}
+
+/// What a storage node's rebuild engine and scrub say of themselves, in its
+/// report. Counts come from what the engine found in the manifests and on
+/// disk at the start of its round, less what it has since written, fsynced
+/// and verified: not from a queue.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RepairReport {
+    /// Shards the engine still has to write or record, and their bytes.
+    pub shards_left: u64,
+    pub bytes_left: u64,
+    /// The PGs it wants shards in, each with the fewest shards any object
+    /// it wants there has on in-service nodes (`[pg, shards]`).
+    pub pgs: Vec<(u32, u8)>,
+    /// PGs it could not check in its last round (no majority of replicas answered).
+    pub pgs_waiting: u64,
+    /// Since the node started: shards written (decoded or copied) and verified, and their bytes.
+    pub shards_written: u64,
+    pub bytes_written: u64,
+    /// Rebuilt bytes per second over the last report interval.
+    pub bytes_per_s: u64,
+    /// Shards found bad by the scrub or a reader and not yet rewritten.
+    pub suspects: u64,
+    /// Bytes the scrub has read and checked since the node started.
+    pub scrubbed_bytes: u64,
 }
 
 /// `POST /v1/report/gateway`: what a gateway says of itself, every few seconds.
@@ -182,6 +210,8 @@ pub struct NodeUsage {
     pub clock_offset_ms: Option<i64>,
     #[serde(default)]
     pub refusing_writes: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub repair: Option<RepairReport>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -522,6 +522,7 @@ fn status_of(sh: &Shared) -> Status {
                     age_ms: at.elapsed().as_millis() as u64,
                     clock_offset_ms: r.clock_offset_ms,
                     refusing_writes: r.refusing_writes,
+                    repair: r.repair.clone(),
                 });
                 nodes.push(api::NodeStatus {
                     id: n.id,

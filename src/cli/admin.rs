@@ -77,6 +77,13 @@ pub enum RepairCommand {
     Hold,
     /// Let the catalog mark nodes `out` again once they have been silent long enough.
     Release,
+    /// How far the cluster is from full redundancy: PGs per state, shards and
+    /// bytes left, the rebuild rate and an ETA, from the nodes' reports.
+    Status {
+        /// Print a progress line every 2 s until interrupted.
+        #[arg(long)]
+        watch: bool,
+    },
 }
 
 #[derive(clap::Subcommand)]
@@ -424,7 +431,7 @@ fn clock_cell(offset_ms: Option<i64>, refusing: bool) -> String {
 }
 
 /// Bytes for people: 1.5 GiB, 200 KiB, 12 B.
-fn human_bytes(n: u64) -> String {
+pub(crate) fn human_bytes(n: u64) -> String {
     const UNITS: [&str; 6] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];
     let mut v = n as f64;
     let mut i = 0;
@@ -575,6 +582,7 @@ pub async fn run(a: AdminArgs) -> anyhow::Result<()> {
         AdminCommand::Repair(RepairCommand::Release) => {
             report(&propose(Command::SetRepairHold { hold: false }).await?, json)?
         }
+        AdminCommand::Repair(RepairCommand::Status { watch }) => super::repair_status::run(&c, json, watch).await?,
         AdminCommand::Replica(ReplicaCommand::Add { id, addr, site }) => {
             let r = c.add_replica(id, &addr, &site).await?;
             if json {

@@ -6,6 +6,7 @@ pub mod dev;
 pub mod gateway;
 pub mod init;
 pub mod node;
+pub mod repair_status;
 
 /// Resolves on Ctrl-C or SIGTERM.
 pub async fn shutdown_signal() {

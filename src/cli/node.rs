@@ -142,6 +142,7 @@ pub async fn run(a: NodeArgs) -> anyhow::Result<()> {
             bound.shard_usage(),
             map_watch,
             bound.clock(),
+            bound.repair_state(),
             a.data.clone(),
             Duration::from_millis(a.report_every_ms.max(100)),
         ))

@@ -146,6 +146,14 @@ pub struct RebuildState {
     /// Shards found missing or corrupt by the scrub or a reader: not counted
     /// as held here until rewritten.
     suspects: std::sync::Mutex<BTreeSet<ShardId>>,
+    /// The current round's wanted shards not yet done, and their bytes.
+    left: AtomicU64,
+    bytes_left: AtomicU64,
+    /// PGs with wanted shards at the start of the last round, and the
+    /// fewest in-service shards of an object wanted there.
+    pgs: std::sync::Mutex<Vec<(PgId, u8)>>,
+    /// Bytes the scrub has read and checked.
+    pub scrubbed_bytes: AtomicU64,
     pub rounds: AtomicU64,
     /// Shards decoded from k others, written and verified.
     pub shards_decoded: AtomicU64,
@@ -170,8 +178,26 @@ impl RebuildState {
         self.suspects.lock().expect("suspects lock").insert(id);
     }
 
-    pub fn suspects(&self) -> usize {
-        self.suspects.lock().expect("suspects lock").len()
+    /// The engine and scrub as the node reports them to the catalog.
+    pub fn report(&self, bytes_per_s: u64) -> sillok_catalog::api::RepairReport {
+        sillok_catalog::api::RepairReport {
+            shards_left: self.left.load(Relaxed),
+            bytes_left: self.bytes_left.load(Relaxed),
+            pgs: self.pgs.lock().expect("pgs lock").clone(),
+            pgs_waiting: self.pgs_waiting.load(Relaxed),
+            shards_written: self.shards_decoded.load(Relaxed) + self.shards_copied.load(Relaxed),
+            bytes_written: self.bytes_written.load(Relaxed),
+            bytes_per_s,
+            suspects: self.suspects.lock().expect("suspects lock").len() as u64,
+            scrubbed_bytes: self.scrubbed_bytes.load(Relaxed),
+        }
+    }
+}
+
+impl Wanted {
+    /// The bytes of the shard (each block holds 1/k of its stripe).
+    fn shard_bytes(&self) -> u64 {
+        self.size.div_ceil(u64::from(self.set.k.max(1)))
     }
 }
 
@@ -245,18 +271,33 @@ impl Upkeeper {
         self.rebuild.wanted.store(wanted.len() as u64, Relaxed);
         self.rebuild.wanted_critical.store(wanted.iter().filter(|w| w.live <= k).count() as u64, Relaxed);
         self.rebuild.pgs_waiting.store(waiting, Relaxed);
+        let mut pgs: BTreeMap<PgId, u8> = BTreeMap::new();
+        for w in &wanted {
+            let pg = object_id_hash(&w.set.object_id).map_or(0, |h| map.pg_of_hash(h));
+            let live = u8::try_from(w.live).unwrap_or(u8::MAX);
+            pgs.entry(pg).and_modify(|l| *l = (*l).min(live)).or_insert(live);
+        }
+        *self.rebuild.pgs.lock().expect("pgs lock") = pgs.into_iter().collect();
+        self.rebuild.left.store(wanted.len() as u64, Relaxed);
+        self.rebuild.bytes_left.store(wanted.iter().map(Wanted::shard_bytes).sum(), Relaxed);
         // Fewest shards left first; `sort_by_key` is stable, so PG order breaks ties.
         wanted.sort_by_key(|w| w.live);
         let total = wanted.len();
         let (mut done, mut failed, mut bytes) = (0u64, 0u64, 0u64);
         let mut queue = wanted.into_iter();
         let mut running = FuturesUnordered::new();
+        let map: &PlacementMap = &map;
         loop {
             while running.len() < self.throttle.concurrency() {
                 let Some(w) = queue.next() else { break };
-                running.push(self.rebuild_one(&map, w));
+                let shard_bytes = w.shard_bytes();
+                running.push(async move { (shard_bytes, self.rebuild_one(map, w).await) });
             }
-            let Some(result) = running.next().await else { break };
+            let Some((shard_bytes, result)) = running.next().await else { break };
+            if result.is_ok() {
+                self.rebuild.left.fetch_sub(1, Relaxed);
+                self.rebuild.bytes_left.fetch_sub(shard_bytes, Relaxed);
+            }
             match result {
                 Ok(d) => {
                     done += 1;

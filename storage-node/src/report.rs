@@ -1,7 +1,8 @@
 //! The node's usage report to the catalog replicas: every few seconds, its
 //! shard count and bytes, its file system's size and free space, and the map
-//! epoch it follows, and its clock offset (`POST /v1/report` on every replica, which shows it in
-//! `sillok admin status`). A report that no replica takes is simply late;
+//! epoch it follows, its clock offset, and what its rebuild engine and scrub
+//! are doing (`POST /v1/report` on every replica, which shows it in
+//! `sillok admin status` and `sillok admin repair status`). A report that no replica takes is simply late;
 //! nothing waits for it.
 
 use std::path::{Path, PathBuf};
@@ -35,9 +36,11 @@ pub async fn report_forever(
     usage: Arc<Usage>,
     map: crate::server::MapWatch,
     clock: Arc<crate::node_clock::NodeClock>,
+    repair: Arc<crate::rebuild::RebuildState>,
     data_dir: PathBuf,
     every: Duration,
 ) {
+    let mut written = (std::time::Instant::now(), 0u64);
     let mut tick = tokio::time::interval(every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -54,6 +57,13 @@ pub async fn report_forever(
             disk_free,
             clock_offset_ms: clock.offset_ms(),
             refusing_writes: clock.refusal().is_some(),
+            repair: Some({
+                let now = (std::time::Instant::now(), repair.bytes_written.load(std::sync::atomic::Ordering::Relaxed));
+                let secs = now.0.duration_since(written.0).as_secs_f64().max(1e-3);
+                let rate = ((now.1 - written.1) as f64 / secs) as u64;
+                written = now;
+                repair.report(rate)
+            }),
         };
         let took = client.report(&r).await;
         tracing::debug!(took, shards, shard_bytes, "usage reported");

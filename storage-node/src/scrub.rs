@@ -30,7 +30,6 @@ use crate::shard_store::ShardStore;
 pub struct ScrubStats {
     pub passes: AtomicU64,
     pub shards_checked: AtomicU64,
-    pub bytes_checked: AtomicU64,
     pub found_bad: AtomicU64,
 }
 
@@ -91,7 +90,7 @@ impl Upkeeper {
         }
         self.scrub.passes.fetch_add(1, Relaxed);
         self.scrub.shards_checked.fetch_add(checked, Relaxed);
-        self.scrub.bytes_checked.fetch_add(bytes, Relaxed);
+        self.rebuild.scrubbed_bytes.fetch_add(bytes, Relaxed);
         let secs = t0.elapsed().as_secs_f64();
         tracing::info!(
             checked,

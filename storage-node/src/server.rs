@@ -165,6 +165,11 @@ impl BoundNode {
         self.state.clock.clone()
     }
 
+    /// The rebuild engine's and scrub's state (for the node's reports).
+    pub fn repair_state(&self) -> Arc<crate::rebuild::RebuildState> {
+        self.state.rebuild.clone()
+    }
+
     /// The shard store's usage counters (for the node's reports).
     pub fn shard_usage(&self) -> Arc<crate::shard_store::Usage> {
         self.state.shards.usage_handle()

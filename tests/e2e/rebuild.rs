@@ -19,6 +19,15 @@ fn map_of(c: &DevCluster, site: &str, id: u64) -> Option<PlacementMap> {
     serde_json::from_slice(&std::fs::read(p).ok()?).ok()
 }
 
+/// `sillok admin repair status --json`.
+fn repair_status(c: &DevCluster) -> Result<serde_json::Value, String> {
+    let out = c.admin(&["repair", "status", "--json"]);
+    if !out.status.success() {
+        return Err(String::from_utf8_lossy(&out.stderr).into_owned());
+    }
+    serde_json::from_slice(&out.stdout).map_err(|e| format!("repair status: {e}"))
+}
+
 /// Checks, on every current manifest replica of every PG, that each live
 /// sharded object has k+m shards on k+m distinct in-service nodes, and (on
 /// the first replica) that each of those nodes holds its shard file. Returns
@@ -125,8 +134,16 @@ async fn a_killed_site_is_rebuilt_onto_the_others_with_no_command_and_one_more_n
     // No command: the detector takes the site out and the engine rebuilds.
     let survivor = c.nodes().into_iter().find(|(_, s, _)| s == "site-a").unwrap();
     let client = NodeClient::new(c.cluster_file()["cluster_secret"].as_str().unwrap(), Timeouts::default());
+    let mut worst_seen: BTreeMap<String, u64> = BTreeMap::new();
     let checked =
         wait_until(Duration::from_secs(240), "every object at k+m shards on the surviving sites", async || {
+            if let Ok(s) = repair_status(&c) {
+                for state in ["critical", "degraded", "unreadable"] {
+                    let n = s["pgs"][state].as_u64().unwrap_or(0);
+                    let seen = worst_seen.entry(state.to_string()).or_default();
+                    *seen = (*seen).max(n);
+                }
+            }
             let map = map_of(&c, &survivor.1, survivor.0).ok_or("no map yet".to_string())?;
             if !lost_nodes.iter().all(|id| {
                 map.topology.node(sillok_placement::NodeId(*id as u32)).is_some_and(|n| n.state == NodeState::Out)
@@ -140,6 +157,21 @@ async fn a_killed_site_is_rebuilt_onto_the_others_with_no_command_and_one_more_n
     assert_eq!(checked, sharded, "the replicas list every sharded object once");
     let log: String = c.nodes().iter().filter(|n| n.1 != lost).map(|n| c.node_log(n.0)).collect();
     assert!(log.contains("rebuild round"), "no node logged a rebuild round");
+    // Repair status saw the danger (4 of 6 shards left is critical for 4+2),
+    // and ends with nothing left and every PG at k+m on distinct nodes but
+    // 3 in a site: degraded-site, not clean, while site-c is out.
+    assert!(
+        worst_seen.get("critical").is_some_and(|n| *n > 0),
+        "repair status never showed a critical PG: {worst_seen:?}"
+    );
+    let s = wait_until(Duration::from_secs(30), "repair status to show the rebuild done", async || {
+        let s = repair_status(&c)?;
+        let done = s["shards_left"] == 0 && s["pgs"]["degraded-site"] == 64;
+        if done { Ok(s) } else { Err(s.to_string()) }
+    })
+    .await;
+    assert_eq!(s["pgs"]["clean"], 0, "{s}");
+    assert!(s["nodes_not_reporting"].as_array().unwrap().is_empty(), "{s}");
 
     // One more node lost for good: killed, and its disk wiped.
     let victim = c.nodes().into_iter().find(|(_, s, _)| s == "site-b").unwrap();
