@@ -6,9 +6,10 @@
 //! Only the leader acts, once a second:
 //! - an `up` node not heard for `down_after` is marked `down` (gateways then
 //!   route around it at once: substitutes for writes, parity for reads);
-//! - a node the detector marked `down` that reports again is marked `up`
-//!   (a node an operator marked down stays down: the detector only undoes its
-//!   own decisions);
+//! - a node the detector marked `down` or `out` that reports again is marked
+//!   `up` (a node an operator marked down or out stays so: the detector only
+//!   undoes its own decisions); a site the detector took out comes back in
+//!   one change once every node of it reports again;
 //! - a node the detector marked `down` and not heard for `out_after` is
 //!   marked `out` (its slots move to other nodes), unless repair is held
 //!   (`sillok admin repair hold`). When every node of its site is silent,
@@ -88,6 +89,7 @@ pub(crate) async fn detect_forever(sh: Arc<crate::server::Shared>, settings: Det
             let quiet = silence(node.id);
             let by_detector = transitions.get(&node.id).is_some_and(|t| t.reason.starts_with(SILENT));
             let site_silent = map.topology.nodes_in(&node.site).all(|n| silence(n.id) > settings.down_after);
+            let site_lost = map.topology.nodes_in(&node.site).all(|n| n.state == NodeState::Out);
             let change = match node.state {
                 NodeState::Up if quiet > settings.down_after => Some((
                     NodeState::Down,
@@ -100,6 +102,16 @@ pub(crate) async fn detect_forever(sh: Arc<crate::server::Shared>, settings: Det
                 )),
                 NodeState::Down if by_detector && quiet < settings.down_after => {
                     Some((NodeState::Up, "up", "reporting again".to_string()))
+                }
+                // A node the detector took out comes back in when it reports
+                // again; a site it took out, only once every node of it does
+                // (the map cannot take back part of a lost site).
+                NodeState::Out if by_detector && quiet < settings.down_after => {
+                    let site_back = map.topology.nodes_in(&node.site).all(|n| {
+                        silence(n.id) < settings.down_after
+                            && transitions.get(&n.id).is_some_and(|t| t.reason.starts_with(SILENT))
+                    });
+                    (!site_lost || site_back).then(|| (NodeState::Up, "up", "reporting again after out".to_string()))
                 }
                 NodeState::Down if by_detector && !hold => {
                     let (limit, what) = if site_silent {
@@ -123,7 +135,8 @@ pub(crate) async fn detect_forever(sh: Arc<crate::server::Shared>, settings: Det
             }
             // A whole silent site goes out in one map change, so its data
             // moves once rather than node by node through its own site.
-            let command = if state == NodeState::Out && site_silent {
+            let whole_site_back = state == NodeState::Up && node.state == NodeState::Out && site_lost;
+            let command = if (state == NodeState::Out && site_silent) || whole_site_back {
                 Command::SetSiteState { site: node.site.clone(), state, reason: Some(reason.clone()), at_ms: now_ms() }
             } else {
                 Command::SetNodeState { id: node.id, state, reason: Some(reason.clone()), at_ms: now_ms() }

@@ -1,7 +1,7 @@
 //! Anti-entropy: the manifest replicas of each PG converge.
 //!
 //! Owns: pulling what this node lacks. Each round, for every PG whose
-//! current row names this node as a manifest replica, the node compares its
+//! current or earlier rows name this node as a manifest replica, the node compares its
 //! digest of the PG (keys, versions, tombstones, location generations) with
 //! each other replica of the PG's rows, current and earlier (one
 //! `POST /v1/pg/digests` per peer for all the PGs they share). Where they
@@ -36,11 +36,15 @@ impl Upkeeper {
         use std::sync::atomic::Ordering::Relaxed;
         let Some(map) = self.map.borrow().clone() else { return Ok(0) };
         let (t0, bytes0) = (std::time::Instant::now(), self.stats.sync_bytes.load(Relaxed));
-        // My digest of each PG I am a current replica of, and who else holds it.
+        // My digest of each PG I am a replica of (any row), and who else holds it.
         let mut mine: BTreeMap<PgId, PgDigest> = BTreeMap::new();
         let mut peers: BTreeMap<NodeId, Vec<PgId>> = BTreeMap::new();
         for pg in 0..map.pg_count {
-            if !map.manifest_replicas(pg).contains(&self.id) {
+            // Earlier rows too: a former replica that kept a stale copy
+            // (an old location, a version since deleted) would otherwise
+            // keep its shards referenced, and the collector waiting, for as
+            // long as the map remembers the row.
+            if !row_replicas(&map, pg).contains(&self.id) {
                 continue;
             }
             let (count, digest) = self.meta.pg_digest(PgSelector::of(&map, pg)).await?;

@@ -281,3 +281,125 @@ async fn the_scrub_finds_flipped_bytes_on_several_nodes_and_they_are_rewritten()
         assert_same(&get(&s3, "rot", k, None).await, v, k);
     }
 }
+
+/// Whether every live sharded object's shard i is on its PG's slot i (so
+/// the site rule holds again), on every current manifest replica; and the
+/// number of shard entries the manifests name (on the first replica).
+async fn at_home(client: &NodeClient, map: &PlacementMap) -> Result<usize, String> {
+    let mut entries = 0;
+    for pg in 0..map.pg_count {
+        for (r, replica) in map.manifest_replicas(pg).into_iter().enumerate() {
+            let addr = &map.topology.node(replica).ok_or("replica not in the map")?.addr;
+            let req = ListPg { pg: PgSelector::of(map, pg), after: None, limit: 10_000 };
+            let list = client.list_pg_objects(addr, &req).await.map_err(|e| format!("PG {pg} on {replica}: {e}"))?;
+            for o in &list.objects {
+                for set in &o.sets {
+                    entries += if r == 0 { set.sharded.shards.len() } else { 0 };
+                    for l in &set.sharded.shards {
+                        let home = map.slots(pg)[usize::from(l.index)];
+                        if l.node != home {
+                            return Err(format!(
+                                "{}/{}: shard {} on {} (its slot is {home})",
+                                o.bucket, o.key, l.index, l.node
+                            ));
+                        }
+                    }
+                }
+            }
+        }
+    }
+    Ok(entries)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_site_that_returns_gets_its_shards_back_and_nothing_deleted_or_overwritten_reappears() {
+    let node_args = [
+        "--rebuild-every-ms=1000",
+        "--sync-every-ms=1000",
+        "--collect-grace-ms=3000",
+        "--collect-every-ms=1000",
+        "--scrub-every-ms=0",
+    ];
+    let mut args = vec![
+        "--nodes-per-site=3".to_string(),
+        "--pgs=64".into(),
+        "--gateway-arg=--block-size=65536".into(),
+        "--catalog-arg=--down-after-ms=2000".into(),
+        "--catalog-arg=--site-out-after-ms=6000".into(),
+    ];
+    args.extend(node_args.iter().map(|a| format!("--node-arg={a}")));
+    let c = DevCluster::start_with(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    let s3 = c.client();
+    s3.create_bucket().bucket("back").send().await.unwrap();
+    let mut want: BTreeMap<String, Vec<u8>> = BTreeMap::new();
+    for i in 0..60u64 {
+        want.insert(format!("k{i:03}"), pattern(70_000 + i as usize * 3_001, i));
+    }
+    for (k, v) in &want {
+        put(&s3, "back", k, v.clone()).await;
+    }
+    let lost = "site-c";
+    let lost_nodes: Vec<u64> = c.nodes().into_iter().filter(|(_, s, _)| s == lost).map(|n| n.0).collect();
+    c.kill_site(lost);
+    // While it is away: overwrites, deletes and new objects.
+    let mut deleted = Vec::new();
+    for i in 0..10u64 {
+        let key = format!("k{:03}", i * 5);
+        let body = pattern(75_000, 700 + i);
+        wait_until(Duration::from_secs(30), format!("overwrite {key}"), async || {
+            try_put(&s3, "back", &key, body.clone()).await
+        })
+        .await;
+        want.insert(key, body);
+        let gone = format!("k{:03}", i * 5 + 1);
+        s3.delete_object().bucket("back").key(&gone).send().await.unwrap();
+        want.remove(&gone);
+        deleted.push(gone);
+        let new = format!("new{i:02}");
+        let body = pattern(90_000, 800 + i);
+        put(&s3, "back", &new, body.clone()).await;
+        want.insert(new, body);
+    }
+    let survivor = c.nodes().into_iter().find(|(_, s, _)| s == "site-a").unwrap();
+    let client = NodeClient::new(c.cluster_file()["cluster_secret"].as_str().unwrap(), Timeouts::default());
+    let state_of =
+        |map: &PlacementMap, id: u64| map.topology.node(sillok_placement::NodeId(id as u32)).map(|n| n.state);
+    wait_until(Duration::from_secs(120), "site-c out and rebuilt elsewhere", async || {
+        let map = map_of(&c, &survivor.1, survivor.0).ok_or("no map yet".to_string())?;
+        if !lost_nodes.iter().all(|id| state_of(&map, *id) == Some(NodeState::Out)) {
+            return Err(format!("{lost} not out yet"));
+        }
+        full_redundancy(&client, &map).await
+    })
+    .await;
+
+    // The site comes back with its old disks: the detector takes it back in,
+    // and its nodes take their shards back.
+    let _back: Vec<ChildGuard> = lost_nodes.iter().map(|id| c.restart_node(*id, &node_args)).collect();
+    let entries = wait_until(Duration::from_secs(180), "every shard at its slot again", async || {
+        let map = map_of(&c, &survivor.1, survivor.0).ok_or("no map yet".to_string())?;
+        if !lost_nodes.iter().all(|id| state_of(&map, *id) == Some(NodeState::Up)) {
+            return Err(format!("{lost} not up yet (epoch {})", map.epoch));
+        }
+        full_redundancy(&client, &map).await?;
+        at_home(&client, &map).await
+    })
+    .await;
+    let status = c.admin_ok(&["status"]);
+    assert!(status.contains("reporting again after out"), "{status}");
+    for (k, v) in &want {
+        assert_same(&get(&s3, "back", k, None).await, v, k);
+    }
+    for gone in &deleted {
+        assert!(s3.get_object().bucket("back").key(gone).send().await.is_err(), "{gone} came back");
+    }
+    let keys = list_keys(&s3, "back").await;
+    assert_eq!(keys, want.keys().cloned().collect::<Vec<_>>(), "the listing after the return");
+    // Copies left on the sites that held the shards meanwhile are collected:
+    // the disks end holding exactly the shards the manifests name.
+    wait_until(Duration::from_secs(90), "surplus shard copies to be collected", async || {
+        let files = c.shard_files().len();
+        if files == entries { Ok(()) } else { Err(format!("{files} shard files for {entries} shards named")) }
+    })
+    .await;
+}
