@@ -33,8 +33,9 @@ enum Command {
     Admin(cli::admin::AdminArgs),
     /// Make a cluster file (placement map, keys, secret) from a topology file.
     Init(cli::init::InitArgs),
-    /// Start a 3-site cluster on loopback (3 sites x 2 nodes + 1 gateway) and
+    /// Start a 3-site cluster on loopback (3 sites x 3 nodes + 1 gateway) and
     /// print its S3 endpoint and keys. Stops everything on Ctrl-C or SIGTERM.
+    /// `sillok dev drill` loses a site of a running one under load.
     Dev(cli::dev::DevArgs),
 }
 

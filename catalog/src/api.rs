@@ -173,6 +173,10 @@ pub struct RepairReport {
     pub suspects: u64,
     /// Bytes the scrub has read and checked since the node started.
     pub scrubbed_bytes: u64,
+    /// The map epoch under which the engine last finished listing what it
+    /// wants (0: not yet): its other figures describe that map.
+    #[serde(default)]
+    pub checked_epoch: u64,
 }
 
 /// `POST /v1/report/gateway`: what a gateway says of itself, every few seconds.

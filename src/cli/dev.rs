@@ -71,6 +71,16 @@ pub struct DevArgs {
     /// Extra arguments for every storage node, e.g. `--node-arg=--collect-grace-ms=5000`.
     #[arg(long = "node-arg", allow_hyphen_values = true)]
     pub node_args: Vec<String>,
+    #[command(subcommand)]
+    pub action: Option<DevAction>,
+}
+
+#[derive(clap::Subcommand)]
+pub enum DevAction {
+    /// Against a running `sillok dev` cluster: lose a whole site under
+    /// chat-media load, wait for full redundancy, read everything back, and
+    /// report (failed GETs, PUT gaps, p50/p99 per phase, rebuild time).
+    Drill(super::drill::DrillArgs),
 }
 
 struct Proc {
@@ -79,7 +89,10 @@ struct Proc {
     exited: bool,
 }
 
-pub async fn run(a: DevArgs) -> anyhow::Result<()> {
+pub async fn run(mut a: DevArgs) -> anyhow::Result<()> {
+    if let Some(DevAction::Drill(d)) = a.action.take() {
+        return super::drill::run(d).await;
+    }
     std::fs::create_dir_all(a.data.join("logs")).with_context(|| format!("cannot create {}", a.data.display()))?;
     let data = a.data.canonicalize()?;
     let cluster_path = data.join("cluster.json");

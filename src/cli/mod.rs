@@ -3,6 +3,7 @@
 pub mod admin;
 pub mod catalog;
 pub mod dev;
+pub mod drill;
 pub mod gateway;
 pub mod init;
 pub mod node;

@@ -13,7 +13,13 @@
 //! - `degraded`: fewer than k+m;
 //! - `degraded-site`: k+m on distinct nodes, but a site holds more than m of
 //!   them (while a site is out), so losing a second site is not survivable;
-//! - `clean`: none of the above.
+//! - `clean`: none of the above;
+//! - `unchecked`: a slot node of the PG has not yet listed what it wants
+//!   under the current map (just after a map change, or while it is not
+//!   reporting), so no state can be vouched for.
+//!
+//! `complete()` is the drill's "full redundancy": nothing left, every PG
+//! checked and at k+m on distinct nodes.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -24,7 +30,7 @@ use sillok_catalog::api::Status;
 use sillok_placement::{NodeState, PlacementMap};
 
 /// The states in the order operators read them, best first.
-pub const STATES: [&str; 5] = ["clean", "degraded-site", "degraded", "critical", "unreadable"];
+pub const STATES: [&str; 6] = ["clean", "degraded-site", "degraded", "critical", "unreadable", "unchecked"];
 
 #[derive(Debug, Serialize)]
 pub struct RepairStatus {
@@ -46,6 +52,8 @@ pub struct RepairStatus {
     pub scrubbed_bytes: u64,
     /// In-service nodes that have not reported (their work is not counted).
     pub nodes_not_reporting: Vec<u32>,
+    /// In-service nodes whose engine has not yet checked the current map.
+    pub nodes_not_checked: Vec<u32>,
     pub repair_held: bool,
     /// Why full redundancy cannot be reached as things stand, if it cannot.
     pub limit: Option<String>,
@@ -67,6 +75,7 @@ impl RepairStatus {
             suspects: 0,
             scrubbed_bytes: 0,
             nodes_not_reporting: Vec::new(),
+            nodes_not_checked: Vec::new(),
             repair_held: status.repair_hold,
             limit: None,
         };
@@ -78,6 +87,9 @@ impl RepairStatus {
                 }
                 continue;
             };
+            if r.checked_epoch < map.epoch && n.state == NodeState::Up {
+                s.nodes_not_checked.push(n.id.0);
+            }
             s.shards_left += r.shards_left;
             s.bytes_left += r.bytes_left;
             s.bytes_per_s += r.bytes_per_s;
@@ -103,7 +115,11 @@ impl RepairStatus {
                     *per_site.entry(node.site.as_str()).or_default() += 1;
                 }
             }
-            let state = if live < k {
+            let unchecked =
+                row.iter().any(|n| s.nodes_not_checked.contains(&n.0) || s.nodes_not_reporting.contains(&n.0));
+            let state = if unchecked {
+                "unchecked"
+            } else if live < k {
                 "unreadable"
             } else if live == k {
                 "critical"
@@ -128,6 +144,13 @@ impl RepairStatus {
             ));
         }
         s
+    }
+
+    /// Full redundancy as far as the topology allows: nothing left to
+    /// rebuild, every PG checked under the current map and at k+m shards.
+    pub fn complete(&self) -> bool {
+        let below: u64 = ["degraded", "critical", "unreadable", "unchecked"].iter().map(|st| self.pgs[st]).sum();
+        self.shards_left == 0 && below == 0 && self.pgs_waiting == 0
     }
 
     fn progress_line(&self) -> String {
@@ -160,6 +183,10 @@ impl RepairStatus {
             super::admin::human_bytes(self.scrubbed_bytes),
             if self.repair_held { "yes" } else { "no" }
         );
+        if !self.nodes_not_checked.is_empty() {
+            let ids: Vec<String> = self.nodes_not_checked.iter().map(|n| format!("n{n}")).collect();
+            println!("not yet checked under this map: {}", ids.join(", "));
+        }
         if !self.nodes_not_reporting.is_empty() {
             let ids: Vec<String> = self.nodes_not_reporting.iter().map(|n| format!("n{n}")).collect();
             println!("up but not reporting (not counted): {}", ids.join(", "));
@@ -178,7 +205,7 @@ fn human_secs(s: u64) -> String {
     }
 }
 
-async fn fetch(c: &CatalogClient) -> anyhow::Result<RepairStatus> {
+pub async fn fetch(c: &CatalogClient) -> anyhow::Result<RepairStatus> {
     let status = c.status().await?;
     let view = c.catalog(false).await?;
     let map = view.map.ok_or_else(|| anyhow::anyhow!("the catalog has no map yet (not bootstrapped)"))?;

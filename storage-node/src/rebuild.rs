@@ -154,6 +154,8 @@ pub struct RebuildState {
     pgs: std::sync::Mutex<Vec<(PgId, u8)>>,
     /// Bytes the scrub has read and checked.
     pub scrubbed_bytes: AtomicU64,
+    /// The epoch of the map of the last round whose listing finished.
+    checked_epoch: AtomicU64,
     pub rounds: AtomicU64,
     /// Shards decoded from k others, written and verified.
     pub shards_decoded: AtomicU64,
@@ -190,6 +192,7 @@ impl RebuildState {
             bytes_per_s,
             suspects: self.suspects.lock().expect("suspects lock").len() as u64,
             scrubbed_bytes: self.scrubbed_bytes.load(Relaxed),
+            checked_epoch: self.checked_epoch.load(Relaxed),
         }
     }
 }
@@ -280,6 +283,9 @@ impl Upkeeper {
         *self.rebuild.pgs.lock().expect("pgs lock") = pgs.into_iter().collect();
         self.rebuild.left.store(wanted.len() as u64, Relaxed);
         self.rebuild.bytes_left.store(wanted.iter().map(Wanted::shard_bytes).sum(), Relaxed);
+        if waiting == 0 {
+            self.rebuild.checked_epoch.store(map.epoch, Relaxed);
+        }
         // Fewest shards left first; `sort_by_key` is stable, so PG order breaks ties.
         wanted.sort_by_key(|w| w.live);
         let total = wanted.len();

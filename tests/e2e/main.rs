@@ -13,6 +13,7 @@ mod catalog;
 mod collector;
 mod data_path;
 mod detector;
+mod drill;
 mod following;
 mod real_clients;
 mod rebuild;
