@@ -149,9 +149,10 @@ pub struct RebuildState {
     /// The current round's wanted shards not yet done, and their bytes.
     left: AtomicU64,
     bytes_left: AtomicU64,
-    /// PGs with wanted shards at the start of the last round, and the
-    /// fewest in-service shards of an object wanted there.
-    pgs: std::sync::Mutex<Vec<(PgId, u8)>>,
+    /// PGs with wanted shards in the current round: the fewest in-service
+    /// shards of an object wanted there, and how many are not yet done (a
+    /// PG leaves when the last is).
+    pgs: std::sync::Mutex<BTreeMap<PgId, (u8, u64)>>,
     /// Bytes the scrub has read and checked.
     pub scrubbed_bytes: AtomicU64,
     /// The epoch of the map of the last round whose listing finished.
@@ -185,7 +186,7 @@ impl RebuildState {
         sillok_catalog::api::RepairReport {
             shards_left: self.left.load(Relaxed),
             bytes_left: self.bytes_left.load(Relaxed),
-            pgs: self.pgs.lock().expect("pgs lock").clone(),
+            pgs: self.pgs.lock().expect("pgs lock").iter().map(|(pg, (live, _))| (*pg, *live)).collect(),
             pgs_waiting: self.pgs_waiting.load(Relaxed),
             shards_written: self.shards_decoded.load(Relaxed) + self.shards_copied.load(Relaxed),
             bytes_written: self.bytes_written.load(Relaxed),
@@ -207,6 +208,7 @@ impl Wanted {
 /// One shard this node should hold and does not (or that is not recorded).
 #[derive(Debug, Clone)]
 struct Wanted {
+    pg: PgId,
     bucket: String,
     key: String,
     version: Version,
@@ -274,13 +276,14 @@ impl Upkeeper {
         self.rebuild.wanted.store(wanted.len() as u64, Relaxed);
         self.rebuild.wanted_critical.store(wanted.iter().filter(|w| w.live <= k).count() as u64, Relaxed);
         self.rebuild.pgs_waiting.store(waiting, Relaxed);
-        let mut pgs: BTreeMap<PgId, u8> = BTreeMap::new();
+        let mut pgs: BTreeMap<PgId, (u8, u64)> = BTreeMap::new();
         for w in &wanted {
-            let pg = object_id_hash(&w.set.object_id).map_or(0, |h| map.pg_of_hash(h));
             let live = u8::try_from(w.live).unwrap_or(u8::MAX);
-            pgs.entry(pg).and_modify(|l| *l = (*l).min(live)).or_insert(live);
+            let e = pgs.entry(w.pg).or_insert((live, 0));
+            e.0 = e.0.min(live);
+            e.1 += 1;
         }
-        *self.rebuild.pgs.lock().expect("pgs lock") = pgs.into_iter().collect();
+        *self.rebuild.pgs.lock().expect("pgs lock") = pgs;
         self.rebuild.left.store(wanted.len() as u64, Relaxed);
         self.rebuild.bytes_left.store(wanted.iter().map(Wanted::shard_bytes).sum(), Relaxed);
         if waiting == 0 {
@@ -296,13 +299,20 @@ impl Upkeeper {
         loop {
             while running.len() < self.throttle.concurrency() {
                 let Some(w) = queue.next() else { break };
-                let shard_bytes = w.shard_bytes();
-                running.push(async move { (shard_bytes, self.rebuild_one(map, w).await) });
+                let (shard_bytes, pg) = (w.shard_bytes(), w.pg);
+                running.push(async move { (shard_bytes, pg, self.rebuild_one(map, w).await) });
             }
-            let Some((shard_bytes, result)) = running.next().await else { break };
+            let Some((shard_bytes, pg, result)) = running.next().await else { break };
             if result.is_ok() {
                 self.rebuild.left.fetch_sub(1, Relaxed);
                 self.rebuild.bytes_left.fetch_sub(shard_bytes, Relaxed);
+                let mut pgs = self.rebuild.pgs.lock().expect("pgs lock");
+                if let Some(e) = pgs.get_mut(&pg) {
+                    e.1 -= 1;
+                    if e.1 == 0 {
+                        pgs.remove(&pg);
+                    }
+                }
             }
             match result {
                 Ok(d) => {
@@ -431,6 +441,7 @@ impl Upkeeper {
                     }
                 }
                 candidates.push(Wanted {
+                    pg,
                     bucket: o.bucket.clone(),
                     key: o.key.clone(),
                     version: o.version,

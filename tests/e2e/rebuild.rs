@@ -5,6 +5,7 @@
 //! costs no object.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::ffi::OsString;
 use std::time::Duration;
 
 use sillok_placement::{NodeState, PlacementMap};
@@ -402,4 +403,79 @@ async fn a_site_that_returns_gets_its_shards_back_and_nothing_deleted_or_overwri
         if files == entries { Ok(()) } else { Err(format!("{files} shard files for {entries} shards named")) }
     })
     .await;
+}
+
+/// Each up node's rebuild report in `sillok admin status --json`: `(id, shards_left, bytes_written)`.
+fn rebuild_reports(c: &DevCluster) -> Vec<(u64, u64, u64)> {
+    let out = c.admin(&["status", "--json"]);
+    let Ok(v) = serde_json::from_slice::<serde_json::Value>(&out.stdout) else { return Vec::new() };
+    v["nodes"]
+        .as_array()
+        .map(|nodes| {
+            nodes
+                .iter()
+                .filter_map(|n| {
+                    let r = &n["usage"]["repair"];
+                    Some((n["id"].as_u64()?, r["shards_left"].as_u64()?, r["bytes_written"].as_u64()?))
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rebuild_survives_killing_a_rebuilding_node_and_the_catalog_leader_and_places_every_shard_once() {
+    let node_args =
+        ["--rebuild-every-ms=1000", "--sync-every-ms=1000", "--rebuild-mib-per-s=1", "--rebuild-concurrency=1"];
+    let mut args = vec![
+        "--nodes-per-site=3".to_string(),
+        "--pgs=64".into(),
+        "--catalog-arg=--down-after-ms=2000".into(),
+        // Long enough that a node killed for a few seconds is not taken out.
+        "--catalog-arg=--out-after-ms=120000".into(),
+        "--catalog-arg=--site-out-after-ms=5000".into(),
+    ];
+    args.extend(node_args.iter().map(|a| format!("--node-arg={a}")));
+    let c = DevCluster::start_with(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    let s3 = c.client();
+    s3.create_bucket().bucket("mid").send().await.unwrap();
+    let mut want = BTreeMap::new();
+    for i in 0..60u64 {
+        let body = pattern(400_000 + i as usize * 10_000, 300 + i);
+        put(&s3, "mid", &format!("k{i:02}"), body.clone()).await;
+        want.insert(format!("k{i:02}"), body);
+    }
+    c.kill_site("site-c");
+    // Mid-rebuild: a node that has written some shards and has more to go.
+    let (busy, _, _) = wait_until(Duration::from_secs(120), "a node in the middle of its rebuild", async || {
+        rebuild_reports(&c).into_iter().find(|(_, left, written)| *left > 0 && *written > 0)
+    })
+    .await;
+    let (_, busy_site, _) = c.nodes().into_iter().find(|n| n.0 == busy).unwrap();
+    let busy_dir = c.dir.path().join("sites").join(&busy_site).join(format!("node-{busy}"));
+    assert_eq!(signal(c.node_pid(busy), 9), 0);
+    // And the catalog leader (a surviving site's replica: site-c's is dead),
+    // which is started again on the same command line.
+    let leader_site = c.leader_site().await;
+    assert_ne!(leader_site, "site-c");
+    let leader_pid = c.replica_pid(&leader_site);
+    let line = cmdline(leader_pid);
+    assert_eq!(signal(leader_pid, 9), 0);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let log = c.dir.path().join("logs").join("restarted-leader.log");
+    let _leader = ChildGuard(spawn_sillok(&line[1..].iter().map(OsString::from).collect::<Vec<_>>(), &log));
+    let _node = c.restart_node(busy, &node_args);
+    assert!(busy_dir.exists());
+
+    let survivor = c.nodes().into_iter().find(|(id, s, _)| s == "site-a" && *id != busy).unwrap();
+    let client = NodeClient::new(c.cluster_file()["cluster_secret"].as_str().unwrap(), Timeouts::default());
+    wait_until(Duration::from_secs(240), "every object at k+m shards, each at its slot", async || {
+        let map = map_of(&c, &survivor.1, survivor.0).ok_or("no map yet".to_string())?;
+        full_redundancy(&client, &map).await?;
+        at_home(&client, &map).await
+    })
+    .await;
+    for (k, v) in &want {
+        assert_same(&get(&s3, "mid", k, None).await, v, k);
+    }
 }
