@@ -21,6 +21,7 @@
 //! | `POST /v1/pg/digests` | body [`PgDigests`] → one [`PgDigest`] per PG named, in order |
 //! | `POST /v1/pg/shards` | body [`ListPg`] → [`PgShardList`]: the shard files held in one PG, from their headers only |
 //! | `POST /v1/references` | body [`References`] → [`ShardPlaces`]: where the manifests here place those ids' shards |
+//! | `GET  /metrics` | Prometheus text (unsigned: figures only) |
 //! | `GET  /v1/health` | 200 `{"node": id, "epoch": E}` |
 //!
 //! Map epochs: a caller that follows the placement map sends its epoch in

@@ -22,6 +22,7 @@ pub mod client;
 pub mod collector;
 pub mod error;
 pub mod meta_store;
+pub mod metrics;
 pub mod node_clock;
 pub mod rebuild;
 pub mod report;

@@ -271,6 +271,7 @@ fn router(state: Arc<AppState>) -> Router {
         .route("/v1/pg/shards", post(list_pg_shards))
         .route("/v1/references", post(references))
         .route("/v1/health", get(health))
+        .route("/metrics", get(metrics))
         .fallback(|| async { ApiError(NodeError::NotFound) })
         .layer(middleware::from_fn_with_state(state.clone(), authenticate))
         .with_state(state)
@@ -320,6 +321,10 @@ async fn authenticate(State(st): State<Arc<AppState>>, req: Request, next: Next)
     let path = req.uri().path().to_string();
     let span = tracing::info_span!("node_request", node = %st.id, %method, path = %path);
     async move {
+        // Prometheus cannot sign: the metrics page (figures only) is open.
+        if method == Method::GET && path == "/metrics" {
+            return next.run(req).await;
+        }
         let policy = Policy {
             max_body: MAX_JSON_BODY,
             unsigned_ok: &|m, p| *m == Method::PUT && is_shard_path(p),
@@ -771,6 +776,14 @@ async fn references(State(st): State<Arc<AppState>>, body: Body) -> Result<Respo
     }
     let places = st.meta.placements(req.object_ids).await?;
     Ok(json(StatusCode::OK, &api::ShardPlaces { places }))
+}
+
+async fn metrics(State(st): State<Arc<AppState>>) -> Response {
+    let (shards, shard_bytes) = st.shards.usage().get();
+    let page = crate::metrics::render(st.epoch(), shards, shard_bytes, st.clock.offset_ms(), &st.rebuild.report(0));
+    let mut resp = Response::new(Body::from(page));
+    resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; version=0.0.4"));
+    resp
 }
 
 async fn health(State(st): State<Arc<AppState>>) -> Response {

@@ -23,7 +23,7 @@ fn code<E: ProvideErrorMetadata>(e: &aws_sdk_s3::error::SdkError<E>) -> String {
 
 /// The epoch a gateway reports in its metrics.
 async fn gateway_epoch(endpoint: &str) -> u64 {
-    let text = reqwest_text(&format!("{endpoint}/_sillok/metrics")).await;
+    let text = http_text(&format!("{endpoint}/_sillok/metrics")).await;
     text.lines()
         .find_map(|l| l.strip_prefix("sillok_map_epoch "))
         .and_then(|v| v.trim().parse().ok())
@@ -31,14 +31,6 @@ async fn gateway_epoch(endpoint: &str) -> u64 {
 }
 
 /// A plain HTTP GET (health and metrics routes).
-async fn reqwest_text(url: &str) -> String {
-    use http_body_util::BodyExt;
-    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
-        .build_http::<http_body_util::Empty<bytes::Bytes>>();
-    let resp = client.get(url.parse().unwrap()).await.unwrap();
-    String::from_utf8(resp.into_body().collect().await.unwrap().to_bytes().to_vec()).unwrap()
-}
-
 async fn wait_node_epochs(c: &DevCluster, epoch: u64) {
     wait_until(Duration::from_secs(30), format!("every node to reach epoch {epoch}"), async || {
         let secret = c.cluster_file()["cluster_secret"].as_str().unwrap().to_string();

@@ -173,6 +173,14 @@ async fn a_killed_site_is_rebuilt_onto_the_others_with_no_command_and_one_more_n
     .await;
     assert_eq!(s["pgs"]["clean"], 0, "{s}");
     assert!(s["nodes_not_reporting"].as_array().unwrap().is_empty(), "{s}");
+    // Each surviving node's Prometheus page (unsigned) counts what it rebuilt.
+    let mut rebuilt = 0;
+    for (_, _, addr) in c.nodes().iter().filter(|n| n.1 != lost) {
+        let page = http_text(&format!("http://{addr}/metrics")).await;
+        let line = page.lines().find(|l| l.starts_with("sillok_rebuild_shards_written_total ")).expect(&page);
+        rebuilt += line.split_whitespace().nth(1).unwrap().parse::<u64>().unwrap();
+    }
+    assert!(rebuilt > 0, "no node's metrics count a rebuilt shard");
 
     // One more node lost for good: killed, and its disk wiped.
     let victim = c.nodes().into_iter().find(|(_, s, _)| s == "site-b").unwrap();

@@ -756,3 +756,12 @@ mod tests {
         assert!(matches!(state, Some('S' | 'R' | 'D')), "state {state:?}");
     }
 }
+
+/// The body of a plain (unsigned) HTTP GET, as text.
+pub async fn http_text(url: &str) -> String {
+    use http_body_util::BodyExt;
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .build_http::<http_body_util::Empty<bytes::Bytes>>();
+    let resp = client.get(url.parse().unwrap()).await.unwrap();
+    String::from_utf8(resp.into_body().collect().await.unwrap().to_bytes().to_vec()).unwrap()
+}
