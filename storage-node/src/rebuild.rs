@@ -65,6 +65,9 @@ use crate::collector::Upkeeper;
 use crate::error::NodeError;
 use crate::shard_store::{MAX_BLOCKS, ShardMeta};
 
+/// PGs a round lists at once (each asks its replicas at once).
+const LIST_AT_ONCE: usize = 8;
+
 /// The engine's pace, shared by its rounds and the node's API.
 #[derive(Debug)]
 pub struct Throttle {
@@ -255,13 +258,24 @@ impl Upkeeper {
         };
         let mut wanted = Vec::new();
         let mut waiting = 0;
-        for (pg, index) in mine {
-            let seen = (map.epoch, digests.get(&pg).cloned().unwrap_or_default());
-            let clean = self.rebuild.clean.lock().expect("clean lock").get(&pg) == Some(&seen);
-            if clean && seen.1.iter().all(Option::is_some) && !suspect_pgs.contains(&pg) {
-                continue;
-            }
-            match self.wanted_in_pg(&map, pg, index).await? {
+        // PGs to list: those not remembered clean under the same digests.
+        let to_list: Vec<(PgId, u8, (u64, Vec<Option<String>>))> = mine
+            .into_iter()
+            .filter_map(|(pg, index)| {
+                let seen = (map.epoch, digests.get(&pg).cloned().unwrap_or_default());
+                let clean = self.rebuild.clean.lock().expect("clean lock").get(&pg) == Some(&seen);
+                let skip = clean && seen.1.iter().all(Option::is_some) && !suspect_pgs.contains(&pg);
+                (!skip).then_some((pg, index, seen))
+            })
+            .collect();
+        // A few PGs are listed at once: after a map change every PG is, and
+        // one at a time that took longer than the rebuild itself.
+        let map_ref: &PlacementMap = &map;
+        let mut listings = futures::stream::iter(to_list)
+            .map(|(pg, index, seen)| async move { (pg, seen, self.wanted_in_pg(map_ref, pg, index).await) })
+            .buffer_unordered(LIST_AT_ONCE);
+        while let Some((pg, seen, listed)) = listings.next().await {
+            match listed? {
                 Some(w) if w.is_empty() => {
                     self.rebuild.clean.lock().expect("clean lock").insert(pg, seen);
                 }
@@ -272,6 +286,7 @@ impl Upkeeper {
                 None => waiting += 1,
             }
         }
+        drop(listings);
         let k = usize::from(map.profile.k);
         self.rebuild.wanted.store(wanted.len() as u64, Relaxed);
         self.rebuild.wanted_critical.store(wanted.iter().filter(|w| w.live <= k).count() as u64, Relaxed);
