@@ -179,6 +179,32 @@ pub struct RepairReport {
     pub checked_epoch: u64,
 }
 
+/// The rebuild pace an operator set for every storage node; a field not set
+/// leaves each node's own flag in force.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RepairThrottle {
+    /// MiB/s of rebuilt bytes per node (0: unlimited).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mib_per_s: Option<u32>,
+    /// Shards rebuilt at once per node.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub concurrency: Option<u32>,
+}
+
+/// The answer to a node's or gateway's report: what the replica that took
+/// it knows that the reporter should follow or show.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ReportAnswer {
+    /// The replica's applied log index (the reporter keeps the newest answer).
+    pub applied_index: u64,
+    #[serde(default)]
+    pub repair_throttle: Option<RepairThrottle>,
+    /// The cluster's repair state as of this replica's reports (for the
+    /// reporter's metrics page); absent before the catalog has a map.
+    #[serde(default)]
+    pub repair: Option<crate::repair::RepairStatus>,
+}
+
 /// `POST /v1/report/gateway`: what a gateway says of itself, every few seconds.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct GatewayReport {
@@ -251,6 +277,9 @@ pub struct Status {
     /// Automatic `out` is held (`sillok admin repair hold`).
     #[serde(default)]
     pub repair_hold: bool,
+    /// The rebuild pace set by an operator (`sillok admin repair throttle`).
+    #[serde(default)]
+    pub repair_throttle: Option<RepairThrottle>,
     /// Gateways that reported to this replica in the last 10 minutes.
     #[serde(default)]
     pub gateways: Vec<GatewayStatus>,

@@ -299,26 +299,34 @@ impl CatalogClient {
     }
 
     /// Sends a storage node's usage report to every replica at once (each
-    /// keeps its own copy for status); returns how many took it.
-    pub async fn report(&self, r: &api::NodeReport) -> usize {
+    /// keeps its own copy for status); returns how many took it and the
+    /// answer of the one furthest along the log.
+    pub async fn report(&self, r: &api::NodeReport) -> Reported {
         self.report_to("/v1/report", Self::body(r)).await
     }
 
     /// Sends a gateway's report to every replica at once, like [`Self::report`].
-    pub async fn report_gateway(&self, r: &api::GatewayReport) -> usize {
+    pub async fn report_gateway(&self, r: &api::GatewayReport) -> Reported {
         self.report_to("/v1/report/gateway", Self::body(r)).await
     }
 
-    async fn report_to(&self, path: &'static str, body: Vec<u8>) -> usize {
+    async fn report_to(&self, path: &'static str, body: Vec<u8>) -> Reported {
         let calls = self.replicas.iter().map(|addr| {
             let body = body.clone();
             async move {
                 let res =
                     self.transport.call(Method::POST, addr, path, body, &[], self.timeouts.attempt, MAX_RESPONSE).await;
-                matches!(res, Ok(r) if r.status == StatusCode::NO_CONTENT)
+                match res {
+                    Ok(r) if r.status.is_success() => {
+                        Some(serde_json::from_slice::<api::ReportAnswer>(&r.body).unwrap_or_default())
+                    }
+                    _ => None,
+                }
             }
         });
-        futures::future::join_all(calls).await.into_iter().filter(|ok| *ok).count()
+        let answers: Vec<api::ReportAnswer> = futures::future::join_all(calls).await.into_iter().flatten().collect();
+        let taken = answers.len();
+        Reported { taken, answer: answers.into_iter().max_by_key(|a| a.applied_index) }
     }
 
     /// Proposes a change with a fresh request id.
@@ -341,4 +349,13 @@ impl CatalogClient {
     pub async fn remove_replica(&self, id: u64) -> Result<MembershipChanged, ClientError> {
         self.call(Method::POST, "/v1/membership/remove", Self::body(&RemoveReplica { id })).await
     }
+}
+
+/// What became of a report sent to every replica.
+#[derive(Debug, Clone, Default)]
+pub struct Reported {
+    /// Replicas that took it.
+    pub taken: usize,
+    /// The answer of the replica with the highest applied index.
+    pub answer: Option<api::ReportAnswer>,
 }

@@ -12,6 +12,8 @@
 //! - `server`: a running replica: its Raft instance, the HTTP service, the
 //!   forwarding of writes to the leader, the one-time seeding from the
 //!   cluster file;
+//! - `repair`: the cluster's repair state (PG states, work left, ETA) from
+//!   the nodes' reports, for status, metrics pages and the drill;
 //! - `detector`: the leader's failure detector, which marks silent nodes
 //!   `down` and then `out`;
 //! - `client`: [`CatalogClient`], which finds the leader among the replicas;
@@ -37,6 +39,7 @@ pub mod client;
 pub mod detector;
 pub mod follower;
 pub mod raft_network;
+pub mod repair;
 pub mod server;
 pub mod state;
 pub mod store;

@@ -172,6 +172,9 @@ pub(crate) struct Shared {
     pub(crate) reports: std::sync::Mutex<BTreeMap<sillok_placement::NodeId, (Instant, api::NodeReport)>>,
     /// The last report of each gateway, by its address (memory only).
     gateway_reports: std::sync::Mutex<BTreeMap<String, (Instant, api::GatewayReport)>>,
+    /// The cluster's repair state as last computed from `reports` (at most
+    /// once a second: every report's answer carries it).
+    repair: std::sync::Mutex<Option<(Instant, Option<crate::repair::RepairStatus>)>>,
 }
 
 /// A replica whose stores are open, whose Raft runs and whose socket is
@@ -242,6 +245,7 @@ impl Replica {
             detector: config.detector,
             reports: Default::default(),
             gateway_reports: Default::default(),
+            repair: Default::default(),
         });
         Ok(Replica { shared, listener, addr })
     }
@@ -316,6 +320,7 @@ fn router(sh: Arc<Shared>) -> Router {
         .route("/v1/membership/remove", post(membership_remove))
         .route("/v1/report", post(report))
         .route("/v1/report/gateway", post(report_gateway))
+        .route("/metrics", get(metrics))
         .fallback(|| async { error(StatusCode::NOT_FOUND, "not_found", "no such route".into()) })
         .layer(middleware::from_fn_with_state(sh.clone(), authenticate))
         .with_state(sh)
@@ -417,6 +422,10 @@ async fn authenticate(State(sh): State<Arc<Shared>>, req: Request, next: Next) -
             .filter(|k| k.may(Permission::Admin))
             .map(|k| Signer::with_key(id, &k.secret))
     };
+    // Prometheus cannot sign: the metrics page (figures only) is open.
+    if method == Method::GET && path == "/metrics" {
+        return next.run(req).await;
+    }
     let policy = Policy { max_body: MAX_BODY, unsigned_ok: &|_, _| false, lookup: &admin_key };
     let req = match sillok_rpc::server::authenticate(req, &sh.internal, &policy).await {
         Ok(req) => req,
@@ -574,6 +583,7 @@ fn status_of(sh: &Shared) -> Status {
             sites,
             nodes,
             repair_hold: c.repair.hold,
+            repair_throttle: c.repair.throttle,
             gateways,
             buckets: c.buckets.len(),
             keys: c.keys.len(),
@@ -591,7 +601,64 @@ async fn report_gateway(State(sh): State<Arc<Shared>>, Extension(caller): Extens
         Err(r) => return r,
     };
     sh.gateway_reports.lock().expect("gateway reports lock").insert(r.gateway.clone(), (Instant::now(), r));
-    StatusCode::NO_CONTENT.into_response()
+    json(StatusCode::OK, &report_answer(&sh))
+}
+
+/// The cluster's repair state from this replica's reports, recomputed at
+/// most once a second.
+fn repair_state(sh: &Shared) -> Option<crate::repair::RepairStatus> {
+    if let Some((at, r)) = sh.repair.lock().expect("repair lock").as_ref()
+        && at.elapsed() < Duration::from_secs(1)
+    {
+        return r.clone();
+    }
+    let status = status_of(sh);
+    let r = sh.sm.read(|st| st.catalog.map.clone()).map(|map| crate::repair::RepairStatus::of(&status, &map));
+    *sh.repair.lock().expect("repair lock") = Some((Instant::now(), r.clone()));
+    r
+}
+
+fn report_answer(sh: &Shared) -> api::ReportAnswer {
+    let (applied_index, repair_throttle) =
+        sh.sm.read(|st| (st.applied.map_or(0, |l| l.index), st.catalog.repair.throttle));
+    api::ReportAnswer { applied_index, repair_throttle, repair: repair_state(sh) }
+}
+
+/// `GET /metrics` (unsigned): this replica's Raft figures and the cluster's
+/// repair state.
+async fn metrics(State(sh): State<Arc<Shared>>) -> Response {
+    use std::fmt::Write;
+    let m = sh.raft.metrics().borrow().clone();
+    let mut page = String::new();
+    let leader = u64::from(m.state == ServerState::Leader);
+    let applied = sh.sm.read(|st| st.applied.map_or(0, |l| l.index));
+    for (name, help, v) in [
+        ("sillok_catalog_is_leader", "1 on the replica that leads the Raft group.", leader),
+        ("sillok_catalog_term", "The Raft term this replica is in.", m.current_term),
+        ("sillok_catalog_applied_index", "The last log index this replica applied.", applied),
+        ("sillok_catalog_last_log_index", "The last log index this replica holds.", m.last_log_index.unwrap_or(0)),
+    ] {
+        let _ = writeln!(page, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {v}");
+    }
+    let _ = writeln!(
+        page,
+        "# HELP sillok_catalog_nodes Storage nodes by state in the map.\n# TYPE sillok_catalog_nodes gauge"
+    );
+    let by_state = sh.sm.read(|st| {
+        let mut c: BTreeMap<&'static str, u64> =
+            ["up", "down", "draining", "out"].into_iter().map(|s| (s, 0)).collect();
+        for n in st.catalog.map.iter().flat_map(|m| m.topology.nodes.iter()) {
+            *c.entry(state_name(n.state)).or_default() += 1;
+        }
+        c
+    });
+    for (state, n) in by_state {
+        let _ = writeln!(page, "sillok_catalog_nodes{{state=\"{state}\"}} {n}");
+    }
+    if let Some(r) = repair_state(&sh) {
+        page.push_str(&r.prometheus());
+    }
+    (StatusCode::OK, [(header::CONTENT_TYPE, "text/plain; version=0.0.4")], page).into_response()
 }
 
 pub fn state_name(s: NodeState) -> &'static str {
@@ -613,7 +680,7 @@ async fn report(State(sh): State<Arc<Shared>>, Extension(caller): Extension<Call
         Err(r) => return r,
     };
     sh.reports.lock().expect("reports lock").insert(r.node, (Instant::now(), r));
-    StatusCode::NO_CONTENT.into_response()
+    json(StatusCode::OK, &report_answer(&sh))
 }
 
 async fn status(State(sh): State<Arc<Shared>>) -> Response {

@@ -157,6 +157,10 @@ pub struct Repair {
     /// The last state change of each node that came with a reason.
     #[serde(default)]
     pub transitions: BTreeMap<NodeId, Transition>,
+    /// The rebuild pace every storage node takes from its report's answer
+    /// (`sillok admin repair throttle`); unset, nodes use their own flags.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub throttle: Option<crate::api::RepairThrottle>,
 }
 
 /// One node state change and its reason.
@@ -229,6 +233,14 @@ pub enum Command {
     /// Holds or releases automatic `out` (the detector still marks `down`).
     SetRepairHold {
         hold: bool,
+    },
+    /// Sets the rebuild pace of every storage node; a field left out keeps
+    /// its value (or the nodes' own flag, if never set).
+    SetRepairThrottle {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        mib_per_s: Option<u32>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        concurrency: Option<u32>,
     },
 }
 
@@ -303,6 +315,9 @@ pub enum Outcome {
     RepairHold {
         hold: bool,
     },
+    RepairThrottle {
+        throttle: crate::api::RepairThrottle,
+    },
     /// The reply of log entries that carry no command (leader blanks,
     /// membership changes).
     Internal,
@@ -347,6 +362,8 @@ pub enum CatalogError {
          (it needs {k}); this would remove the last copies. Bring nodes back up or wait for repair first"
     )]
     LastCopies { pg: u32, left: usize, width: usize, k: usize },
+    #[error("invalid repair throttle: {0}")]
+    InvalidThrottle(String),
 }
 
 impl From<sillok_placement::PlacementError> for CatalogError {
@@ -451,6 +468,20 @@ impl Catalog {
             Command::SetRepairHold { hold } => {
                 self.repair.hold = *hold;
                 Ok(Outcome::RepairHold { hold: *hold })
+            }
+            Command::SetRepairThrottle { mib_per_s, concurrency } => {
+                if *concurrency == Some(0) {
+                    return Err(CatalogError::InvalidThrottle(
+                        "a concurrency of 0 would stop the rebuild; give at least 1".into(),
+                    ));
+                }
+                let old = self.repair.throttle.unwrap_or_default();
+                let throttle = crate::api::RepairThrottle {
+                    mib_per_s: mib_per_s.or(old.mib_per_s),
+                    concurrency: concurrency.or(old.concurrency),
+                };
+                self.repair.throttle = Some(throttle);
+                Ok(Outcome::RepairThrottle { throttle })
             }
             _ => {
                 let (topology, added) = self.changed_topology(map, cmd)?;
@@ -843,6 +874,19 @@ mod tests {
         v.as_object_mut().unwrap().remove("repair");
         let old: Catalog = serde_json::from_value(v).unwrap();
         assert_eq!(old.repair, Repair::default());
+    }
+
+    #[test]
+    fn the_repair_throttle_keeps_fields_left_out_and_refuses_a_zero_concurrency() {
+        use crate::api::RepairThrottle;
+        let mut c = seeded(3, 2);
+        let set = |mib_per_s, concurrency| Command::SetRepairThrottle { mib_per_s, concurrency };
+        let t =
+            |mib_per_s, concurrency| Outcome::RepairThrottle { throttle: RepairThrottle { mib_per_s, concurrency } };
+        assert_eq!(c.apply(&set(Some(20), None)).unwrap(), t(Some(20), None));
+        assert_eq!(c.apply(&set(None, Some(2))).unwrap(), t(Some(20), Some(2)));
+        assert!(matches!(c.apply(&set(Some(5), Some(0))), Err(CatalogError::InvalidThrottle(_))));
+        assert_eq!(c.repair.throttle, Some(RepairThrottle { mib_per_s: Some(20), concurrency: Some(2) }));
     }
 
     #[test]

@@ -141,6 +141,9 @@ pub struct GatewayCatalog {
     /// last such read started (a miss that began before it is answered by it).
     fresh_read: tokio::sync::Mutex<Option<Instant>>,
     pub region: String,
+    /// The cluster's repair state from the last answer to this gateway's
+    /// report (shown on its metrics page).
+    pub repair: std::sync::Mutex<Option<sillok_catalog::repair::RepairStatus>>,
 }
 
 impl GatewayCatalog {
@@ -155,8 +158,11 @@ impl GatewayCatalog {
                 clock_offset_ms: cluster.clock_offset_ms(),
                 refusing_writes: cluster.check_clock().is_err(),
             };
-            let took = self.client.report_gateway(&r).await;
-            tracing::debug!(took, "gateway report sent");
+            let sent = self.client.report_gateway(&r).await;
+            tracing::debug!(took = sent.taken, "gateway report sent");
+            if let Some(repair) = sent.answer.and_then(|a| a.repair) {
+                *self.repair.lock().expect("repair lock") = Some(repair);
+            }
             tokio::time::sleep(every).await;
         }
     }
@@ -182,6 +188,7 @@ impl GatewayCatalog {
             follower,
             client,
             fresh_read: tokio::sync::Mutex::new(None),
+            repair: std::sync::Mutex::new(None),
         }))
     }
 

@@ -209,7 +209,11 @@ async fn route(
         (&http::Method::GET, "/_sillok/health") => return text(200, "ok\n".into()),
         (&http::Method::GET, "/_sillok/metrics") => {
             let index = catalog.index();
-            return text(200, metrics.render(cluster.map().epoch, index.applied, cluster.clock_offset_ms()));
+            let mut page = metrics.render(cluster.map().epoch, index.applied, cluster.clock_offset_ms());
+            if let Some(r) = catalog.repair.lock().expect("repair lock").as_ref() {
+                page.push_str(&r.prometheus());
+            }
+            return text(200, page);
         }
         _ => {}
     }

@@ -84,6 +84,16 @@ pub enum RepairCommand {
         #[arg(long)]
         watch: bool,
     },
+    /// Set the rebuild pace of every storage node while they run (each
+    /// applies it within a report interval, about 2 s). With no option, shows it.
+    Throttle {
+        /// Rebuilt bytes per node, MiB/s (0: unlimited).
+        #[arg(long)]
+        mib_per_s: Option<u32>,
+        /// Shards each node rebuilds at once (at least 1).
+        #[arg(long)]
+        concurrency: Option<u32>,
+    },
 }
 
 #[derive(clap::Subcommand)]
@@ -459,9 +469,22 @@ fn report(p: &Proposed, json: bool) -> anyhow::Result<()> {
         Outcome::RepairHold { hold: false } => {
             println!("repair released: nodes silent for longer than the catalog's out-after are marked out again")
         }
+        Outcome::RepairThrottle { throttle } => {
+            println!("{}; nodes apply it with their next report", describe_throttle(throttle))
+        }
         other => println!("done: {other:?}"),
     }
     Ok(())
+}
+
+pub(crate) fn describe_throttle(t: &sillok_catalog::api::RepairThrottle) -> String {
+    let rate = match t.mib_per_s {
+        Some(0) => "unlimited".to_string(),
+        Some(r) => format!("{r} MiB/s"),
+        None => "its --rebuild-mib-per-s".to_string(),
+    };
+    let conc = t.concurrency.map_or("its --rebuild-concurrency".to_string(), |c| c.to_string());
+    format!("rebuild throttle per node: {rate}, {conc} shards at once")
 }
 
 pub async fn run(a: AdminArgs) -> anyhow::Result<()> {
@@ -583,6 +606,19 @@ pub async fn run(a: AdminArgs) -> anyhow::Result<()> {
             report(&propose(Command::SetRepairHold { hold: false }).await?, json)?
         }
         AdminCommand::Repair(RepairCommand::Status { watch }) => super::repair_status::run(&c, json, watch).await?,
+        AdminCommand::Repair(RepairCommand::Throttle { mib_per_s: None, concurrency: None }) => {
+            let t = c.status().await?.repair_throttle;
+            if json {
+                return print_json(&t);
+            }
+            match t {
+                None => println!("no throttle set: each node uses its --rebuild-mib-per-s and --rebuild-concurrency"),
+                Some(t) => println!("{}", describe_throttle(&t)),
+            }
+        }
+        AdminCommand::Repair(RepairCommand::Throttle { mib_per_s, concurrency }) => {
+            report(&propose(Command::SetRepairThrottle { mib_per_s, concurrency }).await?, json)?
+        }
         AdminCommand::Replica(ReplicaCommand::Add { id, addr, site }) => {
             let r = c.add_replica(id, &addr, &site).await?;
             if json {

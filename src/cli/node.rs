@@ -63,7 +63,7 @@ pub struct NodeArgs {
     #[arg(long, default_value_t = 30_000)]
     pub rebuild_every_ms: u64,
     /// Rebuild rate at start, MiB/s of rebuilt shard bytes (0: unlimited);
-    /// changeable while the node runs (POST /v1/repair/throttle).
+    /// `sillok admin repair throttle` changes it for every node while they run.
     #[arg(long, default_value_t = 100)]
     pub rebuild_mib_per_s: u32,
     /// Shards the rebuild engine writes at once, at start.
@@ -76,6 +76,11 @@ pub struct NodeArgs {
     /// Most MiB/s a scrub pass reads.
     #[arg(long, default_value_t = 10)]
     pub scrub_mib_per_s: u32,
+    /// After a start, the node refuses clients' manifest reads (503) until it
+    /// has caught up with a peer of every PG it replicates, or for at most
+    /// this many ms.
+    #[arg(long, default_value_t = 60_000)]
+    pub catch_up_limit_ms: u64,
     /// Tests and drills only: shift this node's clock by this many ms.
     #[arg(long, hide = true, default_value_t = 0, allow_negative_numbers = true)]
     pub test_clock_offset_ms: i64,
@@ -131,6 +136,7 @@ pub async fn run(a: NodeArgs) -> anyhow::Result<()> {
             rebuild_concurrency: a.rebuild_concurrency.max(1),
             scrub_every: Duration::from_millis(a.scrub_every_ms),
             scrub_mib_per_s: a.scrub_mib_per_s,
+            catch_up_limit: Duration::from_millis(a.catch_up_limit_ms),
         },
     };
     tracing::info!(id = a.id, site = %node.site, %listen, epoch = map.epoch, "storage node starting");
@@ -143,6 +149,7 @@ pub async fn run(a: NodeArgs) -> anyhow::Result<()> {
             map_watch,
             bound.clock(),
             bound.repair_state(),
+            bound.throttle(),
             a.data.clone(),
             Duration::from_millis(a.report_every_ms.max(100)),
         ))

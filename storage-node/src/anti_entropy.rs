@@ -19,8 +19,19 @@
 //!   never onto one that holds nothing: the collector purges such tombstones
 //!   once every replica holds them (`collector`), and pulling them back would
 //!   resurrect what was purged.
+//! - Catching up before answering reads: a node that starts with a map
+//!   answers clients' manifest reads (`/v1/manifests/get`, `/list`) with 503
+//!   until a round in which, for every PG it replicates, at least one other
+//!   replica answered and what it had was pulled (or until
+//!   `--catch-up-limit-ms` passed, logged as a warning). A node back from
+//!   an outage thus never offers the state it had before it, deletes
+//!   included, to a reader. Its peers' own anti-entropy and rebuild
+//!   requests (marked as background work) are answered meanwhile, so nodes
+//!   that restart together catch up from each other.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
 
 use sillok_placement::{NodeId, PgId, PlacementMap};
 
@@ -28,13 +39,53 @@ use crate::api::{PgDigest, PgDigests, PgSelector};
 use crate::collector::{Upkeeper, row_replicas};
 use crate::error::NodeError;
 
+/// How often a node that has not caught up yet tries again.
+const CATCH_UP_RETRY: Duration = Duration::from_millis(500);
+
+/// Whether this node has caught up on manifests since it started.
+#[derive(Debug)]
+pub struct CatchUp {
+    done: AtomicBool,
+    started: Instant,
+}
+
+impl CatchUp {
+    /// `done` from the start for a node with no map (nothing to catch up from).
+    pub fn new(done: bool) -> Self {
+        CatchUp { done: AtomicBool::new(done), started: Instant::now() }
+    }
+
+    pub fn is_done(&self) -> bool {
+        self.done.load(Ordering::Relaxed)
+    }
+
+    /// Why a client's manifest read is refused now, if it is.
+    pub fn refusal(&self) -> Option<String> {
+        (!self.is_done()).then(|| {
+            format!(
+                "this node started {:.0} s ago and is still catching up on manifests from its peers; \
+                 read from the other replicas",
+                self.started.elapsed().as_secs_f64()
+            )
+        })
+    }
+}
+
+/// What one anti-entropy round did.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SyncRound {
+    pub pulled: u64,
+    /// PGs this node replicates with peers of which none answered.
+    pub unheard: u64,
+}
+
 impl Upkeeper {
     /// One pass over this node's PGs; returns how many manifests it pulled.
     /// Digests travel in one request per peer for all the PGs it shares
     /// with this node; only PGs whose digests differ are listed and pulled.
-    pub async fn sync_round(&self) -> Result<u64, NodeError> {
+    pub async fn sync_round(&self) -> Result<SyncRound, NodeError> {
         use std::sync::atomic::Ordering::Relaxed;
-        let Some(map) = self.map.borrow().clone() else { return Ok(0) };
+        let Some(map) = self.map.borrow().clone() else { return Ok(SyncRound::default()) };
         let (t0, bytes0) = (std::time::Instant::now(), self.stats.sync_bytes.load(Relaxed));
         // My digest of each PG I am a replica of (any row), and who else holds it.
         let mut mine: BTreeMap<PgId, PgDigest> = BTreeMap::new();
@@ -55,6 +106,7 @@ impl Upkeeper {
         }
         let client = self.client.at_epoch(map.epoch);
         let mut pulled = 0;
+        let mut unheard: BTreeSet<PgId> = peers.values().flatten().copied().collect();
         for (node, pgs) in peers {
             let Some(addr) = map.topology.node(node).map(|n| n.addr.clone()) else { continue };
             let req = PgDigests { pg_count: map.pg_count, function: map.pg_function, pgs: pgs.clone() };
@@ -68,8 +120,12 @@ impl Upkeeper {
             self.stats.sync_bytes.fetch_add(serde_json::to_vec(&theirs).map(|v| v.len() as u64).unwrap_or(0), Relaxed);
             for (pg, d) in pgs.into_iter().zip(theirs) {
                 if mine.get(&pg) != Some(&d) {
-                    pulled += self.pull_pg(&map, node, &addr, PgSelector::of(&map, pg)).await?;
+                    match self.pull_pg(&map, node, &addr, PgSelector::of(&map, pg)).await? {
+                        Some(n) => pulled += n,
+                        None => continue,
+                    }
                 }
+                unheard.remove(&pg);
             }
         }
         self.stats.manifests_pulled.fetch_add(pulled, Relaxed);
@@ -78,11 +134,18 @@ impl Upkeeper {
             let ms = t0.elapsed().as_millis() as u64;
             tracing::info!(pulled, bytes, ms, "anti-entropy copied manifests this node lacked");
         }
-        Ok(pulled)
+        Ok(SyncRound { pulled, unheard: unheard.len() as u64 })
     }
 
-    /// Lists PG `sel` on `node` and fetches every manifest newer than ours.
-    async fn pull_pg(&self, map: &PlacementMap, node: NodeId, addr: &str, sel: PgSelector) -> Result<u64, NodeError> {
+    /// Lists PG `sel` on `node` and fetches every manifest newer than ours;
+    /// `None` when the peer's listing or a fetch failed part way.
+    async fn pull_pg(
+        &self,
+        map: &PlacementMap,
+        node: NodeId,
+        addr: &str,
+        sel: PgSelector,
+    ) -> Result<Option<u64>, NodeError> {
         let horizon = self.settings.tombstone_horizon.as_nanos() as u64;
         let old_before = (sillok_model::clock::wall_ms().max(0) as u64 * 1_000_000).saturating_sub(horizon);
         let client = self.client.at_epoch(map.epoch);
@@ -97,7 +160,7 @@ impl Upkeeper {
             Ok(t) => t,
             Err(e) => {
                 tracing::debug!(pg = sel.pg, %node, error = %e, "anti-entropy: peer listing failed");
-                return Ok(0);
+                return Ok(None);
             }
         };
         let mut pulled = 0;
@@ -121,11 +184,11 @@ impl Upkeeper {
                 Ok(None) => {}
                 Err(e) => {
                     tracing::debug!(pg = sel.pg, %node, error = %e, "anti-entropy: fetching a manifest failed");
-                    break;
+                    return Ok(None);
                 }
             }
         }
-        Ok(pulled)
+        Ok(Some(pulled))
     }
 
     /// Measures this node's clock against every other node of the map
@@ -142,13 +205,46 @@ impl Upkeeper {
         self.clock.note(&mut offsets);
     }
 
-    /// Anti-entropy rounds (each after a clock measurement) until the task is dropped.
+    /// Anti-entropy rounds (each after a clock measurement) until the task
+    /// is dropped; the first at once, and every `CATCH_UP_RETRY` until the
+    /// node has caught up.
     pub async fn sync_forever(self: std::sync::Arc<Self>) {
+        let mut first = true;
         loop {
-            tokio::time::sleep(self.settings.sync_every).await;
+            if !first {
+                let every = self.settings.sync_every;
+                tokio::time::sleep(if self.catch_up.is_done() { every } else { every.min(CATCH_UP_RETRY) }).await;
+            }
+            first = false;
             self.measure_clock().await;
-            if let Err(e) = self.sync_round().await {
+            let round = self.sync_round().await;
+            if let Err(e) = &round {
                 tracing::warn!(error = %e, "anti-entropy round failed");
+            }
+            if self.catch_up.is_done() {
+                continue;
+            }
+            let waited = self.catch_up.started.elapsed();
+            match round {
+                Ok(r) if r.unheard == 0 => {
+                    self.catch_up.done.store(true, Ordering::Relaxed);
+                    tracing::info!(
+                        pulled = r.pulled,
+                        ms = waited.as_millis() as u64,
+                        "caught up on manifests from the peers; answering reads"
+                    );
+                }
+                _ if waited >= self.settings.catch_up_limit => {
+                    self.catch_up.done.store(true, Ordering::Relaxed);
+                    let unheard = round.map(|r| r.unheard).unwrap_or(0);
+                    tracing::warn!(
+                        unheard,
+                        limit_ms = self.settings.catch_up_limit.as_millis() as u64,
+                        "answering reads without having heard from a peer of every PG (catch-up limit passed)"
+                    );
+                }
+                Ok(r) => tracing::debug!(unheard = r.unheard, "still catching up on manifests"),
+                Err(_) => {}
             }
         }
     }

@@ -105,6 +105,8 @@ pub struct NodeClient {
     rpc: RpcClient,
     timeouts: Timeouts,
     epoch: u64,
+    /// Requests are marked as background work (`background::H_BACKGROUND`).
+    background: bool,
 }
 
 impl std::fmt::Debug for NodeClient {
@@ -153,7 +155,12 @@ fn header_u<T: std::str::FromStr>(addr: &str, resp: &Response<Incoming>, name: &
 
 impl NodeClient {
     pub fn new(cluster_secret: &str, timeouts: Timeouts) -> Self {
-        NodeClient { rpc: RpcClient::new(Signer::new(cluster_secret), timeouts.connect), timeouts, epoch: 0 }
+        NodeClient {
+            rpc: RpcClient::new(Signer::new(cluster_secret), timeouts.connect),
+            timeouts,
+            epoch: 0,
+            background: false,
+        }
     }
 
     pub fn timeouts(&self) -> Timeouts {
@@ -163,6 +170,12 @@ impl NodeClient {
     /// This client for requests planned on map `epoch` (same pool).
     pub fn at_epoch(&self, epoch: u64) -> NodeClient {
         NodeClient { epoch, ..self.clone() }
+    }
+
+    /// A client whose requests say they are background work (the rebuild's),
+    /// which nodes do not count as client load.
+    pub fn background(&self) -> NodeClient {
+        NodeClient { background: true, ..self.clone() }
     }
 
     /// The epoch requests name.
@@ -182,6 +195,9 @@ impl NodeClient {
         let mut req = self.rpc.request(addr, method, pq, payload, body)?;
         if self.epoch > 0 {
             req.headers_mut().insert(api::H_EPOCH, HeaderValue::from(self.epoch));
+        }
+        if self.background {
+            req.headers_mut().insert(crate::background::H_BACKGROUND, HeaderValue::from_static("1"));
         }
         Ok(req)
     }

@@ -84,6 +84,10 @@ pub struct Upkeep {
     /// `scrub_mib_per_s`.
     pub scrub_every: Duration,
     pub scrub_mib_per_s: u32,
+    /// A restarted node answers clients' manifest reads once it has heard
+    /// from a peer of every PG it replicates, or after this long
+    /// (`anti_entropy`).
+    pub catch_up_limit: Duration,
 }
 
 impl Default for Upkeep {
@@ -99,6 +103,7 @@ impl Default for Upkeep {
             rebuild_concurrency: 4,
             scrub_every: Duration::from_secs(14 * 24 * 3600),
             scrub_mib_per_s: 10,
+            catch_up_limit: Duration::from_secs(60),
         }
     }
 }
@@ -117,6 +122,10 @@ pub struct Upkeeper {
     pub throttle: Arc<crate::rebuild::Throttle>,
     pub rebuild: Arc<crate::rebuild::RebuildState>,
     pub scrub: crate::scrub::ScrubStats,
+    /// Client requests in flight on this node (the rebuild and scrub yield).
+    pub client_load: Arc<crate::background::ClientLoad>,
+    /// Whether anti-entropy has caught up since the node started.
+    pub catch_up: Arc<crate::anti_entropy::CatchUp>,
 }
 
 /// Counters, for logs and the figures in the closing notes.

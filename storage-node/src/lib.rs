@@ -9,6 +9,8 @@
 //!   internal transport (`sillok_rpc`: signing, deadlines)
 //! - `shard_store`, `meta_store`: the node's two stores; `server`: the HTTP service
 //! - `report`: the node's periodic usage report to the catalog replicas
+//! - the upkeep: `collector` (the one deleter), `anti_entropy`, `rebuild`,
+//!   `scrub`; `background`: how they give way to client requests
 //!
 //! Run a node with [`serve`] (bind, serve until a shutdown future completes),
 //! [`bind`] + [`BoundNode::run`] (learn the address of port 0 first), or
@@ -18,6 +20,7 @@
 
 pub mod anti_entropy;
 pub mod api;
+pub mod background;
 pub mod client;
 pub mod collector;
 pub mod error;

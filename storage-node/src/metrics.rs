@@ -14,8 +14,24 @@ fn metric(out: &mut String, name: &str, kind: &str, help: &str, value: impl std:
 }
 
 /// The node's metrics page.
-pub fn render(epoch: u64, shards: u64, shard_bytes: u64, clock_offset_ms: Option<i64>, r: &RepairReport) -> String {
+pub fn render(
+    epoch: u64,
+    shards: u64,
+    shard_bytes: u64,
+    clock_offset_ms: Option<i64>,
+    r: &RepairReport,
+    throttle: crate::rebuild::ThrottleSettings,
+    load: &crate::background::ClientLoad,
+    caught_up: bool,
+) -> String {
     let mut s = String::new();
+    metric(
+        &mut s,
+        "sillok_node_caught_up",
+        "gauge",
+        "0 while the node catches up on manifests after a start and refuses clients' manifest reads.",
+        u8::from(caught_up),
+    );
     metric(&mut s, "sillok_node_map_epoch", "gauge", "The placement map epoch this node follows.", epoch);
     metric(&mut s, "sillok_node_shards", "gauge", "Shard files on this node.", shards);
     metric(&mut s, "sillok_node_shard_bytes", "gauge", "Bytes in this node's shard files.", shard_bytes);
@@ -44,6 +60,17 @@ pub fn render(epoch: u64, shards: u64, shard_bytes: u64, clock_offset_ms: Option
         r.shards_written,
     );
     metric(&mut s, "sillok_rebuild_bytes_written_total", "counter", "Bytes of those shards.", r.bytes_written);
+    let (rate, conc) = (throttle.mib_per_s.unwrap_or(0), throttle.concurrency.unwrap_or(1));
+    metric(&mut s, "sillok_rebuild_throttle_mib_per_s", "gauge", "The rebuild's pace limit (0: unlimited).", rate);
+    metric(&mut s, "sillok_rebuild_throttle_concurrency", "gauge", "Shards the rebuild writes at once.", conc);
+    let yielded = load.yielded_us() as f64 / 1e6;
+    metric(
+        &mut s,
+        "sillok_background_yield_seconds_total",
+        "counter",
+        "Time the rebuild and scrub waited for client requests in flight here.",
+        yielded,
+    );
     metric(&mut s, "sillok_scrub_bytes_total", "counter", "Bytes the scrub has read and checked.", r.scrubbed_bytes);
     let _ = writeln!(
         s,
@@ -63,7 +90,10 @@ pub fn render(epoch: u64, shards: u64, shard_bytes: u64, clock_offset_ms: Option
 #[test]
 fn the_page_names_every_figure_once() {
     let r = RepairReport { shards_left: 3, pgs: vec![(1, 4), (2, 4), (3, 5)], ..Default::default() };
-    let page = render(7, 10, 2048, Some(-3), &r);
+    let t = crate::rebuild::ThrottleSettings { mib_per_s: Some(40), concurrency: Some(2) };
+    let page = render(7, 10, 2048, Some(-3), &r, t, &Default::default(), false);
+    assert!(page.contains("sillok_node_caught_up 0\n"));
+    assert!(page.contains("sillok_rebuild_throttle_mib_per_s 40\n"));
     assert!(page.contains("sillok_node_map_epoch 7\n"));
     assert!(page.contains("sillok_rebuild_shards_left 3\n"));
     assert!(page.contains("sillok_rebuild_pgs{shards_in_service=\"4\"} 2\n"));

@@ -41,8 +41,12 @@
 //!
 //! Throttled: a rate in MiB/s of rebuilt bytes and a number of shards in
 //! flight per node, both changeable while the node runs
-//! (`POST /v1/repair/throttle`). Client requests do not wait on the engine's
-//! queue; the throttle bounds how much disk and network it takes from them.
+//! (`POST /v1/repair/throttle`, or for every node `sillok admin repair
+//! throttle` through the catalog). Client requests go first
+//! (`background`): before each block the engine waits while this node
+//! serves a client request (at most 10 ms), it decodes, writes and reads
+//! back on threads of low CPU priority, and its reads of other nodes are
+//! marked as background work so they do not count as client load there.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -175,6 +179,9 @@ pub struct RebuildState {
     pub wanted_critical: AtomicU64,
     /// PGs skipped in the last round because a majority of replicas did not answer.
     pub pgs_waiting: AtomicU64,
+    /// The cluster's repair state from the catalog's last answer to this
+    /// node's report (for the metrics page).
+    pub cluster: std::sync::Mutex<Option<sillok_catalog::repair::RepairStatus>>,
 }
 
 impl RebuildState {
@@ -234,9 +241,15 @@ enum Done {
 }
 
 enum WriteMsg {
+    /// A block to write as it is (a copy).
     Frame(Frame),
+    /// Block `b` of k sources (the others `None`), to decode.
+    Stripe(u32, Vec<Option<Vec<u8>>>),
     End,
 }
+
+/// A shard writer's outcome.
+type Writer = std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), NodeError>> + Send>>;
 
 fn in_service(map: &PlacementMap, node: NodeId) -> bool {
     map.topology.node(node).is_some_and(|n| matches!(n.state, NodeState::Up | NodeState::Draining))
@@ -581,9 +594,10 @@ impl Upkeeper {
         let addr = map.topology.node(from).map(|n| n.addr.clone()).ok_or(NodeError::NotFound)?;
         let blocks = meta.blocks;
         let mut stream = self.client.get_shard(&addr, id, 0..blocks).await?;
-        let (tx, writer) = self.spawn_writer(id.clone(), meta);
+        let (tx, writer) = self.spawn_writer(id.clone(), meta, None);
         let mut bytes = 0u64;
         for _ in 0..blocks {
+            self.client_load.yield_to_clients().await;
             let frame = stream.next().await.ok_or_else(|| NodeError::Corrupt("shard ended early".into()))??;
             bytes += frame.data.len() as u64;
             self.throttle.take(frame.data.len()).await;
@@ -627,9 +641,10 @@ impl Upkeeper {
             )));
         }
         let blocks = meta.blocks;
-        let (tx, writer) = self.spawn_writer(id.clone(), meta);
+        let (tx, writer) = self.spawn_writer(id.clone(), meta, Some((codec, usize::from(w.index))));
         let mut bytes = 0u64;
         for b in 0..blocks {
+            self.client_load.yield_to_clients().await;
             let mut stripe: Vec<Option<Vec<u8>>> = vec![None; k + m];
             let mut len = None;
             for (index, s) in streams.iter_mut() {
@@ -640,35 +655,51 @@ impl Upkeeper {
                 }
                 stripe[*index] = Some(f.data.to_vec());
             }
-            let target = usize::from(w.index);
-            let r = if target < k { codec.reconstruct_data(&mut stripe) } else { codec.reconstruct_all(&mut stripe) };
-            r.map_err(|e| NodeError::Corrupt(format!("block {b}: {e}")))?;
-            let data = stripe[target].take().ok_or_else(|| NodeError::Other("decoder left the block out".into()))?;
-            bytes += data.len() as u64;
-            self.throttle.take(data.len()).await;
-            let frame = Frame::new(Bytes::from(data));
-            tx.send(WriteMsg::Frame(frame)).await.map_err(|_| NodeError::Other("shard writer stopped".into()))?;
+            let len = len.unwrap_or(0);
+            bytes += len as u64;
+            self.throttle.take(len).await;
+            tx.send(WriteMsg::Stripe(b, stripe)).await.map_err(|_| NodeError::Other("shard writer stopped".into()))?;
         }
         finish(tx, writer).await?;
         Ok(bytes)
     }
 
-    /// A blocking task that writes the frames it is sent to shard `id`,
-    /// commits (fsync) on `End`, then reads the whole shard back and checks
-    /// every block. Dropped senders leave nothing stored.
+    /// A thread at background priority (`background::run_low`) that writes
+    /// shard `id` from what it is sent (frames as they are, or stripes it
+    /// decodes with `decoder`: the codec and the index of the shard to
+    /// rebuild), commits (fsync) on `End`, then reads the whole shard back and
+    /// checks every block. Dropped senders leave nothing stored.
     fn spawn_writer(
         &self,
         id: ShardId,
         meta: ShardMeta,
-    ) -> (mpsc::Sender<WriteMsg>, tokio::task::JoinHandle<Result<(), NodeError>>) {
+        decoder: Option<(Codec, usize)>,
+    ) -> (mpsc::Sender<WriteMsg>, Writer) {
         let (tx, mut rx) = mpsc::channel::<WriteMsg>(4);
         let store = self.shards.clone();
-        let task = tokio::task::spawn_blocking(move || -> Result<(), NodeError> {
+        let task = crate::background::spawn_low("sillok-rebuild", move || -> Result<(), NodeError> {
             let blocks = meta.blocks;
+            let k = usize::from(meta.k);
             let mut writer = store.begin_write(&id, meta)?;
             loop {
                 match rx.blocking_recv() {
                     Some(WriteMsg::Frame(f)) => writer.append(&f)?,
+                    Some(WriteMsg::Stripe(b, mut stripe)) => {
+                        let (codec, target) = decoder
+                            .as_ref()
+                            .ok_or_else(|| NodeError::Other("a stripe sent to a copying writer".into()))?;
+                        let r = if *target < k {
+                            codec.reconstruct_data(&mut stripe)
+                        } else {
+                            codec.reconstruct_all(&mut stripe)
+                        };
+                        r.map_err(|e| NodeError::Corrupt(format!("block {b}: {e}")))?;
+                        let data = stripe
+                            .get_mut(*target)
+                            .and_then(Option::take)
+                            .ok_or_else(|| NodeError::Other("decoder left the block out".into()))?;
+                        writer.append(&Frame::new(Bytes::from(data)))?;
+                    }
                     Some(WriteMsg::End) => break,
                     None => return Err(NodeError::Other("rebuild abandoned".into())),
                 }
@@ -686,7 +717,7 @@ impl Upkeeper {
             }
             Ok(())
         });
-        (tx, task)
+        (tx, Box::pin(task))
     }
 
     /// Rebuild rounds until the task is dropped.
@@ -700,11 +731,10 @@ impl Upkeeper {
     }
 }
 
-async fn finish(
-    tx: mpsc::Sender<WriteMsg>,
-    writer: tokio::task::JoinHandle<Result<(), NodeError>>,
-) -> Result<(), NodeError> {
-    tx.send(WriteMsg::End).await.map_err(|_| NodeError::Other("shard writer stopped".into()))?;
+async fn finish(tx: mpsc::Sender<WriteMsg>, writer: Writer) -> Result<(), NodeError> {
+    // A writer that stopped early says why through its own outcome.
+    let sent = tx.send(WriteMsg::End).await;
     drop(tx);
-    writer.await.map_err(|e| NodeError::Other(format!("blocking task failed: {e}")))?
+    writer.await?;
+    sent.map_err(|_| NodeError::Other("shard writer stopped".into()))
 }

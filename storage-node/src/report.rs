@@ -1,9 +1,11 @@
 //! The node's usage report to the catalog replicas: every few seconds, its
-//! shard count and bytes, its file system's size and free space, and the map
+//! shard count and bytes, its file system's size and free space, the map
 //! epoch it follows, its clock offset, and what its rebuild engine and scrub
 //! are doing (`POST /v1/report` on every replica, which shows it in
-//! `sillok admin status` and `sillok admin repair status`). A report that no replica takes is simply late;
-//! nothing waits for it.
+//! `sillok admin status` and `sillok admin repair status`). The answer
+//! carries the rebuild throttle an operator set (applied here when it
+//! changes) and the cluster's repair state (for the node's metrics page). A
+//! report that no replica takes is simply late; nothing waits for it.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -37,10 +39,14 @@ pub async fn report_forever(
     map: crate::server::MapWatch,
     clock: Arc<crate::node_clock::NodeClock>,
     repair: Arc<crate::rebuild::RebuildState>,
+    throttle: Arc<crate::rebuild::Throttle>,
     data_dir: PathBuf,
     every: Duration,
 ) {
     let mut written = (std::time::Instant::now(), 0u64);
+    // The catalog's throttle as last applied: a node's own setting (its
+    // flags, or `POST /v1/repair/throttle`) stands until the catalog's changes.
+    let mut applied: Option<sillok_catalog::api::RepairThrottle> = None;
     let mut tick = tokio::time::interval(every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -65,7 +71,16 @@ pub async fn report_forever(
                 repair.report(rate)
             }),
         };
-        let took = client.report(&r).await;
-        tracing::debug!(took, shards, shard_bytes, "usage reported");
+        let sent = client.report(&r).await;
+        tracing::debug!(took = sent.taken, shards, shard_bytes, "usage reported");
+        let Some(answer) = sent.answer else { continue };
+        if answer.repair_throttle.is_some() && answer.repair_throttle != applied {
+            let t = answer.repair_throttle.unwrap_or_default();
+            let now =
+                throttle.set(crate::rebuild::ThrottleSettings { mib_per_s: t.mib_per_s, concurrency: t.concurrency });
+            tracing::info!(mib_per_s = ?now.mib_per_s, concurrency = ?now.concurrency, "rebuild throttle set by the catalog");
+            applied = answer.repair_throttle;
+        }
+        *repair.cluster.lock().expect("cluster repair lock") = answer.repair;
     }
 }

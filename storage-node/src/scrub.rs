@@ -9,7 +9,8 @@
 //! collector's.
 //!
 //! A pass walks the shard directories `00..ff` in order at
-//! `--scrub-mib-per-s`; passes start every `--scrub-every-ms` (a full pass
+//! `--scrub-mib-per-s`, reading on a thread of low CPU priority and waiting
+//! for client requests in flight before each shard (`background`); passes start every `--scrub-every-ms` (a full pass
 //! every 14 days by default), or at once when a pass took longer. A GET that
 //! had to read parity because a shard was missing or corrupt reports the
 //! shard to its node (`POST /v1/repair/suspect`), which checks it the same
@@ -39,9 +40,7 @@ pub struct ScrubStats {
 pub async fn check_shard(store: &ShardStore, rebuild: &RebuildState, id: ShardId) -> Result<bool, NodeError> {
     let store = store.clone();
     let probe = id.clone();
-    let r = tokio::task::spawn_blocking(move || store.verify(&probe, |_| {}))
-        .await
-        .map_err(|e| NodeError::Other(format!("blocking task failed: {e}")))?;
+    let r = crate::background::run_low("sillok-check", move || Ok(store.verify(&probe, |_| {}))).await?;
     let why = match r {
         Ok(Some(_)) => return Ok(true),
         Ok(None) => "missing".to_string(),
@@ -65,11 +64,10 @@ impl Upkeeper {
                 .await
                 .map_err(|e| NodeError::Other(format!("blocking task failed: {e}")))??;
             for id in ids {
+                self.client_load.yield_to_clients().await;
                 let store = self.shards.clone();
                 let probe = id.clone();
-                let r = tokio::task::spawn_blocking(move || store.verify(&probe, |_| {}))
-                    .await
-                    .map_err(|e| NodeError::Other(format!("blocking task failed: {e}")))?;
+                let r = crate::background::run_low("sillok-scrub", move || Ok(store.verify(&probe, |_| {}))).await?;
                 checked += 1;
                 match r {
                     Ok(Some(n)) => {

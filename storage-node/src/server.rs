@@ -100,6 +100,10 @@ struct AppState {
     upkeep: crate::collector::Upkeep,
     clock: Arc<crate::node_clock::NodeClock>,
     throttle: Arc<crate::rebuild::Throttle>,
+    /// Client requests in flight here (background work gives way to them).
+    client_load: Arc<crate::background::ClientLoad>,
+    /// Clients' manifest reads wait for it (`anti_entropy`).
+    catch_up: Arc<crate::anti_entropy::CatchUp>,
     rebuild: Arc<crate::rebuild::RebuildState>,
     signer: Signer,
     shards: ShardStore,
@@ -147,6 +151,9 @@ pub async fn bind(config: NodeConfig) -> Result<BoundNode, NodeError> {
                 config.upkeep.rebuild_concurrency,
             )),
             rebuild: Default::default(),
+            client_load: Default::default(),
+            // A node with no map has no peers to catch up from.
+            catch_up: Arc::new(crate::anti_entropy::CatchUp::new(config.map.is_none())),
             signer: Signer::new(&config.cluster_secret),
             shards,
             meta,
@@ -170,6 +177,11 @@ impl BoundNode {
         self.state.rebuild.clone()
     }
 
+    /// The rebuild engine's pace (the reporter applies the catalog's).
+    pub fn throttle(&self) -> Arc<crate::rebuild::Throttle> {
+        self.state.throttle.clone()
+    }
+
     /// The shard store's usage counters (for the node's reports).
     pub fn shard_usage(&self) -> Arc<crate::shard_store::Usage> {
         self.state.shards.usage_handle()
@@ -186,13 +198,16 @@ impl BoundNode {
                 meta: state.meta.clone(),
                 shards: state.shards.clone(),
                 map,
-                client: crate::NodeClient::new(&state.cluster_secret, crate::Timeouts::default()),
+                // Its requests to peers are background work, not client load there.
+                client: crate::NodeClient::new(&state.cluster_secret, crate::Timeouts::default()).background(),
                 settings: state.upkeep,
                 clock: state.clock.clone(),
                 stats: Default::default(),
                 throttle: state.throttle.clone(),
                 rebuild: state.rebuild.clone(),
                 scrub: Default::default(),
+                client_load: state.client_load.clone(),
+                catch_up: state.catch_up.clone(),
             });
             [
                 tokio::spawn(upkeeper.clone().collect_forever()),
@@ -338,6 +353,8 @@ async fn authenticate(State(st): State<Arc<AppState>>, req: Request, next: Next)
         if let Some(refusal) = stale_epoch(&method, &path, req.headers(), node_epoch) {
             return refusal;
         }
+        // Counted until the answer's head is ready (a streamed body is not).
+        let _client = (!crate::background::is_background(req.headers())).then(|| st.client_load.enter());
         let mut resp = next.run(req).await;
         if node_epoch > 0 {
             resp.headers_mut().insert(api::H_EPOCH, HeaderValue::from(node_epoch));
@@ -667,7 +684,16 @@ async fn put_manifest(State(st): State<Arc<AppState>>, body: Body) -> Result<Res
     Ok(json(StatusCode::OK, &reply))
 }
 
-async fn get_manifest(State(st): State<Arc<AppState>>, body: Body) -> Result<Response, ApiError> {
+/// A client's manifest read while the node catches up is refused (503).
+fn check_caught_up(st: &AppState, headers: &HeaderMap) -> Result<(), ApiError> {
+    match st.catch_up.refusal() {
+        Some(why) if !crate::background::is_background(headers) => Err(NodeError::Unavailable(why).into()),
+        _ => Ok(()),
+    }
+}
+
+async fn get_manifest(State(st): State<Arc<AppState>>, headers: HeaderMap, body: Body) -> Result<Response, ApiError> {
+    check_caught_up(&st, &headers)?;
     let req: GetManifest = parse_json(&body_bytes(body).await?)?;
     match st.meta.get_json(&req.bucket, &req.key).await? {
         Some(body) => {
@@ -678,7 +704,8 @@ async fn get_manifest(State(st): State<Arc<AppState>>, body: Body) -> Result<Res
     }
 }
 
-async fn list_manifests(State(st): State<Arc<AppState>>, body: Body) -> Result<Response, ApiError> {
+async fn list_manifests(State(st): State<Arc<AppState>>, headers: HeaderMap, body: Body) -> Result<Response, ApiError> {
+    check_caught_up(&st, &headers)?;
     let req: ListManifests = parse_json(&body_bytes(body).await?)?;
     let list = st.meta.list(&req).await?;
     Ok(json(StatusCode::OK, &list))
@@ -780,14 +807,26 @@ async fn references(State(st): State<Arc<AppState>>, body: Body) -> Result<Respo
 
 async fn metrics(State(st): State<Arc<AppState>>) -> Response {
     let (shards, shard_bytes) = st.shards.usage().get();
-    let page = crate::metrics::render(st.epoch(), shards, shard_bytes, st.clock.offset_ms(), &st.rebuild.report(0));
+    let mut page = crate::metrics::render(
+        st.epoch(),
+        shards,
+        shard_bytes,
+        st.clock.offset_ms(),
+        &st.rebuild.report(0),
+        st.throttle.get(),
+        &st.client_load,
+        st.catch_up.is_done(),
+    );
+    if let Some(cluster) = st.rebuild.cluster.lock().expect("cluster repair lock").as_ref() {
+        page.push_str(&cluster.prometheus());
+    }
     let mut resp = Response::new(Body::from(page));
     resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; version=0.0.4"));
     resp
 }
 
 async fn health(State(st): State<Arc<AppState>>) -> Response {
-    json(StatusCode::OK, &serde_json::json!({ "node": st.id, "epoch": st.epoch() }))
+    json(StatusCode::OK, &serde_json::json!({ "node": st.id, "epoch": st.epoch(), "caught_up": st.catch_up.is_done() }))
 }
 
 #[cfg(test)]

@@ -614,7 +614,8 @@ async fn manifest_requests_from_an_older_map_epoch_are_refused_and_every_answer_
         data_dir: dir.path().to_path_buf(),
         cluster_secret: SECRET.into(),
         map: Some(rx),
-        upkeep: Default::default(),
+        // No peer of this map runs: reads open after the first round.
+        upkeep: sillok_storage_node::collector::Upkeep { catch_up_limit: Duration::ZERO, ..Default::default() },
     })
     .await
     .unwrap();
@@ -623,6 +624,11 @@ async fn manifest_requests_from_an_older_map_epoch_are_refused_and_every_answer_
     // A caller that sends no epoch is not checked.
     let plain = client();
     plain.put_manifest(&addr, &manifest("b", "k", 1)).await.unwrap();
+    let caught_up = std::time::Instant::now();
+    while matches!(plain.get_manifest(&addr, "b", "k").await, Err(NodeError::Status { status: 503, .. })) {
+        assert!(caught_up.elapsed() < Duration::from_secs(20), "never opened reads");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 
     // An older epoch: refused before the store is touched, and told the node's.
     let old = client().at_epoch(3);
@@ -646,6 +652,39 @@ async fn manifest_requests_from_an_older_map_epoch_are_refused_and_every_answer_
     assert!(matches!(current.get_manifest(&addr, "b", "k").await, Err(NodeError::StaleEpoch { node_epoch: 6, .. })));
     let newer = current.at_epoch(7);
     assert_eq!(newer.get_manifest(&addr, "b", "k").await.unwrap().unwrap().version.nanos, 3);
+    node.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_node_started_with_a_map_answers_clients_manifest_reads_only_once_it_has_heard_from_its_peers() {
+    let dir = tempfile::tempdir().unwrap();
+    // It is node 1 of the map; its peers (ports 7002..7006, none listening)
+    // never answer.
+    let (_map, rx) = tokio::sync::watch::channel(Some(std::sync::Arc::new(map_at(5))));
+    let node = sillok_storage_node::spawn(NodeConfig {
+        id: NodeId(1),
+        listen: "127.0.0.1:0".parse().unwrap(),
+        data_dir: dir.path().to_path_buf(),
+        cluster_secret: SECRET.into(),
+        map: Some(rx),
+        upkeep: Default::default(),
+    })
+    .await
+    .unwrap();
+    let addr = node.addr().to_string();
+    let c = client();
+    // Writes are taken (a write is never stale); a client's read is refused.
+    c.put_manifest(&addr, &manifest("b", "k", 1)).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    match c.get_manifest(&addr, "b", "k").await {
+        Err(NodeError::Status { status: 503, body, .. }) => assert!(body.contains("catching up"), "{body}"),
+        other => panic!("expected a refusal while catching up, got {other:?}"),
+    }
+    let all = ListManifests { bucket: "b".into(), prefix: String::new(), start_after: None, limit: 10 };
+    assert!(matches!(c.list_manifests(&addr, &all).await, Err(NodeError::Status { status: 503, .. })));
+    // Peers' background work (anti-entropy, rebuild) is answered meanwhile.
+    let peer = c.background();
+    assert_eq!(peer.get_manifest(&addr, "b", "k").await.unwrap().unwrap().version.nanos, 1);
     node.stop().await.unwrap();
 }
 

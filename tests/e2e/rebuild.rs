@@ -107,6 +107,23 @@ async fn a_killed_site_is_rebuilt_onto_the_others_with_no_command_and_one_more_n
         put(&s3, "media", k, v.clone()).await;
     }
 
+    // The throttle is set for every node at once, and each applies it.
+    assert!(c.admin_ok(&["repair", "throttle"]).contains("no throttle set"));
+    c.admin_ok(&["repair", "throttle", "--mib-per-s", "60", "--concurrency", "3"]);
+    wait_until(Duration::from_secs(20), "every node to apply the catalog's throttle", async || {
+        for (id, _, addr) in c.nodes() {
+            let page = http_text(&format!("http://{addr}/metrics")).await;
+            if !page.contains("sillok_rebuild_throttle_mib_per_s 60\n")
+                || !page.contains("sillok_rebuild_throttle_concurrency 3\n")
+            {
+                return Err(format!("node {id} has not applied it"));
+            }
+        }
+        Ok(())
+    })
+    .await;
+    assert!(c.admin_ok(&["repair", "status"]).contains("60 MiB/s, 3 shards at once"));
+
     // Site c dies: every process, kill -9.
     let lost = "site-c";
     let lost_nodes: Vec<u64> = c.nodes().into_iter().filter(|(_, s, _)| s == lost).map(|n| n.0).collect();
@@ -175,6 +192,23 @@ async fn a_killed_site_is_rebuilt_onto_the_others_with_no_command_and_one_more_n
         rebuilt += line.split_whitespace().nth(1).unwrap().parse::<u64>().unwrap();
     }
     assert!(rebuilt > 0, "no node's metrics count a rebuilt shard");
+    // Every process's page carries the cluster's PG states: the catalog
+    // replicas' (unsigned), the gateway's, and the surviving nodes'.
+    let mut pages = vec![format!("{}/_sillok/metrics", c.endpoint())];
+    for r in c.cluster_file()["catalog_replicas"].as_array().unwrap() {
+        if r["site"] != lost {
+            pages.push(format!("http://{}/metrics", r["addr"].as_str().unwrap()));
+        }
+    }
+    pages.extend(c.nodes().iter().filter(|n| n.1 != lost).map(|n| format!("http://{}/metrics", n.2)));
+    for url in pages {
+        wait_until(Duration::from_secs(20), format!("{url} to show 64 degraded-site PGs"), async || {
+            let page = http_text(&url).await;
+            let want = ["sillok_cluster_pgs{state=\"degraded-site\"} 64\n", "sillok_cluster_shards_left 0\n"];
+            if want.iter().all(|w| page.contains(w)) { Ok(()) } else { Err(page) }
+        })
+        .await;
+    }
 
     // One more node lost for good: killed, and its disk wiped.
     let victim = c.nodes().into_iter().find(|(_, s, _)| s == "site-b").unwrap();
