@@ -89,6 +89,12 @@ pub struct CatalogView {
     pub keys: Vec<KeyInfo>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub key_secrets: Vec<KeyRecord>,
+    /// Capacity changes staged for the next map change, and the id the
+    /// first node they add will get (`sillok admin rebalance plan`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub staged: Vec<crate::state::Command>,
+    #[serde(default)]
+    pub next_node_id: u32,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -177,6 +183,13 @@ pub struct RepairReport {
     /// wants (0: not yet): its other figures describe that map.
     #[serde(default)]
     pub checked_epoch: u64,
+    /// The map epoch of the node's last anti-entropy round (0: none yet),
+    /// and the PGs where that round missed a peer in service or pulled
+    /// manifests: the others hold every manifest their rows' replicas had.
+    #[serde(default)]
+    pub synced_epoch: u64,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub sync_behind: Vec<u32>,
 }
 
 /// The rebuild pace an operator set for every storage node; a field not set
@@ -199,6 +212,9 @@ pub struct ReportAnswer {
     pub applied_index: u64,
     #[serde(default)]
     pub repair_throttle: Option<RepairThrottle>,
+    /// Planned moves are paused (`sillok admin rebalance pause`).
+    #[serde(default)]
+    pub rebalance_paused: bool,
     /// The cluster's repair state as of this replica's reports (for the
     /// reporter's metrics page); absent before the catalog has a map.
     #[serde(default)]
@@ -280,6 +296,9 @@ pub struct Status {
     /// The rebuild pace set by an operator (`sillok admin repair throttle`).
     #[serde(default)]
     pub repair_throttle: Option<RepairThrottle>,
+    /// Planned moves are paused (`sillok admin rebalance pause`).
+    #[serde(default)]
+    pub rebalance_paused: bool,
     /// Gateways that reported to this replica in the last 10 minutes.
     #[serde(default)]
     pub gateways: Vec<GatewayStatus>,

@@ -14,6 +14,8 @@
 //!   cluster file;
 //! - `repair`: the cluster's repair state (PG states, work left, ETA) from
 //!   the nodes' reports, for status, metrics pages and the drill;
+//! - `rebalance`: plans of staged capacity changes, and the leader's
+//!   dropping of earlier rows once their data has moved;
 //! - `detector`: the leader's failure detector, which marks silent nodes
 //!   `down` and then `out`;
 //! - `client`: [`CatalogClient`], which finds the leader among the replicas;
@@ -39,6 +41,7 @@ pub mod client;
 pub mod detector;
 pub mod follower;
 pub mod raft_network;
+pub mod rebalance;
 pub mod repair;
 pub mod server;
 pub mod state;

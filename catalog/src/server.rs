@@ -263,10 +263,12 @@ impl Replica {
         let Replica { shared, listener, addr } = self;
         let seeder = tokio::spawn(seed_when_leader(shared.clone()));
         let detector = tokio::spawn(crate::detector::detect_forever(shared.clone(), shared.detector));
+        let pruner = tokio::spawn(crate::rebalance::prune_forever(shared.clone(), Duration::from_secs(2)));
         let app = router(shared.clone());
         let res = sillok_rpc::server::serve(listener, app, shutdown).await;
         seeder.abort();
         detector.abort();
+        pruner.abort();
         if let Err(e) = shared.raft.shutdown().await {
             tracing::warn!(error = %e, "raft did not shut down cleanly");
         }
@@ -584,6 +586,7 @@ fn status_of(sh: &Shared) -> Status {
             nodes,
             repair_hold: c.repair.hold,
             repair_throttle: c.repair.throttle,
+            rebalance_paused: c.repair.rebalance_paused,
             gateways,
             buckets: c.buckets.len(),
             keys: c.keys.len(),
@@ -619,9 +622,10 @@ fn repair_state(sh: &Shared) -> Option<crate::repair::RepairStatus> {
 }
 
 fn report_answer(sh: &Shared) -> api::ReportAnswer {
-    let (applied_index, repair_throttle) =
-        sh.sm.read(|st| (st.applied.map_or(0, |l| l.index), st.catalog.repair.throttle));
-    api::ReportAnswer { applied_index, repair_throttle, repair: repair_state(sh) }
+    let (applied_index, repair_throttle, rebalance_paused) = sh
+        .sm
+        .read(|st| (st.applied.map_or(0, |l| l.index), st.catalog.repair.throttle, st.catalog.repair.rebalance_paused));
+    api::ReportAnswer { applied_index, repair_throttle, rebalance_paused, repair: repair_state(sh) }
 }
 
 /// `GET /metrics` (unsigned): this replica's Raft figures and the cluster's
@@ -706,6 +710,8 @@ fn view(sh: &Shared, caller: &Caller) -> CatalogView {
             buckets: c.buckets.values().cloned().collect(),
             keys: c.keys.values().map(|k| k.info()).collect(),
             key_secrets: if *caller == Caller::Internal { c.keys.values().cloned().collect() } else { Vec::new() },
+            staged: c.staged.clone(),
+            next_node_id: c.next_node_id,
         }
     })
 }

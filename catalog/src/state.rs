@@ -140,6 +140,11 @@ pub struct Catalog {
     /// Automatic failure handling: the hold, and why each node is in its state.
     #[serde(default)]
     pub repair: Repair,
+    /// Capacity changes staged for the next map change, in the order given
+    /// (`sillok admin rebalance plan|apply|discard`): node add, remove,
+    /// weight and drain, site add. Nothing moves until they are applied.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub staged: Vec<Command>,
 }
 
 /// Milliseconds since the Unix epoch, for command stamps.
@@ -161,6 +166,10 @@ pub struct Repair {
     /// (`sillok admin repair throttle`); unset, nodes use their own flags.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub throttle: Option<crate::api::RepairThrottle>,
+    /// Planned moves wait (`sillok admin rebalance pause|resume`); rebuilds
+    /// of lost shards do not.
+    #[serde(default)]
+    pub rebalance_paused: bool,
 }
 
 /// One node state change and its reason.
@@ -234,6 +243,26 @@ pub enum Command {
     SetRepairHold {
         hold: bool,
     },
+    /// Stages a capacity change (refused if, with those staged before it,
+    /// it would not make a valid map).
+    Stage {
+        change: Box<Command>,
+    },
+    /// Applies every staged change as one map change.
+    ApplyStaged,
+    /// Drops the staged changes.
+    DiscardStaged,
+    /// Forgets the earlier rows of `pgs`, whose data the nodes report moved
+    /// (the leader's `rebalance::prune_forever`); refused unless the map is
+    /// still at `epoch`, the one the reports were checked against.
+    DropEarlierRows {
+        epoch: u64,
+        pgs: Vec<u32>,
+    },
+    /// Pauses or resumes planned moves (repairs of lost shards go on).
+    SetRebalancePaused {
+        paused: bool,
+    },
     /// Sets the rebuild pace of every storage node; a field left out keeps
     /// its value (or the nodes' own flag, if never set).
     SetRepairThrottle {
@@ -272,6 +301,34 @@ impl Command {
             Command::CreateKey { key } => Touch::Key(key.id.clone()),
             Command::RevokeKey { id } => Touch::Key(id.clone()),
             _ => Touch::Map,
+        }
+    }
+
+    /// Whether the command changes capacity (and so is staged by the CLI).
+    pub fn is_capacity_change(&self) -> bool {
+        matches!(
+            self,
+            Command::AddSite { .. }
+                | Command::AddNode { .. }
+                | Command::RemoveNode { .. }
+                | Command::SetNodeWeight { .. }
+                | Command::SetNodeState { state: NodeState::Draining, .. }
+        )
+    }
+
+    /// A short description for plans and errors.
+    pub fn name(&self) -> String {
+        match self {
+            Command::AddSite { site } => format!("add site {site}"),
+            Command::AddNode { site, addr, weight } => format!("add a node at {addr} in {site} (weight {weight})"),
+            Command::RemoveNode { id } => format!("remove node {id}"),
+            Command::SetNodeWeight { id, weight } => format!("set node {id}'s weight to {weight}"),
+            Command::SetNodeState { id, state, .. } => format!("mark node {id} {state:?}").to_lowercase(),
+            Command::SetSiteState { site, state, .. } => format!("mark site {site} {state:?}").to_lowercase(),
+            other => {
+                let v = serde_json::to_value(other).unwrap_or_default();
+                v["op"].as_str().unwrap_or("a change").replace('_', " ")
+            }
         }
     }
 
@@ -317,6 +374,29 @@ pub enum Outcome {
     },
     RepairThrottle {
         throttle: crate::api::RepairThrottle,
+    },
+    /// The change is staged; `staged` changes wait, and an added node will
+    /// get `node` when they are applied.
+    Staged {
+        staged: usize,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        node: Option<NodeId>,
+    },
+    /// The staged changes were applied as the map at `epoch`.
+    Applied {
+        epoch: u64,
+        changes: usize,
+        added: Vec<NodeId>,
+    },
+    Discarded {
+        changes: usize,
+    },
+    RowsDropped {
+        epoch: u64,
+        pgs: usize,
+    },
+    RebalancePaused {
+        paused: bool,
     },
     /// The reply of log entries that carry no command (leader blanks,
     /// membership changes).
@@ -364,6 +444,13 @@ pub enum CatalogError {
     LastCopies { pg: u32, left: usize, width: usize, k: usize },
     #[error("invalid repair throttle: {0}")]
     InvalidThrottle(String),
+    #[error("{0}")]
+    Staging(String),
+    #[error(
+        "refused, nothing changed: node {node} is still named by {pgs} PGs' earlier rows (their data has not \
+         all moved yet); wait until `sillok admin rebalance status` shows nothing left, then retry"
+    )]
+    StillHoldsData { node: NodeId, pgs: usize },
 }
 
 impl From<sillok_placement::PlacementError> for CatalogError {
@@ -469,6 +556,57 @@ impl Catalog {
                 self.repair.hold = *hold;
                 Ok(Outcome::RepairHold { hold: *hold })
             }
+            Command::Stage { change } => {
+                if !change.is_capacity_change() {
+                    return Err(CatalogError::Staging(format!(
+                        "only capacity changes are staged (node add, remove, set-weight, drain; site add), not {}",
+                        change.name()
+                    )));
+                }
+                let mut staged = self.staged.clone();
+                staged.push((**change).clone());
+                let (topology, added) = self.staged_topology(map, &staged)?;
+                map.with_topology(topology)?;
+                let node = if matches!(**change, Command::AddNode { .. }) { added.last().copied() } else { None };
+                self.staged = staged;
+                Ok(Outcome::Staged { staged: self.staged.len(), node })
+            }
+            Command::DropEarlierRows { epoch, pgs } => {
+                if map.epoch != *epoch {
+                    return Err(CatalogError::Staging(format!(
+                        "the map moved from epoch {epoch} to {} since the rows were checked",
+                        map.epoch
+                    )));
+                }
+                let next = map.without_earlier_rows(pgs);
+                let epoch = next.epoch;
+                self.map = Some(next);
+                Ok(Outcome::RowsDropped { epoch, pgs: pgs.len() })
+            }
+            Command::SetRebalancePaused { paused } => {
+                self.repair.rebalance_paused = *paused;
+                Ok(Outcome::RebalancePaused { paused: *paused })
+            }
+            Command::DiscardStaged => {
+                let changes = std::mem::take(&mut self.staged).len();
+                Ok(Outcome::Discarded { changes })
+            }
+            Command::ApplyStaged => {
+                if self.staged.is_empty() {
+                    return Err(CatalogError::Staging("nothing is staged".into()));
+                }
+                let (topology, added) = self.staged_topology(map, &self.staged)?;
+                let new_map = map.with_topology(topology)?;
+                check_copies(map, &new_map.topology)?;
+                check_removals(map, &new_map.topology)?;
+                let epoch = new_map.epoch;
+                self.map = Some(new_map);
+                if let Some(last) = added.last() {
+                    self.next_node_id = last.0 + 1;
+                }
+                let changes = std::mem::take(&mut self.staged).len();
+                Ok(Outcome::Applied { epoch, changes, added })
+            }
             Command::SetRepairThrottle { mib_per_s, concurrency } => {
                 if *concurrency == Some(0) {
                     return Err(CatalogError::InvalidThrottle(
@@ -484,9 +622,10 @@ impl Catalog {
                 Ok(Outcome::RepairThrottle { throttle })
             }
             _ => {
-                let (topology, added) = self.changed_topology(map, cmd)?;
+                let (topology, added) = self.changed_topology(&map.topology, cmd)?;
                 let new_map = map.with_topology(topology)?;
                 check_copies(map, &new_map.topology)?;
+                check_removals(map, &new_map.topology)?;
                 let epoch = new_map.epoch;
                 self.map = Some(new_map);
                 let operator = || "set by an operator".to_string();
@@ -514,9 +653,28 @@ impl Catalog {
         }
     }
 
-    /// The topology a map command asks for (and the id of an added node).
-    fn changed_topology(&self, map: &PlacementMap, cmd: &Command) -> Result<(Topology, Option<NodeId>), CatalogError> {
+    /// The topology after the `staged` changes, in order, and the ids the
+    /// nodes they add get.
+    pub fn staged_topology(
+        &self,
+        map: &PlacementMap,
+        staged: &[Command],
+    ) -> Result<(Topology, Vec<NodeId>), CatalogError> {
         let mut t = map.topology.clone();
+        let mut added = Vec::new();
+        for (i, cmd) in staged.iter().enumerate() {
+            let (next, id) = self.changed_topology(&t, cmd).map_err(|e| {
+                CatalogError::Staging(format!("staged change {} ({}) no longer applies: {e}", i + 1, cmd.name()))
+            })?;
+            t = next;
+            added.extend(id);
+        }
+        Ok((t, added))
+    }
+
+    /// The topology a map command asks for (and the id of an added node).
+    fn changed_topology(&self, base: &Topology, cmd: &Command) -> Result<(Topology, Option<NodeId>), CatalogError> {
+        let mut t = base.clone();
         let node_mut = |t: &mut Topology, id: NodeId| -> Result<usize, CatalogError> {
             t.nodes.iter().position(|n| n.id == id).ok_or_else(|| CatalogError::NoSuchNode(id.to_string()))
         };
@@ -629,6 +787,24 @@ fn check_copies(old: &PlacementMap, new: &Topology) -> Result<(), CatalogError> 
         let left = row.iter().filter(|&&n| holds_data(new, n)).count();
         if left < k {
             return Err(CatalogError::LastCopies { pg: pg as u32, left, width: row.len(), k });
+        }
+    }
+    Ok(())
+}
+
+/// Refuses removing a node that a PG's earlier row still names: objects
+/// written before a move may have their only copies there until the
+/// rebuild engine has moved them and the row is dropped (`rebalance`).
+/// A node marked out was lost, not removed, and is not checked here.
+fn check_removals(old: &PlacementMap, new: &Topology) -> Result<(), CatalogError> {
+    for n in &old.topology.nodes {
+        if new.node(n.id).is_some() {
+            continue;
+        }
+        let pgs = old.previous.values().filter(|rows| rows.iter().any(|r| r.contains(&n.id))).count();
+        let current = old.slots.iter().filter(|r| r.contains(&n.id)).count();
+        if pgs + current > 0 && n.state != NodeState::Out {
+            return Err(CatalogError::StillHoldsData { node: n.id, pgs: pgs + current });
         }
     }
     Ok(())
@@ -874,6 +1050,47 @@ mod tests {
         v.as_object_mut().unwrap().remove("repair");
         let old: Catalog = serde_json::from_value(v).unwrap();
         assert_eq!(old.repair, Repair::default());
+    }
+
+    #[test]
+    fn capacity_changes_wait_staged_apply_as_one_map_and_removal_waits_for_the_data_to_move() {
+        let mut c = seeded(3, 2);
+        let epoch = c.epoch();
+        let stage = |cmd: Command| Command::Stage { change: Box::new(cmd) };
+        let add = |site: &str| Command::AddNode { site: site.into(), addr: format!("{site}:9"), weight: 1.0 };
+        assert_eq!(c.apply(&stage(add("site-a"))).unwrap(), Outcome::Staged { staged: 1, node: Some(NodeId(7)) });
+        assert_eq!(c.apply(&stage(add("site-b"))).unwrap(), Outcome::Staged { staged: 2, node: Some(NodeId(8)) });
+        assert_eq!(c.epoch(), epoch, "staging moves nothing");
+        // Failure handling is not staged; a change that cannot apply is refused.
+        assert!(matches!(
+            refused(&mut c, stage(Command::node_state(NodeId(1), NodeState::Down))),
+            CatalogError::Staging(_)
+        ));
+        assert!(matches!(refused(&mut c, stage(add("site-z"))), CatalogError::Staging(_)));
+        let Outcome::Applied { epoch: applied, changes: 2, added } = c.apply(&Command::ApplyStaged).unwrap() else {
+            panic!("not applied")
+        };
+        assert_eq!((applied, added), (epoch + 1, vec![NodeId(7), NodeId(8)]));
+        assert!(c.staged.is_empty());
+        assert_eq!(c.next_node_id, 9);
+        assert!(matches!(refused(&mut c, Command::ApplyStaged), CatalogError::Staging(_)));
+        // Node 1 drained: its slots move, and its earlier rows keep it named.
+        c.apply(&stage(Command::node_state(NodeId(1), NodeState::Draining))).unwrap();
+        c.apply(&Command::ApplyStaged).unwrap();
+        let map = c.map.clone().unwrap();
+        assert!(map.slots.iter().all(|r| !r.contains(&NodeId(1))));
+        c.apply(&stage(Command::RemoveNode { id: NodeId(1) })).unwrap();
+        assert!(matches!(refused(&mut c, Command::ApplyStaged), CatalogError::StillHoldsData { .. }));
+        // Once the rows are dropped (the data moved), it can go.
+        let pgs: Vec<u32> = map.previous.keys().copied().collect();
+        assert!(matches!(
+            refused(&mut c, Command::DropEarlierRows { epoch: map.epoch - 1, pgs: pgs.clone() }),
+            CatalogError::Staging(_)
+        ));
+        c.apply(&Command::DropEarlierRows { epoch: map.epoch, pgs }).unwrap();
+        c.apply(&Command::ApplyStaged).unwrap();
+        assert!(c.map.as_ref().unwrap().topology.node(NodeId(1)).is_none());
+        assert_eq!(c.apply(&Command::DiscardStaged).unwrap(), Outcome::Discarded { changes: 0 });
     }
 
     #[test]

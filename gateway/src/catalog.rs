@@ -98,6 +98,9 @@ impl From<Index> for CatalogView {
             buckets: i.buckets.into_values().collect(),
             keys: i.keys.values().map(KeyRecord::info).collect(),
             key_secrets: i.keys.into_values().collect(),
+            // Gateways do not follow staged changes.
+            staged: Vec::new(),
+            next_node_id: 0,
         }
     }
 }

@@ -178,6 +178,17 @@ impl PlacementMap {
 
     /// The manifest replicas of each earlier row of a PG, newest first; nodes
     /// no longer in the topology are left out.
+    /// The next map (epoch + 1) without the earlier rows of `pgs`: their
+    /// data has moved to the current rows (`rebalance`).
+    pub fn without_earlier_rows(&self, pgs: &[PgId]) -> Self {
+        let mut next = self.clone();
+        next.epoch += 1;
+        for pg in pgs {
+            next.previous.remove(pg);
+        }
+        next
+    }
+
     pub fn previous_manifest_replicas(&self, pg: PgId) -> Vec<Vec<NodeId>> {
         self.previous
             .get(&pg)

@@ -68,6 +68,10 @@ pub enum AdminCommand {
     /// Automatic failure handling.
     #[command(subcommand)]
     Repair(RepairCommand),
+    /// Planned capacity changes: what staged changes would move, applying
+    /// them, and how far the data is from where the map says.
+    #[command(subcommand)]
+    Rebalance(super::rebalance::RebalanceCommand),
 }
 
 #[derive(clap::Subcommand)]
@@ -98,7 +102,7 @@ pub enum RepairCommand {
 
 #[derive(clap::Subcommand)]
 pub enum NodeCommand {
-    /// Add a storage node (it gets the next free id).
+    /// Stage adding a storage node (it gets the next free id when applied).
     Add {
         #[arg(long)]
         site: String,
@@ -108,15 +112,16 @@ pub enum NodeCommand {
         #[arg(long, default_value_t = 1.0)]
         weight: f64,
     },
-    /// Remove a node from the map for good.
+    /// Stage removing a node for good (refused at apply while any PG's row
+    /// still names it: drain it first and wait for `rebalance status`).
     Remove { id: String },
-    /// Change a node's weight (its share of the slots).
+    /// Stage a change of a node's weight (its share of the slots).
     SetWeight { id: String, weight: f64 },
     /// Mark a node down: it keeps its slots, readers and writers avoid it.
     Down { id: String },
     /// Mark a node up again.
     Up { id: String },
-    /// Drain a node: its slots move elsewhere.
+    /// Stage draining a node: its slots and data move elsewhere.
     Drain { id: String },
     /// Mark a node out: its slots are reassigned and its shards rebuilt.
     Out { id: String },
@@ -124,7 +129,7 @@ pub enum NodeCommand {
 
 #[derive(clap::Subcommand)]
 pub enum SiteCommand {
-    /// Add an (empty) site.
+    /// Stage adding an (empty) site.
     Add { name: String },
     /// Mark every node of a site down.
     Down { name: String },
@@ -222,7 +227,7 @@ fn client(a: &AdminArgs) -> anyhow::Result<(CatalogClient, String)> {
 }
 
 /// Plain aligned columns, two spaces apart.
-fn table(headers: &[&str], rows: &[Vec<String>]) -> String {
+pub(crate) fn table(headers: &[&str], rows: &[Vec<String>]) -> String {
     let mut width: Vec<usize> = headers.iter().map(|h| h.len()).collect();
     for r in rows {
         for (i, c) in r.iter().enumerate() {
@@ -247,7 +252,7 @@ fn table(headers: &[&str], rows: &[Vec<String>]) -> String {
     out
 }
 
-fn print_json<T: Serialize>(v: &T) -> anyhow::Result<()> {
+pub(crate) fn print_json<T: Serialize>(v: &T) -> anyhow::Result<()> {
     println!("{}", serde_json::to_string_pretty(v)?);
     Ok(())
 }
@@ -452,7 +457,7 @@ pub(crate) fn human_bytes(n: u64) -> String {
     if i == 0 { format!("{n} B") } else { format!("{v:.1} {}", UNITS[i]) }
 }
 
-fn report(p: &Proposed, json: bool) -> anyhow::Result<()> {
+pub(crate) fn report(p: &Proposed, json: bool) -> anyhow::Result<()> {
     if json {
         return print_json(p);
     }
@@ -472,9 +477,35 @@ fn report(p: &Proposed, json: bool) -> anyhow::Result<()> {
         Outcome::RepairThrottle { throttle } => {
             println!("{}; nodes apply it with their next report", describe_throttle(throttle))
         }
+        Outcome::Staged { staged, node } => {
+            if let Some(id) = node {
+                println!("staged: the node will be {id} (start it with `sillok node --id {}`)", id.0);
+            }
+            println!(
+                "staged ({staged} change(s) waiting); `sillok admin rebalance plan` shows what they move, \
+                 `sillok admin rebalance apply` makes them one map change"
+            );
+        }
+        Outcome::Applied { epoch, changes, added } => {
+            println!("applied {changes} change(s): the map is now at epoch {epoch}; data moves in the background");
+            for id in added {
+                println!("added node {id}");
+            }
+            println!("`sillok admin rebalance status --watch` follows the moves");
+        }
+        Outcome::Discarded { changes } => println!("discarded {changes} staged change(s)"),
+        Outcome::RebalancePaused { paused: true } => {
+            println!("rebalance paused: planned moves wait (rebuilds of lost shards go on)")
+        }
+        Outcome::RebalancePaused { paused: false } => println!("rebalance resumed"),
         other => println!("done: {other:?}"),
     }
     Ok(())
+}
+
+/// A capacity change: staged, applied by `sillok admin rebalance apply`.
+fn stage(change: Command) -> Command {
+    Command::Stage { change: Box::new(change) }
 }
 
 pub(crate) fn describe_throttle(t: &sillok_catalog::api::RepairThrottle) -> String {
@@ -498,19 +529,19 @@ pub async fn run(a: AdminArgs) -> anyhow::Result<()> {
         AdminCommand::Status => status(&c, json).await?,
         AdminCommand::Node(n) => {
             let cmd = match n {
-                NodeCommand::Add { site, addr, weight } => Command::AddNode { site, addr, weight },
-                NodeCommand::Remove { id } => Command::RemoveNode { id: parse_node(&id)? },
-                NodeCommand::SetWeight { id, weight } => Command::SetNodeWeight { id: parse_node(&id)?, weight },
+                NodeCommand::Add { site, addr, weight } => stage(Command::AddNode { site, addr, weight }),
+                NodeCommand::Remove { id } => stage(Command::RemoveNode { id: parse_node(&id)? }),
+                NodeCommand::SetWeight { id, weight } => stage(Command::SetNodeWeight { id: parse_node(&id)?, weight }),
                 NodeCommand::Down { id } => Command::node_state(parse_node(&id)?, NodeState::Down),
                 NodeCommand::Up { id } => Command::node_state(parse_node(&id)?, NodeState::Up),
-                NodeCommand::Drain { id } => Command::node_state(parse_node(&id)?, NodeState::Draining),
+                NodeCommand::Drain { id } => stage(Command::node_state(parse_node(&id)?, NodeState::Draining)),
                 NodeCommand::Out { id } => Command::node_state(parse_node(&id)?, NodeState::Out),
             };
             report(&propose(cmd).await?, json)?;
         }
         AdminCommand::Site(s) => {
             let cmd = match s {
-                SiteCommand::Add { name } => Command::AddSite { site: name },
+                SiteCommand::Add { name } => stage(Command::AddSite { site: name }),
                 SiteCommand::Down { name } => Command::site_state(&name, NodeState::Down),
                 SiteCommand::Out { name } => Command::site_state(&name, NodeState::Out),
                 SiteCommand::Up { name } => Command::site_state(&name, NodeState::Up),
@@ -599,6 +630,7 @@ pub async fn run(a: AdminArgs) -> anyhow::Result<()> {
             print!("{}", table(&["KEY", "PERMISSIONS", "STATE", "CREATED"], &rows));
         }
         AdminCommand::Key(KeyCommand::Revoke { id }) => report(&propose(Command::RevokeKey { id }).await?, json)?,
+        AdminCommand::Rebalance(r) => super::rebalance::run(&c, r, json).await?,
         AdminCommand::Repair(RepairCommand::Hold) => {
             report(&propose(Command::SetRepairHold { hold: true }).await?, json)?
         }

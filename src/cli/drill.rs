@@ -102,6 +102,10 @@ pub struct DrillReport {
     pub readback_objects: u64,
     pub readback_missing: u64,
     pub readback_mismatched: u64,
+    /// The largest peak resident set (VmHWM) of the cluster's processes, by
+    /// kind (node, catalog, gateway), in MiB: over each process's life, so
+    /// the surviving nodes' figure covers the rebuild.
+    pub peak_rss_mib: BTreeMap<String, f64>,
 }
 
 /// What the load shares between its workers.
@@ -468,12 +472,40 @@ pub async fn run(a: DrillArgs) -> anyhow::Result<()> {
         report.get_latency.insert(phase, latency(&mut gets[i]));
         report.put_latency.insert(phase, latency(&mut puts[i]));
     }
+    report.peak_rss_mib = peak_rss(&data);
     if a.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
         print_report(&report);
     }
     Ok(())
+}
+
+/// The largest VmHWM of the dev cluster's live processes by subcommand.
+fn peak_rss(data: &Path) -> BTreeMap<String, f64> {
+    let mut pids: Vec<i32> = std::fs::read_dir(data.join("sites"))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|e| e.path().extension().is_some_and(|x| x == "pids"))
+        .filter_map(|e| std::fs::read_to_string(e.path()).ok())
+        .flat_map(|t| t.lines().filter_map(|l| l.trim().parse().ok()).collect::<Vec<i32>>())
+        .collect();
+    pids.extend(std::fs::read_to_string(data.join("gateway.pid")).ok().and_then(|t| t.trim().parse::<i32>().ok()));
+    let mut out: BTreeMap<String, f64> = BTreeMap::new();
+    for pid in pids {
+        let Some(kind) = cmdline(pid).get(1).cloned() else { continue };
+        let Ok(status) = std::fs::read_to_string(format!("/proc/{pid}/status")) else { continue };
+        let kib = status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmHWM:"))
+            .and_then(|v| v.split_whitespace().next()?.parse::<f64>().ok());
+        if let Some(kib) = kib {
+            let e = out.entry(kind).or_insert(0.0);
+            *e = e.max(kib / 1024.0);
+        }
+    }
+    out
 }
 
 fn cmdline(pid: i32) -> Vec<String> {
@@ -537,4 +569,6 @@ fn print_report(r: &DrillReport) {
         "  read-back: {} objects, {} missing, {} with wrong bytes",
         r.readback_objects, r.readback_missing, r.readback_mismatched
     );
+    let rss: Vec<String> = r.peak_rss_mib.iter().map(|(k, v)| format!("{k} {v:.0} MiB")).collect();
+    println!("  peak RSS (largest process of each kind): {}", rss.join(", "));
 }

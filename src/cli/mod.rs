@@ -7,6 +7,7 @@ pub mod drill;
 pub mod gateway;
 pub mod init;
 pub mod node;
+pub mod rebalance;
 pub mod repair_status;
 
 /// Resolves on Ctrl-C or SIGTERM.

@@ -81,6 +81,11 @@ pub struct NodeArgs {
     /// this many ms.
     #[arg(long, default_value_t = 60_000)]
     pub catch_up_limit_ms: u64,
+    /// The rebuild and scrub give way to client requests (wait for those in
+    /// flight before each block, work at nice 10). `false` only to measure
+    /// what that buys.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    pub client_first: bool,
     /// Tests and drills only: shift this node's clock by this many ms.
     #[arg(long, hide = true, default_value_t = 0, allow_negative_numbers = true)]
     pub test_clock_offset_ms: i64,
@@ -139,6 +144,7 @@ pub async fn run(a: NodeArgs) -> anyhow::Result<()> {
             catch_up_limit: Duration::from_millis(a.catch_up_limit_ms),
         },
     };
+    sillok_storage_node::background::set_client_first(a.client_first);
     tracing::info!(id = a.id, site = %node.site, %listen, epoch = map.epoch, "storage node starting");
     let bound = bind(config).await.context("storage node failed to start")?;
     let reporter = catalog.zip(map_watch).map(|(c, map_watch)| {

@@ -19,8 +19,8 @@
 //!   never onto one that holds nothing: the collector purges such tombstones
 //!   once every replica holds them (`collector`), and pulling them back would
 //!   resurrect what was purged.
-//! - Catching up before answering reads: a node that starts with a map
-//!   answers clients' manifest reads (`/v1/manifests/get`, `/list`) with 503
+//! - Catching up before answering reads: a node that starts with a map and
+//!   with manifests on disk answers clients' manifest reads (`/v1/manifests/get`, `/list`) with 503
 //!   until a round in which, for every PG it replicates, at least one other
 //!   replica answered and what it had was pulled (or until
 //!   `--catch-up-limit-ms` passed, logged as a warning). A node back from
@@ -107,13 +107,19 @@ impl Upkeeper {
         let client = self.client.at_epoch(map.epoch);
         let mut pulled = 0;
         let mut unheard: BTreeSet<PgId> = peers.values().flatten().copied().collect();
+        // PGs where a peer in service did not answer, or had something to pull.
+        let mut behind: BTreeSet<PgId> = BTreeSet::new();
         for (node, pgs) in peers {
-            let Some(addr) = map.topology.node(node).map(|n| n.addr.clone()) else { continue };
+            let Some(peer) = map.topology.node(node) else { continue };
+            let (addr, lost) = (peer.addr.clone(), peer.state == sillok_placement::NodeState::Out);
             let req = PgDigests { pg_count: map.pg_count, function: map.pg_function, pgs: pgs.clone() };
             let theirs = match client.pg_digests(&addr, &req).await {
                 Ok(d) => d,
                 Err(e) => {
                     tracing::debug!(%node, error = %e, "anti-entropy: peer did not answer");
+                    if !lost {
+                        behind.extend(pgs);
+                    }
                     continue;
                 }
             };
@@ -121,13 +127,23 @@ impl Upkeeper {
             for (pg, d) in pgs.into_iter().zip(theirs) {
                 if mine.get(&pg) != Some(&d) {
                     match self.pull_pg(&map, node, &addr, PgSelector::of(&map, pg)).await? {
-                        Some(n) => pulled += n,
-                        None => continue,
+                        Some(n) => {
+                            pulled += n;
+                            if n > 0 {
+                                behind.insert(pg);
+                            }
+                        }
+                        None => {
+                            behind.insert(pg);
+                            continue;
+                        }
                     }
                 }
                 unheard.remove(&pg);
             }
         }
+        // Only PGs this node is a replica of: those are all it compared.
+        self.rebuild.note_sync(map.epoch, behind.into_iter().filter(|pg| mine.contains_key(pg)).collect());
         self.stats.manifests_pulled.fetch_add(pulled, Relaxed);
         if pulled > 0 {
             let bytes = self.stats.sync_bytes.load(Relaxed) - bytes0;

@@ -18,7 +18,7 @@
 //!   short the kernel runs the threads that serve clients (of every process
 //!   on the machine) first. The thread ends with the closure.
 
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering::Relaxed};
 use std::time::{Duration, Instant};
 
 use crate::error::NodeError;
@@ -34,6 +34,15 @@ const POLL: Duration = Duration::from_millis(1);
 
 /// The nice value of background threads (0 is normal, 19 the lowest).
 pub const NICE: i32 = 10;
+
+/// Whether background work gives way at all (`--client-first`, default on;
+/// off only to measure what it buys). Read by [`ClientLoad::yield_to_clients`]
+/// and [`spawn_low`]; one node per process, so one switch per process.
+static CLIENT_FIRST: AtomicBool = AtomicBool::new(true);
+
+pub fn set_client_first(on: bool) {
+    CLIENT_FIRST.store(on, Relaxed);
+}
 
 /// Client requests in flight on this node.
 #[derive(Debug, Default)]
@@ -70,7 +79,7 @@ impl ClientLoad {
 
     /// Waits while client requests are in flight, at most [`MAX_YIELD`].
     pub async fn yield_to_clients(&self) {
-        if self.in_flight() == 0 {
+        if self.in_flight() == 0 || !CLIENT_FIRST.load(Relaxed) {
             return;
         }
         let start = Instant::now();
@@ -106,8 +115,11 @@ pub fn spawn_low<T: Send + 'static>(
     f: impl FnOnce() -> Result<T, NodeError> + Send + 'static,
 ) -> impl Future<Output = Result<T, NodeError>> + Send + 'static {
     let (tx, rx) = tokio::sync::oneshot::channel();
+    let lower = CLIENT_FIRST.load(Relaxed);
     let started = std::thread::Builder::new().name(name.to_string()).spawn(move || {
-        lower_this_thread();
+        if lower {
+            lower_this_thread();
+        }
         let _ = tx.send(f());
     });
     let name = name.to_string();

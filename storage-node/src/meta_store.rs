@@ -316,6 +316,14 @@ impl MetaStore {
         Ok(MetaStore { db, writes: tx, writer_gone, commits })
     }
 
+    /// Whether the store holds no manifest at all (a node that never had
+    /// any, or whose disk was replaced). Blocking, like [`MetaStore::open`].
+    pub fn is_empty(&self) -> Result<bool, NodeError> {
+        let r = self.db.begin_read().map_err(store_err)?;
+        let t = r.open_table(MANIFESTS).map_err(store_err)?;
+        Ok(redb::ReadableTableMetadata::is_empty(&t).map_err(store_err)?)
+    }
+
     /// How many write transactions the writer has committed.
     pub fn commits(&self) -> u64 {
         self.commits.load(std::sync::atomic::Ordering::Relaxed)

@@ -179,6 +179,13 @@ pub struct RebuildState {
     pub wanted_critical: AtomicU64,
     /// PGs skipped in the last round because a majority of replicas did not answer.
     pub pgs_waiting: AtomicU64,
+    /// The map epoch of this node's last anti-entropy round, and the PGs in
+    /// which that round either missed a peer in service or pulled something
+    /// (so their manifests may not all be here yet).
+    synced: std::sync::Mutex<(u64, Vec<PgId>)>,
+    /// Planned moves wait (`sillok admin rebalance pause`): a wanted shard
+    /// whose holder is in service is left where it is; lost ones are rebuilt.
+    paused: std::sync::atomic::AtomicBool,
     /// The cluster's repair state from the catalog's last answer to this
     /// node's report (for the metrics page).
     pub cluster: std::sync::Mutex<Option<sillok_catalog::repair::RepairStatus>>,
@@ -191,8 +198,19 @@ impl RebuildState {
         self.suspects.lock().expect("suspects lock").insert(id);
     }
 
+    /// Pauses or resumes planned moves; returns whether that changed.
+    pub fn set_paused(&self, paused: bool) -> bool {
+        self.paused.swap(paused, Relaxed) != paused
+    }
+
+    /// Records an anti-entropy round's outcome (see `synced`).
+    pub fn note_sync(&self, epoch: u64, behind: Vec<PgId>) {
+        *self.synced.lock().expect("synced lock") = (epoch, behind);
+    }
+
     /// The engine and scrub as the node reports them to the catalog.
     pub fn report(&self, bytes_per_s: u64) -> sillok_catalog::api::RepairReport {
+        let (synced_epoch, sync_behind) = self.synced.lock().expect("synced lock").clone();
         sillok_catalog::api::RepairReport {
             shards_left: self.left.load(Relaxed),
             bytes_left: self.bytes_left.load(Relaxed),
@@ -204,11 +222,20 @@ impl RebuildState {
             suspects: self.suspects.lock().expect("suspects lock").len() as u64,
             scrubbed_bytes: self.scrubbed_bytes.load(Relaxed),
             checked_epoch: self.checked_epoch.load(Relaxed),
+            synced_epoch,
+            sync_behind,
         }
     }
 }
 
 impl Wanted {
+    /// A planned move: the shard is not here and its holder is in service
+    /// (a repair has no holder to copy from).
+    fn is_move(&self, map: &PlacementMap, me: NodeId) -> bool {
+        let holder = self.set.shards.iter().find(|l| l.index == self.index).map(|l| l.node);
+        !self.have && holder.is_some_and(|h| h != me && in_service(map, h))
+    }
+
     /// The bytes of the shard (each block holds 1/k of its stripe).
     fn shard_bytes(&self) -> u64 {
         self.size.div_ceil(u64::from(self.set.k.max(1)))
@@ -320,13 +347,17 @@ impl Upkeeper {
         // Fewest shards left first; `sort_by_key` is stable, so PG order breaks ties.
         wanted.sort_by_key(|w| w.live);
         let total = wanted.len();
-        let (mut done, mut failed, mut bytes) = (0u64, 0u64, 0u64);
+        let (mut done, mut failed, mut bytes, mut paused) = (0u64, 0u64, 0u64, 0u64);
         let mut queue = wanted.into_iter();
         let mut running = FuturesUnordered::new();
         let map: &PlacementMap = &map;
         loop {
             while running.len() < self.throttle.concurrency() {
                 let Some(w) = queue.next() else { break };
+                if self.rebuild.paused.load(Relaxed) && w.is_move(map, self.id) {
+                    paused += 1;
+                    continue;
+                }
                 let (shard_bytes, pg) = (w.shard_bytes(), w.pg);
                 running.push(async move { (shard_bytes, pg, self.rebuild_one(map, w).await) });
             }
@@ -369,6 +400,7 @@ impl Upkeeper {
                 failed,
                 bytes,
                 pgs_waiting = waiting,
+                paused,
                 ms = t0.elapsed().as_millis() as u64,
                 "rebuild round"
             );

@@ -81,6 +81,9 @@ pub async fn report_forever(
             tracing::info!(mib_per_s = ?now.mib_per_s, concurrency = ?now.concurrency, "rebuild throttle set by the catalog");
             applied = answer.repair_throttle;
         }
+        if repair.set_paused(answer.rebalance_paused) {
+            tracing::info!(paused = answer.rebalance_paused, "planned moves paused or resumed by the catalog");
+        }
         *repair.cluster.lock().expect("cluster repair lock") = answer.repair;
     }
 }

@@ -129,9 +129,11 @@ pub struct BoundNode {
 /// temporary files) and binds `config.listen`.
 pub async fn bind(config: NodeConfig) -> Result<BoundNode, NodeError> {
     let dir = config.data_dir.clone();
-    let (shards, meta) = tokio::task::spawn_blocking(move || -> Result<_, NodeError> {
+    let (shards, meta, empty) = tokio::task::spawn_blocking(move || -> Result<_, NodeError> {
         std::fs::create_dir_all(&dir)?;
-        Ok((ShardStore::open(&dir)?, MetaStore::open(&dir)?))
+        let meta = MetaStore::open(&dir)?;
+        let empty = meta.is_empty()?;
+        Ok((ShardStore::open(&dir)?, meta, empty))
     })
     .await
     .map_err(|e| NodeError::Other(format!("opening the stores failed: {e}")))??;
@@ -152,8 +154,10 @@ pub async fn bind(config: NodeConfig) -> Result<BoundNode, NodeError> {
             )),
             rebuild: Default::default(),
             client_load: Default::default(),
-            // A node with no map has no peers to catch up from.
-            catch_up: Arc::new(crate::anti_entropy::CatchUp::new(config.map.is_none())),
+            // A node with no map has no peers to catch up from; one with no
+            // manifest has no stale state to offer (a read of it finds
+            // nothing, and the other replicas of a quorum answer).
+            catch_up: Arc::new(crate::anti_entropy::CatchUp::new(config.map.is_none() || empty)),
             signer: Signer::new(&config.cluster_secret),
             shards,
             meta,

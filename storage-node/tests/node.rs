@@ -660,27 +660,37 @@ async fn a_node_started_with_a_map_answers_clients_manifest_reads_only_once_it_h
     let dir = tempfile::tempdir().unwrap();
     // It is node 1 of the map; its peers (ports 7002..7006, none listening)
     // never answer.
-    let (_map, rx) = tokio::sync::watch::channel(Some(std::sync::Arc::new(map_at(5))));
-    let node = sillok_storage_node::spawn(NodeConfig {
-        id: NodeId(1),
-        listen: "127.0.0.1:0".parse().unwrap(),
-        data_dir: dir.path().to_path_buf(),
-        cluster_secret: SECRET.into(),
-        map: Some(rx),
-        upkeep: Default::default(),
-    })
-    .await
-    .unwrap();
-    let addr = node.addr().to_string();
+    let start = || {
+        let (map, rx) = tokio::sync::watch::channel(Some(std::sync::Arc::new(map_at(5))));
+        let node = sillok_storage_node::spawn(NodeConfig {
+            id: NodeId(1),
+            listen: "127.0.0.1:0".parse().unwrap(),
+            data_dir: dir.path().to_path_buf(),
+            cluster_secret: SECRET.into(),
+            map: Some(rx),
+            upkeep: Default::default(),
+        });
+        async move { (node.await.unwrap(), map) }
+    };
     let c = client();
-    // Writes are taken (a write is never stale); a client's read is refused.
+    let all = ListManifests { bucket: "b".into(), prefix: String::new(), start_after: None, limit: 10 };
+    // With nothing stored it has nothing stale to offer: reads are answered.
+    let (node, _map) = start().await;
+    let addr = node.addr().to_string();
+    assert!(c.get_manifest(&addr, "b", "k").await.unwrap().is_none());
     c.put_manifest(&addr, &manifest("b", "k", 1)).await.unwrap();
+    node.stop().await.unwrap();
+
+    // Started again with a manifest on disk: writes are taken (a write is
+    // never stale), a client's read is refused until it catches up.
+    let (node, _map) = start().await;
+    let addr = node.addr().to_string();
+    c.put_manifest(&addr, &manifest("b", "k2", 1)).await.unwrap();
     tokio::time::sleep(Duration::from_millis(700)).await;
     match c.get_manifest(&addr, "b", "k").await {
         Err(NodeError::Status { status: 503, body, .. }) => assert!(body.contains("catching up"), "{body}"),
         other => panic!("expected a refusal while catching up, got {other:?}"),
     }
-    let all = ListManifests { bucket: "b".into(), prefix: String::new(), start_after: None, limit: 10 };
     assert!(matches!(c.list_manifests(&addr, &all).await, Err(NodeError::Status { status: 503, .. })));
     // Peers' background work (anti-entropy, rebuild) is answered meanwhile.
     let peer = c.background();

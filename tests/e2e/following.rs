@@ -192,6 +192,7 @@ async fn a_gateway_on_an_old_map_is_told_by_the_nodes_and_retries_on_the_newer_o
 
     // A new map (node 1 weighs more: slots and manifest replicas move).
     c.admin_ok(&["node", "set-weight", "n1", "2"]);
+    c.admin_ok(&["rebalance", "apply"]);
     wait_node_epochs(&c, 2).await;
     assert_eq!(gateway_epoch(&c.endpoint()).await, 2, "the dev gateway follows continuously");
     assert_eq!(gateway_epoch(&stale.endpoint).await, 1, "the stale gateway has not looked yet");
@@ -294,6 +295,7 @@ async fn set_weights(c: &DevCluster, nodes: &[&str], weight: &str) {
     for n in nodes {
         c.admin_ok(&["node", "set-weight", n, weight]);
     }
+    c.admin_ok(&["rebalance", "apply"]);
     let epoch: u64 = serde_json::from_str::<serde_json::Value>(&c.admin_ok(&["status", "--json"])).unwrap()["epoch"]
         .as_u64()
         .unwrap();

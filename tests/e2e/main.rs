@@ -16,6 +16,7 @@ mod detector;
 mod drill;
 mod following;
 mod real_clients;
+mod rebalance;
 mod rebuild;
 mod s3_compat;
 mod s3_operations;

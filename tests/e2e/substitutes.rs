@@ -244,11 +244,12 @@ impl Drop for Started {
 fn add_node(cluster: &DevCluster, site: &str) -> (u64, Started) {
     let port = free_port();
     let addr = format!("127.0.0.1:{port}");
-    let out = cluster.admin_ok(&["node", "add", "--site", site, "--addr", &addr]);
-    // "added node n7; the map is now at epoch 2"
+    cluster.admin_ok(&["node", "add", "--site", site, "--addr", &addr]);
+    let out = cluster.admin_ok(&["rebalance", "apply"]);
+    // "added node n7"
     let id: u64 = out
         .split_once("added node n")
-        .and_then(|(_, rest)| rest.split(';').next())
+        .and_then(|(_, rest)| rest.split_whitespace().next())
         .and_then(|id| id.trim().parse().ok())
         .unwrap_or_else(|| panic!("no node id in {out:?}"));
     let dir = cluster.dir.path().join("sites").join(site).join(format!("node-{id}"));

@@ -97,6 +97,28 @@ impl DevCluster {
         ChildGuard(spawn_sillok(&args, &log))
     }
 
+    /// Starts a storage node the catalog added (`sillok admin node add`,
+    /// applied) at `addr`, with its data under the site's folder (so
+    /// `shard_files` sees it); killed when dropped.
+    pub fn start_added_node(&self, site: &str, id: u64, addr: &str) -> ChildGuard {
+        let dir = self.dir.path().join("sites").join(site).join(format!("node-{id}"));
+        let args: Vec<OsString> = vec![
+            "node".into(),
+            "--cluster".into(),
+            self.dir.path().join("cluster.json").into(),
+            "--id".into(),
+            id.to_string().into(),
+            "--data".into(),
+            dir.into(),
+            "--listen".into(),
+            addr.into(),
+            "--rebuild-every-ms=1000".into(),
+            "--sync-every-ms=1000".into(),
+        ];
+        let log = self.dir.path().join("logs").join(format!("{site}-node-{id}.log"));
+        ChildGuard(spawn_sillok(&args, &log))
+    }
+
     /// The log of storage node `id`.
     pub fn node_log(&self, id: u64) -> String {
         let site = self.nodes().into_iter().find(|(n, _, _)| *n == id).map(|(_, s, _)| s).unwrap_or_default();
@@ -227,10 +249,17 @@ impl DevCluster {
         }
     }
 
-    /// Every shard file on every node, with the node's site.
+    /// Every shard file on every node, with the node's site (sites added
+    /// since the start included: every folder under `sites/`).
     pub fn shard_files(&self) -> Vec<(String, PathBuf)> {
         let mut out = Vec::new();
-        for site in self.sites() {
+        let sites = std::fs::read_dir(self.dir.path().join("sites"))
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter(|e| e.path().is_dir())
+            .map(|e| e.file_name().to_string_lossy().into_owned());
+        for site in sites {
             let site_dir = self.dir.path().join("sites").join(&site);
             walk(&site_dir, &mut |p| {
                 if p.components().any(|c| c.as_os_str() == "shards") && p.is_file() {

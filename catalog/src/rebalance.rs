@@ -1,0 +1,315 @@
+//! Rebalancing: planned map changes, and when a move is finished.
+//!
+//! Owns: the plan of a staged change ([`plan`]: slots and estimated bytes
+//! in and out per node, the bytes to move against the least any map with
+//! the new weights must move, the balance of the result, the site rule),
+//! and the leader's pruning of earlier rows ([`rows_done`],
+//! `prune_forever`): a PG's earlier rows are dropped once its data lives
+//! on its current row.
+//!
+//! Data moves by the storage nodes' rebuild engine, which brings every PG to
+//! what the current map says (the node of a moved slot copies its shard from
+//! the earlier holder, verifies it and relocates the manifests to it), and
+//! by anti-entropy, which brings manifests to the new replicas. Readers find
+//! whatever has not moved yet through the earlier rows. A PG's earlier rows
+//! are dropped only when, under the current map epoch:
+//! - every in-service node of its current row has finished a rebuild
+//!   listing (`checked_epoch`) and wants nothing in it, with no PG waiting
+//!   for replicas; and
+//! - every in-service manifest replica of its current row has finished an
+//!   anti-entropy round (`synced_epoch`) in which every in-service peer of
+//!   the PG's rows answered and nothing was left to pull.
+//!
+//! A node in a slot that is down holds the PG back. Nothing here deletes:
+//! once no row names a node for a shard, the shard is the collector's.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use openraft::ServerState;
+use serde::{Deserialize, Serialize};
+use sillok_placement::{NodeId, NodeState, PgId, PlacementMap};
+
+use crate::Proposal;
+use crate::api::RepairReport;
+use crate::state::Command;
+
+/// The PGs with earlier rows whose data the reports show moved (see the
+/// module comment).
+pub fn rows_done(map: &PlacementMap, reports: &BTreeMap<NodeId, RepairReport>) -> Vec<PgId> {
+    let in_service =
+        |n: &NodeId| map.topology.node(*n).is_some_and(|n| matches!(n.state, NodeState::Up | NodeState::Draining));
+    let slot_ok = |n: &NodeId, pg: PgId| -> bool {
+        if !in_service(n) {
+            return false;
+        }
+        reports
+            .get(n)
+            .is_some_and(|r| r.checked_epoch == map.epoch && r.pgs_waiting == 0 && !r.pgs.iter().any(|(p, _)| *p == pg))
+    };
+    let replica_ok = |n: &NodeId, pg: PgId| -> bool {
+        !in_service(n) || reports.get(n).is_some_and(|r| r.synced_epoch == map.epoch && !r.sync_behind.contains(&pg))
+    };
+    map.previous
+        .keys()
+        .copied()
+        .filter(|&pg| {
+            map.slots(pg).iter().all(|n| slot_ok(n, pg)) && map.manifest_replicas(pg).iter().all(|n| replica_ok(n, pg))
+        })
+        .collect()
+}
+
+/// Runs on every replica; while this one leads, every `every` it drops the
+/// earlier rows [`rows_done`] finds (one map change for all of them).
+pub(crate) async fn prune_forever(sh: Arc<crate::server::Shared>, every: Duration) {
+    loop {
+        tokio::time::sleep(every).await;
+        let leading = {
+            let m = sh.raft.metrics().borrow().clone();
+            m.state == ServerState::Leader && m.current_leader == Some(sh.id)
+        };
+        if !leading {
+            continue;
+        }
+        let Some(map) = sh.sm.read(|st| st.catalog.map.clone()) else { continue };
+        if map.previous.is_empty() {
+            continue;
+        }
+        let reports: BTreeMap<NodeId, RepairReport> = sh
+            .reports
+            .lock()
+            .expect("reports lock")
+            .iter()
+            .filter(|(_, (at, _))| at.elapsed() < Duration::from_secs(30))
+            .filter_map(|(id, (_, r))| r.repair.clone().map(|rr| (*id, rr)))
+            .collect();
+        let pgs = rows_done(&map, &reports);
+        if pgs.is_empty() {
+            continue;
+        }
+        let n = pgs.len();
+        let command = Command::DropEarlierRows { epoch: map.epoch, pgs };
+        let p = Proposal { request_id: format!("prune-epoch-{}", map.epoch), command };
+        match tokio::time::timeout(sh.commit_timeout, sh.raft.client_write(p)).await {
+            Ok(Ok(r)) => match r.data {
+                Ok(outcome) => tracing::info!(pgs = n, ?outcome, "earlier rows dropped: their data has moved"),
+                Err(e) => tracing::info!(error = %e, "dropping earlier rows refused; will look again"),
+            },
+            Ok(Err(e)) => tracing::info!(error = %e, "dropping earlier rows: proposal failed; will retry"),
+            Err(_) => tracing::info!("dropping earlier rows: no commit in time; will retry"),
+        }
+    }
+}
+
+/// What a staged change would do, per node.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NodePlan {
+    pub id: NodeId,
+    pub site: String,
+    pub state: NodeState,
+    pub weight: f64,
+    pub slots_before: u64,
+    pub slots_after: u64,
+    pub slots_in: u64,
+    pub slots_out: u64,
+    /// Estimated from the node's reported shard bytes per slot.
+    pub bytes_in: u64,
+    pub bytes_out: u64,
+    /// The node's share of all slots after the change, against its weight's
+    /// share (of nodes that hold slots), in percent.
+    pub share_pct: f64,
+    pub weight_share_pct: f64,
+}
+
+/// `sillok admin rebalance plan`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Plan {
+    pub from_epoch: u64,
+    pub changes: Vec<String>,
+    pub nodes: Vec<NodePlan>,
+    pub slots_moved: u64,
+    pub bytes_to_move: u64,
+    /// The fewest slots any map with the new nodes and weights must move:
+    /// the slots that nodes hold above their new weight share.
+    pub min_slots_moved: u64,
+    /// The largest deviation of a node's slot share from its weight share,
+    /// in percent of the weight share.
+    pub max_imbalance_pct: f64,
+    /// Why the result breaks the placement rules, if it does (the plan
+    /// cannot then be applied).
+    pub refused: Option<String>,
+    /// PGs that would then have earlier rows (their data moves).
+    pub pgs_moving: u64,
+}
+
+/// The plan of going from `old` to `new` (`new` = `old` with the staged
+/// changes); `bytes` is each node's reported shard bytes.
+pub fn plan(old: &PlacementMap, new: &PlacementMap, changes: Vec<String>, bytes: &BTreeMap<NodeId, u64>) -> Plan {
+    let count = |map: &PlacementMap| {
+        let mut c: BTreeMap<NodeId, u64> = BTreeMap::new();
+        for row in &map.slots {
+            for n in row {
+                *c.entry(*n).or_default() += 1;
+            }
+        }
+        c
+    };
+    let (before, after) = (count(old), count(new));
+    let total_bytes: u64 = bytes.values().sum();
+    let total_slots: u64 = before.values().sum::<u64>().max(1);
+    let per_slot = |n: NodeId| match (bytes.get(&n), before.get(&n)) {
+        (Some(b), Some(s)) if *s > 0 => b / s,
+        _ => total_bytes / total_slots,
+    };
+    let mut moves_in: BTreeMap<NodeId, (u64, u64)> = BTreeMap::new();
+    let mut moves_out: BTreeMap<NodeId, (u64, u64)> = BTreeMap::new();
+    let mut pgs_moving = BTreeSet::new();
+    for (pg, (o, n)) in old.slots.iter().zip(&new.slots).enumerate() {
+        for (a, b) in o.iter().zip(n) {
+            if a != b {
+                let est = per_slot(*a);
+                let e = moves_out.entry(*a).or_default();
+                e.0 += 1;
+                e.1 += est;
+                let e = moves_in.entry(*b).or_default();
+                e.0 += 1;
+                e.1 += est;
+                pgs_moving.insert(pg);
+            }
+        }
+    }
+    let holders: Vec<&sillok_placement::Node> =
+        new.topology.nodes.iter().filter(|n| matches!(n.state, NodeState::Up | NodeState::Down)).collect();
+    let weight_total: f64 = holders.iter().map(|n| n.weight).sum::<f64>().max(f64::MIN_POSITIVE);
+    let after_total: u64 = after.values().sum::<u64>().max(1);
+    let mut ids: BTreeSet<NodeId> = old.topology.nodes.iter().map(|n| n.id).collect();
+    ids.extend(new.topology.nodes.iter().map(|n| n.id));
+    let mut nodes = Vec::new();
+    let (mut min_moved, mut worst) = (0u64, 0f64);
+    for id in ids {
+        let node = new.topology.node(id).or_else(|| old.topology.node(id)).expect("listed in one of the maps");
+        let holds = holders.iter().any(|h| h.id == id);
+        let weight_share = if holds { node.weight / weight_total } else { 0.0 };
+        let (b, a) = (before.get(&id).copied().unwrap_or(0), after.get(&id).copied().unwrap_or(0));
+        let ideal = weight_share * after_total as f64;
+        min_moved += (b as f64 - ideal).max(0.0).floor() as u64;
+        if holds && weight_share > 0.0 {
+            let share = a as f64 / after_total as f64;
+            worst = worst.max(((share / weight_share) - 1.0).abs() * 100.0);
+        }
+        let (si, bi) = moves_in.get(&id).copied().unwrap_or_default();
+        let (so, bo) = moves_out.get(&id).copied().unwrap_or_default();
+        nodes.push(NodePlan {
+            id,
+            site: node.site.clone(),
+            state: if new.topology.node(id).is_some() { node.state } else { NodeState::Out },
+            weight: node.weight,
+            slots_before: b,
+            slots_after: a,
+            slots_in: si,
+            slots_out: so,
+            bytes_in: bi,
+            bytes_out: bo,
+            share_pct: a as f64 * 100.0 / after_total as f64,
+            weight_share_pct: weight_share * 100.0,
+        });
+    }
+    Plan {
+        from_epoch: old.epoch,
+        changes,
+        slots_moved: moves_out.values().map(|m| m.0).sum(),
+        bytes_to_move: moves_out.values().map(|m| m.1).sum(),
+        min_slots_moved: min_moved,
+        max_imbalance_pct: worst,
+        refused: new.validate().err().map(|e| e.to_string()),
+        pgs_moving: pgs_moving.len() as u64,
+        nodes,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sillok_placement::{EcProfile, Node, Site, Topology};
+
+    fn topo(sites: usize, per_site: usize) -> Topology {
+        let mut t = Topology::default();
+        for s in 0..sites {
+            let site = format!("s{s}");
+            t.sites.push(Site { id: site.clone() });
+            for j in 0..per_site {
+                let id = (s * per_site + j + 1) as u32;
+                t.nodes.push(Node {
+                    id: NodeId(id),
+                    site: site.clone(),
+                    addr: format!("127.0.0.1:{}", 7000 + id),
+                    weight: 1.0,
+                    state: NodeState::Up,
+                });
+            }
+        }
+        t
+    }
+
+    fn report(epoch: u64) -> RepairReport {
+        RepairReport { checked_epoch: epoch, synced_epoch: epoch, ..Default::default() }
+    }
+
+    #[test]
+    fn rows_are_done_only_when_every_slot_and_replica_says_so_under_this_epoch() {
+        let old = PlacementMap::new(topo(3, 2), EcProfile::default(), 16).unwrap();
+        let mut t = old.topology.clone();
+        t.nodes.push(Node { id: NodeId(7), site: "s0".into(), addr: "x:1".into(), weight: 1.0, state: NodeState::Up });
+        let new = old.with_topology(t).unwrap();
+        let moved: Vec<PgId> = new.previous.keys().copied().collect();
+        assert!(!moved.is_empty());
+        let all: BTreeMap<NodeId, RepairReport> =
+            new.topology.nodes.iter().map(|n| (n.id, report(new.epoch))).collect();
+        assert_eq!(rows_done(&new, &all), moved);
+        // A slot node still wanting shards in a PG holds that PG back.
+        let pg = moved[0];
+        let holder = new.slots(pg)[0];
+        let mut some = all.clone();
+        some.get_mut(&holder).unwrap().pgs = vec![(pg, 5)];
+        assert!(!rows_done(&new, &some).contains(&pg));
+        // So does a replica whose last anti-entropy round pulled there.
+        let mut some = all.clone();
+        some.get_mut(&new.manifest_replicas(pg)[0]).unwrap().sync_behind = vec![pg];
+        assert!(!rows_done(&new, &some).contains(&pg));
+        // And reports from the epoch before, and a missing report.
+        let mut some = all.clone();
+        some.insert(holder, report(old.epoch));
+        assert!(!rows_done(&new, &some).contains(&pg));
+        some.remove(&holder);
+        assert!(!rows_done(&new, &some).contains(&pg));
+    }
+
+    #[test]
+    fn a_plan_counts_moves_both_ways_and_the_least_any_map_must_move() {
+        let old = PlacementMap::new(topo(3, 2), EcProfile::default(), 64).unwrap();
+        let mut t = old.topology.clone();
+        t.sites.push(Site { id: "s3".into() });
+        for id in 7..9 {
+            t.nodes.push(Node {
+                id: NodeId(id),
+                site: "s3".into(),
+                addr: format!("x:{id}"),
+                weight: 1.0,
+                state: NodeState::Up,
+            });
+        }
+        let new = old.with_topology(t).unwrap();
+        let bytes: BTreeMap<NodeId, u64> = (1..7).map(|i| (NodeId(i), 64 * 1000)).collect();
+        let p = plan(&old, &new, vec!["add site s3".into()], &bytes);
+        let ins: u64 = p.nodes.iter().map(|n| n.slots_in).sum();
+        assert_eq!(ins, p.slots_moved);
+        assert!(p.nodes.iter().filter(|n| n.id.0 <= 6).all(|n| n.slots_in == 0), "{p:?}");
+        // 64 PGs x 6 slots over 8 equal nodes: 48 each, so 96 slots must go to the new two.
+        assert_eq!(p.min_slots_moved, 96);
+        assert!(p.slots_moved >= p.min_slots_moved);
+        assert!(p.refused.is_none());
+        // Each old node holds 64 slots of 1,000 bytes each.
+        assert_eq!(p.bytes_to_move, p.slots_moved * 1000);
+    }
+}

@@ -1,0 +1,214 @@
+//! Rebalancing (the rebalance issue): staged capacity changes, their plan,
+//! one map change on apply, data that follows the map under client load,
+//! earlier rows dropped once moved, pause, and a removal refused until the
+//! node's data has moved.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::time::Duration;
+
+use sillok_placement::{NodeId, PlacementMap};
+use sillok_storage_node::api::{ListPg, PgSelector};
+use sillok_storage_node::{NodeClient, Timeouts};
+
+use crate::support::*;
+
+fn admin_json(c: &DevCluster, args: &[&str]) -> Result<serde_json::Value, String> {
+    let mut all = args.to_vec();
+    all.push("--json");
+    let out = c.admin(&all);
+    if !out.status.success() {
+        return Err(String::from_utf8_lossy(&out.stderr).into_owned());
+    }
+    serde_json::from_slice(&out.stdout).map_err(|e| format!("{args:?}: {e}"))
+}
+
+/// The catalog's current map.
+fn catalog_map(c: &DevCluster) -> PlacementMap {
+    let v = admin_json(c, &["status"]).unwrap();
+    let epoch = v["epoch"].as_u64().unwrap();
+    // The gateway's saved catalog follows the catalog; wait for this epoch there.
+    wait_until_blocking(Duration::from_secs(30), format!("the gateway to follow epoch {epoch}"), || {
+        let text =
+            std::fs::read_to_string(c.dir.path().join("gateway").join("catalog.json")).map_err(|e| e.to_string())?;
+        let v: serde_json::Value = serde_json::from_str(&text).map_err(|e| e.to_string())?;
+        let map: PlacementMap = serde_json::from_value(v["map"].clone()).map_err(|e| e.to_string())?;
+        if map.epoch >= epoch { Ok(map) } else { Err(format!("at {}", map.epoch)) }
+    })
+}
+
+/// Waits until `rebalance status` says every PG is where the map puts it.
+async fn wait_settled(c: &DevCluster, within: Duration) -> serde_json::Value {
+    wait_until(within, "the rebalance to finish", async || {
+        let s = admin_json(c, &["rebalance", "status"])?;
+        if s["done"] == true { Ok(s) } else { Err(s.to_string()) }
+    })
+    .await
+}
+
+/// Checks that on every manifest replica of every PG each live object's
+/// shards are on exactly the PG's current slots; returns the objects seen.
+async fn placed_as_the_map_says(client: &NodeClient, map: &PlacementMap) -> Result<usize, String> {
+    let mut seen = 0;
+    for pg in 0..map.pg_count {
+        for (rank, replica) in map.manifest_replicas(pg).into_iter().enumerate() {
+            let addr = &map.topology.node(replica).ok_or("replica not in the map")?.addr;
+            let req = ListPg { pg: PgSelector::of(map, pg), after: None, limit: 10_000 };
+            let list = client.list_pg_objects(addr, &req).await.map_err(|e| format!("PG {pg} on {replica}: {e}"))?;
+            for o in &list.objects {
+                seen += usize::from(rank == 0);
+                for set in &o.sets {
+                    for l in &set.sharded.shards {
+                        let want = map.slots(pg)[usize::from(l.index)];
+                        if l.node != want {
+                            return Err(format!("{}: shard {} on {} (map: {want})", o.key, l.index, l.node));
+                        }
+                    }
+                }
+            }
+        }
+    }
+    Ok(seen)
+}
+
+/// Client load while the data moves: PUTs of new keys and GETs of known
+/// ones, each checked; counts failures.
+struct Load {
+    stop: AtomicBool,
+    ok: AtomicU64,
+    failed: AtomicU64,
+    written: std::sync::Mutex<BTreeMap<String, Vec<u8>>>,
+}
+
+async fn run_load(load: Arc<Load>, s3: aws_sdk_s3::Client, known: Vec<(String, Vec<u8>)>) {
+    let mut i = 0u64;
+    while !load.stop.load(Relaxed) {
+        i += 1;
+        let key = format!("during-{i:05}");
+        let body = pattern(40_000 + (i as usize * 3_001) % 150_000, 70_000 + i);
+        match try_put(&s3, "media", &key, body.clone()).await {
+            Ok(()) => {
+                load.ok.fetch_add(1, Relaxed);
+                load.written.lock().unwrap().insert(key, body);
+            }
+            Err(e) => {
+                load.failed.fetch_add(1, Relaxed);
+                eprintln!("PUT {key} failed during the rebalance: {e}");
+            }
+        }
+        let (k, v) = &known[i as usize % known.len()];
+        match s3.get_object().bucket("media").key(k).send().await {
+            Ok(r) => match r.body.collect().await.map(|b| b.into_bytes()) {
+                Ok(b) if b.as_ref() == v.as_slice() => {
+                    load.ok.fetch_add(1, Relaxed);
+                }
+                _ => {
+                    load.failed.fetch_add(1, Relaxed);
+                    eprintln!("GET {k} returned wrong bytes during the rebalance");
+                }
+            },
+            Err(e) => {
+                load.failed.fetch_add(1, Relaxed);
+                eprintln!("GET {k} failed during the rebalance: {e:?}");
+            }
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fourth_site_and_a_drained_node_move_data_under_load_with_nothing_lost() {
+    let c = DevCluster::start_with(&[
+        "--pgs=64",
+        "--gateway-arg=--block-size=65536",
+        "--node-arg=--rebuild-every-ms=1000",
+        "--node-arg=--sync-every-ms=1000",
+    ]);
+    let s3 = c.client();
+    s3.create_bucket().bucket("media").send().await.unwrap();
+    let mut want: BTreeMap<String, Vec<u8>> = BTreeMap::new();
+    for i in 0..150u64 {
+        let len = if i % 25 == 0 { 600_000 } else { 50_000 + (i as usize * 7_919) % 150_000 };
+        want.insert(format!("photo-{i:04}"), pattern(len, i));
+    }
+    for i in 0..20u64 {
+        want.insert(format!("thumb-{i:04}"), pattern(1_500 + i as usize, 500 + i));
+    }
+    for (k, v) in &want {
+        put(&s3, "media", k, v.clone()).await;
+    }
+    let before = catalog_map(&c);
+
+    // Staged: nothing moves until apply.
+    let ports = [free_port(), free_port()];
+    c.admin_ok(&["site", "add", "site-d"]);
+    for p in ports {
+        let out = c.admin_ok(&["node", "add", "--site", "site-d", "--addr", &format!("127.0.0.1:{p}")]);
+        assert!(out.contains("staged"), "{out}");
+    }
+    assert_eq!(admin_json(&c, &["status"]).unwrap()["epoch"], before.epoch, "staging changed the map");
+    let plan = admin_json(&c, &["rebalance", "plan"]).unwrap();
+    assert!(plan["refused"].is_null(), "{plan}");
+    assert_eq!(plan["changes"].as_array().unwrap().len(), 3, "{plan}");
+    let moved = plan["slots_moved"].as_u64().unwrap();
+    let least = plan["min_slots_moved"].as_u64().unwrap();
+    assert!(moved >= least && least > 0, "{plan}");
+    let text = c.admin_ok(&["rebalance", "plan"]);
+    assert!(text.contains("site rule: kept"), "{text}");
+
+    // Clients keep reading and writing while the data moves.
+    let load = Arc::new(Load {
+        stop: AtomicBool::new(false),
+        ok: AtomicU64::new(0),
+        failed: AtomicU64::new(0),
+        written: Default::default(),
+    });
+    let known: Vec<(String, Vec<u8>)> = want.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+    let task = tokio::spawn(run_load(load.clone(), c.client(), known));
+
+    let out = c.admin_ok(&["rebalance", "apply"]);
+    let added: Vec<u64> =
+        out.lines().filter_map(|l| l.strip_prefix("added node n").and_then(|id| id.trim().parse().ok())).collect();
+    assert_eq!(added.len(), 2, "{out}");
+    let _nodes: Vec<ChildGuard> =
+        added.iter().zip(ports).map(|(id, p)| c.start_added_node("site-d", *id, &format!("127.0.0.1:{p}"))).collect();
+    let grown = catalog_map(&c);
+    assert_eq!(grown.epoch, before.epoch + 1, "three staged changes, one map change");
+    assert!(!grown.previous.is_empty(), "the new site takes slots");
+    wait_settled(&c, Duration::from_secs(240)).await;
+    let settled = catalog_map(&c);
+    assert!(settled.previous.is_empty(), "earlier rows were kept after the data moved");
+    let client = NodeClient::new(c.cluster_file()["cluster_secret"].as_str().unwrap(), Timeouts::default());
+    let seen = placed_as_the_map_says(&client, &settled).await.unwrap();
+    assert!(seen >= 150, "only {seen} objects listed");
+    let on_d = c.shard_files().iter().filter(|(site, _)| site == "site-d").count();
+    assert!(on_d > 0, "no shard moved to site-d");
+
+    // Drain a node, pause: planned moves wait. Its removal is refused while
+    // a row still names it; after resume and the move, it goes.
+    let drained = before.topology.nodes[0].id;
+    c.admin_ok(&["node", "drain", &drained.to_string()]);
+    c.admin_ok(&["rebalance", "pause"]);
+    c.admin_ok(&["rebalance", "apply"]);
+    c.admin_ok(&["node", "remove", &drained.to_string()]);
+    let refused = c.admin(&["rebalance", "apply"]);
+    assert!(!refused.status.success(), "a node whose data has not moved was removed");
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("still named"), "{refused:?}");
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    let s = admin_json(&c, &["rebalance", "status"]).unwrap();
+    assert!(s["paused"] == true && s["pgs_moving"].as_u64().unwrap() > 0, "{s}");
+    c.admin_ok(&["rebalance", "resume"]);
+    wait_settled(&c, Duration::from_secs(240)).await;
+    c.admin_ok(&["rebalance", "apply"]);
+    let last = catalog_map(&c);
+    assert!(last.topology.node(NodeId(drained.0)).is_none());
+
+    load.stop.store(true, Relaxed);
+    task.await.unwrap();
+    assert_eq!(load.failed.load(Relaxed), 0, "client requests failed during the rebalance");
+    assert!(load.ok.load(Relaxed) > 0);
+    want.extend(load.written.lock().unwrap().clone());
+    for (k, v) in &want {
+        assert_same(&get(&s3, "media", k, None).await, v, k);
+    }
+}
