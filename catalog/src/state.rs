@@ -259,6 +259,8 @@ pub enum Command {
         epoch: u64,
         pgs: Vec<u32>,
     },
+    /// Turns back every move not yet finished (`PlacementMap::with_moves_cancelled`).
+    CancelMoves,
     /// Pauses or resumes planned moves (repairs of lost shards go on).
     SetRebalancePaused {
         paused: bool,
@@ -582,6 +584,17 @@ impl Catalog {
                 let epoch = next.epoch;
                 self.map = Some(next);
                 Ok(Outcome::RowsDropped { epoch, pgs: pgs.len() })
+            }
+            Command::CancelMoves => {
+                if map.previous.is_empty() {
+                    return Err(CatalogError::Staging(
+                        "no move is in progress: every PG is where the map puts it".into(),
+                    ));
+                }
+                let next = map.with_moves_cancelled()?;
+                let epoch = next.epoch;
+                self.map = Some(next);
+                Ok(Outcome::Map { epoch })
             }
             Command::SetRebalancePaused { paused } => {
                 self.repair.rebalance_paused = *paused;
@@ -1091,6 +1104,17 @@ mod tests {
         c.apply(&Command::ApplyStaged).unwrap();
         assert!(c.map.as_ref().unwrap().topology.node(NodeId(1)).is_none());
         assert_eq!(c.apply(&Command::DiscardStaged).unwrap(), Outcome::Discarded { changes: 0 });
+        // A weight change cancelled before its data moved: the slots go back.
+        let before = c.map.clone().unwrap();
+        c.apply(&stage(Command::SetNodeWeight { id: NodeId(3), weight: 3.0 })).unwrap();
+        c.apply(&Command::ApplyStaged).unwrap();
+        assert_ne!(c.map.as_ref().unwrap().slots, before.slots);
+        c.apply(&Command::CancelMoves).unwrap();
+        let back = c.map.as_ref().unwrap();
+        assert_eq!(back.slots, before.slots);
+        assert_eq!(back.epoch, before.epoch + 2);
+        back.validate().unwrap();
+        assert!(!back.previous.is_empty(), "the rows moved data may have reached are kept");
     }
 
     #[test]

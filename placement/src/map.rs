@@ -189,6 +189,24 @@ impl PlacementMap {
         next
     }
 
+    /// The next map (epoch + 1) with every move not yet finished turned
+    /// back: each PG that still has earlier rows takes its newest earlier row
+    /// as its slots again, and keeps the row it leaves as an earlier row
+    /// (shards already moved there are found through it and moved back).
+    pub fn with_moves_cancelled(&self) -> Result<Self, PlacementError> {
+        let mut next = self.clone();
+        next.epoch += 1;
+        for (pg, rows) in next.previous.iter_mut() {
+            let Some(back) = rows.first().cloned() else { continue };
+            let current = std::mem::replace(&mut next.slots[*pg as usize], back.clone());
+            rows.retain(|r| *r != back && *r != current);
+            rows.insert(0, current);
+            rows.truncate(MAX_PREVIOUS_ROWS);
+        }
+        next.validate()?;
+        Ok(next)
+    }
+
     pub fn previous_manifest_replicas(&self, pg: PgId) -> Vec<Vec<NodeId>> {
         self.previous
             .get(&pg)

@@ -7,7 +7,8 @@
 //! [`sillok_catalog::rebalance::plan`]); `apply` makes them one map change;
 //! `discard` drops them. `status` says how far the data is from the map
 //! (PGs whose earlier rows are still kept, shards and bytes left, rate,
-//! ETA); `pause` and `resume` hold planned moves (not repairs).
+//! ETA); `pause` and `resume` hold planned moves (not repairs); `cancel`
+//! turns back the moves not yet finished.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -38,6 +39,11 @@ pub enum RebalanceCommand {
     },
     /// Hold planned moves (rebuilds of lost shards go on).
     Pause,
+    /// Turn back every move not yet finished: each PG still moving goes
+    /// back to the row its data came from (data already moved is moved
+    /// back; nothing is lost). The topology stays as applied: stage the
+    /// inverse change to undo that too.
+    Cancel,
     /// Let planned moves go on.
     Resume,
 }
@@ -164,6 +170,7 @@ pub async fn run(c: &CatalogClient, cmd: RebalanceCommand, json: bool) -> anyhow
         }
         RebalanceCommand::Apply => report(&c.propose(Command::ApplyStaged).await?, json)?,
         RebalanceCommand::Discard => report(&c.propose(Command::DiscardStaged).await?, json)?,
+        RebalanceCommand::Cancel => report(&c.propose(Command::CancelMoves).await?, json)?,
         RebalanceCommand::Pause => report(&c.propose(Command::SetRebalancePaused { paused: true }).await?, json)?,
         RebalanceCommand::Resume => report(&c.propose(Command::SetRebalancePaused { paused: false }).await?, json)?,
         RebalanceCommand::Status { watch } => loop {

@@ -1,7 +1,7 @@
 //! Rebalancing (the rebalance issue): staged capacity changes, their plan,
 //! one map change on apply, data that follows the map under client load,
-//! earlier rows dropped once moved, pause, and a removal refused until the
-//! node's data has moved.
+//! earlier rows dropped once moved, pause, a removal refused until the
+//! node's data has moved, and a cancelled change.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -117,7 +117,7 @@ async fn run_load(load: Arc<Load>, s3: aws_sdk_s3::Client, known: Vec<(String, V
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_fourth_site_and_a_drained_node_move_data_under_load_with_nothing_lost() {
+async fn a_fourth_site_a_drained_node_and_a_cancelled_weight_change_move_data_under_load_with_nothing_lost() {
     let c = DevCluster::start_with(&[
         "--pgs=64",
         "--gateway-arg=--block-size=65536",
@@ -202,6 +202,20 @@ async fn a_fourth_site_and_a_drained_node_move_data_under_load_with_nothing_lost
     c.admin_ok(&["rebalance", "apply"]);
     let last = catalog_map(&c);
     assert!(last.topology.node(NodeId(drained.0)).is_none());
+
+    // A weight change cancelled before its data moved (paused): the slots
+    // go back to where the data is, and the moves settle with nothing lost.
+    let heavier = before.topology.nodes[2].id;
+    c.admin_ok(&["rebalance", "pause"]);
+    c.admin_ok(&["node", "set-weight", &heavier.to_string(), "3"]);
+    c.admin_ok(&["rebalance", "apply"]);
+    assert_ne!(catalog_map(&c).slots, last.slots, "the weight moved no slot");
+    c.admin_ok(&["rebalance", "cancel"]);
+    c.admin_ok(&["rebalance", "resume"]);
+    wait_settled(&c, Duration::from_secs(240)).await;
+    let back = catalog_map(&c);
+    assert_eq!(back.slots, last.slots, "cancel left slots elsewhere");
+    placed_as_the_map_says(&client, &back).await.unwrap();
 
     load.stop.store(true, Relaxed);
     task.await.unwrap();
