@@ -7,11 +7,13 @@
 # move), the bytes the nodes actually wrote (sum of
 # sillok_rebuild_bytes_written_total), the time to settle and MiB/s, and
 # loadgen's GET p50/p99 before and during the move.
-#   FILL (default 2000 objects)
+#   FILL (default 2000 objects); NO_BUILD=1 uses the release binaries as built.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 FILL=${FILL:-2000}
-cargo build --release -p sillok --bin sillok >&2 && cargo build --release -p sillok-benches --bin loadgen >&2
+if [ -z "${NO_BUILD:-}" ]; then
+    cargo build --release -p sillok --bin sillok >&2 && cargo build --release -p sillok-benches --bin loadgen >&2
+fi
 BIN=./target/release/sillok
 DATA=$(mktemp -d /tmp/sillok-rebalance.XXXXXX)
 $BIN dev --data "$DATA" --port 0 --nodes-per-site 2 > "$DATA.dev.log" 2>&1 &

@@ -63,6 +63,10 @@ pub struct RepairStatus {
     pub throttle: Option<RepairThrottle>,
     /// Why full redundancy cannot be reached as things stand, if it cannot.
     pub limit: Option<String>,
+    /// PGs whose earlier rows the map still keeps: their data has not all
+    /// moved to the current row yet (`rebalance`).
+    #[serde(default)]
+    pub pgs_moving: u64,
 }
 
 impl RepairStatus {
@@ -84,6 +88,7 @@ impl RepairStatus {
             nodes_not_checked: Vec::new(),
             repair_held: status.repair_hold,
             throttle: status.repair_throttle,
+            pgs_moving: map.previous.len() as u64,
             limit: None,
         };
         for n in &status.nodes {
@@ -176,7 +181,12 @@ impl RepairStatus {
         for st in STATES {
             let _ = writeln!(out, "sillok_cluster_pgs{{state=\"{st}\"}} {}", self.pgs.get(st).copied().unwrap_or(0));
         }
-        let gauges: [(&str, &str, u64); 7] = [
+        let gauges: [(&str, &str, u64); 8] = [
+            (
+                "sillok_cluster_pgs_moving",
+                "PGs whose data has not all moved to their current row (rebalance).",
+                self.pgs_moving,
+            ),
             ("sillok_cluster_map_epoch", "The map epoch these figures describe.", self.epoch),
             (
                 "sillok_cluster_shards_left",

@@ -207,6 +207,11 @@ pub enum Command {
     AddSite {
         site: String,
     },
+    /// Removes a site and every node in it (refused while a row of any PG
+    /// names one of them, like [`Command::RemoveNode`]).
+    RemoveSite {
+        site: String,
+    },
     /// Sets the state of every node of the site.
     SetSiteState {
         site: String,
@@ -311,6 +316,7 @@ impl Command {
         matches!(
             self,
             Command::AddSite { .. }
+                | Command::RemoveSite { .. }
                 | Command::AddNode { .. }
                 | Command::RemoveNode { .. }
                 | Command::SetNodeWeight { .. }
@@ -322,6 +328,7 @@ impl Command {
     pub fn name(&self) -> String {
         match self {
             Command::AddSite { site } => format!("add site {site}"),
+            Command::RemoveSite { site } => format!("remove site {site} and its nodes"),
             Command::AddNode { site, addr, weight } => format!("add a node at {addr} in {site} (weight {weight})"),
             Command::RemoveNode { id } => format!("remove node {id}"),
             Command::SetNodeWeight { id, weight } => format!("set node {id}'s weight to {weight}"),
@@ -701,6 +708,13 @@ impl Catalog {
                     return Err(CatalogError::SiteExists(site.clone()));
                 }
                 t.sites.push(Site { id: site.clone() });
+            }
+            Command::RemoveSite { site } => {
+                if !t.sites.iter().any(|s| s.id == *site) {
+                    return Err(CatalogError::NoSuchSite(site.clone()));
+                }
+                t.sites.retain(|s| s.id != *site);
+                t.nodes.retain(|n| n.site != *site);
             }
             Command::SetSiteState { site, state, .. } => {
                 if !t.sites.iter().any(|s| s.id == *site) {

@@ -131,6 +131,9 @@ pub enum NodeCommand {
 pub enum SiteCommand {
     /// Stage adding an (empty) site.
     Add { name: String },
+    /// Stage removing a site and its nodes (refused at apply while any PG's
+    /// row names one of them: drain them first).
+    Remove { name: String },
     /// Mark every node of a site down.
     Down { name: String },
     /// Mark every node of a site out (its data is rebuilt on the others).
@@ -542,6 +545,7 @@ pub async fn run(a: AdminArgs) -> anyhow::Result<()> {
         AdminCommand::Site(s) => {
             let cmd = match s {
                 SiteCommand::Add { name } => stage(Command::AddSite { site: name }),
+                SiteCommand::Remove { name } => stage(Command::RemoveSite { site: name }),
                 SiteCommand::Down { name } => Command::site_state(&name, NodeState::Down),
                 SiteCommand::Out { name } => Command::site_state(&name, NodeState::Out),
                 SiteCommand::Up { name } => Command::site_state(&name, NodeState::Up),
