@@ -6,7 +6,9 @@
 # change: the plan (slots and bytes it predicts, the least any map must
 # move), the bytes the nodes actually wrote (sum of
 # sillok_rebuild_bytes_written_total), the time to settle and MiB/s, and
-# loadgen's GET p50/p99 before and during the move.
+# loadgen's GET p50/p99 before and during the move; at the end, each
+# node's shard bytes against an equal share, once the copies left behind
+# are collected.
 #   FILL (default 2000 objects); NO_BUILD=1 uses the release binaries as built.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -76,3 +78,9 @@ drain_n1() { $BIN admin node drain n1; }
 measure "add a site (2 nodes)" add_site
 measure "drain node 1" drain_n1
 $BIN admin node remove n1 && $BIN admin rebalance apply
+# Bytes per node once the collector has removed the copies left behind (two
+# grace periods of `sillok dev`'s 30 s, and a collector round).
+sleep 100
+echo "== shard bytes per node against an equal share (after collection)"
+$BIN admin status --json | jq -r '[.nodes[] | select(.state == "up") | {id, b: .usage.shard_bytes}] as $n
+  | ($n | map(.b) | add) as $t | $n[] | "\(.id): \(.b / 1048576 | floor) MiB, \((.b / ($t / ($n | length)) - 1) * 1000 | round / 10)% from an equal share"'

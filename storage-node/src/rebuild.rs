@@ -29,9 +29,10 @@
 //!    a stale view changes nothing.
 //!
 //! A PG found with nothing wanted is remembered with its replicas' digests
-//! (`POST /v1/pg/digests`, one request per peer per round) and the map
-//! epoch; it is listed again only when one of them changes (a write, a
-//! delete, a relocation, a new map) or the node restarts, so an idle round
+//! (`POST /v1/pg/digests`, one request per peer per round) and its slot
+//! row; it is listed again only when one of them changes (a write, a
+//! delete, a relocation, a map change that moves the PG) or the node
+//! restarts, so an idle round
 //! costs a few requests, not a listing of every PG.
 //!
 //! Resumable by construction: progress is the manifests' own state, so a
@@ -69,8 +70,10 @@ use crate::collector::Upkeeper;
 use crate::error::NodeError;
 use crate::shard_store::{MAX_BLOCKS, ShardMeta};
 
-/// PGs a round lists at once (each asks its replicas at once).
-const LIST_AT_ONCE: usize = 8;
+/// PGs a round lists at once (each asks its replicas at once): after a map
+/// change a node lists every PG it has a slot in; 8 at a time took about
+/// 30 s for 768 PGs on the 2-core test machine.
+const LIST_AT_ONCE: usize = 32;
 
 /// The engine's pace, shared by its rounds and the node's API.
 #[derive(Debug)]
@@ -143,13 +146,19 @@ impl Throttle {
     }
 }
 
+/// What a PG found clean was seen under: `(pg_count, slot row, digests)`.
+type CleanKey = (u32, Vec<NodeId>, Vec<Option<String>>);
+
 /// The engine's memory between rounds and its counters (for logs, reports
 /// and the closing notes' figures).
 #[derive(Debug, Default)]
 pub struct RebuildState {
-    /// PGs found with nothing wanted: the map epoch and the replicas'
-    /// digests then. Lost on restart (every PG is listed again).
-    clean: std::sync::Mutex<BTreeMap<PgId, (u64, Vec<Option<String>>)>>,
+    /// PGs found with nothing wanted: the PG count, the PG's slot row and its
+    /// replicas' digests then. What this node wants in a PG depends on no
+    /// more (not on the epoch: a map change that leaves the row alone, such
+    /// as dropping earlier rows, costs no listing). Lost on restart (every
+    /// PG is listed again).
+    clean: std::sync::Mutex<BTreeMap<PgId, CleanKey>>,
     /// Shards found missing or corrupt by the scrub or a reader: not counted
     /// as held here until rewritten.
     suspects: std::sync::Mutex<BTreeSet<ShardId>>,
@@ -299,12 +308,12 @@ impl Upkeeper {
         let mut wanted = Vec::new();
         let mut waiting = 0;
         // PGs to list: those not remembered clean under the same digests.
-        let to_list: Vec<(PgId, u8, (u64, Vec<Option<String>>))> = mine
+        let to_list: Vec<(PgId, u8, CleanKey)> = mine
             .into_iter()
             .filter_map(|(pg, index)| {
-                let seen = (map.epoch, digests.get(&pg).cloned().unwrap_or_default());
+                let seen = (map.pg_count, map.slots(pg).to_vec(), digests.get(&pg).cloned().unwrap_or_default());
                 let clean = self.rebuild.clean.lock().expect("clean lock").get(&pg) == Some(&seen);
-                let skip = clean && seen.1.iter().all(Option::is_some) && !suspect_pgs.contains(&pg);
+                let skip = clean && seen.2.iter().all(Option::is_some) && !suspect_pgs.contains(&pg);
                 (!skip).then_some((pg, index, seen))
             })
             .collect();

@@ -154,6 +154,14 @@ async fn a_fourth_site_a_drained_node_and_a_cancelled_weight_change_move_data_un
     let moved = plan["slots_moved"].as_u64().unwrap();
     let least = plan["min_slots_moved"].as_u64().unwrap();
     assert!(moved >= least && least > 0, "{plan}");
+    // Balance and movement: with equal weights over 4 sites of 2 nodes, each
+    // node's slots within 5% (or one slot) of an equal share, and no more
+    // than 1.25x the slots balance requires moved.
+    assert!(moved as f64 <= 1.25 * least as f64, "{plan}");
+    for n in plan["nodes"].as_array().unwrap() {
+        let (after, ideal) = (n["slots_after"].as_f64().unwrap(), 64.0 * 6.0 / 8.0);
+        assert!((after - ideal).abs() <= (0.05 * ideal).max(1.0), "node {}: {after} slots, ideal {ideal}", n["id"]);
+    }
     let text = c.admin_ok(&["rebalance", "plan"]);
     assert!(text.contains("site rule: kept"), "{text}");
 
