@@ -222,14 +222,17 @@ impl Upkeeper {
     }
 
     /// Anti-entropy rounds (each after a clock measurement) until the task
-    /// is dropped; the first at once, and every `CATCH_UP_RETRY` until the
-    /// node has caught up.
+    /// is dropped; the first at once, then every `sync_every` and soon after
+    /// each map change (every `CATCH_UP_RETRY` until the node has caught up).
     pub async fn sync_forever(self: std::sync::Arc<Self>) {
         let mut first = true;
+        let mut seen = self.map.clone();
+        seen.borrow_and_update();
         loop {
             if !first {
                 let every = self.settings.sync_every;
-                tokio::time::sleep(if self.catch_up.is_done() { every } else { every.min(CATCH_UP_RETRY) }).await;
+                let every = if self.catch_up.is_done() { every } else { every.min(CATCH_UP_RETRY) };
+                crate::collector::pause_or_map_change(&mut seen, every).await;
             }
             first = false;
             self.measure_clock().await;

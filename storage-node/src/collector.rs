@@ -161,6 +161,26 @@ pub fn row_replicas(map: &PlacementMap, pg: PgId) -> Vec<NodeId> {
     out
 }
 
+/// Waits `every`, or less when the map changes meanwhile (`seen` remembers
+/// the last map its owner acted on, so a change during a round counts), so
+/// that a new map's moves and rebuilds start at once rather than a period
+/// later. A short settle after a change lets a burst of changes (an apply,
+/// then the rows it leaves dropped) cost one round.
+pub(crate) async fn pause_or_map_change(seen: &mut MapWatch, every: Duration) {
+    tokio::select! {
+        _ = tokio::time::sleep(every) => {}
+        changed = seen.changed() => {
+            if changed.is_ok() {
+                tokio::time::sleep(every.min(Duration::from_millis(500))).await;
+            } else {
+                // The follower is gone (the node is stopping): wait the period.
+                tokio::time::sleep(every).await;
+            }
+        }
+    }
+    seen.borrow_and_update();
+}
+
 impl Upkeeper {
     fn current_map(&self) -> Option<Arc<PlacementMap>> {
         self.map.borrow().clone()

@@ -761,10 +761,13 @@ impl Upkeeper {
         (tx, Box::pin(task))
     }
 
-    /// Rebuild rounds until the task is dropped.
+    /// Rebuild rounds until the task is dropped: every `rebuild_every`, and
+    /// soon after each map change.
     pub async fn rebuild_forever(self: Arc<Self>) {
+        let mut seen = self.map.clone();
+        seen.borrow_and_update();
         loop {
-            tokio::time::sleep(self.settings.rebuild_every).await;
+            crate::collector::pause_or_map_change(&mut seen, self.settings.rebuild_every).await;
             if let Err(e) = self.rebuild_round().await {
                 tracing::warn!(error = %e, "rebuild round failed");
             }
