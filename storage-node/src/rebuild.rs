@@ -761,13 +761,17 @@ impl Upkeeper {
         (tx, Box::pin(task))
     }
 
-    /// Rebuild rounds until the task is dropped: every `rebuild_every`, and
-    /// soon after each map change.
+    /// Rebuild rounds until the task is dropped: the first within 2 s of the
+    /// start, then every `rebuild_every` and soon after each map change.
     pub async fn rebuild_forever(self: Arc<Self>) {
         let mut seen = self.map.clone();
         seen.borrow_and_update();
+        // The first round soon after start: a node added to a map that moves
+        // slots to it has work from its first second.
+        let mut every = self.settings.rebuild_every.min(std::time::Duration::from_secs(2));
         loop {
-            crate::collector::pause_or_map_change(&mut seen, self.settings.rebuild_every).await;
+            crate::collector::pause_or_map_change(&mut seen, every).await;
+            every = self.settings.rebuild_every;
             if let Err(e) = self.rebuild_round().await {
                 tracing::warn!(error = %e, "rebuild round failed");
             }
