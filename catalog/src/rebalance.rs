@@ -117,7 +117,8 @@ pub struct NodePlan {
     pub bytes_in: u64,
     pub bytes_out: u64,
     /// The node's share of all slots after the change, against its weight's
-    /// share (of nodes that hold slots), in percent.
+    /// share (of nodes that hold slots; a node the map puts in every PG
+    /// counts at one slot per PG), in percent.
     pub share_pct: f64,
     pub weight_share_pct: f64,
 }
@@ -131,7 +132,8 @@ pub struct Plan {
     pub slots_moved: u64,
     pub bytes_to_move: u64,
     /// The fewest slots any map with the new nodes and weights must move:
-    /// the slots that nodes hold above their new weight share.
+    /// the slots that nodes hold above their new weight share (as
+    /// `NodePlan::weight_share_pct` counts it).
     pub min_slots_moved: u64,
     /// The largest deviation of a node's slot share from its weight share,
     /// in percent of the weight share.
@@ -141,6 +143,36 @@ pub struct Plan {
     pub refused: Option<String>,
     /// PGs that would then have earlier rows (their data moves).
     pub pgs_moving: u64,
+}
+
+/// Each slot-holding node's share of `total` slots by weight, where a node
+/// holds at most one slot of each of `pg_count` PGs: a node the map puts in
+/// every PG (`full`: the site rule spreads each PG over every site, so a
+/// node alone in its site is in all of them) or whose weight asks for more
+/// is counted at `pg_count`, and the rest is shared by the others' weights.
+fn ideal_slots(
+    holders: &[&sillok_placement::Node],
+    total: f64,
+    pg_count: f64,
+    full: &BTreeSet<NodeId>,
+) -> BTreeMap<NodeId, f64> {
+    let mut out: BTreeMap<NodeId, f64> =
+        holders.iter().filter(|n| full.contains(&n.id)).map(|n| (n.id, pg_count)).collect();
+    loop {
+        let rest: Vec<&&sillok_placement::Node> = holders.iter().filter(|n| !out.contains_key(&n.id)).collect();
+        let left = (total - out.values().sum::<f64>()).max(0.0);
+        let weights: f64 = rest.iter().map(|n| n.weight).sum::<f64>().max(f64::MIN_POSITIVE);
+        let capped: Vec<NodeId> = rest.iter().filter(|n| left * n.weight / weights > pg_count).map(|n| n.id).collect();
+        if capped.is_empty() {
+            for n in rest {
+                out.insert(n.id, left * n.weight / weights);
+            }
+            return out;
+        }
+        for id in capped {
+            out.insert(id, pg_count);
+        }
+    }
 }
 
 /// The plan of going from `old` to `new` (`new` = `old` with the staged
@@ -181,8 +213,10 @@ pub fn plan(old: &PlacementMap, new: &PlacementMap, changes: Vec<String>, bytes:
     }
     let holders: Vec<&sillok_placement::Node> =
         new.topology.nodes.iter().filter(|n| matches!(n.state, NodeState::Up | NodeState::Down)).collect();
-    let weight_total: f64 = holders.iter().map(|n| n.weight).sum::<f64>().max(f64::MIN_POSITIVE);
     let after_total: u64 = after.values().sum::<u64>().max(1);
+    let full: BTreeSet<NodeId> =
+        after.iter().filter(|(_, c)| **c >= u64::from(new.pg_count)).map(|(id, _)| *id).collect();
+    let ideal_slots = ideal_slots(&holders, after_total as f64, f64::from(new.pg_count), &full);
     let mut ids: BTreeSet<NodeId> = old.topology.nodes.iter().map(|n| n.id).collect();
     ids.extend(new.topology.nodes.iter().map(|n| n.id));
     let mut nodes = Vec::new();
@@ -190,9 +224,9 @@ pub fn plan(old: &PlacementMap, new: &PlacementMap, changes: Vec<String>, bytes:
     for id in ids {
         let node = new.topology.node(id).or_else(|| old.topology.node(id)).expect("listed in one of the maps");
         let holds = holders.iter().any(|h| h.id == id);
-        let weight_share = if holds { node.weight / weight_total } else { 0.0 };
+        let ideal = ideal_slots.get(&id).copied().unwrap_or(0.0);
+        let weight_share = ideal / after_total as f64;
         let (b, a) = (before.get(&id).copied().unwrap_or(0), after.get(&id).copied().unwrap_or(0));
-        let ideal = weight_share * after_total as f64;
         min_moved += (b as f64 - ideal).max(0.0).floor() as u64;
         if holds && weight_share > 0.0 {
             let share = a as f64 / after_total as f64;
@@ -311,5 +345,17 @@ mod tests {
         assert!(p.refused.is_none());
         // Each old node holds 64 slots of 1,000 bytes each.
         assert_eq!(p.bytes_to_move, p.slots_moved * 1000);
+
+        // Draining one of site s0's nodes leaves the other in every PG (each
+        // PG spans every site): it counts at one slot per PG, and the others
+        // share the remainder.
+        let mut t = new.topology.clone();
+        t.nodes[0].state = NodeState::Draining;
+        let drained = new.with_topology(t).unwrap();
+        let p = plan(&new, &drained, vec![], &bytes);
+        let alone = p.nodes.iter().find(|n| n.id == NodeId(2)).unwrap();
+        assert_eq!(alone.slots_after, 64);
+        assert!((alone.weight_share_pct - 64.0 * 100.0 / 384.0).abs() < 1e-9, "{alone:?}");
+        assert!(p.max_imbalance_pct < 5.0, "{p:?}");
     }
 }

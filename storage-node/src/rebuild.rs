@@ -296,6 +296,13 @@ impl Upkeeper {
     /// or recorded.
     pub async fn rebuild_round(&self) -> Result<u64, NodeError> {
         let Some(map) = self.map.borrow().clone() else { return Ok(0) };
+        // A node marked down (or out) takes on no work: writers and readers
+        // avoid it, and shards written around it stay where they are until
+        // it is up again.
+        if !in_service(&map, self.id) {
+            tracing::debug!(node = %self.id, "rebuild round skipped: this node is not in service in the map");
+            return Ok(0);
+        }
         let t0 = Instant::now();
         let mine: Vec<(PgId, u8)> = (0..map.pg_count)
             .filter_map(|pg| map.slots(pg).iter().position(|n| *n == self.id).map(|i| (pg, i as u8)))
@@ -362,6 +369,12 @@ impl Upkeeper {
         let map: &PlacementMap = &map;
         loop {
             while running.len() < self.throttle.concurrency() {
+                // Marked down or out since the round began: stop taking work.
+                let still = self.map.borrow().as_ref().is_none_or(|m| in_service(m, self.id));
+                if !still {
+                    queue.by_ref().for_each(drop);
+                    break;
+                }
                 let Some(w) = queue.next() else { break };
                 if self.rebuild.paused.load(Relaxed) && w.is_move(map, self.id) {
                     paused += 1;

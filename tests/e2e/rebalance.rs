@@ -117,9 +117,13 @@ async fn run_load(load: Arc<Load>, s3: aws_sdk_s3::Client, known: Vec<(String, V
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_fourth_site_a_drained_node_and_a_cancelled_weight_change_move_data_under_load_with_nothing_lost() {
+/// The upkeep periods of the test clusters' nodes.
+const FAST_UPKEEP: [&str; 2] = ["--rebuild-every-ms=1000", "--sync-every-ms=1000"];
+
+/// A dev cluster with 64 PGs and fast upkeep, and an empty bucket `media`.
+async fn cluster(nodes_per_site: &str) -> (DevCluster, aws_sdk_s3::Client) {
     let c = DevCluster::start_with(&[
+        nodes_per_site,
         "--pgs=64",
         "--gateway-arg=--block-size=65536",
         "--node-arg=--rebuild-every-ms=1000",
@@ -127,6 +131,12 @@ async fn a_fourth_site_a_drained_node_and_a_cancelled_weight_change_move_data_un
     ]);
     let s3 = c.client();
     s3.create_bucket().bucket("media").send().await.unwrap();
+    (c, s3)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fourth_site_a_drained_node_and_a_cancelled_weight_change_move_data_under_load_with_nothing_lost() {
+    let (c, s3) = cluster("--nodes-per-site=2").await;
     let mut want: BTreeMap<String, Vec<u8>> = BTreeMap::new();
     for i in 0..150u64 {
         let len = if i % 25 == 0 { 600_000 } else { 50_000 + (i as usize * 7_919) % 150_000 };
@@ -179,8 +189,11 @@ async fn a_fourth_site_a_drained_node_and_a_cancelled_weight_change_move_data_un
     let added: Vec<u64> =
         out.lines().filter_map(|l| l.strip_prefix("added node n").and_then(|id| id.trim().parse().ok())).collect();
     assert_eq!(added.len(), 2, "{out}");
-    let _nodes: Vec<ChildGuard> =
-        added.iter().zip(ports).map(|(id, p)| c.start_added_node("site-d", *id, &format!("127.0.0.1:{p}"))).collect();
+    let _nodes: Vec<ChildGuard> = added
+        .iter()
+        .zip(ports)
+        .map(|(id, p)| c.start_added_node("site-d", *id, &format!("127.0.0.1:{p}"), &FAST_UPKEEP))
+        .collect();
     let grown = catalog_map(&c);
     assert_eq!(grown.epoch, before.epoch + 1, "three staged changes, one map change");
     assert!(!grown.previous.is_empty(), "the new site takes slots");
@@ -242,15 +255,7 @@ async fn a_fourth_site_a_drained_node_and_a_cancelled_weight_change_move_data_un
 /// finish, and every object reads back byte-exact.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rebalance_finishes_after_the_catalog_leader_and_a_node_are_killed_mid_way() {
-    let c = DevCluster::start_with(&[
-        "--nodes-per-site=3",
-        "--pgs=64",
-        "--gateway-arg=--block-size=65536",
-        "--node-arg=--rebuild-every-ms=1000",
-        "--node-arg=--sync-every-ms=1000",
-    ]);
-    let s3 = c.client();
-    s3.create_bucket().bucket("media").send().await.unwrap();
+    let (c, s3) = cluster("--nodes-per-site=3").await;
     let mut want: BTreeMap<String, Vec<u8>> = BTreeMap::new();
     for i in 0..100u64 {
         want.insert(format!("photo-{i:04}"), pattern(80_000 + (i as usize * 5_003) % 200_000, 900 + i));
@@ -278,7 +283,7 @@ async fn a_rebalance_finishes_after_the_catalog_leader_and_a_node_are_killed_mid
     })
     .await;
     c.admin_ok(&["rebalance", "resume"]);
-    let _back = c.restart_node(victim.0, &["--rebuild-every-ms=1000", "--sync-every-ms=1000"]);
+    let _back = c.restart_node(victim.0, &FAST_UPKEEP);
     wait_settled(&c, Duration::from_secs(240)).await;
     let settled = catalog_map(&c);
     assert_eq!(settled.slots, changed.slots, "the map moved again");

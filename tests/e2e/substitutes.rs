@@ -230,18 +230,9 @@ async fn lose_a_node_then_its_site(cluster: &DevCluster, max_per_node: usize, la
 }
 
 /// A process the test started itself; killed when dropped.
-struct Started(std::process::Child);
-
-impl Drop for Started {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// Adds a storage node to `site` (`sillok admin node add`) and starts it,
-/// with its data under the site's folder (so `shard_files` sees it).
-fn add_node(cluster: &DevCluster, site: &str) -> (u64, Started) {
+/// Adds a storage node to `site` (`sillok admin node add`, then `rebalance
+/// apply`) and starts it.
+fn add_node(cluster: &DevCluster, site: &str) -> (u64, ChildGuard) {
     let port = free_port();
     let addr = format!("127.0.0.1:{port}");
     cluster.admin_ok(&["node", "add", "--site", site, "--addr", &addr]);
@@ -252,20 +243,7 @@ fn add_node(cluster: &DevCluster, site: &str) -> (u64, Started) {
         .and_then(|(_, rest)| rest.split_whitespace().next())
         .and_then(|id| id.trim().parse().ok())
         .unwrap_or_else(|| panic!("no node id in {out:?}"));
-    let dir = cluster.dir.path().join("sites").join(site).join(format!("node-{id}"));
-    let args: Vec<std::ffi::OsString> = vec![
-        "node".into(),
-        "--cluster".into(),
-        cluster.dir.path().join("cluster.json").into(),
-        "--id".into(),
-        id.to_string().into(),
-        "--data".into(),
-        dir.into(),
-        "--listen".into(),
-        addr.into(),
-    ];
-    let log = cluster.dir.path().join("logs").join(format!("{site}-node-{id}.log"));
-    (id, Started(spawn_sillok(&args, &log)))
+    (id, cluster.start_added_node(site, id, &addr, &["--rebuild-every-ms=1000", "--sync-every-ms=1000"]))
 }
 
 /// An uneven topology: sites of 2, 2 and 3 nodes (a seventh node added to

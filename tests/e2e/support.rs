@@ -100,9 +100,9 @@ impl DevCluster {
     /// Starts a storage node the catalog added (`sillok admin node add`,
     /// applied) at `addr`, with its data under the site's folder (so
     /// `shard_files` sees it); killed when dropped.
-    pub fn start_added_node(&self, site: &str, id: u64, addr: &str) -> ChildGuard {
+    pub fn start_added_node(&self, site: &str, id: u64, addr: &str, extra: &[&str]) -> ChildGuard {
         let dir = self.dir.path().join("sites").join(site).join(format!("node-{id}"));
-        let args: Vec<OsString> = vec![
+        let mut args: Vec<OsString> = vec![
             "node".into(),
             "--cluster".into(),
             self.dir.path().join("cluster.json").into(),
@@ -112,9 +112,8 @@ impl DevCluster {
             dir.into(),
             "--listen".into(),
             addr.into(),
-            "--rebuild-every-ms=1000".into(),
-            "--sync-every-ms=1000".into(),
         ];
+        args.extend(extra.iter().map(OsString::from));
         let log = self.dir.path().join("logs").join(format!("{site}-node-{id}.log"));
         ChildGuard(spawn_sillok(&args, &log))
     }

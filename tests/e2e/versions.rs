@@ -70,17 +70,24 @@ async fn a_gateway_whose_clock_is_too_far_off_refuses_writes_and_says_why() {
     // Default bound (500 ms), clock 5 s behind.
     let behind = c.start_gateway("gateway-off", &["--test-clock-offset-ms=-5000"]);
     let b = behind.client();
-    // Until its probes have measured the nodes' clocks it cannot know.
-    let err = wait_until(Duration::from_secs(30), "the gateway to refuse writes for its clock", async || {
-        b.put_object().bucket("skew").key("refused").body(pattern(1000, 2).into()).send().await.err()
-    })
-    .await;
+    // Until its probes have measured the nodes' clocks it cannot know (and
+    // takes writes): each attempt uses a key of its own, and the one it
+    // refused must not exist.
+    let mut attempt = 0;
+    let (err, refused) =
+        wait_until(Duration::from_secs(30), "the gateway to refuse writes for its clock", async || {
+            attempt += 1;
+            let key = format!("refused-{attempt}");
+            let r = b.put_object().bucket("skew").key(&key).body(pattern(1000, 2).into()).send().await;
+            r.err().map(|e| (e, key))
+        })
+        .await;
     let status = err.raw_response().map(|r| r.status().as_u16());
     assert_eq!(status, Some(503), "a write refused for the clock is 503: {err:?}");
     assert!(behind.log().contains("clock"), "the gateway's log says why it refuses writes");
     // Reads still work through it, and the refused key was never written.
     assert_same(&get(&b, "skew", "before", None).await, &pattern(1000, 1), "a read through the refusing gateway");
-    assert!(is_missing(&a, "skew", "refused").await);
+    assert!(is_missing(&a, "skew", &refused).await, "{refused} was refused but is there");
     // `sillok admin status` names the gateway and why.
     let addr = behind.endpoint.trim_start_matches("http://").to_string();
     wait_until(Duration::from_secs(30), "status to show the refusing gateway", async || {
