@@ -1,8 +1,9 @@
 //! Rebalancing: planned map changes, and when a move is finished.
 //!
 //! Owns: the plan of a staged change ([`plan`]: slots and estimated bytes
-//! in and out per node, the bytes to move against the least any map with
-//! the new weights must move, the balance of the result, the site rule),
+//! in and out per node, the slots to move against what bringing every node
+//! exactly to its share would move, the balance of the result, the site
+//! rule),
 //! and the leader's pruning of earlier rows ([`rows_done`],
 //! `prune_forever`): a PG's earlier rows are dropped once its data lives
 //! on its current row.
@@ -117,8 +118,9 @@ pub struct NodePlan {
     pub bytes_in: u64,
     pub bytes_out: u64,
     /// The node's share of all slots after the change, against its weight's
-    /// share (of nodes that hold slots; a node the map puts in every PG
-    /// counts at one slot per PG), in percent.
+    /// share as the placement rules allow it (a site holds at most its cap
+    /// of each PG's slots, a node one; a node in every PG counts at one per
+    /// PG), in percent.
     pub share_pct: f64,
     pub weight_share_pct: f64,
 }
@@ -131,9 +133,10 @@ pub struct Plan {
     pub nodes: Vec<NodePlan>,
     pub slots_moved: u64,
     pub bytes_to_move: u64,
-    /// The fewest slots any map with the new nodes and weights must move:
-    /// the slots that nodes hold above their new weight share (as
-    /// `NodePlan::weight_share_pct` counts it).
+    /// The slots that nodes hold above their new weight share (as
+    /// `NodePlan::weight_share_pct` counts it): what bringing every node
+    /// exactly to its share must move. A map within a few percent of the
+    /// shares may move less.
     pub min_slots_moved: u64,
     /// The largest deviation of a node's slot share from its weight share,
     /// in percent of the weight share.
@@ -145,34 +148,68 @@ pub struct Plan {
     pub pgs_moving: u64,
 }
 
-/// Each slot-holding node's share of `total` slots by weight, where a node
-/// holds at most one slot of each of `pg_count` PGs: a node the map puts in
-/// every PG (`full`: the site rule spreads each PG over every site, so a
-/// node alone in its site is in all of them) or whose weight asks for more
-/// is counted at `pg_count`, and the rest is shared by the others' weights.
+/// Shares `total` among weighted items by weight, none above its cap
+/// (water-filling: an item whose share would pass its cap gets the cap, and
+/// the rest is shared again among the others).
+fn fill<K: Ord + Copy>(items: &[(K, f64, f64)], total: f64) -> BTreeMap<K, f64> {
+    let mut out: BTreeMap<K, f64> = BTreeMap::new();
+    loop {
+        let rest: Vec<&(K, f64, f64)> = items.iter().filter(|(k, _, _)| !out.contains_key(k)).collect();
+        let left = (total - out.values().sum::<f64>()).max(0.0);
+        let weights: f64 = rest.iter().map(|(_, w, _)| *w).sum::<f64>().max(f64::MIN_POSITIVE);
+        let capped: Vec<(K, f64)> =
+            rest.iter().filter(|(_, w, cap)| left * w / weights > *cap).map(|(k, _, cap)| (*k, *cap)).collect();
+        if capped.is_empty() {
+            for (k, w, _) in rest {
+                out.insert(*k, left * w / weights);
+            }
+            return out;
+        }
+        out.extend(capped);
+    }
+}
+
+/// Each slot-holding node's share of `total` slots by weight, as the
+/// placement rules allow it: sites share the slots by their nodes' weights,
+/// a site holding at most `site_cap` slots of each PG, and each site's
+/// nodes share its slots by weight, a node holding at most one slot of
+/// each PG. A node the map puts in every PG (`full`: the map spreads each
+/// PG over as many sites as it can, so a node alone in its site is in all
+/// of them) counts at one slot per PG, and the others share the rest.
 fn ideal_slots(
     holders: &[&sillok_placement::Node],
     total: f64,
     pg_count: f64,
+    site_cap: f64,
     full: &BTreeSet<NodeId>,
 ) -> BTreeMap<NodeId, f64> {
-    let mut out: BTreeMap<NodeId, f64> =
-        holders.iter().filter(|n| full.contains(&n.id)).map(|n| (n.id, pg_count)).collect();
-    loop {
-        let rest: Vec<&&sillok_placement::Node> = holders.iter().filter(|n| !out.contains_key(&n.id)).collect();
-        let left = (total - out.values().sum::<f64>()).max(0.0);
-        let weights: f64 = rest.iter().map(|n| n.weight).sum::<f64>().max(f64::MIN_POSITIVE);
-        let capped: Vec<NodeId> = rest.iter().filter(|n| left * n.weight / weights > pg_count).map(|n| n.id).collect();
-        if capped.is_empty() {
-            for n in rest {
-                out.insert(n.id, left * n.weight / weights);
-            }
-            return out;
-        }
-        for id in capped {
-            out.insert(id, pg_count);
+    let mut out: BTreeMap<NodeId, f64> = BTreeMap::new();
+    let mut sites: BTreeMap<&str, (f64, f64)> = BTreeMap::new();
+    for n in holders {
+        let e = sites.entry(n.site.as_str()).or_insert((0.0, site_cap * pg_count));
+        if full.contains(&n.id) {
+            out.insert(n.id, pg_count);
+            e.1 -= pg_count;
+        } else {
+            e.0 += n.weight;
         }
     }
+    let free = |site: &str| holders.iter().filter(|n| n.site == site && !full.contains(&n.id)).count() as f64;
+    let site_items: Vec<(&str, f64, f64)> = sites
+        .iter()
+        .filter(|(s, _)| free(s) > 0.0)
+        .map(|(s, (w, cap))| (*s, *w, cap.max(0.0).min(free(s) * pg_count)))
+        .collect();
+    let per_site = fill(&site_items, (total - out.values().sum::<f64>()).max(0.0));
+    for (site, slots) in per_site {
+        let items: Vec<(NodeId, f64, f64)> = holders
+            .iter()
+            .filter(|n| n.site == site && !full.contains(&n.id))
+            .map(|n| (n.id, n.weight, pg_count))
+            .collect();
+        out.extend(fill(&items, slots));
+    }
+    out
 }
 
 /// The plan of going from `old` to `new` (`new` = `old` with the staged
@@ -214,9 +251,10 @@ pub fn plan(old: &PlacementMap, new: &PlacementMap, changes: Vec<String>, bytes:
     let holders: Vec<&sillok_placement::Node> =
         new.topology.nodes.iter().filter(|n| matches!(n.state, NodeState::Up | NodeState::Down)).collect();
     let after_total: u64 = after.values().sum::<u64>().max(1);
+    let site_cap = sillok_placement::assign::site_cap(&new.topology, new.profile) as f64;
     let full: BTreeSet<NodeId> =
         after.iter().filter(|(_, c)| **c >= u64::from(new.pg_count)).map(|(id, _)| *id).collect();
-    let ideal_slots = ideal_slots(&holders, after_total as f64, f64::from(new.pg_count), &full);
+    let ideal_slots = ideal_slots(&holders, after_total as f64, f64::from(new.pg_count), site_cap, &full);
     let mut ids: BTreeSet<NodeId> = old.topology.nodes.iter().map(|n| n.id).collect();
     ids.extend(new.topology.nodes.iter().map(|n| n.id));
     let mut nodes = Vec::new();
@@ -320,6 +358,19 @@ mod tests {
     }
 
     #[test]
+    fn ideal_shares_follow_the_site_and_node_caps() {
+        // Three sites of three nodes, 4+2 (2 slots of each PG per site): a
+        // node of weight 2 cannot draw its site above 2 slots per PG.
+        let mut t = topo(3, 3);
+        t.nodes[0].weight = 2.0;
+        let nodes: Vec<&sillok_placement::Node> = t.nodes.iter().collect();
+        let ideal = ideal_slots(&nodes, 64.0 * 6.0, 64.0, 2.0, &BTreeSet::new());
+        assert!((ideal[&NodeId(1)] - 64.0).abs() < 1e-9, "{ideal:?}");
+        assert!((ideal[&NodeId(2)] - 32.0).abs() < 1e-9, "{ideal:?}");
+        assert!((ideal[&NodeId(4)] - 128.0 / 3.0).abs() < 1e-9, "{ideal:?}");
+    }
+
+    #[test]
     fn a_plan_counts_moves_both_ways_and_the_least_any_map_must_move() {
         let old = PlacementMap::new(topo(3, 2), EcProfile::default(), 64).unwrap();
         let mut t = old.topology.clone();
@@ -346,9 +397,8 @@ mod tests {
         // Each old node holds 64 slots of 1,000 bytes each.
         assert_eq!(p.bytes_to_move, p.slots_moved * 1000);
 
-        // Draining one of site s0's nodes leaves the other in every PG (each
-        // PG spans every site): it counts at one slot per PG, and the others
-        // share the remainder.
+        // Draining one of site s0's nodes leaves the other in every PG: it
+        // counts at one slot per PG, and the others share the remainder.
         let mut t = new.topology.clone();
         t.nodes[0].state = NodeState::Draining;
         let drained = new.with_topology(t).unwrap();

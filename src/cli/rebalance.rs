@@ -146,7 +146,7 @@ fn print_plan(p: &Plan) {
         table(&["NODE", "SITE", "STATE", "WEIGHT", "SLOTS", "MOVES", "BYTES (est.)", "SHARE / WEIGHT"], &rows)
     );
     println!(
-        "to move: {} slots in {} PGs, about {} (the least any map with these weights moves: {} slots)",
+        "to move: {} slots in {} PGs, about {} (bringing every node exactly to its share would move {} slots)",
         p.slots_moved,
         p.pgs_moving,
         human_bytes(p.bytes_to_move),
