@@ -258,29 +258,23 @@ async fn with_every_replica_killed_gateways_and_nodes_serve_and_restart_from_the
 
     // A storage node restarted now starts from its saved map (epoch 3), not
     // from the cluster file's (epoch 1).
-    let (_, site, addr) = c.nodes().into_iter().find(|(id, _, _)| *id == 1).unwrap();
-    let node_pid = c.node_pid(1);
-    assert_eq!(signal(node_pid, SIGKILL), 0);
-    let log = std::fs::File::create(c.dir.path().join("logs").join("node-1-restarted.log")).unwrap();
-    let mut node = std::process::Command::new(env!("CARGO_BIN_EXE_sillok"))
-        .args(["node", "--id", "1", "--wait-for-map-s", "5", "--cluster"])
-        .arg(c.dir.path().join("cluster.json"))
-        .arg("--data")
-        .arg(c.dir.path().join("sites").join(&site).join("node-1"))
-        .stdout(log.try_clone().unwrap())
-        .stderr(log)
-        .spawn()
-        .unwrap();
+    let (_, _, addr) = c.nodes().into_iter().find(|(id, _, _)| *id == 1).unwrap();
+    assert_eq!(signal(c.node_pid(1), SIGKILL), 0);
+    let mut node = c.restart_node(1, &[]);
     let secret = c.cluster_file()["cluster_secret"].as_str().unwrap().to_string();
     let client = NodeClient::new(&secret, Timeouts::default());
-    let node_epoch =
-        wait_until(Duration::from_secs(30), "the restarted node to answer", async || client.health(&addr).await).await;
+    let node_epoch = wait_until(Duration::from_secs(30), "the restarted node to answer", async || {
+        if let Ok(Some(exit)) = node.0.try_wait() {
+            panic!("the restarted node exited ({exit}):\n{}", c.node_log(1));
+        }
+        client.health(&addr).await
+    })
+    .await;
     assert_eq!(node_epoch.epoch, 3, "the node restarted on an older map");
     for (key, body) in &objects {
         assert_same(&get(&s3, "photos", key, None).await, body, "GET after the node restart");
     }
-    let _ = node.kill();
-    let _ = node.wait();
+    drop(node);
 }
 
 /// The map the dev gateway follows, from its saved catalog.

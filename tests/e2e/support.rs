@@ -78,8 +78,12 @@ impl DevCluster {
 
     /// Starts storage node `id` again (after it was killed) on its data
     /// directory, with `extra` node arguments; killed when dropped.
+    /// A killed process lets go of its port only once the kernel has torn it
+    /// down, which on a busy machine can come after `kill` returns; the new
+    /// node is started once the port is free, or it could fail to bind.
     pub fn restart_node(&self, id: u64, extra: &[&str]) -> ChildGuard {
-        let (_, site, _) = self.nodes().into_iter().find(|(n, _, _)| *n == id).expect("no such node");
+        let (_, site, addr) = self.nodes().into_iter().find(|(n, _, _)| *n == id).expect("no such node");
+        wait_port_free(&addr);
         let dir = self.dir.path().join("sites").join(&site).join(format!("node-{id}"));
         let mut args: Vec<OsString> = vec![
             "node".into(),
@@ -493,6 +497,17 @@ impl Waiting {
         let pause = self.pause.min(self.timeout - waited);
         self.pause = (self.pause * 2).min(Duration::from_millis(250));
         pause
+    }
+}
+
+/// Waits (up to 30 s) until nothing listens on `addr`, so a process started
+/// on it can bind.
+#[track_caller]
+pub fn wait_port_free(addr: &str) {
+    let started = Instant::now();
+    while std::net::TcpListener::bind(addr).is_err() {
+        assert!(started.elapsed() < Duration::from_secs(30), "{addr} is still taken 30 s after its process was killed");
+        std::thread::sleep(Duration::from_millis(50));
     }
 }
 
