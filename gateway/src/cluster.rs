@@ -29,6 +29,9 @@ pub struct Cluster {
     max_clock_offset: Duration,
     /// Whether writes are refused for the clock (for logging changes once).
     clock_refused: std::sync::atomic::AtomicBool,
+    /// Lean manifest reads whose body replica was behind the majority, slow
+    /// or down, so the manifest was fetched again from another replica.
+    pub manifest_refetches: std::sync::atomic::AtomicU64,
 }
 
 impl Cluster {
@@ -40,6 +43,7 @@ impl Cluster {
             offsets: RwLock::new(HashMap::new()),
             max_clock_offset,
             clock_refused: std::sync::atomic::AtomicBool::new(false),
+            manifest_refetches: std::sync::atomic::AtomicU64::new(0),
         })
     }
 
@@ -124,6 +128,11 @@ impl Cluster {
             }
         }
         self.suspect.read().expect("suspect lock").contains_key(&node)
+    }
+
+    /// How many nodes this gateway suspects now.
+    pub fn suspect_count(&self) -> usize {
+        self.suspect.read().expect("suspect lock").len()
     }
 
     /// Sites all of whose nodes are suspect: treated as lost for this request.

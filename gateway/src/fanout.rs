@@ -49,22 +49,35 @@ pub struct Need {
     /// Distinct sites among the nodes that answered (capped at the number of
     /// sites the called nodes span, so that it can always be met).
     pub sites: usize,
+    /// Once the rest of the need is met, also wait for this node's call to
+    /// end, for at most as long again as meeting the need took (and at least
+    /// [`WAIT_FOR_AT_LEAST`]): the call that carries what the others do not
+    /// (a manifest's body), given a chance before the caller asks again.
+    pub wait_for: Option<NodeId>,
 }
+
+/// The shortest extra wait for [`Need::wait_for`]'s node.
+pub const WAIT_FOR_AT_LEAST: Duration = Duration::from_millis(5);
 
 impl Need {
     /// A majority of `n` calls.
     pub fn majority(n: usize) -> Self {
-        Need { answers: n / 2 + 1, sites: 1 }
+        Need { answers: n / 2 + 1, sites: 1, wait_for: None }
     }
 
     /// Every call (the fan-out returns when all have ended).
     pub fn all() -> Self {
-        Need { answers: usize::MAX, sites: 1 }
+        Need { answers: usize::MAX, sites: 1, wait_for: None }
     }
 
     /// Requires answers from at least `sites` sites as well.
     pub fn spanning(self, sites: usize) -> Self {
         Need { sites, ..self }
+    }
+
+    /// Waits for `node` too, briefly (see [`Need::wait_for`]).
+    pub fn waiting_for(self, node: NodeId) -> Self {
+        Need { wait_for: Some(node), ..self }
     }
 }
 
@@ -126,6 +139,7 @@ where
     let mut ok: Vec<(NodeId, T)> = Vec::new();
     let mut failed = Vec::new();
     let mut ok_sites = BTreeSet::new();
+    let started = tokio::time::Instant::now();
     let sleep = async {
         match deadline {
             Some(d) => tokio::time::sleep(d).await,
@@ -133,16 +147,39 @@ where
         }
     };
     tokio::pin!(sleep);
+    // Set once the need is met while `need.wait_for`'s call still runs.
+    let mut grace: Option<std::pin::Pin<Box<tokio::time::Sleep>>> = None;
     loop {
         let met = ok.len() >= need.answers.min(total).max(1) && ok_sites.len() >= need_sites;
+        let waited_for = |ok: &[(NodeId, T)], failed: &[(NodeId, NodeError)]| {
+            need.wait_for.is_none_or(|w| ok.iter().any(|(n, _)| *n == w) || failed.iter().any(|(n, _)| *n == w))
+        };
         if met && need.answers != usize::MAX {
-            if rest == Rest::Finish && !running.is_empty() {
-                tokio::spawn(async move { while running.next().await.is_some() {} });
+            if waited_for(&ok, &failed) || running.is_empty() {
+                if rest == Rest::Finish && !running.is_empty() {
+                    tokio::spawn(async move { while running.next().await.is_some() {} });
+                }
+                return Gathered::Met { ok, failed };
             }
-            return Gathered::Met { ok, failed };
+            if grace.is_none() {
+                let extra = started.elapsed().max(WAIT_FOR_AT_LEAST);
+                grace = Some(Box::pin(tokio::time::sleep(extra)));
+            }
         }
+        let grace_over = async {
+            match grace.as_mut() {
+                Some(g) => g.as_mut().await,
+                None => std::future::pending().await,
+            }
+        };
         let next = tokio::select! {
             n = running.next() => n,
+            _ = grace_over => {
+                if rest == Rest::Finish {
+                    tokio::spawn(async move { while running.next().await.is_some() {} });
+                }
+                return Gathered::Met { ok, failed };
+            }
             _ = &mut sleep => {
                 // Whatever is still running missed the deadline.
                 drop(running);

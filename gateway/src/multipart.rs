@@ -138,7 +138,7 @@ fn record(bucket: &str, key: &str, upload_id: &str, template: &Manifest, state: 
         content_type: template.content_type.clone(),
         headers: template.headers.clone(),
         user_metadata: template.user_metadata.clone(),
-        body: Body::Inline { data: serde_json::to_vec(state).expect("state serialises") },
+        body: Body::Inline { data: serde_json::to_vec(state).expect("state serialises").into() },
         locations: 0,
     }
 }

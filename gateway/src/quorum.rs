@@ -8,6 +8,15 @@
 //! Read: ask all replicas, wait for a majority of answers (found or not found),
 //! return the newest version. Because write and read majorities intersect, a
 //! read after an acknowledged write always sees it (or something newer).
+//! Only one replica (the body replica) is asked for the whole manifest; the
+//! others send its summary (version, location generation, digest: 42 bytes),
+//! so a thumbnail crosses the network once. When the body replica's copy is
+//! not the newest the majority names (or it is slow or down), the whole
+//! manifest is fetched from a replica that named the newest: a second round
+//! trip, only then.
+//!
+//! Encoding: a manifest is encoded once per write (`wire::encode`) and the
+//! same bytes go to every replica.
 //!
 //! Earlier rows: a PG whose slots moved keeps its objects' manifests where
 //! they were written until rebalancing moves them; a read that finds nothing
@@ -25,9 +34,10 @@
 use std::sync::Arc;
 
 use sillok_model::clock;
-use sillok_model::manifest::{Manifest, Version};
+use sillok_model::manifest::{Manifest, Version, wire};
 use sillok_model::placement;
 use sillok_placement::{NodeId, PlacementMap};
+use sillok_storage_node::api::ManifestSummary;
 
 use crate::cluster::Cluster;
 use crate::error::GatewayError;
@@ -82,10 +92,10 @@ pub async fn write_manifest(cluster: &Arc<Cluster>, m: &Manifest) -> Result<Mani
 async fn write_on(cluster: &Arc<Cluster>, map: Arc<PlacementMap>, m: &Manifest) -> Attempt<Written> {
     let replicas = map.manifest_replicas(placement::pg_of(&map, &m.bucket, &m.key));
     let need = Need::majority(replicas.len()).spanning(2);
-    let m = Arc::new(m.clone());
+    let encoded = bytes::Bytes::from(wire::encode(m));
     let put = |client: sillok_storage_node::NodeClient, addr: String| {
-        let m = m.clone();
-        async move { client.put_manifest(&addr, &m).await }
+        let encoded = encoded.clone();
+        async move { client.put_manifest_encoded(&addr, encoded).await }
     };
     match fanout::call_many(cluster, &map, &replicas, need, Rest::Finish, put).await {
         Gathered::Met { ok, .. } => {
@@ -139,7 +149,7 @@ async fn read_on(cluster: &Arc<Cluster>, map: Arc<PlacementMap>, bucket: &str, k
     let current = map.manifest_replicas(pg);
     let earlier = map.previous_manifest_replicas(pg);
     let (now, before) = futures::future::join(
-        read_from(cluster, &map, &current, bucket, key),
+        read_lean(cluster, &map, &current, bucket, key),
         futures::future::join_all(earlier.iter().map(|row| read_from(cluster, &map, row, bucket, key))),
     )
     .await;
@@ -193,6 +203,150 @@ fn repair(cluster: &Arc<Cluster>, map: &Arc<PlacementMap>, nodes: Vec<NodeId>, m
             }
         }
     });
+}
+
+/// One replica's answer to a lean read: the whole manifest (the body
+/// replica) or its summary (the others).
+enum Answer {
+    Whole(Option<Manifest>),
+    Summary(Option<ManifestSummary>),
+}
+
+impl Answer {
+    fn order(&self) -> Option<(Version, u64)> {
+        match self {
+            Answer::Whole(m) => m.as_ref().map(|m| (m.version, m.locations)),
+            Answer::Summary(s) => s.as_ref().map(ManifestSummary::order),
+        }
+    }
+}
+
+/// The replica asked for the whole manifest: one the gateway does not
+/// suspect, chosen by the key's placement hash so that reads of different
+/// keys spread over the replicas.
+fn body_replica(cluster: &Cluster, replicas: &[NodeId], bucket: &str, key: &str) -> Option<NodeId> {
+    let healthy: Vec<NodeId> = replicas.iter().copied().filter(|n| !cluster.is_suspect(*n)).collect();
+    let from = if healthy.is_empty() { replicas } else { &healthy };
+    let spread = placement::placement_hash(bucket, key).rotate_left(17) as usize;
+    from.get(spread % from.len().max(1)).copied()
+}
+
+/// A majority read of the current row, lean: the body replica sends the
+/// whole manifest, the others its summary. Answers as [`read_from`] does:
+/// each replica's manifest, as far as the read knows it. A replica whose
+/// summary names the same version and location generation as the whole
+/// manifest has that manifest (equal summaries, equal digests); one whose
+/// summary names another version is given as `None`-or-older for read
+/// repair: its exact copy is not needed, only that it is behind.
+async fn read_lean(
+    cluster: &Arc<Cluster>,
+    map: &PlacementMap,
+    replicas: &[NodeId],
+    bucket: &str,
+    key: &str,
+) -> Attempt<Vec<(NodeId, Option<Manifest>)>> {
+    let Some(body_node) = body_replica(cluster, replicas, bucket, key) else {
+        return read_from(cluster, map, replicas, bucket, key).await;
+    };
+    let need = Need::majority(replicas.len()).waiting_for(body_node);
+    let (b, k): (Arc<str>, Arc<str>) = (bucket.into(), key.into());
+    let client = cluster.client(map);
+    let calls = replicas
+        .iter()
+        .map(|&node| {
+            let (client, b, k) = (client.clone(), b.clone(), k.clone());
+            let addr = map.topology.node(node).map(|n| n.addr.clone());
+            let fut = async move {
+                let Some(addr) = addr else {
+                    return Err(sillok_storage_node::NodeError::Other(format!("node {node} is not in the map")));
+                };
+                if node == body_node {
+                    client.get_manifest(&addr, &b, &k).await.map(Answer::Whole)
+                } else {
+                    client.manifest_summary(&addr, &b, &k).await.map(Answer::Summary)
+                }
+            };
+            (node, fut)
+        })
+        .collect();
+    let ok = match fanout::gather(cluster, map, calls, need, Rest::Drop, None).await {
+        Gathered::Met { ok, .. } => ok,
+        Gathered::Stale(epoch) => return Attempt::Stale(epoch),
+        Gathered::Short { ok, failed } => {
+            return Attempt::Done(Err(GatewayError::Unavailable(format!(
+                "{} of {} manifest replicas answered (need {}): {}",
+                ok.len(),
+                replicas.len(),
+                need.answers,
+                Gathered::<()>::describe(&failed)
+            ))));
+        }
+    };
+    let newest_order = ok.iter().filter_map(|(_, a)| a.order()).max();
+    let whole = ok.iter().find_map(|(_, a)| match a {
+        Answer::Whole(m) => Some(m.clone()),
+        Answer::Summary(_) => None,
+    });
+    // The newest whole manifest: the body replica's, unless it is behind the
+    // majority (or did not answer in time).
+    let newest: Option<Manifest> = match (newest_order, whole) {
+        (None, _) => None,
+        (Some(order), Some(Some(m))) if (m.version, m.locations) == order => Some(m),
+        (Some(order), _) => {
+            cluster.manifest_refetches.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let holders: Vec<NodeId> = ok.iter().filter(|(_, a)| a.order() == Some(order)).map(|(n, _)| *n).collect();
+            match fetch_whole(cluster, map, &holders, bucket, key, order).await {
+                Attempt::Done(Ok(m)) => Some(m),
+                Attempt::Done(Err(e)) => return Attempt::Done(Err(e)),
+                Attempt::Stale(e) => return Attempt::Stale(e),
+            }
+        }
+    };
+    let answers = ok
+        .into_iter()
+        .map(|(node, a)| {
+            let held = match (&newest, a) {
+                (_, Answer::Whole(m)) => m,
+                (Some(n), Answer::Summary(Some(s))) if s.order() == (n.version, n.locations) => Some(n.clone()),
+                // Behind (or holding nothing): read repair only needs to know that.
+                (_, Answer::Summary(_)) => None,
+            };
+            (node, held)
+        })
+        .collect();
+    Attempt::Done(Ok(answers))
+}
+
+/// The whole manifest at exactly `order` from one of `holders` (the replicas
+/// whose summaries named it), tried in turn.
+async fn fetch_whole(
+    cluster: &Arc<Cluster>,
+    map: &PlacementMap,
+    holders: &[NodeId],
+    bucket: &str,
+    key: &str,
+    order: (Version, u64),
+) -> Attempt<Manifest> {
+    let mut last = String::from("no replica named it");
+    for &node in holders {
+        let (b, k): (Arc<str>, Arc<str>) = (bucket.into(), key.into());
+        let get = |client: sillok_storage_node::NodeClient, addr: String| {
+            let (b, k) = (b.clone(), k.clone());
+            async move { client.get_manifest(&addr, &b, &k).await }
+        };
+        match fanout::call_many(cluster, map, &[node], Need::majority(1), Rest::Drop, get).await {
+            Gathered::Met { ok, .. } => match ok.into_iter().next() {
+                // A newer write may have landed since the summary: as new or newer serves.
+                Some((_, Some(m))) if (m.version, m.locations) >= order => return Attempt::Done(Ok(m)),
+                _ => last = format!("{node} no longer holds that version"),
+            },
+            Gathered::Stale(epoch) => return Attempt::Stale(epoch),
+            Gathered::Short { failed, .. } => last = Gathered::<()>::describe(&failed),
+        }
+    }
+    Attempt::Done(Err(GatewayError::Unavailable(format!(
+        "{bucket}/{key}: the newest manifest a majority named could not be fetched: {last}"
+    ))))
 }
 
 /// A majority read of one replica set: every answer it got.

@@ -137,7 +137,7 @@ where
     cluster.check_clock()?;
     let (body, (md5, computed)) = if req.content_length <= settings.inline_threshold {
         let (data, digests) = read_small(body, &req, settings.body_idle_timeout).await?;
-        (Body::Inline { data }, digests)
+        (Body::Inline { data: data.into() }, digests)
     } else {
         write_shards(cluster, settings, &req, body).await?
     };

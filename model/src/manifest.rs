@@ -8,8 +8,11 @@
 
 use std::collections::BTreeMap;
 
+use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use sillok_placement::NodeId;
+
+pub mod wire;
 
 /// Orders the writes of one key: the writer's hybrid logical clock
 /// (`crate::clock`: wall-clock nanoseconds, never behind anything the writer
@@ -70,10 +73,11 @@ impl Sharded {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "lowercase")]
 pub enum Body {
-    /// Small objects: the bytes themselves (base64 in JSON).
+    /// Small objects: the bytes themselves (base64 in JSON; as they are in
+    /// the binary encoding, [`wire`]).
     Inline {
         #[serde(with = "b64")]
-        data: Vec<u8>,
+        data: Bytes,
     },
     Sharded(Sharded),
     /// A delete marker (tombstone).
@@ -187,9 +191,9 @@ mod b64 {
         s.serialize_str(&encode(data))
     }
 
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<bytes::Bytes, D::Error> {
         let s = String::deserialize(d)?;
-        decode(&s).ok_or_else(|| serde::de::Error::custom("invalid base64"))
+        decode(&s).map(bytes::Bytes::from).ok_or_else(|| serde::de::Error::custom("invalid base64"))
     }
 
     #[cfg(test)]

@@ -9,8 +9,9 @@
 //! | `HEAD /v1/shards/{object_id}/{index}` | 200 with `x-sillok-blocks`, `x-sillok-block-size`, `content-length` (shard bytes), or 404 |
 //! | `DELETE /v1/shards/{object_id}/{index}` | 204 (also when absent) |
 //! | `GET  /v1/shards?after=NAME&limit=N` | [`ShardList`] |
-//! | `POST /v1/manifests/put` | body [`Manifest`] → [`PutManifestReply`] (kept only if newer) |
-//! | `POST /v1/manifests/get` | body [`GetManifest`] → [`Manifest`] or 404 |
+//! | `POST /v1/manifests/put` | body [`Manifest`] ([`MANIFEST_TYPE`], or JSON) → [`PutManifestReply`] (kept only if newer) |
+//! | `POST /v1/manifests/get` | body [`GetManifest`] → [`Manifest`] or 404; [`MANIFEST_TYPE`] if the request accepts it, else JSON |
+//! | `POST /v1/manifests/summary` | body [`GetManifest`] → [`ManifestSummary`] (binary, [`ManifestSummary::LEN`] bytes) or 404 |
 //! | `POST /v1/manifests/list` | body [`ListManifests`] → [`ManifestList`] |
 //! | `POST /v1/manifests/relocate` | body [`Relocate`] → [`RelocateReply`]: compare-and-swap of shard places |
 //! | `POST /v1/repair/throttle` | body `rebuild::ThrottleSettings` (fields left out keep their value) → the throttle now |
@@ -32,6 +33,11 @@
 //! up again on the newer map and retry. Shard requests are served whatever
 //! the epoch (a manifest records where each of its shards actually is), but
 //! their answers still name the node's epoch, so the caller learns of it.
+//!
+//! Manifests travel in their binary encoding (`sillok_model::manifest::wire`,
+//! content type [`MANIFEST_TYPE`]): no JSON and no base64 on the read and
+//! write paths. JSON bodies are still understood, for callers built before
+//! the encoding.
 //!
 //! Details the table leaves out (see `server` for the rest):
 //! - Errors are small JSON bodies `{"error": code, "message": text}` with 400
@@ -66,6 +72,8 @@ pub const H_EPOCH: &str = "x-sillok-epoch";
 /// The node's wall clock (ms since the Unix epoch) when it answered: every
 /// answer carries it, so callers can measure their clock offset to nodes.
 pub const H_TIME: &str = "x-sillok-time-ms";
+/// The content type of a manifest in its binary encoding.
+pub const MANIFEST_TYPE: &str = "application/vnd.sillok.manifest";
 /// The error code of a request refused for its old epoch.
 pub const STALE_EPOCH: &str = "stale_epoch";
 
@@ -119,6 +127,68 @@ pub struct PutManifestReply {
     pub stored: bool,
     /// The node's newest version after the call.
     pub current: Version,
+}
+
+/// What a quorum read needs of one replica's manifest to decide which
+/// replica holds the newest (and whether two hold the same one), without the
+/// manifest. On the wire, [`ManifestSummary::LEN`] bytes:
+///
+/// ```text
+/// [0]       format, 1
+/// [1..17]   version (nanos, tiebreak), u64 LE each
+/// [17]      1 if a tombstone
+/// [18..26]  location generation, u64 LE
+/// [26..42]  digest of the manifest's encoding (`wire::digest`)
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ManifestSummary {
+    pub version: Version,
+    pub deleted: bool,
+    pub locations: u64,
+    pub digest: [u8; 16],
+}
+
+impl ManifestSummary {
+    pub const LEN: usize = 42;
+    const FORMAT: u8 = 1;
+
+    pub fn of(m: &Manifest) -> Self {
+        ManifestSummary {
+            version: m.version,
+            deleted: m.is_deleted(),
+            locations: m.locations,
+            digest: sillok_model::manifest::wire::digest(&sillok_model::manifest::wire::encode(m)),
+        }
+    }
+
+    /// Which of two copies is newer: the version, then the location generation.
+    pub fn order(&self) -> (Version, u64) {
+        (self.version, self.locations)
+    }
+
+    pub fn encode(&self) -> [u8; Self::LEN] {
+        let mut b = [0u8; Self::LEN];
+        b[0] = Self::FORMAT;
+        b[1..9].copy_from_slice(&self.version.nanos.to_le_bytes());
+        b[9..17].copy_from_slice(&self.version.tiebreak.to_le_bytes());
+        b[17] = u8::from(self.deleted);
+        b[18..26].copy_from_slice(&self.locations.to_le_bytes());
+        b[26..42].copy_from_slice(&self.digest);
+        b
+    }
+
+    pub fn decode(b: &[u8]) -> Option<Self> {
+        if b.len() != Self::LEN || b[0] != Self::FORMAT || b[17] > 1 {
+            return None;
+        }
+        let u64_le = |o: usize| u64::from_le_bytes(b[o..o + 8].try_into().expect("8 bytes"));
+        Some(ManifestSummary {
+            version: Version { nanos: u64_le(1), tiebreak: u64_le(9) },
+            deleted: b[17] == 1,
+            locations: u64_le(18),
+            digest: b[26..42].try_into().expect("16 bytes"),
+        })
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -37,12 +37,17 @@ use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 use sillok_model::frame::{Frame, FrameDecoder, FrameError};
-use sillok_model::manifest::Manifest;
+use sillok_model::manifest::{Manifest, wire};
 use sillok_rpc::auth::{Payload, Signer};
 use sillok_rpc::client::{BoxError, ReqBody, RpcClient, empty_body, error_fields, full_body, read_body};
 
 use crate::api::{self, GetManifest, ListManifests, ManifestList, PutManifestReply, ShardId, ShardInfo, ShardList};
 use crate::error::NodeError;
+
+/// A 200 whose body is not what the route answers.
+fn bad_answer(addr: &str, what: String) -> NodeError {
+    NodeError::Status { addr: addr.to_string(), status: 200, body: what }
+}
 
 #[derive(Debug, Clone, Copy)]
 pub struct Timeouts {
@@ -227,14 +232,29 @@ impl NodeClient {
         pq: &str,
         body: Option<Vec<u8>>,
     ) -> Result<Response<Incoming>, NodeError> {
-        let body = Bytes::from(body.unwrap_or_default());
-        let req = self.request(
+        self.call_typed(addr, method, pq, Bytes::from(body.unwrap_or_default()), &[]).await
+    }
+
+    /// [`NodeClient::call`] with a body that is already `Bytes` (sent as it
+    /// is) and extra headers (content type, accept).
+    async fn call_typed(
+        &self,
+        addr: &str,
+        method: Method,
+        pq: &str,
+        body: Bytes,
+        headers: &[(http::header::HeaderName, &'static str)],
+    ) -> Result<Response<Incoming>, NodeError> {
+        let mut req = self.request(
             addr,
             method,
             pq,
             Payload::Bytes(&body),
             if body.is_empty() { empty_body() } else { full_body(body.clone()) },
         )?;
+        for (name, value) in headers {
+            req.headers_mut().insert(name.clone(), HeaderValue::from_static(value));
+        }
         let resp = self.rpc.send_within(addr, req, self.timeouts.connect + self.timeouts.response).await?;
         if resp.status().is_success() { Ok(resp) } else { Err(status_error(addr, resp, self.timeouts.idle).await) }
     }
@@ -384,18 +404,58 @@ impl NodeClient {
     }
 
     pub async fn put_manifest(&self, addr: &str, m: &Manifest) -> Result<PutManifestReply, NodeError> {
-        let body = serde_json::to_vec(m).map_err(|e| NodeError::Other(e.to_string()))?;
-        self.call_json(addr, Method::POST, "/v1/manifests/put", Some(body)).await
+        self.put_manifest_encoded(addr, Bytes::from(wire::encode(m))).await
     }
 
+    /// Stores a manifest already in its binary encoding (`wire::encode`), so
+    /// a caller that sends one manifest to several replicas encodes it once.
+    pub async fn put_manifest_encoded(&self, addr: &str, encoded: Bytes) -> Result<PutManifestReply, NodeError> {
+        let ct = [(http::header::CONTENT_TYPE, api::MANIFEST_TYPE)];
+        let resp = self.call_typed(addr, Method::POST, "/v1/manifests/put", encoded, &ct).await?;
+        let bytes = read_body(addr, resp.into_body(), self.timeouts.idle, MAX_JSON_RESPONSE).await?;
+        serde_json::from_slice(&bytes).map_err(|e| bad_answer(addr, format!("bad JSON from node: {e}")))
+    }
+
+    /// The node's manifest of `bucket/key`, or `None` if it holds none. It
+    /// arrives in its binary encoding; an inline body shares the response's
+    /// buffer.
     pub async fn get_manifest(&self, addr: &str, bucket: &str, key: &str) -> Result<Option<Manifest>, NodeError> {
         let body = serde_json::to_vec(&GetManifest { bucket: bucket.into(), key: key.into() })
             .map_err(|e| NodeError::Other(e.to_string()))?;
-        match self.call_json(addr, Method::POST, "/v1/manifests/get", Some(body)).await {
-            Ok(m) => Ok(Some(m)),
-            Err(NodeError::NotFound) => Ok(None),
-            Err(e) => Err(e),
+        let accept = [(http::header::ACCEPT, api::MANIFEST_TYPE)];
+        let resp = match self.call_typed(addr, Method::POST, "/v1/manifests/get", body.into(), &accept).await {
+            Ok(r) => r,
+            Err(NodeError::NotFound) => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        let binary = resp.headers().get(http::header::CONTENT_TYPE).is_some_and(|v| v == api::MANIFEST_TYPE);
+        let bytes = read_body(addr, resp.into_body(), self.timeouts.idle, MAX_JSON_RESPONSE).await?;
+        if binary {
+            wire::decode(&bytes).map(Some).map_err(|e| bad_answer(addr, format!("bad manifest from node: {e}")))
+        } else {
+            serde_json::from_slice(&bytes).map(Some).map_err(|e| bad_answer(addr, format!("bad JSON from node: {e}")))
         }
+    }
+
+    /// What a quorum read needs of the node's manifest of `bucket/key`
+    /// (version, location generation, digest), or `None` if it holds none.
+    pub async fn manifest_summary(
+        &self,
+        addr: &str,
+        bucket: &str,
+        key: &str,
+    ) -> Result<Option<api::ManifestSummary>, NodeError> {
+        let body = serde_json::to_vec(&GetManifest { bucket: bucket.into(), key: key.into() })
+            .map_err(|e| NodeError::Other(e.to_string()))?;
+        let resp = match self.call_typed(addr, Method::POST, "/v1/manifests/summary", body.into(), &[]).await {
+            Ok(r) => r,
+            Err(NodeError::NotFound) => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        let bytes = read_body(addr, resp.into_body(), self.timeouts.idle, api::ManifestSummary::LEN).await?;
+        api::ManifestSummary::decode(&bytes)
+            .map(Some)
+            .ok_or_else(|| bad_answer(addr, format!("a manifest summary of {} bytes", bytes.len())))
     }
 
     pub async fn list_manifests(&self, addr: &str, req: &ListManifests) -> Result<ManifestList, NodeError> {

@@ -7,19 +7,29 @@
 //! keys therefore sort in byte order (S3's listing order) and a prefix of a key
 //! is a prefix of its table key, so a listing is one range scan.
 //!
-//! Values: a fixed summary followed by the manifest as JSON, so that version
-//! checks and listings never parse (possibly large, inline) manifests:
+//! Values: a fixed summary followed by the manifest in its binary encoding
+//! (`sillok_model::manifest::wire`), so that version checks, listings and
+//! quorum summaries never decode (possibly large, inline) manifests, and a
+//! manifest read sends the stored encoding as it is:
 //!
 //! ```text
-//! [0]       value format, 1
+//! [0]       value format, 2
 //! [1..9]    version.nanos, u64 BE
 //! [9..17]   version.tiebreak, u64 BE
 //! [17]      1 if a tombstone
 //! [18..26]  size, u64 LE
 //! [26..34]  last_modified_ms, i64 LE
-//! [34..36]  etag length, u16 LE, then the etag bytes
-//! [..]      the manifest, JSON
+//! [34..42]  the location generation (`Manifest::locations`), u64 LE
+//! [42..58]  the manifest's digest (`wire::digest` of its encoding)
+//! [58..60]  etag length, u16 LE, then the etag bytes
+//! [..]      the manifest, `wire::encode`
 //! ```
+//!
+//! Value format 1 (until this encoding) had the same summary up to byte 34,
+//! then the etag, then the manifest as JSON. A database that holds format-1
+//! values has them rewritten as format 2 at open (`format/values` records
+//! that it was done), in transactions of [`MIGRATE_BATCH`] values, so an
+//! interrupted migration resumes where it stopped.
 //!
 //! A second table, `by_hash`, indexes the same manifests by placement: key
 //! `placement hash u64 BE ‖ table key` (the hash of `model::placement`, so
@@ -61,18 +71,25 @@ use redb::{Database, ReadableTable, TableDefinition};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::api::{
-    ListEntry, ListManifests, ManifestList, PgEntry, PgManifestList, PgObject, PgObjectList, PgSelector,
-    PutManifestReply, Relocate, RelocateReply, ShardMove, ShardPlace,
+    ListEntry, ListManifests, ManifestList, ManifestSummary, PgEntry, PgManifestList, PgObject, PgObjectList,
+    PgSelector, PutManifestReply, Relocate, RelocateReply, ShardMove, ShardPlace,
 };
 use crate::error::NodeError;
-use sillok_model::manifest::{Manifest, ShardLocation, Version};
+use bytes::Bytes;
+use sillok_model::manifest::{Manifest, ShardLocation, Version, wire};
 use sillok_model::placement;
 
 const MANIFESTS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("manifests");
 const BY_HASH: TableDefinition<&[u8], &[u8]> = TableDefinition::new("by_hash");
 const CANDIDATES: TableDefinition<&str, u64> = TableDefinition::new("collect_candidates");
 const FORMAT: TableDefinition<&str, u64> = TableDefinition::new("format");
-const VALUE_FORMAT: u8 = 1;
+const VALUE_FORMAT: u8 = 2;
+/// Values written before the binary encoding: the manifest as JSON.
+const VALUE_FORMAT_JSON: u8 = 1;
+/// Written under `format/values` once every value is [`VALUE_FORMAT`].
+const VALUES_MIGRATED: u64 = 2;
+/// Values rewritten per transaction by the format migration.
+const MIGRATE_BATCH: usize = 4096;
 const INDEX_FORMAT: u8 = 2;
 /// Written under `format/by_hash` once `by_hash` holds [`INDEX_FORMAT`] entries.
 const INDEX_BUILT: u64 = 2;
@@ -164,8 +181,66 @@ fn split_table_key(k: &[u8]) -> Result<(String, String), NodeError> {
     Ok((String::from_utf8(bucket.to_vec()).map_err(|_| bad())?, String::from_utf8(key.to_vec()).map_err(|_| bad())?))
 }
 
+/// Rewrites format-1 (JSON) values as format 2, [`MIGRATE_BATCH`] per
+/// transaction, unless `format/values` says it was done.
+fn migrate_values(db: &Database) -> Result<(), NodeError> {
+    {
+        let r = db.begin_read().map_err(store_err)?;
+        if let Ok(format) = r.open_table(FORMAT)
+            && format.get("values").map_err(store_err)?.is_some_and(|v| v.value() >= VALUES_MIGRATED)
+        {
+            return Ok(());
+        }
+    }
+    let mut after: Option<Vec<u8>> = None;
+    let mut rewritten = 0u64;
+    loop {
+        let w = db.begin_write().map_err(store_err)?;
+        let done = {
+            let mut t = w.open_table(MANIFESTS).map_err(store_err)?;
+            let mut batch = Vec::new();
+            let mut seen = 0usize;
+            let range = match &after {
+                Some(a) => t.range::<&[u8]>((Bound::Excluded(a.as_slice()), Bound::Unbounded)),
+                None => t.range::<&[u8]>(..),
+            }
+            .map_err(store_err)?;
+            for item in range {
+                let (k, v) = item.map_err(store_err)?;
+                seen += 1;
+                after = Some(k.value().to_vec());
+                if v.value().first() == Some(&VALUE_FORMAT_JSON) {
+                    batch.push((k.value().to_vec(), encode_value(&stored_manifest(v.value())?)?));
+                }
+                if seen == MIGRATE_BATCH {
+                    break;
+                }
+            }
+            for (k, v) in &batch {
+                t.insert(k.as_slice(), v.as_slice()).map_err(store_err)?;
+            }
+            rewritten += batch.len() as u64;
+            if seen < MIGRATE_BATCH {
+                w.open_table(FORMAT).map_err(store_err)?.insert("values", VALUES_MIGRATED).map_err(store_err)?;
+                true
+            } else {
+                false
+            }
+        };
+        w.commit().map_err(store_err)?;
+        if done {
+            break;
+        }
+    }
+    if rewritten > 0 {
+        tracing::info!(manifests = rewritten, "rewrote stored manifests from JSON to the binary encoding");
+    }
+    Ok(())
+}
+
 /// Builds `by_hash` from `manifests` if this database predates it.
 fn migrate(db: &Database) -> Result<(), NodeError> {
+    migrate_values(db)?;
     let w = db.begin_write().map_err(store_err)?;
     {
         let mut format = w.open_table(FORMAT).map_err(store_err)?;
@@ -179,9 +254,7 @@ fn migrate(db: &Database) -> Result<(), NodeError> {
             let mut n = 0u64;
             for item in t.iter().map_err(store_err)? {
                 let (k, v) = item.map_err(store_err)?;
-                let summary = decode_summary(v.value())?;
-                let m: Manifest = serde_json::from_slice(&v.value()[summary.json_at..])
-                    .map_err(|e| NodeError::Store(format!("malformed manifest record: {e}")))?;
+                let m = stored_manifest(v.value())?;
                 let mut ik = placement::placement_hash(&m.bucket, &m.key).to_be_bytes().to_vec();
                 ik.extend_from_slice(k.value());
                 index.insert(ik.as_slice(), encode_index(&m).as_slice()).map_err(store_err)?;
@@ -197,50 +270,78 @@ fn migrate(db: &Database) -> Result<(), NodeError> {
 }
 
 fn encode_value(m: &Manifest) -> Result<Vec<u8>, NodeError> {
-    let json = serde_json::to_vec(m).map_err(|e| NodeError::Other(format!("manifest does not serialise: {e}")))?;
+    let encoded = wire::encode(m);
     let etag = m.etag.as_bytes();
     if etag.len() > u16::MAX as usize {
         return Err(NodeError::BadRequest("etag too long".into()));
     }
-    let mut v = Vec::with_capacity(36 + etag.len() + json.len());
+    let mut v = Vec::with_capacity(60 + etag.len() + encoded.len());
     v.push(VALUE_FORMAT);
     v.extend_from_slice(&m.version.nanos.to_be_bytes());
     v.extend_from_slice(&m.version.tiebreak.to_be_bytes());
     v.push(u8::from(m.is_deleted()));
     v.extend_from_slice(&m.size.to_le_bytes());
     v.extend_from_slice(&m.last_modified_ms.to_le_bytes());
+    v.extend_from_slice(&m.locations.to_le_bytes());
+    v.extend_from_slice(&wire::digest(&encoded));
     v.extend_from_slice(&(etag.len() as u16).to_le_bytes());
     v.extend_from_slice(etag);
-    v.extend_from_slice(&json);
+    v.extend_from_slice(&encoded);
     Ok(v)
 }
 
 /// The fixed part of a stored value.
 struct Summary {
+    format: u8,
     version: Version,
     deleted: bool,
     size: u64,
     last_modified_ms: i64,
+    /// Format 2 only (format 1 has them only inside its JSON).
+    locations: u64,
+    digest: [u8; 16],
     etag: String,
-    json_at: usize,
+    /// Where the manifest starts (JSON in format 1, `wire` in format 2).
+    manifest_at: usize,
 }
 
 fn decode_summary(v: &[u8]) -> Result<Summary, NodeError> {
     let bad = || NodeError::Store("malformed manifest record".into());
-    if v.len() < 36 || v[0] != VALUE_FORMAT {
-        return Err(bad());
-    }
+    let (format, etag_at) = match v.first() {
+        Some(&VALUE_FORMAT) if v.len() >= 60 => (VALUE_FORMAT, 58),
+        Some(&VALUE_FORMAT_JSON) if v.len() >= 36 => (VALUE_FORMAT_JSON, 34),
+        _ => return Err(bad()),
+    };
     let u64_be = |o: usize| u64::from_be_bytes(v[o..o + 8].try_into().expect("8 bytes"));
-    let etag_len = u16::from_le_bytes([v[34], v[35]]) as usize;
-    let etag = v.get(36..36 + etag_len).ok_or_else(bad)?;
+    let etag_len = u16::from_le_bytes([v[etag_at], v[etag_at + 1]]) as usize;
+    let etag = v.get(etag_at + 2..etag_at + 2 + etag_len).ok_or_else(bad)?;
+    let (locations, digest) = if format == VALUE_FORMAT {
+        (u64::from_le_bytes(v[34..42].try_into().expect("8 bytes")), v[42..58].try_into().expect("16 bytes"))
+    } else {
+        (0, [0u8; 16])
+    };
     Ok(Summary {
+        format,
         version: Version { nanos: u64_be(1), tiebreak: u64_be(9) },
         deleted: v[17] == 1,
         size: u64::from_le_bytes(v[18..26].try_into().expect("8 bytes")),
         last_modified_ms: i64::from_le_bytes(v[26..34].try_into().expect("8 bytes")),
+        locations,
+        digest,
         etag: String::from_utf8(etag.to_vec()).map_err(|_| bad())?,
-        json_at: 36 + etag_len,
+        manifest_at: etag_at + 2 + etag_len,
     })
+}
+
+/// The manifest of a stored value, whatever its format.
+fn stored_manifest(v: &[u8]) -> Result<Manifest, NodeError> {
+    let s = decode_summary(v)?;
+    let body = &v[s.manifest_at..];
+    if s.format == VALUE_FORMAT_JSON {
+        serde_json::from_slice(body).map_err(|e| NodeError::Store(format!("malformed manifest record: {e}")))
+    } else {
+        wire::decode(&Bytes::copy_from_slice(body)).map_err(|e| NodeError::Store(format!("stored manifest: {e}")))
+    }
 }
 
 struct PutReq {
@@ -370,18 +471,15 @@ impl MetaStore {
     }
 
     pub async fn get(&self, bucket: &str, key: &str) -> Result<Option<Manifest>, NodeError> {
-        match self.get_json(bucket, key).await? {
-            Some(json) => Ok(Some(
-                serde_json::from_slice(&json)
-                    .map_err(|e| NodeError::Store(format!("malformed manifest record: {e}")))?,
-            )),
+        match self.get_encoded(bucket, key).await? {
+            Some(enc) => Ok(Some(wire::decode(&enc).map_err(|e| NodeError::Store(format!("stored manifest: {e}")))?)),
             None => Ok(None),
         }
     }
 
-    /// The stored manifest as its JSON bytes, exactly as the API sends it, so a
-    /// read never decodes and re-encodes an inline body.
-    pub async fn get_json(&self, bucket: &str, key: &str) -> Result<Option<Vec<u8>>, NodeError> {
+    /// The stored manifest in its binary encoding, exactly as the API sends
+    /// it: a read never decodes and re-encodes an inline body.
+    pub async fn get_encoded(&self, bucket: &str, key: &str) -> Result<Option<Bytes>, NodeError> {
         check_names(bucket, Some(key))?;
         let db = self.db.clone();
         let k = table_key(bucket, key);
@@ -391,10 +489,41 @@ impl MetaStore {
             match t.get(k.as_slice()).map_err(store_err)? {
                 Some(v) => {
                     let v = v.value();
-                    let summary = decode_summary(v)?;
-                    Ok(Some(v[summary.json_at..].to_vec()))
+                    let s = decode_summary(v)?;
+                    if s.format == VALUE_FORMAT {
+                        Ok(Some(Bytes::copy_from_slice(&v[s.manifest_at..])))
+                    } else {
+                        Ok(Some(wire::encode(&stored_manifest(v)?).into()))
+                    }
                 }
                 None => Ok(None),
+            }
+        })
+        .await
+    }
+
+    /// What a quorum read needs of the stored manifest to decide which
+    /// replica holds the newest: its version, location generation and
+    /// digest, from the value's fixed summary (the manifest is not decoded).
+    pub async fn summary(&self, bucket: &str, key: &str) -> Result<Option<ManifestSummary>, NodeError> {
+        check_names(bucket, Some(key))?;
+        let db = self.db.clone();
+        let k = table_key(bucket, key);
+        spawn_blocking(move || {
+            let r = db.begin_read().map_err(store_err)?;
+            let t = r.open_table(MANIFESTS).map_err(store_err)?;
+            let Some(v) = t.get(k.as_slice()).map_err(store_err)? else { return Ok(None) };
+            let v = v.value();
+            let s = decode_summary(v)?;
+            if s.format == VALUE_FORMAT {
+                Ok(Some(ManifestSummary {
+                    version: s.version,
+                    deleted: s.deleted,
+                    locations: s.locations,
+                    digest: s.digest,
+                }))
+            } else {
+                Ok(Some(ManifestSummary::of(&stored_manifest(v)?)))
             }
         })
         .await
@@ -514,11 +643,7 @@ impl MetaStore {
                     return Ok(true);
                 }
                 let Some(rec) = manifests.get(&k[8..]).map_err(store_err)? else { return Ok(true) };
-                let rec = rec.value();
-                let at = decode_summary(rec)?.json_at;
-                let m: Manifest = serde_json::from_slice(&rec[at..])
-                    .map_err(|e| store_err(format!("malformed manifest record: {e}")))?;
-                objects.push(PgObject::of(&m));
+                objects.push(PgObject::of(&stored_manifest(rec.value())?));
                 Ok(true)
             })?;
             let next = if read == limit { next } else { None };
@@ -594,10 +719,7 @@ impl MetaStore {
                     // The index says this manifest names the id; where, only
                     // the manifest itself says (normally one key per hash).
                     let Some(v) = manifests.get(&k[8..]).map_err(store_err)? else { continue };
-                    let v = v.value();
-                    let at = decode_summary(v)?.json_at;
-                    let m: Manifest = serde_json::from_slice(&v[at..])
-                        .map_err(|e| NodeError::Store(format!("malformed manifest record: {e}")))?;
+                    let m = stored_manifest(v.value())?;
                     for set in m.body.sharded_sets().into_iter().filter(|s| s.object_id == id) {
                         for l in &set.shards {
                             out.push(ShardPlace { object_id: id.clone(), index: l.index, node: l.node });
@@ -811,14 +933,7 @@ fn apply(db: &Database, batch: &[Write]) -> Result<Vec<Result<Applied, NodeError
                 Write::Relocate(r) => {
                     let key = table_key(&r.req.bucket, &r.req.key);
                     let stored: Option<Manifest> = match t.get(key.as_slice()).map_err(store_err)? {
-                        Some(v) => {
-                            let v = v.value();
-                            let at = decode_summary(v)?.json_at;
-                            Some(
-                                serde_json::from_slice(&v[at..])
-                                    .map_err(|e| store_err(format!("malformed manifest record: {e}")))?,
-                            )
-                        }
+                        Some(v) => Some(stored_manifest(v.value())?),
                         None => None,
                     };
                     let Some(mut m) = stored else {
@@ -947,7 +1062,7 @@ mod tests {
             content_type: None,
             headers: Default::default(),
             user_metadata: Default::default(),
-            body: Body::Inline { data: vec![1, 2, 3] },
+            body: Body::Inline { data: vec![1, 2, 3].into() },
             locations: 0,
         }
     }
@@ -1171,6 +1286,59 @@ mod tests {
         assert_eq!(s.placements(vec![object_id(&v)]).await.unwrap().len(), 1);
         let sel = PgSelector::of_hash(placement::placement_hash("b", "inline"));
         assert!(s.list_pg_all(sel).await.unwrap().iter().any(|e| e.key == "inline"));
+    }
+
+    #[tokio::test]
+    async fn a_store_of_json_values_is_rewritten_binary_at_open_and_reads_the_same() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = MetaStore::open(dir.path()).unwrap();
+        s.close().await;
+        // Values as the format-1 store wrote them (more than one migration batch).
+        let written: Vec<Manifest> =
+            (0..MIGRATE_BATCH as u64 + 10)
+                .map(|i| {
+                    if i % 2 == 0 {
+                        m("b", &format!("k{i:05}"), i + 1)
+                    } else {
+                        sharded("b", &format!("k{i:05}"), i + 1)
+                    }
+                })
+                .collect();
+        {
+            let db = Database::create(dir.path().join("meta.redb")).unwrap();
+            let w = db.begin_write().unwrap();
+            {
+                let mut t = w.open_table(MANIFESTS).unwrap();
+                for m in &written {
+                    let json = serde_json::to_vec(m).unwrap();
+                    let mut v = vec![VALUE_FORMAT_JSON];
+                    v.extend_from_slice(&m.version.nanos.to_be_bytes());
+                    v.extend_from_slice(&m.version.tiebreak.to_be_bytes());
+                    v.push(u8::from(m.is_deleted()));
+                    v.extend_from_slice(&m.size.to_le_bytes());
+                    v.extend_from_slice(&m.last_modified_ms.to_le_bytes());
+                    v.extend_from_slice(&(m.etag.len() as u16).to_le_bytes());
+                    v.extend_from_slice(m.etag.as_bytes());
+                    v.extend_from_slice(&json);
+                    t.insert(table_key(&m.bucket, &m.key).as_slice(), v.as_slice()).unwrap();
+                }
+            }
+            w.delete_table(FORMAT).unwrap();
+            w.commit().unwrap();
+        }
+        let s = MetaStore::open(dir.path()).unwrap();
+        for m in written.iter().step_by(97) {
+            assert_eq!(s.get(&m.bucket, &m.key).await.unwrap().as_ref(), Some(m));
+            assert_eq!(s.summary(&m.bucket, &m.key).await.unwrap(), Some(ManifestSummary::of(m)));
+        }
+        s.close().await;
+        let db = Database::create(dir.path().join("meta.redb")).unwrap();
+        let r = db.begin_read().unwrap();
+        let t = r.open_table(MANIFESTS).unwrap();
+        let formats: Vec<u8> = t.iter().unwrap().map(|e| e.unwrap().1.value()[0]).collect();
+        assert_eq!(formats.len(), written.len());
+        assert!(formats.iter().all(|f| *f == VALUE_FORMAT), "a value was left in JSON");
+        assert_eq!(r.open_table(FORMAT).unwrap().get("values").unwrap().unwrap().value(), VALUES_MIGRATED);
     }
 
     #[tokio::test]

@@ -49,7 +49,7 @@ use tokio::sync::mpsc;
 use tracing::Instrument;
 
 use sillok_model::frame::Frame;
-use sillok_model::manifest::Manifest;
+use sillok_model::manifest::{Manifest, wire};
 use sillok_rpc::auth::Signer;
 use sillok_rpc::server::{Policy, error as error_response, json};
 use tokio::sync::watch;
@@ -279,6 +279,7 @@ fn router(state: Arc<AppState>) -> Router {
         .route("/v1/shards/{object_id}/{index}", get(get_shard).head(head_shard).put(put_shard).delete(delete_shard))
         .route("/v1/manifests/put", post(put_manifest))
         .route("/v1/manifests/get", post(get_manifest))
+        .route("/v1/manifests/summary", post(manifest_summary))
         .route("/v1/manifests/list", post(list_manifests))
         .route("/v1/manifests/relocate", post(relocate))
         .route("/v1/pg/manifests", post(list_pg_manifests))
@@ -382,8 +383,11 @@ async fn authenticate(State(st): State<Arc<AppState>>, req: Request, next: Next)
 /// A manifest request that names an older map epoch than the node's is
 /// refused (see `api`): its manifest replicas may have moved.
 fn stale_epoch(method: &Method, path: &str, headers: &HeaderMap, node_epoch: u64) -> Option<Response> {
-    let checked =
-        *method == Method::POST && matches!(path, "/v1/manifests/put" | "/v1/manifests/get" | "/v1/manifests/relocate");
+    let checked = *method == Method::POST
+        && matches!(
+            path,
+            "/v1/manifests/put" | "/v1/manifests/get" | "/v1/manifests/summary" | "/v1/manifests/relocate"
+        );
     let theirs = api::epoch_of(headers)?;
     if !checked || node_epoch == 0 || theirs >= node_epoch {
         return None;
@@ -679,13 +683,22 @@ async fn body_bytes(body: Body) -> Result<Bytes, NodeError> {
     Ok(body.collect().await.map_err(|e| NodeError::BadRequest(e.to_string()))?.to_bytes())
 }
 
-async fn put_manifest(State(st): State<Arc<AppState>>, body: Body) -> Result<Response, ApiError> {
+async fn put_manifest(State(st): State<Arc<AppState>>, headers: HeaderMap, body: Body) -> Result<Response, ApiError> {
     if let Some(why) = st.clock.refusal() {
         return Err(NodeError::Unavailable(why).into());
     }
-    let m: Manifest = parse_json(&body_bytes(body).await?)?;
+    let body = body_bytes(body).await?;
+    let m: Manifest = if is_manifest_type(headers.get(header::CONTENT_TYPE)) {
+        wire::decode(&body).map_err(|e| NodeError::BadRequest(e.to_string()))?
+    } else {
+        parse_json(&body)?
+    };
     let reply = st.meta.put(&m).await?;
     Ok(json(StatusCode::OK, &reply))
+}
+
+fn is_manifest_type(v: Option<&HeaderValue>) -> bool {
+    v.and_then(|v| v.to_str().ok()).is_some_and(|v| v.split(',').any(|t| t.trim() == api::MANIFEST_TYPE))
 }
 
 /// A client's manifest read while the node catches up is refused (503).
@@ -699,11 +712,32 @@ fn check_caught_up(st: &AppState, headers: &HeaderMap) -> Result<(), ApiError> {
 async fn get_manifest(State(st): State<Arc<AppState>>, headers: HeaderMap, body: Body) -> Result<Response, ApiError> {
     check_caught_up(&st, &headers)?;
     let req: GetManifest = parse_json(&body_bytes(body).await?)?;
-    match st.meta.get_json(&req.bucket, &req.key).await? {
-        Some(body) => {
-            Ok((StatusCode::OK, [(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))], body)
-                .into_response())
-        }
+    let Some(encoded) = st.meta.get_encoded(&req.bucket, &req.key).await? else {
+        return Err(NodeError::NotFound.into());
+    };
+    if is_manifest_type(headers.get(header::ACCEPT)) {
+        let ct = HeaderValue::from_static(api::MANIFEST_TYPE);
+        return Ok((StatusCode::OK, [(header::CONTENT_TYPE, ct)], encoded).into_response());
+    }
+    // A caller from before the binary encoding.
+    let m = wire::decode(&encoded).map_err(|e| NodeError::Store(e.to_string()))?;
+    Ok(json(StatusCode::OK, &m))
+}
+
+async fn manifest_summary(
+    State(st): State<Arc<AppState>>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    check_caught_up(&st, &headers)?;
+    let req: GetManifest = parse_json(&body_bytes(body).await?)?;
+    match st.meta.summary(&req.bucket, &req.key).await? {
+        Some(s) => Ok((
+            StatusCode::OK,
+            [(header::CONTENT_TYPE, HeaderValue::from_static("application/octet-stream"))],
+            Bytes::copy_from_slice(&s.encode()),
+        )
+            .into_response()),
         None => Err(NodeError::NotFound.into()),
     }
 }

@@ -125,7 +125,7 @@ fn manifest(bucket: &str, key: &str, nanos: u64) -> Manifest {
         content_type: Some("text/plain".into()),
         headers: Default::default(),
         user_metadata: [("color".to_string(), "blue".to_string())].into_iter().collect(),
-        body: Body::Inline { data: b"abc".to_vec() },
+        body: Body::Inline { data: b"abc".to_vec().into() },
         locations: 0,
     }
 }
@@ -427,6 +427,51 @@ async fn a_wrong_secret_is_forbidden() {
     assert!(matches!(bad.delete_shard(&n.addr, &id).await, Err(NodeError::Forbidden(_))));
     assert!(good.get_manifest(&n.addr, "b", "k").await.unwrap().is_none());
     assert!(good.stat_shard(&n.addr, &id).await.unwrap().is_none());
+}
+
+#[tokio::test]
+async fn manifests_travel_binary_summaries_name_the_copy_and_json_callers_still_work() {
+    let n = TestNode::start().await;
+    let c = client();
+    let mut m = manifest("b", "k", 10);
+    m.body = Body::Inline { data: Bytes::from(vec![0xabu8; 50_000]) };
+    m.size = 50_000;
+    c.put_manifest(&n.addr, &m).await.unwrap();
+    assert_eq!(c.get_manifest(&n.addr, "b", "k").await.unwrap().unwrap(), m);
+    let summary = c.manifest_summary(&n.addr, "b", "k").await.unwrap().unwrap();
+    assert_eq!(summary, sillok_storage_node::api::ManifestSummary::of(&m));
+    assert_eq!(summary.order(), (m.version, 0));
+    assert!(c.manifest_summary(&n.addr, "b", "none").await.unwrap().is_none());
+    // Another copy of the version (another body) has another digest.
+    let mut other = m.clone();
+    other.etag = "different".into();
+    assert_ne!(sillok_storage_node::api::ManifestSummary::of(&other).digest, summary.digest);
+
+    // A caller from before the binary encoding: JSON in, JSON out.
+    let signer = Signer::new(SECRET);
+    let hc = plain();
+    let newer = manifest("b", "k", 11);
+    let body = Bytes::from(serde_json::to_vec(&newer).unwrap());
+    let mut req =
+        http::Request::post(format!("http://{}/v1/manifests/put", n.addr)).body(Full::new(body.clone())).unwrap();
+    signer.sign_request(&mut req, Payload::Bytes(&body)).unwrap();
+    assert_eq!(send_plain(&hc, req).await.0, 200);
+    let body = Bytes::from(serde_json::to_vec(&serde_json::json!({"bucket": "b", "key": "k"})).unwrap());
+    let mut req =
+        http::Request::post(format!("http://{}/v1/manifests/get", n.addr)).body(Full::new(body.clone())).unwrap();
+    signer.sign_request(&mut req, Payload::Bytes(&body)).unwrap();
+    let (status, text) = send_plain(&hc, req).await;
+    assert_eq!(status, 200);
+    assert_eq!(serde_json::from_str::<Manifest>(&text).unwrap(), newer);
+    // A malformed binary manifest is a 400, and nothing changes.
+    let garbage = Bytes::from_static(&[1, 2, 3, 4]);
+    let mut req = http::Request::post(format!("http://{}/v1/manifests/put", n.addr))
+        .header("content-type", sillok_storage_node::api::MANIFEST_TYPE)
+        .body(Full::new(garbage.clone()))
+        .unwrap();
+    signer.sign_request(&mut req, Payload::Bytes(&garbage)).unwrap();
+    assert_eq!(send_plain(&hc, req).await.0, 400);
+    assert_eq!(c.get_manifest(&n.addr, "b", "k").await.unwrap().unwrap(), newer);
 }
 
 #[tokio::test]

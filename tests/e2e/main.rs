@@ -15,6 +15,7 @@ mod data_path;
 mod detector;
 mod drill;
 mod following;
+mod reads;
 mod real_clients;
 mod rebalance;
 mod rebuild;

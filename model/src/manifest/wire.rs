@@ -1,0 +1,481 @@
+//! The compact binary encoding of a [`Manifest`]: how manifests sit in a
+//! node's store and travel between gateways and nodes.
+//!
+//! Owns: [`encode`], [`decode`] and [`FORMAT`], the encoding's version.
+//!
+//! Layout (integers little-endian; `str` and `bytes` are a LEB128 length,
+//! then that many bytes; `map` is a LEB128 count, then key and value `str`s
+//! in key order):
+//!
+//! ```text
+//! u8   format (FORMAT)
+//! u64  version.nanos     u64 version.tiebreak     u64 locations
+//! i64  last_modified_ms  u64 size
+//! str  bucket            str key                  str etag
+//! u8   0 | 1, then str content_type if 1
+//! map  headers           map user_metadata
+//! body: u8 tag, then
+//!   0 inline     bytes data
+//!   1 sharded    str object_id, str codec, u8 k, u8 m, u32 block_size,
+//!                u64 epoch, LEB128 count, (u8 index, u32 node) per shard
+//!   2 deleted    nothing
+//!   3 multipart  LEB128 count, per part: u32 number, u64 size, str etag,
+//!                body (tag 0 or 1 only)
+//! ```
+//!
+//! Invariants:
+//! - The encoding of a manifest is a function of it (maps are ordered), so
+//!   two replicas that hold one manifest hold the same bytes and the same
+//!   digest ([`digest`]).
+//! - [`decode`] never panics and never allocates more than its input's
+//!   length on any input: every length is checked against the bytes left
+//!   before anything is read or reserved. Trailing bytes are an error.
+//! - An inline body decoded from a [`Bytes`] shares its buffer (no copy).
+//! - The fixed header (format to size) sits at fixed offsets, so a reader
+//!   can take the version and location generation without decoding the rest
+//!   ([`peek_order`]).
+
+use std::collections::BTreeMap;
+
+use bytes::Bytes;
+use sillok_placement::NodeId;
+
+use super::{Body, Manifest, Part, ShardLocation, Sharded, Version};
+
+/// The version of this encoding, its first byte.
+pub const FORMAT: u8 = 1;
+
+/// Bytes of the fixed header: format, version, locations, last modified, size.
+const FIXED: usize = 1 + 8 * 5;
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DecodeError {
+    #[error("manifest encoding {0} is not one this build reads (it reads {FORMAT})")]
+    UnknownFormat(u8),
+    #[error("manifest encoding ends early, at byte {0}")]
+    Truncated(usize),
+    #[error("manifest encoding is malformed at byte {at}: {what}")]
+    Malformed { at: usize, what: &'static str },
+}
+
+/// The manifest, encoded.
+pub fn encode(m: &Manifest) -> Vec<u8> {
+    let mut out = Vec::with_capacity(encoded_len_hint(m));
+    out.push(FORMAT);
+    out.extend_from_slice(&m.version.nanos.to_le_bytes());
+    out.extend_from_slice(&m.version.tiebreak.to_le_bytes());
+    out.extend_from_slice(&m.locations.to_le_bytes());
+    out.extend_from_slice(&m.last_modified_ms.to_le_bytes());
+    out.extend_from_slice(&m.size.to_le_bytes());
+    put_str(&mut out, &m.bucket);
+    put_str(&mut out, &m.key);
+    put_str(&mut out, &m.etag);
+    match &m.content_type {
+        Some(ct) => {
+            out.push(1);
+            put_str(&mut out, ct);
+        }
+        None => out.push(0),
+    }
+    put_map(&mut out, &m.headers);
+    put_map(&mut out, &m.user_metadata);
+    put_body(&mut out, &m.body);
+    out
+}
+
+/// The first 16 bytes of the blake3 hash of an encoding: what manifest
+/// replicas compare to know they hold the same manifest.
+pub fn digest(encoded: &[u8]) -> [u8; 16] {
+    let h = blake3::hash(encoded);
+    let mut d = [0u8; 16];
+    d.copy_from_slice(&h.as_bytes()[..16]);
+    d
+}
+
+/// The version and location generation of an encoded manifest, from its
+/// fixed header only.
+pub fn peek_order(encoded: &[u8]) -> Result<(Version, u64), DecodeError> {
+    let mut r = Reader { buf: encoded, at: 0 };
+    let format = r.u8()?;
+    if format != FORMAT {
+        return Err(DecodeError::UnknownFormat(format));
+    }
+    let version = Version { nanos: r.u64()?, tiebreak: r.u64()? };
+    Ok((version, r.u64()?))
+}
+
+/// Decodes a manifest; an inline body shares `encoded`'s buffer.
+pub fn decode(encoded: &Bytes) -> Result<Manifest, DecodeError> {
+    let mut r = Reader { buf: encoded, at: 0 };
+    let format = r.u8()?;
+    if format != FORMAT {
+        return Err(DecodeError::UnknownFormat(format));
+    }
+    let version = Version { nanos: r.u64()?, tiebreak: r.u64()? };
+    let locations = r.u64()?;
+    let last_modified_ms = r.u64()? as i64;
+    let size = r.u64()?;
+    let bucket = r.string()?;
+    let key = r.string()?;
+    let etag = r.string()?;
+    let content_type = match r.u8()? {
+        0 => None,
+        1 => Some(r.string()?),
+        _ => return Err(r.malformed("content type flag is neither 0 nor 1")),
+    };
+    let headers = r.map()?;
+    let user_metadata = r.map()?;
+    let body = r.body(encoded, true)?;
+    if r.at != encoded.len() {
+        return Err(r.malformed("bytes after the body"));
+    }
+    Ok(Manifest {
+        bucket,
+        key,
+        version,
+        last_modified_ms,
+        size,
+        etag,
+        content_type,
+        headers,
+        user_metadata,
+        body,
+        locations,
+    })
+}
+
+fn encoded_len_hint(m: &Manifest) -> usize {
+    let body = match &m.body {
+        Body::Inline { data } => data.len(),
+        Body::Sharded(s) => 64 + 5 * s.shards.len(),
+        Body::Multipart { parts } => parts.len() * 128,
+        Body::Deleted => 0,
+    };
+    FIXED + 64 + m.bucket.len() + m.key.len() + m.etag.len() + body
+}
+
+fn put_varint(out: &mut Vec<u8>, mut v: u64) {
+    while v >= 0x80 {
+        out.push((v as u8) | 0x80);
+        v >>= 7;
+    }
+    out.push(v as u8);
+}
+
+fn put_bytes(out: &mut Vec<u8>, b: &[u8]) {
+    put_varint(out, b.len() as u64);
+    out.extend_from_slice(b);
+}
+
+fn put_str(out: &mut Vec<u8>, s: &str) {
+    put_bytes(out, s.as_bytes());
+}
+
+fn put_map(out: &mut Vec<u8>, m: &BTreeMap<String, String>) {
+    put_varint(out, m.len() as u64);
+    for (k, v) in m {
+        put_str(out, k);
+        put_str(out, v);
+    }
+}
+
+fn put_body(out: &mut Vec<u8>, body: &Body) {
+    match body {
+        Body::Inline { data } => {
+            out.push(0);
+            put_bytes(out, data);
+        }
+        Body::Sharded(s) => {
+            out.push(1);
+            put_str(out, &s.object_id);
+            put_str(out, &s.codec);
+            out.push(s.k);
+            out.push(s.m);
+            out.extend_from_slice(&s.block_size.to_le_bytes());
+            out.extend_from_slice(&s.epoch.to_le_bytes());
+            put_varint(out, s.shards.len() as u64);
+            for loc in &s.shards {
+                out.push(loc.index);
+                out.extend_from_slice(&loc.node.0.to_le_bytes());
+            }
+        }
+        Body::Deleted => out.push(2),
+        Body::Multipart { parts } => {
+            out.push(3);
+            put_varint(out, parts.len() as u64);
+            for p in parts {
+                out.extend_from_slice(&p.number.to_le_bytes());
+                out.extend_from_slice(&p.size.to_le_bytes());
+                put_str(out, &p.etag);
+                put_body(out, &p.body);
+            }
+        }
+    }
+}
+
+struct Reader<'a> {
+    buf: &'a [u8],
+    at: usize,
+}
+
+impl Reader<'_> {
+    fn malformed(&self, what: &'static str) -> DecodeError {
+        DecodeError::Malformed { at: self.at, what }
+    }
+
+    fn take(&mut self, n: usize) -> Result<&[u8], DecodeError> {
+        if self.buf.len() - self.at < n {
+            return Err(DecodeError::Truncated(self.at));
+        }
+        let s = &self.buf[self.at..self.at + n];
+        self.at += n;
+        Ok(s)
+    }
+
+    fn u8(&mut self) -> Result<u8, DecodeError> {
+        Ok(self.take(1)?[0])
+    }
+
+    fn u32(&mut self) -> Result<u32, DecodeError> {
+        Ok(u32::from_le_bytes(self.take(4)?.try_into().expect("4 bytes")))
+    }
+
+    fn u64(&mut self) -> Result<u64, DecodeError> {
+        Ok(u64::from_le_bytes(self.take(8)?.try_into().expect("8 bytes")))
+    }
+
+    fn varint(&mut self) -> Result<u64, DecodeError> {
+        let mut v = 0u64;
+        for shift in (0..64).step_by(7) {
+            let b = self.u8()?;
+            if shift == 63 && b > 1 {
+                return Err(self.malformed("length overflows 64 bits"));
+            }
+            v |= u64::from(b & 0x7f) << shift;
+            if b & 0x80 == 0 {
+                return Ok(v);
+            }
+        }
+        Err(self.malformed("length overflows 64 bits"))
+    }
+
+    /// A length, checked against the bytes left (each item takes at least
+    /// `min_item` bytes), so nothing is reserved that the input cannot fill.
+    fn len(&mut self, min_item: usize) -> Result<usize, DecodeError> {
+        let n = self.varint()?;
+        let left = (self.buf.len() - self.at) as u64;
+        if n.saturating_mul(min_item.max(1) as u64) > left {
+            return Err(DecodeError::Truncated(self.at));
+        }
+        Ok(n as usize)
+    }
+
+    fn string(&mut self) -> Result<String, DecodeError> {
+        let n = self.len(1)?;
+        let at = self.at;
+        let b = self.take(n)?;
+        String::from_utf8(b.to_vec()).map_err(|_| DecodeError::Malformed { at, what: "a string is not UTF-8" })
+    }
+
+    fn map(&mut self) -> Result<BTreeMap<String, String>, DecodeError> {
+        let n = self.len(2)?;
+        let mut m = BTreeMap::new();
+        for _ in 0..n {
+            let k = self.string()?;
+            let v = self.string()?;
+            if m.insert(k, v).is_some() {
+                return Err(self.malformed("a map names one key twice"));
+            }
+        }
+        Ok(m)
+    }
+
+    /// A body; `top` is false for a part's (which is never multipart).
+    /// Inline bytes are slices of `whole`, the buffer being decoded.
+    fn body(&mut self, whole: &Bytes, top: bool) -> Result<Body, DecodeError> {
+        match self.u8()? {
+            0 => {
+                let n = self.len(1)?;
+                let start = self.at;
+                self.take(n)?;
+                Ok(Body::Inline { data: whole.slice(start..start + n) })
+            }
+            1 => {
+                let object_id = self.string()?;
+                let codec = self.string()?;
+                let (k, m) = (self.u8()?, self.u8()?);
+                let block_size = self.u32()?;
+                let epoch = self.u64()?;
+                let n = self.len(5)?;
+                let mut shards = Vec::with_capacity(n);
+                for _ in 0..n {
+                    shards.push(ShardLocation { index: self.u8()?, node: NodeId(self.u32()?) });
+                }
+                Ok(Body::Sharded(Sharded { object_id, codec, k, m, block_size, epoch, shards }))
+            }
+            2 => Ok(Body::Deleted),
+            3 if top => {
+                let n = self.len(14)?;
+                let mut parts = Vec::with_capacity(n);
+                for _ in 0..n {
+                    let number = self.u32()?;
+                    let size = self.u64()?;
+                    let etag = self.string()?;
+                    let body = self.body(whole, false)?;
+                    if !matches!(body, Body::Inline { .. } | Body::Sharded(_)) {
+                        return Err(self.malformed("a part's body is neither inline nor sharded"));
+                    }
+                    parts.push(Part { number, size, etag, body });
+                }
+                Ok(Body::Multipart { parts })
+            }
+            3 => Err(self.malformed("a part's body is multipart")),
+            _ => Err(self.malformed("unknown body kind")),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn text() -> impl Strategy<Value = String> {
+        prop_oneof!["[a-z0-9/._-]{0,24}", "\\PC{0,8}"]
+    }
+
+    fn sharded() -> impl Strategy<Value = Sharded> {
+        (
+            "[0-9a-f]{32}",
+            1u8..=16,
+            0u8..=8,
+            any::<u32>(),
+            any::<u64>(),
+            prop::collection::vec((any::<u8>(), any::<u32>()), 0..12),
+        )
+            .prop_map(|(object_id, k, m, block_size, epoch, shards)| Sharded {
+                object_id,
+                codec: "rs-vandermonde".into(),
+                k,
+                m,
+                block_size,
+                epoch,
+                shards: shards.into_iter().map(|(index, n)| ShardLocation { index, node: NodeId(n) }).collect(),
+            })
+    }
+
+    fn part_body() -> impl Strategy<Value = Body> {
+        prop_oneof![
+            prop::collection::vec(any::<u8>(), 0..300).prop_map(|d| Body::Inline { data: d.into() }),
+            sharded().prop_map(Body::Sharded),
+        ]
+    }
+
+    fn body() -> impl Strategy<Value = Body> {
+        prop_oneof![
+            part_body(),
+            Just(Body::Deleted),
+            prop::collection::vec((any::<u32>(), any::<u64>(), "[0-9a-f]{32}", part_body()), 0..5).prop_map(|ps| {
+                Body::Multipart {
+                    parts: ps.into_iter().map(|(number, size, etag, body)| Part { number, size, etag, body }).collect(),
+                }
+            }),
+        ]
+    }
+
+    fn manifest() -> impl Strategy<Value = Manifest> {
+        (
+            (text(), text(), any::<u64>(), any::<u64>(), any::<i64>(), any::<u64>()),
+            (text(), prop::option::of(text())),
+            prop::collection::btree_map(text(), text(), 0..4),
+            prop::collection::btree_map(text(), text(), 0..4),
+            body(),
+            any::<u64>(),
+        )
+            .prop_map(
+                |(
+                    (bucket, key, nanos, tiebreak, lm, size),
+                    (etag, content_type),
+                    headers,
+                    user_metadata,
+                    body,
+                    locations,
+                )| {
+                    Manifest {
+                        bucket,
+                        key,
+                        version: Version { nanos, tiebreak },
+                        last_modified_ms: lm,
+                        size,
+                        etag,
+                        content_type,
+                        headers,
+                        user_metadata,
+                        body,
+                        locations,
+                    }
+                },
+            )
+    }
+
+    proptest! {
+        #[test]
+        fn every_manifest_comes_back_as_it_was(m in manifest()) {
+            let bytes = Bytes::from(encode(&m));
+            prop_assert_eq!(&decode(&bytes).unwrap(), &m);
+            prop_assert_eq!(peek_order(&bytes).unwrap(), (m.version, m.locations));
+            // Canonical: encoding the decoded manifest gives the same bytes.
+            prop_assert_eq!(encode(&decode(&bytes).unwrap()), bytes.to_vec());
+        }
+
+        #[test]
+        fn any_bytes_decode_to_a_manifest_or_an_error(raw in prop::collection::vec(any::<u8>(), 0..400)) {
+            let _ = decode(&Bytes::from(raw));
+        }
+
+        #[test]
+        fn every_cut_or_flipped_encoding_is_refused_or_decodes_without_panic(
+            m in manifest(), cut in any::<prop::sample::Index>(), flip in any::<prop::sample::Index>(), bit in 0u8..8
+        ) {
+            let full = encode(&m);
+            let at = cut.index(full.len());
+            prop_assert!(decode(&Bytes::copy_from_slice(&full[..at])).is_err(), "a cut encoding decoded");
+            let mut flipped = full.clone();
+            let i = flip.index(flipped.len());
+            flipped[i] ^= 1 << bit;
+            let _ = decode(&Bytes::from(flipped));
+        }
+    }
+
+    #[test]
+    fn an_inline_body_shares_the_buffer() {
+        let mut m = Manifest::tombstone("b", "k");
+        m.body = Body::Inline { data: Bytes::from(vec![7u8; 1000]) };
+        let bytes = Bytes::from(encode(&m));
+        let Body::Inline { data } = decode(&bytes).unwrap().body else { panic!("not inline") };
+        let inside = bytes.as_ptr_range();
+        assert!(inside.contains(&data.as_ptr()), "the inline body was copied out of the encoding");
+    }
+
+    #[test]
+    fn other_formats_and_huge_lengths_are_refused_without_allocating() {
+        let mut enc = encode(&Manifest::tombstone("b", "k"));
+        enc[0] = 9;
+        assert_eq!(decode(&Bytes::from(enc)), Err(DecodeError::UnknownFormat(9)));
+        // A bucket name claiming 2^62 bytes.
+        let mut huge = vec![FORMAT];
+        huge.extend_from_slice(&[0u8; 40]);
+        huge.extend_from_slice(&[0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x3f]);
+        assert!(matches!(decode(&Bytes::from(huge)), Err(DecodeError::Truncated(_))));
+    }
+
+    #[test]
+    fn a_thumbnail_manifest_costs_a_few_dozen_bytes_beyond_its_body() {
+        let mut m = Manifest::tombstone("photos", "chat/2026/12/06/abcdef.jpg");
+        m.etag = "0123456789abcdef0123456789abcdef".into();
+        m.content_type = Some("image/jpeg".into());
+        m.body = Body::Inline { data: Bytes::from(vec![1u8; 65_536]) };
+        let n = encode(&m).len();
+        assert!(n < 65_536 + 140, "{n} bytes");
+    }
+}
