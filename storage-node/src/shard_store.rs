@@ -51,7 +51,7 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 
 use crate::api::{PgSelector, PgShard, PgShardList, ShardId, ShardInfo, ShardList};
 use crate::error::NodeError;
@@ -728,8 +728,13 @@ impl ShardReader {
             self.file.seek(SeekFrom::Start(self.header.record_offset(i)))?;
             return Err(corrupt("record length does not match the header"));
         }
-        let mut data = BytesMut::zeroed(len);
-        self.file.read_exact(&mut data).map_err(|e| eof_is_corrupt(e, &corrupt))?;
+        // Read into uninitialised capacity (no memset of a block that the
+        // read overwrites whole).
+        let mut data = Vec::with_capacity(len);
+        let got = (&mut self.file).take(len as u64).read_to_end(&mut data)?;
+        if got < len {
+            return Err(eof_is_corrupt(std::io::ErrorKind::UnexpectedEof.into(), &corrupt));
+        }
         let mut hash = [0u8; 32];
         hash.copy_from_slice(&fh[4..]);
         let frame = Frame { hash, data: Bytes::from(data) };
