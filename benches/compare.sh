@@ -312,6 +312,14 @@ run_sillok() {   # NAME BIN
     cp -r "$d/logs" "$OUT/logs/$name" 2>/dev/null || true
     log "$name: stopping"
     stop_system
+    forget "$d"
+}
+
+forget() {   # DIR: removes a stopped system's data and, if allowed, drops the page cache,
+    # so the next system does not start on a machine busy with the last one's files
+    rm -rf "$1"
+    sync
+    if [ -w /proc/sys/vm/drop_caches ]; then echo 3 >/proc/sys/vm/drop_caches; fi
 }
 
 # --- SeaweedFS -------------------------------------------------------------
@@ -369,6 +377,7 @@ EOF
     stop_pids 3 "${SERVER[6]}" "${SERVER[7]}"
     stop_pids 5 "${SERVER[3]}" "${SERVER[4]}" "${SERVER[5]}"
     stop_system
+    forget "$d"
 }
 
 # --- run -------------------------------------------------------------------

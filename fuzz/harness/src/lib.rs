@@ -15,11 +15,13 @@
 //!   CreateBucketConfiguration).
 //! - [`frame_decoder`]: the storage node's block frame decoder.
 //! - [`manifest_json`]: object manifests as JSON.
+//! - [`manifest_binary`]: object manifests in their binary encoding.
 //!
 //! [`seeds`] builds the starting corpus (written to `fuzz/seeds/<target>/` by
 //! `cargo run -p sillok-fuzz-harness --example write_seeds`).
 
 pub mod frame_decoder;
+pub mod manifest_binary;
 pub mod manifest_json;
 pub mod range_header;
 pub mod s3_request;
@@ -32,13 +34,14 @@ pub type Run = fn(&[u8]);
 
 /// Every target: its name (the directory name under `fuzz/seeds` and
 /// `fuzz/regressions`) and its entry point.
-pub const TARGETS: [(&str, Run); 6] = [
+pub const TARGETS: [(&str, Run); 7] = [
     ("s3_request", s3_request::run),
     ("sigv4_node", sigv4_node::run),
     ("range_header", range_header::run),
     ("xml_bodies", xml_bodies::run),
     ("frame_decoder", frame_decoder::run),
     ("manifest_json", manifest_json::run),
+    ("manifest_binary", manifest_binary::run),
 ];
 
 /// Reads fixed-size values off the front of an input; missing bytes read as 0.

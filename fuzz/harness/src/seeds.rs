@@ -529,7 +529,10 @@ fn manifest_seeds(out: &mut Vec<Seed>) {
         ),
     ];
     for (name, body) in bodies {
-        out.push(("manifest_json", name.into(), format!("{{{common},{body}}}").into_bytes()));
+        let json = format!("{{{common},{body}}}").into_bytes();
+        let m: sillok_model::manifest::Manifest = serde_json::from_slice(&json).expect("seed manifests parse");
+        out.push(("manifest_binary", name.into(), sillok_model::manifest::wire::encode(&m)));
+        out.push(("manifest_json", name.into(), json));
     }
 }
 
