@@ -36,12 +36,17 @@
 //! an upload's records and parts sit next to their object), value
 //!
 //! ```text
-//! [0]       index format, 1
+//! [0]       index format, 3
 //! [1..17]   version (nanos, tiebreak), u64 BE each
 //! [17]      1 if a tombstone
 //! [18..26]  the location generation (`Manifest::locations`), u64 BE
-//! [26..]    the object ids the manifest refers to, 16 raw bytes each
+//! [26..42]  the manifest's digest (as in the value)
+//! [42..]    the object ids the manifest refers to, 16 raw bytes each
 //! ```
+//!
+//! A manifest summary (what the replicas that do not send the body answer
+//! a quorum read) is read from `by_hash` alone: its small entries share
+//! pages, where the value of an inline manifest fills pages of its own.
 //!
 //! so that one PG is one range of it (under `PgFunction::TopBits`), and
 //! "does a manifest here refer to object id X?" is a scan of the keys with
@@ -93,9 +98,9 @@ const VALUE_FORMAT_JSON: u8 = 1;
 const VALUES_MIGRATED: u64 = 2;
 /// Values rewritten per transaction by the format migration.
 const MIGRATE_BATCH: usize = 4096;
-const INDEX_FORMAT: u8 = 2;
+const INDEX_FORMAT: u8 = 3;
 /// Written under `format/by_hash` once `by_hash` holds [`INDEX_FORMAT`] entries.
-const INDEX_BUILT: u64 = 2;
+const INDEX_BUILT: u64 = 3;
 /// Most puts committed in one transaction.
 pub const MAX_BATCH: usize = 1024;
 /// Longest page a listing returns.
@@ -135,14 +140,15 @@ pub fn index_key(bucket: &str, key: &str) -> Vec<u8> {
     k
 }
 
-fn encode_index(m: &Manifest) -> Vec<u8> {
+fn encode_index(m: &Manifest, digest: &[u8; 16]) -> Vec<u8> {
     let sets = m.body.sharded_sets();
-    let mut v = Vec::with_capacity(26 + 16 * sets.len());
+    let mut v = Vec::with_capacity(42 + 16 * sets.len());
     v.push(INDEX_FORMAT);
     v.extend_from_slice(&m.version.nanos.to_be_bytes());
     v.extend_from_slice(&m.version.tiebreak.to_be_bytes());
     v.push(u8::from(m.is_deleted()));
     v.extend_from_slice(&m.locations.to_be_bytes());
+    v.extend_from_slice(digest);
     for s in sets {
         let mut raw = [0u8; 16];
         // Object ids were checked as 32 hex digits when their shards were
@@ -159,11 +165,12 @@ struct IndexEntry<'a> {
     version: Version,
     deleted: bool,
     locations: u64,
+    digest: [u8; 16],
     refs: &'a [u8],
 }
 
 fn decode_index(v: &[u8]) -> Result<IndexEntry<'_>, NodeError> {
-    if v.len() < 26 || v[0] != INDEX_FORMAT || (v.len() - 26) % 16 != 0 {
+    if v.len() < 42 || v[0] != INDEX_FORMAT || (v.len() - 42) % 16 != 0 {
         return Err(NodeError::Store("malformed index record".into()));
     }
     let u64_be = |o: usize| u64::from_be_bytes(v[o..o + 8].try_into().expect("8 bytes"));
@@ -171,7 +178,8 @@ fn decode_index(v: &[u8]) -> Result<IndexEntry<'_>, NodeError> {
         version: Version { nanos: u64_be(1), tiebreak: u64_be(9) },
         deleted: v[17] == 1,
         locations: u64_be(18),
-        refs: &v[26..],
+        digest: v[26..42].try_into().expect("16 bytes"),
+        refs: &v[42..],
     })
 }
 
@@ -213,7 +221,7 @@ fn migrate_values(db: &Database) -> Result<(), NodeError> {
                 seen += 1;
                 after = Some(k.value().to_vec());
                 if v.value().first() == Some(&VALUE_FORMAT_JSON) {
-                    batch.push((k.value().to_vec(), encode_value(&stored_manifest(v.value())?)?));
+                    batch.push((k.value().to_vec(), encode_record(&stored_manifest(v.value())?)?.0));
                 }
                 if seen == MIGRATE_BATCH {
                     break;
@@ -260,7 +268,7 @@ fn migrate(db: &Database) -> Result<(), NodeError> {
                 let m = stored_manifest(v.value())?;
                 let mut ik = placement::placement_hash(&m.bucket, &m.key).to_be_bytes().to_vec();
                 ik.extend_from_slice(k.value());
-                index.insert(ik.as_slice(), encode_index(&m).as_slice()).map_err(store_err)?;
+                index.insert(ik.as_slice(), encode_record(&m)?.1.as_slice()).map_err(store_err)?;
                 n += 1;
             }
             format.insert("by_hash", INDEX_BUILT).map_err(store_err)?;
@@ -272,8 +280,10 @@ fn migrate(db: &Database) -> Result<(), NodeError> {
     w.commit().map_err(store_err)
 }
 
-fn encode_value(m: &Manifest) -> Result<Vec<u8>, NodeError> {
+/// A manifest's stored value and its `by_hash` entry, from one encoding.
+fn encode_record(m: &Manifest) -> Result<(Vec<u8>, Vec<u8>), NodeError> {
     let encoded = wire::encode(m);
+    let digest = wire::digest(&encoded);
     let etag = m.etag.as_bytes();
     if etag.len() > u16::MAX as usize {
         return Err(NodeError::BadRequest("etag too long".into()));
@@ -286,11 +296,11 @@ fn encode_value(m: &Manifest) -> Result<Vec<u8>, NodeError> {
     v.extend_from_slice(&m.size.to_le_bytes());
     v.extend_from_slice(&m.last_modified_ms.to_le_bytes());
     v.extend_from_slice(&m.locations.to_le_bytes());
-    v.extend_from_slice(&wire::digest(&encoded));
+    v.extend_from_slice(&digest);
     v.extend_from_slice(&(etag.len() as u16).to_le_bytes());
     v.extend_from_slice(etag);
     v.extend_from_slice(&encoded);
-    Ok(v)
+    Ok((v, encode_index(m, &digest)))
 }
 
 /// The fixed part of a stored value.
@@ -300,9 +310,6 @@ struct Summary {
     deleted: bool,
     size: u64,
     last_modified_ms: i64,
-    /// Format 2 only (format 1 has them only inside its JSON).
-    locations: u64,
-    digest: [u8; 16],
     etag: String,
     /// Where the manifest starts (JSON in format 1, `wire` in format 2).
     manifest_at: usize,
@@ -318,19 +325,12 @@ fn decode_summary(v: &[u8]) -> Result<Summary, NodeError> {
     let u64_be = |o: usize| u64::from_be_bytes(v[o..o + 8].try_into().expect("8 bytes"));
     let etag_len = u16::from_le_bytes([v[etag_at], v[etag_at + 1]]) as usize;
     let etag = v.get(etag_at + 2..etag_at + 2 + etag_len).ok_or_else(bad)?;
-    let (locations, digest) = if format == VALUE_FORMAT {
-        (u64::from_le_bytes(v[34..42].try_into().expect("8 bytes")), v[42..58].try_into().expect("16 bytes"))
-    } else {
-        (0, [0u8; 16])
-    };
     Ok(Summary {
         format,
         version: Version { nanos: u64_be(1), tiebreak: u64_be(9) },
         deleted: v[17] == 1,
         size: u64::from_le_bytes(v[18..26].try_into().expect("8 bytes")),
         last_modified_ms: i64::from_le_bytes(v[26..34].try_into().expect("8 bytes")),
-        locations,
-        digest,
         etag: String::from_utf8(etag.to_vec()).map_err(|_| bad())?,
         manifest_at: etag_at + 2 + etag_len,
     })
@@ -446,13 +446,14 @@ impl MetaStore {
     pub async fn put(&self, m: &Manifest) -> Result<PutManifestReply, NodeError> {
         check_names(&m.bucket, Some(&m.key))?;
         let (reply, rx) = oneshot::channel();
+        let (value, index_value) = encode_record(m)?;
         let req = PutReq {
             key: table_key(&m.bucket, &m.key),
             index_key: index_key(&m.bucket, &m.key),
-            index_value: encode_index(m),
+            index_value,
             version: m.version,
             locations: m.locations,
-            value: encode_value(m)?,
+            value,
             reply,
         };
         self.writes.send(Write::Put(req)).await.map_err(|_| NodeError::Store("metadata writer stopped".into()))?;
@@ -505,27 +506,15 @@ impl MetaStore {
 
     /// What a quorum read needs of the stored manifest to decide which
     /// replica holds the newest: its version, location generation and
-    /// digest, from the value's fixed summary (the manifest is not decoded).
+    /// digest, from the `by_hash` entry alone (the value is not read).
     pub async fn summary(&self, bucket: &str, key: &str) -> Result<Option<ManifestSummary>, NodeError> {
         check_names(bucket, Some(key))?;
-        let k = table_key(bucket, key);
-        {
-            let r = self.db.begin_read().map_err(store_err)?;
-            let t = r.open_table(MANIFESTS).map_err(store_err)?;
-            let Some(v) = t.get(k.as_slice()).map_err(store_err)? else { return Ok(None) };
-            let v = v.value();
-            let s = decode_summary(v)?;
-            if s.format == VALUE_FORMAT {
-                Ok(Some(ManifestSummary {
-                    version: s.version,
-                    deleted: s.deleted,
-                    locations: s.locations,
-                    digest: s.digest,
-                }))
-            } else {
-                Ok(Some(ManifestSummary::of(&stored_manifest(v)?)))
-            }
-        }
+        let k = index_key(bucket, key);
+        let r = self.db.begin_read().map_err(store_err)?;
+        let t = r.open_table(BY_HASH).map_err(store_err)?;
+        let Some(v) = t.get(k.as_slice()).map_err(store_err)? else { return Ok(None) };
+        let e = decode_index(v.value())?;
+        Ok(Some(ManifestSummary { version: e.version, deleted: e.deleted, locations: e.locations, digest: e.digest }))
     }
 
     /// Keys of `req.bucket` that start with `req.prefix` and sort strictly after
@@ -975,10 +964,10 @@ fn apply(db: &Database, batch: &[Write]) -> Result<Vec<Result<Applied, NodeError
                         Ok(Some(true)) => {}
                     }
                     m.locations += 1;
-                    let value = encode_value(&m)?;
+                    let (value, index_value) = encode_record(&m)?;
                     t.insert(key.as_slice(), value.as_slice()).map_err(store_err)?;
                     let ik = index_key(&m.bucket, &m.key);
-                    index.insert(ik.as_slice(), encode_index(&m).as_slice()).map_err(store_err)?;
+                    index.insert(ik.as_slice(), index_value.as_slice()).map_err(store_err)?;
                     replies.push(Ok(Applied::Relocate(RelocateReply {
                         applied: true,
                         version: Some(m.version),
