@@ -520,11 +520,14 @@ async fn put_shard(
     Ok(json(StatusCode::OK, &info))
 }
 
+/// What a shard read's blocking task sends its response. The first block
+/// travels with `Start` and the task sends nothing after the last one (the
+/// response counts its frames), so a one-block shard costs one hand-over
+/// between threads, not three.
 enum ReadMsg {
-    Start { info: crate::api::ShardInfo, from: u32, end: u32 },
+    Start { info: crate::api::ShardInfo, from: u32, end: u32, first: Option<Result<Frame, NodeError>> },
     Block(Frame),
     Failed(NodeError),
-    Done,
 }
 
 fn frame_chunks(f: Frame) -> [Result<Bytes, std::io::Error>; 2] {
@@ -562,48 +565,46 @@ async fn get_shard(
         if let Err(e) = r.seek_block(from) {
             return send(ReadMsg::Failed(e));
         }
-        if !send(ReadMsg::Start { info, from, end }) {
+        let mut next = || match r.read_block() {
+            Ok(Some(f)) => Ok(f),
+            Ok(None) => Err(NodeError::Other("shard ended early".into())),
+            Err(e) => Err(e),
+        };
+        let first = (end > from).then(&mut next);
+        let first_failed = matches!(first, Some(Err(_)));
+        if !send(ReadMsg::Start { info, from, end, first }) || first_failed {
             return false;
         }
-        for _ in from..end {
-            let ok = match r.read_block() {
-                Ok(Some(f)) => send(ReadMsg::Block(f)),
-                Ok(None) => send(ReadMsg::Failed(NodeError::Other("shard ended early".into()))),
+        for _ in from + 1..end {
+            let ok = match next() {
+                Ok(f) => send(ReadMsg::Block(f)),
                 Err(e) => return send(ReadMsg::Failed(e)),
             };
             if !ok {
                 return false; // the requester went away
             }
         }
-        send(ReadMsg::Done)
+        true
     });
 
     let gone = || NodeError::Other("shard reader stopped".into());
-    let (info, from, end) = match rx.recv().await.ok_or_else(gone)? {
-        ReadMsg::Start { info, from, end } => (info, from, end),
+    // The first block was verified before the head commits to a 200.
+    let (info, from, end, first) = match rx.recv().await.ok_or_else(gone)? {
+        ReadMsg::Start { info, from, end, first } => (info, from, end, first.transpose()?),
         ReadMsg::Failed(e) => return Err(e.into()),
-        _ => return Err(gone().into()),
-    };
-    // Verify the first block before committing to a 200.
-    let first = if end > from {
-        match rx.recv().await.ok_or_else(gone)? {
-            ReadMsg::Block(f) => Some(f),
-            ReadMsg::Failed(e) => return Err(e.into()),
-            _ => return Err(gone().into()),
-        }
-    } else {
-        None
+        ReadMsg::Block(_) => return Err(gone().into()),
     };
     let shard = id.file_name();
-    let rest = futures::stream::unfold((rx, false), move |(mut rx, finished)| {
+    // Frames still to come after the first.
+    let left = (end - from).saturating_sub(1);
+    let rest = futures::stream::unfold((rx, left), move |(mut rx, left)| {
         let shard = shard.clone();
         async move {
-            if finished {
+            if left == 0 {
                 return None;
             }
             match rx.recv().await {
-                Some(ReadMsg::Block(f)) => Some((Ok(f), (rx, false))),
-                Some(ReadMsg::Done) => None,
+                Some(ReadMsg::Block(f)) => Some((Ok(f), (rx, left - 1))),
                 Some(ReadMsg::Failed(NodeError::Corrupt(why))) => {
                     // End the body cleanly but short: the client reads this as
                     // "the next block is corrupt here" (see `api`).
@@ -612,10 +613,10 @@ async fn get_shard(
                 }
                 Some(ReadMsg::Failed(e)) => {
                     tracing::error!(%shard, error = %e, "shard read failed; aborting the response");
-                    Some((Err(std::io::Error::other(e.to_string())), (rx, true)))
+                    Some((Err(std::io::Error::other(e.to_string())), (rx, 0)))
                 }
                 Some(ReadMsg::Start { .. }) | None => {
-                    Some((Err(std::io::Error::other("shard reader stopped")), (rx, true)))
+                    Some((Err(std::io::Error::other("shard reader stopped")), (rx, 0)))
                 }
             }
         }
