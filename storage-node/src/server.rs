@@ -228,9 +228,21 @@ impl BoundNode {
             let _ = task.await;
         }
         tracing::info!(%node, %addr, "storage node stopped");
-        match Arc::try_unwrap(state) {
-            Ok(st) => st.meta.close().await,
-            Err(_) => tracing::warn!("requests still hold the stores after shutdown"),
+        // A request whose connection just closed may still be finishing (a
+        // blocking read, say) and hold the stores: wait for it, briefly, so
+        // that the manifest store is released before `stop` returns (a node
+        // restarted in the same process opens it again).
+        let mut state = state;
+        let until = Instant::now() + Duration::from_secs(5);
+        loop {
+            match Arc::try_unwrap(state) {
+                Ok(st) => break st.meta.close().await,
+                Err(held) if Instant::now() < until => {
+                    state = held;
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                Err(_) => break tracing::warn!("requests still hold the stores 5 s after shutdown"),
+            }
         }
         res.map_err(NodeError::Io)
     }
