@@ -249,41 +249,27 @@ async fn read_lean(
         return read_from(cluster, map, replicas, bucket, key).await;
     };
     let need = Need::majority(replicas.len()).waiting_for(body_node);
+    let body_addr = map.topology.node(body_node).map(|n| n.addr.clone());
     let (b, k): (Arc<str>, Arc<str>) = (bucket.into(), key.into());
-    let client = cluster.client(map);
-    let calls = replicas
-        .iter()
-        .map(|&node| {
-            let (client, b, k) = (client.clone(), b.clone(), k.clone());
-            let addr = map.topology.node(node).map(|n| n.addr.clone());
-            let fut = async move {
-                let Some(addr) = addr else {
-                    return Err(sillok_storage_node::NodeError::Other(format!("node {node} is not in the map")));
-                };
-                if node == body_node {
-                    client.get_manifest(&addr, &b, &k).await.map(Answer::Whole)
-                } else {
-                    client.manifest_summary(&addr, &b, &k).await.map(Answer::Summary)
-                }
-            };
-            (node, fut)
-        })
-        .collect();
+    let ask = |client: sillok_storage_node::NodeClient, addr: String| {
+        let (b, k, whole) = (b.clone(), k.clone(), body_addr.as_deref() == Some(addr.as_str()));
+        async move {
+            if whole {
+                client.get_manifest(&addr, &b, &k).await.map(Answer::Whole)
+            } else {
+                client.manifest_summary(&addr, &b, &k).await.map(Answer::Summary)
+            }
+        }
+    };
     // The calls still running once the need is met finish in the background
     // (they are small): a call dropped mid-answer closes its connection, and
     // the next read would pay for a new one (measured: about one new
     // connection per four thumbnail GETs when they were dropped).
-    let ok = match fanout::gather(cluster, map, calls, need, Rest::Finish, None).await {
+    let ok = match fanout::call_many(cluster, map, replicas, need, Rest::Finish, ask).await {
         Gathered::Met { ok, .. } => ok,
         Gathered::Stale(epoch) => return Attempt::Stale(epoch),
         Gathered::Short { ok, failed } => {
-            return Attempt::Done(Err(GatewayError::Unavailable(format!(
-                "{} of {} manifest replicas answered (need {}): {}",
-                ok.len(),
-                replicas.len(),
-                need.answers,
-                Gathered::<()>::describe(&failed)
-            ))));
+            return Attempt::Done(Err(too_few_answers(ok.len(), replicas, need, &failed)));
         }
     };
     let newest_order = ok.iter().filter_map(|(_, a)| a.order()).max();
@@ -370,12 +356,21 @@ async fn read_from(
     match fanout::call_many(cluster, map, replicas, need, Rest::Finish, get).await {
         Gathered::Met { ok, .. } => Attempt::Done(Ok(ok)),
         Gathered::Stale(epoch) => Attempt::Stale(epoch),
-        Gathered::Short { ok, failed } => Attempt::Done(Err(GatewayError::Unavailable(format!(
-            "{} of {} manifest replicas answered (need {}): {}",
-            ok.len(),
-            replicas.len(),
-            need.answers,
-            Gathered::<()>::describe(&failed)
-        )))),
+        Gathered::Short { ok, failed } => Attempt::Done(Err(too_few_answers(ok.len(), replicas, need, &failed))),
     }
+}
+
+/// A manifest read that did not hear from a majority of `replicas`.
+fn too_few_answers(
+    answered: usize,
+    replicas: &[NodeId],
+    need: Need,
+    failed: &[(NodeId, sillok_storage_node::NodeError)],
+) -> GatewayError {
+    GatewayError::Unavailable(format!(
+        "{answered} of {} manifest replicas answered (need {}): {}",
+        replicas.len(),
+        need.answers,
+        Gathered::<()>::describe(failed)
+    ))
 }
