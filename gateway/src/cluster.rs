@@ -32,6 +32,9 @@ pub struct Cluster {
     /// Lean manifest reads whose body replica was behind the majority, slow
     /// or down, so the manifest was fetched again from another replica.
     pub manifest_refetches: std::sync::atomic::AtomicU64,
+    /// Node calls made by lean manifest reads (a majority per read while
+    /// every replica answers in time; more when hedged).
+    pub manifest_read_calls: std::sync::atomic::AtomicU64,
 }
 
 impl Cluster {
@@ -44,6 +47,7 @@ impl Cluster {
             max_clock_offset,
             clock_refused: std::sync::atomic::AtomicBool::new(false),
             manifest_refetches: std::sync::atomic::AtomicU64::new(0),
+            manifest_read_calls: std::sync::atomic::AtomicU64::new(0),
         })
     }
 

@@ -54,6 +54,13 @@ pub struct Need {
     /// [`WAIT_FOR_AT_LEAST`]): the call that carries what the others do not
     /// (a manifest's body), given a chance before the caller asks again.
     pub wait_for: Option<NodeId>,
+    /// Hedged: start only as many calls as `answers` needs, in the order
+    /// given, and one more whenever a call fails, whenever no call is left
+    /// running, and each time this long passes without the need being met.
+    /// Reads use it so that a healthy cluster answers a quorum read with a
+    /// quorum of calls, not one per replica; a slow or dead replica costs
+    /// at most this delay (once it is suspect, callers order it last).
+    pub hedge_after: Option<Duration>,
 }
 
 /// The shortest extra wait for [`Need::wait_for`]'s node.
@@ -62,12 +69,12 @@ pub const WAIT_FOR_AT_LEAST: Duration = Duration::from_millis(5);
 impl Need {
     /// A majority of `n` calls.
     pub fn majority(n: usize) -> Self {
-        Need { answers: n / 2 + 1, sites: 1, wait_for: None }
+        Need { answers: n / 2 + 1, sites: 1, wait_for: None, hedge_after: None }
     }
 
     /// Every call (the fan-out returns when all have ended).
     pub fn all() -> Self {
-        Need { answers: usize::MAX, sites: 1, wait_for: None }
+        Need { answers: usize::MAX, sites: 1, wait_for: None, hedge_after: None }
     }
 
     /// Requires answers from at least `sites` sites as well.
@@ -78,6 +85,11 @@ impl Need {
     /// Waits for `node` too, briefly (see [`Need::wait_for`]).
     pub fn waiting_for(self, node: NodeId) -> Self {
         Need { wait_for: Some(node), ..self }
+    }
+
+    /// Starts calls only as needed (see [`Need::hedge_after`]).
+    pub fn hedged(self, after: Duration) -> Self {
+        Need { hedge_after: Some(after), ..self }
     }
 }
 
@@ -125,17 +137,22 @@ where
     let called_sites: BTreeSet<String> = calls.iter().filter_map(|(n, _)| site(*n)).collect();
     let need_sites = need.sites.min(called_sites.len()).max(1);
     let total = calls.len();
-    let mut running: FuturesUnordered<_> = calls
-        .into_iter()
-        .map(|(node, call)| {
-            let cluster = cluster.clone();
-            async move {
-                let r = call.await;
-                cluster.note_result(node, &r);
-                (node, r)
-            }
-        })
-        .collect();
+    let noted = |(node, call): (NodeId, Fut)| {
+        let cluster = cluster.clone();
+        async move {
+            let r = call.await;
+            cluster.note_result(node, &r);
+            (node, r)
+        }
+    };
+    // Hedged: the calls not started yet, in the caller's order.
+    let mut spare: std::collections::VecDeque<(NodeId, Fut)> = calls.into_iter().collect();
+    let first = match need.hedge_after {
+        Some(_) => need.answers.min(total),
+        None => total,
+    };
+    let mut running: FuturesUnordered<_> = spare.drain(..first).map(noted).collect();
+    let mut hedge_at = need.hedge_after.map(|d| tokio::time::Instant::now() + d);
     let mut ok: Vec<(NodeId, T)> = Vec::new();
     let mut failed = Vec::new();
     let mut ok_sites = BTreeSet::new();
@@ -165,6 +182,12 @@ where
                 let extra = started.elapsed().max(WAIT_FOR_AT_LEAST);
                 grace = Some(Box::pin(tokio::time::sleep(extra)));
             }
+        } else if running.is_empty() {
+            // Nothing left running and the need not met: a spare, if any.
+            match spare.pop_front() {
+                Some(call) => running.push(noted(call)),
+                None => return finish(ok, failed, need, need_sites, total, &ok_sites, false),
+            }
         }
         let grace_over = async {
             match grace.as_mut() {
@@ -172,8 +195,16 @@ where
                 None => std::future::pending().await,
             }
         };
+        let hedge_due = hedge_at.filter(|_| !met && !spare.is_empty());
         let next = tokio::select! {
             n = running.next() => n,
+            _ = tokio::time::sleep_until(hedge_due.unwrap_or(started)), if hedge_due.is_some() => {
+                if let Some(call) = spare.pop_front() {
+                    running.push(noted(call));
+                }
+                hedge_at = need.hedge_after.map(|d| tokio::time::Instant::now() + d);
+                continue;
+            }
             _ = grace_over => {
                 if rest == Rest::Finish {
                     tokio::spawn(async move { while running.next().await.is_some() {} });
@@ -187,14 +218,23 @@ where
             }
         };
         match next {
-            None => return finish(ok, failed, need, need_sites, total, &ok_sites, false),
+            // Only when nothing ran: handled above on the next turn.
+            None => continue,
             Some((_, Err(NodeError::StaleEpoch { node_epoch, .. }))) => {
                 if rest == Rest::Finish {
                     tokio::spawn(async move { while running.next().await.is_some() {} });
                 }
                 return Gathered::Stale(node_epoch);
             }
-            Some((node, Err(e))) => failed.push((node, e)),
+            Some((node, Err(e))) => {
+                failed.push((node, e));
+                // A failed call is replaced at once when hedging.
+                if need.hedge_after.is_some()
+                    && let Some(call) = spare.pop_front()
+                {
+                    running.push(noted(call));
+                }
+            }
             Some((node, Ok(v))) => {
                 if let Some(s) = site(node) {
                     ok_sites.insert(s);

@@ -5,9 +5,12 @@
 //! do, so losing any one site keeps a copy. A replica that holds a newer
 //! version refuses the write; the write is then redone above that version
 //! (see [`write_manifest`]), so the write that completes last wins.
-//! Read: ask all replicas, wait for a majority of answers (found or not found),
-//! return the newest version. Because write and read majorities intersect, a
-//! read after an acknowledged write always sees it (or something newer).
+//! Read: ask a majority of the replicas, wait for their answers (found or not
+//! found), return the newest version. Because write and read majorities
+//! intersect, a read after an acknowledged write always sees it (or something
+//! newer). The read is hedged: a replica that fails is replaced at once by
+//! one not asked yet, and one that is slow after [`LEAN_READ_HEDGE`]; a
+//! healthy cluster answers a thumbnail GET with two node calls out of three.
 //! Only one replica (the body replica) is asked for the whole manifest; the
 //! others send its summary (version, location generation, digest: 42 bytes),
 //! so a thumbnail crosses the network once. When the body replica's copy is
@@ -221,14 +224,27 @@ impl Answer {
     }
 }
 
-/// The replica asked for the whole manifest: one the gateway does not
-/// suspect, chosen by the key's placement hash so that reads of different
-/// keys spread over the replicas.
-fn body_replica(cluster: &Cluster, replicas: &[NodeId], bucket: &str, key: &str) -> Option<NodeId> {
-    let healthy: Vec<NodeId> = replicas.iter().copied().filter(|n| !cluster.is_suspect(*n)).collect();
-    let from = if healthy.is_empty() { replicas } else { &healthy };
+/// How long a lean read waits for its first calls before it asks one more
+/// replica (see `fanout::Need::hedge_after`). Under load on the test machine
+/// a thumbnail's manifest read takes a few milliseconds (p99 about 20 ms);
+/// a replica that hangs costs a read this much until the gateway suspects it.
+pub const LEAN_READ_HEDGE: std::time::Duration = std::time::Duration::from_millis(20);
+
+/// The order in which a lean read asks the replicas: the body replica first
+/// (one the gateway does not suspect, chosen by the key's placement hash so
+/// that reads of different keys spread over the replicas), then the other
+/// unsuspected ones, the suspected last. A hedged read starts as many as a
+/// majority needs, from the front.
+fn lean_order(cluster: &Cluster, replicas: &[NodeId], bucket: &str, key: &str) -> Vec<NodeId> {
+    let (mut order, suspect): (Vec<NodeId>, Vec<NodeId>) =
+        replicas.iter().copied().partition(|n| !cluster.is_suspect(*n));
     let spread = placement::placement_hash(bucket, key).rotate_left(17) as usize;
-    from.get(spread % from.len().max(1)).copied()
+    if !order.is_empty() {
+        let len = order.len();
+        order.rotate_left(spread % len);
+    }
+    order.extend(suspect);
+    order
 }
 
 /// A majority read of the current row, lean: the body replica sends the
@@ -245,15 +261,19 @@ async fn read_lean(
     bucket: &str,
     key: &str,
 ) -> Attempt<Vec<(NodeId, Option<Manifest>)>> {
-    let Some(body_node) = body_replica(cluster, replicas, bucket, key) else {
+    let order = lean_order(cluster, replicas, bucket, key);
+    let Some(&body_node) = order.first() else {
         return read_from(cluster, map, replicas, bucket, key).await;
     };
-    let need = Need::majority(replicas.len()).waiting_for(body_node);
+    let need = Need::majority(replicas.len()).waiting_for(body_node).hedged(LEAN_READ_HEDGE);
     let body_addr = map.topology.node(body_node).map(|n| n.addr.clone());
     let (b, k): (Arc<str>, Arc<str>) = (bucket.into(), key.into());
     let ask = |client: sillok_storage_node::NodeClient, addr: String| {
         let (b, k, whole) = (b.clone(), k.clone(), body_addr.as_deref() == Some(addr.as_str()));
+        let cluster = cluster.clone();
         async move {
+            // Counted when started: a hedged read builds every call but starts only some.
+            cluster.manifest_read_calls.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             if whole {
                 client.get_manifest(&addr, &b, &k).await.map(Answer::Whole)
             } else {
@@ -265,7 +285,7 @@ async fn read_lean(
     // (they are small): a call dropped mid-answer closes its connection, and
     // the next read would pay for a new one (measured: about one new
     // connection per four thumbnail GETs when they were dropped).
-    let ok = match fanout::call_many(cluster, map, replicas, need, Rest::Finish, ask).await {
+    let ok = match fanout::call_many(cluster, map, &order, need, Rest::Finish, ask).await {
         Gathered::Met { ok, .. } => ok,
         Gathered::Stale(epoch) => return Attempt::Stale(epoch),
         Gathered::Short { ok, failed } => {

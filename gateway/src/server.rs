@@ -214,9 +214,12 @@ async fn route(
                 "# HELP sillok_gateway_suspect_nodes Storage nodes this gateway suspects (calls failed; no probe answered since).\n\
                  # TYPE sillok_gateway_suspect_nodes gauge\nsillok_gateway_suspect_nodes {}\n\
                  # HELP sillok_gateway_manifest_refetches_total Manifest reads whose body replica was behind, slow or down, so the manifest was fetched from another replica.\n\
-                 # TYPE sillok_gateway_manifest_refetches_total counter\nsillok_gateway_manifest_refetches_total {}\n",
+                 # TYPE sillok_gateway_manifest_refetches_total counter\nsillok_gateway_manifest_refetches_total {}\n\
+                 # HELP sillok_gateway_manifest_read_calls_total Storage node calls made by lean manifest reads (whole manifests and summaries).\n\
+                 # TYPE sillok_gateway_manifest_read_calls_total counter\nsillok_gateway_manifest_read_calls_total {}\n",
                 cluster.suspect_count(),
-                cluster.manifest_refetches.load(std::sync::atomic::Ordering::Relaxed)
+                cluster.manifest_refetches.load(std::sync::atomic::Ordering::Relaxed),
+                cluster.manifest_read_calls.load(std::sync::atomic::Ordering::Relaxed)
             ));
             if let Some(r) = catalog.repair.lock().expect("repair lock").as_ref() {
                 page.push_str(&r.prometheus());

@@ -24,11 +24,18 @@ async fn a_body_replica_that_missed_a_write_is_read_around_and_every_read_sees_t
     }
     let page = format!("{}/_sillok/metrics", c.endpoint());
     let refetches = async || metric(&http_text(&page).await, "sillok_gateway_manifest_refetches_total").unwrap();
+    let calls = async || metric(&http_text(&page).await, "sillok_gateway_manifest_read_calls_total").unwrap();
     let before = refetches().await;
+    let calls_before = calls().await;
     for (i, key) in keys.iter().enumerate() {
         assert_same(&get(&s3, "thumbs", key, None).await, &pattern(3_000 + i, 1), key);
     }
     assert_eq!(refetches().await, before, "reads with every replica current fetched a manifest twice");
+    // Hedged: a majority (two of three replicas) is asked, the third only
+    // when one of them is slow. On a loaded machine a few reads may hedge.
+    let made = calls().await - calls_before;
+    assert!(made >= 2.0 * keys.len() as f64, "{made} node calls for {} reads: fewer than a majority each", keys.len());
+    assert!(made < 2.5 * keys.len() as f64, "{made} node calls for {} reads: every replica asked", keys.len());
 
     // A second version of each key reaches two of its three manifest
     // replicas (a write whose third copy was lost): which one misses it
