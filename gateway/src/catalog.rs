@@ -277,7 +277,13 @@ impl GatewayCatalog {
             return Err(exists_error(b, owner));
         }
         let created_at = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_secs());
-        let bucket = Bucket { name: name.into(), owner: owner.into(), created_at, storage_class: STANDARD.to_string() };
+        let bucket = Bucket {
+            name: name.into(),
+            owner: owner.into(),
+            created_at,
+            storage_class: STANDARD.to_string(),
+            cors: None,
+        };
         match self.client.propose(Command::CreateBucket { bucket }).await {
             Ok(p) => self.see_own_write(p.log_index).await,
             Err(ClientError::Refused(CatalogError::BucketExists(_))) => {
