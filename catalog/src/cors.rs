@@ -160,7 +160,7 @@ impl CorsConfig {
 
     /// The first rule that allows `origin` and `method` and, for a preflight,
     /// every header of `request_headers` (for an actual request, pass none).
-    pub fn find<'a>(&self, origin: &str, method: &str, request_headers: &[&'a str]) -> Option<&CorsRule> {
+    pub fn find(&self, origin: &str, method: &str, request_headers: &[&str]) -> Option<&CorsRule> {
         self.rules.iter().find(|r| {
             r.allows_origin(origin) && r.allows_method(method) && r.allows_headers(request_headers.iter().copied())
         })

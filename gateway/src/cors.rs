@@ -22,6 +22,7 @@ use s3s::{S3Error, S3ErrorCode};
 use sillok_catalog::cors::CorsRule;
 
 use crate::catalog::GatewayCatalog;
+use crate::error::GatewayError;
 use crate::vhost::VirtualHosts;
 
 const VARY: &str = "Origin, Access-Control-Request-Headers, Access-Control-Request-Method";
@@ -135,6 +136,11 @@ pub async fn preflight<B>(
             "A CORS preflight request must name a bucket.",
         ));
     };
+    // Unauthenticated: a name no bucket can have is not looked up on the
+    // catalog's leader (a miss is; at most one such read runs at a time).
+    if sillok_catalog::state::check_bucket_name(&bucket).is_err() {
+        return Err(GatewayError::NoSuchBucket.into());
+    }
     let Some(cors) = catalog.bucket_cors(&bucket).await? else {
         return Err(refusal(
             "AccessForbidden",
@@ -153,10 +159,10 @@ pub async fn preflight<B>(
     };
     let mut headers = HeaderMap::new();
     allow(rule, origin, &mut headers);
-    if !requested.is_empty() {
-        if let Ok(v) = HeaderValue::from_str(&requested.join(", ")) {
-            headers.insert("access-control-allow-headers", v);
-        }
+    if !requested.is_empty()
+        && let Ok(v) = HeaderValue::from_str(&requested.join(", "))
+    {
+        headers.insert("access-control-allow-headers", v);
     }
     headers.insert(http::header::VARY, HeaderValue::from_static(VARY));
     Ok(headers)
