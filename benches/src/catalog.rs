@@ -157,7 +157,7 @@ impl Drop for Cluster {
 
 fn bucket(name: String) -> Command {
     Command::CreateBucket {
-        bucket: Bucket { name, owner: "bench".into(), created_at: 1, storage_class: STANDARD.into() },
+        bucket: Bucket { name, owner: "bench".into(), created_at: 1, storage_class: STANDARD.into(), cors: None },
     }
 }
 

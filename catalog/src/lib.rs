@@ -8,6 +8,8 @@
 //!   snapshots), `raft-log.redb` and `catalog.redb` in the replica's directory;
 //! - `raft_network`: openraft's network between replicas, over the internal
 //!   transport (`sillok_rpc`);
+//! - `cors`: a bucket's CORS configuration, S3's rules for it, and which
+//!   rule a request matches (pure);
 //! - `api`: the wire types of the catalog's HTTP API (routes listed there);
 //! - `server`: a running replica: its Raft instance, the HTTP service, the
 //!   forwarding of writes to the leader, the one-time seeding from the
@@ -38,6 +40,7 @@
 
 pub mod api;
 pub mod client;
+pub mod cors;
 pub mod detector;
 pub mod follower;
 pub mod raft_network;

@@ -29,6 +29,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde::{Deserialize, Serialize};
 
 use sillok_placement::PlacementMap;
+
+use crate::cors::CorsConfig;
 use sillok_placement::topology::{Node, NodeId, NodeState, Site, Topology};
 
 /// The storage class every bucket gets unless it names another; its EC
@@ -43,6 +45,10 @@ pub struct Bucket {
     /// Seconds since the Unix epoch, chosen by the leader that proposed it.
     pub created_at: u64,
     pub storage_class: String,
+    /// The bucket's CORS configuration (`None`: CORS requests are refused).
+    /// Absent from catalogs written before it existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cors: Option<CorsConfig>,
 }
 
 /// What an access key may do.
@@ -197,6 +203,12 @@ pub enum Command {
     DeleteBucket {
         name: String,
     },
+    /// Sets (or, with `None`, removes) a bucket's CORS configuration.
+    SetBucketCors {
+        bucket: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        cors: Option<CorsConfig>,
+    },
     CreateKey {
         key: KeyRecord,
     },
@@ -305,6 +317,7 @@ impl Command {
             Command::Bootstrap { .. } => Touch::All,
             Command::CreateBucket { bucket } => Touch::Bucket(bucket.name.clone()),
             Command::DeleteBucket { name } => Touch::Bucket(name.clone()),
+            Command::SetBucketCors { bucket, .. } => Touch::Bucket(bucket.clone()),
             Command::CreateKey { key } => Touch::Key(key.id.clone()),
             Command::RevokeKey { id } => Touch::Key(id.clone()),
             _ => Touch::Map,
@@ -371,6 +384,11 @@ pub enum Outcome {
     BucketDeleted {
         name: String,
     },
+    BucketCorsSet {
+        bucket: String,
+        /// Whether the bucket now has a configuration (false: removed).
+        set: bool,
+    },
     /// The new key, secret included: the only time the secret is shown.
     KeyCreated {
         key: KeyRecord,
@@ -424,6 +442,8 @@ pub enum CatalogError {
     NoSuchBucket(String),
     #[error("invalid bucket name {name:?}: {reason}")]
     InvalidBucketName { name: String, reason: String },
+    #[error("invalid CORS configuration: {0}")]
+    InvalidCors(String),
     #[error("storage class {0:?} is unknown; the classes are: STANDARD")]
     UnknownStorageClass(String),
     #[error("access key {0} already exists")]
@@ -543,6 +563,16 @@ impl Catalog {
                 Some(_) => Ok(Outcome::BucketDeleted { name: name.clone() }),
                 None => Err(CatalogError::NoSuchBucket(name.clone())),
             },
+            Command::SetBucketCors { bucket, cors } => {
+                if let Some(c) = cors {
+                    c.validate().map_err(|e| CatalogError::InvalidCors(e.to_string()))?;
+                }
+                let Some(b) = self.buckets.get_mut(bucket) else {
+                    return Err(CatalogError::NoSuchBucket(bucket.clone()));
+                };
+                b.cors = cors.clone();
+                Ok(Outcome::BucketCorsSet { bucket: bucket.clone(), set: cors.is_some() })
+            }
             Command::CreateKey { key } => {
                 check_key(key)?;
                 if self.keys.contains_key(&key.id) {
@@ -884,7 +914,7 @@ mod tests {
     }
 
     fn bucket(name: &str) -> Bucket {
-        Bucket { name: name.into(), owner: "S3KEY1".into(), created_at: 5, storage_class: STANDARD.into() }
+        Bucket { name: name.into(), owner: "S3KEY1".into(), created_at: 5, storage_class: STANDARD.into(), cors: None }
     }
 
     /// Applies a command that must be refused and checks that nothing changed.
@@ -909,6 +939,43 @@ mod tests {
             Outcome::AlreadyBootstrapped
         );
         assert_eq!(c, before);
+    }
+
+    #[test]
+    fn a_bucket_cors_configuration_is_validated_set_and_removed() {
+        use crate::cors::{CorsConfig, CorsRule};
+        let mut c = seeded(3, 2);
+        c.apply(&Command::CreateBucket { bucket: bucket("web") }).unwrap();
+        let rule = CorsRule {
+            allowed_origins: vec!["https://*.chat.example".into()],
+            allowed_methods: vec!["GET".into(), "PUT".into()],
+            ..Default::default()
+        };
+        let cors = CorsConfig { rules: vec![rule.clone()] };
+        let set = Command::SetBucketCors { bucket: "web".into(), cors: Some(cors.clone()) };
+        assert_eq!(c.apply(&set).unwrap(), Outcome::BucketCorsSet { bucket: "web".into(), set: true });
+        assert_eq!(c.buckets["web"].cors.as_ref(), Some(&cors));
+        assert_eq!(set.touches(), Touch::Bucket("web".into()));
+        // Replicated as JSON: the command and the bucket round-trip.
+        let back: Command = serde_json::from_str(&serde_json::to_string(&set).unwrap()).unwrap();
+        assert_eq!(back, set);
+        let mut bad = rule;
+        bad.allowed_methods = vec!["PATCH".into()];
+        let bad = Command::SetBucketCors { bucket: "web".into(), cors: Some(CorsConfig { rules: vec![bad] }) };
+        assert!(matches!(refused(&mut c, bad), CatalogError::InvalidCors(_)));
+        assert_eq!(
+            refused(&mut c, Command::SetBucketCors { bucket: "nope".into(), cors: Some(cors) }),
+            CatalogError::NoSuchBucket("nope".into())
+        );
+        let removed = c.apply(&Command::SetBucketCors { bucket: "web".into(), cors: None }).unwrap();
+        assert_eq!(removed, Outcome::BucketCorsSet { bucket: "web".into(), set: false });
+        assert_eq!(c.buckets["web"].cors, None);
+        // A bucket stored before the field existed reads back without one,
+        // and one without a configuration is stored as before.
+        let old: Bucket =
+            serde_json::from_str(r#"{"name":"old","owner":"K","created_at":1,"storage_class":"STANDARD"}"#).unwrap();
+        assert_eq!(old.cors, None);
+        assert!(!serde_json::to_string(&old).unwrap().contains("cors"));
     }
 
     #[test]

@@ -134,7 +134,13 @@ impl Cluster {
 
 fn bucket(name: &str) -> Command {
     Command::CreateBucket {
-        bucket: Bucket { name: name.into(), owner: "ADMINKEY".into(), created_at: 7, storage_class: STANDARD.into() },
+        bucket: Bucket {
+            name: name.into(),
+            owner: "ADMINKEY".into(),
+            created_at: 7,
+            storage_class: STANDARD.into(),
+            cors: None,
+        },
     }
 }
 

@@ -4,7 +4,8 @@
 //! Owns: the process's one [`Follower`] of the catalog (long poll, last view
 //! saved in the gateway's state directory), which publishes each view as an
 //! [`Index`] (buckets and keys by name, and the map); and the
-//! [`CatalogClient`] through which bucket changes are proposed.
+//! [`CatalogClient`] through which bucket changes (creation, deletion, CORS
+//! configuration) are proposed.
 //!
 //! Invariants:
 //! - The follower is the only owner of the map and the catalog in a gateway:
@@ -34,6 +35,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use serde::{Deserialize, Serialize};
 use sillok_catalog::api::CatalogView;
+use sillok_catalog::cors::CorsConfig;
 use sillok_catalog::follower::{FollowOptions, Followed, Follower};
 use sillok_catalog::state::{Bucket, CatalogError, Command, KeyRecord, Permission, STANDARD};
 use sillok_catalog::{CatalogClient, ClientError};
@@ -277,7 +279,13 @@ impl GatewayCatalog {
             return Err(exists_error(b, owner));
         }
         let created_at = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_secs());
-        let bucket = Bucket { name: name.into(), owner: owner.into(), created_at, storage_class: STANDARD.to_string() };
+        let bucket = Bucket {
+            name: name.into(),
+            owner: owner.into(),
+            created_at,
+            storage_class: STANDARD.to_string(),
+            cors: None,
+        };
         match self.client.propose(Command::CreateBucket { bucket }).await {
             Ok(p) => self.see_own_write(p.log_index).await,
             Err(ClientError::Refused(CatalogError::BucketExists(_))) => {
@@ -295,6 +303,29 @@ impl GatewayCatalog {
     /// Deletes a bucket (the caller has checked that it is empty).
     pub async fn delete_bucket(&self, name: &str) -> Result<(), GatewayError> {
         match self.client.propose(Command::DeleteBucket { name: name.into() }).await {
+            Ok(p) => self.see_own_write(p.log_index).await,
+            Err(ClientError::Refused(CatalogError::NoSuchBucket(_))) => Err(GatewayError::NoSuchBucket),
+            Err(e) => Err(catalog_error(e)),
+        }
+    }
+
+    /// The bucket's CORS configuration, if it has one (`NoSuchBucket` as
+    /// [`Self::require_bucket`] answers it).
+    pub async fn bucket_cors(&self, name: &str) -> Result<Option<CorsConfig>, GatewayError> {
+        self.require_bucket(name).await?;
+        Ok(self.cors_of(name))
+    }
+
+    /// The bucket's CORS configuration from this gateway's copy only (no
+    /// network: asked for every request that carries an `Origin`).
+    pub fn cors_of(&self, name: &str) -> Option<CorsConfig> {
+        self.index().buckets.get(name).and_then(|b| b.cors.clone())
+    }
+
+    /// Sets (`None`: removes) the bucket's CORS configuration, which the
+    /// caller has validated; visible here before it returns.
+    pub async fn set_bucket_cors(&self, name: &str, cors: Option<CorsConfig>) -> Result<(), GatewayError> {
+        match self.client.propose(Command::SetBucketCors { bucket: name.into(), cors }).await {
             Ok(p) => self.see_own_write(p.log_index).await,
             Err(ClientError::Refused(CatalogError::NoSuchBucket(_))) => Err(GatewayError::NoSuchBucket),
             Err(e) => Err(catalog_error(e)),

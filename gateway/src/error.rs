@@ -64,6 +64,11 @@ pub enum GatewayError {
     EntityTooSmall { number: u32, size: u64, min: u64 },
     #[error("{0}")]
     InvalidRequest(String),
+    /// The request's XML is well formed but not what the operation takes.
+    #[error("{0}")]
+    MalformedXml(String),
+    #[error("The CORS configuration does not exist")]
+    NoSuchCorsConfiguration,
     #[error("at least one of the preconditions you specified did not hold")]
     PreconditionFailed,
     #[error("not modified")]
@@ -115,6 +120,8 @@ impl From<GatewayError> for S3Error {
             G::InvalidPartOrder => S3ErrorCode::InvalidPartOrder,
             G::EntityTooSmall { .. } => S3ErrorCode::EntityTooSmall,
             G::InvalidRequest(_) => S3ErrorCode::InvalidRequest,
+            G::MalformedXml(_) => S3ErrorCode::MalformedXML,
+            G::NoSuchCorsConfiguration => S3ErrorCode::NoSuchCORSConfiguration,
             G::PreconditionFailed => S3ErrorCode::PreconditionFailed,
             G::NotModified => S3ErrorCode::NotModified,
             G::DataLoss(_) | G::Internal(_) => S3ErrorCode::InternalError,

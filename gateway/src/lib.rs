@@ -7,6 +7,7 @@
 //! - `body`: request-body adapters applied before s3s (form uploads);
 //! - `catalog`: the gateway's copy of the catalog (buckets, keys, map),
 //!   followed from the Raft catalog and saved on disk;
+//! - `cors`: CORS preflights and the CORS headers on responses;
 //! - `cluster`: the gateway's view of the cluster: the placement map, node
 //!   addresses, which nodes are suspect right now, and the node client;
 //! - `fanout`: calls to many nodes at once: deadlines, suspicion, "need N
@@ -28,6 +29,7 @@ pub mod body;
 pub mod catalog;
 pub mod checksum;
 pub mod cluster;
+pub mod cors;
 pub mod error;
 pub mod fanout;
 pub mod listing;

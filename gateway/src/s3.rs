@@ -4,9 +4,11 @@
 //!
 //! Submodules: `fields` (request/response fields ↔ manifests), `conditions`
 //! (If-* preconditions), `objects` (GET/HEAD/PUT/DELETE/copy and batch delete),
-//! `uploads` (multipart), `listing` (ListObjects v1/v2 and ListMultipartUploads).
+//! `uploads` (multipart), `listing` (ListObjects v1/v2 and ListMultipartUploads),
+//! `cors` (Put/Get/DeleteBucketCors).
 
 mod conditions;
+mod cors;
 pub(crate) mod fields;
 mod listing;
 mod objects;
@@ -157,6 +159,21 @@ impl S3 for SillokS3 {
         .await;
         self.metrics.count("PostObject", r.is_ok());
         r
+    }
+
+    async fn put_bucket_cors(&self, req: S3Request<PutBucketCorsInput>) -> S3Result<S3Response<PutBucketCorsOutput>> {
+        op!(self, "PutBucketCors", self.do_put_bucket_cors(req).await)
+    }
+
+    async fn get_bucket_cors(&self, req: S3Request<GetBucketCorsInput>) -> S3Result<S3Response<GetBucketCorsOutput>> {
+        op!(self, "GetBucketCors", self.do_get_bucket_cors(req.input).await)
+    }
+
+    async fn delete_bucket_cors(
+        &self,
+        req: S3Request<DeleteBucketCorsInput>,
+    ) -> S3Result<S3Response<DeleteBucketCorsOutput>> {
+        op!(self, "DeleteBucketCors", self.do_delete_bucket_cors(req.input).await)
     }
 
     async fn get_bucket_versioning(

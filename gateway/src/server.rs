@@ -11,6 +11,10 @@
 //! timeout. Every response carries an `x-amz-request-id`, which error
 //! bodies repeat as `<RequestId>`. A panic while serving a request becomes a
 //! 500 `InternalError` for that request only.
+//!
+//! CORS (`crate::cors`): `OPTIONS` (a preflight) is answered here, before
+//! s3s and without authentication; every other response to a request with an
+//! `Origin` (errors included) gets the bucket's CORS headers on its way out.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -34,6 +38,7 @@ use crate::cluster::Cluster;
 use crate::metrics::Metrics;
 use crate::read::ReadSettings;
 use crate::s3::SillokS3;
+use crate::vhost::VirtualHosts;
 use crate::write::WriteSettings;
 
 #[derive(Debug, Clone)]
@@ -99,7 +104,8 @@ pub async fn bind(
     let mut builder = S3ServiceBuilder::new(s3);
     builder.set_auth(crate::auth::CatalogKeys(catalog.clone()));
     builder.set_access(crate::auth::KeyPermissions(catalog.clone()));
-    builder.set_host(crate::vhost::VirtualHosts::new(&config.domains).map_err(std::io::Error::other)?);
+    let hosts = Arc::new(crate::vhost::VirtualHosts::new(&config.domains).map_err(std::io::Error::other)?);
+    builder.set_host((*hosts).clone());
     let mut s3_config = s3s::config::S3Config::default();
     s3_config.xml_max_body_size = MAX_XML_BODY;
     s3_config.post_object_max_file_size = config.post_max_size;
@@ -128,11 +134,11 @@ pub async fn bind(
             let _ = stream.set_nodelay(true);
             let service = service.clone();
             let metrics = metrics.clone();
-            let (cluster, catalog) = (cluster.clone(), catalog.clone());
+            let (cluster, catalog, hosts) = (cluster.clone(), catalog.clone(), hosts.clone());
             let svc = hyper::service::service_fn(move |req: http::Request<Incoming>| {
                 let service = service.clone();
                 let metrics = metrics.clone();
-                let state = (cluster.clone(), catalog.clone());
+                let state = (cluster.clone(), catalog.clone(), hosts.clone());
                 async move { Ok::<_, std::convert::Infallible>(route(&service, &metrics, &state, req).await) }
             });
             let mut server = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
@@ -195,7 +201,7 @@ async fn follow_catalog(config: &GatewayConfig) -> std::io::Result<Arc<GatewayCa
 async fn route(
     service: &s3s::service::S3Service,
     metrics: &Metrics,
-    (cluster, catalog): &(Arc<Cluster>, Arc<GatewayCatalog>),
+    (cluster, catalog, hosts): &(Arc<Cluster>, Arc<GatewayCatalog>, Arc<VirtualHosts>),
     req: http::Request<Incoming>,
 ) -> http::Response<RespBody> {
     let text = |status: u16, body: String| {
@@ -229,6 +235,44 @@ async fn route(
         _ => {}
     }
     let request_id = next_request_id();
+    let mut resp = if crate::cors::is_preflight(&req) {
+        let answer = crate::cors::preflight(&req, hosts, catalog).await;
+        metrics.count("PreflightCors", answer.is_ok());
+        match answer {
+            Ok(headers) => {
+                let mut resp = http::Response::new(http_body_util::Empty::new().map_err(|e| match e {}).boxed_unsync());
+                *resp.headers_mut() = headers;
+                resp
+            }
+            Err(e) => error_xml(
+                e.status_code().map_or(400, |s| s.as_u16()),
+                e.code().as_str(),
+                e.message().unwrap_or(""),
+                &request_id,
+            ),
+        }
+    } else {
+        let actual = crate::cors::Actual::of(&req, hosts);
+        let mut resp = serve_s3(service, req, &request_id).await;
+        if let Some(actual) = actual {
+            actual.decorate(catalog, resp.headers_mut());
+        }
+        resp
+    };
+    if let Ok(v) = http::HeaderValue::from_str(&request_id) {
+        resp.headers_mut().insert("x-amz-request-id", v.clone());
+        resp.headers_mut().insert("x-amz-id-2", v);
+    }
+    resp
+}
+
+/// Everything but the gateway's own routes and CORS preflights: through s3s.
+async fn serve_s3(
+    service: &s3s::service::S3Service,
+    req: http::Request<Incoming>,
+    request_id: &str,
+) -> http::Response<RespBody> {
+    let request_id = request_id.to_string();
     let may_withhold = body_may_be_withheld(&req);
     if let Some(why) = malformed_date(&req) {
         return close_if(may_withhold, error_xml(400, "AuthorizationHeaderMalformed", why, &request_id));
@@ -252,7 +296,7 @@ async fn route(
         None => req.map(s3s::Body::from),
     };
     let served = std::panic::AssertUnwindSafe(service.call(req)).catch_unwind().await;
-    let mut resp = match served {
+    let resp = match served {
         Ok(Ok(resp)) => {
             let resp =
                 resp.map(|b| b.map_err(|e| -> Box<dyn std::error::Error + Send + Sync> { e.into() }).boxed_unsync());
@@ -271,10 +315,6 @@ async fn route(
             error_xml(500, "InternalError", "We encountered an internal error. Please try again.", &request_id)
         }
     };
-    if let Ok(v) = http::HeaderValue::from_str(&request_id) {
-        resp.headers_mut().insert("x-amz-request-id", v.clone());
-        resp.headers_mut().insert("x-amz-id-2", v);
-    }
     // A success means the handler read the body (so `100 Continue` went out
     // and the body came); an error may come before it was asked for.
     close_if(may_withhold && !resp.status().is_success(), resp)
@@ -376,6 +416,7 @@ fn next_request_id() -> String {
 }
 
 fn error_xml(status: u16, code: &str, message: &str, request_id: &str) -> http::Response<RespBody> {
+    let message = message.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;");
     let body = format!(
         "<?xml version=\"1.0\" encoding=\"UTF-8\"?><Error><Code>{code}</Code><Message>{message}</Message><RequestId>{request_id}</RequestId></Error>"
     );

@@ -157,7 +157,13 @@ impl Drop for Replicas {
 
 fn bucket(name: &str) -> Command {
     Command::CreateBucket {
-        bucket: Bucket { name: name.into(), owner: "test".into(), created_at: 1, storage_class: STANDARD.into() },
+        bucket: Bucket {
+            name: name.into(),
+            owner: "test".into(),
+            created_at: 1,
+            storage_class: STANDARD.into(),
+            cors: None,
+        },
     }
 }
 

@@ -11,6 +11,7 @@ mod support;
 
 mod catalog;
 mod collector;
+mod cors;
 mod data_path;
 mod detector;
 mod drill;
