@@ -22,4 +22,5 @@ mod rebuild;
 mod s3_compat;
 mod s3_operations;
 mod substitutes;
+mod tagging;
 mod versions;
