@@ -130,7 +130,7 @@ pub fn to_tag_set(tags: &BTreeMap<String, String>) -> TagSet {
 
 /// `x-amz-tagging-count` for GET and HEAD: only when the object has tags.
 pub fn count(m: &Manifest) -> Option<i32> {
-    (!m.tags.is_empty()).then(|| m.tags.len() as i32)
+    (!m.tags.is_empty()).then_some(m.tags.len() as i32)
 }
 
 /// A version just above `v` and below any version taken later by a clock
