@@ -69,9 +69,16 @@ mod tests {
 
     #[test]
     fn reads_and_writes_are_told_apart_by_operation_name() {
-        for op in
-            ["GetObject", "HeadObject", "HeadBucket", "ListObjectsV2", "ListBuckets", "ListParts", "GetBucketLocation"]
-        {
+        for op in [
+            "GetObject",
+            "HeadObject",
+            "HeadBucket",
+            "ListObjectsV2",
+            "ListBuckets",
+            "ListParts",
+            "GetBucketLocation",
+            "GetObjectTagging",
+        ] {
             assert!(is_read_operation(op), "{op}");
         }
         for op in [
@@ -87,6 +94,8 @@ mod tests {
             "CreateMultipartUpload",
             "AbortMultipartUpload",
             "UploadPartCopy",
+            "PutObjectTagging",
+            "DeleteObjectTagging",
         ] {
             assert!(!is_read_operation(op), "{op}");
         }

@@ -4,7 +4,7 @@
 //! Storage (all through the same majority quorums as objects):
 //! - the upload record is a manifest in namespace [`UPLOADS`] with key
 //!   `<bucket>/<object key>/<upload id>`; it carries the object's future
-//!   content type, headers and user metadata, and in its inline body the
+//!   content type, headers, user metadata and tags, and in its inline body the
 //!   upload's state ([`UploadState`]);
 //! - each part is an ordinary object written by the PUT path (inline or
 //!   erasure-coded, streamed with bounded memory) in namespace [`PARTS`] with
@@ -138,6 +138,7 @@ fn record(bucket: &str, key: &str, upload_id: &str, template: &Manifest, state: 
         content_type: template.content_type.clone(),
         headers: template.headers.clone(),
         user_metadata: template.user_metadata.clone(),
+        tags: template.tags.clone(),
         body: Body::Inline { data: serde_json::to_vec(state).expect("state serialises").into() },
         locations: 0,
     }
@@ -151,6 +152,8 @@ pub struct NewUpload {
     pub content_type: Option<String>,
     pub headers: BTreeMap<String, String>,
     pub user_metadata: BTreeMap<String, String>,
+    /// Tags for the completed object (`x-amz-tagging` on CreateMultipartUpload).
+    pub tags: BTreeMap<String, String>,
     pub checksum: Option<Algorithm>,
     pub full_object: bool,
 }
@@ -168,6 +171,7 @@ pub async fn create(cluster: &Arc<Cluster>, new: NewUpload) -> Result<String, Ga
         content_type: new.content_type,
         headers: new.headers,
         user_metadata: new.user_metadata,
+        tags: new.tags,
         body: Body::Deleted,
         locations: 0,
     };
@@ -432,6 +436,7 @@ pub async fn complete(
         content_type: upload.record.content_type.clone(),
         headers,
         user_metadata: upload.record.user_metadata.clone(),
+        tags: upload.record.tags.clone(),
         body: Body::Multipart { parts },
         locations: 0,
     };

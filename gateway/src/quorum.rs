@@ -91,6 +91,24 @@ pub async fn write_manifest(cluster: &Arc<Cluster>, m: &Manifest) -> Result<Mani
     )))
 }
 
+/// Writes `m` once, not redone above a newer version: `Ok(None)` when it
+/// won, `Ok(Some(newer))` when a replica holds a newer version. For a change
+/// made to the manifest it read (tags), which must be made again on the newer
+/// manifest rather than written over it.
+pub async fn write_manifest_unless_newer(
+    cluster: &Arc<Cluster>,
+    m: &Manifest,
+) -> Result<Option<Version>, GatewayError> {
+    cluster.check_clock()?;
+    match fanout::on_current_map(cluster, |map| write_on(cluster, map, m)).await? {
+        Written::Won => Ok(None),
+        Written::Superseded(newer) => {
+            clock::observe(newer);
+            Ok(Some(newer))
+        }
+    }
+}
+
 /// One attempt on the current replicas.
 async fn write_on(cluster: &Arc<Cluster>, map: Arc<PlacementMap>, m: &Manifest) -> Attempt<Written> {
     let replicas = map.manifest_replicas(placement::pg_of(&map, &m.bucket, &m.key));

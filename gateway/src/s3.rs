@@ -5,13 +5,15 @@
 //! Submodules: `fields` (request/response fields ↔ manifests), `conditions`
 //! (If-* preconditions), `objects` (GET/HEAD/PUT/DELETE/copy and batch delete),
 //! `uploads` (multipart), `listing` (ListObjects v1/v2 and ListMultipartUploads),
-//! `cors` (Put/Get/DeleteBucketCors).
+//! `cors` (Put/Get/DeleteBucketCors), `tagging` (object tags: their limits
+//! and Put/Get/DeleteObjectTagging).
 
 mod conditions;
 mod cors;
 pub(crate) mod fields;
 mod listing;
 mod objects;
+mod tagging;
 mod uploads;
 
 use std::sync::Arc;
@@ -192,7 +194,15 @@ impl S3 for SillokS3 {
     }
 
     async fn head_object(&self, req: S3Request<HeadObjectInput>) -> S3Result<S3Response<HeadObjectOutput>> {
-        op!(self, "HeadObject", self.do_head_object(req.input).await)
+        let r = self.do_head_object(req.input).await;
+        self.metrics.count("HeadObject", r.is_ok());
+        let (out, tag_count) = r?;
+        let mut resp = S3Response::new(out);
+        // s3s 0.14.1's HeadObjectOutput has no tag count; S3 sends it on HEAD too.
+        if let Some(n) = tag_count {
+            resp.headers.insert("x-amz-tagging-count", http::HeaderValue::from(n));
+        }
+        Ok(resp)
     }
 
     async fn delete_object(&self, req: S3Request<DeleteObjectInput>) -> S3Result<S3Response<DeleteObjectOutput>> {
@@ -206,6 +216,27 @@ impl S3 for SillokS3 {
 
     async fn delete_objects(&self, req: S3Request<DeleteObjectsInput>) -> S3Result<S3Response<DeleteObjectsOutput>> {
         op!(self, "DeleteObjects", self.do_delete_objects(req.input).await)
+    }
+
+    async fn put_object_tagging(
+        &self,
+        req: S3Request<PutObjectTaggingInput>,
+    ) -> S3Result<S3Response<PutObjectTaggingOutput>> {
+        op!(self, "PutObjectTagging", self.do_put_object_tagging(req.input).await)
+    }
+
+    async fn get_object_tagging(
+        &self,
+        req: S3Request<GetObjectTaggingInput>,
+    ) -> S3Result<S3Response<GetObjectTaggingOutput>> {
+        op!(self, "GetObjectTagging", self.do_get_object_tagging(req.input).await)
+    }
+
+    async fn delete_object_tagging(
+        &self,
+        req: S3Request<DeleteObjectTaggingInput>,
+    ) -> S3Result<S3Response<DeleteObjectTaggingOutput>> {
+        op!(self, "DeleteObjectTagging", self.do_delete_object_tagging(req.input).await)
     }
 
     async fn copy_object(&self, req: S3Request<CopyObjectInput>) -> S3Result<S3Response<CopyObjectOutput>> {

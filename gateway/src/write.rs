@@ -81,6 +81,8 @@ pub struct PutRequest {
     pub content_type: Option<String>,
     pub headers: BTreeMap<String, String>,
     pub user_metadata: BTreeMap<String, String>,
+    /// The object's tags, already checked against S3's limits (`s3::tagging`).
+    pub tags: BTreeMap<String, String>,
     /// An additional checksum the client asked for (verified, then kept).
     pub checksum: Option<checksum::Expected>,
 }
@@ -171,6 +173,7 @@ where
         content_type: req.content_type,
         headers,
         user_metadata: req.user_metadata,
+        tags: req.tags,
         body,
         locations: 0,
     };

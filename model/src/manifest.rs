@@ -136,6 +136,12 @@ pub struct Manifest {
     pub headers: BTreeMap<String, String>,
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub user_metadata: BTreeMap<String, String>,
+    /// S3 object tags (key → value; keys are unique). The gateway holds them
+    /// to S3's limits (at most 10, keys 1-128 characters, values 0-256);
+    /// the model keeps whatever it is given. A manifest without tags encodes
+    /// exactly as it did before tags existed ([`wire`]).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub tags: BTreeMap<String, String>,
     pub body: Body,
     /// The location generation: how many times a repair or a move has
     /// changed where this version's shards are (`shards[i].node`), without
@@ -167,6 +173,7 @@ impl Manifest {
             content_type: None,
             headers: BTreeMap::new(),
             user_metadata: BTreeMap::new(),
+            tags: BTreeMap::new(),
             body: Body::Deleted,
             locations: 0,
         }

@@ -1050,6 +1050,7 @@ mod tests {
             content_type: None,
             headers: Default::default(),
             user_metadata: Default::default(),
+            tags: Default::default(),
             body: Body::Inline { data: vec![1, 2, 3].into() },
             locations: 0,
         }

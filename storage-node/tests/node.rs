@@ -125,6 +125,7 @@ fn manifest(bucket: &str, key: &str, nanos: u64) -> Manifest {
         content_type: Some("text/plain".into()),
         headers: Default::default(),
         user_metadata: [("color".to_string(), "blue".to_string())].into_iter().collect(),
+        tags: Default::default(),
         body: Body::Inline { data: b"abc".to_vec().into() },
         locations: 0,
     }

@@ -23,4 +23,5 @@ mod rebuild;
 mod s3_compat;
 mod s3_operations;
 mod substitutes;
+mod tagging;
 mod versions;

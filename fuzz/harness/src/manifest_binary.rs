@@ -6,7 +6,8 @@
 //!
 //! Invariants: nothing panics; a manifest that decodes encodes to bytes that
 //! decode to an equal manifest, and its header names the same version and
-//! location generation as the decoded manifest.
+//! location generation as the decoded manifest; the re-encoding is format 2
+//! exactly when the manifest has tags.
 
 use bytes::Bytes;
 use sillok_model::manifest::wire;
@@ -16,6 +17,7 @@ pub fn run(data: &[u8]) {
     let Ok(m) = wire::decode(&bytes) else { return };
     assert_eq!(wire::peek_order(data).ok(), Some((m.version, m.locations)), "the header disagrees with the manifest");
     let again = Bytes::from(wire::encode(&m));
+    assert_eq!(again[0] == wire::FORMAT_TAGGED, !m.tags.is_empty(), "the format byte disagrees with the tags");
     assert_eq!(wire::decode(&again).as_ref(), Ok(&m), "{m:?} does not survive its own encoding");
 }
 

@@ -523,6 +523,11 @@ fn manifest_seeds(out: &mut Vec<Seed>) {
             r#""size":4194304,"body":{"kind":"sharded","object_id":"0123456789abcdef0123456789abcdef","codec":"rs-vandermonde","k":4,"m":2,"block_size":1048576,"epoch":3,"shards":[{"index":0,"node":1},{"index":1,"node":2},{"index":2,"node":3},{"index":3,"node":4},{"index":4,"node":5},{"index":5,"node":6}]}"#,
         ),
         ("deleted", r#""size":0,"body":{"kind":"deleted"}"#),
+        // Tags make the binary encoding format 2 (`wire::FORMAT_TAGGED`).
+        (
+            "tagged",
+            r#""size":5,"content_type":"image/jpeg","user_metadata":{"album":"summer"},"tags":{"expire":"30d","owner":"채팅"},"body":{"kind":"inline","data":"aGVsbG8="}"#,
+        ),
         (
             "multipart",
             r#""size":10,"body":{"kind":"multipart","parts":[{"number":1,"size":5,"etag":"x","body":{"kind":"inline","data":"aGVsbG8="}},{"number":2,"size":5,"etag":"y","body":{"kind":"inline","data":"d29ybGQ="}}]}"#,

@@ -14,6 +14,7 @@ use super::conditions::Preconditions;
 use super::fields::{
     self, checksum_values, copy_source_preconditions, describe_object, fill_checksums, preconditions, timestamp_ms,
 };
+use super::tagging;
 use crate::checksum::{self, Algorithm};
 use crate::error::GatewayError;
 use crate::quorum;
@@ -35,6 +36,7 @@ impl SillokS3 {
         let len = fields::content_length(input.content_length)?;
         let content_md5 = input.content_md5.as_deref().map(fields::decode_md5).transpose()?;
         let user_metadata = fields::request_metadata(input.metadata)?;
+        let tags = tagging::from_header(input.tagging.as_deref())?;
         // Conditional writes (If-None-Match: * / If-Match): checked before the
         // body is read. Best effort: two racing conditional PUTs can both pass.
         if input.if_match.is_some() || input.if_none_match.is_some() {
@@ -66,6 +68,7 @@ impl SillokS3 {
                 input.expires.as_ref(),
             ),
             user_metadata,
+            tags,
             checksum,
         };
         let body = match input.body {
@@ -121,13 +124,19 @@ impl SillokS3 {
             content_length: Some(len as i64),
             content_range,
             parts_count: part.and_then(|p| p.count),
+            tag_count: tagging::count(&m),
             ..Default::default()
         };
         describe_object!(out, input, &m);
         Ok(out)
     }
 
-    pub(super) async fn do_head_object(&self, mut input: HeadObjectInput) -> Result<HeadObjectOutput, S3Error> {
+    /// The HEAD answer, and the object's tag count (`x-amz-tagging-count`,
+    /// which s3s's HEAD output has no field for).
+    pub(super) async fn do_head_object(
+        &self,
+        mut input: HeadObjectInput,
+    ) -> Result<(HeadObjectOutput, Option<i32>), S3Error> {
         let m = self.live_manifest(&input.bucket, &input.key).await?;
         preconditions!(input).check(&m.etag, m.last_modified_ms, true)?;
         let mut out = HeadObjectOutput { content_length: Some(m.size as i64), ..Default::default() };
@@ -137,7 +146,7 @@ impl SillokS3 {
             out.parts_count = p.count;
         }
         describe_object!(out, input, &m);
-        Ok(out)
+        Ok((out, tagging::count(&m)))
     }
 
     /// Deletes a key (a tombstone supersedes every older version); its shards
@@ -260,6 +269,15 @@ impl SillokS3 {
         } else {
             (src.content_type.clone(), fields::standard_headers(&src), src.user_metadata.clone())
         };
+        // Tags: the source's (COPY, the default) or those of `x-amz-tagging` (REPLACE).
+        let tags = match input.tagging_directive.as_ref().map(|d| d.as_str()) {
+            None => src.tags.clone(),
+            Some(d) if d.eq_ignore_ascii_case(TaggingDirective::COPY) => src.tags.clone(),
+            Some(d) if d.eq_ignore_ascii_case(TaggingDirective::REPLACE) => {
+                tagging::from_header(input.tagging.as_deref())?
+            }
+            Some(d) => return Err(s3_error!(InvalidArgument, "Unknown tagging directive: {d}")),
+        };
         // The copy gets a checksum of the algorithm asked for, else of the source's.
         let algorithm = match &input.checksum_algorithm {
             Some(a) => Some(
@@ -276,6 +294,7 @@ impl SillokS3 {
             content_type,
             headers,
             user_metadata,
+            tags,
             checksum: algorithm.map(|algorithm| checksum::Expected { algorithm, value: None, trailer: None }),
         };
         let body = self.source_body(&src, 0..src.size);

@@ -99,6 +99,7 @@ impl SillokS3 {
                 input.expires.as_ref(),
             ),
             user_metadata: fields::request_metadata(input.metadata)?,
+            tags: super::tagging::from_header(input.tagging.as_deref())?,
             checksum,
             full_object,
         };

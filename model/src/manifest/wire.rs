@@ -1,19 +1,21 @@
 //! The compact binary encoding of a [`Manifest`]: how manifests sit in a
 //! node's store and travel between gateways and nodes.
 //!
-//! Owns: [`encode`], [`decode`] and [`FORMAT`], the encoding's version.
+//! Owns: [`encode`], [`decode`], [`FORMAT`] and [`FORMAT_TAGGED`], the
+//! encoding's versions.
 //!
 //! Layout (integers little-endian; `str` and `bytes` are a LEB128 length,
 //! then that many bytes; `map` is a LEB128 count, then key and value `str`s
 //! in key order):
 //!
 //! ```text
-//! u8   format (FORMAT)
+//! u8   format: FORMAT (1) without tags, FORMAT_TAGGED (2) with tags
 //! u64  version.nanos     u64 version.tiebreak     u64 locations
 //! i64  last_modified_ms  u64 size
 //! str  bucket            str key                  str etag
 //! u8   0 | 1, then str content_type if 1
 //! map  headers           map user_metadata
+//! map  tags              (format 2 only; never empty there)
 //! body: u8 tag, then
 //!   0 inline     bytes data
 //!   1 sharded    str object_id, str codec, u8 k, u8 m, u32 block_size,
@@ -26,7 +28,12 @@
 //! Invariants:
 //! - The encoding of a manifest is a function of it (maps are ordered), so
 //!   two replicas that hold one manifest hold the same bytes and the same
-//!   digest ([`digest`]).
+//!   digest ([`digest`]). A manifest without tags is format 1, byte for byte
+//!   what builds from before tags wrote (so stored digests do not change); a
+//!   manifest with tags is format 2, and [`decode`] refuses a format 2
+//!   encoding whose tag map is empty, so no manifest has two encodings.
+//! - Builds from before tags refuse format 2 (`UnknownFormat(2)`): upgrade
+//!   the storage nodes before the gateways (`docs/operations.md`).
 //! - [`decode`] never panics and never allocates more than its input's
 //!   length on any input: every length is checked against the bytes left
 //!   before anything is read or reserved. Trailing bytes are an error.
@@ -42,15 +49,19 @@ use sillok_placement::NodeId;
 
 use super::{Body, Manifest, Part, ShardLocation, Sharded, Version};
 
-/// The version of this encoding, its first byte.
+/// The version of this encoding, its first byte, for a manifest without tags.
 pub const FORMAT: u8 = 1;
+
+/// The first byte of a manifest with tags: format 1 plus a tag map after the
+/// user metadata.
+pub const FORMAT_TAGGED: u8 = 2;
 
 /// Bytes of the fixed header: format, version, locations, last modified, size.
 const FIXED: usize = 1 + 8 * 5;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum DecodeError {
-    #[error("manifest encoding {0} is not one this build reads (it reads {FORMAT})")]
+    #[error("manifest encoding {0} is not one this build reads (it reads {FORMAT} and {FORMAT_TAGGED})")]
     UnknownFormat(u8),
     #[error("manifest encoding ends early, at byte {0}")]
     Truncated(usize),
@@ -61,7 +72,7 @@ pub enum DecodeError {
 /// The manifest, encoded.
 pub fn encode(m: &Manifest) -> Vec<u8> {
     let mut out = Vec::with_capacity(encoded_len_hint(m));
-    out.push(FORMAT);
+    out.push(if m.tags.is_empty() { FORMAT } else { FORMAT_TAGGED });
     out.extend_from_slice(&m.version.nanos.to_le_bytes());
     out.extend_from_slice(&m.version.tiebreak.to_le_bytes());
     out.extend_from_slice(&m.locations.to_le_bytes());
@@ -79,6 +90,9 @@ pub fn encode(m: &Manifest) -> Vec<u8> {
     }
     put_map(&mut out, &m.headers);
     put_map(&mut out, &m.user_metadata);
+    if !m.tags.is_empty() {
+        put_map(&mut out, &m.tags);
+    }
     put_body(&mut out, &m.body);
     out
 }
@@ -97,7 +111,7 @@ pub fn digest(encoded: &[u8]) -> [u8; 16] {
 pub fn peek_order(encoded: &[u8]) -> Result<(Version, u64), DecodeError> {
     let mut r = Reader { buf: encoded, at: 0 };
     let format = r.u8()?;
-    if format != FORMAT {
+    if format != FORMAT && format != FORMAT_TAGGED {
         return Err(DecodeError::UnknownFormat(format));
     }
     let version = Version { nanos: r.u64()?, tiebreak: r.u64()? };
@@ -108,7 +122,7 @@ pub fn peek_order(encoded: &[u8]) -> Result<(Version, u64), DecodeError> {
 pub fn decode(encoded: &Bytes) -> Result<Manifest, DecodeError> {
     let mut r = Reader { buf: encoded, at: 0 };
     let format = r.u8()?;
-    if format != FORMAT {
+    if format != FORMAT && format != FORMAT_TAGGED {
         return Err(DecodeError::UnknownFormat(format));
     }
     let version = Version { nanos: r.u64()?, tiebreak: r.u64()? };
@@ -125,6 +139,16 @@ pub fn decode(encoded: &Bytes) -> Result<Manifest, DecodeError> {
     };
     let headers = r.map()?;
     let user_metadata = r.map()?;
+    let tags = if format == FORMAT_TAGGED {
+        let tags = r.map()?;
+        if tags.is_empty() {
+            // Format 1 says "no tags": one manifest, one encoding.
+            return Err(r.malformed("a tagged manifest (format 2) with no tags"));
+        }
+        tags
+    } else {
+        BTreeMap::new()
+    };
     let body = r.body(encoded, true)?;
     if r.at != encoded.len() {
         return Err(r.malformed("bytes after the body"));
@@ -139,6 +163,7 @@ pub fn decode(encoded: &Bytes) -> Result<Manifest, DecodeError> {
         content_type,
         headers,
         user_metadata,
+        tags,
         body,
         locations,
     })
@@ -151,7 +176,8 @@ fn encoded_len_hint(m: &Manifest) -> usize {
         Body::Multipart { parts } => parts.len() * 128,
         Body::Deleted => 0,
     };
-    FIXED + 64 + m.bucket.len() + m.key.len() + m.etag.len() + body
+    let tags: usize = m.tags.iter().map(|(k, v)| 4 + k.len() + v.len()).sum();
+    FIXED + 64 + m.bucket.len() + m.key.len() + m.etag.len() + tags + body
 }
 
 fn put_varint(out: &mut Vec<u8>, mut v: u64) {
@@ -389,6 +415,8 @@ mod tests {
             (text(), prop::option::of(text())),
             prop::collection::btree_map(text(), text(), 0..4),
             prop::collection::btree_map(text(), text(), 0..4),
+            // Tags: none half of the time (format 1), else up to 10 (format 2).
+            prop_oneof![Just(BTreeMap::new()), prop::collection::btree_map(text(), text(), 1..=10)],
             body(),
             any::<u64>(),
         )
@@ -398,6 +426,7 @@ mod tests {
                     (etag, content_type),
                     headers,
                     user_metadata,
+                    tags,
                     body,
                     locations,
                 )| {
@@ -411,6 +440,7 @@ mod tests {
                         content_type,
                         headers,
                         user_metadata,
+                        tags,
                         body,
                         locations,
                     }
@@ -426,6 +456,29 @@ mod tests {
             prop_assert_eq!(peek_order(&bytes).unwrap(), (m.version, m.locations));
             // Canonical: encoding the decoded manifest gives the same bytes.
             prop_assert_eq!(encode(&decode(&bytes).unwrap()), bytes.to_vec());
+            prop_assert_eq!(bytes[0], if m.tags.is_empty() { FORMAT } else { FORMAT_TAGGED });
+        }
+
+        #[test]
+        fn tags_only_add_their_map_and_the_format_byte(m in manifest()) {
+            // The tagged encoding is the untagged one with byte 0 set to 2 and
+            // the tag map inserted after the user metadata, and nothing else.
+            let mut plain = m.clone();
+            plain.tags.clear();
+            let (with, without) = (encode(&m), encode(&plain));
+            let mut map = Vec::new();
+            put_map(&mut map, &m.tags);
+            if m.tags.is_empty() {
+                prop_assert_eq!(with, without);
+            } else {
+                prop_assert_eq!(with.len(), without.len() + map.len());
+                prop_assert_eq!(with[0], FORMAT_TAGGED);
+                prop_assert_eq!(without[0], FORMAT);
+                let inserted_at = (1..=without.len()).find(|&i| {
+                    with[1..i] == without[1..i] && with[i..i + map.len()] == map[..] && with[i + map.len()..] == without[i..]
+                });
+                prop_assert!(inserted_at.is_some(), "the tagged encoding is not the plain one with the tag map inserted");
+            }
         }
 
         #[test]
@@ -445,6 +498,64 @@ mod tests {
             flipped[i] ^= 1 << bit;
             let _ = decode(&Bytes::from(flipped));
         }
+    }
+
+    /// A small manifest with every field set, as format 1 lays it out.
+    fn golden() -> (Manifest, Vec<u8>) {
+        let mut m = Manifest::tombstone("b", "k");
+        m.version = Version { nanos: 0x0102, tiebreak: 3 };
+        m.locations = 4;
+        m.last_modified_ms = 5;
+        m.size = 2;
+        m.etag = "e".into();
+        m.content_type = Some("t".into());
+        m.headers.insert("h".into(), "1".into());
+        m.user_metadata.insert("u".into(), "2".into());
+        m.body = Body::Inline { data: Bytes::from_static(b"hi") };
+        let mut b = vec![1u8];
+        for n in [0x0102u64, 3, 4, 5, 2] {
+            b.extend_from_slice(&n.to_le_bytes());
+        }
+        b.extend_from_slice(&[1, b'b', 1, b'k', 1, b'e', 1, 1, b't']);
+        b.extend_from_slice(&[1, 1, b'h', 1, b'1', 1, 1, b'u', 1, b'2']);
+        b.extend_from_slice(&[0, 2, b'h', b'i']);
+        (m, b)
+    }
+
+    #[test]
+    fn a_manifest_without_tags_encodes_as_before_tags_existed() {
+        let (m, before) = golden();
+        assert_eq!(encode(&m), before);
+        assert_eq!(decode(&Bytes::from(before)).unwrap(), m);
+    }
+
+    #[test]
+    fn a_manifest_with_tags_is_format_2_with_the_tags_after_the_user_metadata() {
+        let (mut m, before) = golden();
+        m.tags.insert("project".into(), "x".into());
+        m.tags.insert("empty".into(), String::new());
+        let enc = encode(&m);
+        let mut want = before.clone();
+        want[0] = FORMAT_TAGGED;
+        // After the fixed header, bucket, key, etag, content type and the two maps.
+        let at = FIXED + 9 + 10;
+        let map = [&[2u8, 5][..], b"empty", &[0, 7], b"project", &[1, b'x']].concat();
+        want.splice(at..at, map);
+        assert_eq!(enc, want);
+        let back = decode(&Bytes::from(enc.clone())).unwrap();
+        assert_eq!(back, m);
+        assert_eq!(peek_order(&enc).unwrap(), (m.version, m.locations));
+    }
+
+    #[test]
+    fn a_format_2_encoding_without_tags_is_refused() {
+        // The only other encoding a tagless manifest could have: refused, so
+        // replicas of one manifest always hold the same bytes.
+        let (_, before) = golden();
+        let mut other = before.clone();
+        other[0] = FORMAT_TAGGED;
+        other.insert(FIXED + 9 + 10, 0);
+        assert!(matches!(decode(&Bytes::from(other)), Err(DecodeError::Malformed { .. })));
     }
 
     #[test]
