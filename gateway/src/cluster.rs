@@ -35,10 +35,22 @@ pub struct Cluster {
     /// Node calls made by lean manifest reads (a majority per read while
     /// every replica answers in time; more when hedged).
     pub manifest_read_calls: std::sync::atomic::AtomicU64,
+    /// How long a lean manifest read waits for the replicas it asked before
+    /// it asks one more (see `fanout::Need::hedge_after`), and at least how
+    /// long it waits for the body replica once a majority answered. Under
+    /// load on the 2-core test machine a thumbnail's manifest read takes a
+    /// few milliseconds (p99 about 20 ms); a replica that hangs costs a read
+    /// this much until the gateway suspects it.
+    pub read_hedge: Duration,
 }
 
 impl Cluster {
-    pub fn new(catalog: Arc<GatewayCatalog>, client: NodeClient, max_clock_offset: Duration) -> Arc<Self> {
+    pub fn new(
+        catalog: Arc<GatewayCatalog>,
+        client: NodeClient,
+        max_clock_offset: Duration,
+        read_hedge: Duration,
+    ) -> Arc<Self> {
         Arc::new(Cluster {
             catalog,
             client,
@@ -48,6 +60,7 @@ impl Cluster {
             clock_refused: std::sync::atomic::AtomicBool::new(false),
             manifest_refetches: std::sync::atomic::AtomicU64::new(0),
             manifest_read_calls: std::sync::atomic::AtomicU64::new(0),
+            read_hedge,
         })
     }
 

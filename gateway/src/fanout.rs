@@ -51,9 +51,9 @@ pub struct Need {
     pub sites: usize,
     /// Once the rest of the need is met, also wait for this node's call to
     /// end, for at most as long again as meeting the need took (and at least
-    /// [`WAIT_FOR_AT_LEAST`]): the call that carries what the others do not
-    /// (a manifest's body), given a chance before the caller asks again.
-    pub wait_for: Option<NodeId>,
+    /// the given time): the call that carries what the others do not (a
+    /// manifest's body), given a chance before the caller asks again.
+    pub wait_for: Option<(NodeId, Duration)>,
     /// Hedged: start only as many calls as `answers` needs, in the order
     /// given, and one more whenever a call fails, whenever no call is left
     /// running, and each time this long passes without the need being met.
@@ -62,9 +62,6 @@ pub struct Need {
     /// at most this delay (once it is suspect, callers order it last).
     pub hedge_after: Option<Duration>,
 }
-
-/// The shortest extra wait for [`Need::wait_for`]'s node.
-pub const WAIT_FOR_AT_LEAST: Duration = Duration::from_millis(5);
 
 impl Need {
     /// A majority of `n` calls.
@@ -83,8 +80,8 @@ impl Need {
     }
 
     /// Waits for `node` too, briefly (see [`Need::wait_for`]).
-    pub fn waiting_for(self, node: NodeId) -> Self {
-        Need { wait_for: Some(node), ..self }
+    pub fn waiting_for(self, node: NodeId, at_least: Duration) -> Self {
+        Need { wait_for: Some((node, at_least)), ..self }
     }
 
     /// Starts calls only as needed (see [`Need::hedge_after`]).
@@ -169,7 +166,7 @@ where
     loop {
         let met = ok.len() >= need.answers.min(total).max(1) && ok_sites.len() >= need_sites;
         let waited_for = |ok: &[(NodeId, T)], failed: &[(NodeId, NodeError)]| {
-            need.wait_for.is_none_or(|w| ok.iter().any(|(n, _)| *n == w) || failed.iter().any(|(n, _)| *n == w))
+            need.wait_for.is_none_or(|(w, _)| ok.iter().any(|(n, _)| *n == w) || failed.iter().any(|(n, _)| *n == w))
         };
         if met && need.answers != usize::MAX {
             if waited_for(&ok, &failed) || running.is_empty() {
@@ -179,7 +176,8 @@ where
                 return Gathered::Met { ok, failed };
             }
             if grace.is_none() {
-                let extra = started.elapsed().max(WAIT_FOR_AT_LEAST);
+                let at_least = need.wait_for.map_or(Duration::ZERO, |(_, d)| d);
+                let extra = started.elapsed().max(at_least);
                 grace = Some(Box::pin(tokio::time::sleep(extra)));
             }
         } else if running.is_empty() {

@@ -9,7 +9,8 @@
 //! found), return the newest version. Because write and read majorities
 //! intersect, a read after an acknowledged write always sees it (or something
 //! newer). The read is hedged: a replica that fails is replaced at once by
-//! one not asked yet, and one that is slow after [`LEAN_READ_HEDGE`]; a
+//! one not asked yet, and one that is slow after `Cluster::read_hedge` (20 ms
+//! by default, `--read-hedge-ms`); a
 //! healthy cluster answers a thumbnail GET with two node calls out of three.
 //! Only one replica (the body replica) is asked for the whole manifest; the
 //! others send its summary (version, location generation, digest: 42 bytes),
@@ -242,12 +243,6 @@ impl Answer {
     }
 }
 
-/// How long a lean read waits for its first calls before it asks one more
-/// replica (see `fanout::Need::hedge_after`). Under load on the test machine
-/// a thumbnail's manifest read takes a few milliseconds (p99 about 20 ms);
-/// a replica that hangs costs a read this much until the gateway suspects it.
-pub const LEAN_READ_HEDGE: std::time::Duration = std::time::Duration::from_millis(20);
-
 /// The order in which a lean read asks the replicas: the body replica first
 /// (one the gateway does not suspect, chosen by the key's placement hash so
 /// that reads of different keys spread over the replicas), then the other
@@ -283,7 +278,10 @@ async fn read_lean(
     let Some(&body_node) = order.first() else {
         return read_from(cluster, map, replicas, bucket, key).await;
     };
-    let need = Need::majority(replicas.len()).waiting_for(body_node).hedged(LEAN_READ_HEDGE);
+    // The hedge is also the least time the body replica is waited for once
+    // a majority has answered, before the manifest is fetched elsewhere.
+    let hedge = cluster.read_hedge;
+    let need = Need::majority(replicas.len()).waiting_for(body_node, hedge).hedged(hedge);
     let body_addr = map.topology.node(body_node).map(|n| n.addr.clone());
     let (b, k): (Arc<str>, Arc<str>) = (bucket.into(), key.into());
     let ask = |client: sillok_storage_node::NodeClient, addr: String| {

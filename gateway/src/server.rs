@@ -62,6 +62,8 @@ pub struct GatewayConfig {
     /// Writes are refused while this gateway's clock is further than this
     /// from the storage nodes'.
     pub max_clock_offset: Duration,
+    /// See `Cluster::read_hedge`.
+    pub read_hedge: Duration,
     /// Base domains for virtual-host-style addressing (`<bucket>.<domain>`).
     pub domains: Vec<String>,
     /// Multipart uploads older than this are aborted by the sweeper.
@@ -91,7 +93,7 @@ pub async fn bind(
     let listener = tokio::net::TcpListener::bind(config.listen).await?;
     let addr = listener.local_addr()?;
     let client = NodeClient::new(&config.cluster.cluster_secret, config.node_timeouts);
-    let cluster = Cluster::new(catalog.clone(), client, config.max_clock_offset);
+    let cluster = Cluster::new(catalog.clone(), client, config.max_clock_offset, config.read_hedge);
     let metrics = Arc::new(Metrics::default());
     let s3 = SillokS3 {
         cluster: cluster.clone(),

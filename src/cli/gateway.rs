@@ -49,6 +49,12 @@ pub struct GatewayArgs {
     /// A shard block slower than this (ms) is replaced by parity.
     #[arg(long, default_value_t = 2000)]
     pub read_deadline_ms: u64,
+    /// A manifest read asks a majority of the replicas; if they have not all
+    /// answered after this many ms it asks one more (and it waits at least
+    /// this long for the replica sending the whole manifest before fetching
+    /// it from another).
+    #[arg(long, default_value_t = 20)]
+    pub read_hedge_ms: u64,
     /// Deadline (ms) for connecting to a node.
     #[arg(long, default_value_t = 500)]
     pub connect_timeout_ms: u64,
@@ -118,6 +124,7 @@ pub async fn run(a: GatewayArgs) -> anyhow::Result<()> {
         },
         probe_interval: Duration::from_millis(a.probe_interval_ms),
         max_clock_offset: Duration::from_millis(a.max_clock_offset_ms),
+        read_hedge: Duration::from_millis(a.read_hedge_ms),
         domains: a.domains,
         upload_max_age: Duration::from_secs(a.abandoned_upload_age_s),
         upload_sweep_interval: Duration::from_secs(a.upload_sweep_interval_s.max(1)),
