@@ -42,6 +42,8 @@ pub struct Cluster {
     /// few milliseconds (p99 about 20 ms); a replica that hangs costs a read
     /// this much until the gateway suspects it.
     pub read_hedge: Duration,
+    /// What hedged reads wait on (ticks every half `read_hedge`).
+    pub hedge_clock: Arc<crate::hedge::HedgeClock>,
 }
 
 impl Cluster {
@@ -61,6 +63,7 @@ impl Cluster {
             manifest_refetches: std::sync::atomic::AtomicU64::new(0),
             manifest_read_calls: std::sync::atomic::AtomicU64::new(0),
             read_hedge,
+            hedge_clock: crate::hedge::HedgeClock::start(read_hedge / 2),
         })
     }
 

@@ -150,6 +150,8 @@ where
     };
     let mut running: FuturesUnordered<_> = spare.drain(..first).map(noted).collect();
     let mut hedge_at = need.hedge_after.map(|d| tokio::time::Instant::now() + d);
+    // Hedged reads wait on the gateway's shared tick, not a timer each.
+    let _waiting = need.hedge_after.map(|_| cluster.hedge_clock.waiting());
     let mut ok: Vec<(NodeId, T)> = Vec::new();
     let mut failed = Vec::new();
     let mut ok_sites = BTreeSet::new();
@@ -196,11 +198,14 @@ where
         let hedge_due = hedge_at.filter(|_| !met && !spare.is_empty());
         let next = tokio::select! {
             n = running.next() => n,
-            _ = tokio::time::sleep_until(hedge_due.unwrap_or(started)), if hedge_due.is_some() => {
-                if let Some(call) = spare.pop_front() {
-                    running.push(noted(call));
+            _ = cluster.hedge_clock.tick(), if hedge_due.is_some() => {
+                let now = tokio::time::Instant::now();
+                if hedge_due.is_some_and(|due| now >= due) {
+                    if let Some(call) = spare.pop_front() {
+                        running.push(noted(call));
+                    }
+                    hedge_at = need.hedge_after.map(|d| now + d);
                 }
-                hedge_at = need.hedge_after.map(|d| tokio::time::Instant::now() + d);
                 continue;
             }
             _ = grace_over => {

@@ -32,6 +32,7 @@ pub mod cluster;
 pub mod cors;
 pub mod error;
 pub mod fanout;
+pub mod hedge;
 pub mod listing;
 pub mod metrics;
 pub mod multipart;

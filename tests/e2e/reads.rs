@@ -72,3 +72,46 @@ async fn a_body_replica_that_missed_a_write_is_read_around_and_every_read_sees_t
     assert!(refetched > 0.0, "no read found its body replica behind; the test exercised nothing");
     assert!(refetched < 2.0 * keys.len() as f64, "{refetched} refetches for {} reads", 2 * keys.len());
 }
+
+/// A manifest replica that hangs (SIGSTOP: its socket accepts, nothing
+/// answers) is read around by the hedge, not waited for: with the node
+/// deadline at 30 s, every read whose first two replicas include the hung
+/// one asks the third after `--read-hedge-ms` (here 20 ms). Without the hedge
+/// (`--read-hedge-ms=60000` makes this test fail) such a read waits for the
+/// node deadline, 30 s, and the bound below fails.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hung_manifest_replica_is_hedged_around_not_waited_for() {
+    let c = DevCluster::start_with(&[
+        "--gateway-arg=--node-timeout-ms=30000",
+        "--gateway-arg=--read-hedge-ms=20",
+        // Probed once at start only: the hung node must not become suspect
+        // (suspects are asked last) while the reads run.
+        "--gateway-arg=--probe-interval-ms=600000",
+        "--node-arg=--sync-every-ms=600000",
+    ]);
+    let s3 = c.client();
+    s3.create_bucket().bucket("hedge").send().await.unwrap();
+    let keys: Vec<String> = (0..45).map(|i| format!("t/{i:03}.jpg")).collect();
+    for (i, key) in keys.iter().enumerate() {
+        put(&s3, "hedge", key, pattern(2_000 + i, 5)).await;
+    }
+    let page = format!("{}/_sillok/metrics", c.endpoint());
+    let calls = async || metric(&http_text(&page).await, "sillok_gateway_manifest_read_calls_total").unwrap();
+    let before = calls().await;
+
+    let hung = Stopped::stop(&[c.node_pid(1)]).await;
+    let started = std::time::Instant::now();
+    for (i, key) in keys.iter().enumerate() {
+        assert_same(&get(&s3, "hedge", key, None).await, &pattern(2_000 + i, 5), key);
+    }
+    let took = started.elapsed();
+    let made = calls().await - before;
+    hung.resume().await;
+
+    // Node 1 is a manifest replica of about a third of the PGs, among the
+    // first two asked for about two thirds of those: about 10 of 45 keys.
+    assert!(made > 2.0 * keys.len() as f64, "{made} node calls for {} reads: no read hedged", keys.len());
+    // 45 reads, a few hedged after 20 ms: well under a second on an idle
+    // machine. One read waiting for the hung node would take 30 s.
+    assert!(took < std::time::Duration::from_secs(25), "45 reads with a hung replica took {took:?}");
+}
