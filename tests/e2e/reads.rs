@@ -76,9 +76,9 @@ async fn a_body_replica_that_missed_a_write_is_read_around_and_every_read_sees_t
 /// A manifest replica that hangs (SIGSTOP: its socket accepts, nothing
 /// answers) is read around by the hedge, not waited for: with the node
 /// deadline at 30 s, every read whose first two replicas include the hung
-/// one asks the third after `--read-hedge-ms` (here 20 ms). Without the hedge
-/// (`--read-hedge-ms=60000` makes this test fail) such a read waits for the
-/// node deadline, 30 s, and the bound below fails.
+/// one asks the third after `--read-hedge-ms` (here 20 ms). Without the
+/// hedge such a read would wait for the node deadline, 30 s, and the bound
+/// below would fail (reasoned, not run: that run takes about five minutes).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hung_manifest_replica_is_hedged_around_not_waited_for() {
     let c = DevCluster::start_with(&[
