@@ -21,6 +21,7 @@
 //! - `multipart`: multipart uploads: records, parts, completion, the sweeper;
 //! - `listing`: keys merged from every node's manifest store;
 //! - `s3`: the `s3s::S3` implementation: the edge where errors become S3 errors;
+//! - `versions`: deleting a key's current object (and object versions);
 //! - `server`: the HTTP listener, limits, request ids, health and metrics;
 //! - `vhost`: path-style and virtual-host-style addressing.
 
@@ -40,6 +41,7 @@ pub mod quorum;
 pub mod read;
 pub mod s3;
 pub mod server;
+pub mod versions;
 pub mod vhost;
 pub mod write;
 

@@ -149,18 +149,9 @@ impl SillokS3 {
         Ok((out, tagging::count(&m)))
     }
 
-    /// Deletes a key (a tombstone supersedes every older version); its shards
-    /// are retired after a grace period. Deleting a missing key is not an error.
-    /// Returns only once the tombstone is the winning version on a quorum
-    /// (`quorum::write_manifest`). The old version's shards are the
-    /// collector's once no manifest replica refers to them.
+    /// Deletes a key's current object (`versions::delete_current`).
     pub(super) async fn delete_key(&self, bucket: &str, key: &str) -> Result<(), GatewayError> {
-        let previous = quorum::read_manifest(&self.cluster, bucket, key).await?;
-        if previous.is_some_and(|m| !m.is_deleted()) {
-            let tomb = Manifest::tombstone(bucket, key);
-            quorum::write_manifest(&self.cluster, &tomb).await?;
-        }
-        Ok(())
+        crate::versions::delete_current(&self.cluster, bucket, key).await.map(|_| ())
     }
 
     pub(super) async fn do_delete_objects(&self, input: DeleteObjectsInput) -> Result<DeleteObjectsOutput, S3Error> {
