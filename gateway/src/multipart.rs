@@ -141,6 +141,7 @@ fn record(bucket: &str, key: &str, upload_id: &str, template: &Manifest, state: 
         tags: template.tags.clone(),
         body: Body::Inline { data: serde_json::to_vec(state).expect("state serialises").into() },
         locations: 0,
+        version_id: None,
     }
 }
 
@@ -174,6 +175,7 @@ pub async fn create(cluster: &Arc<Cluster>, new: NewUpload) -> Result<String, Ga
         tags: new.tags,
         body: Body::Deleted,
         locations: 0,
+        version_id: None,
     };
     let state = UploadState {
         phase: Phase::Open,
@@ -439,6 +441,7 @@ pub async fn complete(
         tags: upload.record.tags.clone(),
         body: Body::Multipart { parts },
         locations: 0,
+        version_id: None,
     };
     let object = quorum::write_manifest(cluster, &object).await?;
 

@@ -176,6 +176,7 @@ where
         tags: req.tags,
         body,
         locations: 0,
+        version_id: None,
     };
     // A failed manifest write may still have reached some replicas (or reach
     // them after its deadline), so its shards are not deleted here: the

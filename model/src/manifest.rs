@@ -80,13 +80,18 @@ pub enum Body {
         data: Bytes,
     },
     Sharded(Sharded),
-    /// A delete marker (tombstone).
+    /// A tombstone: nothing is here, and a replica that missed the delete
+    /// cannot bring back what was. Purged by the nodes after a horizon.
     Deleted,
     /// A completed multipart upload: its parts in order, each stored as it was
     /// uploaded (inline or sharded). Parts are never nested multipart bodies.
     Multipart {
         parts: Vec<Part>,
     },
+    /// An S3 delete marker (a versioned bucket's DELETE): a version of its
+    /// own that hides the key's older versions without removing them. Live
+    /// as far as the store is concerned (listed, never purged), with no body.
+    DeleteMarker,
 }
 
 /// One part of a multipart object.
@@ -106,7 +111,7 @@ impl Body {
         match self {
             Body::Sharded(s) => vec![s],
             Body::Multipart { parts } => parts.iter().flat_map(|p| p.body.sharded_sets()).collect(),
-            Body::Inline { .. } | Body::Deleted => Vec::new(),
+            Body::Inline { .. } | Body::Deleted | Body::DeleteMarker => Vec::new(),
         }
     }
 
@@ -114,7 +119,7 @@ impl Body {
         match self {
             Body::Sharded(s) => vec![s],
             Body::Multipart { parts } => parts.iter_mut().flat_map(|p| p.body.sharded_sets_mut()).collect(),
-            Body::Inline { .. } | Body::Deleted => Vec::new(),
+            Body::Inline { .. } | Body::Deleted | Body::DeleteMarker => Vec::new(),
         }
     }
 }
@@ -149,6 +154,45 @@ pub struct Manifest {
     /// generation is the newer. See `storage_node::meta_store::relocate`.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub locations: u64,
+    /// Which S3 version of its key this is, in a bucket that has had
+    /// versioning enabled (`None`: written without versioning, the key's
+    /// null version, kept nowhere but in this manifest).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version_id: Option<VersionId>,
+}
+
+/// An S3 object version: named by the version (clock) it was written at,
+/// which orders a key's versions; `null` for the null version of a
+/// bucket whose versioning is suspended (S3 shows its id as `null`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct VersionId {
+    pub at: Version,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub null: bool,
+}
+
+impl VersionId {
+    /// What S3 clients see: `null`, or 32 hex digits that sort newest first.
+    pub fn to_s3(&self) -> String {
+        if self.null { "null".into() } else { Self::id_of(self.at) }
+    }
+
+    /// The 32 hex digits naming the version written at `at`: the bitwise
+    /// complement of (nanos, tiebreak), so that ids sort newest first.
+    pub fn id_of(at: Version) -> String {
+        format!("{:016x}{:016x}", !at.nanos, !at.tiebreak)
+    }
+
+    /// The version a 32-hex-digit id names (`None` for anything else,
+    /// `null` included).
+    pub fn parse_id(s: &str) -> Option<Version> {
+        if s.len() != 32 || !s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
+            return None;
+        }
+        let nanos = u64::from_str_radix(&s[..16], 16).ok()?;
+        let tiebreak = u64::from_str_radix(&s[16..], 16).ok()?;
+        Some(Version { nanos: !nanos, tiebreak: !tiebreak })
+    }
 }
 
 fn is_zero(v: &u64) -> bool {
@@ -158,6 +202,11 @@ fn is_zero(v: &u64) -> bool {
 impl Manifest {
     pub fn is_deleted(&self) -> bool {
         matches!(self.body, Body::Deleted)
+    }
+
+    /// An S3 delete marker ([`Body::DeleteMarker`]).
+    pub fn is_delete_marker(&self) -> bool {
+        matches!(self.body, Body::DeleteMarker)
     }
 
     /// A tombstone for `bucket/key` that supersedes every older version.
@@ -176,6 +225,7 @@ impl Manifest {
             tags: BTreeMap::new(),
             body: Body::Deleted,
             locations: 0,
+            version_id: None,
         }
     }
 }

@@ -55,7 +55,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use sillok_model::manifest::{Manifest, Version};
+use sillok_model::manifest::{Manifest, Version, VersionId};
 use sillok_placement::{PgFunction, PgId, PlacementMap};
 
 pub const H_BLOCK_SIZE: &str = "x-sillok-block-size";
@@ -218,6 +218,13 @@ pub struct ListEntry {
     pub size: u64,
     pub etag: String,
     pub last_modified_ms: i64,
+    /// An S3 delete marker: live, but not an object (absent from answers
+    /// of builds from before versioning: false).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub delete_marker: bool,
+    /// The manifest's S3 version id, if it has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version_id: Option<VersionId>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -236,6 +243,8 @@ impl From<&Manifest> for ListEntry {
             size: m.size,
             etag: m.etag.clone(),
             last_modified_ms: m.last_modified_ms,
+            delete_marker: m.is_delete_marker(),
+            version_id: m.version_id,
         }
     }
 }
@@ -405,7 +414,7 @@ impl PgObject {
                     _ => None,
                 })
                 .collect(),
-            Body::Inline { .. } | Body::Deleted => Vec::new(),
+            Body::Inline { .. } | Body::Deleted | Body::DeleteMarker => Vec::new(),
         };
         PgObject { bucket: m.bucket.clone(), key: m.key.clone(), version: m.version, locations: m.locations, sets }
     }

@@ -16,7 +16,7 @@
 //! [0]       value format, 2
 //! [1..9]    version.nanos, u64 BE
 //! [9..17]   version.tiebreak, u64 BE
-//! [17]      1 if a tombstone
+//! [17]      1 if a tombstone, 2 if an S3 delete marker, else 0
 //! [18..26]  size, u64 LE
 //! [26..34]  last_modified_ms, i64 LE
 //! [34..42]  the location generation (`Manifest::locations`), u64 LE
@@ -292,7 +292,8 @@ fn encode_record(m: &Manifest) -> Result<(Vec<u8>, Vec<u8>), NodeError> {
     v.push(VALUE_FORMAT);
     v.extend_from_slice(&m.version.nanos.to_be_bytes());
     v.extend_from_slice(&m.version.tiebreak.to_be_bytes());
-    v.push(u8::from(m.is_deleted()));
+    // 0 live, 1 tombstone, 2 S3 delete marker (live, but not an object).
+    v.push(if m.is_deleted() { 1 } else if m.is_delete_marker() { 2 } else { 0 });
     v.extend_from_slice(&m.size.to_le_bytes());
     v.extend_from_slice(&m.last_modified_ms.to_le_bytes());
     v.extend_from_slice(&m.locations.to_le_bytes());
@@ -308,6 +309,7 @@ struct Summary {
     format: u8,
     version: Version,
     deleted: bool,
+    delete_marker: bool,
     size: u64,
     last_modified_ms: i64,
     etag: String,
@@ -329,6 +331,7 @@ fn decode_summary(v: &[u8]) -> Result<Summary, NodeError> {
         format,
         version: Version { nanos: u64_be(1), tiebreak: u64_be(9) },
         deleted: v[17] == 1,
+        delete_marker: v[17] == 2,
         size: u64::from_le_bytes(v[18..26].try_into().expect("8 bytes")),
         last_modified_ms: i64::from_le_bytes(v[26..34].try_into().expect("8 bytes")),
         etag: String::from_utf8(etag.to_vec()).map_err(|_| bad())?,
@@ -545,9 +548,16 @@ impl MetaStore {
                 if entries.len() == limit {
                     return Ok(ManifestList { entries, truncated: true });
                 }
-                let s = decode_summary(v.value())?;
+                let v = v.value();
+                let s = decode_summary(v)?;
                 let key = String::from_utf8(k[bucket_len..].to_vec())
                     .map_err(|_| NodeError::Store("key is not UTF-8".into()))?;
+                let version_id = if s.format == VALUE_FORMAT {
+                    wire::peek_version_id(&v[s.manifest_at..])
+                        .map_err(|e| NodeError::Store(format!("malformed manifest record: {e}")))?
+                } else {
+                    None
+                };
                 entries.push(ListEntry {
                     key,
                     version: s.version,
@@ -555,6 +565,8 @@ impl MetaStore {
                     size: s.size,
                     etag: s.etag,
                     last_modified_ms: s.last_modified_ms,
+                    delete_marker: s.delete_marker,
+                    version_id,
                 });
             }
             Ok(ManifestList { entries, truncated: false })
@@ -1053,6 +1065,7 @@ mod tests {
             tags: Default::default(),
             body: Body::Inline { data: vec![1, 2, 3].into() },
             locations: 0,
+            version_id: None,
         }
     }
 

@@ -128,6 +128,7 @@ fn manifest(bucket: &str, key: &str, nanos: u64) -> Manifest {
         tags: Default::default(),
         body: Body::Inline { data: b"abc".to_vec().into() },
         locations: 0,
+        version_id: None,
     }
 }
 

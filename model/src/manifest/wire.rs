@@ -1,21 +1,25 @@
 //! The compact binary encoding of a [`Manifest`]: how manifests sit in a
 //! node's store and travel between gateways and nodes.
 //!
-//! Owns: [`encode`], [`decode`], [`FORMAT`] and [`FORMAT_TAGGED`], the
-//! encoding's versions.
+//! Owns: [`encode`], [`decode`], [`FORMAT`], [`FORMAT_TAGGED`] and
+//! [`FORMAT_FLAGGED`], the encoding's versions.
 //!
 //! Layout (integers little-endian; `str` and `bytes` are a LEB128 length,
 //! then that many bytes; `map` is a LEB128 count, then key and value `str`s
 //! in key order):
 //!
 //! ```text
-//! u8   format: FORMAT (1) without tags, FORMAT_TAGGED (2) with tags
+//! u8   format: FORMAT (1) without tags or version id, FORMAT_TAGGED (2)
+//!      with tags and no version id, FORMAT_FLAGGED (3) with a version id
 //! u64  version.nanos     u64 version.tiebreak     u64 locations
 //! i64  last_modified_ms  u64 size
+//! (format 3 only) u8 flags: 1 = tags follow, 2 = version id (always set),
+//!      4 = it is the null version; then u64 version_id.at.nanos,
+//!      u64 version_id.at.tiebreak
 //! str  bucket            str key                  str etag
 //! u8   0 | 1, then str content_type if 1
 //! map  headers           map user_metadata
-//! map  tags              (format 2 only; never empty there)
+//! map  tags              (format 2, and format 3 with flag 1; never empty)
 //! body: u8 tag, then
 //!   0 inline     bytes data
 //!   1 sharded    str object_id, str codec, u8 k, u8 m, u32 block_size,
@@ -23,6 +27,7 @@
 //!   2 deleted    nothing
 //!   3 multipart  LEB128 count, per part: u32 number, u64 size, str etag,
 //!                body (tag 0 or 1 only)
+//!   4 delete marker  nothing
 //! ```
 //!
 //! Invariants:
@@ -32,8 +37,12 @@
 //!   what builds from before tags wrote (so stored digests do not change); a
 //!   manifest with tags is format 2, and [`decode`] refuses a format 2
 //!   encoding whose tag map is empty, so no manifest has two encodings.
-//! - Builds from before tags refuse format 2 (`UnknownFormat(2)`): upgrade
-//!   the storage nodes before the gateways (`docs/operations.md`).
+//!   Likewise a manifest with a version id (S3 versioning) is format 3 and
+//!   only such a one: format 3 without the version id flag, with unknown
+//!   flags, or with flag 1 and no tags is refused.
+//! - Builds from before tags refuse format 2 (`UnknownFormat(2)`), builds
+//!   from before versioning format 3: upgrade the storage nodes before the
+//!   gateways (`docs/operations.md`).
 //! - [`decode`] never panics and never allocates more than its input's
 //!   length on any input: every length is checked against the bytes left
 //!   before anything is read or reserved. Trailing bytes are an error.
@@ -47,7 +56,7 @@ use std::collections::BTreeMap;
 use bytes::Bytes;
 use sillok_placement::NodeId;
 
-use super::{Body, Manifest, Part, ShardLocation, Sharded, Version};
+use super::{Body, Manifest, Part, ShardLocation, Sharded, Version, VersionId};
 
 /// The version of this encoding, its first byte, for a manifest without tags.
 pub const FORMAT: u8 = 1;
@@ -56,12 +65,20 @@ pub const FORMAT: u8 = 1;
 /// user metadata.
 pub const FORMAT_TAGGED: u8 = 2;
 
+/// The first byte of a manifest with an S3 version id: a flags byte and the
+/// version id after the fixed header (tags optional, by flag).
+pub const FORMAT_FLAGGED: u8 = 3;
+
+const FLAG_TAGS: u8 = 1;
+const FLAG_VERSION_ID: u8 = 2;
+const FLAG_NULL: u8 = 4;
+
 /// Bytes of the fixed header: format, version, locations, last modified, size.
 const FIXED: usize = 1 + 8 * 5;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum DecodeError {
-    #[error("manifest encoding {0} is not one this build reads (it reads {FORMAT} and {FORMAT_TAGGED})")]
+    #[error("manifest encoding {0} is not one this build reads (it reads {FORMAT} to {FORMAT_FLAGGED})")]
     UnknownFormat(u8),
     #[error("manifest encoding ends early, at byte {0}")]
     Truncated(usize),
@@ -72,12 +89,28 @@ pub enum DecodeError {
 /// The manifest, encoded.
 pub fn encode(m: &Manifest) -> Vec<u8> {
     let mut out = Vec::with_capacity(encoded_len_hint(m));
-    out.push(if m.tags.is_empty() { FORMAT } else { FORMAT_TAGGED });
+    out.push(match (&m.version_id, m.tags.is_empty()) {
+        (Some(_), _) => FORMAT_FLAGGED,
+        (None, true) => FORMAT,
+        (None, false) => FORMAT_TAGGED,
+    });
     out.extend_from_slice(&m.version.nanos.to_le_bytes());
     out.extend_from_slice(&m.version.tiebreak.to_le_bytes());
     out.extend_from_slice(&m.locations.to_le_bytes());
     out.extend_from_slice(&m.last_modified_ms.to_le_bytes());
     out.extend_from_slice(&m.size.to_le_bytes());
+    if let Some(id) = &m.version_id {
+        let mut flags = FLAG_VERSION_ID;
+        if !m.tags.is_empty() {
+            flags |= FLAG_TAGS;
+        }
+        if id.null {
+            flags |= FLAG_NULL;
+        }
+        out.push(flags);
+        out.extend_from_slice(&id.at.nanos.to_le_bytes());
+        out.extend_from_slice(&id.at.tiebreak.to_le_bytes());
+    }
     put_str(&mut out, &m.bucket);
     put_str(&mut out, &m.key);
     put_str(&mut out, &m.etag);
@@ -111,24 +144,37 @@ pub fn digest(encoded: &[u8]) -> [u8; 16] {
 pub fn peek_order(encoded: &[u8]) -> Result<(Version, u64), DecodeError> {
     let mut r = Reader { buf: encoded, at: 0 };
     let format = r.u8()?;
-    if format != FORMAT && format != FORMAT_TAGGED {
+    if !(FORMAT..=FORMAT_FLAGGED).contains(&format) {
         return Err(DecodeError::UnknownFormat(format));
     }
     let version = Version { nanos: r.u64()?, tiebreak: r.u64()? };
     Ok((version, r.u64()?))
 }
 
+/// The S3 version id of an encoded manifest, from its header only.
+pub fn peek_version_id(encoded: &[u8]) -> Result<Option<VersionId>, DecodeError> {
+    let mut r = Reader { buf: encoded, at: 0 };
+    let format = r.u8()?;
+    if !(FORMAT..=FORMAT_FLAGGED).contains(&format) {
+        return Err(DecodeError::UnknownFormat(format));
+    }
+    r.take(FIXED - 1)?;
+    r.version_id(format)
+}
+
 /// Decodes a manifest; an inline body shares `encoded`'s buffer.
 pub fn decode(encoded: &Bytes) -> Result<Manifest, DecodeError> {
     let mut r = Reader { buf: encoded, at: 0 };
     let format = r.u8()?;
-    if format != FORMAT && format != FORMAT_TAGGED {
+    if !(FORMAT..=FORMAT_FLAGGED).contains(&format) {
         return Err(DecodeError::UnknownFormat(format));
     }
     let version = Version { nanos: r.u64()?, tiebreak: r.u64()? };
     let locations = r.u64()?;
     let last_modified_ms = r.u64()? as i64;
     let size = r.u64()?;
+    let flags = if format == FORMAT_FLAGGED { encoded.get(FIXED).copied().unwrap_or(0) } else { 0 };
+    let version_id = r.version_id(format)?;
     let bucket = r.string()?;
     let key = r.string()?;
     let etag = r.string()?;
@@ -139,11 +185,11 @@ pub fn decode(encoded: &Bytes) -> Result<Manifest, DecodeError> {
     };
     let headers = r.map()?;
     let user_metadata = r.map()?;
-    let tags = if format == FORMAT_TAGGED {
+    let tags = if format == FORMAT_TAGGED || flags & FLAG_TAGS != 0 {
         let tags = r.map()?;
         if tags.is_empty() {
-            // Format 1 says "no tags": one manifest, one encoding.
-            return Err(r.malformed("a tagged manifest (format 2) with no tags"));
+            // Format 1 (or no tags flag) says "no tags": one manifest, one encoding.
+            return Err(r.malformed("a manifest that says it has tags has none"));
         }
         tags
     } else {
@@ -166,6 +212,7 @@ pub fn decode(encoded: &Bytes) -> Result<Manifest, DecodeError> {
         tags,
         body,
         locations,
+        version_id,
     })
 }
 
@@ -174,7 +221,7 @@ fn encoded_len_hint(m: &Manifest) -> usize {
         Body::Inline { data } => data.len(),
         Body::Sharded(s) => 64 + 5 * s.shards.len(),
         Body::Multipart { parts } => parts.len() * 128,
-        Body::Deleted => 0,
+        Body::Deleted | Body::DeleteMarker => 0,
     };
     let tags: usize = m.tags.iter().map(|(k, v)| 4 + k.len() + v.len()).sum();
     FIXED + 64 + m.bucket.len() + m.key.len() + m.etag.len() + tags + body
@@ -226,6 +273,7 @@ fn put_body(out: &mut Vec<u8>, body: &Body) {
             }
         }
         Body::Deleted => out.push(2),
+        Body::DeleteMarker => out.push(4),
         Body::Multipart { parts } => {
             out.push(3);
             put_varint(out, parts.len() as u64);
@@ -247,6 +295,23 @@ struct Reader<'a> {
 impl Reader<'_> {
     fn malformed(&self, what: &'static str) -> DecodeError {
         DecodeError::Malformed { at: self.at, what }
+    }
+
+    /// Format 3's flags and version id, read right after the fixed header.
+    fn version_id(&mut self, format: u8) -> Result<Option<VersionId>, DecodeError> {
+        if format != FORMAT_FLAGGED {
+            return Ok(None);
+        }
+        let flags = self.u8()?;
+        if flags & !(FLAG_TAGS | FLAG_VERSION_ID | FLAG_NULL) != 0 {
+            return Err(self.malformed("unknown flags"));
+        }
+        if flags & FLAG_VERSION_ID == 0 {
+            // Without a version id the manifest is format 1 or 2.
+            return Err(self.malformed("format 3 without a version id"));
+        }
+        let at = Version { nanos: self.u64()?, tiebreak: self.u64()? };
+        Ok(Some(VersionId { at, null: flags & FLAG_NULL != 0 }))
     }
 
     fn take(&mut self, n: usize) -> Result<&[u8], DecodeError> {
@@ -340,6 +405,7 @@ impl Reader<'_> {
                 Ok(Body::Sharded(Sharded { object_id, codec, k, m, block_size, epoch, shards }))
             }
             2 => Ok(Body::Deleted),
+            4 if top => Ok(Body::DeleteMarker),
             3 if top => {
                 let n = self.len(14)?;
                 let mut parts = Vec::with_capacity(n);
@@ -401,6 +467,7 @@ mod tests {
         prop_oneof![
             part_body(),
             Just(Body::Deleted),
+            Just(Body::DeleteMarker),
             prop::collection::vec((any::<u32>(), any::<u64>(), "[0-9a-f]{32}", part_body()), 0..5).prop_map(|ps| {
                 Body::Multipart {
                     parts: ps.into_iter().map(|(number, size, etag, body)| Part { number, size, etag, body }).collect(),
@@ -419,6 +486,13 @@ mod tests {
             prop_oneof![Just(BTreeMap::new()), prop::collection::btree_map(text(), text(), 1..=10)],
             body(),
             any::<u64>(),
+            // A version id a third of the time (format 3).
+            prop_oneof![
+                Just(None),
+                Just(None),
+                (any::<u64>(), any::<u64>(), any::<bool>())
+                    .prop_map(|(nanos, tiebreak, null)| Some(VersionId { at: Version { nanos, tiebreak }, null })),
+            ],
         )
             .prop_map(
                 |(
@@ -429,6 +503,7 @@ mod tests {
                     tags,
                     body,
                     locations,
+                    version_id,
                 )| {
                     Manifest {
                         bucket,
@@ -443,6 +518,7 @@ mod tests {
                         tags,
                         body,
                         locations,
+                        version_id,
                     }
                 },
             )
@@ -456,13 +532,40 @@ mod tests {
             prop_assert_eq!(peek_order(&bytes).unwrap(), (m.version, m.locations));
             // Canonical: encoding the decoded manifest gives the same bytes.
             prop_assert_eq!(encode(&decode(&bytes).unwrap()), bytes.to_vec());
-            prop_assert_eq!(bytes[0], if m.tags.is_empty() { FORMAT } else { FORMAT_TAGGED });
+            let format = match (m.version_id, m.tags.is_empty()) {
+                (Some(_), _) => FORMAT_FLAGGED,
+                (None, true) => FORMAT,
+                (None, false) => FORMAT_TAGGED,
+            };
+            prop_assert_eq!(bytes[0], format);
+            prop_assert_eq!(peek_version_id(&bytes).unwrap(), m.version_id);
+        }
+
+        #[test]
+        fn a_version_id_only_adds_its_flags_and_id_after_the_fixed_header(m in manifest()) {
+            // Format 3 is format 1 or 2 with byte 0 set to 3 and 17 bytes
+            // inserted after the fixed header, and nothing else.
+            let mut plain = m.clone();
+            plain.version_id = None;
+            let (with, without) = (encode(&m), encode(&plain));
+            match m.version_id {
+                None => prop_assert_eq!(with, without),
+                Some(id) => {
+                    prop_assert_eq!(with[0], FORMAT_FLAGGED);
+                    prop_assert_eq!(&with[1..FIXED], &without[1..FIXED]);
+                    let flags = with[FIXED];
+                    prop_assert_eq!(flags & FLAG_TAGS != 0, !m.tags.is_empty());
+                    prop_assert_eq!(flags & FLAG_NULL != 0, id.null);
+                    prop_assert_eq!(&with[FIXED + 17..], &without[FIXED..]);
+                }
+            }
         }
 
         #[test]
         fn tags_only_add_their_map_and_the_format_byte(m in manifest()) {
             // The tagged encoding is the untagged one with byte 0 set to 2 and
             // the tag map inserted after the user metadata, and nothing else.
+            let m = Manifest { version_id: None, ..m };
             let mut plain = m.clone();
             plain.tags.clear();
             let (with, without) = (encode(&m), encode(&plain));
@@ -545,6 +648,34 @@ mod tests {
         let back = decode(&Bytes::from(enc.clone())).unwrap();
         assert_eq!(back, m);
         assert_eq!(peek_order(&enc).unwrap(), (m.version, m.locations));
+    }
+
+    #[test]
+    fn format_3_is_refused_without_a_version_id_or_with_unknown_flags_or_an_empty_tag_map() {
+        let (mut m, _) = golden();
+        m.version_id = Some(VersionId { at: Version { nanos: 9, tiebreak: 8 }, null: false });
+        let enc = encode(&m);
+        assert_eq!(decode(&Bytes::from(enc.clone())).unwrap(), m);
+        for flags in [0u8, FLAG_NULL, 8 | FLAG_VERSION_ID] {
+            let mut bad = enc.clone();
+            bad[FIXED] = flags;
+            assert!(matches!(decode(&Bytes::from(bad)), Err(DecodeError::Malformed { .. })), "flags {flags}");
+        }
+        let mut empty_tags = enc.clone();
+        empty_tags[FIXED] |= FLAG_TAGS;
+        empty_tags.insert(FIXED + 17 + 9 + 10, 0);
+        assert!(matches!(decode(&Bytes::from(empty_tags)), Err(DecodeError::Malformed { .. })));
+    }
+
+    #[test]
+    fn version_ids_sort_newest_first_and_parse_back() {
+        let older = Version { nanos: 1_000, tiebreak: u64::MAX };
+        let newer = Version { nanos: 1_001, tiebreak: 0 };
+        assert!(VersionId::id_of(newer) < VersionId::id_of(older));
+        assert_eq!(VersionId::parse_id(&VersionId::id_of(older)), Some(older));
+        assert_eq!(VersionId::parse_id("null"), None);
+        assert_eq!(VersionId::parse_id(&"g".repeat(32)), None);
+        assert_eq!(VersionId { at: older, null: true }.to_s3(), "null");
     }
 
     #[test]
