@@ -49,6 +49,27 @@ pub struct Bucket {
     /// Absent from catalogs written before it existed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cors: Option<CorsConfig>,
+    /// S3 bucket versioning. Absent from catalogs written before it existed
+    /// (and from buckets that never had it): unversioned.
+    #[serde(default, skip_serializing_if = "Versioning::is_unversioned")]
+    pub versioning: Versioning,
+}
+
+/// A bucket's S3 versioning state. Once enabled, a bucket is never
+/// unversioned again (as in S3): it can only be suspended.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Versioning {
+    #[default]
+    Unversioned,
+    Enabled,
+    Suspended,
+}
+
+impl Versioning {
+    pub fn is_unversioned(&self) -> bool {
+        *self == Versioning::Unversioned
+    }
 }
 
 /// What an access key may do.
@@ -209,6 +230,11 @@ pub enum Command {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         cors: Option<CorsConfig>,
     },
+    /// Sets a bucket's versioning to `Enabled` or `Suspended`.
+    SetBucketVersioning {
+        bucket: String,
+        versioning: Versioning,
+    },
     CreateKey {
         key: KeyRecord,
     },
@@ -318,6 +344,7 @@ impl Command {
             Command::CreateBucket { bucket } => Touch::Bucket(bucket.name.clone()),
             Command::DeleteBucket { name } => Touch::Bucket(name.clone()),
             Command::SetBucketCors { bucket, .. } => Touch::Bucket(bucket.clone()),
+            Command::SetBucketVersioning { bucket, .. } => Touch::Bucket(bucket.clone()),
             Command::CreateKey { key } => Touch::Key(key.id.clone()),
             Command::RevokeKey { id } => Touch::Key(id.clone()),
             _ => Touch::Map,
@@ -389,6 +416,10 @@ pub enum Outcome {
         /// Whether the bucket now has a configuration (false: removed).
         set: bool,
     },
+    BucketVersioningSet {
+        bucket: String,
+        versioning: Versioning,
+    },
     /// The new key, secret included: the only time the secret is shown.
     KeyCreated {
         key: KeyRecord,
@@ -444,6 +475,8 @@ pub enum CatalogError {
     InvalidBucketName { name: String, reason: String },
     #[error("invalid CORS configuration: {0}")]
     InvalidCors(String),
+    #[error("invalid versioning change: {0}")]
+    InvalidVersioning(String),
     #[error("storage class {0:?} is unknown; the classes are: STANDARD")]
     UnknownStorageClass(String),
     #[error("access key {0} already exists")]
@@ -572,6 +605,18 @@ impl Catalog {
                 };
                 b.cors = cors.clone();
                 Ok(Outcome::BucketCorsSet { bucket: bucket.clone(), set: cors.is_some() })
+            }
+            Command::SetBucketVersioning { bucket, versioning } => {
+                if versioning.is_unversioned() {
+                    return Err(CatalogError::InvalidVersioning(
+                        "versioning can be enabled or suspended, never removed".into(),
+                    ));
+                }
+                let Some(b) = self.buckets.get_mut(bucket) else {
+                    return Err(CatalogError::NoSuchBucket(bucket.clone()));
+                };
+                b.versioning = *versioning;
+                Ok(Outcome::BucketVersioningSet { bucket: bucket.clone(), versioning: *versioning })
             }
             Command::CreateKey { key } => {
                 check_key(key)?;
@@ -914,7 +959,14 @@ mod tests {
     }
 
     fn bucket(name: &str) -> Bucket {
-        Bucket { name: name.into(), owner: "S3KEY1".into(), created_at: 5, storage_class: STANDARD.into(), cors: None }
+        Bucket {
+            name: name.into(),
+            owner: "S3KEY1".into(),
+            created_at: 5,
+            storage_class: STANDARD.into(),
+            cors: None,
+            versioning: Versioning::Unversioned,
+        }
     }
 
     /// Applies a command that must be refused and checks that nothing changed.
@@ -939,6 +991,32 @@ mod tests {
             Outcome::AlreadyBootstrapped
         );
         assert_eq!(c, before);
+    }
+
+    #[test]
+    fn versioning_is_enabled_and_suspended_but_never_removed() {
+        let mut c = seeded(3, 2);
+        c.apply(&Command::CreateBucket { bucket: bucket("ver") }).unwrap();
+        assert_eq!(c.buckets["ver"].versioning, Versioning::Unversioned);
+        for state in [Versioning::Enabled, Versioning::Suspended, Versioning::Enabled] {
+            let set = Command::SetBucketVersioning { bucket: "ver".into(), versioning: state };
+            assert_eq!(
+                c.apply(&set).unwrap(),
+                Outcome::BucketVersioningSet { bucket: "ver".into(), versioning: state }
+            );
+            assert_eq!(c.buckets["ver"].versioning, state);
+        }
+        let remove = Command::SetBucketVersioning { bucket: "ver".into(), versioning: Versioning::Unversioned };
+        assert!(matches!(refused(&mut c, remove), CatalogError::InvalidVersioning(_)));
+        assert_eq!(c.buckets["ver"].versioning, Versioning::Enabled);
+        let missing = Command::SetBucketVersioning { bucket: "nope".into(), versioning: Versioning::Enabled };
+        assert!(matches!(refused(&mut c, missing), CatalogError::NoSuchBucket(_)));
+        // Buckets from before versioning read as unversioned, and unversioned
+        // buckets are written as they were.
+        let old: Bucket =
+            serde_json::from_str(r#"{"name":"o","owner":"k","created_at":1,"storage_class":"STANDARD"}"#).unwrap();
+        assert_eq!(old.versioning, Versioning::Unversioned);
+        assert!(!serde_json::to_string(&old).unwrap().contains("versioning"));
     }
 
     #[test]

@@ -37,7 +37,7 @@ use serde::{Deserialize, Serialize};
 use sillok_catalog::api::CatalogView;
 use sillok_catalog::cors::CorsConfig;
 use sillok_catalog::follower::{FollowOptions, Followed, Follower};
-use sillok_catalog::state::{Bucket, CatalogError, Command, KeyRecord, Permission, STANDARD};
+use sillok_catalog::state::{Bucket, CatalogError, Command, KeyRecord, Permission, STANDARD, Versioning};
 use sillok_catalog::{CatalogClient, ClientError};
 use sillok_placement::PlacementMap;
 use tokio::sync::watch;
@@ -56,11 +56,17 @@ pub struct BucketInfo {
     pub name: String,
     pub owner: String,
     pub created_ms: i64,
+    pub versioning: Versioning,
 }
 
 impl From<&Bucket> for BucketInfo {
     fn from(b: &Bucket) -> Self {
-        BucketInfo { name: b.name.clone(), owner: b.owner.clone(), created_ms: (b.created_at as i64) * 1000 }
+        BucketInfo {
+            name: b.name.clone(),
+            owner: b.owner.clone(),
+            created_ms: (b.created_at as i64) * 1000,
+            versioning: b.versioning,
+        }
     }
 }
 
@@ -285,6 +291,7 @@ impl GatewayCatalog {
             created_at,
             storage_class: STANDARD.to_string(),
             cors: None,
+            versioning: Versioning::Unversioned,
         };
         match self.client.propose(Command::CreateBucket { bucket }).await {
             Ok(p) => self.see_own_write(p.log_index).await,
@@ -326,6 +333,16 @@ impl GatewayCatalog {
     /// caller has validated; visible here before it returns.
     pub async fn set_bucket_cors(&self, name: &str, cors: Option<CorsConfig>) -> Result<(), GatewayError> {
         match self.client.propose(Command::SetBucketCors { bucket: name.into(), cors }).await {
+            Ok(p) => self.see_own_write(p.log_index).await,
+            Err(ClientError::Refused(CatalogError::NoSuchBucket(_))) => Err(GatewayError::NoSuchBucket),
+            Err(e) => Err(catalog_error(e)),
+        }
+    }
+
+    /// Sets the bucket's versioning (`Enabled` or `Suspended`); visible here
+    /// before it returns.
+    pub async fn set_bucket_versioning(&self, name: &str, versioning: Versioning) -> Result<(), GatewayError> {
+        match self.client.propose(Command::SetBucketVersioning { bucket: name.into(), versioning }).await {
             Ok(p) => self.see_own_write(p.log_index).await,
             Err(ClientError::Refused(CatalogError::NoSuchBucket(_))) => Err(GatewayError::NoSuchBucket),
             Err(e) => Err(catalog_error(e)),

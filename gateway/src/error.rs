@@ -73,6 +73,15 @@ pub enum GatewayError {
     PreconditionFailed,
     #[error("not modified")]
     NotModified,
+    #[error("Invalid version id specified")]
+    InvalidVersionId,
+    #[error("The specified version does not exist.")]
+    NoSuchVersion,
+    /// The version asked for is a delete marker: 404 `NoSuchKey` when it
+    /// is the current version (no version id asked), 405
+    /// `MethodNotAllowed` when named by its version id.
+    #[error("{}", if *named { "The specified method is not allowed against this resource." } else { "The specified key does not exist." })]
+    DeleteMarker { version_id: Option<String>, last_modified_ms: i64, named: bool },
     #[error("internal error: {0}")]
     Internal(String),
 }
@@ -124,6 +133,10 @@ impl From<GatewayError> for S3Error {
             G::NoSuchCorsConfiguration => S3ErrorCode::NoSuchCORSConfiguration,
             G::PreconditionFailed => S3ErrorCode::PreconditionFailed,
             G::NotModified => S3ErrorCode::NotModified,
+            G::InvalidVersionId => S3ErrorCode::InvalidArgument,
+            G::NoSuchVersion => S3ErrorCode::NoSuchVersion,
+            G::DeleteMarker { named: true, .. } => S3ErrorCode::MethodNotAllowed,
+            G::DeleteMarker { named: false, .. } => S3ErrorCode::NoSuchKey,
             G::DataLoss(_) | G::Internal(_) => S3ErrorCode::InternalError,
         };
         if matches!(e, G::Unavailable(_) | G::CatalogUnavailable(_) | G::DataLoss(_) | G::Internal(_)) {
@@ -132,6 +145,20 @@ impl From<GatewayError> for S3Error {
         let mut err = S3Error::with_message(code, e.to_string());
         match e {
             G::InvalidRange | G::InvalidPartNumber => err.set_status_code(http::StatusCode::RANGE_NOT_SATISFIABLE),
+            G::DeleteMarker { version_id, last_modified_ms, named } => {
+                let mut h = http::HeaderMap::new();
+                h.insert("x-amz-delete-marker", http::HeaderValue::from_static("true"));
+                if let Some(v) = version_id.and_then(|v| http::HeaderValue::from_str(&v).ok()) {
+                    h.insert("x-amz-version-id", v);
+                }
+                if named {
+                    h.insert("allow", http::HeaderValue::from_static("DELETE"));
+                    if let Some(t) = crate::s3::fields::http_date(last_modified_ms) {
+                        h.insert(http::header::LAST_MODIFIED, t);
+                    }
+                }
+                err.set_headers(h);
+            }
             _ => {}
         }
         err

@@ -26,6 +26,9 @@ pub struct ListQuery {
     /// Keys (and common prefixes) strictly after this.
     pub start_after: Option<String>,
     pub max_keys: usize,
+    /// List heads that are S3 delete markers too (ListObjectVersions);
+    /// ListObjects hides them, as it hides tombstones.
+    pub include_delete_markers: bool,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -53,7 +56,7 @@ pub async fn list(cluster: &Arc<Cluster>, q: &ListQuery) -> Result<ListResult, G
         let (merged, bound) = merged_page(cluster, &q.bucket, &q.prefix, cursor.as_deref(), page).await?;
         let mut advanced_to: Option<String> = None;
         for (key, e) in merged {
-            if e.deleted {
+            if e.deleted || (e.delete_marker && !q.include_delete_markers) {
                 advanced_to = Some(key);
                 continue;
             }

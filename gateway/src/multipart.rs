@@ -119,7 +119,7 @@ pub async fn completed_by(
     upload_id: &str,
 ) -> Result<Option<Manifest>, GatewayError> {
     let current = quorum::read_manifest(cluster, bucket, key).await?;
-    Ok(current.filter(|m| !m.is_deleted() && m.headers.get(UPLOAD_ID_HEADER).is_some_and(|id| id == upload_id)))
+    Ok(current.filter(|m| m.is_object() && m.headers.get(UPLOAD_ID_HEADER).is_some_and(|id| id == upload_id)))
 }
 
 fn new_upload_id() -> String {
@@ -288,6 +288,7 @@ pub async fn list_parts(
         delimiter: None,
         start_after: (marker > 0).then(|| part_key(upload, marker)),
         max_keys: max,
+        include_delete_markers: false,
     };
     let page = listing::list(cluster, &q).await?;
     let parts = page
@@ -335,6 +336,7 @@ pub async fn complete(
     upload: &Upload,
     requested: &[CompletedPart],
     claimed_full: Option<&str>,
+    versioning: sillok_catalog::state::Versioning,
 ) -> Result<Manifest, GatewayError> {
     if requested.is_empty() {
         return Err(GatewayError::InvalidRequest("you must specify at least one part".into()));
@@ -443,7 +445,7 @@ pub async fn complete(
         locations: 0,
         version_id: None,
     };
-    let object = quorum::write_manifest(cluster, &object).await?;
+    let object = crate::versions::write_current(cluster, versioning, object).await?;
 
     // The upload is gone for clients now; tidy up its records in the
     // background. The parts' shards are now the object's.
@@ -501,6 +503,7 @@ pub async fn list_uploads(
             delimiter: None,
             start_after: after.clone(),
             max_keys: 1000,
+            include_delete_markers: false,
         };
         let page = listing::list(cluster, &q).await?;
         for e in &page.entries {

@@ -67,8 +67,8 @@ enum Written {
 /// and names that version: the process's clock moves past
 /// it (`sillok_model::clock`) and the manifest is written again with a new,
 /// newer version (at most [`WIN_RETRIES`] times), so the write that completes
-/// last wins whatever the writers' wall clocks say. Last-Modified moves with
-/// the version when it was taken from it.
+/// last wins whatever the writers' wall clocks say. Last-Modified, and a
+/// head's S3 version id, move with the version when they were taken from it.
 pub async fn write_manifest(cluster: &Arc<Cluster>, m: &Manifest) -> Result<Manifest, GatewayError> {
     cluster.check_clock()?;
     let mut m = m.clone();
@@ -79,9 +79,15 @@ pub async fn write_manifest(cluster: &Arc<Cluster>, m: &Manifest) -> Result<Mani
                 tracing::debug!(bucket = %m.bucket, key = %m.key, ours = ?m.version, ?newer, "a newer version exists; writing above it");
                 clock::observe(newer);
                 let follows_version = m.last_modified_ms == m.version.millis();
+                // A head's S3 version id is the version it is written at
+                // (`versions`); a version record's id is fixed by its key.
+                let id_follows = m.bucket != placement::VERSIONS && m.version_id.is_some_and(|id| id.at == m.version);
                 m.version = Version::now();
                 if follows_version {
                     m.last_modified_ms = m.version.millis();
+                }
+                if id_follows && let Some(id) = m.version_id.as_mut() {
+                    id.at = m.version;
                 }
             }
         }

@@ -76,7 +76,7 @@ fn read_body(
             let bytes = data.slice(range.start as usize..range.end as usize);
             Box::pin(futures::stream::iter([Ok(bytes)]))
         }
-        Body::Deleted => Box::pin(futures::stream::empty()),
+        Body::Deleted | Body::DeleteMarker => Box::pin(futures::stream::empty()),
         Body::Sharded(s) => {
             let (tx, mut rx) = mpsc::channel(2);
             let job = StripeReader::new(cluster.clone(), settings, s.clone(), size, key);
@@ -101,7 +101,7 @@ fn read_body(
             }
             let (cluster, key) = (cluster.clone(), key.to_string());
             Box::pin(futures::stream::iter(pieces).flat_map(move |(body, size, r)| {
-                if matches!(body, Body::Multipart { .. } | Body::Deleted) {
+                if matches!(body, Body::Multipart { .. } | Body::Deleted | Body::DeleteMarker) {
                     let e = GatewayError::Internal(format!("{key}: a part must be inline or sharded"));
                     return Box::pin(futures::stream::iter([Err(e)])) as ByteStream;
                 }

@@ -6,7 +6,8 @@
 //! (If-* preconditions), `objects` (GET/HEAD/PUT/DELETE/copy and batch delete),
 //! `uploads` (multipart), `listing` (ListObjects v1/v2 and ListMultipartUploads),
 //! `cors` (Put/Get/DeleteBucketCors), `tagging` (object tags: their limits
-//! and Put/Get/DeleteObjectTagging).
+//! and Put/Get/DeleteObjectTagging), `versioning` (Put/GetBucketVersioning,
+//! ListObjectVersions).
 
 mod conditions;
 mod cors;
@@ -15,6 +16,7 @@ mod listing;
 mod objects;
 mod tagging;
 mod uploads;
+mod versioning;
 
 use std::sync::Arc;
 
@@ -27,9 +29,9 @@ use crate::cluster::Cluster;
 use crate::error::GatewayError;
 use crate::listing::ListQuery;
 use crate::metrics::Metrics;
-use crate::quorum;
 use crate::read::ReadSettings;
 use crate::write::WriteSettings;
+use sillok_catalog::state::Versioning;
 
 use fields::timestamp_ms;
 
@@ -51,12 +53,17 @@ fn owner() -> Owner {
 }
 
 impl SillokS3 {
-    async fn live_manifest(&self, bucket: &str, key: &str) -> Result<Manifest, GatewayError> {
-        self.catalog.require_bucket(bucket).await?;
-        match quorum::read_manifest(&self.cluster, bucket, key).await? {
-            Some(m) if !m.is_deleted() => Ok(m),
-            _ => Err(GatewayError::NoSuchKey),
-        }
+    /// The object a GET or HEAD serves (the version `version_id` names, or
+    /// the current one), and the bucket's versioning.
+    async fn object_version(
+        &self,
+        bucket: &str,
+        key: &str,
+        version_id: Option<&str>,
+    ) -> Result<(Manifest, Versioning), GatewayError> {
+        let versioning = self.catalog.require_bucket(bucket).await?.versioning;
+        let m = crate::versions::read_version(&self.cluster, versioning, bucket, key, version_id).await?;
+        Ok((m, versioning))
     }
 
     fn counted<T>(&self, op: &'static str, r: Result<T, S3Error>) -> S3Result<S3Response<T>> {
@@ -131,8 +138,19 @@ impl S3 for SillokS3 {
         op!(self, "DeleteBucket", {
             let name = &req.input.bucket;
             self.catalog.require_bucket(name).await?;
-            let q = ListQuery { bucket: name.clone(), max_keys: 1, ..Default::default() };
-            if !crate::listing::list(&self.cluster, &q).await?.entries.is_empty() {
+            // Delete markers and kept versions count: S3 refuses to delete
+            // a bucket that holds any version.
+            let q = ListQuery { bucket: name.clone(), max_keys: 1, include_delete_markers: true, ..Default::default() };
+            let versions = ListQuery {
+                bucket: sillok_model::placement::VERSIONS.into(),
+                prefix: format!("{name}/"),
+                max_keys: 1,
+                include_delete_markers: true,
+                ..Default::default()
+            };
+            if !crate::listing::list(&self.cluster, &q).await?.entries.is_empty()
+                || !crate::listing::list(&self.cluster, &versions).await?.entries.is_empty()
+            {
                 return Err(GatewayError::BucketNotEmpty.into());
             }
             self.catalog.delete_bucket(name).await?;
@@ -182,11 +200,21 @@ impl S3 for SillokS3 {
         &self,
         req: S3Request<GetBucketVersioningInput>,
     ) -> S3Result<S3Response<GetBucketVersioningOutput>> {
-        op!(self, "GetBucketVersioning", {
-            // Versioning is never enabled: S3 answers an empty configuration.
-            self.catalog.require_bucket(&req.input.bucket).await?;
-            Ok(GetBucketVersioningOutput::default())
-        })
+        op!(self, "GetBucketVersioning", self.do_get_bucket_versioning(req.input).await)
+    }
+
+    async fn put_bucket_versioning(
+        &self,
+        req: S3Request<PutBucketVersioningInput>,
+    ) -> S3Result<S3Response<PutBucketVersioningOutput>> {
+        op!(self, "PutBucketVersioning", self.do_put_bucket_versioning(req.input).await)
+    }
+
+    async fn list_object_versions(
+        &self,
+        req: S3Request<ListObjectVersionsInput>,
+    ) -> S3Result<S3Response<ListObjectVersionsOutput>> {
+        op!(self, "ListObjectVersions", self.do_list_object_versions(req.input).await)
     }
 
     async fn get_object(&self, req: S3Request<GetObjectInput>) -> S3Result<S3Response<GetObjectOutput>> {
@@ -207,10 +235,14 @@ impl S3 for SillokS3 {
 
     async fn delete_object(&self, req: S3Request<DeleteObjectInput>) -> S3Result<S3Response<DeleteObjectOutput>> {
         op!(self, "DeleteObject", {
-            self.catalog.require_bucket(&req.input.bucket).await?;
-            self.delete_key(&req.input.bucket, &req.input.key).await?;
+            let i = &req.input;
+            let d = self.delete_key(&i.bucket, &i.key, i.version_id.as_deref()).await?;
             // S3 answers 204 whether or not the key existed.
-            Ok(DeleteObjectOutput::default())
+            Ok(DeleteObjectOutput {
+                version_id: d.version_id,
+                delete_marker: d.delete_marker.then_some(true),
+                ..Default::default()
+            })
         })
     }
 

@@ -40,7 +40,7 @@ use crate::checksum;
 use crate::cluster::Cluster;
 use crate::error::GatewayError;
 use crate::fanout::{self, Gathered, Need, Rest};
-use crate::quorum;
+use sillok_catalog::state::Versioning;
 
 #[derive(Debug, Clone, Copy)]
 pub struct WriteSettings {
@@ -85,6 +85,9 @@ pub struct PutRequest {
     pub tags: BTreeMap<String, String>,
     /// An additional checksum the client asked for (verified, then kept).
     pub checksum: Option<checksum::Expected>,
+    /// The bucket's versioning, which decides what the write keeps of the
+    /// key's earlier versions (`versions::write_current`).
+    pub versioning: Versioning,
 }
 
 /// The digests computed in the single pass over a body.
@@ -181,7 +184,7 @@ where
     // A failed manifest write may still have reached some replicas (or reach
     // them after its deadline), so its shards are not deleted here: the
     // version may yet be the one readers see.
-    quorum::write_manifest(cluster, &manifest).await
+    crate::versions::write_current(cluster, req.versioning, manifest).await
 }
 
 type Digested = ([u8; 16], Option<String>);

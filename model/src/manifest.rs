@@ -204,6 +204,11 @@ impl Manifest {
         matches!(self.body, Body::Deleted)
     }
 
+    /// An object a GET can serve: neither a tombstone nor a delete marker.
+    pub fn is_object(&self) -> bool {
+        !self.is_deleted() && !self.is_delete_marker()
+    }
+
     /// An S3 delete marker ([`Body::DeleteMarker`]).
     pub fn is_delete_marker(&self) -> bool {
         matches!(self.body, Body::DeleteMarker)

@@ -114,7 +114,8 @@ mod tests {
         let mut recs: Vec<String> =
             keys.iter().flat_map(|k| ["ff", "00"].map(|id| version_record_key("p", k, id))).collect();
         recs.sort();
-        let order: Vec<(&str, &str)> = recs.iter().map(|r| parse_version_record_key(r).map(|(_, k, id)| (k, id)).unwrap()).collect();
+        let order: Vec<(&str, &str)> =
+            recs.iter().map(|r| parse_version_record_key(r).map(|(_, k, id)| (k, id)).unwrap()).collect();
         assert_eq!(order, [("a", "00"), ("a", "ff"), ("a/b", "00"), ("a/b", "ff"), ("a0", "00"), ("a0", "ff")]);
     }
 

@@ -293,7 +293,13 @@ fn encode_record(m: &Manifest) -> Result<(Vec<u8>, Vec<u8>), NodeError> {
     v.extend_from_slice(&m.version.nanos.to_be_bytes());
     v.extend_from_slice(&m.version.tiebreak.to_be_bytes());
     // 0 live, 1 tombstone, 2 S3 delete marker (live, but not an object).
-    v.push(if m.is_deleted() { 1 } else if m.is_delete_marker() { 2 } else { 0 });
+    v.push(if m.is_deleted() {
+        1
+    } else if m.is_delete_marker() {
+        2
+    } else {
+        0
+    });
     v.extend_from_slice(&m.size.to_le_bytes());
     v.extend_from_slice(&m.last_modified_ms.to_le_bytes());
     v.extend_from_slice(&m.locations.to_le_bytes());

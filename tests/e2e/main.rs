@@ -24,4 +24,5 @@ mod s3_compat;
 mod s3_operations;
 mod substitutes;
 mod tagging;
+mod versioning;
 mod versions;

@@ -21,6 +21,13 @@ pub fn timestamp_ms(ms: i64) -> Timestamp {
     Timestamp::from(t)
 }
 
+/// `ms` as an HTTP date header value (Last-Modified).
+pub fn http_date(ms: i64) -> Option<http::HeaderValue> {
+    let mut buf = Vec::new();
+    timestamp_ms(ms).format(TimestampFormat::HttpDate, &mut buf).ok()?;
+    http::HeaderValue::from_bytes(&buf).ok()
+}
+
 pub fn etag(m: &Manifest) -> ETag {
     ETag::Strong(m.etag.clone())
 }

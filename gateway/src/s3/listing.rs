@@ -61,6 +61,7 @@ impl SillokS3 {
             delimiter: input.delimiter.clone(),
             start_after: after,
             max_keys: (max_keys as usize).min(1000),
+            include_delete_markers: false,
         };
         let page = listing::list(&self.cluster, &q).await?;
         let (contents, common) = listing_xml(&page, enc, input.fetch_owner.unwrap_or(false));
@@ -95,6 +96,7 @@ impl SillokS3 {
                 _ => mk,
             }),
             max_keys: max_keys as usize,
+            include_delete_markers: false,
         };
         let page = listing::list(&self.cluster, &q).await?;
         let (contents, common) = listing_xml(&page, enc, true);

@@ -19,6 +19,7 @@ use crate::checksum::{self, Algorithm};
 use crate::error::GatewayError;
 use crate::quorum;
 use crate::read::{self, ByteStream};
+use crate::versions;
 use crate::write::{self, PutRequest};
 
 /// S3's limit for a single CopyObject; larger objects are copied in parts.
@@ -32,7 +33,7 @@ impl SillokS3 {
         let checksum =
             fields::expected_checksum(&req, req.input.checksum_algorithm.as_ref(), checksum_values!(req.input))?;
         let input = req.input;
-        self.catalog.require_bucket(&input.bucket).await?;
+        let versioning = self.catalog.require_bucket(&input.bucket).await?.versioning;
         let len = fields::content_length(input.content_length)?;
         let content_md5 = input.content_md5.as_deref().map(fields::decode_md5).transpose()?;
         let user_metadata = fields::request_metadata(input.metadata)?;
@@ -41,7 +42,7 @@ impl SillokS3 {
         // body is read. Best effort: two racing conditional PUTs can both pass.
         if input.if_match.is_some() || input.if_none_match.is_some() {
             let current = quorum::read_manifest(&self.cluster, &input.bucket, &input.key).await?;
-            match current.filter(|m| !m.is_deleted()) {
+            match current.filter(|m| m.is_object()) {
                 Some(m) => {
                     let p = Preconditions {
                         if_match: input.if_match.clone(),
@@ -70,14 +71,19 @@ impl SillokS3 {
             user_metadata,
             tags,
             checksum,
+            versioning,
         };
         let body = match input.body {
             Some(b) => b.boxed(),
             None => futures::stream::empty().boxed(),
         };
         let m = self.store(put, body).await?;
-        let mut out =
-            PutObjectOutput { e_tag: Some(fields::etag(&m)), size: Some(m.size as i64), ..Default::default() };
+        let mut out = PutObjectOutput {
+            e_tag: Some(fields::etag(&m)),
+            size: Some(m.size as i64),
+            version_id: versions::shown_id(&m, versioning),
+            ..Default::default()
+        };
         fill_checksums!(out, &m);
         out.checksum_type = fields::checksum_type(&m);
         Ok(out)
@@ -96,7 +102,7 @@ impl SillokS3 {
     }
 
     pub(super) async fn do_get_object(&self, mut input: GetObjectInput) -> Result<GetObjectOutput, S3Error> {
-        let m = self.live_manifest(&input.bucket, &input.key).await?;
+        let (m, versioning) = self.object_version(&input.bucket, &input.key, input.version_id.as_deref()).await?;
         preconditions!(input).check(&m.etag, m.last_modified_ms, true)?;
         let part = part_of(&m, input.part_number, input.range.is_some())?;
         let (range, content_range) = match &input.range {
@@ -125,6 +131,7 @@ impl SillokS3 {
             content_range,
             parts_count: part.and_then(|p| p.count),
             tag_count: tagging::count(&m),
+            version_id: versions::shown_id(&m, versioning),
             ..Default::default()
         };
         describe_object!(out, input, &m);
@@ -137,9 +144,13 @@ impl SillokS3 {
         &self,
         mut input: HeadObjectInput,
     ) -> Result<(HeadObjectOutput, Option<i32>), S3Error> {
-        let m = self.live_manifest(&input.bucket, &input.key).await?;
+        let (m, versioning) = self.object_version(&input.bucket, &input.key, input.version_id.as_deref()).await?;
         preconditions!(input).check(&m.etag, m.last_modified_ms, true)?;
-        let mut out = HeadObjectOutput { content_length: Some(m.size as i64), ..Default::default() };
+        let mut out = HeadObjectOutput {
+            content_length: Some(m.size as i64),
+            version_id: versions::shown_id(&m, versioning),
+            ..Default::default()
+        };
         if let Some(p) = part_of(&m, input.part_number, input.range.is_some())? {
             out.content_length = Some((p.range.end - p.range.start) as i64);
             out.content_range = Some(p.content_range(m.size));
@@ -149,9 +160,19 @@ impl SillokS3 {
         Ok((out, tagging::count(&m)))
     }
 
-    /// Deletes a key's current object (`versions::delete_current`).
-    pub(super) async fn delete_key(&self, bucket: &str, key: &str) -> Result<(), GatewayError> {
-        crate::versions::delete_current(&self.cluster, bucket, key).await.map(|_| ())
+    /// Deletes a key's current object (`versions::delete_current`), or with
+    /// a version id that version (`versions::delete_version`).
+    pub(super) async fn delete_key(
+        &self,
+        bucket: &str,
+        key: &str,
+        version_id: Option<&str>,
+    ) -> Result<versions::Deleted, GatewayError> {
+        let versioning = self.catalog.require_bucket(bucket).await?.versioning;
+        match version_id {
+            Some(v) => versions::delete_version(&self.cluster, bucket, key, v).await,
+            None => versions::delete_current(&self.cluster, versioning, bucket, key).await,
+        }
     }
 
     pub(super) async fn do_delete_objects(&self, input: DeleteObjectsInput) -> Result<DeleteObjectsOutput, S3Error> {
@@ -166,21 +187,28 @@ impl SillokS3 {
         }
         let quiet = input.delete.quiet.unwrap_or(false);
         let bucket = &input.bucket;
-        let results: Vec<(String, Result<(), GatewayError>)> =
+        let results: Vec<(ObjectIdentifier, Result<versions::Deleted, GatewayError>)> =
             futures::stream::iter(objects.into_iter().map(|o| async move {
-                let r = self.delete_key(bucket, &o.key).await;
-                (o.key, r)
+                let r = self.delete_key(bucket, &o.key, o.version_id.as_deref()).await;
+                (o, r)
             }))
             .buffered(16)
             .collect()
             .await;
         let mut deleted = Vec::new();
         let mut errors = Vec::new();
-        for (key, r) in results {
+        for (o, r) in results {
+            let key = o.key;
             match r {
-                Ok(()) => {
+                Ok(d) => {
                     if !quiet {
-                        deleted.push(DeletedObject { key: Some(key), ..Default::default() });
+                        let marker_id = if o.version_id.is_none() { d.version_id.clone() } else { None };
+                        deleted.push(DeletedObject {
+                            key: Some(key),
+                            version_id: o.version_id,
+                            delete_marker: d.delete_marker.then_some(true),
+                            delete_marker_version_id: marker_id.filter(|_| d.delete_marker),
+                        });
                     }
                 }
                 Err(e) => {
@@ -189,7 +217,7 @@ impl SillokS3 {
                         code: Some(e.code().as_str().to_string()),
                         key: Some(key),
                         message: e.message().map(str::to_string),
-                        version_id: None,
+                        version_id: o.version_id,
                     });
                 }
             }
@@ -211,10 +239,7 @@ impl SillokS3 {
         let CopySource::Bucket { bucket, key, version_id } = source else {
             return Err(s3_error!(InvalidArgument, "copy sources must be bucket/key"));
         };
-        if version_id.as_deref().is_some_and(|v| v != "null") {
-            return Err(s3_error!(NoSuchVersion, "versioning is not supported; the only version is \"null\""));
-        }
-        let m = self.live_manifest(bucket, key).await?;
+        let (m, _) = self.object_version(bucket, key, version_id.as_deref()).await?;
         conditions.check(&m.etag, m.last_modified_ms, false)?;
         Ok(m)
     }
@@ -225,7 +250,7 @@ impl SillokS3 {
     }
 
     pub(super) async fn do_copy_object(&self, mut input: CopyObjectInput) -> Result<CopyObjectOutput, S3Error> {
-        self.catalog.require_bucket(&input.bucket).await?;
+        let versioning = self.catalog.require_bucket(&input.bucket).await?.versioning;
         let src = self.copy_source(&input.copy_source, copy_source_preconditions!(input)).await?;
         if src.size > MAX_COPY_SIZE {
             return Err(s3_error!(
@@ -287,6 +312,7 @@ impl SillokS3 {
             user_metadata,
             tags,
             checksum: algorithm.map(|algorithm| checksum::Expected { algorithm, value: None, trailer: None }),
+            versioning,
         };
         let body = self.source_body(&src, 0..src.size);
         let m = self.store(put, body).await?;
@@ -296,7 +322,13 @@ impl SillokS3 {
             ..Default::default()
         };
         fill_checksums!(result, &m);
-        Ok(CopyObjectOutput { copy_object_result: Some(result), ..Default::default() })
+        let source_versioning = self.catalog.require_bucket(&src.bucket).await?.versioning;
+        Ok(CopyObjectOutput {
+            copy_object_result: Some(result),
+            version_id: versions::shown_id(&m, versioning),
+            copy_source_version_id: versions::shown_id(&src, source_versioning),
+            ..Default::default()
+        })
     }
 }
 

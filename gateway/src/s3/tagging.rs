@@ -5,22 +5,24 @@
 //! Tags live in the object's manifest (`Manifest::tags`). Changing them
 //! writes the same manifest again, body untouched (inline bytes or shard
 //! locations: nothing is read or re-encoded), with a version just above the
-//! one it was read at ([`after`]), so that a PUT or DELETE of the key that
+//! one it was read at (`versions::just_after`), so that a PUT or DELETE of the key that
 //! took its version meanwhile stays newer and wins. A replica that already
 //! holds something newer refuses the change, which is then made again on
 //! the newer manifest (`quorum::write_manifest_unless_newer`), never written
-//! over it. Last-Modified and the ETag do not change, as in S3.
+//! over it. Last-Modified and the ETag do not change, as in S3. In a
+//! versioned bucket a tag change applies to one version (`versionId`, else
+//! the current one), in its record and, if it is current, in the head
+//! (`versions::retag`).
 
 use std::collections::BTreeMap;
 
 use s3s::dto::*;
-use s3s::{S3Error, S3ErrorCode, s3_error};
-use sillok_model::clock;
-use sillok_model::manifest::{Manifest, Version};
+use s3s::{S3Error, S3ErrorCode};
+use sillok_model::manifest::Manifest;
 
 use super::SillokS3;
 use crate::error::GatewayError;
-use crate::quorum;
+use crate::versions;
 
 /// S3's limit on tags per object.
 pub const MAX_TAGS: usize = 10;
@@ -133,73 +135,44 @@ pub fn count(m: &Manifest) -> Option<i32> {
     (!m.tags.is_empty()).then_some(m.tags.len() as i32)
 }
 
-/// A version just above `v` and below any version taken later by a clock
-/// that had seen `v` (1 ns above, random tie-break, so two changes made on
-/// the same version do not write one version with two contents).
-fn after(v: Version) -> Version {
-    Version { nanos: v.nanos.saturating_add(1), tiebreak: rand::random() }
-}
-
-/// Versioning is not supported: the only version id is `null`.
-fn only_null_version(version_id: Option<&str>) -> Result<(), S3Error> {
-    if version_id.is_some_and(|v| v != "null") {
-        return Err(s3_error!(NoSuchVersion, "versioning is not supported; the only version is \"null\""));
-    }
-    Ok(())
-}
-
 impl SillokS3 {
     pub(super) async fn do_put_object_tagging(
         &self,
         input: PutObjectTaggingInput,
     ) -> Result<PutObjectTaggingOutput, S3Error> {
-        only_null_version(input.version_id.as_deref())?;
         let tags = from_tag_set(input.tagging.tag_set)?;
-        self.retag(&input.bucket, &input.key, tags).await?;
-        Ok(PutObjectTaggingOutput::default())
+        let version_id = self.retag(&input.bucket, &input.key, input.version_id.as_deref(), tags).await?;
+        Ok(PutObjectTaggingOutput { version_id })
     }
 
     pub(super) async fn do_get_object_tagging(
         &self,
         input: GetObjectTaggingInput,
     ) -> Result<GetObjectTaggingOutput, S3Error> {
-        only_null_version(input.version_id.as_deref())?;
-        let m = self.live_manifest(&input.bucket, &input.key).await?;
-        Ok(GetObjectTaggingOutput { tag_set: to_tag_set(&m.tags), version_id: None })
+        let (m, versioning) = self.object_version(&input.bucket, &input.key, input.version_id.as_deref()).await?;
+        Ok(GetObjectTaggingOutput { tag_set: to_tag_set(&m.tags), version_id: versions::shown_id(&m, versioning) })
     }
 
     pub(super) async fn do_delete_object_tagging(
         &self,
         input: DeleteObjectTaggingInput,
     ) -> Result<DeleteObjectTaggingOutput, S3Error> {
-        only_null_version(input.version_id.as_deref())?;
-        self.retag(&input.bucket, &input.key, BTreeMap::new()).await?;
-        Ok(DeleteObjectTaggingOutput::default())
+        let version_id = self.retag(&input.bucket, &input.key, input.version_id.as_deref(), BTreeMap::new()).await?;
+        Ok(DeleteObjectTaggingOutput { version_id })
     }
 
-    /// Gives the live object at `bucket/key` exactly `tags` (see the module
-    /// comment for how the write is ordered against other writes).
-    async fn retag(&self, bucket: &str, key: &str, tags: BTreeMap<String, String>) -> Result<(), GatewayError> {
-        for _ in 0..=quorum::WIN_RETRIES {
-            let current = self.live_manifest(bucket, key).await?;
-            if current.tags == tags {
-                return Ok(());
-            }
-            let changed = Manifest { version: after(current.version), tags: tags.clone(), ..current };
-            match quorum::write_manifest_unless_newer(&self.cluster, &changed).await? {
-                None => {
-                    clock::observe(changed.version);
-                    return Ok(());
-                }
-                Some(newer) => {
-                    tracing::debug!(bucket, key, ours = ?changed.version, ?newer, "a newer version exists; tagging it instead");
-                }
-            }
-        }
-        Err(GatewayError::Unavailable(format!(
-            "{bucket}/{key}: newer versions kept arriving while its tags were changed {} times",
-            quorum::WIN_RETRIES + 1
-        )))
+    /// Gives one version of `bucket/key` exactly `tags` (`versions::retag`),
+    /// and returns its version id as S3 shows it.
+    async fn retag(
+        &self,
+        bucket: &str,
+        key: &str,
+        version_id: Option<&str>,
+        tags: BTreeMap<String, String>,
+    ) -> Result<Option<String>, GatewayError> {
+        let versioning = self.catalog.require_bucket(bucket).await?.versioning;
+        let m = versions::retag(&self.cluster, versioning, bucket, key, version_id, &tags).await?;
+        Ok(versions::shown_id(&m, versioning))
     }
 }
 
@@ -260,13 +233,5 @@ mod tests {
         assert_eq!(code(TagError::ReservedKey("aws:a".into())), "InvalidTag");
         assert_eq!(code(TagError::MissingKey), "MalformedXML");
         assert_eq!(code(TagError::BadHeader), "InvalidArgument");
-    }
-
-    #[test]
-    fn a_tagging_version_is_above_the_one_it_changes_and_below_later_ones() {
-        let read = Version { nanos: 1_000, tiebreak: u64::MAX };
-        let a = after(read);
-        assert!(a > read);
-        assert!(a < Version { nanos: 1_002, tiebreak: 0 });
     }
 }

@@ -197,7 +197,7 @@ impl SillokS3 {
         // The object this completion replaces, retired afterwards.
         let previous = quorum::read_manifest(&self.cluster, &input.bucket, &input.key).await?;
         if input.if_match.is_some() || input.if_none_match.is_some() {
-            match previous.as_ref().filter(|m| !m.is_deleted()) {
+            match previous.as_ref().filter(|m| m.is_object()) {
                 Some(m) => Preconditions {
                     if_match: input.if_match.clone(),
                     if_none_match: input.if_none_match.clone(),
@@ -208,7 +208,8 @@ impl SillokS3 {
                 None => {}
             }
         }
-        let m = multipart::complete(&self.cluster, &upload, &requested, claimed_full.as_deref()).await?;
+        let versioning = self.catalog.require_bucket(&input.bucket).await?.versioning;
+        let m = multipart::complete(&self.cluster, &upload, &requested, claimed_full.as_deref(), versioning).await?;
         Ok(Self::completed(&input.bucket, &input.key, &m))
     }
 
@@ -219,6 +220,7 @@ impl SillokS3 {
             key: Some(key.to_string()),
             e_tag: Some(fields::etag(m)),
             location: Some(format!("/{bucket}/{key}")),
+            version_id: m.version_id.map(|id| id.to_s3()),
             ..Default::default()
         };
         fill_checksums!(out, m);
