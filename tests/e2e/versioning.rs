@@ -342,3 +342,46 @@ async fn an_unversioned_bucket_lists_null_versions_and_refuses_to_become_unversi
         .unwrap_err();
     assert_eq!(missing.code(), Some("NoSuchBucket"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tags_belong_to_one_version_and_stay_with_it_once_it_is_no_longer_current() {
+    use aws_sdk_s3::types::{Tag, Tagging};
+    let tagging =
+        |k: &str, v: &str| Tagging::builder().tag_set(Tag::builder().key(k).value(v).build().unwrap()).build().unwrap();
+    let tags_of = async |c: &aws_sdk_s3::Client, version: Option<&str>| -> Vec<(String, String)> {
+        let out = c
+            .get_object_tagging()
+            .bucket("tagver")
+            .key("k")
+            .set_version_id(version.map(str::to_string))
+            .send()
+            .await
+            .unwrap();
+        out.tag_set().iter().map(|t| (t.key().to_string(), t.value().to_string())).collect()
+    };
+    let cluster = DevCluster::start();
+    let c = cluster.client();
+    c.create_bucket().bucket("tagver").send().await.unwrap();
+    set_versioning(&c, "tagver", BucketVersioningStatus::Enabled).await;
+    let id1 = put(&c, "tagver", "k", &body("one", 100)).await.unwrap();
+    // The current version, tagged without a version id.
+    let out = c.put_object_tagging().bucket("tagver").key("k").tagging(tagging("n", "1")).send().await.unwrap();
+    assert_eq!(out.version_id(), Some(id1.as_str()));
+    let id2 = put(&c, "tagver", "k", &body("two", 70_000)).await.unwrap();
+    // Once overwritten, version 1 keeps its tags; version 2 has none.
+    assert_eq!(tags_of(&c, Some(&id1)).await, [("n".to_string(), "1".to_string())]);
+    assert!(tags_of(&c, None).await.is_empty());
+    // An older version tagged by its id; the current one is untouched.
+    c.put_object_tagging().bucket("tagver").key("k").version_id(&id1).tagging(tagging("old", "yes")).send().await.unwrap();
+    assert_eq!(tags_of(&c, Some(&id1)).await, [("old".to_string(), "yes".to_string())]);
+    assert!(tags_of(&c, Some(&id2)).await.is_empty());
+    // The current version tagged by its id is what a GET without one sees.
+    c.put_object_tagging().bucket("tagver").key("k").version_id(&id2).tagging(tagging("cur", "2")).send().await.unwrap();
+    let got = c.get_object().bucket("tagver").key("k").send().await.unwrap();
+    assert_eq!(got.tag_count(), Some(1));
+    assert_eq!(tags_of(&c, None).await, [("cur".to_string(), "2".to_string())]);
+    // ... and the body is still version 2's.
+    assert_eq!(got.body.collect().await.unwrap().into_bytes().to_vec(), body("two", 70_000));
+    let e = c.get_object_tagging().bucket("tagver").key("k").version_id("0".repeat(32)).send().await.unwrap_err();
+    assert_eq!(e.code(), Some("NoSuchVersion"));
+}
