@@ -456,17 +456,24 @@ const PAST_PREFIX: char = '\u{10FFFF}';
 /// Each key's versions are its records plus its head when the head has no
 /// record (the null version from before versioning); the head names which
 /// one is the latest.
-pub async fn list_versions(cluster: &Arc<Cluster>, q: &VersionsQuery) -> Result<VersionsPage, GatewayError> {
+pub async fn list_versions(
+    cluster: &Arc<Cluster>,
+    versioning: Versioning,
+    q: &VersionsQuery,
+) -> Result<VersionsPage, GatewayError> {
     let mut out = VersionsPage::default();
     if q.max_keys == 0 {
         return Ok(out);
+    }
+    if versioning == Versioning::Unversioned {
+        return list_unversioned(cluster, q).await;
     }
     let delimiter = q.delimiter.as_deref().filter(|d| !d.is_empty());
     // Where to resume: after a whole key, or within one after a version.
     let (mut after_key, mut within): (Option<String>, Option<(String, String)>) =
         match (&q.key_marker, &q.version_id_marker) {
             (Some(k), Some(v)) if !v.is_empty() => (None, Some((k.clone(), v.clone()))),
-            (Some(k), _) if !k.is_empty() => (Some(k.clone()), None),
+            (Some(k), _) if !k.is_empty() => (Some(past_prefix_marker(k, delimiter)), None),
             _ => (None, None),
         };
     for _round in 0..100_000 {
@@ -516,6 +523,52 @@ pub async fn list_versions(cluster: &Arc<Cluster>, q: &VersionsQuery) -> Result<
         after_key = Some(key);
     }
     Err(GatewayError::Internal("version listing did not converge".into()))
+}
+
+/// A bucket that was never versioned has no records and no delete markers:
+/// each live object is its key's only (null) version, listed as ListObjects
+/// lists it, in one pass.
+async fn list_unversioned(cluster: &Arc<Cluster>, q: &VersionsQuery) -> Result<VersionsPage, GatewayError> {
+    let lq = ListQuery {
+        bucket: q.bucket.clone(),
+        prefix: q.prefix.clone(),
+        delimiter: q.delimiter.clone(),
+        // After (key, null) is after the key: it has no other version.
+        start_after: q
+            .key_marker
+            .as_deref()
+            .filter(|k| !k.is_empty())
+            .map(|k| past_prefix_marker(k, q.delimiter.as_deref().filter(|d| !d.is_empty()))),
+        max_keys: q.max_keys,
+        include_delete_markers: false,
+    };
+    let page = listing::list(cluster, &lq).await?;
+    let mut out = VersionsPage { truncated: page.truncated, ..Default::default() };
+    out.versions = page.entries.iter().map(|e| listed(&e.key, e, true)).collect();
+    out.common_prefixes = page.common_prefixes;
+    if out.truncated {
+        // The last thing listed, whichever kind it was.
+        let last_version = out.versions.last().map(|v| v.key.clone());
+        let last_prefix = out.common_prefixes.last().cloned();
+        match (last_version, last_prefix) {
+            (Some(k), Some(p)) if p > k => out.next_key_marker = Some(p),
+            (Some(k), _) => {
+                out.next_key_marker = Some(k);
+                out.next_version_id_marker = Some("null".into());
+            }
+            (None, p) => out.next_key_marker = p,
+        }
+    }
+    Ok(out)
+}
+
+/// Where a listing resumes after a key marker: a marker that is a common
+/// prefix (it ends with the delimiter) continues after everything under it.
+fn past_prefix_marker(marker: &str, delimiter: Option<&str>) -> String {
+    match delimiter {
+        Some(d) if marker.ends_with(d) => format!("{marker}{PAST_PREFIX}"),
+        _ => marker.to_string(),
+    }
 }
 
 /// A string just before `key` in the listing's order, so that a listing

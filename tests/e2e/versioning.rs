@@ -122,6 +122,37 @@ async fn versions(c: &aws_sdk_s3::Client, bucket: &str, page: i32) -> Vec<(Strin
     panic!("ListObjectVersions never ended");
 }
 
+/// What ListObjectVersions with delimiter `/` gives, `page` at a time: each
+/// common prefix as `prefix/`, each version as `key@version id`.
+async fn rolled_up(c: &aws_sdk_s3::Client, bucket: &str, page: i32) -> Vec<String> {
+    let mut out = Vec::new();
+    let (mut key_marker, mut id_marker): (Option<String>, Option<String>) = (None, None);
+    for _ in 0..1000 {
+        let r = c
+            .list_object_versions()
+            .bucket(bucket)
+            .delimiter("/")
+            .max_keys(page)
+            .set_key_marker(key_marker.clone())
+            .set_version_id_marker(id_marker.clone())
+            .send()
+            .await
+            .unwrap();
+        let mut items: Vec<String> = r.common_prefixes().iter().map(|p| p.prefix().unwrap().to_string()).collect();
+        items.extend(r.versions().iter().map(|v| format!("{}@{}", v.key().unwrap(), v.version_id().unwrap())));
+        items.extend(r.delete_markers().iter().map(|m| format!("{}@{}", m.key().unwrap(), m.version_id().unwrap())));
+        assert!(items.len() <= page as usize);
+        items.sort();
+        out.extend(items);
+        if !r.is_truncated().unwrap_or(false) {
+            return out;
+        }
+        key_marker = r.next_key_marker().map(str::to_string);
+        id_marker = r.next_version_id_marker().map(str::to_string);
+    }
+    panic!("ListObjectVersions never ended");
+}
+
 fn object_ids(c: &DevCluster) -> BTreeSet<String> {
     c.shard_files()
         .iter()
@@ -247,6 +278,9 @@ async fn versioning_keeps_every_version_until_one_is_deleted_by_id() {
     let prefixes: Vec<&str> = r.common_prefixes().iter().filter_map(|p| p.prefix()).collect();
     assert_eq!(prefixes, ["c/"]);
     assert!(r.versions().iter().all(|v| !v.key().unwrap().starts_with("c/")));
+    let rolled = rolled_up(&c, "vers", 1000).await;
+    assert_eq!(rolled.iter().filter(|i| i.as_str() == "c/").count(), 1, "{rolled:?}");
+    assert_eq!(rolled_up(&c, "vers", 1).await, rolled, "paged one at a time across a common prefix");
 
     // Deleting versions by id: the marker (the object is back), then the
     // current version (the one before it becomes current).
@@ -320,6 +354,13 @@ async fn an_unversioned_bucket_lists_null_versions_and_refuses_to_become_unversi
     }
     c.delete_object().bucket("plain").key("y").send().await.unwrap();
     assert_eq!(versions(&c, "plain", 1000).await, vec![("x".into(), "null".into(), true, false, 100)]);
+    for k in ["d/1", "d/2", "z"] {
+        put(&c, "plain", k, &body(k, 10)).await;
+    }
+    assert_eq!(versions(&c, "plain", 1).await.len(), 4);
+    let rolled = rolled_up(&c, "plain", 1000).await;
+    assert_eq!(rolled, ["d/", "x@null", "z@null"]);
+    assert_eq!(rolled_up(&c, "plain", 1).await, rolled, "paged one at a time across a common prefix");
     assert_eq!(get(&c, "plain", "x", Some("null")).await.unwrap(), (body("x", 100), None));
     // Enabled, then the bucket cannot go back: only Enabled or Suspended.
     set_versioning(&c, "plain", BucketVersioningStatus::Enabled).await;
@@ -372,11 +413,25 @@ async fn tags_belong_to_one_version_and_stay_with_it_once_it_is_no_longer_curren
     assert_eq!(tags_of(&c, Some(&id1)).await, [("n".to_string(), "1".to_string())]);
     assert!(tags_of(&c, None).await.is_empty());
     // An older version tagged by its id; the current one is untouched.
-    c.put_object_tagging().bucket("tagver").key("k").version_id(&id1).tagging(tagging("old", "yes")).send().await.unwrap();
+    c.put_object_tagging()
+        .bucket("tagver")
+        .key("k")
+        .version_id(&id1)
+        .tagging(tagging("old", "yes"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(tags_of(&c, Some(&id1)).await, [("old".to_string(), "yes".to_string())]);
     assert!(tags_of(&c, Some(&id2)).await.is_empty());
     // The current version tagged by its id is what a GET without one sees.
-    c.put_object_tagging().bucket("tagver").key("k").version_id(&id2).tagging(tagging("cur", "2")).send().await.unwrap();
+    c.put_object_tagging()
+        .bucket("tagver")
+        .key("k")
+        .version_id(&id2)
+        .tagging(tagging("cur", "2"))
+        .send()
+        .await
+        .unwrap();
     let got = c.get_object().bucket("tagver").key("k").send().await.unwrap();
     assert_eq!(got.tag_count(), Some(1));
     assert_eq!(tags_of(&c, None).await, [("cur".to_string(), "2".to_string())]);

@@ -46,7 +46,7 @@ impl SillokS3 {
         &self,
         input: ListObjectVersionsInput,
     ) -> Result<ListObjectVersionsOutput, S3Error> {
-        self.catalog.require_bucket(&input.bucket).await?;
+        let versioning = self.catalog.require_bucket(&input.bucket).await?.versioning;
         let enc = fields::encoder(input.encoding_type.as_ref())?;
         let max_keys = input.max_keys.unwrap_or(1000);
         if max_keys < 0 {
@@ -65,7 +65,7 @@ impl SillokS3 {
             version_id_marker: input.version_id_marker.clone(),
             max_keys: (max_keys as usize).min(1000),
         };
-        let page = versions::list_versions(&self.cluster, &q).await?;
+        let page = versions::list_versions(&self.cluster, versioning, &q).await?;
         let mut listed = Vec::new();
         let mut markers = Vec::new();
         for v in page.versions {
