@@ -453,6 +453,27 @@ def check_conditional_requests(bucket):
     expect_bytes(s3.get_object(Bucket=bucket, Key="c.bin")["Body"].read(), b"v2", "kept after a stale If-Match")
 
 
+@check
+def check_versioning(bucket):
+    s3.put_bucket_versioning(Bucket=bucket, VersioningConfiguration={"Status": "Enabled"})
+    expect_eq(s3.get_bucket_versioning(Bucket=bucket).get("Status"), "Enabled", "versioning status")
+    v1 = s3.put_object(Bucket=bucket, Key="v.txt", Body=b"one")["VersionId"]
+    v2 = s3.put_object(Bucket=bucket, Key="v.txt", Body=b"two")["VersionId"]
+    expect_bytes(s3.get_object(Bucket=bucket, Key="v.txt", VersionId=v1)["Body"].read(), b"one", "GET by version id")
+    marker = s3.delete_object(Bucket=bucket, Key="v.txt")
+    expect_eq(marker.get("DeleteMarker"), True, "a DELETE in a versioned bucket makes a delete marker")
+    expect_client_error("NoSuchKey", 404, s3.get_object, Bucket=bucket, Key="v.txt")
+    listed = s3.list_object_versions(Bucket=bucket)
+    expect_eq([v["VersionId"] for v in listed.get("Versions", [])], [v2, v1], "versions, newest first")
+    expect_eq([(m["VersionId"], m["IsLatest"]) for m in listed.get("DeleteMarkers", [])],
+              [(marker["VersionId"], True)], "the delete marker is the latest")
+    pages = s3.get_paginator("list_object_versions").paginate(Bucket=bucket, PaginationConfig={"PageSize": 1})
+    ids = [v["VersionId"] for p in pages for v in p.get("Versions", []) + p.get("DeleteMarkers", [])]
+    expect_eq(sorted(ids), sorted([v1, v2, marker["VersionId"]]), "every version through the paginator, one per page")
+    s3.delete_object(Bucket=bucket, Key="v.txt", VersionId=marker["VersionId"])
+    expect_bytes(s3.get_object(Bucket=bucket, Key="v.txt")["Body"].read(), b"two", "current again once the marker is deleted")
+
+
 def main():
     print(f"boto3 {boto3.__version__}, botocore {botocore.__version__}, endpoint {s3.meta.endpoint_url}, region {REGION}")
     only = {c for c in os.environ.get("SILLOK_CHECKS", "").split(",") if c}
