@@ -267,6 +267,11 @@ struct Wanted {
     have: bool,
     /// Shards of the object on in-service nodes (this one counted if `have`).
     live: usize,
+    /// Other manifests that place the same shard (an S3 version's record and
+    /// its key's current manifest share their shards): `(bucket, key,
+    /// version, fix)`, relocated with this one once the shard is here, so a
+    /// shard two manifests name is written once.
+    also: Vec<(String, String, Version, Vec<(NodeId, Option<NodeId>)>)>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -533,6 +538,7 @@ impl Upkeeper {
                     fix,
                     have: false,
                     live: 0,
+                    also: Vec::new(),
                 });
             }
         }
@@ -546,14 +552,20 @@ impl Upkeeper {
         })
         .await
         .map_err(|e| NodeError::Other(format!("blocking task failed: {e}")))?;
-        let mut out = Vec::new();
+        let mut out: Vec<Wanted> = Vec::new();
+        let mut by_object: BTreeMap<String, usize> = BTreeMap::new();
         for (mut w, have) in candidates.into_iter().zip(have) {
             if have && w.fix.is_empty() {
+                continue;
+            }
+            if let Some(&first) = by_object.get(&w.set.object_id) {
+                out[first].also.push((w.bucket, w.key, w.version, w.fix));
                 continue;
             }
             w.have = have;
             w.live =
                 w.set.shards.iter().filter(|l| l.index != index && in_service(map, l.node)).count() + usize::from(have);
+            by_object.insert(w.set.object_id.clone(), out.len());
             out.push(w);
         }
         Ok(Some(out))
@@ -588,18 +600,24 @@ impl Upkeeper {
         let done = if w.have { Done::Recorded } else { self.write_shard(map, &w, &id).await? };
         self.rebuild.suspects.lock().expect("suspects lock").remove(&id);
         let client = self.client.at_epoch(map.epoch);
-        for (replica, from) in &w.fix {
+        let mut relocations: Vec<(&String, &String, Version, NodeId, Option<NodeId>)> = Vec::new();
+        for (bucket, key, version, fix) in std::iter::once((&w.bucket, &w.key, w.version, &w.fix))
+            .chain(w.also.iter().map(|(b, k, v, f)| (b, k, *v, f)))
+        {
+            relocations.extend(fix.iter().map(|(replica, from)| (bucket, key, version, *replica, *from)));
+        }
+        for (bucket, key, version, replica, from) in relocations {
             let req = Relocate {
-                bucket: w.bucket.clone(),
-                key: w.key.clone(),
-                version: w.version,
+                bucket: bucket.clone(),
+                key: key.clone(),
+                version,
                 generation: None,
-                moves: vec![ShardMove { object_id: id.object_id.clone(), index: w.index, node: self.id, from: *from }],
+                moves: vec![ShardMove { object_id: id.object_id.clone(), index: w.index, node: self.id, from }],
             };
-            let reply = if *replica == self.id {
+            let reply = if replica == self.id {
                 self.meta.relocate(req).await
             } else {
-                let addr = map.topology.node(*replica).map(|n| n.addr.clone()).ok_or(NodeError::NotFound)?;
+                let addr = map.topology.node(replica).map(|n| n.addr.clone()).ok_or(NodeError::NotFound)?;
                 client.relocate(&addr, &req).await
             };
             match reply {

@@ -15,7 +15,7 @@ use sillok_storage_node::{NodeClient, Timeouts};
 use crate::support::*;
 
 /// The map node `id` of `site` follows (its saved `map.json`).
-fn map_of(c: &DevCluster, site: &str, id: u64) -> Option<PlacementMap> {
+pub(crate) fn map_of(c: &DevCluster, site: &str, id: u64) -> Option<PlacementMap> {
     let p = c.dir.path().join("sites").join(site).join(format!("node-{id}")).join("map.json");
     serde_json::from_slice(&std::fs::read(p).ok()?).ok()
 }
@@ -52,7 +52,7 @@ async fn replica_listings(
 /// sharded object has k+m shards on k+m distinct in-service nodes, and (on
 /// the first replica) that each of those nodes holds its shard file. Returns
 /// how many objects were checked, or the first gap found.
-async fn full_redundancy(client: &NodeClient, map: &PlacementMap) -> Result<usize, String> {
+pub(crate) async fn full_redundancy(client: &NodeClient, map: &PlacementMap) -> Result<usize, String> {
     let width = map.profile.width();
     let mut objects = 0;
     for (_, rank, replica, listed) in replica_listings(client, map).await? {

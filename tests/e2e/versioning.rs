@@ -440,3 +440,78 @@ async fn tags_belong_to_one_version_and_stay_with_it_once_it_is_no_longer_curren
     let e = c.get_object_tagging().bucket("tagver").key("k").version_id("0".repeat(32)).send().await.unwrap_err();
     assert_eq!(e.code(), Some("NoSuchVersion"));
 }
+
+/// The sum of one counter over the Prometheus pages of the nodes outside `lost`.
+async fn node_counter(c: &DevCluster, lost: &str, name: &str) -> u64 {
+    let mut sum = 0;
+    for (_, _, addr) in c.nodes().iter().filter(|n| n.1 != lost) {
+        let page = http_text(&format!("http://{addr}/metrics")).await;
+        let line = page.lines().find(|l| l.starts_with(&format!("{name} "))).unwrap_or_else(|| panic!("{page}"));
+        sum += line.split_whitespace().nth(1).unwrap().parse::<u64>().unwrap();
+    }
+    sum
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_version_is_rebuilt_after_a_site_loss_and_each_shard_is_written_once() {
+    use sillok_placement::{NodeId, NodeState};
+    use sillok_storage_node::{NodeClient, Timeouts};
+    let c = DevCluster::start_with(&[
+        // Three nodes a site: with one site out, four survivors could not
+        // hold six shards on distinct nodes.
+        "--nodes-per-site=3",
+        "--pgs=64",
+        "--gateway-arg=--block-size=65536",
+        "--catalog-arg=--down-after-ms=2000",
+        "--catalog-arg=--site-out-after-ms=10000",
+        "--node-arg=--rebuild-every-ms=1000",
+        "--node-arg=--sync-every-ms=1000",
+    ]);
+    let s3 = c.client();
+    s3.create_bucket().bucket("rebuilt").send().await.unwrap();
+    // Two keys' first versions from before versioning (their null versions).
+    let mut want: Vec<(String, String, Vec<u8>)> = Vec::new();
+    for k in 0..2 {
+        let data = body(&format!("k{k}-null"), 80_000);
+        put(&s3, "rebuilt", &format!("k{k}"), &data).await;
+        want.push((format!("k{k}"), "null".into(), data));
+    }
+    set_versioning(&s3, "rebuilt", BucketVersioningStatus::Enabled).await;
+    for k in 0..8 {
+        for v in 0..3 {
+            let data = body(&format!("k{k}-v{v}"), 70_000 + k * 9_000 + v * 1_000);
+            let id = put(&s3, "rebuilt", &format!("k{k}"), &data).await.unwrap();
+            want.push((format!("k{k}"), id, data));
+        }
+    }
+    // A delete marker over one key, one version of another deleted for good.
+    s3.delete_object().bucket("rebuilt").key("k3").send().await.unwrap();
+    let (k, gone, _) = want.remove(4);
+    s3.delete_object().bucket("rebuilt").key(&k).version_id(&gone).send().await.unwrap();
+    let objects = want.len() as u64;
+
+    let lost = "site-c";
+    let lost_nodes: Vec<u64> = c.nodes().into_iter().filter(|(_, s, _)| s == lost).map(|n| n.0).collect();
+    c.kill_site(lost);
+    let survivor = c.nodes().into_iter().find(|(_, s, _)| s == "site-a").unwrap();
+    let client = NodeClient::new(c.cluster_file()["cluster_secret"].as_str().unwrap(), Timeouts::default());
+    wait_until(Duration::from_secs(240), "every version at k+m shards on the surviving sites", async || {
+        let map = crate::rebuild::map_of(&c, &survivor.1, survivor.0).ok_or("no map yet".to_string())?;
+        if !lost_nodes.iter().all(|id| map.topology.node(NodeId(*id as u32)).is_some_and(|n| n.state == NodeState::Out))
+        {
+            let status = String::from_utf8_lossy(&c.admin(&["status"]).stdout).into_owned();
+            return Err(format!("{lost} not out yet (map epoch {}); status:\n{status}", map.epoch));
+        }
+        crate::rebuild::full_redundancy(&client, &map).await
+    })
+    .await;
+    // 4+2 over three sites: each version lost two shards. A current version's
+    // shards are named by its record and by its key's current manifest, and
+    // are written once, not once per manifest.
+    let written = node_counter(&c, lost, "sillok_rebuild_shards_written_total").await;
+    assert_eq!(written, 2 * objects, "shards rebuilt for {objects} versions");
+    for (key, id, data) in &want {
+        let got = get(&s3, "rebuilt", key, Some(id)).await.unwrap_or_else(|e| panic!("{key}@{id}: {e:?}"));
+        assert!(got.0 == *data, "{key}@{id} read back different bytes");
+    }
+}
