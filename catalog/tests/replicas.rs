@@ -140,6 +140,7 @@ fn bucket(name: &str) -> Command {
             created_at: 7,
             storage_class: STANDARD.into(),
             cors: None,
+            lifecycle: None,
         },
     }
 }

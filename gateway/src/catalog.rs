@@ -285,6 +285,7 @@ impl GatewayCatalog {
             created_at,
             storage_class: STANDARD.to_string(),
             cors: None,
+            lifecycle: None,
         };
         match self.client.propose(Command::CreateBucket { bucket }).await {
             Ok(p) => self.see_own_write(p.log_index).await,

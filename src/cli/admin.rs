@@ -553,7 +553,14 @@ pub async fn run(a: AdminArgs) -> anyhow::Result<()> {
             report(&propose(cmd).await?, json)?;
         }
         AdminCommand::Bucket(BucketCommand::Create { name, owner, storage_class }) => {
-            let bucket = Bucket { name, owner: owner.unwrap_or(me), created_at: now_secs(), storage_class, cors: None };
+            let bucket = Bucket {
+                name,
+                owner: owner.unwrap_or(me),
+                created_at: now_secs(),
+                storage_class,
+                cors: None,
+                lifecycle: None,
+            };
             report(&propose(Command::CreateBucket { bucket }).await?, json)?;
         }
         AdminCommand::Bucket(BucketCommand::Delete { name, force }) => {

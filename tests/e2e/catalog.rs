@@ -163,6 +163,7 @@ fn bucket(name: &str) -> Command {
             created_at: 1,
             storage_class: STANDARD.into(),
             cors: None,
+            lifecycle: None,
         },
     }
 }
