@@ -189,10 +189,10 @@ fn check_sizes(gt: Option<i64>, lt: Option<i64>) -> Result<(), LifecycleError> {
     if gt.is_some_and(|g| g < 0) || lt.is_some_and(|l| l <= 0) {
         return Err(LifecycleError::NegativeSize);
     }
-    if let (Some(g), Some(l)) = (gt, lt) {
-        if g >= l {
-            return Err(LifecycleError::SizeRange(g, l));
-        }
+    if let (Some(g), Some(l)) = (gt, lt)
+        && g >= l
+    {
+        return Err(LifecycleError::SizeRange(g, l));
     }
     Ok(())
 }
