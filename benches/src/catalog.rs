@@ -157,7 +157,15 @@ impl Drop for Cluster {
 
 fn bucket(name: String) -> Command {
     Command::CreateBucket {
-        bucket: Bucket { name, owner: "bench".into(), created_at: 1, storage_class: STANDARD.into(), cors: None },
+        bucket: Bucket {
+            name,
+            owner: "bench".into(),
+            created_at: 1,
+            storage_class: STANDARD.into(),
+            cors: None,
+            lifecycle: None,
+            versioning: Default::default(),
+        },
     }
 }
 

@@ -10,6 +10,8 @@
 //!   transport (`sillok_rpc`);
 //! - `cors`: a bucket's CORS configuration, S3's rules for it, and which
 //!   rule a request matches (pure);
+//! - `lifecycle`: a bucket's lifecycle configuration, S3's rules for it,
+//!   and when a rule expires an object or aborts an upload (pure);
 //! - `api`: the wire types of the catalog's HTTP API (routes listed there);
 //! - `server`: a running replica: its Raft instance, the HTTP service, the
 //!   forwarding of writes to the leader, the one-time seeding from the
@@ -43,6 +45,7 @@ pub mod client;
 pub mod cors;
 pub mod detector;
 pub mod follower;
+pub mod lifecycle;
 pub mod raft_network;
 pub mod rebalance;
 pub mod repair;

@@ -31,6 +31,7 @@ use serde::{Deserialize, Serialize};
 use sillok_placement::PlacementMap;
 
 use crate::cors::CorsConfig;
+use crate::lifecycle::LifecycleConfig;
 use sillok_placement::topology::{Node, NodeId, NodeState, Site, Topology};
 
 /// The storage class every bucket gets unless it names another; its EC
@@ -49,6 +50,10 @@ pub struct Bucket {
     /// Absent from catalogs written before it existed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cors: Option<CorsConfig>,
+    /// The bucket's lifecycle configuration (`None`: nothing expires).
+    /// Absent from catalogs written before it existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lifecycle: Option<LifecycleConfig>,
     /// S3 bucket versioning. Absent from catalogs written before it existed
     /// (and from buckets that never had it): unversioned.
     #[serde(default, skip_serializing_if = "Versioning::is_unversioned")]
@@ -235,6 +240,12 @@ pub enum Command {
         bucket: String,
         versioning: Versioning,
     },
+    /// Sets (or, with `None`, removes) a bucket's lifecycle configuration.
+    SetBucketLifecycle {
+        bucket: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        lifecycle: Option<LifecycleConfig>,
+    },
     CreateKey {
         key: KeyRecord,
     },
@@ -345,6 +356,7 @@ impl Command {
             Command::DeleteBucket { name } => Touch::Bucket(name.clone()),
             Command::SetBucketCors { bucket, .. } => Touch::Bucket(bucket.clone()),
             Command::SetBucketVersioning { bucket, .. } => Touch::Bucket(bucket.clone()),
+            Command::SetBucketLifecycle { bucket, .. } => Touch::Bucket(bucket.clone()),
             Command::CreateKey { key } => Touch::Key(key.id.clone()),
             Command::RevokeKey { id } => Touch::Key(id.clone()),
             _ => Touch::Map,
@@ -420,6 +432,11 @@ pub enum Outcome {
         bucket: String,
         versioning: Versioning,
     },
+    BucketLifecycleSet {
+        bucket: String,
+        /// Whether the bucket now has a configuration (false: removed).
+        set: bool,
+    },
     /// The new key, secret included: the only time the secret is shown.
     KeyCreated {
         key: KeyRecord,
@@ -477,6 +494,8 @@ pub enum CatalogError {
     InvalidCors(String),
     #[error("invalid versioning change: {0}")]
     InvalidVersioning(String),
+    #[error("invalid lifecycle configuration: {0}")]
+    InvalidLifecycle(String),
     #[error("storage class {0:?} is unknown; the classes are: STANDARD")]
     UnknownStorageClass(String),
     #[error("access key {0} already exists")]
@@ -605,6 +624,16 @@ impl Catalog {
                 };
                 b.cors = cors.clone();
                 Ok(Outcome::BucketCorsSet { bucket: bucket.clone(), set: cors.is_some() })
+            }
+            Command::SetBucketLifecycle { bucket, lifecycle } => {
+                if let Some(l) = lifecycle {
+                    l.validate().map_err(|e| CatalogError::InvalidLifecycle(e.to_string()))?;
+                }
+                let Some(b) = self.buckets.get_mut(bucket) else {
+                    return Err(CatalogError::NoSuchBucket(bucket.clone()));
+                };
+                b.lifecycle = lifecycle.clone();
+                Ok(Outcome::BucketLifecycleSet { bucket: bucket.clone(), set: lifecycle.is_some() })
             }
             Command::SetBucketVersioning { bucket, versioning } => {
                 if versioning.is_unversioned() {
@@ -966,6 +995,7 @@ mod tests {
             storage_class: STANDARD.into(),
             cors: None,
             versioning: Versioning::Unversioned,
+            lifecycle: None,
         }
     }
 
@@ -1054,6 +1084,45 @@ mod tests {
             serde_json::from_str(r#"{"name":"old","owner":"K","created_at":1,"storage_class":"STANDARD"}"#).unwrap();
         assert_eq!(old.cors, None);
         assert!(!serde_json::to_string(&old).unwrap().contains("cors"));
+    }
+
+    #[test]
+    fn a_bucket_lifecycle_configuration_is_validated_set_and_removed() {
+        use crate::lifecycle::{Expiration, Filter, LifecycleConfig, LifecycleRule};
+        let mut c = seeded(3, 2);
+        c.apply(&Command::CreateBucket { bucket: bucket("media") }).unwrap();
+        let rule = LifecycleRule {
+            id: "tmp".into(),
+            enabled: true,
+            filter: Filter::Prefix("tmp/".into()),
+            expiration: Some(Expiration::Days(1)),
+            abort_incomplete_upload_days: None,
+            noncurrent_expiration: None,
+        };
+        let config = LifecycleConfig { rules: vec![rule.clone()] };
+        let set = Command::SetBucketLifecycle { bucket: "media".into(), lifecycle: Some(config.clone()) };
+        assert_eq!(c.apply(&set).unwrap(), Outcome::BucketLifecycleSet { bucket: "media".into(), set: true });
+        assert_eq!(c.buckets["media"].lifecycle.as_ref(), Some(&config));
+        assert_eq!(set.touches(), Touch::Bucket("media".into()));
+        let back: Command = serde_json::from_str(&serde_json::to_string(&set).unwrap()).unwrap();
+        assert_eq!(back, set);
+        let bad = LifecycleRule { expiration: Some(Expiration::Days(0)), ..rule };
+        let bad = Command::SetBucketLifecycle {
+            bucket: "media".into(),
+            lifecycle: Some(LifecycleConfig { rules: vec![bad] }),
+        };
+        assert!(matches!(refused(&mut c, bad), CatalogError::InvalidLifecycle(_)));
+        assert_eq!(
+            refused(&mut c, Command::SetBucketLifecycle { bucket: "nope".into(), lifecycle: Some(config) }),
+            CatalogError::NoSuchBucket("nope".into())
+        );
+        let removed = c.apply(&Command::SetBucketLifecycle { bucket: "media".into(), lifecycle: None }).unwrap();
+        assert_eq!(removed, Outcome::BucketLifecycleSet { bucket: "media".into(), set: false });
+        assert_eq!(c.buckets["media"].lifecycle, None);
+        let old: Bucket =
+            serde_json::from_str(r#"{"name":"old","owner":"K","created_at":1,"storage_class":"STANDARD"}"#).unwrap();
+        assert_eq!(old.lifecycle, None);
+        assert!(!serde_json::to_string(&old).unwrap().contains("lifecycle"));
     }
 
     #[test]

@@ -140,6 +140,8 @@ fn bucket(name: &str) -> Command {
             created_at: 7,
             storage_class: STANDARD.into(),
             cors: None,
+            lifecycle: None,
+            versioning: Default::default(),
         },
     }
 }

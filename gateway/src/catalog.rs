@@ -5,7 +5,7 @@
 //! saved in the gateway's state directory), which publishes each view as an
 //! [`Index`] (buckets and keys by name, and the map); and the
 //! [`CatalogClient`] through which bucket changes (creation, deletion, CORS
-//! configuration) are proposed.
+//! and lifecycle configurations) are proposed.
 //!
 //! Invariants:
 //! - The follower is the only owner of the map and the catalog in a gateway:
@@ -37,6 +37,7 @@ use serde::{Deserialize, Serialize};
 use sillok_catalog::api::CatalogView;
 use sillok_catalog::cors::CorsConfig;
 use sillok_catalog::follower::{FollowOptions, Followed, Follower};
+use sillok_catalog::lifecycle::LifecycleConfig;
 use sillok_catalog::state::{Bucket, CatalogError, Command, KeyRecord, Permission, STANDARD, Versioning};
 use sillok_catalog::{CatalogClient, ClientError};
 use sillok_placement::PlacementMap;
@@ -292,6 +293,7 @@ impl GatewayCatalog {
             storage_class: STANDARD.to_string(),
             cors: None,
             versioning: Versioning::Unversioned,
+            lifecycle: None,
         };
         match self.client.propose(Command::CreateBucket { bucket }).await {
             Ok(p) => self.see_own_write(p.log_index).await,
@@ -343,6 +345,41 @@ impl GatewayCatalog {
     /// before it returns.
     pub async fn set_bucket_versioning(&self, name: &str, versioning: Versioning) -> Result<(), GatewayError> {
         match self.client.propose(Command::SetBucketVersioning { bucket: name.into(), versioning }).await {
+            Ok(p) => self.see_own_write(p.log_index).await,
+            Err(ClientError::Refused(CatalogError::NoSuchBucket(_))) => Err(GatewayError::NoSuchBucket),
+            Err(e) => Err(catalog_error(e)),
+        }
+    }
+
+    /// The bucket's lifecycle configuration, if it has one (`NoSuchBucket` as
+    /// [`Self::require_bucket`] answers it).
+    pub async fn bucket_lifecycle(&self, name: &str) -> Result<Option<LifecycleConfig>, GatewayError> {
+        self.require_bucket(name).await?;
+        Ok(self.lifecycle_of(name))
+    }
+
+    /// The bucket's lifecycle configuration from this gateway's copy only.
+    pub fn lifecycle_of(&self, name: &str) -> Option<LifecycleConfig> {
+        self.index().buckets.get(name).and_then(|b| b.lifecycle.clone())
+    }
+
+    /// Every bucket that has a lifecycle configuration, with it, from this
+    /// gateway's copy (what the expirer works through), sorted by name.
+    pub fn lifecycles(&self) -> Vec<(String, LifecycleConfig)> {
+        let mut out: Vec<_> =
+            self.index().buckets.values().filter_map(|b| Some((b.name.clone(), b.lifecycle.clone()?))).collect();
+        out.sort_by(|a, b| a.0.cmp(&b.0));
+        out
+    }
+
+    /// Sets (`None`: removes) the bucket's lifecycle configuration, which
+    /// the caller has validated; visible here before it returns.
+    pub async fn set_bucket_lifecycle(
+        &self,
+        name: &str,
+        lifecycle: Option<LifecycleConfig>,
+    ) -> Result<(), GatewayError> {
+        match self.client.propose(Command::SetBucketLifecycle { bucket: name.into(), lifecycle }).await {
             Ok(p) => self.see_own_write(p.log_index).await,
             Err(ClientError::Refused(CatalogError::NoSuchBucket(_))) => Err(GatewayError::NoSuchBucket),
             Err(e) => Err(catalog_error(e)),

@@ -19,6 +19,8 @@
 //!   shard is missing, slow, unreachable or corrupt;
 //! - `checksum`: S3's additional checksums (CRC32/CRC32C/CRC64NVME/SHA1/SHA256);
 //! - `multipart`: multipart uploads: records, parts, completion, the sweeper;
+//! - `lifecycle`: the expirer that carries out buckets' lifecycle rules
+//!   (deletes through `versions`, aborts through `multipart`);
 //! - `listing`: keys merged from every node's manifest store;
 //! - `s3`: the `s3s::S3` implementation: the edge where errors become S3 errors;
 //! - `versions`: deleting a key's current object (and object versions);
@@ -34,6 +36,7 @@ pub mod cors;
 pub mod error;
 pub mod fanout;
 pub mod hedge;
+pub mod lifecycle;
 pub mod listing;
 pub mod metrics;
 pub mod multipart;

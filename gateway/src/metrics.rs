@@ -1,5 +1,6 @@
 //! Prometheus metrics of the gateway: request counts by operation and outcome,
-//! bytes in and out, degraded reads. Served as text at `/_sillok/metrics`.
+//! bytes in and out, degraded reads, the lifecycle expirer's work. Served as
+//! text at `/_sillok/metrics`.
 
 use std::collections::BTreeMap;
 use std::sync::Mutex;
@@ -10,6 +11,7 @@ pub struct Metrics {
     requests: Mutex<BTreeMap<(&'static str, &'static str), u64>>,
     pub bytes_in: AtomicU64,
     pub bytes_out: AtomicU64,
+    pub lifecycle: crate::lifecycle::LifecycleMetrics,
 }
 
 impl Metrics {
@@ -46,6 +48,7 @@ impl Metrics {
             "# HELP sillok_s3_bytes_out_total Object bytes sent in GETs.\n# TYPE sillok_s3_bytes_out_total counter\n",
         );
         s.push_str(&format!("sillok_s3_bytes_out_total {}\n", self.bytes_out.load(Ordering::Relaxed)));
+        self.lifecycle.render(&mut s);
         s
     }
 }

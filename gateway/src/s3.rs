@@ -7,11 +7,13 @@
 //! `uploads` (multipart), `listing` (ListObjects v1/v2 and ListMultipartUploads),
 //! `cors` (Put/Get/DeleteBucketCors), `tagging` (object tags: their limits
 //! and Put/Get/DeleteObjectTagging), `versioning` (Put/GetBucketVersioning,
-//! ListObjectVersions).
+//! ListObjectVersions), `lifecycle`
+//! (Put/Get/DeleteBucketLifecycleConfiguration).
 
 mod conditions;
 mod cors;
 pub(crate) mod fields;
+mod lifecycle;
 mod listing;
 mod objects;
 mod tagging;
@@ -194,6 +196,27 @@ impl S3 for SillokS3 {
         req: S3Request<DeleteBucketCorsInput>,
     ) -> S3Result<S3Response<DeleteBucketCorsOutput>> {
         op!(self, "DeleteBucketCors", self.do_delete_bucket_cors(req.input).await)
+    }
+
+    async fn put_bucket_lifecycle_configuration(
+        &self,
+        req: S3Request<PutBucketLifecycleConfigurationInput>,
+    ) -> S3Result<S3Response<PutBucketLifecycleConfigurationOutput>> {
+        op!(self, "PutBucketLifecycleConfiguration", self.do_put_bucket_lifecycle(req).await)
+    }
+
+    async fn get_bucket_lifecycle_configuration(
+        &self,
+        req: S3Request<GetBucketLifecycleConfigurationInput>,
+    ) -> S3Result<S3Response<GetBucketLifecycleConfigurationOutput>> {
+        op!(self, "GetBucketLifecycleConfiguration", self.do_get_bucket_lifecycle(req.input).await)
+    }
+
+    async fn delete_bucket_lifecycle(
+        &self,
+        req: S3Request<DeleteBucketLifecycleInput>,
+    ) -> S3Result<S3Response<DeleteBucketLifecycleOutput>> {
+        op!(self, "DeleteBucketLifecycle", self.do_delete_bucket_lifecycle(req.input).await)
     }
 
     async fn get_bucket_versioning(

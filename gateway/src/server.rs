@@ -72,6 +72,8 @@ pub struct GatewayConfig {
     pub upload_sweep_interval: Duration,
     /// The largest browser-form (POST object) upload; these are buffered.
     pub post_max_size: u64,
+    /// The lifecycle expirer's interval and day length.
+    pub lifecycle: crate::lifecycle::LifecycleSettings,
 }
 
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
@@ -122,6 +124,15 @@ pub async fn bind(
         config.upload_max_age,
         config.upload_sweep_interval,
     ));
+    let expirer = (!config.lifecycle.interval.is_zero()).then(|| {
+        let expirer = crate::lifecycle::Expirer {
+            cluster: cluster.clone(),
+            catalog: catalog.clone(),
+            metrics: metrics.clone(),
+            day_ms: config.lifecycle.day.as_millis().clamp(1, i64::MAX as u128) as i64,
+        };
+        tokio::spawn(expirer.run_forever(config.lifecycle.interval))
+    });
     let fut = async move {
         let graceful = hyper_util::server::graceful::GracefulShutdown::new();
         tokio::pin!(shutdown);
@@ -162,6 +173,9 @@ pub async fn bind(
         probe.abort();
         reporter.abort();
         sweeper.abort();
+        if let Some(e) = expirer {
+            e.abort();
+        }
         tokio::select! {
             _ = graceful.shutdown() => {}
             _ = tokio::time::sleep(Duration::from_secs(10)) => tracing::warn!("connections still open after 10 s; closing"),

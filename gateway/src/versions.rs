@@ -3,7 +3,8 @@
 //!
 //! Owns: [`write_current`] (every write of a key's current object: PUT,
 //! copy, multipart completion), [`delete_current`] (every delete of it:
-//! DeleteObject, DeleteObjects, lifecycle expiry), [`delete_version`],
+//! DeleteObject, DeleteObjects) and [`delete_if_current`] (lifecycle
+//! expiry), [`delete_version`],
 //! [`read_version`] and [`list_versions`] (ListObjectVersions).
 //!
 //! Layout: a key's **head** (`bucket/key`, the manifest every GET without a
@@ -171,6 +172,34 @@ pub async fn delete_current(
     let marker = Manifest { body: Body::DeleteMarker, ..Manifest::tombstone(bucket, key) };
     let written = write_current(cluster, versioning, marker).await?;
     Ok(Deleted { existed: true, version_id: written.version_id.map(|id| id.to_s3()), delete_marker: true })
+}
+
+/// Deletes `current`, the current object of its key as the caller read it,
+/// only if it still is (lifecycle expiry): unversioned, the tombstone is
+/// written just above `current`'s version and only if nothing newer is on
+/// the replicas, so a PUT that completes meanwhile is never hidden; in a
+/// versioned bucket a delete marker is made as by [`delete_current`] (a
+/// version written meanwhile is kept either way). `false`: a newer write
+/// arrived first and nothing was deleted.
+pub async fn delete_if_current(
+    cluster: &Arc<Cluster>,
+    versioning: Versioning,
+    current: &Manifest,
+) -> Result<bool, GatewayError> {
+    if versioning != Versioning::Unversioned {
+        delete_current(cluster, versioning, &current.bucket, &current.key).await?;
+        return Ok(true);
+    }
+    let version = just_after(current.version);
+    let tomb =
+        Manifest { version, last_modified_ms: version.millis(), ..Manifest::tombstone(&current.bucket, &current.key) };
+    match quorum::write_manifest_unless_newer(cluster, &tomb).await? {
+        None => {
+            clock::observe(version);
+            Ok(true)
+        }
+        Some(_) => Ok(false),
+    }
 }
 
 /// Which version a version id names.

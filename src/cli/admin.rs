@@ -560,6 +560,7 @@ pub async fn run(a: AdminArgs) -> anyhow::Result<()> {
                 storage_class,
                 cors: None,
                 versioning: Default::default(),
+                lifecycle: None,
             };
             report(&propose(Command::CreateBucket { bucket }).await?, json)?;
         }

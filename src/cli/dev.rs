@@ -64,6 +64,14 @@ pub struct DevArgs {
     /// Extra arguments for the gateway process, e.g. `--gateway-arg=--block-size=65536`.
     #[arg(long = "gateway-arg", allow_hyphen_values = true)]
     pub gateway_args: Vec<String>,
+    /// The length of a lifecycle "day" in seconds for the gateway's
+    /// expirer (default: S3's 86400); a few seconds lets lifecycle rules be
+    /// tried out (expiry by age is scaled to it).
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+    pub lifecycle_day_s: Option<u64>,
+    /// How often (seconds) the gateway's lifecycle expirer runs (0: never).
+    #[arg(long, default_value_t = 10)]
+    pub lifecycle_interval_s: u64,
     /// Extra arguments for every catalog replica, e.g. `--catalog-arg=--election-min-ms=300`
     /// (`--placement-arg` is the same option under its earlier name).
     #[arg(long = "catalog-arg", alias = "placement-arg", allow_hyphen_values = true)]
@@ -141,7 +149,7 @@ pub async fn run(mut a: DevArgs) -> anyhow::Result<()> {
     }
     let started = start_nodes(&exe, &data, &cluster, &cluster_path, &a.node_args, &mut procs, &mut site_files)
         .and_then(|()| wait_listening(&node_addrs, &mut procs, &data))
-        .and_then(|()| start_gateway(&exe, &data, &cluster_path, gateway_listen, &a.gateway_args, &mut procs))
+        .and_then(|()| start_gateway(&exe, &data, &cluster_path, gateway_listen, &gateway_args(&a), &mut procs))
         .and_then(|()| wait_gateway_addr(&data, &mut procs))
         .and_then(|addr| wait_listening(&[("gateway".into(), addr)], &mut procs, &data).map(|()| addr));
     let s3_addr = match started {
@@ -421,6 +429,21 @@ fn start_nodes(
         write_atomic(&data.join("sites").join(format!("{}.procs", f.site)), f.procs.as_bytes())?;
     }
     Ok(())
+}
+
+/// The gateway's arguments: the lifecycle flags of `sillok dev` (unless
+/// `--gateway-arg` names them itself), then every `--gateway-arg`.
+fn gateway_args(a: &DevArgs) -> Vec<String> {
+    let named = |flag: &str| a.gateway_args.iter().any(|g| g.split('=').next() == Some(flag));
+    let mut args = Vec::new();
+    if !named("--lifecycle-interval-s") {
+        args.push(format!("--lifecycle-interval-s={}", a.lifecycle_interval_s));
+    }
+    if let Some(day) = a.lifecycle_day_s.filter(|_| !named("--lifecycle-day-s")) {
+        args.push(format!("--lifecycle-day-s={day}"));
+    }
+    args.extend(a.gateway_args.iter().cloned());
+    args
 }
 
 fn start_gateway(

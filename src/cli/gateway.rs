@@ -83,6 +83,16 @@ pub struct GatewayArgs {
     /// How often (seconds) to look for abandoned multipart uploads.
     #[arg(long, default_value_t = 600)]
     pub upload_sweep_interval_s: u64,
+    /// How often (seconds) the lifecycle expirer carries out buckets'
+    /// lifecycle rules (expiry, aborts of incomplete uploads); 0: not in
+    /// this gateway.
+    #[arg(long, default_value_t = 3600)]
+    pub lifecycle_interval_s: u64,
+    /// The length of a lifecycle "day" in seconds (S3's: 86400). Tests and
+    /// demos shorten it; expiry by age is then scaled (rounded up to a
+    /// multiple of this since the Unix epoch).
+    #[arg(long, default_value_t = 86_400, value_parser = clap::value_parser!(u64).range(1..))]
+    pub lifecycle_day_s: u64,
     /// The largest browser-form (POST object) upload, in bytes; such bodies are buffered.
     #[arg(long, default_value_t = 32 << 20)]
     pub post_max_size: u64,
@@ -129,6 +139,10 @@ pub async fn run(a: GatewayArgs) -> anyhow::Result<()> {
         upload_max_age: Duration::from_secs(a.abandoned_upload_age_s),
         upload_sweep_interval: Duration::from_secs(a.upload_sweep_interval_s.max(1)),
         post_max_size: a.post_max_size,
+        lifecycle: sillok_gateway::lifecycle::LifecycleSettings {
+            interval: Duration::from_secs(a.lifecycle_interval_s),
+            day: Duration::from_secs(a.lifecycle_day_s),
+        },
     };
     if a.test_clock_offset_ms != 0 {
         tracing::warn!(offset_ms = a.test_clock_offset_ms, "this gateway's clock is shifted for a test");

@@ -164,6 +164,7 @@ fn bucket(name: &str) -> Command {
             storage_class: STANDARD.into(),
             cors: None,
             versioning: Default::default(),
+            lifecycle: None,
         },
     }
 }

@@ -16,6 +16,7 @@ mod data_path;
 mod detector;
 mod drill;
 mod following;
+mod lifecycle;
 mod reads;
 mod real_clients;
 mod rebalance;
