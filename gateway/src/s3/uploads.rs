@@ -119,12 +119,13 @@ impl SillokS3 {
     pub(super) async fn do_upload_part(&self, req: S3Request<UploadPartInput>) -> Result<UploadPartOutput, S3Error> {
         let checksum =
             fields::expected_checksum(&req, req.input.checksum_algorithm.as_ref(), checksum_values!(req.input))?;
+        let content_length = fields::body_length(&req, req.input.content_length)?;
         let input = req.input;
         let number = part_number(input.part_number)?;
         let upload = self.upload(&input.bucket, &input.key, &input.upload_id).await?;
         let part = PartRequest {
             number,
-            content_length: fields::content_length(input.content_length)?,
+            content_length,
             content_md5: input.content_md5.as_deref().map(fields::decode_md5).transpose()?,
             checksum,
         };
