@@ -119,7 +119,12 @@ pub async fn completed_by(
     upload_id: &str,
 ) -> Result<Option<Manifest>, GatewayError> {
     let current = quorum::read_manifest(cluster, bucket, key).await?;
-    Ok(current.filter(|m| m.is_object() && m.headers.get(UPLOAD_ID_HEADER).is_some_and(|id| id == upload_id)))
+    Ok(current.filter(|m| made_by(m, upload_id)))
+}
+
+/// Whether `m` is a live object that upload `upload_id` made.
+pub fn made_by(m: &Manifest, upload_id: &str) -> bool {
+    m.is_object() && m.headers.get(UPLOAD_ID_HEADER).is_some_and(|id| id == upload_id)
 }
 
 fn new_upload_id() -> String {

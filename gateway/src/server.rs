@@ -289,9 +289,16 @@ async fn serve_s3(
     request_id: &str,
 ) -> http::Response<RespBody> {
     let request_id = request_id.to_string();
+    let mut req = req;
+    join_repeated_content_encoding(req.headers_mut());
     let may_withhold = body_may_be_withheld(&req);
+    let is_head = req.method() == http::Method::HEAD;
     if let Some(why) = malformed_date(&req) {
         return close_if(may_withhold, error_xml(400, "AuthorizationHeaderMalformed", why, &request_id));
+    }
+    if chunked_without_length(&req) {
+        let why = "A header you provided implies functionality that is not implemented: Transfer-Encoding (send a Content-Length, or an aws-chunked body with x-amz-decoded-content-length)";
+        return close_if(true, error_xml(501, "NotImplemented", why, &request_id));
     }
     let read_first = small_body_to_read_first(&req);
     // A body read here went in full (hyper sent `100 Continue` for it).
@@ -313,7 +320,8 @@ async fn serve_s3(
     };
     let served = std::panic::AssertUnwindSafe(service.call(req)).catch_unwind().await;
     let resp = match served {
-        Ok(Ok(resp)) => {
+        Ok(Ok(mut resp)) => {
+            partial_head(is_head, &mut resp);
             let resp =
                 resp.map(|b| b.map_err(|e| -> Box<dyn std::error::Error + Send + Sync> { e.into() }).boxed_unsync());
             if resp.status().is_client_error() || resp.status().is_server_error() {
@@ -334,6 +342,47 @@ async fn serve_s3(
     // A success means the handler read the body (so `100 Continue` went out
     // and the body came); an error may come before it was asked for.
     close_if(may_withhold && !resp.status().is_success(), resp)
+}
+
+/// A PUT whose body is chunked (`Transfer-Encoding`) but not aws-chunked has
+/// no length anywhere (no Content-Length, no `x-amz-decoded-content-length`).
+/// S3 answers it 501 `NotImplemented` naming Transfer-Encoding (seen by
+/// knox, botocore and aws-sdk-js-v3 users); s3s would answer 411. Accepting
+/// it would need the length before the first byte: the write path sizes
+/// every shard up front. Answered before the body is read; the connection
+/// is closed after it.
+fn chunked_without_length<B>(req: &http::Request<B>) -> bool {
+    let h = req.headers();
+    req.method() == http::Method::PUT
+        && h.contains_key(http::header::TRANSFER_ENCODING)
+        && !h.contains_key(http::header::CONTENT_LENGTH)
+        && !h.contains_key("x-amz-decoded-content-length")
+}
+
+/// s3s 0.14.1 answers every successful HEAD 200 (and ignores a status set
+/// on the operation's response); a HEAD of a part or a range (the handler
+/// gave it a Content-Range) is a 206, as S3 answers it and as the GET is.
+fn partial_head<B>(is_head: bool, resp: &mut http::Response<B>) {
+    if is_head && resp.status() == http::StatusCode::OK && resp.headers().contains_key(http::header::CONTENT_RANGE) {
+        *resp.status_mut() = http::StatusCode::PARTIAL_CONTENT;
+    }
+}
+
+/// A Content-Encoding sent as several header lines is one list (RFC 9110
+/// §5.3): aws-sdk-rust sends the object's `gzip` and the body's
+/// `aws-chunked` as two lines when it streams a body with a checksum
+/// trailer, and s3s 0.14.1 refuses a repeated header (400 InvalidRequest
+/// "duplicate header"). The lines are joined in order with `,`, the form in
+/// which SigV4 signs repeated headers, so the signature still holds.
+fn join_repeated_content_encoding(h: &mut http::HeaderMap) {
+    let values: Vec<&[u8]> =
+        h.get_all(http::header::CONTENT_ENCODING).iter().map(|v| v.as_bytes().trim_ascii()).collect();
+    if values.len() < 2 {
+        return;
+    }
+    if let Ok(v) = http::HeaderValue::from_bytes(&values.join(&b","[..])) {
+        h.insert(http::header::CONTENT_ENCODING, v);
+    }
 }
 
 /// Dates s3s parses digit by digit (x-amz-date, X-Amz-Date, the credential
@@ -475,4 +524,53 @@ async fn with_request_id_in_body(resp: http::Response<RespBody>, request_id: &st
     };
     parts.headers.insert("content-length", http::HeaderValue::from(text.len()));
     http::Response::from_parts(parts, Full::new(bytes::Bytes::from(text)).map_err(|e| match e {}).boxed_unsync())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn repeated_content_encoding_lines_are_one_list() {
+        let mut h = http::HeaderMap::new();
+        h.append("content-encoding", "gzip".parse().unwrap());
+        h.append("content-encoding", " aws-chunked".parse().unwrap());
+        join_repeated_content_encoding(&mut h);
+        let all: Vec<_> = h.get_all("content-encoding").iter().collect();
+        assert_eq!(all, ["gzip,aws-chunked"]);
+        let mut one = http::HeaderMap::new();
+        one.insert("content-encoding", "gzip, br".parse().unwrap());
+        join_repeated_content_encoding(&mut one);
+        assert_eq!(one.get("content-encoding").unwrap(), "gzip, br");
+    }
+
+    #[test]
+    fn only_a_chunked_put_without_any_length_is_refused() {
+        let req = |method: &str, headers: &[(&str, &str)]| {
+            let mut b = http::Request::builder().method(method).uri("/b/k");
+            for (k, v) in headers {
+                b = b.header(*k, *v);
+            }
+            b.body(()).unwrap()
+        };
+        assert!(chunked_without_length(&req("PUT", &[("transfer-encoding", "chunked")])));
+        let aws_chunked = [("transfer-encoding", "chunked"), ("x-amz-decoded-content-length", "5")];
+        assert!(!chunked_without_length(&req("PUT", &aws_chunked)));
+        assert!(!chunked_without_length(&req("PUT", &[("content-length", "5")])));
+        assert!(!chunked_without_length(&req("POST", &[("transfer-encoding", "chunked")])));
+    }
+
+    #[test]
+    fn a_head_with_a_content_range_is_partial() {
+        let ranged = || http::Response::builder().header("content-range", "bytes 0-9/20").body(()).unwrap();
+        let mut head = ranged();
+        partial_head(true, &mut head);
+        assert_eq!(head.status(), http::StatusCode::PARTIAL_CONTENT);
+        let mut get = ranged();
+        partial_head(false, &mut get);
+        assert_eq!(get.status(), http::StatusCode::OK);
+        let mut whole = http::Response::new(());
+        partial_head(true, &mut whole);
+        assert_eq!(whole.status(), http::StatusCode::OK);
+    }
 }

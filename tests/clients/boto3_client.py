@@ -474,6 +474,41 @@ def check_versioning(bucket):
     expect_bytes(s3.get_object(Bucket=bucket, Key="v.txt")["Body"].read(), b"two", "current again once the marker is deleted")
 
 
+@check
+def check_exact_answers(bucket):
+    """Answers S3's reference pins exactly (issue 16), as boto3 sees them."""
+    # boto3 refuses non-ASCII metadata before sending it; an RFC 2047
+    # encoded word is ASCII, stored decoded, and comes back encoded (boto3
+    # does not decode it).
+    title = "사진 café"
+    try:
+        s3.put_object(Bucket=bucket, Key="m", Body=b"x", Metadata={"title": title})
+        unmet("boto3 sent non-ASCII metadata (it refused it client-side when this check was written)")
+    except botocore.exceptions.ParamValidationError:
+        print("ok: boto3 refuses non-ASCII metadata before sending it")
+    encoded = "=?UTF-8?B?" + base64.b64encode(title.encode()).decode() + "?="
+    s3.put_object(Bucket=bucket, Key="m", Body=b"x", Metadata={"title": encoded})
+    got = s3.head_object(Bucket=bucket, Key="m")["Metadata"].get("title", "")
+    expect_eq(got, encoded, "RFC 2047 metadata as boto3 gets it back")
+    # A 304 carries the validators a 200 would.
+    etag = s3.put_object(Bucket=bucket, Key="p", Body=b"page", CacheControl="max-age=60")["ETag"]
+    e = expect_client_error("304", 304, s3.get_object, Bucket=bucket, Key="p", IfNoneMatch=etag)
+    if e is not None:
+        h = e.response["ResponseMetadata"]["HTTPHeaders"]
+        expect_eq((h.get("etag"), h.get("cache-control")), (etag, "max-age=60"), "ETag and Cache-Control on the 304")
+    expect_client_error("KeyTooLongError", 400, s3.put_object, Bucket=bucket, Key="k" * 1025, Body=b"x")
+    # A repeated completion answers as the first; HEAD of a part is a 206.
+    mp = s3.create_multipart_upload(Bucket=bucket, Key="mp")
+    part = s3.upload_part(Bucket=bucket, Key="mp", UploadId=mp["UploadId"], PartNumber=1, Body=b"y" * 1000)
+    done = {"Parts": [{"PartNumber": 1, "ETag": part["ETag"]}]}
+    first = s3.complete_multipart_upload(Bucket=bucket, Key="mp", UploadId=mp["UploadId"], MultipartUpload=done)
+    again = s3.complete_multipart_upload(Bucket=bucket, Key="mp", UploadId=mp["UploadId"], MultipartUpload=done)
+    expect_eq(again["ETag"], first["ETag"], "ETag of a repeated CompleteMultipartUpload")
+    h = s3.head_object(Bucket=bucket, Key="mp", PartNumber=1)
+    got = (h["ResponseMetadata"]["HTTPStatusCode"], h.get("PartsCount"), h["ContentLength"], h.get("ContentRange"))
+    expect_eq(got, (206, 1, 1000, "bytes 0-999/1000"), "HEAD partNumber=1: status, PartsCount, length, range")
+
+
 def main():
     print(f"boto3 {boto3.__version__}, botocore {botocore.__version__}, endpoint {s3.meta.endpoint_url}, region {REGION}")
     only = {c for c in os.environ.get("SILLOK_CHECKS", "").split(",") if c}

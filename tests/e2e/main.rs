@@ -22,6 +22,7 @@ mod real_clients;
 mod rebalance;
 mod rebuild;
 mod s3_compat;
+mod s3_exact;
 mod s3_operations;
 mod substitutes;
 mod tagging;

@@ -7,7 +7,9 @@
 //! alone over If-Modified-Since (304 on GET/HEAD, 412 on a copy source).
 //! Dates compare at whole seconds, as HTTP dates carry no more.
 
-use s3s::dto::{ETagCondition, Timestamp};
+use s3s::S3Error;
+use s3s::dto::{ETagCondition, Timestamp, TimestampFormat};
+use sillok_model::manifest::Manifest;
 
 use crate::error::GatewayError;
 
@@ -65,6 +67,41 @@ impl Preconditions {
     }
 }
 
+/// The preconditions of a GET or HEAD of object `m`. A 304 carries what
+/// RFC 9110 (§15.4.5) asks of it, the headers a 200 would have sent among
+/// ETag, Cache-Control and Expires, and Last-Modified as S3 adds it; it has
+/// no body (hyper sends none with a 304).
+pub fn check_read(p: &Preconditions, m: &Manifest) -> Result<(), S3Error> {
+    match p.check(&m.etag, m.last_modified_ms, true) {
+        Err(GatewayError::NotModified) => {
+            let mut e = S3Error::from(GatewayError::NotModified);
+            e.set_headers(not_modified_headers(m));
+            Err(e)
+        }
+        r => r.map_err(S3Error::from),
+    }
+}
+
+fn not_modified_headers(m: &Manifest) -> http::HeaderMap {
+    let mut h = http::HeaderMap::new();
+    let mut put = |name: &'static str, v: String| {
+        if let Ok(v) = http::HeaderValue::from_str(&v) {
+            h.insert(name, v);
+        }
+    };
+    put("etag", format!("\"{}\"", m.etag));
+    let mut date = Vec::new();
+    if super::fields::timestamp_ms(m.last_modified_ms).format(TimestampFormat::HttpDate, &mut date).is_ok() {
+        put("last-modified", String::from_utf8_lossy(&date).into_owned());
+    }
+    for name in ["cache-control", "expires"] {
+        if let Some(v) = m.headers.get(name) {
+            put(name, v.clone());
+        }
+    }
+    h
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -99,6 +136,25 @@ mod tests {
         let p = Preconditions { if_unmodified_since: Some(at(100)), ..Default::default() };
         assert!(p.check("e", 100_999, true).is_ok());
         assert!(matches!(p.check("e", 101_000, true), Err(GatewayError::PreconditionFailed)));
+    }
+
+    #[test]
+    fn a_304_carries_the_validators() {
+        let mut m = Manifest::tombstone("b", "k");
+        m.etag = "abc".into();
+        m.last_modified_ms = 784_111_777_000;
+        m.headers.insert("cache-control".into(), "max-age=60".into());
+        m.headers.insert("content-disposition".into(), "inline".into());
+        let p = Preconditions { if_none_match: tag("abc"), ..Default::default() };
+        let e = check_read(&p, &m).unwrap_err();
+        assert_eq!(e.status_code(), Some(http::StatusCode::NOT_MODIFIED));
+        let h = e.headers().expect("headers");
+        assert_eq!(h.get("etag").unwrap(), "\"abc\"");
+        assert_eq!(h.get("last-modified").unwrap(), "Sun, 06 Nov 1994 08:49:37 GMT");
+        assert_eq!(h.get("cache-control").unwrap(), "max-age=60");
+        assert!(h.get("content-disposition").is_none());
+        let p = Preconditions { if_match: tag("zzz"), ..Default::default() };
+        assert_eq!(check_read(&p, &m).unwrap_err().status_code(), Some(http::StatusCode::PRECONDITION_FAILED));
     }
 
     #[test]

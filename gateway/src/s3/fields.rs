@@ -282,6 +282,43 @@ pub fn content_length(len: Option<i64>) -> Result<u64, GatewayError> {
     u64::try_from(len).map_err(|_| GatewayError::InvalidArgument("negative Content-Length".into()))
 }
 
+/// The length of a PutObject or UploadPart body, as S3 takes it: the
+/// Content-Length (for an aws-chunked body s3s has put the decoded length
+/// there), or, for an aws-chunked body sent with `Transfer-Encoding:
+/// chunked` and no Content-Length (as S3's sigv4-streaming page allows and
+/// the AWS SDKs' streaming uploads do), `x-amz-decoded-content-length`.
+/// Else 411 `MissingContentLength` (a chunked PUT that is not aws-chunked
+/// never gets here: `server` answers it 501, as S3 does).
+pub fn body_length<T>(req: &S3Request<T>, content_length: Option<i64>) -> Result<u64, S3Error> {
+    if content_length.is_some() {
+        return Ok(self::content_length(content_length)?);
+    }
+    let h = &req.headers;
+    let streaming =
+        h.get("x-amz-content-sha256").and_then(|v| v.to_str().ok()).is_some_and(|v| v.starts_with("STREAMING-"));
+    if let Some(v) = h.get("x-amz-decoded-content-length").filter(|_| streaming) {
+        return v
+            .to_str()
+            .ok()
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .ok_or_else(|| s3_error!(InvalidArgument, "x-amz-decoded-content-length must be a non-negative integer"));
+    }
+    Err(GatewayError::MissingContentLength.into())
+}
+
+/// The bytes a `Range` selects in an object of `size` bytes, and its
+/// Content-Range; unsatisfiable (a suffix of an empty object too) → 416
+/// `InvalidRange`.
+pub fn byte_range(r: &s3s::dto::Range, size: u64) -> Result<(std::ops::Range<u64>, String), GatewayError> {
+    match r.check(size) {
+        Ok(rg) if !rg.is_empty() => {
+            let cr = format!("bytes {}-{}/{}", rg.start, rg.end - 1, size);
+            Ok((rg, cr))
+        }
+        _ => Err(GatewayError::InvalidRange),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -299,6 +336,16 @@ mod tests {
         assert_eq!(kept("aws-chunked,gzip"), Some("gzip".into()));
         assert_eq!(kept("AWS-CHUNKED"), None);
         assert_eq!(kept("br"), Some("br".into()));
+    }
+
+    #[test]
+    fn byte_ranges() {
+        let r = s3s::dto::Range::Int { first: 2, last: Some(5) };
+        assert_eq!(byte_range(&r, 10).unwrap(), (2..6, "bytes 2-5/10".to_string()));
+        assert!(matches!(byte_range(&r, 2), Err(GatewayError::InvalidRange)));
+        let suffix = s3s::dto::Range::Suffix { length: 5 };
+        assert!(matches!(byte_range(&suffix, 0), Err(GatewayError::InvalidRange)));
+        assert_eq!(byte_range(&suffix, 3).unwrap(), (0..3, "bytes 0-2/3".to_string()));
     }
 
     #[test]

@@ -10,7 +10,7 @@ use s3s::{S3Error, S3Request, s3_error};
 use sillok_model::manifest::Manifest;
 
 use super::SillokS3;
-use super::conditions::Preconditions;
+use super::conditions::{self, Preconditions};
 use super::fields::{
     self, checksum_values, copy_source_preconditions, describe_object, fill_checksums, preconditions, timestamp_ms,
 };
@@ -32,9 +32,9 @@ impl SillokS3 {
     pub(super) async fn do_put_object(&self, req: S3Request<PutObjectInput>) -> Result<PutObjectOutput, S3Error> {
         let checksum =
             fields::expected_checksum(&req, req.input.checksum_algorithm.as_ref(), checksum_values!(req.input))?;
+        let len = fields::body_length(&req, req.input.content_length)?;
         let input = req.input;
         let versioning = self.catalog.require_bucket(&input.bucket).await?.versioning;
-        let len = fields::content_length(input.content_length)?;
         let content_md5 = input.content_md5.as_deref().map(fields::decode_md5).transpose()?;
         let user_metadata = fields::request_metadata(input.metadata)?;
         let tags = tagging::from_header(input.tagging.as_deref())?;
@@ -103,20 +103,12 @@ impl SillokS3 {
 
     pub(super) async fn do_get_object(&self, mut input: GetObjectInput) -> Result<GetObjectOutput, S3Error> {
         let (m, versioning) = self.object_version(&input.bucket, &input.key, input.version_id.as_deref()).await?;
-        preconditions!(input).check(&m.etag, m.last_modified_ms, true)?;
+        conditions::check_read(&preconditions!(input), &m)?;
         let part = part_of(&m, input.part_number, input.range.is_some())?;
         let (range, content_range) = match &input.range {
             None if part.is_some() => part.as_ref().map(|p| (p.range.clone(), Some(p.content_range(m.size)))).unwrap(),
             None => (0..m.size, None),
-            Some(r) => match r.check(m.size) {
-                // A suffix range of an empty object selects nothing: unsatisfiable.
-                Ok(rg) if rg.is_empty() => return Err(GatewayError::InvalidRange.into()),
-                Ok(rg) => {
-                    let cr = format!("bytes {}-{}/{}", rg.start, rg.end - 1, m.size);
-                    (rg, Some(cr))
-                }
-                Err(_) => return Err(GatewayError::InvalidRange.into()),
-            },
+            Some(r) => fields::byte_range(r, m.size).map(|(rg, cr)| (rg, Some(cr)))?,
         };
         let len = range.end - range.start;
         let metrics = self.metrics.clone();
@@ -145,7 +137,7 @@ impl SillokS3 {
         mut input: HeadObjectInput,
     ) -> Result<(HeadObjectOutput, Option<i32>), S3Error> {
         let (m, versioning) = self.object_version(&input.bucket, &input.key, input.version_id.as_deref()).await?;
-        preconditions!(input).check(&m.etag, m.last_modified_ms, true)?;
+        conditions::check_read(&preconditions!(input), &m)?;
         let mut out = HeadObjectOutput {
             content_length: Some(m.size as i64),
             version_id: versions::shown_id(&m, versioning),
@@ -155,6 +147,11 @@ impl SillokS3 {
             out.content_length = Some((p.range.end - p.range.start) as i64);
             out.content_range = Some(p.content_range(m.size));
             out.parts_count = p.count;
+        } else if let Some(r) = &input.range {
+            // As GET would answer: a 206 with Content-Range (`server::partial_head` sets the status).
+            let (rg, cr) = fields::byte_range(r, m.size)?;
+            out.content_length = Some((rg.end - rg.start) as i64);
+            out.content_range = Some(cr);
         }
         describe_object!(out, input, &m);
         Ok((out, tagging::count(&m)))

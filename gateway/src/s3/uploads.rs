@@ -119,12 +119,13 @@ impl SillokS3 {
     pub(super) async fn do_upload_part(&self, req: S3Request<UploadPartInput>) -> Result<UploadPartOutput, S3Error> {
         let checksum =
             fields::expected_checksum(&req, req.input.checksum_algorithm.as_ref(), checksum_values!(req.input))?;
+        let content_length = fields::body_length(&req, req.input.content_length)?;
         let input = req.input;
         let number = part_number(input.part_number)?;
         let upload = self.upload(&input.bucket, &input.key, &input.upload_id).await?;
         let part = PartRequest {
             number,
-            content_length: fields::content_length(input.content_length)?,
+            content_length,
             content_md5: input.content_md5.as_deref().map(fields::decode_md5).transpose()?,
             checksum,
         };
@@ -162,16 +163,21 @@ impl SillokS3 {
         &self,
         input: CompleteMultipartUploadInput,
     ) -> Result<CompleteMultipartUploadOutput, S3Error> {
+        // A completion repeated (an SDK retrying a lost answer) or sent
+        // several times at once gets S3's 200 with the same result whenever
+        // this upload made the current object: when the upload is gone (the
+        // first completion cleaned it up), when that object is already there,
+        // and when this completion fails because the first one's cleanup
+        // removed the parts it was reading.
+        let already = async |e: GatewayError| -> Result<CompleteMultipartUploadOutput, S3Error> {
+            match multipart::completed_by(&self.cluster, &input.bucket, &input.key, &input.upload_id).await? {
+                Some(m) => Ok(Self::completed(&input.bucket, &input.key, &m)),
+                None => Err(e.into()),
+            }
+        };
         let upload = match self.upload(&input.bucket, &input.key, &input.upload_id).await {
             Ok(upload) => upload,
-            Err(GatewayError::NoSuchUpload) => {
-                // Completed already (a retry whose first answer was lost)?
-                let done = multipart::completed_by(&self.cluster, &input.bucket, &input.key, &input.upload_id).await?;
-                return match done {
-                    Some(m) => Ok(Self::completed(&input.bucket, &input.key, &m)),
-                    None => Err(GatewayError::NoSuchUpload.into()),
-                };
-            }
+            Err(e @ GatewayError::NoSuchUpload) => return already(e).await,
             Err(e) => return Err(e.into()),
         };
         let algorithm = upload.checksum_algorithm();
@@ -196,6 +202,9 @@ impl SillokS3 {
         }
         // The object this completion replaces, retired afterwards.
         let previous = quorum::read_manifest(&self.cluster, &input.bucket, &input.key).await?;
+        if let Some(m) = previous.as_ref().filter(|m| multipart::made_by(m, &input.upload_id)) {
+            return Ok(Self::completed(&input.bucket, &input.key, m));
+        }
         if input.if_match.is_some() || input.if_none_match.is_some() {
             match previous.as_ref().filter(|m| m.is_object()) {
                 Some(m) => Preconditions {
@@ -209,8 +218,11 @@ impl SillokS3 {
             }
         }
         let versioning = self.catalog.require_bucket(&input.bucket).await?.versioning;
-        let m = multipart::complete(&self.cluster, &upload, &requested, claimed_full.as_deref(), versioning).await?;
-        Ok(Self::completed(&input.bucket, &input.key, &m))
+        match multipart::complete(&self.cluster, &upload, &requested, claimed_full.as_deref(), versioning).await {
+            Ok(m) => Ok(Self::completed(&input.bucket, &input.key, &m)),
+            Err(e @ (GatewayError::InvalidPart(_) | GatewayError::NoSuchUpload)) => already(e).await,
+            Err(e) => Err(e.into()),
+        }
     }
 
     /// The answer to a completion that made (or had made) object `m`.
