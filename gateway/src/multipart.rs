@@ -450,7 +450,8 @@ pub async fn complete(
         locations: 0,
         version_id: None,
     };
-    let object = crate::versions::write_current(cluster, versioning, object).await?;
+    let object =
+        crate::versions::write_current(cluster, versioning, object, crate::versions::HeadRead::later()).await?;
 
     // The upload is gone for clients now; tidy up its records in the
     // background. The parts' shards are now the object's.

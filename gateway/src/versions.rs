@@ -20,7 +20,8 @@
 //!
 //! Invariants:
 //! - A head written under versioning carries its version id; its record is
-//!   written right after it, before the client is answered. A head without
+//!   written together with it, and the client is answered once both are on
+//!   a quorum. A head without
 //!   a version id (written while the bucket was unversioned) is the key's
 //!   null version and has no record: before a versioned write replaces it,
 //!   [`write_current`] records it (as the null version), so no version is
@@ -35,6 +36,8 @@
 //! Crash windows (the client got no answer, so S3 promises nothing): a head
 //! written without its record lists as its key's newest version (the head is
 //! read alongside records) until a later write replaces it, when it is lost;
+//! a record written without its head lists as a version that is not the
+//! latest;
 //! a suspended bucket's replaced null record that was not yet tombstoned
 //! lists next to the new one until the key's next suspended write.
 
@@ -100,38 +103,86 @@ fn record_of(m: &Manifest, id: &VersionId) -> Manifest {
     Manifest { bucket: VERSIONS.into(), key: record_key_of(&m.bucket, &m.key, id), ..m.clone() }
 }
 
+/// The read of a key's current manifest that a versioned write needs (to
+/// keep a null version from before versioning, or to replace a suspended
+/// bucket's null version), started as early as the caller can: a PUT starts
+/// it before it reads the body, so the read costs no time of its own.
+pub struct HeadRead(Option<tokio::task::JoinHandle<Result<Option<Manifest>, GatewayError>>>);
+
+impl HeadRead {
+    /// Starts the read now if the bucket's versioning needs it.
+    pub fn start(cluster: &Arc<Cluster>, versioning: Versioning, bucket: &str, key: &str) -> Self {
+        if versioning == Versioning::Unversioned {
+            return HeadRead(None);
+        }
+        let (cluster, bucket, key) = (cluster.clone(), bucket.to_string(), key.to_string());
+        HeadRead(Some(tokio::spawn(async move { quorum::read_manifest(&cluster, &bucket, &key).await })))
+    }
+
+    /// Not started: [`write_current`] reads when it needs to.
+    pub fn later() -> Self {
+        HeadRead(None)
+    }
+
+    async fn get(self, cluster: &Arc<Cluster>, bucket: &str, key: &str) -> Result<Option<Manifest>, GatewayError> {
+        match self.0 {
+            Some(h) => h.await.map_err(|e| GatewayError::Internal(format!("head read: {e}")))?,
+            None => quorum::read_manifest(cluster, bucket, key).await,
+        }
+    }
+}
+
 /// Writes `m` (a new object, or a delete marker) as `bucket/key`'s current
-/// version under the bucket's versioning, and returns it as written.
+/// version under the bucket's versioning, and returns it as written. The
+/// head and its record are written at once; in the rare case the head is
+/// redone above a newer version (`quorum::write_manifest`), its record is
+/// written again under the new id and the first one tombstoned.
 pub async fn write_current(
     cluster: &Arc<Cluster>,
     versioning: Versioning,
     mut m: Manifest,
+    head: HeadRead,
 ) -> Result<Manifest, GatewayError> {
     if versioning == Versioning::Unversioned {
         return quorum::write_manifest(cluster, &m).await;
     }
     let suspended = versioning == Versioning::Suspended;
-    let previous = quorum::read_manifest(cluster, &m.bucket, &m.key).await?.filter(|p| !p.is_deleted());
+    let previous = head.get(cluster, &m.bucket, &m.key).await?.filter(|p| !p.is_deleted());
     if let Some(p) = &previous
         && p.version_id.is_none()
         && !suspended
     {
-        // The null version from before versioning: kept as a version now.
+        // The null version from before versioning: kept as a version now,
+        // before anything replaces it.
         let id = VersionId { at: p.version, null: true };
         let kept = Manifest { version_id: Some(id), ..p.clone() };
         quorum::write_manifest(cluster, &record_of(&kept, &id)).await?;
     }
-    m.version_id = Some(VersionId { at: m.version, null: suspended });
-    // `write_manifest` moves the version id with the version if it retries.
-    let written = quorum::write_manifest(cluster, &m).await?;
+    let first_id = VersionId { at: m.version, null: suspended };
+    m.version_id = Some(first_id);
+    // `write_manifest` moves the head's version id with its version if it
+    // retries; the record's id is fixed by its key.
+    let record = record_of(&m, &first_id);
+    let (written, recorded) =
+        tokio::join!(quorum::write_manifest(cluster, &m), quorum::write_manifest(cluster, &record));
+    let written = written?;
     let id = written.version_id.expect("set above");
-    quorum::write_manifest(cluster, &record_of(&written, &id)).await?;
+    if id == first_id {
+        recorded?;
+    } else {
+        quorum::write_manifest(cluster, &record_of(&written, &id)).await?;
+        if recorded.is_ok() {
+            tombstone_record(cluster, &m.bucket, &m.key, &first_id).await?;
+        }
+    }
     if suspended {
         // A suspended bucket has one null version: this one replaces it.
         match previous.as_ref().map(|p| p.version_id) {
-            Some(Some(old)) if old.null => tombstone_record(cluster, &m.bucket, &m.key, &old).await?,
-            // Unversioned (no record), or nothing: no other null version.
-            Some(None) | None => {}
+            Some(Some(old)) if old.null && old.at != id.at => {
+                tombstone_record(cluster, &m.bucket, &m.key, &old).await?
+            }
+            // Unversioned (no record), this one, or nothing: no other null version.
+            Some(None) | Some(Some(VersionId { null: true, .. })) | None => {}
             Some(Some(_)) => {
                 for e in key_versions(cluster, &m.bucket, &m.key).await? {
                     if let Some(other) = e.version_id.filter(|o| o.null && o.at != id.at) {
@@ -170,7 +221,7 @@ pub async fn delete_current(
         return Ok(Deleted { existed, version_id: None, delete_marker: false });
     }
     let marker = Manifest { body: Body::DeleteMarker, ..Manifest::tombstone(bucket, key) };
-    let written = write_current(cluster, versioning, marker).await?;
+    let written = write_current(cluster, versioning, marker, HeadRead::later()).await?;
     Ok(Deleted { existed: true, version_id: written.version_id.map(|id| id.to_s3()), delete_marker: true })
 }
 

@@ -140,6 +140,9 @@ where
     }
     // Refused before the body is read, and again at the manifest write.
     cluster.check_clock()?;
+    // A versioned write reads the key's current manifest; it starts now and
+    // runs while the body is received.
+    let head = crate::versions::HeadRead::start(cluster, req.versioning, &req.bucket, &req.key);
     let (body, (md5, computed)) = if req.content_length <= settings.inline_threshold {
         let (data, digests) = read_small(body, &req, settings.body_idle_timeout).await?;
         (Body::Inline { data: data.into() }, digests)
@@ -184,7 +187,7 @@ where
     // A failed manifest write may still have reached some replicas (or reach
     // them after its deadline), so its shards are not deleted here: the
     // version may yet be the one readers see.
-    crate::versions::write_current(cluster, req.versioning, manifest).await
+    crate::versions::write_current(cluster, req.versioning, manifest, head).await
 }
 
 type Digested = ([u8; 16], Option<String>);

@@ -476,3 +476,35 @@ async fn expiry_is_finished_by_a_gateway_restarted_after_kill_9() {
     assert!(expired <= (left - 1 + 3) as f64, "expired {expired}, {left} keys were left before the kill");
     assert!(restarted.log().contains("lifecycle: deleted an expired object"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn in_a_versioned_bucket_expiry_makes_a_delete_marker_and_keeps_the_version() {
+    use aws_sdk_s3::types::{BucketVersioningStatus, VersioningConfiguration};
+    let cluster = DevCluster::start_with(&["--lifecycle-day-s=2", "--lifecycle-interval-s=1"]);
+    let c = cluster.client();
+    c.create_bucket().bucket("kept").send().await.unwrap();
+    c.put_bucket_versioning()
+        .bucket("kept")
+        .versioning_configuration(VersioningConfiguration::builder().status(BucketVersioningStatus::Enabled).build())
+        .send()
+        .await
+        .unwrap();
+    let body = pattern(90_000, 11);
+    let v = c.put_object().bucket("kept").key("old/a").body(ByteStream::from(body.clone())).send().await.unwrap();
+    let id = v.version_id().unwrap().to_string();
+    put_config(&c, "kept", vec![rule("old", prefix_filter("old/"), days(1))]).await.unwrap();
+    wait_until(Duration::from_secs(60), "old/a to expire", async || {
+        c.get_object().bucket("kept").key("old/a").send().await.is_err()
+    })
+    .await;
+    // Expired as S3 expires in a versioned bucket: a delete marker is the
+    // current version and the object's version is still there.
+    let listed = c.list_object_versions().bucket("kept").send().await.unwrap();
+    let markers: Vec<_> = listed.delete_markers().iter().map(|m| (m.key().unwrap(), m.is_latest().unwrap())).collect();
+    assert_eq!(markers, [("old/a", true)]);
+    let versions: Vec<_> =
+        listed.versions().iter().map(|v| (v.version_id().unwrap(), v.is_latest().unwrap())).collect();
+    assert_eq!(versions, [(id.as_str(), false)]);
+    let got = c.get_object().bucket("kept").key("old/a").version_id(&id).send().await.unwrap();
+    assert_same(&got.body.collect().await.unwrap().into_bytes().to_vec(), &body, "the expired version by its id");
+}
