@@ -798,10 +798,10 @@ async fn map(State(sh): State<Arc<Shared>>, Query(q): Query<MapQuery>) -> Respon
     let deadline = tokio::time::Instant::now() + Duration::from_millis(q.wait_ms.unwrap_or(0).min(api::MAX_WAIT_MS));
     let mut rx = sh.sm.subscribe();
     loop {
-        if rx.borrow_and_update().epoch > newer_than {
-            if let Some(map) = sh.sm.read(|st| st.catalog.map.clone()) {
-                return json(StatusCode::OK, &map);
-            }
+        if rx.borrow_and_update().epoch > newer_than
+            && let Some(map) = sh.sm.read(|st| st.catalog.map.clone())
+        {
+            return json(StatusCode::OK, &map);
         }
         match tokio::time::timeout_at(deadline, rx.changed()).await {
             Ok(Ok(())) => continue,

@@ -1360,7 +1360,7 @@ mod tests {
 
     #[test]
     fn apply_is_deterministic() {
-        let cmds = vec![
+        let cmds = [
             Command::CreateBucket { bucket: bucket("one") },
             Command::AddSite { site: "site-d".into() },
             Command::AddNode { site: "site-d".into(), addr: "h:1".into(), weight: 1.0 },

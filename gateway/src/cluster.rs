@@ -142,10 +142,11 @@ impl Cluster {
 
     pub fn is_suspect(&self, node: NodeId) -> bool {
         let map = self.map();
-        if let Some(n) = map.topology.node(node) {
-            if n.state != sillok_placement::NodeState::Up && n.state != sillok_placement::NodeState::Draining {
-                return true;
-            }
+        if let Some(n) = map.topology.node(node)
+            && n.state != sillok_placement::NodeState::Up
+            && n.state != sillok_placement::NodeState::Draining
+        {
+            return true;
         }
         self.suspect.read().expect("suspect lock").contains_key(&node)
     }

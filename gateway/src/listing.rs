@@ -64,15 +64,15 @@ pub async fn list(cluster: &Arc<Cluster>, q: &ListQuery) -> Result<ListResult, G
                 out.truncated = true;
                 return Ok(out);
             }
-            if let Some(d) = delimiter {
-                if let Some(pos) = key[q.prefix.len()..].find(d) {
-                    let cp = key[..q.prefix.len() + pos + d.len()].to_string();
-                    out.next_after = Some(format!("{cp}{PAST_PREFIX}"));
-                    out.common_prefixes.push(cp);
-                    // Skip everything under this prefix: restart after it.
-                    advanced_to = out.next_after.clone();
-                    break;
-                }
+            if let Some(d) = delimiter
+                && let Some(pos) = key[q.prefix.len()..].find(d)
+            {
+                let cp = key[..q.prefix.len() + pos + d.len()].to_string();
+                out.next_after = Some(format!("{cp}{PAST_PREFIX}"));
+                out.common_prefixes.push(cp);
+                // Skip everything under this prefix: restart after it.
+                advanced_to = out.next_after.clone();
+                break;
             }
             out.next_after = Some(key.clone());
             advanced_to = Some(key.clone());
@@ -123,12 +123,11 @@ async fn merged_page(
     let mut bound: Option<String> = None;
     let mut merged: BTreeMap<String, ListEntry> = BTreeMap::new();
     for (_, list) in answers.into_iter() {
-        if list.truncated {
-            if let Some(last) = list.entries.last() {
-                if bound.as_ref().is_none_or(|b| last.key < *b) {
-                    bound = Some(last.key.clone());
-                }
-            }
+        if list.truncated
+            && let Some(last) = list.entries.last()
+            && bound.as_ref().is_none_or(|b| last.key < *b)
+        {
+            bound = Some(last.key.clone());
         }
         for e in list.entries {
             match merged.get(&e.key) {

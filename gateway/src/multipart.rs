@@ -237,14 +237,14 @@ where
     E: std::fmt::Display,
 {
     check_part_number(part.number)?;
-    if let (Some(want), Some(got)) = (upload.checksum_algorithm(), part.checksum.as_ref().map(|c| c.algorithm)) {
-        if want != got {
-            return Err(GatewayError::InvalidRequest(format!(
-                "this upload was created with checksum algorithm {}, the part uses {}",
-                want.name(),
-                got.name()
-            )));
-        }
+    if let (Some(want), Some(got)) = (upload.checksum_algorithm(), part.checksum.as_ref().map(|c| c.algorithm))
+        && want != got
+    {
+        return Err(GatewayError::InvalidRequest(format!(
+            "this upload was created with checksum algorithm {}, the part uses {}",
+            want.name(),
+            got.name()
+        )));
     }
     // A part of an upload created with a checksum algorithm always gets one.
     let checksum = part.checksum.or_else(|| {
@@ -383,14 +383,14 @@ pub async fn complete(
         }
         if let Some(a) = algorithm {
             let have = got.headers.get(a.header()).cloned();
-            if let (Some(claimed), Some(have)) = (&want.checksum, &have) {
-                if claimed.trim() != have {
-                    return Err(GatewayError::InvalidPart(format!(
-                        "part {}: the {} checksum given does not match the stored part's",
-                        want.number,
-                        a.name()
-                    )));
-                }
+            if let (Some(claimed), Some(have)) = (&want.checksum, &have)
+                && claimed.trim() != have
+            {
+                return Err(GatewayError::InvalidPart(format!(
+                    "part {}: the {} checksum given does not match the stored part's",
+                    want.number,
+                    a.name()
+                )));
             }
             part_checksums.push(have.unwrap_or_default());
         }

@@ -235,7 +235,10 @@ fn repair(cluster: &Arc<Cluster>, map: &Arc<PlacementMap>, nodes: Vec<NodeId>, m
 
 /// One replica's answer to a lean read: the whole manifest (the body
 /// replica) or its summary (the others).
+#[allow(clippy::large_enum_variant)]
 enum Answer {
+    // Unboxed: one short-lived answer per replica of a read; a box would be
+    // an allocation per read for nothing.
     Whole(Option<Manifest>),
     Summary(Option<ManifestSummary>),
 }

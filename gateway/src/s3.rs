@@ -102,14 +102,15 @@ impl S3 for SillokS3 {
     async fn create_bucket(&self, req: S3Request<CreateBucketInput>) -> S3Result<S3Response<CreateBucketOutput>> {
         op!(self, "CreateBucket", {
             let name = req.input.bucket;
-            if let Some(c) = req.input.create_bucket_configuration.and_then(|c| c.location_constraint) {
-                if c.as_str() != self.region && !c.as_str().is_empty() {
-                    return Err(s3s::s3_error!(
-                        InvalidLocationConstraint,
-                        "The specified location-constraint is not valid (this endpoint's region is {})",
-                        self.region
-                    ));
-                }
+            if let Some(c) = req.input.create_bucket_configuration.and_then(|c| c.location_constraint)
+                && c.as_str() != self.region
+                && !c.as_str().is_empty()
+            {
+                return Err(s3s::s3_error!(
+                    InvalidLocationConstraint,
+                    "The specified location-constraint is not valid (this endpoint's region is {})",
+                    self.region
+                ));
             }
             let owner = req.credentials.as_ref().map(|c| c.access_key.clone()).unwrap_or_default();
             self.catalog.create_bucket(&name, &owner).await?;

@@ -322,8 +322,7 @@ async fn serve_s3(
     let resp = match served {
         Ok(Ok(mut resp)) => {
             partial_head(is_head, &mut resp);
-            let resp =
-                resp.map(|b| b.map_err(|e| -> Box<dyn std::error::Error + Send + Sync> { e.into() }).boxed_unsync());
+            let resp = resp.map(|b| b.map_err(|e| -> Box<dyn std::error::Error + Send + Sync> { e }).boxed_unsync());
             if resp.status().is_client_error() || resp.status().is_server_error() {
                 with_request_id_in_body(resp, &request_id).await
             } else {
@@ -393,17 +392,17 @@ fn malformed_date<B>(req: &http::Request<B>) -> Option<&'static str> {
     fn amz_date_ok(v: &[u8]) -> bool {
         v.len() == 16 && v[8] == b'T' && v[15] == b'Z' && v[..8].iter().chain(&v[9..15]).all(u8::is_ascii_digit)
     }
-    if let Some(v) = req.headers().get("x-amz-date") {
-        if !amz_date_ok(v.as_bytes()) {
-            return Some("x-amz-date must look like 20260101T000000Z");
-        }
+    if let Some(v) = req.headers().get("x-amz-date")
+        && !amz_date_ok(v.as_bytes())
+    {
+        return Some("x-amz-date must look like 20260101T000000Z");
     }
     if let Some(q) = req.uri().query() {
         for pair in q.split('&') {
-            if let Some(v) = pair.strip_prefix("X-Amz-Date=") {
-                if !amz_date_ok(v.as_bytes()) {
-                    return Some("X-Amz-Date must look like 20260101T000000Z");
-                }
+            if let Some(v) = pair.strip_prefix("X-Amz-Date=")
+                && !amz_date_ok(v.as_bytes())
+            {
+                return Some("X-Amz-Date must look like 20260101T000000Z");
             }
             if let Some(v) = pair.strip_prefix("X-Amz-Credential=") {
                 // AKID%2FYYYYMMDD%2F...: the day follows the first (encoded) slash.
@@ -414,13 +413,13 @@ fn malformed_date<B>(req: &http::Request<B>) -> Option<&'static str> {
             }
         }
     }
-    if let Some(auth) = req.headers().get(http::header::AUTHORIZATION).and_then(|v| v.to_str().ok()) {
-        if let Some(cred) = auth.split("Credential=").nth(1) {
-            let day = cred.split('/').nth(1).unwrap_or("");
-            let day = &day[..day.len().min(8)];
-            if !(day.len() == 8 && day.bytes().all(|b| b.is_ascii_digit())) {
-                return Some("the credential scope must start with a day such as 20260101");
-            }
+    if let Some(auth) = req.headers().get(http::header::AUTHORIZATION).and_then(|v| v.to_str().ok())
+        && let Some(cred) = auth.split("Credential=").nth(1)
+    {
+        let day = cred.split('/').nth(1).unwrap_or("");
+        let day = &day[..day.len().min(8)];
+        if !(day.len() == 8 && day.bytes().all(|b| b.is_ascii_digit())) {
+            return Some("the credential scope must start with a day such as 20260101");
         }
     }
     None

@@ -149,19 +149,19 @@ where
     } else {
         write_shards(cluster, settings, &req, body).await?
     };
-    if let Some(expected) = req.content_md5 {
-        if expected != md5 {
-            // The shards stay until the collector finds that no manifest
-            // refers to them (`storage_node::collector`).
-            return Err(GatewayError::BadDigest);
-        }
+    if let Some(expected) = req.content_md5
+        && expected != md5
+    {
+        // The shards stay until the collector finds that no manifest
+        // refers to them (`storage_node::collector`).
+        return Err(GatewayError::BadDigest);
     }
     let mut headers = req.headers;
     if let (Some(expected), Some(computed)) = (&req.checksum, computed) {
-        if let Some(claimed) = expected.claimed() {
-            if claimed.trim() != computed {
-                return Err(GatewayError::ChecksumMismatch { algorithm: expected.algorithm.name() });
-            }
+        if let Some(claimed) = expected.claimed()
+            && claimed.trim() != computed
+        {
+            return Err(GatewayError::ChecksumMismatch { algorithm: expected.algorithm.name() });
         }
         headers.insert(expected.algorithm.header().to_string(), computed);
     }

@@ -222,7 +222,7 @@ impl Load {
         while !self.stop.load(Relaxed) {
             n = n.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
             // Chat media is read far more than written: 3 GETs per PUT.
-            if (n >> 33) % 4 == 0 {
+            if (n >> 33).is_multiple_of(4) {
                 self.put_one(true).await;
             } else {
                 self.get_one(n >> 20).await;

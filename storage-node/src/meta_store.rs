@@ -170,7 +170,7 @@ struct IndexEntry<'a> {
 }
 
 fn decode_index(v: &[u8]) -> Result<IndexEntry<'_>, NodeError> {
-    if v.len() < 42 || v[0] != INDEX_FORMAT || (v.len() - 42) % 16 != 0 {
+    if v.len() < 42 || v[0] != INDEX_FORMAT || !(v.len() - 42).is_multiple_of(16) {
         return Err(NodeError::Store("malformed index record".into()));
     }
     let u64_be = |o: usize| u64::from_be_bytes(v[o..o + 8].try_into().expect("8 bytes"));
@@ -434,7 +434,7 @@ impl MetaStore {
     pub fn is_empty(&self) -> Result<bool, NodeError> {
         let r = self.db.begin_read().map_err(store_err)?;
         let t = r.open_table(MANIFESTS).map_err(store_err)?;
-        Ok(redb::ReadableTableMetadata::is_empty(&t).map_err(store_err)?)
+        redb::ReadableTableMetadata::is_empty(&t).map_err(store_err)
     }
 
     /// How many write transactions the writer has committed.

@@ -14,6 +14,7 @@ fn metric(out: &mut String, name: &str, kind: &str, help: &str, value: impl std:
 }
 
 /// The node's metrics page.
+#[allow(clippy::too_many_arguments)] // each argument is one figure of the page; a struct would only rename them
 pub fn render(
     epoch: u64,
     shards: u64,

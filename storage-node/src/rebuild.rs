@@ -262,7 +262,7 @@ struct Wanted {
     set: Sharded,
     index: u8,
     /// Replicas holding this version that place the shard elsewhere, and where.
-    fix: Vec<(NodeId, Option<NodeId>)>,
+    fix: Vec<Relocation>,
     /// The file is here already (written by an earlier round, not recorded).
     have: bool,
     /// Shards of the object on in-service nodes (this one counted if `have`).
@@ -271,8 +271,11 @@ struct Wanted {
     /// its key's current manifest share their shards): `(bucket, key,
     /// version, fix)`, relocated with this one once the shard is here, so a
     /// shard two manifests name is written once.
-    also: Vec<(String, String, Version, Vec<(NodeId, Option<NodeId>)>)>,
+    also: Vec<(String, String, Version, Vec<Relocation>)>,
 }
+
+/// A manifest's shard location to rewrite: from this node to that one (none: dropped).
+type Relocation = (NodeId, Option<NodeId>);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Done {

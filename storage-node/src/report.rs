@@ -32,6 +32,7 @@ pub fn disk_space(path: &Path) -> (u64, u64) {
 }
 
 /// Reports forever (until the task is dropped).
+#[allow(clippy::too_many_arguments)] // the reporter's inputs, each used once
 pub async fn report_forever(
     client: Arc<CatalogClient>,
     node: NodeId,

@@ -506,5 +506,5 @@ async fn in_a_versioned_bucket_expiry_makes_a_delete_marker_and_keeps_the_versio
         listed.versions().iter().map(|v| (v.version_id().unwrap(), v.is_latest().unwrap())).collect();
     assert_eq!(versions, [(id.as_str(), false)]);
     let got = c.get_object().bucket("kept").key("old/a").version_id(&id).send().await.unwrap();
-    assert_same(&got.body.collect().await.unwrap().into_bytes().to_vec(), &body, "the expired version by its id");
+    assert_same(&got.body.collect().await.unwrap().into_bytes(), &body, "the expired version by its id");
 }

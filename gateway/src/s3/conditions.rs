@@ -42,10 +42,10 @@ impl Preconditions {
             Some(c) if !matches(c, etag) => return Err(GatewayError::PreconditionFailed),
             Some(_) => {}
             None => {
-                if let Some(t) = &self.if_unmodified_since {
-                    if modified_s > seconds(t) {
-                        return Err(GatewayError::PreconditionFailed);
-                    }
+                if let Some(t) = &self.if_unmodified_since
+                    && modified_s > seconds(t)
+                {
+                    return Err(GatewayError::PreconditionFailed);
                 }
             }
         }
@@ -56,10 +56,10 @@ impl Preconditions {
             Some(c) if matches(c, etag) => return Err(not_modified()),
             Some(_) => {}
             None => {
-                if let Some(t) = &self.if_modified_since {
-                    if modified_s <= seconds(t) {
-                        return Err(not_modified());
-                    }
+                if let Some(t) = &self.if_modified_since
+                    && modified_s <= seconds(t)
+                {
+                    return Err(not_modified());
                 }
             }
         }

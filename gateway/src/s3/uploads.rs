@@ -308,10 +308,10 @@ impl SillokS3 {
                 let rest = &u.key[prefix.len()..];
                 rest.find(d).map(|i| u.key[..prefix.len() + i + d.len()].to_string())
             });
-            if let Some(g) = &group {
-                if common.last() == Some(g) {
-                    continue;
-                }
+            if let Some(g) = &group
+                && common.last() == Some(g)
+            {
+                continue;
             }
             if uploads.len() + common.len() >= max {
                 truncated = true;
