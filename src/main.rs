@@ -33,6 +33,9 @@ enum Command {
     Admin(cli::admin::AdminArgs),
     /// Make a cluster file (placement map, keys, secret) from a topology file.
     Init(cli::init::InitArgs),
+    /// Rotate the cluster secret in three steps (stage, promote, finish),
+    /// each a new cluster file followed by a rolling restart.
+    Secret(cli::secret::SecretArgs),
     /// Start a 3-site cluster on loopback (3 sites x 3 nodes + 1 gateway) and
     /// print its S3 endpoint and keys. Stops everything on Ctrl-C or SIGTERM.
     /// `sillok dev drill` loses a site of a running one under load.
@@ -43,7 +46,7 @@ fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     // The admin tool prints its own answers; its log only says what went wrong.
     let default_filter = if matches!(cli.command, Command::Admin(_)) { "warn" } else { "info" };
-    if matches!(cli.command, Command::Admin(_) | Command::Init(_)) {
+    if matches!(cli.command, Command::Admin(_) | Command::Init(_) | Command::Secret(_)) {
         // Short-lived tools whose output may go to `head`: a closed pipe ends
         // them quietly, as it does any Unix tool, instead of a panic in
         // println!. (Servers keep Rust's default: EPIPE as an error.)
@@ -75,6 +78,7 @@ fn main() -> std::process::ExitCode {
             Command::Catalog(a) => cli::catalog::run(a).await,
             Command::Admin(a) => cli::admin::run(a).await,
             Command::Init(a) => cli::init::run(a),
+            Command::Secret(a) => cli::secret::run(a),
         }
     });
     match result {

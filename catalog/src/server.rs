@@ -90,6 +90,9 @@ pub struct ReplicaConfig {
     pub advertise: String,
     pub data_dir: PathBuf,
     pub cluster_secret: String,
+    /// Also accepted from other processes while the cluster secret is
+    /// rotated (`ClusterFile::also_accepted_secrets`).
+    pub also_accepted_secrets: Vec<String>,
     /// The membership a fresh cluster starts with (every replica passes the same).
     pub initial_members: BTreeMap<u64, ReplicaNode>,
     /// `Command::Bootstrap` from the cluster file, proposed once by a leader.
@@ -132,6 +135,7 @@ impl ReplicaConfig {
             advertise: listen.to_string(),
             data_dir,
             cluster_secret: cluster_secret.into(),
+            also_accepted_secrets: Vec::new(),
             initial_members: BTreeMap::new(),
             seed: None,
             timings: RaftTimings::default(),
@@ -210,7 +214,7 @@ impl Replica {
         }
         .validate()
         .map_err(|e| ReplicaError::Config(e.to_string()))?;
-        let internal = Signer::new(&config.cluster_secret);
+        let internal = Signer::new(&config.cluster_secret).accepting(&config.also_accepted_secrets);
         let transport = Transport::new(internal.clone(), config.connect_timeout);
         let network = Network { transport: transport.clone(), rpc_timeout: config.rpc_timeout };
         let raft = Raft::new(config.id, Arc::new(raft_config), network, log, sm.clone())

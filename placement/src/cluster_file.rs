@@ -45,6 +45,15 @@ pub struct ClusterFile {
     /// The first admin key (`sillok admin`), seeded into the catalog.
     #[serde(default)]
     pub admin_key: Option<AccessKey>,
+    /// A rotation of the cluster secret in progress (`sillok secret`): the
+    /// secret that will replace `cluster_secret`, accepted but not yet used
+    /// to sign ...
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_cluster_secret: Option<String>,
+    /// ... and, once it has, the one it replaced, still accepted until every
+    /// process signs with the new one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub previous_cluster_secret: Option<String>,
 }
 
 /// One catalog replica: its Raft id, its site and its `host:port` (Raft and
@@ -65,11 +74,18 @@ impl std::fmt::Debug for ClusterFile {
             .field("map_epoch", &self.map.epoch)
             .field("catalog_replicas", &self.catalog_replicas)
             .field("admin_key", &self.admin_key)
+            .field("rotating_secret", &(self.next_cluster_secret.is_some() || self.previous_cluster_secret.is_some()))
             .finish()
     }
 }
 
 impl ClusterFile {
+    /// The secrets a process verifies internal requests with besides
+    /// `cluster_secret`: those of a rotation in progress.
+    pub fn also_accepted_secrets(&self) -> Vec<String> {
+        self.next_cluster_secret.iter().chain(&self.previous_cluster_secret).cloned().collect()
+    }
+
     /// Parses the file's text and validates its map.
     pub fn parse(text: &str) -> Result<Self, PlacementError> {
         let file: ClusterFile = serde_json::from_str(text).map_err(|e| PlacementError::ClusterFile(e.to_string()))?;

@@ -25,6 +25,9 @@
 //! - A request whose `x-amz-date` is more than [`MAX_SKEW`] away from the
 //!   verifier's clock is refused.
 //! - Secrets never appear in `Debug` output or in errors.
+//! - While the cluster secret is rotated (`sillok secret`), a verifier also
+//!   accepts the secrets in [`Signer::accepting`] (the next one, then the
+//!   previous one); a signer always signs with its one current secret.
 
 use std::time::{Duration, SystemTime};
 
@@ -101,11 +104,18 @@ pub enum Payload<'a> {
 #[derive(Clone)]
 pub struct Signer {
     identity: Identity,
+    /// Verification only: other secrets of the same key id, accepted while
+    /// the cluster secret is rotated.
+    also_accepted: Vec<Identity>,
 }
 
 impl std::fmt::Debug for Signer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Signer").field("access_key_id", &ACCESS_KEY_ID).field("secret", &"<redacted>").finish()
+        f.debug_struct("Signer")
+            .field("access_key_id", &ACCESS_KEY_ID)
+            .field("secret", &"<redacted>")
+            .field("also_accepted", &self.also_accepted.len())
+            .finish()
     }
 }
 
@@ -127,7 +137,18 @@ impl Signer {
     /// admin key): same scope and rules, key id `access_key_id`.
     pub fn with_key(access_key_id: &str, secret: &str) -> Self {
         let creds = Credentials::new(access_key_id, secret, None, None, "sillok-key");
-        Signer { identity: creds.into() }
+        Signer { identity: creds.into(), also_accepted: Vec::new() }
+    }
+
+    /// This signer, also accepting requests signed with `secrets` (same key
+    /// id) when it verifies: the secrets of a rotation in progress. It still
+    /// signs with its own.
+    pub fn accepting<S: AsRef<str>>(mut self, secrets: &[S]) -> Self {
+        self.also_accepted = secrets
+            .iter()
+            .map(|s| Credentials::new(ACCESS_KEY_ID, s.as_ref(), None, None, "sillok-key").into())
+            .collect();
+        self
     }
 
     /// The headers that sign a request: `host`, `x-amz-date`,
@@ -145,7 +166,8 @@ impl Signer {
             Payload::Bytes(b) => hex::encode(Sha256::digest(b)),
             Payload::Unsigned => UNSIGNED_PAYLOAD.to_string(),
         };
-        let (authorization, date) = self.authorization(method, host, path_and_query, &content_sha, time)?;
+        let (authorization, date) =
+            self.authorization(&self.identity, method, host, path_and_query, &content_sha, time)?;
         let hv = |s: &str| HeaderValue::from_str(s).map_err(|_| AuthError::Sign("header value".into()));
         Ok(vec![
             (http::header::HOST, hv(host)?),
@@ -173,6 +195,7 @@ impl Signer {
     /// The `authorization` header value and the `x-amz-date` value for a request.
     fn authorization(
         &self,
+        identity: &Identity,
         method: &str,
         host: &str,
         path_and_query: &str,
@@ -189,7 +212,7 @@ impl Signer {
         )
         .map_err(|e| AuthError::Sign(e.to_string()))?;
         let params = v4::SigningParams::builder()
-            .identity(&self.identity)
+            .identity(identity)
             .region(REGION)
             .name(SERVICE)
             .time(time)
@@ -255,10 +278,16 @@ impl Signer {
             }
             ContentHash::Sha256(raw)
         };
-        let (expected, expected_date) = self.authorization(method, host, path_and_query, content_sha, time)?;
-        // The date must round-trip exactly (it does for any well-formed date).
-        let ok = expected.as_bytes().ct_eq(given.as_bytes()) & expected_date.as_bytes().ct_eq(date.as_bytes());
-        if bool::from(ok) { Ok(hash) } else { Err(AuthError::BadSignature) }
+        for identity in std::iter::once(&self.identity).chain(&self.also_accepted) {
+            let (expected, expected_date) =
+                self.authorization(identity, method, host, path_and_query, content_sha, time)?;
+            // The date must round-trip exactly (it does for any well-formed date).
+            let ok = expected.as_bytes().ct_eq(given.as_bytes()) & expected_date.as_bytes().ct_eq(date.as_bytes());
+            if bool::from(ok) {
+                return Ok(hash);
+            }
+        }
+        Err(AuthError::BadSignature)
     }
 }
 
@@ -368,6 +397,31 @@ mod tests {
         let mut h = good.clone();
         h.insert(H_CONTENT_SHA256, HeaderValue::from_static("abc"));
         assert_eq!(s.verify("GET", PQ, &h, now), Err(AuthError::Missing(H_CONTENT_SHA256)));
+    }
+
+    /// The three steps of `sillok secret`, with processes on either side of
+    /// each step talking to each other: every pair that can coexist in a
+    /// rolling restart verifies, and a secret outside the rotation never does.
+    #[test]
+    fn rotation_accepts_both_sides_of_each_step() {
+        let now = SystemTime::now();
+        let req = |s: &Signer| headers(s.sign("GET", "h:1", PQ, Payload::Bytes(b""), now).unwrap());
+        // Before: old. Staged: signs old, accepts new. Promoted: signs new, accepts old. Finished: new.
+        let before = Signer::new("old");
+        let staged = Signer::new("old").accepting(&["new"]);
+        let promoted = Signer::new("new").accepting(&["old"]);
+        let finished = Signer::new("new");
+        for (a, b) in [(&before, &staged), (&staged, &promoted), (&promoted, &finished)] {
+            assert_eq!(a.verify("GET", PQ, &req(b), now).map(|_| ()), Ok(()));
+            assert_eq!(b.verify("GET", PQ, &req(a), now).map(|_| ()), Ok(()));
+        }
+        // Steps that must not coexist do not verify each other, so skipping a
+        // restart shows up as refusals rather than passing silently.
+        assert_eq!(before.verify("GET", PQ, &req(&finished), now), Err(AuthError::BadSignature));
+        let outsider = Signer::new("other").accepting(&["old"]);
+        assert_eq!(promoted.verify("GET", PQ, &req(&Signer::new("third")), now), Err(AuthError::BadSignature));
+        // Accepting a secret does not make a signer sign with it.
+        assert_eq!(finished.verify("GET", PQ, &req(&outsider), now), Err(AuthError::BadSignature));
     }
 
     #[test]

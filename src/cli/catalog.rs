@@ -144,6 +144,7 @@ pub async fn run(a: CatalogArgs) -> anyhow::Result<()> {
         .with_context(|| format!("cannot create the data directory {}", a.data.display()))?;
     let mut config = ReplicaConfig::new(a.id, &site, listen, a.data.clone(), &file.cluster_secret);
     config.advertise = advertise;
+    config.also_accepted_secrets = file.also_accepted_secrets();
     config.initial_members = members;
     config.seed = Some(seed_of(&file));
     config.timings = RaftTimings {

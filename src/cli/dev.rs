@@ -259,6 +259,8 @@ fn new_cluster(a: &DevArgs) -> anyhow::Result<ClusterFile> {
         map,
         catalog_replicas: Vec::new(),
         admin_key: None,
+        next_cluster_secret: None,
+        previous_cluster_secret: None,
     };
     add_catalog(&mut c)?;
     Ok(c)

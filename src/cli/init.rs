@@ -67,6 +67,8 @@ pub fn run(a: InitArgs) -> anyhow::Result<()> {
         map,
         catalog_replicas,
         admin_key: Some(super::new_admin_key()),
+        next_cluster_secret: None,
+        previous_cluster_secret: None,
     };
     super::save_cluster_file(&file, &a.out)?;
     println!(

@@ -9,6 +9,7 @@ pub mod init;
 pub mod node;
 pub mod rebalance;
 pub mod repair_status;
+pub mod secret;
 
 /// Resolves on Ctrl-C or SIGTERM.
 pub async fn shutdown_signal() {
@@ -43,14 +44,18 @@ pub fn load_cluster_file(path: &std::path::Path) -> anyhow::Result<sillok_placem
     sillok_placement::ClusterFile::parse(&text).with_context(|| format!("in the cluster file {}", path.display()))
 }
 
-/// Writes a cluster file atomically (temporary file, fsync, rename).
+/// Writes a cluster file atomically (temporary file, fsync, rename), readable
+/// by its owner only: it holds the cluster secret and the first keys.
 pub fn save_cluster_file(file: &sillok_placement::ClusterFile, path: &std::path::Path) -> anyhow::Result<()> {
     use std::io::Write;
 
     use anyhow::Context;
     let tmp = path.with_extension("tmp");
     let write = || -> std::io::Result<()> {
-        let mut f = std::fs::File::create(&tmp)?;
+        use std::os::unix::fs::OpenOptionsExt;
+        // A leftover temporary file would keep its mode through `truncate`.
+        let _ = std::fs::remove_file(&tmp);
+        let mut f = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&tmp)?;
         f.write_all(file.to_text().as_bytes())?;
         f.sync_all()?;
         std::fs::rename(&tmp, path)

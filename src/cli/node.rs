@@ -129,6 +129,7 @@ pub async fn run(a: NodeArgs) -> anyhow::Result<()> {
         listen,
         data_dir: a.data.clone(),
         cluster_secret: file.cluster_secret.clone(),
+        also_accepted_secrets: file.also_accepted_secrets(),
         map: map_watch.clone(),
         upkeep: Upkeep {
             grace: Duration::from_millis(a.collect_grace_ms),

@@ -74,6 +74,9 @@ pub struct NodeConfig {
     pub listen: SocketAddr,
     pub data_dir: PathBuf,
     pub cluster_secret: String,
+    /// Also accepted from other processes while the cluster secret is
+    /// rotated (`ClusterFile::also_accepted_secrets`).
+    pub also_accepted_secrets: Vec<String>,
     /// The placement map the node follows, as its one owner (the catalog
     /// follower) publishes it (`None`: the node follows no map and checks no
     /// epochs).
@@ -158,7 +161,7 @@ pub async fn bind(config: NodeConfig) -> Result<BoundNode, NodeError> {
             // manifest has no stale state to offer (a read of it finds
             // nothing, and the other replicas of a quorum answer).
             catch_up: Arc::new(crate::anti_entropy::CatchUp::new(config.map.is_none() || empty)),
-            signer: Signer::new(&config.cluster_secret),
+            signer: Signer::new(&config.cluster_secret).accepting(&config.also_accepted_secrets),
             shards,
             meta,
             map: config.map,

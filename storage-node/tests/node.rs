@@ -68,6 +68,7 @@ async fn start_in(dir: &std::path::Path) -> RunningNode {
         listen: "127.0.0.1:0".parse().unwrap(),
         data_dir: dir.to_path_buf(),
         cluster_secret: SECRET.into(),
+        also_accepted_secrets: Vec::new(),
         map: None,
         upkeep: Default::default(),
     })
@@ -660,6 +661,7 @@ async fn manifest_requests_from_an_older_map_epoch_are_refused_and_every_answer_
         listen: "127.0.0.1:0".parse().unwrap(),
         data_dir: dir.path().to_path_buf(),
         cluster_secret: SECRET.into(),
+        also_accepted_secrets: Vec::new(),
         map: Some(rx),
         // No peer of this map runs: reads open after the first round.
         upkeep: sillok_storage_node::collector::Upkeep { catch_up_limit: Duration::ZERO, ..Default::default() },
@@ -714,6 +716,7 @@ async fn a_node_started_with_a_map_answers_clients_manifest_reads_only_once_it_h
             listen: "127.0.0.1:0".parse().unwrap(),
             data_dir: dir.path().to_path_buf(),
             cluster_secret: SECRET.into(),
+            also_accepted_secrets: Vec::new(),
             map: Some(rx),
             upkeep: Default::default(),
         });

@@ -24,6 +24,7 @@ mod rebuild;
 mod s3_compat;
 mod s3_exact;
 mod s3_operations;
+mod secret;
 mod substitutes;
 mod tagging;
 mod versioning;
