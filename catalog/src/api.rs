@@ -305,3 +305,24 @@ pub struct Status {
     pub buckets: usize,
     pub keys: usize,
 }
+
+/// A whole catalog as of one committed index, with every secret in it
+/// (`GET /v1/backup`, `sillok admin catalog backup|export`): what
+/// `sillok catalog --restore-from` seeds a new replica set with. Keep it as
+/// private as the catalog's own files.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CatalogBackup {
+    /// This layout's version (1).
+    pub format: u32,
+    /// When it was taken, ms since the Unix epoch (the taker's clock).
+    pub taken_at_ms: i64,
+    /// The replica it was read from, and its last applied Raft index.
+    pub replica: u64,
+    pub raft_index: u64,
+    /// The catalog index followers had seen (`CatalogView::applied_index`).
+    pub version: u64,
+    pub catalog: crate::state::Catalog,
+}
+
+/// The backup layout this build writes and reads.
+pub const BACKUP_FORMAT: u32 = 1;

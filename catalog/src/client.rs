@@ -255,6 +255,12 @@ impl CatalogClient {
         self.call(Method::GET, pq, Vec::new()).await
     }
 
+    /// A backup of the whole catalog, secrets included, read from the leader
+    /// after a read barrier (admin keys and the cluster secret only).
+    pub async fn backup(&self) -> Result<api::CatalogBackup, ClientError> {
+        self.call(Method::GET, "/v1/backup", Vec::new()).await
+    }
+
     /// The map once its epoch is newer than `newer_than`, waiting up to `wait`
     /// on one replica (`None`: nothing newer came).
     pub async fn map_newer_than(&self, newer_than: u64, wait: Duration) -> Result<Option<PlacementMap>, ClientError> {

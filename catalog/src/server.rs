@@ -298,7 +298,16 @@ async fn seed_when_leader(sh: Arc<Shared>) {
             match tokio::time::timeout(sh.commit_timeout, sh.raft.client_write(p)).await {
                 Ok(Ok(r)) => match r.data {
                     Ok(outcome) => {
-                        tracing::info!(?outcome, index = r.log_id.index, "catalog seeded from the cluster file")
+                        tracing::info!(
+                            ?outcome,
+                            index = r.log_id.index,
+                            from = if matches!(sh.seed, Some(Command::Restore { .. })) {
+                                "a backup"
+                            } else {
+                                "the cluster file"
+                            },
+                            "catalog seeded"
+                        )
                     }
                     Err(e) => {
                         tracing::error!(error = %e, "the cluster file's catalog was refused; fix the cluster file");
@@ -321,6 +330,7 @@ fn router(sh: Arc<Shared>) -> Router {
         .route("/v1/status", get(status))
         .route("/v1/catalog", get(catalog))
         .route("/v1/map", get(map))
+        .route("/v1/backup", get(backup))
         .route("/v1/propose", post(propose))
         .route("/v1/membership/add", post(membership_add))
         .route("/v1/membership/remove", post(membership_remove))
@@ -709,7 +719,8 @@ fn view(sh: &Shared, caller: &Caller) -> CatalogView {
         CatalogView {
             region: c.region.clone(),
             epoch: c.epoch(),
-            applied_index: st.applied.map_or(0, |l| l.index),
+            // Followers order catalogs by this: it keeps growing across a restore.
+            applied_index: c.restored_base + st.applied.map_or(0, |l| l.index),
             map: c.map.clone(),
             buckets: c.buckets.values().cloned().collect(),
             keys: c.keys.values().map(|k| k.info()).collect(),
@@ -764,6 +775,43 @@ async fn catalog(
         }
     }
     json(StatusCode::OK, &view(&sh, &caller))
+}
+
+/// `GET /v1/backup`: the whole catalog after a read barrier, on the leader
+/// (a follower forwards it there). Admin keys and internal callers only, as
+/// for every route; it holds every secret, so `sillok admin catalog backup`
+/// writes it 0600.
+async fn backup(State(sh): State<Arc<Shared>>, headers: HeaderMap) -> Response {
+    match tokio::time::timeout(sh.commit_timeout, sh.raft.ensure_linearizable()).await {
+        Err(_) => return error(StatusCode::SERVICE_UNAVAILABLE, "timeout", "no read barrier in time; retry".into()),
+        Ok(Err(e)) => {
+            if let Some(fwd) = e.forward_to_leader() {
+                let fwd = fwd.clone();
+                return forward(&sh, &headers, Method::GET, "/v1/backup", Bytes::new(), &fwd).await;
+            }
+            return error(StatusCode::SERVICE_UNAVAILABLE, "no_leader", e.to_string());
+        }
+        Ok(Ok(_)) => {}
+    }
+    let b = sh.sm.read(|st| {
+        let raft_index = st.applied.map_or(0, |l| l.index);
+        api::CatalogBackup {
+            format: api::BACKUP_FORMAT,
+            taken_at_ms: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_millis() as i64)
+                .unwrap_or(0),
+            replica: sh.id,
+            raft_index,
+            version: st.catalog.restored_base + raft_index,
+            catalog: st.catalog.clone(),
+        }
+    });
+    if !b.catalog.is_bootstrapped() {
+        return error(StatusCode::SERVICE_UNAVAILABLE, "not_seeded", "the catalog is not seeded yet".into());
+    }
+    tracing::info!(raft_index = b.raft_index, "catalog backup taken");
+    json(StatusCode::OK, &b)
 }
 
 /// A forwarded catalog answer with the key secrets taken out.

@@ -177,6 +177,30 @@ pub struct Catalog {
     /// weight and drain, site add. Nothing moves until they are applied.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub staged: Vec<Command>,
+    /// Added to this replica set's applied index in what followers see
+    /// (`CatalogView::applied_index`): 0 until the catalog is restored from a
+    /// backup into a new Raft log ([`Command::Restore`]), whose indexes start
+    /// again from 1.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub restored_base: u64,
+}
+
+fn is_zero(v: &u64) -> bool {
+    *v == 0
+}
+
+/// How far a restore moves the map epoch and the followers' catalog index
+/// past the backup's at least: more than a cluster changes between a backup
+/// and its restore, so every gateway and node takes the restored catalog as
+/// newer than anything it followed before (they never go back), without
+/// being told. A restore also moves them to at least 1,000 × its time in ms,
+/// so that a later restore of an older backup still lands above an earlier
+/// restore (unless the cluster made 1,000 changes a millisecond in between).
+pub const RESTORE_JUMP: u64 = 1 << 32;
+
+/// Where a restore stamped `at_ms` moves a counter that was at `v`.
+fn restored(v: u64, at_ms: i64) -> u64 {
+    v.saturating_add(RESTORE_JUMP).max((at_ms.max(0) as u64).saturating_mul(1000))
 }
 
 /// Milliseconds since the Unix epoch, for command stamps.
@@ -306,6 +330,17 @@ pub enum Command {
     ApplyStaged,
     /// Drops the staged changes.
     DiscardStaged,
+    /// Seeds an empty catalog from a backup (`sillok catalog --restore-from`)
+    /// instead of the cluster file: everything as it was, with the map's epoch
+    /// and the followers' index moved [`RESTORE_JUMP`] past the backup's
+    /// (`version`: the index followers had seen at the backup). A no-op once
+    /// seeded.
+    Restore {
+        catalog: Box<Catalog>,
+        version: u64,
+        /// When the restore was started (ms since the Unix epoch).
+        at_ms: i64,
+    },
     /// Forgets the earlier rows of `pgs`, whose data the nodes report moved
     /// (the leader's `rebalance::prune_forever`); refused unless the map is
     /// still at `epoch`, the one the reports were checked against.
@@ -351,7 +386,7 @@ impl Command {
 
     pub fn touches(&self) -> Touch {
         match self {
-            Command::Bootstrap { .. } => Touch::All,
+            Command::Bootstrap { .. } | Command::Restore { .. } => Touch::All,
             Command::CreateBucket { bucket } => Touch::Bucket(bucket.name.clone()),
             Command::DeleteBucket { name } => Touch::Bucket(name.clone()),
             Command::SetBucketCors { bucket, .. } => Touch::Bucket(bucket.clone()),
@@ -597,9 +632,22 @@ impl Catalog {
             self.keys = key_map;
             return Ok(Outcome::Bootstrapped { epoch: map.epoch });
         }
+        if let Command::Restore { catalog, version, at_ms } = cmd {
+            if self.is_bootstrapped() {
+                return Ok(Outcome::AlreadyBootstrapped);
+            }
+            let mut new = (**catalog).clone();
+            let Some(map) = new.map.as_mut() else { return Err(CatalogError::NotBootstrapped) };
+            map.validate()?;
+            map.epoch = restored(map.epoch, *at_ms);
+            let epoch = map.epoch;
+            new.restored_base = restored(*version, *at_ms);
+            *self = new;
+            return Ok(Outcome::Bootstrapped { epoch });
+        }
         let Some(map) = self.map.as_ref() else { return Err(CatalogError::NotBootstrapped) };
         match cmd {
-            Command::Bootstrap { .. } => unreachable!("handled above"),
+            Command::Bootstrap { .. } | Command::Restore { .. } => unreachable!("handled above"),
             Command::CreateBucket { bucket } => {
                 check_bucket_name(&bucket.name)?;
                 if bucket.storage_class != STANDARD {
@@ -1006,6 +1054,32 @@ mod tests {
         let e = c.apply(&cmd).expect_err("must be refused");
         assert_eq!(*c, before, "a refused command changed the catalog");
         e
+    }
+
+    #[test]
+    fn a_restore_seeds_an_empty_catalog_above_everything_followers_saw_and_only_once() {
+        let mut old = seeded(3, 2);
+        old.apply(&Command::CreateBucket { bucket: bucket("kept") }).unwrap();
+        old.apply(&Command::Stage { change: Box::new(Command::AddSite { site: "site-d".into() }) }).unwrap();
+        let epoch = old.epoch();
+        let restore = |at_ms| Command::Restore { catalog: Box::new(old.clone()), version: 500, at_ms };
+        let mut new = Catalog::default();
+        assert_eq!(new.apply(&restore(0)).unwrap(), Outcome::Bootstrapped { epoch: epoch + RESTORE_JUMP });
+        assert_eq!(new.restored_base, 500 + RESTORE_JUMP, "followers' index jumps past the backup's");
+        assert!(new.buckets.contains_key("kept"));
+        assert_eq!(new.staged, old.staged, "staged changes come back too");
+        assert_eq!(new.keys, old.keys);
+        // A later restore (of the same, older backup) lands above the first.
+        let mut again = Catalog::default();
+        again.apply(&restore(1_800_000_000_000)).unwrap();
+        assert!(again.epoch() > new.epoch() && again.restored_base > new.restored_base);
+        // Only an empty catalog is seeded.
+        let before = new.clone();
+        assert_eq!(new.apply(&restore(5)).unwrap(), Outcome::AlreadyBootstrapped);
+        assert_eq!(new, before);
+        // A backup without a map seeds nothing.
+        let empty = Command::Restore { catalog: Box::default(), version: 1, at_ms: 0 };
+        assert!(matches!(Catalog::default().apply(&empty), Err(CatalogError::NotBootstrapped)));
     }
 
     #[test]

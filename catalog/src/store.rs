@@ -412,6 +412,8 @@ impl StateMachineStore {
         st.catalog.map = get(&meta, "map")?.flatten();
         st.catalog.next_node_id = get(&meta, "next_node_id")?.unwrap_or_default();
         st.catalog.repair = get(&meta, "repair")?.unwrap_or_default();
+        st.catalog.staged = get(&meta, "staged")?.unwrap_or_default();
+        st.catalog.restored_base = get(&meta, "restored_base")?.unwrap_or_default();
         for item in r.open_table(BUCKETS)?.iter()? {
             let (k, v) = item?;
             st.catalog.buckets.insert(k.value().to_string(), serde_json::from_slice(v.value()).map_err(json_err)?);
@@ -458,6 +460,8 @@ impl StateMachineStore {
             r.meta.push(("map", to_json(&st.catalog.map)));
             r.meta.push(("next_node_id", to_json(&st.catalog.next_node_id)));
             r.meta.push(("repair", to_json(&st.catalog.repair)));
+            r.meta.push(("staged", to_json(&st.catalog.staged)));
+            r.meta.push(("restored_base", to_json(&st.catalog.restored_base)));
         }
         let bucket = |name: &String| (name.clone(), st.catalog.buckets.get(name).map(to_json));
         let key = |id: &String| (id.clone(), st.catalog.keys.get(id).map(to_json));
@@ -661,7 +665,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
 }
 
 fn progress_of(st: &SmState) -> Progress {
-    Progress { epoch: st.catalog.epoch(), applied_index: st.applied.map_or(0, |l| l.index) }
+    Progress { epoch: st.catalog.epoch(), applied_index: st.catalog.restored_base + st.applied.map_or(0, |l| l.index) }
 }
 
 /// The reply of entries that carry no command (blank, membership).

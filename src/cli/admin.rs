@@ -72,6 +72,30 @@ pub enum AdminCommand {
     /// them, and how far the data is from where the map says.
     #[command(subcommand)]
     Rebalance(super::rebalance::RebalanceCommand),
+    /// Backups of the catalog (map, buckets, keys with their secrets), for
+    /// `sillok catalog --restore-from`.
+    #[command(subcommand)]
+    Catalog(CatalogCommand),
+}
+
+#[derive(clap::Subcommand)]
+pub enum CatalogCommand {
+    /// Read the whole catalog from the leader (after a read barrier) into a
+    /// file, created 0600: it holds every S3 secret.
+    Backup {
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Read the catalog from a stopped replica's data directory (no network):
+    /// what that replica had applied. For when no majority of replicas is
+    /// left to take a backup from.
+    Export {
+        /// The replica's `--data` directory.
+        #[arg(long)]
+        data: PathBuf,
+        #[arg(long)]
+        out: PathBuf,
+    },
 }
 
 #[derive(clap::Subcommand)]
@@ -522,6 +546,9 @@ pub(crate) fn describe_throttle(t: &sillok_catalog::api::RepairThrottle) -> Stri
 }
 
 pub async fn run(a: AdminArgs) -> anyhow::Result<()> {
+    if let AdminCommand::Catalog(CatalogCommand::Export { data, out }) = &a.command {
+        return super::catalog::export(data, out);
+    }
     let (c, me) = client(&a)?;
     let json = a.json;
     let propose = |cmd: Command| {
@@ -643,6 +670,28 @@ pub async fn run(a: AdminArgs) -> anyhow::Result<()> {
         }
         AdminCommand::Key(KeyCommand::Revoke { id }) => report(&propose(Command::RevokeKey { id }).await?, json)?,
         AdminCommand::Rebalance(r) => super::rebalance::run(&c, r, json).await?,
+        AdminCommand::Catalog(CatalogCommand::Backup { out }) => {
+            let b = c.backup().await?;
+            super::catalog::write_backup(&b, &out)?;
+            if json {
+                println!(
+                    "{}",
+                    serde_json::json!({"file": out, "raft_index": b.raft_index, "version": b.version,
+                        "epoch": b.catalog.epoch(), "buckets": b.catalog.buckets.len(), "keys": b.catalog.keys.len()})
+                );
+            } else {
+                println!(
+                    "wrote {} (mode 0600: it holds every S3 secret): catalog at index {} from replica {}, map epoch {}, {} buckets, {} keys",
+                    out.display(),
+                    b.raft_index,
+                    b.replica,
+                    b.catalog.epoch(),
+                    b.catalog.buckets.len(),
+                    b.catalog.keys.len()
+                );
+            }
+        }
+        AdminCommand::Catalog(CatalogCommand::Export { .. }) => unreachable!("handled before connecting"),
         AdminCommand::Repair(RepairCommand::Hold) => {
             report(&propose(Command::SetRepairHold { hold: true }).await?, json)?
         }

@@ -78,6 +78,85 @@ pub struct CatalogArgs {
     /// that a partition between sites does not move a site's data at once.
     #[arg(long, default_value_t = 3_600_000)]
     pub site_out_after_ms: u64,
+    /// On the first start of a new replica set (empty `--data`), seed the
+    /// catalog from this backup (`sillok admin catalog backup|export`)
+    /// instead of the cluster file's map and keys. Give every new replica the
+    /// same file; ignored once the catalog is seeded.
+    #[arg(long)]
+    pub restore_from: Option<PathBuf>,
+}
+
+/// Writes a catalog backup atomically, readable by its owner only.
+pub fn write_backup(b: &sillok_catalog::api::CatalogBackup, out: &std::path::Path) -> anyhow::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    if out.exists() {
+        bail!("{} exists; choose a new name (a backup never overwrites another)", out.display());
+    }
+    let tmp = out.with_extension("tmp");
+    let _ = std::fs::remove_file(&tmp);
+    let write = || -> std::io::Result<()> {
+        let mut f = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&tmp)?;
+        f.write_all(&serde_json::to_vec_pretty(b).map_err(std::io::Error::other)?)?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, out)
+    };
+    write().with_context(|| format!("cannot write {}", out.display()))
+}
+
+/// Reads a backup and checks it can seed a catalog.
+pub fn read_backup(path: &std::path::Path) -> anyhow::Result<sillok_catalog::api::CatalogBackup> {
+    let text = std::fs::read(path).with_context(|| format!("cannot read the backup {}", path.display()))?;
+    let b: sillok_catalog::api::CatalogBackup =
+        serde_json::from_slice(&text).with_context(|| format!("{} is not a catalog backup", path.display()))?;
+    if b.format != sillok_catalog::api::BACKUP_FORMAT {
+        bail!(
+            "{}: backup format {} is not one this build reads ({})",
+            path.display(),
+            b.format,
+            sillok_catalog::api::BACKUP_FORMAT
+        );
+    }
+    match &b.catalog.map {
+        None => bail!("{}: the backed-up catalog was never seeded (no map)", path.display()),
+        Some(m) => m.validate().with_context(|| format!("{}: the backed-up map is not valid", path.display()))?,
+    }
+    Ok(b)
+}
+
+/// `sillok admin catalog export`: the catalog a stopped replica had applied,
+/// read from its data directory.
+pub fn export(data: &std::path::Path, out: &std::path::Path) -> anyhow::Result<()> {
+    if !data.join("catalog.redb").exists() {
+        bail!("{} holds no catalog.redb: is it a catalog replica's --data directory?", data.display());
+    }
+    let sm = sillok_catalog::store::StateMachineStore::open(data).with_context(|| {
+        format!("cannot open the catalog in {} (stop the replica first: a running one holds it)", data.display())
+    })?;
+    let b = sm.read(|st| {
+        let raft_index = st.applied.map_or(0, |l| l.index);
+        sillok_catalog::api::CatalogBackup {
+            format: sillok_catalog::api::BACKUP_FORMAT,
+            taken_at_ms: SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0),
+            replica: 0,
+            raft_index,
+            version: st.catalog.restored_base + raft_index,
+            catalog: st.catalog.clone(),
+        }
+    });
+    if !b.catalog.is_bootstrapped() {
+        bail!("the catalog in {} was never seeded: nothing to export", data.display());
+    }
+    write_backup(&b, out)?;
+    println!(
+        "wrote {} (mode 0600: it holds every S3 secret): what this replica had applied, index {}, map epoch {}, {} buckets, {} keys",
+        out.display(),
+        b.raft_index,
+        b.catalog.epoch(),
+        b.catalog.buckets.len(),
+        b.catalog.keys.len()
+    );
+    Ok(())
 }
 
 fn now_secs() -> u64 {
@@ -146,7 +225,15 @@ pub async fn run(a: CatalogArgs) -> anyhow::Result<()> {
     config.advertise = advertise;
     config.also_accepted_secrets = file.also_accepted_secrets();
     config.initial_members = members;
-    config.seed = Some(seed_of(&file));
+    config.seed = Some(match &a.restore_from {
+        None => seed_of(&file),
+        Some(path) => {
+            let b = read_backup(path)?;
+            tracing::info!(backup = %path.display(), raft_index = b.raft_index, epoch = b.catalog.epoch(), "a new catalog will be seeded from this backup");
+            let at_ms = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0);
+            Command::Restore { catalog: Box::new(b.catalog), version: b.version, at_ms }
+        }
+    });
     config.timings = RaftTimings {
         heartbeat_ms: a.heartbeat_ms,
         election_min_ms: a.election_min_ms,

@@ -238,7 +238,11 @@ async fn restarting_every_replica_brings_the_whole_catalog_back_from_disk() {
         c.propose(bucket(&format!("keep-{i}"))).await.unwrap();
     }
     c.propose(Command::node_state(NodeId(2), NodeState::Down)).await.unwrap();
-    let last = c.propose(Command::SetNodeWeight { id: NodeId(3), weight: 2.0 }).await.unwrap().log_index;
+    c.propose(Command::SetNodeWeight { id: NodeId(3), weight: 2.0 }).await.unwrap();
+    // A staged change is kept on disk too (it was not, before: staged
+    // changes vanished when every replica restarted).
+    let stage = Command::Stage { change: Box::new(Command::SetNodeWeight { id: NodeId(4), weight: 3.0 }) };
+    let last = c.propose(stage).await.unwrap().log_index;
     let before = converged(&r, &[1, 2, 3], last).await;
     let view_before = c.catalog(true).await.unwrap();
     for id in 1..=3 {
@@ -254,6 +258,8 @@ async fn restarting_every_replica_brings_the_whole_catalog_back_from_disk() {
     assert_eq!(view.epoch, view_before.epoch);
     assert_eq!(view.map, view_before.map);
     assert_eq!(view.buckets, view_before.buckets);
+    assert_eq!(view.staged.len(), 1);
+    assert_eq!(view.staged, view_before.staged);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

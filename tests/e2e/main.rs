@@ -10,6 +10,7 @@
 mod support;
 
 mod catalog;
+mod catalog_backup;
 mod collector;
 mod cors;
 mod data_path;
