@@ -198,6 +198,22 @@ fn is_zero(v: &u64) -> bool {
 /// restore (unless the cluster made 1,000 changes a millisecond in between).
 pub const RESTORE_JUMP: u64 = 1 << 32;
 
+/// A catalog inside a command, as JSON text: serde's internally tagged enums
+/// (`Command` is one) cannot read maps keyed by numbers, such as
+/// `Repair::transitions`, from JSON, so the catalog travels as one string.
+mod json_text {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(c: &super::Catalog, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&serde_json::to_string(c).map_err(serde::ser::Error::custom)?)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Box<super::Catalog>, D::Error> {
+        let text = String::deserialize(d)?;
+        serde_json::from_str(&text).map_err(serde::de::Error::custom)
+    }
+}
+
 /// Where a restore stamped `at_ms` moves a counter that was at `v`.
 fn restored(v: u64, at_ms: i64) -> u64 {
     v.saturating_add(RESTORE_JUMP).max((at_ms.max(0) as u64).saturating_mul(1000))
@@ -336,6 +352,7 @@ pub enum Command {
     /// (`version`: the index followers had seen at the backup). A no-op once
     /// seeded.
     Restore {
+        #[serde(with = "json_text")]
         catalog: Box<Catalog>,
         version: u64,
         /// When the restore was started (ms since the Unix epoch).
@@ -1060,9 +1077,21 @@ mod tests {
     fn a_restore_seeds_an_empty_catalog_above_everything_followers_saw_and_only_once() {
         let mut old = seeded(3, 2);
         old.apply(&Command::CreateBucket { bucket: bucket("kept") }).unwrap();
+        // A node state change with a reason: `repair.transitions`, a map keyed by node id.
+        old.apply(&Command::SetNodeState {
+            id: NodeId(2),
+            state: NodeState::Down,
+            reason: Some("silent".into()),
+            at_ms: 1,
+        })
+        .unwrap();
+        assert!(!old.repair.transitions.is_empty());
         old.apply(&Command::Stage { change: Box::new(Command::AddSite { site: "site-d".into() }) }).unwrap();
         let epoch = old.epoch();
         let restore = |at_ms| Command::Restore { catalog: Box::new(old.clone()), version: 500, at_ms };
+        // As the Raft log carries it (JSON): the catalog comes back whole.
+        let text = serde_json::to_string(&restore(7)).unwrap();
+        assert_eq!(serde_json::from_str::<Command>(&text).unwrap(), restore(7));
         let mut new = Catalog::default();
         assert_eq!(new.apply(&restore(0)).unwrap(), Outcome::Bootstrapped { epoch: epoch + RESTORE_JUMP });
         assert_eq!(new.restored_base, 500 + RESTORE_JUMP, "followers' index jumps past the backup's");
