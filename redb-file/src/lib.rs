@@ -16,6 +16,9 @@ use redb::Database;
 
 /// Opens the redb file at `path`, creating it (in the v3 format) if it does
 /// not exist, and upgrades it to the v3 format if it is an older v2 file.
+// redb's own error, as its callers (the catalog and node stores) use it; it
+// is returned once per process start, so its size costs nothing.
+#[allow(clippy::result_large_err)]
 pub fn open_or_create(path: &Path) -> Result<Database, redb::Error> {
     let mut db = redb::Builder::new().create_with_file_format_v3(true).create(path)?;
     if db.upgrade()? {
