@@ -13,7 +13,7 @@ mod dev_ports;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(name = "sillok", version = concat!(env!("CARGO_PKG_VERSION"), " (commit ", env!("SILLOK_GIT_COMMIT"), ")"), about = "Sillok: an S3-compatible object store that survives the loss of a site")]
+#[command(name = "sillok", propagate_version = true, version = concat!(env!("CARGO_PKG_VERSION"), " (commit ", env!("SILLOK_GIT_COMMIT"), ")"), about = "Sillok: an S3-compatible object store that survives the loss of a site")]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -43,7 +43,14 @@ enum Command {
 }
 
 fn main() -> std::process::ExitCode {
-    let cli = Cli::parse();
+    // Flags from the command line, SILLOK_* variables and --config (cli::config).
+    let cli = match cli::config::parse::<Cli>() {
+        Ok(cli) => cli,
+        Err(e) => {
+            eprintln!("sillok: {e:#}");
+            return std::process::ExitCode::from(2);
+        }
+    };
     // The admin tool prints its own answers; its log only says what went wrong.
     let default_filter = if matches!(cli.command, Command::Admin(_)) { "warn" } else { "info" };
     if matches!(cli.command, Command::Admin(_) | Command::Init(_) | Command::Secret(_)) {
@@ -86,6 +93,47 @@ fn main() -> std::process::ExitCode {
         Err(e) => {
             eprintln!("sillok: {e:#}");
             std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn with_config(sub: &str, file: &str) -> Cli {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy").join(file);
+        let args = vec!["sillok".into(), sub.into(), "--config".into(), path.into()];
+        match cli::config::try_parse_from::<Cli>(args) {
+            Ok(Ok(cli)) => cli,
+            Ok(Err(e)) => panic!("{file}: {e}"),
+            Err(e) => panic!("{file}: {e:#}"),
+        }
+    }
+
+    #[test]
+    fn the_example_config_files_parse_for_their_subcommands() {
+        let Command::Gateway(g) = with_config("gateway", "gateway.example.toml").command else { panic!("not gateway") };
+        assert_eq!(g.listen, "0.0.0.0:9000".parse().unwrap());
+        assert_eq!(g.domains, ["s3.example.com", "s3.seoul.example.com"]);
+        assert_eq!(g.data, std::path::PathBuf::from("/var/lib/sillok/gateway"));
+        let Command::Node(n) = with_config("node", "node.example.toml").command else { panic!("not node") };
+        assert_eq!((n.id, n.rebuild_mib_per_s), (4, 100));
+        assert!(n.client_first);
+        let Command::Catalog(c) = with_config("catalog", "catalog.example.toml").command else { panic!("not catalog") };
+        assert_eq!((c.id, c.advertise.as_deref()), (2, Some("10.2.0.10:7400")));
+    }
+
+    #[test]
+    fn server_help_names_each_flags_variable() {
+        let mut cmd = cli::config::command::<Cli>();
+        for (sub, var) in [
+            ("gateway", "SILLOK_NODE_TIMEOUT_MS"),
+            ("node", "SILLOK_REBUILD_MIB_PER_S"),
+            ("catalog", "SILLOK_HEARTBEAT_MS"),
+        ] {
+            let help = cmd.find_subcommand_mut(sub).unwrap().render_long_help().to_string();
+            assert!(help.contains(&format!("[env: {var}")), "{sub}: {help}");
         }
     }
 }

@@ -98,7 +98,7 @@ pub struct LogStore {
 
 impl LogStore {
     pub fn open(dir: &Path) -> Result<Self, redb::Error> {
-        let db = Database::create(dir.join("raft-log.redb"))?;
+        let db = sillok_redb_file::open_or_create(&dir.join("raft-log.redb"))?;
         let w = db.begin_write()?;
         w.open_table(LOG)?;
         w.open_table(RAFT_META)?;
@@ -378,7 +378,7 @@ struct Dirty {
 
 impl StateMachineStore {
     pub fn open(dir: &Path) -> Result<Self, redb::Error> {
-        let db = Database::create(dir.join("catalog.redb"))?;
+        let db = sillok_redb_file::open_or_create(&dir.join("catalog.redb"))?;
         let w = db.begin_write()?;
         for t in [SM_META, BUCKETS, KEYS, REQUESTS, SNAPSHOT] {
             w.open_table(t)?;
@@ -671,4 +671,31 @@ fn progress_of(st: &SmState) -> Progress {
 /// The reply of entries that carry no command (blank, membership).
 fn noop() -> crate::Outcome {
     crate::Outcome::Internal
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A Raft log written by an earlier Sillok (redb's v2 file format) is
+    /// upgraded to v3 when the replica opens it, and keeps what it held.
+    #[test]
+    fn a_v2_raft_log_is_upgraded_at_open_and_keeps_its_vote() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("raft-log.redb");
+        {
+            let db = redb::Builder::new().create_with_file_format_v3(false).create(&path).unwrap();
+            let w = db.begin_write().unwrap();
+            w.open_table(LOG).unwrap();
+            w.open_table(RAFT_META).unwrap();
+            w.commit().unwrap();
+            LogStore::put_meta(&db, "vote", br#"{"term":7}"#, true).unwrap();
+        }
+        let log = LogStore::open(dir.path()).unwrap();
+        let vote: Option<serde_json::Value> = LogStore::get_meta(&log.db, "vote").unwrap();
+        assert_eq!(vote, Some(serde_json::json!({"term": 7})));
+        drop(log);
+        let mut db = Database::create(&path).unwrap();
+        assert!(!db.upgrade().unwrap(), "LogStore::open left the file in redb's v2 format");
+    }
 }

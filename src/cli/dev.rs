@@ -362,6 +362,12 @@ fn spawn(exe: &Path, args: &[String], log: &Path) -> anyhow::Result<Child> {
     let err = out.try_clone()?;
     let mut cmd = Command::new(exe);
     cmd.args(args).stdin(Stdio::null()).stdout(out).stderr(err);
+    // The command line built here is the child's whole configuration: no
+    // SILLOK_<FLAG> or SILLOK_CONFIG of this shell (say, a sourced
+    // cluster.env of another cluster) reaches it. SILLOK_LOG does.
+    for var in super::config::flag_env_vars() {
+        cmd.env_remove(var);
+    }
     // SAFETY: prctl is async-signal-safe and touches only the calling (child) process.
     unsafe {
         cmd.pre_exec(|| {

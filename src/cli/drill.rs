@@ -519,7 +519,12 @@ fn cmdline(pid: i32) -> Vec<String> {
 fn respawn(line: &[String], old_pid: i32, data: &Path) -> anyhow::Result<Option<i32>> {
     let Some((exe, args)) = line.split_first() else { return Ok(None) };
     let log = std::fs::File::create(data.join("logs").join(format!("drill-restarted-{old_pid}.log")))?;
-    let child = std::process::Command::new(exe)
+    let mut cmd = std::process::Command::new(exe);
+    // As `sillok dev` started it: configured by its command line alone.
+    for var in super::config::flag_env_vars() {
+        cmd.env_remove(var);
+    }
+    let child = cmd
         .args(args)
         .stdin(std::process::Stdio::null())
         .stdout(log.try_clone()?)

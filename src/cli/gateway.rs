@@ -73,8 +73,9 @@ pub struct GatewayArgs {
     #[arg(long, hide = true, default_value_t = 0, allow_negative_numbers = true)]
     pub test_clock_offset_ms: i64,
     /// Base domain for virtual-host-style requests (`<bucket>.<domain>`);
-    /// repeat for several. Other hosts (IPs included) are path-style.
-    #[arg(long = "domain")]
+    /// repeat, or separate with commas, for several. Other hosts (IPs
+    /// included) are path-style.
+    #[arg(long = "domain", value_delimiter = ',')]
     pub domains: Vec<String>,
     /// Abort multipart uploads not completed within this many seconds (S3
     /// lifecycle's AbortIncompleteMultipartUpload; default 7 days).

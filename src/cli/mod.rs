@@ -2,6 +2,7 @@
 
 pub mod admin;
 pub mod catalog;
+pub mod config;
 pub mod dev;
 pub mod drill;
 pub mod gateway;

@@ -411,7 +411,7 @@ impl MetaStore {
     /// Opens or creates `<data_dir>/meta.redb` and starts the writer thread.
     /// Blocking: call from the blocking pool or before the runtime is busy.
     pub fn open(data_dir: &Path) -> Result<Self, NodeError> {
-        let db = Database::create(data_dir.join("meta.redb")).map_err(store_err)?;
+        let db = sillok_redb_file::open_or_create(&data_dir.join("meta.redb")).map_err(store_err)?;
         let w = db.begin_write().map_err(store_err)?;
         w.open_table(MANIFESTS).map_err(store_err)?;
         w.commit().map_err(store_err)?;
@@ -1296,11 +1296,22 @@ mod tests {
         assert!(s.list_pg_all(sel).await.unwrap().iter().any(|e| e.key == "inline"));
     }
 
+    /// Also the redb format upgrade: stores of that age are v2 files.
     #[tokio::test]
     async fn a_store_of_json_values_is_rewritten_binary_at_open_and_reads_the_same() {
         let dir = tempfile::tempdir().unwrap();
         let s = MetaStore::open(dir.path()).unwrap();
         s.close().await;
+        // As redb 2.6 made files by default (format v2), with the store's tables.
+        let path = dir.path().join("meta.redb");
+        std::fs::remove_file(&path).unwrap();
+        let db = redb::Builder::new().create_with_file_format_v3(false).create(&path).unwrap();
+        let w = db.begin_write().unwrap();
+        w.open_table(MANIFESTS).unwrap();
+        w.open_table(BY_HASH).unwrap();
+        w.open_table(FORMAT).unwrap();
+        w.commit().unwrap();
+        drop(db);
         // Values as the format-1 store wrote them (more than one migration batch).
         let written: Vec<Manifest> =
             (0..MIGRATE_BATCH as u64 + 10)
@@ -1347,6 +1358,9 @@ mod tests {
         assert_eq!(formats.len(), written.len());
         assert!(formats.iter().all(|f| *f == VALUE_FORMAT), "a value was left in JSON");
         assert_eq!(r.open_table(FORMAT).unwrap().get("values").unwrap().unwrap().value(), VALUES_MIGRATED);
+        drop((t, r));
+        let mut db = db;
+        assert!(!db.upgrade().unwrap(), "MetaStore::open left the file in redb's v2 format");
     }
 
     #[tokio::test]
