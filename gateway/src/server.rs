@@ -322,13 +322,15 @@ async fn route(
             resp
         }
     };
-    let mut resp = crate::metrics::REQUEST.scope(ctx.clone(), serve.instrument(span)).await;
+    let mut resp = crate::metrics::REQUEST.scope(ctx.clone(), serve.instrument(span.clone())).await;
     let status = resp.status();
+    let took = started.elapsed();
+    tracing::debug!(parent: &span, status = status.as_u16(), ms = took.as_secs_f64() * 1000.0, "S3 request answered");
     let failed = (status.is_client_error() || status.is_server_error()).then(|| {
         ctx.code.lock().unwrap_or_else(|e| e.into_inner()).take().unwrap_or_else(|| format!("Http{}", status.as_u16()))
     });
     // A request refused before any handler ran (authentication, routing) has no operation.
-    metrics.finish(ctx.op.get().copied().unwrap_or("Unknown"), started.elapsed(), failed);
+    metrics.finish(ctx.op.get().copied().unwrap_or("Unknown"), took, failed);
     if let Ok(v) = http::HeaderValue::from_str(&request_id) {
         resp.headers_mut().insert("x-amz-request-id", v.clone());
         resp.headers_mut().insert("x-amz-id-2", v);
