@@ -85,14 +85,14 @@ fn parse_page(page: &str) -> Page {
         let (series, value) = line.rsplit_once(' ').unwrap_or_else(|| panic!("bad sample {line:?}"));
         let name = series.split('{').next().unwrap();
         assert!(valid_name(name), "bad metric name in {line:?}");
-        if let Some(labels) = series.strip_prefix(name) {
-            if !labels.is_empty() {
-                assert!(labels.starts_with('{') && labels.ends_with('}'), "bad labels in {line:?}");
-                for pair in labels[1..labels.len() - 1].split("\",").filter(|p| !p.is_empty()) {
-                    let (k, v) = pair.split_once("=\"").unwrap_or_else(|| panic!("bad label {pair:?} in {line:?}"));
-                    assert!(valid_name(k), "bad label name in {line:?}");
-                    assert!(!v.trim_end_matches('"').contains('"'), "bad label value in {line:?}");
-                }
+        if let Some(labels) = series.strip_prefix(name)
+            && !labels.is_empty()
+        {
+            assert!(labels.starts_with('{') && labels.ends_with('}'), "bad labels in {line:?}");
+            for pair in labels[1..labels.len() - 1].split("\",").filter(|p| !p.is_empty()) {
+                let (k, v) = pair.split_once("=\"").unwrap_or_else(|| panic!("bad label {pair:?} in {line:?}"));
+                assert!(valid_name(k), "bad label name in {line:?}");
+                assert!(!v.trim_end_matches('"').contains('"'), "bad label value in {line:?}");
             }
         }
         let v: f64 = match value {
