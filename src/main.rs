@@ -15,8 +15,18 @@ use clap::{Parser, Subcommand};
 #[derive(Parser)]
 #[command(name = "sillok", propagate_version = true, version = concat!(env!("CARGO_PKG_VERSION"), " (commit ", env!("SILLOK_GIT_COMMIT"), ")"), about = "Sillok: an S3-compatible object store that survives the loss of a site")]
 struct Cli {
+    /// Log line format on stderr: `text`, or `json` (one JSON object per
+    /// line, with the fields of the line's spans, e.g. an S3 request's id).
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
     #[command(subcommand)]
     command: Command,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
 }
 
 #[derive(Subcommand)]
@@ -62,14 +72,13 @@ fn main() -> std::process::ExitCode {
             libc::signal(libc::SIGPIPE, libc::SIG_DFL);
         }
     }
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("SILLOK_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_filter)),
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+    let filter = tracing_subscriber::EnvFilter::try_from_env("SILLOK_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_filter));
+    let logs = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match cli.log_format {
+        LogFormat::Text => logs.with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr())).init(),
+        LogFormat::Json => logs.json().init(),
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
@@ -81,7 +90,7 @@ fn main() -> std::process::ExitCode {
         match cli.command {
             Command::Node(a) => cli::node::run(a).await,
             Command::Gateway(a) => cli::gateway::run(a).await,
-            Command::Dev(a) => cli::dev::run(a).await,
+            Command::Dev(a) => cli::dev::run(a, cli.log_format == LogFormat::Json).await,
             Command::Catalog(a) => cli::catalog::run(a).await,
             Command::Admin(a) => cli::admin::run(a).await,
             Command::Init(a) => cli::init::run(a),

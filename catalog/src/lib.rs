@@ -20,6 +20,8 @@
 //!   the nodes' reports, for status, metrics pages and the drill;
 //! - `rebalance`: plans of staged capacity changes, and the leader's
 //!   dropping of earlier rows once their data has moved;
+//! - `ops`: a replica's metrics page and readiness, for its ops listener
+//!   (`--ops-listen`) and the `/metrics` route;
 //! - `detector`: the leader's failure detector, which marks silent nodes
 //!   `down` and then `out`;
 //! - `client`: [`CatalogClient`], which finds the leader among the replicas;
@@ -51,6 +53,7 @@ pub mod cors;
 pub mod detector;
 pub mod follower;
 pub mod lifecycle;
+pub mod ops;
 pub mod raft_network;
 pub mod rebalance;
 pub mod repair;

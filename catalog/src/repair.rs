@@ -168,19 +168,18 @@ impl RepairStatus {
         self.shards_left == 0 && below == 0 && self.pgs_waiting == 0
     }
 
-    /// The cluster's repair figures in the Prometheus text format, as every
-    /// process's metrics page carries them (`sillok_cluster_*`: the same on
-    /// every process, as of the catalog replica's last computation).
-    pub fn prometheus(&self) -> String {
-        use std::fmt::Write;
-        let mut out = String::new();
-        let _ = writeln!(
-            out,
-            "# HELP sillok_cluster_pgs PGs by repair state (clean, degraded-site, degraded, critical, unreadable, unchecked).\n# TYPE sillok_cluster_pgs gauge"
-        );
-        for st in STATES {
-            let _ = writeln!(out, "sillok_cluster_pgs{{state=\"{st}\"}} {}", self.pgs.get(st).copied().unwrap_or(0));
-        }
+    /// The cluster's repair figures on a metrics page, as every process's
+    /// page carries them (`sillok_cluster_*`: the same on every process, as
+    /// of the catalog replica's last computation).
+    pub fn encode_metrics(&self, enc: &mut prometheus_client::encoding::DescriptorEncoder) -> std::fmt::Result {
+        use sillok_rpc::ops::{gauge, gauge_family};
+        gauge_family(
+            enc,
+            "sillok_cluster_pgs",
+            "PGs by repair state (clean, degraded-site, degraded, critical, unreadable, unchecked).",
+            "state",
+            STATES.iter().map(|st| (st.to_string(), self.pgs.get(*st).copied().unwrap_or(0))),
+        )?;
         let gauges: [(&str, &str, u64); 8] = [
             (
                 "sillok_cluster_pgs_moving",
@@ -216,14 +215,11 @@ impl RepairStatus {
             ),
         ];
         for (name, help, v) in gauges {
-            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {v}");
+            gauge(enc, name, help, v)?;
         }
         if let Some(eta) = self.eta_s {
-            let _ = writeln!(
-                out,
-                "# HELP sillok_cluster_rebuild_eta_seconds Bytes left over the current rate.\n# TYPE sillok_cluster_rebuild_eta_seconds gauge\nsillok_cluster_rebuild_eta_seconds {eta}"
-            );
+            gauge(enc, "sillok_cluster_rebuild_eta_seconds", "Bytes left over the current rate.", eta)?;
         }
-        out
+        Ok(())
     }
 }

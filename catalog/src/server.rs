@@ -179,6 +179,8 @@ pub(crate) struct Shared {
     /// The cluster's repair state as last computed from `reports` (at most
     /// once a second: every report's answer carries it).
     repair: std::sync::Mutex<Option<(Instant, Option<crate::repair::RepairStatus>)>>,
+    /// The metrics page of the API address's `/metrics` (made at its first scrape).
+    metrics: std::sync::OnceLock<prometheus_client::registry::Registry>,
 }
 
 /// A replica whose stores are open, whose Raft runs and whose socket is
@@ -250,6 +252,7 @@ impl Replica {
             reports: Default::default(),
             gateway_reports: Default::default(),
             repair: Default::default(),
+            metrics: Default::default(),
         });
         Ok(Replica { shared, listener, addr })
     }
@@ -260,6 +263,12 @@ impl Replica {
 
     pub fn raft(&self) -> Raft {
         self.shared.raft.clone()
+    }
+
+    /// Opens the ops listener (`/health`, `/ready`, `/metrics`) on `addr`;
+    /// returns the bound address. See `crate::ops`.
+    pub async fn serve_ops(&self, addr: SocketAddr) -> std::io::Result<SocketAddr> {
+        crate::ops::serve(&self.shared, addr).await
     }
 
     /// Serves until `shutdown` completes, then stops Raft.
@@ -623,7 +632,7 @@ async fn report_gateway(State(sh): State<Arc<Shared>>, Extension(caller): Extens
 
 /// The cluster's repair state from this replica's reports, recomputed at
 /// most once a second.
-fn repair_state(sh: &Shared) -> Option<crate::repair::RepairStatus> {
+pub(crate) fn repair_state(sh: &Shared) -> Option<crate::repair::RepairStatus> {
     if let Some((at, r)) = sh.repair.lock().expect("repair lock").as_ref()
         && at.elapsed() < Duration::from_secs(1)
     {
@@ -643,40 +652,10 @@ fn report_answer(sh: &Shared) -> api::ReportAnswer {
 }
 
 /// `GET /metrics` (unsigned): this replica's Raft figures and the cluster's
-/// repair state.
+/// repair state, the page the ops listener serves (`crate::ops`).
 async fn metrics(State(sh): State<Arc<Shared>>) -> Response {
-    use std::fmt::Write;
-    let m = sh.raft.metrics().borrow().clone();
-    let mut page = String::new();
-    let leader = u64::from(m.state == ServerState::Leader);
-    let applied = sh.sm.read(|st| st.applied.map_or(0, |l| l.index));
-    for (name, help, v) in [
-        ("sillok_catalog_is_leader", "1 on the replica that leads the Raft group.", leader),
-        ("sillok_catalog_term", "The Raft term this replica is in.", m.current_term),
-        ("sillok_catalog_applied_index", "The last log index this replica applied.", applied),
-        ("sillok_catalog_last_log_index", "The last log index this replica holds.", m.last_log_index.unwrap_or(0)),
-    ] {
-        let _ = writeln!(page, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {v}");
-    }
-    let _ = writeln!(
-        page,
-        "# HELP sillok_catalog_nodes Storage nodes by state in the map.\n# TYPE sillok_catalog_nodes gauge"
-    );
-    let by_state = sh.sm.read(|st| {
-        let mut c: BTreeMap<&'static str, u64> =
-            ["up", "down", "draining", "out"].into_iter().map(|s| (s, 0)).collect();
-        for n in st.catalog.map.iter().flat_map(|m| m.topology.nodes.iter()) {
-            *c.entry(state_name(n.state)).or_default() += 1;
-        }
-        c
-    });
-    for (state, n) in by_state {
-        let _ = writeln!(page, "sillok_catalog_nodes{{state=\"{state}\"}} {n}");
-    }
-    if let Some(r) = repair_state(&sh) {
-        page.push_str(&r.prometheus());
-    }
-    (StatusCode::OK, [(header::CONTENT_TYPE, "text/plain; version=0.0.4")], page).into_response()
+    let registry = sh.metrics.get_or_init(|| crate::ops::registry(&sh));
+    sillok_rpc::ops::metrics_response(registry)
 }
 
 pub fn state_name(s: NodeState) -> &'static str {

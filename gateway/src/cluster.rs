@@ -35,6 +35,12 @@ pub struct Cluster {
     /// Node calls made by lean manifest reads (a majority per read while
     /// every replica answers in time; more when hedged).
     pub manifest_read_calls: std::sync::atomic::AtomicU64,
+    /// Object reads that decoded at least one stripe from parity.
+    pub degraded_reads: std::sync::atomic::AtomicU64,
+    /// Shard opens and block reads given up at the read deadline.
+    pub read_deadlines: std::sync::atomic::AtomicU64,
+    /// Node calls that failed on a connect or node timeout.
+    pub node_timeouts: std::sync::atomic::AtomicU64,
     /// How long a lean manifest read waits for the replicas it asked before
     /// it asks one more (see `fanout::Need::hedge_after`), and at least how
     /// long it waits for the body replica once a majority answered. Under
@@ -62,6 +68,9 @@ impl Cluster {
             clock_refused: std::sync::atomic::AtomicBool::new(false),
             manifest_refetches: std::sync::atomic::AtomicU64::new(0),
             manifest_read_calls: std::sync::atomic::AtomicU64::new(0),
+            degraded_reads: std::sync::atomic::AtomicU64::new(0),
+            read_deadlines: std::sync::atomic::AtomicU64::new(0),
+            node_timeouts: std::sync::atomic::AtomicU64::new(0),
             read_hedge,
             hedge_clock: crate::hedge::HedgeClock::start(read_hedge / 2),
         })
@@ -185,6 +194,9 @@ impl Cluster {
 
     pub fn note_error(&self, node: NodeId, e: &sillok_storage_node::NodeError) {
         use sillok_storage_node::NodeError as E;
+        if matches!(e, E::Timeout { .. }) {
+            self.node_timeouts.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
         if matches!(e, E::Unreachable { .. } | E::Timeout { .. }) {
             self.mark_suspect(node);
         }

@@ -86,12 +86,17 @@ impl LifecycleMetrics {
         self.last_run_ms.store(took.as_millis() as u64, Ordering::Relaxed);
     }
 
-    /// The counters in Prometheus's text format.
-    pub fn render(&self, s: &mut String) {
+    /// The counters on the gateway's metrics page.
+    pub fn encode_metrics(&self, enc: &mut prometheus_client::encoding::DescriptorEncoder) -> std::fmt::Result {
+        use sillok_rpc::ops::{counter, counter_family, gauge};
         let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
-        s.push_str("# HELP sillok_lifecycle_runs_total Lifecycle expirer rounds this gateway finished, by outcome (error: at least one bucket, object or upload failed).\n# TYPE sillok_lifecycle_runs_total counter\n");
-        s.push_str(&format!("sillok_lifecycle_runs_total{{outcome=\"ok\"}} {}\n", get(&self.runs_ok)));
-        s.push_str(&format!("sillok_lifecycle_runs_total{{outcome=\"error\"}} {}\n", get(&self.runs_with_errors)));
+        counter_family(
+            enc,
+            "sillok_lifecycle_runs",
+            "Lifecycle expirer rounds this gateway finished, by outcome (error: at least one bucket, object or upload failed).",
+            "outcome",
+            [("ok".to_string(), get(&self.runs_ok)), ("error".to_string(), get(&self.runs_with_errors))],
+        )?;
         let counters = [
             ("objects_expired", "Objects this gateway deleted because a lifecycle rule expired them.", &self.expired),
             ("uploads_aborted", "Multipart uploads this gateway aborted by a lifecycle rule.", &self.aborted),
@@ -107,13 +112,14 @@ impl LifecycleMetrics {
             ),
         ];
         for (name, help, v) in counters {
-            s.push_str(&format!(
-                "# HELP sillok_lifecycle_{name}_total {help}\n# TYPE sillok_lifecycle_{name}_total counter\nsillok_lifecycle_{name}_total {}\n",
-                get(v)
-            ));
+            counter(enc, &format!("sillok_lifecycle_{name}"), help, get(v))?;
         }
-        s.push_str("# HELP sillok_lifecycle_last_run_seconds How long the last lifecycle expirer round took.\n# TYPE sillok_lifecycle_last_run_seconds gauge\n");
-        s.push_str(&format!("sillok_lifecycle_last_run_seconds {:.3}\n", get(&self.last_run_ms) as f64 / 1000.0));
+        gauge(
+            enc,
+            "sillok_lifecycle_last_run_seconds",
+            "How long the last lifecycle expirer round took.",
+            get(&self.last_run_ms) as f64 / 1000.0,
+        )
     }
 }
 

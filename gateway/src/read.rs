@@ -202,6 +202,7 @@ impl StripeReader {
                 None
             }
             Err(_) => {
+                self.cluster.read_deadlines.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 self.give_up(index, "open timed out");
                 None
             }
@@ -266,7 +267,10 @@ impl StripeReader {
                             dead.push((index, e.to_string()))
                         }
                         Ok(None) => dead.push((index, "shard ended early".into())),
-                        Err(_) => dead.push((index, "block deadline passed".into())),
+                        Err(_) => {
+                            self.cluster.read_deadlines.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                            dead.push((index, "block deadline passed".into()))
+                        }
                     }
                 }
                 for (index, why) in dead {
@@ -332,6 +336,8 @@ impl StripeReader {
         let codec = match &self.codec {
             Some(c) => c.clone(),
             None => {
+                // The first stripe of this read decoded from parity.
+                self.cluster.degraded_reads.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 let c = Codec::new(k, m).map_err(|e| GatewayError::Internal(e.to_string()))?;
                 self.codec = Some(c.clone());
                 c

@@ -69,7 +69,7 @@ impl SillokS3 {
     }
 
     fn counted<T>(&self, op: &'static str, r: Result<T, S3Error>) -> S3Result<S3Response<T>> {
-        self.metrics.count(op, r.is_ok());
+        self.metrics.count_result(op, &r);
         r.map(S3Response::new)
     }
 }
@@ -180,7 +180,7 @@ impl S3 for SillokS3 {
             Ok::<_, S3Error>(S3Response::with_headers(out, headers))
         }
         .await;
-        self.metrics.count("PostObject", r.is_ok());
+        self.metrics.count_result("PostObject", &r);
         r
     }
 
@@ -247,7 +247,7 @@ impl S3 for SillokS3 {
 
     async fn head_object(&self, req: S3Request<HeadObjectInput>) -> S3Result<S3Response<HeadObjectOutput>> {
         let r = self.do_head_object(req.input).await;
-        self.metrics.count("HeadObject", r.is_ok());
+        self.metrics.count_result("HeadObject", &r);
         let (out, tag_count) = r?;
         let mut resp = S3Response::new(out);
         // s3s 0.14.1's HeadObjectOutput has no tag count; S3 sends it on HEAD too.

@@ -1,6 +1,8 @@
 //! The gateway's HTTP listener: S3 (through s3s) on every path except
 //! `/_sillok/health` and `/_sillok/metrics` (not valid bucket names, so they
-//! cannot shadow a bucket). TCP_NODELAY on every accepted socket; graceful
+//! cannot shadow a bucket; the ops listener, `--ops-listen`, serves the same
+//! page at `/metrics` with `/health` and `/ready`). Every S3 request runs in
+//! a `tracing` span `s3` with its request id, method and operation. TCP_NODELAY on every accepted socket; graceful
 //! shutdown.
 //!
 //! Limits that keep a slow or hostile client from holding resources: request
@@ -22,6 +24,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use futures::FutureExt;
+use tracing::Instrument;
 
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
@@ -35,7 +38,7 @@ use sillok_storage_node::{NodeClient, Timeouts};
 
 use crate::catalog::GatewayCatalog;
 use crate::cluster::Cluster;
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, RequestCtx};
 use crate::read::ReadSettings;
 use crate::s3::SillokS3;
 use crate::vhost::VirtualHosts;
@@ -44,6 +47,8 @@ use crate::write::WriteSettings;
 #[derive(Debug, Clone)]
 pub struct GatewayConfig {
     pub listen: SocketAddr,
+    /// The ops listener (`/health`, `/ready`, `/metrics`), if any.
+    pub ops_listen: Option<SocketAddr>,
     /// The cluster secret and the catalog replicas come from it.
     pub cluster: ClusterFile,
     /// Where the gateway keeps its last copy of the catalog (`catalog.json`).
@@ -115,6 +120,11 @@ pub async fn bind(
     s3_config.post_object_max_file_size = config.post_max_size;
     builder.set_config(Arc::new(s3s::config::StaticConfigProvider::new(Arc::new(s3_config))));
     let service = builder.build();
+    let ops =
+        Arc::new(GatewayOps { registry: metrics.registry(cluster.clone(), catalog.clone()), cluster: cluster.clone() });
+    if let Some(ops_addr) = config.ops_listen {
+        sillok_rpc::ops::serve(ops_addr, ops.clone()).await?;
+    }
 
     let probe = tokio::spawn(cluster.clone().probe_forever(config.probe_interval));
     let reporter =
@@ -147,11 +157,11 @@ pub async fn bind(
             let _ = stream.set_nodelay(true);
             let service = service.clone();
             let metrics = metrics.clone();
-            let (cluster, catalog, hosts) = (cluster.clone(), catalog.clone(), hosts.clone());
+            let (ops, catalog, hosts) = (ops.clone(), catalog.clone(), hosts.clone());
             let svc = hyper::service::service_fn(move |req: http::Request<Incoming>| {
                 let service = service.clone();
                 let metrics = metrics.clone();
-                let state = (cluster.clone(), catalog.clone(), hosts.clone());
+                let state = (ops.clone(), catalog.clone(), hosts.clone());
                 async move { Ok::<_, std::convert::Infallible>(route(&service, &metrics, &state, req).await) }
             });
             let mut server = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
@@ -214,67 +224,113 @@ async fn follow_catalog(config: &GatewayConfig) -> std::io::Result<Arc<GatewayCa
         .map_err(|e| std::io::Error::other(e.to_string()))
 }
 
+/// What the ops listener (and `/_sillok/metrics`) serve.
+struct GatewayOps {
+    registry: prometheus_client::registry::Registry,
+    cluster: Arc<Cluster>,
+}
+
+impl sillok_rpc::ops::Ops for GatewayOps {
+    fn ready(&self) -> Result<(), String> {
+        readiness(&self.cluster)
+    }
+    fn registry(&self) -> &prometheus_client::registry::Registry {
+        &self.registry
+    }
+}
+
+/// Whether this gateway can serve reads and writes (`/ready`). It has a
+/// catalog copy once it runs (`bind` waits for one). A storage node is
+/// *reachable* when the map has it `up` or `draining` and this gateway does
+/// not suspect it (no failed call or missed health probe since its last
+/// answer). Ready: at least k nodes are reachable (an object can be read,
+/// and written with substitutes), and the sites with a reachable node are a
+/// strict majority of the map's sites (a manifest quorum can be reached).
+pub fn readiness(cluster: &Cluster) -> Result<(), String> {
+    let map = cluster.map();
+    let k = usize::from(map.profile.k);
+    let reachable: Vec<&sillok_placement::Node> =
+        map.topology.nodes.iter().filter(|n| !cluster.is_suspect(n.id)).collect();
+    if reachable.len() < k {
+        return Err(format!(
+            "{} of {} storage nodes reachable (up in map epoch {} and not suspected); {k} are needed",
+            reachable.len(),
+            map.topology.nodes.len(),
+            map.epoch
+        ));
+    }
+    let sites = map.topology.sites.len();
+    let reached = map.topology.sites.iter().filter(|s| reachable.iter().any(|n| n.site == s.id)).count();
+    if reached * 2 <= sites {
+        return Err(format!(
+            "storage nodes reachable in {reached} of {sites} sites; a majority of the sites is needed"
+        ));
+    }
+    Ok(())
+}
+
 async fn route(
     service: &s3s::service::S3Service,
     metrics: &Metrics,
-    (cluster, catalog, hosts): &(Arc<Cluster>, Arc<GatewayCatalog>, Arc<VirtualHosts>),
+    (ops, catalog, hosts): &(Arc<GatewayOps>, Arc<GatewayCatalog>, Arc<VirtualHosts>),
     req: http::Request<Incoming>,
 ) -> http::Response<RespBody> {
-    let text = |status: u16, body: String| {
-        http::Response::builder()
-            .status(status)
-            .header("content-type", "text/plain; version=0.0.4")
-            .body(Full::new(bytes::Bytes::from(body)).map_err(|e| match e {}).boxed_unsync())
-            .expect("static response")
-    };
     match (req.method(), req.uri().path()) {
-        (&http::Method::GET, "/_sillok/health") => return text(200, "ok\n".into()),
+        (&http::Method::GET, "/_sillok/health") => {
+            return http::Response::builder()
+                .header("content-type", "text/plain")
+                .body(Full::new(bytes::Bytes::from_static(b"ok\n")).map_err(|e| match e {}).boxed_unsync())
+                .expect("static response");
+        }
         (&http::Method::GET, "/_sillok/metrics") => {
-            let index = catalog.index();
-            let mut page = metrics.render(cluster.map().epoch, index.applied, cluster.clock_offset_ms());
-            page.push_str(&format!(
-                "# HELP sillok_gateway_suspect_nodes Storage nodes this gateway suspects (calls failed; no probe answered since).\n\
-                 # TYPE sillok_gateway_suspect_nodes gauge\nsillok_gateway_suspect_nodes {}\n\
-                 # HELP sillok_gateway_manifest_refetches_total Manifest reads whose body replica was behind, slow or down, so the manifest was fetched from another replica.\n\
-                 # TYPE sillok_gateway_manifest_refetches_total counter\nsillok_gateway_manifest_refetches_total {}\n\
-                 # HELP sillok_gateway_manifest_read_calls_total Storage node calls made by lean manifest reads (whole manifests and summaries).\n\
-                 # TYPE sillok_gateway_manifest_read_calls_total counter\nsillok_gateway_manifest_read_calls_total {}\n",
-                cluster.suspect_count(),
-                cluster.manifest_refetches.load(std::sync::atomic::Ordering::Relaxed),
-                cluster.manifest_read_calls.load(std::sync::atomic::Ordering::Relaxed)
-            ));
-            if let Some(r) = catalog.repair.lock().expect("repair lock").as_ref() {
-                page.push_str(&r.prometheus());
-            }
-            return text(200, page);
+            let resp = sillok_rpc::ops::metrics_response(sillok_rpc::ops::Ops::registry(&**ops));
+            return resp
+                .map(|b| b.map_err(|e| -> Box<dyn std::error::Error + Send + Sync> { Box::new(e) }).boxed_unsync());
         }
         _ => {}
     }
     let request_id = next_request_id();
-    let mut resp = if crate::cors::is_preflight(&req) {
-        let answer = crate::cors::preflight(&req, hosts, catalog).await;
-        metrics.count("PreflightCors", answer.is_ok());
-        match answer {
-            Ok(headers) => {
-                let mut resp = http::Response::new(http_body_util::Empty::new().map_err(|e| match e {}).boxed_unsync());
-                *resp.headers_mut() = headers;
-                resp
+    // Every log line of the request carries its id, method and operation.
+    let span = tracing::info_span!("s3", request_id = %request_id, method = %req.method(), op = tracing::field::Empty);
+    let ctx = Arc::new(RequestCtx::default());
+    let _ = ctx.span.set(span.clone());
+    let started = std::time::Instant::now();
+    let serve = async {
+        if crate::cors::is_preflight(&req) {
+            let answer = crate::cors::preflight(&req, hosts, catalog).await;
+            metrics.count("PreflightCors", answer.is_ok());
+            match answer {
+                Ok(headers) => {
+                    let mut resp =
+                        http::Response::new(http_body_util::Empty::new().map_err(|e| match e {}).boxed_unsync());
+                    *resp.headers_mut() = headers;
+                    resp
+                }
+                Err(e) => error_xml(
+                    e.status_code().map_or(400, |s| s.as_u16()),
+                    e.code().as_str(),
+                    e.message().unwrap_or(""),
+                    &request_id,
+                ),
             }
-            Err(e) => error_xml(
-                e.status_code().map_or(400, |s| s.as_u16()),
-                e.code().as_str(),
-                e.message().unwrap_or(""),
-                &request_id,
-            ),
+        } else {
+            let actual = crate::cors::Actual::of(&req, hosts);
+            let mut resp = serve_s3(service, req, &request_id).await;
+            if let Some(actual) = actual {
+                actual.decorate(catalog, resp.headers_mut());
+            }
+            resp
         }
-    } else {
-        let actual = crate::cors::Actual::of(&req, hosts);
-        let mut resp = serve_s3(service, req, &request_id).await;
-        if let Some(actual) = actual {
-            actual.decorate(catalog, resp.headers_mut());
-        }
-        resp
     };
+    let mut resp = crate::metrics::REQUEST.scope(ctx.clone(), serve.instrument(span.clone())).await;
+    let status = resp.status();
+    let took = started.elapsed();
+    tracing::debug!(parent: &span, status = status.as_u16(), ms = took.as_secs_f64() * 1000.0, "S3 request answered");
+    let failed = (status.is_client_error() || status.is_server_error()).then(|| {
+        ctx.code.lock().unwrap_or_else(|e| e.into_inner()).take().unwrap_or_else(|| format!("Http{}", status.as_u16()))
+    });
+    // A request refused before any handler ran (authentication, routing) has no operation.
+    metrics.finish(ctx.op.get().copied().unwrap_or("Unknown"), took, failed);
     if let Ok(v) = http::HeaderValue::from_str(&request_id) {
         resp.headers_mut().insert("x-amz-request-id", v.clone());
         resp.headers_mut().insert("x-amz-id-2", v);
@@ -480,6 +536,7 @@ fn next_request_id() -> String {
 }
 
 fn error_xml(status: u16, code: &str, message: &str, request_id: &str) -> http::Response<RespBody> {
+    crate::metrics::note_error_code(code);
     let message = message.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;");
     let body = format!(
         "<?xml version=\"1.0\" encoding=\"UTF-8\"?><Error><Code>{code}</Code><Message>{message}</Message><RequestId>{request_id}</RequestId></Error>"
@@ -504,6 +561,9 @@ async fn with_request_id_in_body(resp: http::Response<RespBody>, request_id: &st
         return error_xml(parts.status.as_u16(), "InternalError", "error body lost", request_id);
     };
     let text = String::from_utf8_lossy(&collected.to_bytes()).into_owned();
+    if let Some(code) = text.split("<Code>").nth(1).and_then(|t| t.split("</Code>").next()) {
+        crate::metrics::note_error_code(code);
+    }
     // s3s answers a form field that breaks the POST policy with 400
     // InvalidPolicyDocument; S3 answers 403 AccessDenied.
     let text = if parts.status == http::StatusCode::BAD_REQUEST

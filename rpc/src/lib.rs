@@ -7,6 +7,8 @@
 //!   secret (or an admin key): signing and verifying;
 //! - `client`: [`client::RpcClient`], the pooled hyper client that signs every
 //!   request and bounds every call by deadlines (connect, response, idle);
+//! - `ops`: the unauthenticated ops listener (`/health`, `/ready`, `/metrics`)
+//!   every process may open, and the helpers for its metrics page;
 //! - `server`: the receiving half for axum services: the authentication step
 //!   every route runs behind ([`server::authenticate`]) and the JSON and error
 //!   answers every service gives.
@@ -17,6 +19,7 @@
 
 pub mod auth;
 pub mod client;
+pub mod ops;
 pub mod server;
 
 pub use auth::{AuthError, ContentHash, Payload, Signer};

@@ -40,6 +40,10 @@ pub struct CatalogArgs {
     /// Address to listen on (default: this replica's address in the cluster file).
     #[arg(long)]
     pub listen: Option<SocketAddr>,
+    /// Address of the ops listener: unauthenticated `GET /health`, `/ready`
+    /// (200, or 503 with the reason) and `/metrics` (Prometheus). Unset: none.
+    #[arg(long)]
+    pub ops_listen: Option<std::net::SocketAddr>,
     /// Address others reach this replica at (default: the listen address).
     #[arg(long)]
     pub advertise: Option<String>,
@@ -250,6 +254,9 @@ pub async fn run(a: CatalogArgs) -> anyhow::Result<()> {
     };
     tracing::info!(id = a.id, %site, %listen, "catalog replica starting");
     let replica = Replica::open(config).await.context("cannot start the catalog replica")?;
+    if let Some(ops) = a.ops_listen {
+        replica.serve_ops(ops).await.with_context(|| format!("cannot open the ops listener on {ops}"))?;
+    }
     replica.run(super::shutdown_signal()).await.context("catalog replica failed")?;
     Ok(())
 }

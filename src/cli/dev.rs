@@ -16,7 +16,12 @@
 //!   catalog, snapshots);
 //! - `sites/<site>/node-<id>/`: each node's shards, metadata and last map;
 //! - `gateway/`: the gateway's last copy of the catalog;
-//! - `logs/<process>.log`: each process's log.
+//! - `logs/<process>.log`: each process's log (JSON lines under
+//!   `sillok --log-format json dev`, which every process is given);
+//! - `ops.txt`: every process's ops listener (`--ops-listen`: `/health`,
+//!   `/ready`, `/metrics`), one a line: `replica <id> <addr>`,
+//!   `node <id> <addr>` or `gateway - <addr>`; the gateway's is also
+//!   `SILLOK_GATEWAY_OPS` in `cluster.env`.
 //!
 //! Start order: the catalog replicas (one per site); once the catalog has a
 //! leader and has been seeded from `cluster.json`, the nodes, then the
@@ -97,10 +102,11 @@ struct Proc {
     exited: bool,
 }
 
-pub async fn run(mut a: DevArgs) -> anyhow::Result<()> {
+pub async fn run(mut a: DevArgs, log_json: bool) -> anyhow::Result<()> {
     if let Some(DevAction::Drill(d)) = a.action.take() {
         return super::drill::run(d).await;
     }
+    LOG_JSON.store(log_json, std::sync::atomic::Ordering::Relaxed);
     std::fs::create_dir_all(a.data.join("logs")).with_context(|| format!("cannot create {}", a.data.display()))?;
     let data = a.data.canonicalize()?;
     let cluster_path = data.join("cluster.json");
@@ -136,8 +142,10 @@ pub async fn run(mut a: DevArgs) -> anyhow::Result<()> {
         .filter_map(|r| Some((format!("catalog replica {}", r.id), r.addr.parse().ok()?)))
         .collect();
     let mut site_files: Vec<SiteFiles> = Vec::new();
-    let started = start_replicas(&exe, &data, &cluster, &cluster_path, &a.catalog_args, &mut procs, &mut site_files)
-        .and_then(|()| wait_listening(&replica_addrs, &mut procs, &data));
+    let mut ops = String::new();
+    let started =
+        start_replicas(&exe, &data, &cluster, &cluster_path, &a.catalog_args, &mut procs, &mut site_files, &mut ops)
+            .and_then(|()| wait_listening(&replica_addrs, &mut procs, &data));
     if let Err(e) = started {
         stop_all(&mut procs);
         return Err(e);
@@ -147,11 +155,14 @@ pub async fn run(mut a: DevArgs) -> anyhow::Result<()> {
         stop_all(&mut procs);
         return Err(e.context(format!("see the catalog logs in {}/logs/", data.display())));
     }
-    let started = start_nodes(&exe, &data, &cluster, &cluster_path, &a.node_args, &mut procs, &mut site_files)
-        .and_then(|()| wait_listening(&node_addrs, &mut procs, &data))
-        .and_then(|()| start_gateway(&exe, &data, &cluster_path, gateway_listen, &gateway_args(&a), &mut procs))
-        .and_then(|()| wait_gateway_addr(&data, &mut procs))
-        .and_then(|addr| wait_listening(&[("gateway".into(), addr)], &mut procs, &data).map(|()| addr));
+    let started =
+        start_nodes(&exe, &data, &cluster, &cluster_path, &a.node_args, &mut procs, &mut site_files, &mut ops)
+            .and_then(|()| wait_listening(&node_addrs, &mut procs, &data))
+            .and_then(|()| {
+                start_gateway(&exe, &data, &cluster_path, gateway_listen, &gateway_args(&a), &mut procs, &mut ops)
+            })
+            .and_then(|()| wait_gateway_addr(&data, &mut procs))
+            .and_then(|addr| wait_listening(&[("gateway".into(), addr)], &mut procs, &data).map(|()| addr));
     let s3_addr = match started {
         Ok(addr) => addr,
         Err(e) => {
@@ -174,6 +185,9 @@ pub async fn run(mut a: DevArgs) -> anyhow::Result<()> {
         admin.access_key_id,
         admin.secret_access_key
     );
+    let gateway_ops = ops.lines().find_map(|l| l.strip_prefix("gateway - ")).unwrap_or_default();
+    let env = format!("{env}export SILLOK_GATEWAY_OPS=http://{gateway_ops}\n");
+    write_atomic(&data.join("ops.txt"), ops.as_bytes())?;
     write_atomic(&data.join("cluster.env"), env.as_bytes())?;
     let sites: Vec<String> = cluster.map.topology.sites.iter().map(|s| s.id.clone()).collect();
     println!(
@@ -204,6 +218,7 @@ pub async fn run(mut a: DevArgs) -> anyhow::Result<()> {
     eprintln!("stopping the dev cluster...");
     stop_all(&mut procs);
     let _ = std::fs::remove_file(data.join("cluster.env"));
+    let _ = std::fs::remove_file(data.join("ops.txt"));
     eprintln!("stopped");
     Ok(())
 }
@@ -299,6 +314,7 @@ async fn wait_seeded(cluster: &ClusterFile) -> anyhow::Result<()> {
     }
 }
 
+#[allow(clippy::too_many_arguments)] // each is one part of the cluster being started
 fn start_replicas(
     exe: &Path,
     data: &Path,
@@ -307,6 +323,7 @@ fn start_replicas(
     extra: &[String],
     procs: &mut Vec<Proc>,
     site_files: &mut Vec<SiteFiles>,
+    ops: &mut String,
 ) -> anyhow::Result<()> {
     for r in &cluster.catalog_replicas {
         let dir = data.join("sites").join(&r.site).join(format!("catalog-{}", r.id));
@@ -326,6 +343,7 @@ fn start_replicas(
             }
         }
         args.extend(extra.iter().cloned());
+        args.extend(ops_listen(ops, "replica", &r.id.to_string())?);
         let name = format!("{}-catalog-{}", r.site, r.id);
         let child = spawn(exe, &args, &data.join("logs").join(format!("{name}.log")))?;
         add_pid(site_files, &r.site, "replica", r.id, child.id());
@@ -353,6 +371,17 @@ fn add_pid(site_files: &mut Vec<SiteFiles>, site: &str, role: &str, id: u64, pid
     site_files[i].procs.push_str(&format!("{role} {id} {pid}\n"));
 }
 
+/// `--log-format json` for every child (set by `run` from the global flag).
+static LOG_JSON: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// `--ops-listen` on a reserved loopback port for one process, noted in
+/// `ops` as its `ops.txt` line (`role id address`).
+fn ops_listen(ops: &mut String, role: &str, id: &str) -> anyhow::Result<[String; 2]> {
+    let addr = format!("127.0.0.1:{}", free_port()?);
+    ops.push_str(&format!("{role} {id} {addr}\n"));
+    Ok(["--ops-listen".into(), addr])
+}
+
 fn spawn(exe: &Path, args: &[String], log: &Path) -> anyhow::Result<Child> {
     let out = std::fs::OpenOptions::new()
         .create(true)
@@ -361,6 +390,9 @@ fn spawn(exe: &Path, args: &[String], log: &Path) -> anyhow::Result<Child> {
         .with_context(|| format!("cannot open {}", log.display()))?;
     let err = out.try_clone()?;
     let mut cmd = Command::new(exe);
+    if LOG_JSON.load(std::sync::atomic::Ordering::Relaxed) {
+        cmd.args(["--log-format", "json"]);
+    }
     cmd.args(args).stdin(Stdio::null()).stdout(out).stderr(err);
     // The command line built here is the child's whole configuration: no
     // SILLOK_<FLAG> or SILLOK_CONFIG of this shell (say, a sourced
@@ -394,6 +426,7 @@ const DEV_UPKEEP: &[&str] = &[
     "--scrub-every-ms=600000",
 ];
 
+#[allow(clippy::too_many_arguments)] // each is one part of the cluster being started
 fn start_nodes(
     exe: &Path,
     data: &Path,
@@ -402,6 +435,7 @@ fn start_nodes(
     node_args: &[String],
     procs: &mut Vec<Proc>,
     site_files: &mut Vec<SiteFiles>,
+    ops: &mut String,
 ) -> anyhow::Result<()> {
     let cluster_arg = cluster_path.display().to_string();
     std::fs::create_dir_all(data.join("sites"))?;
@@ -426,6 +460,7 @@ fn start_nodes(
                 }
             }
             args.extend(node_args.iter().cloned());
+            args.extend(ops_listen(ops, "node", &node.id.0.to_string())?);
             let name = format!("{}-node-{}", site.id, node.id.0);
             let child = spawn(exe, &args, &data.join("logs").join(format!("{name}.log")))?;
             add_pid(site_files, &site.id, "node", node.id.0.into(), child.id());
@@ -461,6 +496,7 @@ fn start_gateway(
     s3_addr: SocketAddr,
     gateway_args: &[String],
     procs: &mut Vec<Proc>,
+    ops: &mut String,
 ) -> anyhow::Result<()> {
     let cluster_arg = cluster_path.display().to_string();
     let _ = std::fs::remove_file(data.join("gateway.addr"));
@@ -478,6 +514,7 @@ fn start_gateway(
     // Virtual-host style works locally too: http://<bucket>.localhost:<port>/<key>.
     args.extend(["--domain".into(), "localhost".into()]);
     args.extend(gateway_args.iter().cloned());
+    args.extend(ops_listen(ops, "gateway", "-")?);
     let child = spawn(exe, &args, &data.join("logs").join("gateway.log"))?;
     write_atomic(&data.join("gateway.pid"), format!("{}\n", child.id()).as_bytes())?;
     procs.push(Proc { name: "gateway".into(), child, exited: false });

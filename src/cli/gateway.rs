@@ -40,6 +40,10 @@ pub struct GatewayArgs {
     /// Address to serve S3 on.
     #[arg(long, default_value = "127.0.0.1:9000")]
     pub listen: std::net::SocketAddr,
+    /// Address of the ops listener: unauthenticated `GET /health`, `/ready`
+    /// (200, or 503 with the reason) and `/metrics` (Prometheus). Unset: none.
+    #[arg(long)]
+    pub ops_listen: Option<std::net::SocketAddr>,
     /// Bytes per shard block (a stripe is k blocks).
     #[arg(long, default_value_t = 256 * 1024)]
     pub block_size: u32,
@@ -115,6 +119,7 @@ pub async fn run(a: GatewayArgs) -> anyhow::Result<()> {
     }
     let config = GatewayConfig {
         listen: a.listen,
+        ops_listen: a.ops_listen,
         cluster,
         state_dir: a.data,
         catalog_replicas: a.catalog,

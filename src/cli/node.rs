@@ -34,6 +34,10 @@ pub struct NodeArgs {
     /// Address to listen on (default: the node's address in the map).
     #[arg(long)]
     pub listen: Option<std::net::SocketAddr>,
+    /// Address of the ops listener: unauthenticated `GET /health`, `/ready`
+    /// (200, or 503 with the reason) and `/metrics` (Prometheus). Unset: none.
+    #[arg(long)]
+    pub ops_listen: Option<std::net::SocketAddr>,
     /// How long (seconds) to wait at start for a map that names this node,
     /// when neither the saved map nor the cluster file's does.
     #[arg(long, default_value_t = 60)]
@@ -148,6 +152,9 @@ pub async fn run(a: NodeArgs) -> anyhow::Result<()> {
     sillok_storage_node::background::set_client_first(a.client_first);
     tracing::info!(id = a.id, site = %node.site, %listen, epoch = map.epoch, "storage node starting");
     let bound = bind(config).await.context("storage node failed to start")?;
+    if let Some(ops) = a.ops_listen {
+        bound.serve_ops(ops).await.with_context(|| format!("cannot open the ops listener on {ops}"))?;
+    }
     let reporter = catalog.zip(map_watch).map(|(c, map_watch)| {
         tokio::spawn(report_forever(
             c,

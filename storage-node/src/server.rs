@@ -43,6 +43,8 @@ use axum::routing::{get, post};
 use bytes::Bytes;
 use futures::StreamExt;
 use http_body_util::BodyExt;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::histogram::Histogram;
 use serde::Deserialize;
 use sillok_placement::{NodeId, PlacementMap};
 use tokio::sync::mpsc;
@@ -112,6 +114,18 @@ struct AppState {
     shards: ShardStore,
     meta: MetaStore,
     map: Option<MapWatch>,
+    data_dir: PathBuf,
+    /// Request latency by route and method (`authenticate`).
+    latency: Family<RouteLabels, Histogram, fn() -> Histogram>,
+    /// The metrics page (made at its first scrape or by the ops listener).
+    registry: std::sync::OnceLock<prometheus_client::registry::Registry>,
+}
+
+type RouteLabels = [(&'static str, String); 2];
+
+/// Latency buckets (seconds): 0.5 ms to about 16 s, doubling.
+fn latency_histogram() -> Histogram {
+    Histogram::new(prometheus_client::metrics::histogram::exponential_buckets(0.0005, 2.0, 16))
 }
 
 impl AppState {
@@ -165,6 +179,9 @@ pub async fn bind(config: NodeConfig) -> Result<BoundNode, NodeError> {
             shards,
             meta,
             map: config.map,
+            data_dir: config.data_dir.clone(),
+            latency: Family::new_with_constructor(latency_histogram),
+            registry: Default::default(),
         }),
     })
 }
@@ -192,6 +209,12 @@ impl BoundNode {
     /// The shard store's usage counters (for the node's reports).
     pub fn shard_usage(&self) -> Arc<crate::shard_store::Usage> {
         self.state.shards.usage_handle()
+    }
+
+    /// Opens the ops listener (`/health`, `/ready`, `/metrics`) on `addr`;
+    /// returns the bound address.
+    pub async fn serve_ops(&self, addr: SocketAddr) -> std::io::Result<SocketAddr> {
+        sillok_rpc::ops::serve(addr, Arc::new(NodeOps(self.state.clone()))).await
     }
 
     /// Serves until `shutdown` completes, then finishes in-flight requests and
@@ -354,6 +377,7 @@ async fn authenticate(State(st): State<Arc<AppState>>, req: Request, next: Next)
     let started = Instant::now();
     let method = req.method().clone();
     let path = req.uri().path().to_string();
+    let route = req.extensions().get::<axum::extract::MatchedPath>().map_or("unmatched", |m| m.as_str()).to_string();
     let span = tracing::info_span!("node_request", node = %st.id, %method, path = %path);
     async move {
         // Prometheus cannot sign: the metrics page (figures only) is open.
@@ -381,7 +405,13 @@ async fn authenticate(State(st): State<Arc<AppState>>, req: Request, next: Next)
         }
         resp.headers_mut().insert(api::H_TIME, HeaderValue::from(sillok_model::clock::wall_ms()));
         let status = resp.status().as_u16();
-        let ms = started.elapsed().as_secs_f64() * 1000.0;
+        let took = started.elapsed();
+        let method_label = match method {
+            Method::GET | Method::HEAD | Method::PUT | Method::POST | Method::DELETE => method.as_str().to_string(),
+            _ => "other".to_string(),
+        };
+        st.latency.get_or_create(&[("route", route), ("method", method_label)]).observe(took.as_secs_f64());
+        let ms = took.as_secs_f64() * 1000.0;
         if resp.status().is_server_error() {
             tracing::error!(status, ms, "request failed");
         } else if resp.status().is_client_error() && resp.status() != StatusCode::NOT_FOUND {
@@ -860,23 +890,95 @@ async fn references(State(st): State<Arc<AppState>>, body: Body) -> Result<Respo
 }
 
 async fn metrics(State(st): State<Arc<AppState>>) -> Response {
-    let (shards, shard_bytes) = st.shards.usage().get();
-    let mut page = crate::metrics::render(
-        st.epoch(),
-        shards,
-        shard_bytes,
-        st.clock.offset_ms(),
-        &st.rebuild.report(0),
-        st.throttle.get(),
-        &st.client_load,
-        st.catch_up.is_done(),
-    );
-    if let Some(cluster) = st.rebuild.cluster.lock().expect("cluster repair lock").as_ref() {
-        page.push_str(&cluster.prometheus());
+    sillok_rpc::ops::metrics_response(registry(&st))
+}
+
+/// The node's metrics page: its request latency and the figures read at
+/// every scrape.
+fn registry(st: &Arc<AppState>) -> &prometheus_client::registry::Registry {
+    st.registry.get_or_init(|| {
+        let mut r = prometheus_client::registry::Registry::default();
+        r.register(
+            "sillok_node_request_duration_seconds",
+            "Time from a request's arrival to its answer's head, by route and method (signed requests only).",
+            st.latency.clone(),
+        );
+        r.register_collector(Box::new(NodeFigures(Arc::downgrade(st))));
+        r
+    })
+}
+
+struct NodeFigures(std::sync::Weak<AppState>);
+
+impl std::fmt::Debug for NodeFigures {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("storage node figures")
     }
-    let mut resp = Response::new(Body::from(page));
-    resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; version=0.0.4"));
-    resp
+}
+
+impl prometheus_client::collector::Collector for NodeFigures {
+    fn encode(&self, mut enc: prometheus_client::encoding::DescriptorEncoder) -> std::fmt::Result {
+        let Some(st) = self.0.upgrade() else { return Ok(()) };
+        let (shards, shard_bytes) = st.shards.usage().get();
+        let repair = st.rebuild.report(0);
+        let figures = crate::metrics::Figures {
+            epoch: st.epoch(),
+            shards,
+            shard_bytes,
+            clock_offset_ms: st.clock.offset_ms(),
+            repair: &repair,
+            throttle: st.throttle.get(),
+            load: &st.client_load,
+            caught_up: st.catch_up.is_done(),
+            disk: crate::metrics::disk_usage(&st.data_dir),
+        };
+        crate::metrics::encode(&mut enc, &figures)?;
+        sillok_rpc::ops::gauge(
+            &mut enc,
+            "sillok_node_ready",
+            "1 while this node is ready (see /ready on the ops listener).",
+            u64::from(readiness(&st).is_ok()),
+        )?;
+        let cluster = st.rebuild.cluster.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        if let Some(cluster) = cluster {
+            cluster.encode_metrics(&mut enc)?;
+        }
+        Ok(())
+    }
+}
+
+struct NodeOps(Arc<AppState>);
+
+impl sillok_rpc::ops::Ops for NodeOps {
+    fn ready(&self) -> Result<(), String> {
+        readiness(&self.0)
+    }
+    fn registry(&self) -> &prometheus_client::registry::Registry {
+        registry(&self.0)
+    }
+}
+
+/// Whether the node can do its work (`/ready`): it follows a map that
+/// names it, its data directory takes a new file (created, synced and
+/// removed), and its clock is within its bound of its peers' (it does not
+/// refuse writes for its clock).
+fn readiness(st: &AppState) -> Result<(), String> {
+    let named = st.map.as_ref().and_then(|m| m.borrow().as_ref().map(|m| m.topology.node(st.id).is_some()));
+    match named {
+        None => return Err("no placement map yet".into()),
+        Some(false) => return Err(format!("map epoch {} does not name node {}", st.epoch(), st.id)),
+        Some(true) => {}
+    }
+    let probe = st.data_dir.join(".ready-probe");
+    let written = std::fs::File::create(&probe).and_then(|f| f.sync_all());
+    let _ = std::fs::remove_file(&probe);
+    if let Err(e) = written {
+        return Err(format!("the data directory {} is not writable: {e}", st.data_dir.display()));
+    }
+    if let Some(why) = st.clock.refusal() {
+        return Err(why.replace('\n', " "));
+    }
+    Ok(())
 }
 
 async fn health(State(st): State<Arc<AppState>>) -> Response {

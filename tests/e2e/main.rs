@@ -18,6 +18,7 @@ mod detector;
 mod drill;
 mod following;
 mod lifecycle;
+mod ops;
 mod reads;
 mod real_clients;
 mod rebalance;

@@ -39,6 +39,11 @@ impl DevCluster {
 
     /// `extra`: more `sillok dev` arguments, e.g. `--gateway-arg=--block-size=65536`.
     pub fn start_with(extra: &[&str]) -> Self {
+        Self::start_with_log(extra, "info")
+    }
+
+    /// [`DevCluster::start_with`] with `SILLOK_LOG=filter` for every process.
+    pub fn start_with_log(extra: &[&str], filter: &str) -> Self {
         let dir = tempfile::Builder::new().prefix("sillok-test-").tempdir().expect("tempdir");
         let mut args: Vec<OsString> =
             vec!["dev".into(), "--data".into(), dir.path().into(), "--port".into(), "0".into()];
@@ -48,7 +53,7 @@ impl DevCluster {
             args.push("--nodes-per-site=2".into());
         }
         args.extend(extra.iter().map(OsString::from));
-        let child = spawn_sillok(&args, &dir.path().join("dev.log"));
+        let child = spawn_sillok_logging(&args, &dir.path().join("dev.log"), filter);
         let mut c = DevCluster { dir, child, env: HashMap::new() };
         let env_path = c.dir.path().join("cluster.env");
         let dev_log = c.dir.path().join("dev.log");
@@ -564,10 +569,15 @@ impl Drop for ExtraGateway {
 
 /// Starts `sillok ARGS` with its output (appended) in `log` and `SILLOK_LOG=info`.
 pub fn spawn_sillok(args: &[OsString], log: &Path) -> Child {
+    spawn_sillok_logging(args, log, "info")
+}
+
+/// [`spawn_sillok`] with `SILLOK_LOG=filter`.
+pub fn spawn_sillok_logging(args: &[OsString], log: &Path, filter: &str) -> Child {
     let out = std::fs::OpenOptions::new().create(true).append(true).open(log).expect("log file");
     Command::new(env!("CARGO_BIN_EXE_sillok"))
         .args(args)
-        .env("SILLOK_LOG", "info")
+        .env("SILLOK_LOG", filter)
         .stdin(Stdio::null())
         .stdout(out.try_clone().unwrap())
         .stderr(out)

@@ -2,8 +2,6 @@
 //! CopyObject. Copies stream the source through the ordinary PUT path (read,
 //! re-encode), so a copy is as durable as a PUT and memory stays bounded.
 
-use std::sync::atomic::Ordering;
-
 use futures::StreamExt;
 use s3s::dto::*;
 use s3s::{S3Error, S3Request, s3_error};
@@ -97,7 +95,7 @@ impl SillokS3 {
         E: std::fmt::Display,
     {
         let m = write::put_object(&self.cluster, &self.write, put, body).await?;
-        self.metrics.bytes_in.fetch_add(m.size, Ordering::Relaxed);
+        self.metrics.bytes_in.inc_by(m.size);
         Ok(m)
     }
 
@@ -114,7 +112,7 @@ impl SillokS3 {
         let metrics = self.metrics.clone();
         let body = read::read_range(&self.cluster, self.read, &m, range).inspect(move |c| {
             if let Ok(b) = c {
-                metrics.bytes_out.fetch_add(b.len() as u64, Ordering::Relaxed);
+                metrics.bytes_out.inc_by(b.len() as u64);
             }
         });
         let mut out = GetObjectOutput {
