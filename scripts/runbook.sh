@@ -82,7 +82,7 @@ say "== 3. Reading the metrics and readiness"
 if [ -f "$D/ops.txt" ]; then
     run "cat $D/ops.txt"
     while read -r role id addr; do
-        run "curl -s -o /dev/null -w '%{http_code} ' http://$addr/health; curl -s -w ' (%{http_code})\n' http://$addr/ready"
+        run "echo $role $id: /health \$(curl -s -w ' %{http_code}' http://$addr/health), /ready \$(curl -s -w ' %{http_code}' http://$addr/ready)"
     done <"$D/ops.txt"
     gw=$(awk '$1=="gateway"{print $3; exit}' "$D/ops.txt")
     run "curl -s http://$gw/metrics | grep -E '^sillok_(s3_requests_total|s3_request_duration_seconds_count|map_epoch|clock_offset)' | head -20"
@@ -108,7 +108,7 @@ EXTRA_PIDS+=($!)
 say "(started: sillok node --cluster $D/cluster.json --id $NEW_ID --data $D/sites/site-b/node-$NEW_ID --listen 127.0.0.1:$NEW_PORT)"
 wait_for 600 rebalanced
 run "sillok admin rebalance status"
-run "sillok admin status | sed -n '/NODE/,/^$/p'"
+run "sillok admin status | sed -n '/^NODE  /,/^$/p'"
 
 say "== 6. Replacing a node: drain n2, wait until nothing moves, remove it"
 run "sillok admin node drain n2"
@@ -180,7 +180,7 @@ run "AWS_ACCESS_KEY_ID=$OLD_KEY aws s3 ls s3://photos 2>&1 | tail -1"
 run "sillok admin key list"
 
 say "== 10. Clocks: every process's offset, and a gateway that refuses writes when its clock is off"
-run "sillok admin status | sed -n '/NODE/,/^$/p' | head -4"
+run "sillok admin status | sed -n '/^NODE  /,/^$/p' | head -4; sillok admin status | sed -n '/^GATEWAY/,/^$/p'"
 GW2_PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 "$BIN" gateway --cluster "$D/cluster.json" --data "$D/gw-skewed" --listen "127.0.0.1:$GW2_PORT" --test-clock-offset-ms=2000 >"$D/logs/gw-skewed.log" 2>&1 &
 EXTRA_PIDS+=($!)
@@ -188,7 +188,7 @@ sleep 4
 say "(a second gateway whose clock is 2 s ahead: --test-clock-offset-ms=2000, a drill-only flag)"
 run "aws --endpoint-url http://127.0.0.1:$GW2_PORT s3 ls s3://photos"
 run "grep -m1 'refusing writes' $D/logs/gw-skewed.log | cut -c1-200"
-run "aws --endpoint-url http://127.0.0.1:$GW2_PORT s3 cp $D/cat.jpg s3://photos/skewed.jpg 2>&1 | tail -1"
+run "aws --endpoint-url http://127.0.0.1:$GW2_PORT s3 cp --no-progress $D/cat.jpg s3://photos/skewed.jpg 2>&1 | tail -1"
 kill "${EXTRA_PIDS[-1]}"
 
 say "== 11. Rotating the cluster secret: three steps, each a rolling restart of every process"
@@ -219,4 +219,4 @@ run "aws s3 cp s3://photos/2026/cat.jpg - | cmp - $D/cat.jpg && echo identical"
 
 say "== 12. Upgrading: one process at a time, newest binary, same data"
 run "sillok --version"
-say "(a rolling restart as in step 10, with the new binary in place of the old: each process reopens its data; redb files in an older format are upgraded on open)"
+say "(a rolling restart as in step 11, with the new binary in place of the old: each process reopens its data; redb files in an older format are upgraded on open. scripts/upgrade-rehearsal.sh does it from an older build: docs/upgrade-transcript.txt)"
