@@ -92,20 +92,11 @@ pub struct CatalogArgs {
 
 /// Writes a catalog backup atomically, readable by its owner only.
 pub fn write_backup(b: &sillok_catalog::api::CatalogBackup, out: &std::path::Path) -> anyhow::Result<()> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
     if out.exists() {
         bail!("{} exists; choose a new name (a backup never overwrites another)", out.display());
     }
-    let tmp = out.with_extension("tmp");
-    let _ = std::fs::remove_file(&tmp);
-    let write = || -> std::io::Result<()> {
-        let mut f = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&tmp)?;
-        f.write_all(&serde_json::to_vec_pretty(b).map_err(std::io::Error::other)?)?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, out)
-    };
-    write().with_context(|| format!("cannot write {}", out.display()))
+    let bytes = serde_json::to_vec_pretty(b).context("cannot encode the backup")?;
+    super::write_private(out, &bytes).with_context(|| format!("cannot write {}", out.display()))
 }
 
 /// Reads a backup and checks it can seed a catalog.

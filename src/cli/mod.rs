@@ -48,18 +48,24 @@ pub fn load_cluster_file(path: &std::path::Path) -> anyhow::Result<sillok_placem
 /// Writes a cluster file atomically (temporary file, fsync, rename), readable
 /// by its owner only: it holds the cluster secret and the first keys.
 pub fn save_cluster_file(file: &sillok_placement::ClusterFile, path: &std::path::Path) -> anyhow::Result<()> {
-    use std::io::Write;
-
     use anyhow::Context;
+    write_private(path, file.to_text().as_bytes())
+        .with_context(|| format!("cannot write the cluster file {}", path.display()))
+}
+
+/// Writes a file that holds secrets: mode 0600 from its creation, written
+/// whole to a temporary file, fsynced, renamed over `path`, and the folder
+/// fsynced, so a crash leaves the old file or the new one.
+pub fn write_private(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
     let tmp = path.with_extension("tmp");
-    let write = || -> std::io::Result<()> {
-        use std::os::unix::fs::OpenOptionsExt;
-        // A leftover temporary file would keep its mode through `truncate`.
-        let _ = std::fs::remove_file(&tmp);
-        let mut f = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&tmp)?;
-        f.write_all(file.to_text().as_bytes())?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, path)
-    };
-    write().with_context(|| format!("cannot write the cluster file {}", path.display()))
+    // A leftover temporary file would keep its mode through `truncate`.
+    let _ = std::fs::remove_file(&tmp);
+    let mut f = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&tmp)?;
+    f.write_all(bytes)?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, path)?;
+    let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(std::path::Path::new("."));
+    std::fs::File::open(dir)?.sync_all()
 }
