@@ -146,6 +146,11 @@ pub struct Plan {
     pub refused: Option<String>,
     /// PGs that would then have earlier rows (their data moves).
     pub pgs_moving: u64,
+    /// The PG count before and after (they differ when a split is staged).
+    #[serde(default)]
+    pub pgs_before: u32,
+    #[serde(default)]
+    pub pgs_after: u32,
 }
 
 /// Shares `total` among weighted items by weight, none above its cap
@@ -215,6 +220,21 @@ fn ideal_slots(
 /// The plan of going from `old` to `new` (`new` = `old` with the staged
 /// changes); `bytes` is each node's reported shard bytes.
 pub fn plan(old: &PlacementMap, new: &PlacementMap, changes: Vec<String>, bytes: &BTreeMap<NodeId, u64>) -> Plan {
+    let pgs_before = old.pg_count;
+    // A staged split: compare each child with its parent's row, which is
+    // where its objects are (`PlacementMap::split`).
+    let split;
+    let old = if new.pg_count != old.pg_count {
+        match old.split(new.pg_count) {
+            Ok(m) => {
+                split = m;
+                &split
+            }
+            Err(e) => return Plan::refused(old, new, changes, e.to_string()),
+        }
+    } else {
+        old
+    };
     let count = |map: &PlacementMap| {
         let mut c: BTreeMap<NodeId, u64> = BTreeMap::new();
         for row in &map.slots {
@@ -297,6 +317,26 @@ pub fn plan(old: &PlacementMap, new: &PlacementMap, changes: Vec<String>, bytes:
         refused: new.validate().err().map(|e| e.to_string()),
         pgs_moving: pgs_moving.len() as u64,
         nodes,
+        pgs_before,
+        pgs_after: new.pg_count,
+    }
+}
+
+impl Plan {
+    fn refused(old: &PlacementMap, new: &PlacementMap, changes: Vec<String>, why: String) -> Plan {
+        Plan {
+            from_epoch: old.epoch,
+            changes,
+            nodes: Vec::new(),
+            slots_moved: 0,
+            bytes_to_move: 0,
+            min_slots_moved: 0,
+            max_imbalance_pct: 0.0,
+            refused: Some(why),
+            pgs_moving: 0,
+            pgs_before: old.pg_count,
+            pgs_after: new.pg_count,
+        }
     }
 }
 
@@ -326,6 +366,24 @@ mod tests {
 
     fn report(epoch: u64) -> RepairReport {
         RepairReport { checked_epoch: epoch, synced_epoch: epoch, ..Default::default() }
+    }
+
+    #[test]
+    fn a_split_alone_plans_no_moves_and_counts_children_against_their_parents() {
+        let old = PlacementMap::new(topo(3, 3), EcProfile::default(), 64).unwrap();
+        let bytes: BTreeMap<NodeId, u64> = old.topology.nodes.iter().map(|n| (n.id, 64 << 20)).collect();
+        let new = old.split(256).unwrap().with_topology(old.topology.clone()).unwrap();
+        let p = plan(&old, &new, vec!["split".into()], &bytes);
+        assert_eq!((p.pgs_before, p.pgs_after, p.slots_moved, p.bytes_to_move, p.pgs_moving), (64, 256, 0, 0, 0));
+        assert!(p.refused.is_none() && p.max_imbalance_pct < 5.0);
+        // With a node added too, the bytes per slot are the parent's shared
+        // among its children: the estimate does not grow with the split.
+        let mut t = old.topology.clone();
+        t.nodes.push(Node { id: NodeId(10), site: "s0".into(), addr: "x:1".into(), weight: 1.0, state: NodeState::Up });
+        let unsplit = plan(&old, &old.with_topology(t.clone()).unwrap(), vec![], &bytes);
+        let split = plan(&old, &old.split(256).unwrap().with_topology(t).unwrap(), vec![], &bytes);
+        let (a, b) = (unsplit.bytes_to_move as f64, split.bytes_to_move as f64);
+        assert!(b > 0.0 && (b / a - 1.0).abs() < 0.25, "{a} unsplit against {b} split");
     }
 
     #[test]

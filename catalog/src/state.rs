@@ -367,6 +367,13 @@ pub enum Command {
     },
     /// Turns back every move not yet finished (`PlacementMap::with_moves_cancelled`).
     CancelMoves,
+    /// Splits every PG into `count / pg_count` children (`PlacementMap::split`):
+    /// staged like a capacity change (`sillok admin pg split`), and applied
+    /// with whatever else is staged as one map change, in which the
+    /// assignment places each child.
+    SplitPgs {
+        count: u32,
+    },
     /// Pauses or resumes planned moves (repairs of lost shards go on).
     SetRebalancePaused {
         paused: bool,
@@ -425,6 +432,7 @@ impl Command {
                 | Command::RemoveNode { .. }
                 | Command::SetNodeWeight { .. }
                 | Command::SetNodeState { state: NodeState::Draining, .. }
+                | Command::SplitPgs { .. }
         )
     }
 
@@ -438,6 +446,7 @@ impl Command {
             Command::SetNodeWeight { id, weight } => format!("set node {id}'s weight to {weight}"),
             Command::SetNodeState { id, state, .. } => format!("mark node {id} {state:?}").to_lowercase(),
             Command::SetSiteState { site, state, .. } => format!("mark site {site} {state:?}").to_lowercase(),
+            Command::SplitPgs { count } => format!("split the PGs into {count}"),
             other => {
                 let v = serde_json::to_value(other).unwrap_or_default();
                 v["op"].as_str().unwrap_or("a change").replace('_', " ")
@@ -737,14 +746,22 @@ impl Catalog {
             Command::Stage { change } => {
                 if !change.is_capacity_change() {
                     return Err(CatalogError::Staging(format!(
-                        "only capacity changes are staged (node add, remove, set-weight, drain; site add), not {}",
+                        "only capacity changes are staged (node add, remove, set-weight, drain; site add; PG split), not {}",
                         change.name()
+                    )));
+                }
+                if let Command::SplitPgs { count } = **change
+                    && let Some(Command::SplitPgs { count: before }) =
+                        self.staged.iter().find(|c| matches!(c, Command::SplitPgs { .. }))
+                {
+                    return Err(CatalogError::Staging(format!(
+                        "a split into {before} PGs is already staged; discard it (sillok admin rebalance discard) \
+                         to stage one into {count}"
                     )));
                 }
                 let mut staged = self.staged.clone();
                 staged.push((**change).clone());
-                let (topology, added) = self.staged_topology(map, &staged)?;
-                map.with_topology(topology)?;
+                let (_, added) = self.staged_map(map, &staged)?;
                 let node = if matches!(**change, Command::AddNode { .. }) { added.last().copied() } else { None };
                 self.staged = staged;
                 Ok(Outcome::Staged { staged: self.staged.len(), node })
@@ -784,8 +801,7 @@ impl Catalog {
                 if self.staged.is_empty() {
                     return Err(CatalogError::Staging("nothing is staged".into()));
                 }
-                let (topology, added) = self.staged_topology(map, &self.staged)?;
-                let new_map = map.with_topology(topology)?;
+                let (new_map, added) = self.staged_map(map, &self.staged)?;
                 check_copies(map, &new_map.topology)?;
                 check_removals(map, &new_map.topology)?;
                 let epoch = new_map.epoch;
@@ -809,6 +825,12 @@ impl Catalog {
                 };
                 self.repair.throttle = Some(throttle);
                 Ok(Outcome::RepairThrottle { throttle })
+            }
+            Command::SplitPgs { .. } => {
+                let (new_map, _) = self.staged_map(map, std::slice::from_ref(cmd))?;
+                let epoch = new_map.epoch;
+                self.map = Some(new_map);
+                Ok(Outcome::Map { epoch })
             }
             _ => {
                 let (topology, added) = self.changed_topology(&map.topology, cmd)?;
@@ -842,6 +864,27 @@ impl Catalog {
         }
     }
 
+    /// The map the `staged` changes make of `map`, one epoch on, and the ids
+    /// of the nodes they add: a staged PG split first
+    /// (`PlacementMap::split`: children on their parents' rows), then the
+    /// assignment for the staged topology, which places every PG.
+    pub fn staged_map(
+        &self,
+        map: &PlacementMap,
+        staged: &[Command],
+    ) -> Result<(PlacementMap, Vec<NodeId>), CatalogError> {
+        let (topology, added) = self.staged_topology(map, staged)?;
+        let split = staged.iter().find_map(|c| match c {
+            Command::SplitPgs { count } => Some(*count),
+            _ => None,
+        });
+        let start = match split {
+            Some(count) => map.split(count)?,
+            None => map.clone(),
+        };
+        Ok((start.with_topology(topology)?, added))
+    }
+
     /// The topology after the `staged` changes, in order, and the ids the
     /// nodes they add get.
     pub fn staged_topology(
@@ -869,6 +912,8 @@ impl Catalog {
         };
         let mut added = None;
         match cmd {
+            // Changes the PG count, not the topology (`staged_map`).
+            Command::SplitPgs { .. } => {}
             Command::AddSite { site } => {
                 if site.is_empty() || site.contains(char::is_whitespace) {
                     return Err(CatalogError::Placement(format!("{site:?} is not a usable site name")));
@@ -1394,6 +1439,42 @@ mod tests {
         v.as_object_mut().unwrap().remove("repair");
         let old: Catalog = serde_json::from_value(v).unwrap();
         assert_eq!(old.repair, Repair::default());
+    }
+
+    #[test]
+    fn a_staged_split_applies_with_the_other_staged_changes_as_one_map() {
+        let mut c = seeded(3, 2);
+        let before = c.map.clone().unwrap();
+        let stage = |cmd: Command| Command::Stage { change: Box::new(cmd) };
+        assert!(matches!(refused(&mut c, stage(Command::SplitPgs { count: 96 })), CatalogError::Placement(_)));
+        assert!(matches!(refused(&mut c, stage(Command::SplitPgs { count: 32 })), CatalogError::Placement(_)));
+        assert_eq!(
+            c.apply(&stage(Command::SplitPgs { count: 256 })).unwrap(),
+            Outcome::Staged { staged: 1, node: None }
+        );
+        let e = refused(&mut c, stage(Command::SplitPgs { count: 512 }));
+        assert!(matches!(&e, CatalogError::Staging(w) if w.contains("already staged")), "{e}");
+        let add = Command::AddNode { site: "site-b".into(), addr: "site-b:9".into(), weight: 1.0 };
+        c.apply(&stage(add)).unwrap();
+        assert_eq!(c.map.as_ref().unwrap().pg_count, 64, "staging moves nothing");
+        let Outcome::Applied { epoch, changes: 2, .. } = c.apply(&Command::ApplyStaged).unwrap() else {
+            panic!("not applied")
+        };
+        let after = c.map.clone().unwrap();
+        assert_eq!((after.pg_count, after.epoch, epoch), (256, before.epoch + 1, before.epoch + 1));
+        // Every child either kept its parent's row or remembers it as an
+        // earlier row (where its objects are until they move).
+        for child in 0..256u32 {
+            let parent = before.slots(after.pg_function.parent_of(child, 256, 64));
+            assert!(
+                after.slots(child) == parent || after.previous[&child].first().map(Vec::as_slice) == Some(parent),
+                "PG {child}"
+            );
+        }
+        assert!(after.slots.iter().any(|r| r.contains(&NodeId(7))), "the new node got slots");
+        // Applied directly (not staged), a split is one map change too.
+        c.apply(&Command::SplitPgs { count: 1024 }).unwrap();
+        assert_eq!(c.map.as_ref().unwrap().pg_count, 1024);
     }
 
     #[test]

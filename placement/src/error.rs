@@ -16,6 +16,10 @@ pub enum PlacementError {
     /// A map that breaks one of the invariants listed at the top of the crate.
     #[error("invalid placement map: {0}")]
     InvalidMap(String),
+    /// A PG count change the map cannot make (PGs only split, into equal
+    /// children the PG function can tell apart).
+    #[error("cannot split the placement groups: {0}")]
+    InvalidSplit(String),
     #[error("the cluster file does not parse: {0}")]
     ClusterFile(String),
 }

@@ -27,6 +27,6 @@ pub mod topology;
 
 pub use cluster_file::{AccessKey, CatalogReplica, ClusterFile};
 pub use error::PlacementError;
-pub use map::{PgFunction, PgId, PlacementMap, key_hash, pg_of};
+pub use map::{MAX_PG_COUNT, PgFunction, PgId, PlacementMap, key_hash, pg_of};
 pub use profile::EcProfile;
 pub use topology::{Node, NodeId, NodeState, Site, SiteId, Topology};

@@ -29,6 +29,11 @@ pub type PgId = u32;
 /// The default number of placement groups.
 pub const DEFAULT_PG_COUNT: u32 = 1024;
 
+/// The most placement groups a map may have (a split is refused above it):
+/// 2^20 rows of k+m node ids, tens of MiB of map, far past what the
+/// simulation (`sillok sim`) found useful.
+pub const MAX_PG_COUNT: u32 = 1 << 20;
+
 /// Earlier slot rows kept per PG (see the module comment).
 pub const MAX_PREVIOUS_ROWS: usize = 16;
 
@@ -70,6 +75,22 @@ impl PgFunction {
                 let bits = p.trailing_zeros();
                 if bits == 0 { 0 } else { (hash >> (64 - bits)) as PgId }
             }
+        }
+    }
+
+    /// The PG that `child` (a PG among `new_count`) was part of among
+    /// `old_count` PGs, `new_count` a multiple of `old_count` (a power-of-two
+    /// multiple for `TopBits`). Every hash of `child` had that PG: top bits
+    /// drop the low bits of the PG number (PG p splits into p·f .. p·f+f-1),
+    /// and `h mod fP` is `h mod P` plus a multiple of P (PG p splits into
+    /// p, p+P, .. p+(f-1)P). So a split moves no object between unrelated
+    /// PGs under either function, and maps made before `TopBits` split in
+    /// place too.
+    pub fn parent_of(self, child: PgId, new_count: u32, old_count: u32) -> PgId {
+        let old = old_count.max(1);
+        match self {
+            PgFunction::Modulo => child % old,
+            PgFunction::TopBits => child >> (new_count.max(1) / old).trailing_zeros(),
         }
     }
 
@@ -176,8 +197,44 @@ impl PlacementMap {
         Ok(map)
     }
 
-    /// The manifest replicas of each earlier row of a PG, newest first; nodes
-    /// no longer in the topology are left out.
+    /// The same placement described with `count` PGs: each PG splits into
+    /// `count / pg_count` children, and every child takes its parent's slot
+    /// row and earlier rows, so no object's nodes change. Same epoch: this
+    /// is the starting point of a split, never published by itself; the
+    /// catalog runs the assignment on it ([`PlacementMap::with_topology`]),
+    /// which places each child, and data moves only where a child's slots
+    /// then differ from its parent's. Refused unless `count` is a multiple
+    /// of the PG count (a power of two for `TopBits`), larger, and at most
+    /// [`MAX_PG_COUNT`].
+    pub fn split(&self, count: u32) -> Result<Self, PlacementError> {
+        let p = self.pg_count;
+        if count <= p {
+            return Err(PlacementError::InvalidSplit(format!(
+                "the map has {p} PGs; a split needs more (PGs never merge)"
+            )));
+        }
+        if count > MAX_PG_COUNT {
+            return Err(PlacementError::InvalidSplit(format!("{count} PGs is more than the {MAX_PG_COUNT} allowed")));
+        }
+        if !count.is_multiple_of(p) {
+            return Err(PlacementError::InvalidSplit(format!(
+                "{count} is not a multiple of the current {p} PGs: each PG must split into the same number of children"
+            )));
+        }
+        if self.pg_function == PgFunction::TopBits && !count.is_power_of_two() {
+            return Err(PlacementError::InvalidSplit(format!(
+                "{count} is not a power of two (this map takes a PG from the top bits of the hash, so it splits \
+                 by factors of two: {} or {} would do)",
+                p * 2,
+                p * 4
+            )));
+        }
+        let parent = |c: u32| self.pg_function.parent_of(c, count, p);
+        let slots = (0..count).map(|c| self.slots[parent(c) as usize].clone()).collect();
+        let previous = (0..count).filter_map(|c| self.previous.get(&parent(c)).map(|rows| (c, rows.clone()))).collect();
+        Ok(PlacementMap { pg_count: count, slots, previous, ..self.clone() })
+    }
+
     /// The next map (epoch + 1) without the earlier rows of `pgs`: their
     /// data has moved to the current rows (`rebalance`).
     pub fn without_earlier_rows(&self, pgs: &[PgId]) -> Self {
@@ -207,6 +264,8 @@ impl PlacementMap {
         Ok(next)
     }
 
+    /// The manifest replicas of each earlier row of a PG, newest first; nodes
+    /// no longer in the topology are left out.
     pub fn previous_manifest_replicas(&self, pg: PgId) -> Vec<Vec<NodeId>> {
         self.previous
             .get(&pg)
@@ -378,6 +437,80 @@ mod pg_function_tests {
             let new = PgFunction::TopBits.pg_of_hash(h, 2048);
             assert!(new == 2 * old || new == 2 * old + 1);
         }
+    }
+
+    fn nine_nodes() -> Topology {
+        let mut t = Topology::default();
+        for s in 0..3u32 {
+            t.sites.push(Site { id: format!("s{s}") });
+            for i in 0..3u32 {
+                let id = s * 3 + i + 1;
+                t.nodes.push(Node {
+                    id: NodeId(id),
+                    site: format!("s{s}"),
+                    addr: format!("127.0.0.1:{}", 7000 + id),
+                    weight: 1.0 + f64::from(i),
+                    state: NodeState::Up,
+                });
+            }
+        }
+        t
+    }
+
+    #[test]
+    fn a_split_keeps_every_object_on_its_nodes_under_both_functions() {
+        for function in [PgFunction::TopBits, PgFunction::Modulo] {
+            let old = PlacementMap::with_pg_function(nine_nodes(), EcProfile { k: 4, m: 2 }, 256, function).unwrap();
+            let mut old = old.with_topology(old.topology.clone()).unwrap();
+            // An earlier row on one PG, as a move in progress leaves it.
+            old.previous.insert(7, vec![old.slots[8].clone()]);
+            let split = old.split(1024).unwrap();
+            assert_eq!((split.pg_count, split.epoch), (1024, old.epoch));
+            split.validate().unwrap();
+            for i in 0..20_000u64 {
+                let h = key_hash("b", &i.to_string());
+                let (p, c) = (old.pg_of_hash(h), split.pg_of_hash(h));
+                assert_eq!(function.parent_of(c, 1024, 256), p, "{function:?}: child {c} of PG {p}");
+                assert_eq!(split.slots(c), old.slots(p), "{function:?}: hash {h} keeps its nodes");
+                assert_eq!(split.previous.get(&c), old.previous.get(&p), "and its earlier rows");
+            }
+            // The assignment on the split map is at its fixed point: the
+            // catalog's map change after a split alone moves nothing.
+            let next = split.with_topology(split.topology.clone()).unwrap();
+            assert_eq!(crate::assign::moved_slots(&split.slots, &next.slots), 0, "{function:?}");
+            assert_eq!(next.epoch, old.epoch + 1);
+        }
+    }
+
+    #[test]
+    fn a_split_with_a_new_node_moves_about_the_new_nodes_share_only() {
+        let old = PlacementMap::new(nine_nodes(), EcProfile { k: 4, m: 2 }, 256).unwrap();
+        let mut t = old.topology.clone();
+        t.nodes.push(Node {
+            id: NodeId(10),
+            site: "s1".into(),
+            addr: "127.0.0.1:7010".into(),
+            weight: 2.0,
+            state: NodeState::Up,
+        });
+        let split = old.split(2048).unwrap();
+        let next = split.with_topology(t).unwrap();
+        let moved = crate::assign::moved_slots(&split.slots, &next.slots);
+        let gained = next.slots.iter().filter(|r| r.contains(&NodeId(10))).count();
+        assert!(gained > 0 && moved <= gained + gained / 20, "moved {moved}, the new node holds {gained}");
+    }
+
+    #[test]
+    fn splits_that_cannot_be_made_are_refused_with_the_reason() {
+        let map = PlacementMap::new(nine_nodes(), EcProfile { k: 4, m: 2 }, 256).unwrap();
+        for (count, says) in [(256, "never merge"), (128, "never merge"), (768, "power of two"), (1 << 21, "allowed")] {
+            let e = map.split(count).unwrap_err().to_string();
+            assert!(e.contains(says), "{count}: {e}");
+        }
+        let modulo =
+            PlacementMap::with_pg_function(nine_nodes(), EcProfile { k: 4, m: 2 }, 100, PgFunction::Modulo).unwrap();
+        assert!(modulo.split(250).unwrap_err().to_string().contains("multiple"));
+        assert_eq!(modulo.split(300).unwrap().pg_count, 300, "modulo maps split by any whole factor");
     }
 
     #[test]

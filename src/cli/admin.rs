@@ -56,6 +56,9 @@ pub enum AdminCommand {
     /// Sites (failure domains).
     #[command(subcommand)]
     Site(SiteCommand),
+    /// Placement groups.
+    #[command(subcommand)]
+    Pg(PgCommand),
     /// Buckets.
     #[command(subcommand)]
     Bucket(BucketCommand),
@@ -149,6 +152,16 @@ pub enum NodeCommand {
     Drain { id: String },
     /// Mark a node out: its slots are reassigned and its shards rebuilt.
     Out { id: String },
+}
+
+#[derive(clap::Subcommand)]
+pub enum PgCommand {
+    /// Stage splitting every PG into children so that there are COUNT
+    /// (a multiple of today's count; a power of two for maps that take the
+    /// PG from the top bits of the hash). Each child starts on its parent's
+    /// nodes; `sillok admin rebalance plan` shows what the assignment then
+    /// moves, and `rebalance apply` makes it one map change.
+    Split { count: u32 },
 }
 
 #[derive(clap::Subcommand)]
@@ -578,6 +591,9 @@ pub async fn run(a: AdminArgs) -> anyhow::Result<()> {
                 SiteCommand::Up { name } => Command::site_state(&name, NodeState::Up),
             };
             report(&propose(cmd).await?, json)?;
+        }
+        AdminCommand::Pg(PgCommand::Split { count }) => {
+            report(&propose(stage(Command::SplitPgs { count })).await?, json)?;
         }
         AdminCommand::Bucket(BucketCommand::Create { name, owner, storage_class }) => {
             let bucket = Bucket {

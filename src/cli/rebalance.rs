@@ -113,8 +113,7 @@ async fn plan(c: &CatalogClient) -> anyhow::Result<Plan> {
     }
     let status = c.status().await?;
     let staged = Catalog { map: Some(map.clone()), next_node_id: view.next_node_id, ..Default::default() };
-    let (topology, _) = staged.staged_topology(&map, &view.staged)?;
-    let new = map.with_topology(topology)?;
+    let (new, _) = staged.staged_map(&map, &view.staged)?;
     let bytes: BTreeMap<NodeId, u64> =
         status.nodes.iter().filter_map(|n| n.usage.as_ref().map(|u| (n.id, u.shard_bytes))).collect();
     Ok(sillok_catalog::rebalance::plan(&map, &new, view.staged.iter().map(Command::name).collect(), &bytes))
@@ -124,6 +123,15 @@ fn print_plan(p: &Plan) {
     println!("staged changes (from map epoch {}):", p.from_epoch);
     for (i, c) in p.changes.iter().enumerate() {
         println!("  {}. {c}", i + 1);
+    }
+    if p.pgs_after != p.pgs_before {
+        println!(
+            "PGs: {} -> {} (each splits into {}; a child starts on its parent's nodes and moves only where the \
+             assignment below places it elsewhere; slot counts are in PGs after the split)",
+            p.pgs_before,
+            p.pgs_after,
+            p.pgs_after / p.pgs_before.max(1)
+        );
     }
     let rows: Vec<Vec<String>> = p
         .nodes

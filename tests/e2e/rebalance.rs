@@ -294,3 +294,113 @@ async fn a_rebalance_finishes_after_the_catalog_leader_and_a_node_are_killed_mid
         assert_same(&get(&s3, "media", k, None).await, v, k);
     }
 }
+
+/// Bytes the storage nodes' rebuild engines have written since they
+/// started, summed (their last reports, as `sillok admin status` shows).
+fn rebuilt_bytes(c: &DevCluster) -> u64 {
+    let v = admin_json(c, &["status"]).unwrap();
+    v["nodes"].as_array().unwrap().iter().map(|n| n["usage"]["repair"]["bytes_written"].as_u64().unwrap_or(0)).sum()
+}
+
+/// The scale issue's split: P PGs become 4P on a running cluster under
+/// client load (P = 256 here, to keep CI short; `SILLOK_SPLIT_FROM=1024`
+/// runs the issue's 1,024 to 4,096, and the test prints its figures), as a staged change shown by the plan and applied as
+/// one map change. Every child starts on its parent's nodes, so nothing
+/// moves: no shard file changes node, the rebuild engines write nothing,
+/// the collector (given a short grace, so it runs many rounds) deletes no
+/// shard of an object, no client request fails and every object reads back
+/// byte-exact.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_split_into_4x_the_pgs_under_load_moves_nothing_and_loses_nothing() {
+    let from: u32 = std::env::var("SILLOK_SPLIT_FROM").ok().and_then(|v| v.parse().ok()).unwrap_or(256);
+    let (into, pgs) = (from * 4, format!("--pgs={from}"));
+    let started = std::time::Instant::now();
+    let c = DevCluster::start_with(&[
+        "--nodes-per-site=2",
+        &pgs,
+        "--gateway-arg=--block-size=65536",
+        "--node-arg=--rebuild-every-ms=1000",
+        "--node-arg=--sync-every-ms=1000",
+        "--node-arg=--collect-grace-ms=5000",
+        "--node-arg=--collect-every-ms=1000",
+    ]);
+    let s3 = c.client();
+    s3.create_bucket().bucket("media").send().await.unwrap();
+    let mut want: BTreeMap<String, Vec<u8>> = BTreeMap::new();
+    for i in 0..120u64 {
+        let len = if i % 10 == 0 { 1_500 + i as usize } else { 60_000 + (i as usize * 7_919) % 150_000 };
+        want.insert(format!("photo-{i:04}"), pattern(len, 3_000 + i));
+    }
+    for (k, v) in &want {
+        put(&s3, "media", k, v.clone()).await;
+    }
+    let before = catalog_map(&c);
+    assert_eq!(before.pg_count, from);
+    let files_before = c.shard_files();
+
+    let out = c.admin_ok(&["pg", "split", &into.to_string()]);
+    assert!(out.contains("staged"), "{out}");
+    let refused = c.admin(&["pg", "split", &(into - from / 2).to_string()]);
+    assert!(!refused.status.success(), "a split to a count that is not a power of two was staged");
+    let plan = admin_json(&c, &["rebalance", "plan"]).unwrap();
+    assert!(plan["refused"].is_null(), "{plan}");
+    assert_eq!((plan["pgs_before"].as_u64(), plan["pgs_after"].as_u64()), (Some(from.into()), Some(into.into())));
+    assert_eq!((plan["slots_moved"].as_u64(), plan["min_slots_moved"].as_u64()), (Some(0), Some(0)), "{plan}");
+    let text = c.admin_ok(&["rebalance", "plan"]);
+    assert!(text.contains(&format!("PGs: {from} -> {into}")), "{text}");
+
+    let load = Arc::new(Load {
+        stop: AtomicBool::new(false),
+        ok: AtomicU64::new(0),
+        failed: AtomicU64::new(0),
+        written: Default::default(),
+    });
+    let known: Vec<(String, Vec<u8>)> = want.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+    let task = tokio::spawn(run_load(load.clone(), c.client(), known));
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let rebuilt_before = rebuilt_bytes(&c);
+    let applied = std::time::Instant::now();
+    c.admin_ok(&["rebalance", "apply"]);
+    let split = catalog_map(&c);
+    assert_eq!((split.pg_count, split.epoch), (into, before.epoch + 1), "one map change");
+    assert_eq!(admin_json(&c, &["status"]).unwrap()["pg_count"], into);
+    assert!(split.previous.is_empty(), "a child was placed away from its parent");
+
+    // Every node's engine lists its work under the new map and finds every
+    // PG where the map puts it; the collector runs rounds meanwhile.
+    wait_until(Duration::from_secs(240), "every PG checked clean under the split map", async || {
+        let s = admin_json(&c, &["repair", "status"])?;
+        let checked = s["epoch"] == split.epoch && s["nodes_not_checked"].as_array().is_some_and(|v| v.is_empty());
+        if checked && s["pgs"]["clean"] == into { Ok(()) } else { Err(s.to_string()) }
+    })
+    .await;
+    let checked_in = applied.elapsed();
+    tokio::time::sleep(Duration::from_secs(12)).await;
+    load.stop.store(true, Relaxed);
+    task.await.unwrap();
+
+    assert_eq!(rebuilt_bytes(&c) - rebuilt_before, 0, "bytes were moved by a split that moves nothing");
+    let files_after = c.shard_files();
+    let missing: Vec<_> = files_before.iter().filter(|f| !files_after.contains(f)).collect();
+    assert!(missing.is_empty(), "shard files gone or moved after the split: {missing:?}");
+    let client = NodeClient::new(c.cluster_file()["cluster_secret"].as_str().unwrap(), Timeouts::default());
+    let seen = placed_as_the_map_says(&client, &catalog_map(&c)).await.unwrap();
+    assert!(seen >= 108, "only {seen} sharded objects listed");
+    eprintln!(
+        "split {from} -> {into} PGs: every PG checked clean {:.1} s after apply; bytes rebuilt {} (minimum 0); \
+         shard files before {}, after {}; client requests ok {}, failed {}; test ran {:.0} s",
+        checked_in.as_secs_f64(),
+        rebuilt_bytes(&c) - rebuilt_before,
+        files_before.len(),
+        files_after.len(),
+        load.ok.load(Relaxed),
+        load.failed.load(Relaxed),
+        started.elapsed().as_secs_f64()
+    );
+    assert_eq!(load.failed.load(Relaxed), 0, "client requests failed during the split");
+    assert!(load.ok.load(Relaxed) > 0);
+    want.extend(load.written.lock().unwrap().clone());
+    for (k, v) in &want {
+        assert_same(&get(&s3, "media", k, None).await, v, k);
+    }
+}
