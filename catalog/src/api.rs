@@ -287,6 +287,10 @@ pub struct Status {
     pub bootstrapped: bool,
     pub epoch: u64,
     pub pg_count: u32,
+    /// How a key hash picks its PG (`modulo` for maps made before
+    /// `top-bits`); both split (`sillok admin pg split`).
+    #[serde(default)]
+    pub pg_function: Option<sillok_placement::PgFunction>,
     pub profiles: Vec<ProfileStatus>,
     pub sites: Vec<SiteStatus>,
     pub nodes: Vec<NodeStatus>,

@@ -604,6 +604,7 @@ fn status_of(sh: &Shared) -> Status {
             bootstrapped: c.is_bootstrapped(),
             epoch: c.epoch(),
             pg_count,
+            pg_function: c.map.as_ref().map(|m| m.pg_function),
             profiles,
             sites,
             nodes,

@@ -365,9 +365,10 @@ async fn status(c: &CatalogClient, json: bool) -> anyhow::Result<()> {
     };
     println!("leader:   {leader}, term {}", s.term);
     println!(
-        "map:      epoch {}, {} placement groups, {}; {} buckets, {} keys",
+        "map:      epoch {}, {} placement groups{}, {}; {} buckets, {} keys",
         s.epoch,
         s.pg_count,
+        if s.pg_function == Some(sillok_placement::PgFunction::Modulo) { " (hash mod P)" } else { "" },
         s.profiles.iter().map(|p| format!("{} {}", p.storage_class, p.profile)).collect::<Vec<_>>().join(", "),
         s.buckets,
         s.keys
