@@ -161,13 +161,18 @@ pub fn run(a: &SimArgs) -> anyhow::Result<()> {
         };
         eprintln!("sim: {} {} ({:.0} s so far)", c.spec(), outcome.status(), started.elapsed().as_secs_f64());
         rows.push(Row { config: c, outcome });
+        // Written after every configuration, so an interrupted run keeps what it measured.
+        write_outputs(&rows, baseline, a)?;
     }
-    let tables = tables(&rows, baseline, a);
-    print!("{tables}");
-    std::fs::write(a.out.join("results.md"), &tables)?;
+    print!("{}", tables(&rows, baseline, a));
+    Ok(())
+}
+
+fn write_outputs(rows: &[Row], baseline: u64, a: &SimArgs) -> anyhow::Result<()> {
+    std::fs::write(a.out.join("results.md"), tables(rows, baseline, a))?;
     let json = serde_json::json!({ "baseline_rss_kib": baseline, "seed": a.seed, "rows": rows });
     std::fs::write(a.out.join("results.json"), serde_json::to_vec_pretty(&json)?)?;
-    for (name, plot) in plots(&rows, baseline, a) {
+    for (name, plot) in plots(rows, baseline, a) {
         std::fs::write(a.out.join(name), plot.to_svg())?;
     }
     Ok(())
