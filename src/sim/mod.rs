@@ -443,6 +443,7 @@ pub fn measure(
                 balance: Balance::default(),
                 json_bytes: 0,
             });
+            progress(&r);
             continue;
         }
         let (next, wall, cpu) = timed(|| map.with_topology(t2));
@@ -580,8 +581,10 @@ mod tests {
         // 4+2 over 3 sites of 3: removing a node leaves 2 in s0, still fits.
         assert!(r.changes.iter().all(|ch| ch.error.is_none()), "{:?}", r.changes);
         assert!(r.changes.iter().all(|ch| ch.moves.moved as f64 >= ch.moves.minimum.floor()));
-        let r = measure(&c, &dir, &[Change::SiteAdd], &mut |_| ()).unwrap();
+        let mut last = Report::default();
+        let r = measure(&c, &dir, &[Change::SiteAdd], &mut |r| last = r.clone()).unwrap();
         assert_eq!(r.changes[2].error.as_deref(), Some(SKIPPED));
+        assert_eq!(last, r, "the last report printed names the skipped change");
         assert_eq!(r.stages, ["assign", "size", "node add", "node remove"]);
     }
 }
