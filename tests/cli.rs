@@ -176,4 +176,14 @@ fn sim_on_a_tiny_grid_writes_tables_and_svg_plots() {
         }
     }
     assert_eq!(plots, 10);
+    // The same results drawn again without running anything.
+    let again = dir.path().join("again");
+    let results = out.join("results.json");
+    let replot = sillok(
+        &["sim", "--replot", results.to_str().unwrap(), "--plot-pgs", "64", "--out", again.to_str().unwrap()],
+        &[],
+    );
+    assert!(replot.status.success(), "{}", text(&replot.stderr));
+    assert_eq!(std::fs::read_to_string(again.join("results.md")).unwrap(), table);
+    assert!(std::fs::read_to_string(again.join("balance.svg")).unwrap().contains("<circle"));
 }

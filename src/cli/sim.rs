@@ -17,7 +17,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use sillok_placement::EcProfile;
 
 use crate::sim::plot::{Plot, Series};
@@ -54,6 +54,13 @@ pub struct SimArgs {
     /// Seed of the node weights.
     #[arg(long, default_value_t = 17)]
     pub seed: u64,
+    /// The PG count of the plots against cluster size (default: the largest run).
+    #[arg(long)]
+    pub plot_pgs: Option<u32>,
+    /// Run nothing: write the tables and plots again from an earlier run's
+    /// `results.json` (e.g. with another `--plot-pgs`).
+    #[arg(long)]
+    pub replot: Option<PathBuf>,
     /// Internal: measure one configuration (SITESxNODES:PGS:K+M:SEED, or
     /// `baseline`) and print its report as JSON lines.
     #[arg(long, hide = true)]
@@ -64,7 +71,7 @@ pub struct SimArgs {
 }
 
 /// How a configuration ended.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case", tag = "status")]
 pub enum Outcome {
     Done {
@@ -117,7 +124,7 @@ impl Outcome {
     }
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, Deserialize)]
 struct Row {
     config: Config,
     #[serde(flatten)]
@@ -129,6 +136,20 @@ pub fn run(a: &SimArgs) -> anyhow::Result<()> {
         let skip: Vec<Change> =
             Change::ALL.into_iter().filter(|c| a.child_skip.iter().any(|s| s == c.flag())).collect();
         return child(spec, &a.out, &skip);
+    }
+    if let Some(file) = &a.replot {
+        #[derive(Deserialize)]
+        struct Earlier {
+            baseline_rss_kib: u64,
+            rows: Vec<Row>,
+        }
+        let text = std::fs::read(file).with_context(|| format!("cannot read {}", file.display()))?;
+        let earlier: Earlier =
+            serde_json::from_slice(&text).with_context(|| format!("{} is not a sim results file", file.display()))?;
+        std::fs::create_dir_all(&a.out).with_context(|| format!("cannot create {}", a.out.display()))?;
+        write_outputs(&earlier.rows, earlier.baseline_rss_kib, a)?;
+        print!("{}", tables(&earlier.rows, earlier.baseline_rss_kib, a));
+        return Ok(());
     }
     let grid = grid(a);
     std::fs::create_dir_all(&a.out).with_context(|| format!("cannot create {}", a.out.display()))?;
@@ -484,7 +505,7 @@ fn tables(rows: &[Row], baseline: u64, a: &SimArgs) -> String {
 
 /// The plots: name → plot.
 fn plots(rows: &[Row], baseline: u64, a: &SimArgs) -> Vec<(String, Plot)> {
-    let max_pgs = rows.iter().map(|r| r.config.pgs).max().unwrap_or(0);
+    let max_pgs = a.plot_pgs.unwrap_or_else(|| rows.iter().map(|r| r.config.pgs).max().unwrap_or(0));
     let max_nodes = rows.iter().map(|r| r.config.nodes_per_site).max().unwrap_or(0);
     // One series per (sites, profile): x = total nodes at the largest PG count.
     let by_nodes = |f: &dyn Fn(&Row, &Report) -> Option<f64>| -> Vec<Series> {
