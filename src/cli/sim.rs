@@ -103,8 +103,10 @@ impl Outcome {
     fn stuck_in(&self) -> Option<&'static str> {
         match self {
             Outcome::NotFinished { report, .. } => {
-                let done = report.as_ref().map(|r| r.stages.len()).unwrap_or(0);
-                Some(crate::sim::STAGES.get(done).copied().unwrap_or("site add"))
+                // The stage after the last one finished (skipped ones are not in `stages`).
+                let last = report.as_ref().and_then(|r| r.stages.last());
+                let next = last.and_then(|l| crate::sim::STAGES.iter().position(|s| s == l)).map_or(0, |i| i + 1);
+                Some(crate::sim::STAGES.get(next).copied().unwrap_or("site add"))
             }
             Outcome::Skipped => Some("skipped"),
             _ => None,
