@@ -6,9 +6,11 @@
 //! - `sillok admin`: the operator's tool, talking to the catalog
 //! - `sillok dev`: a whole 3-site cluster on loopback, as separate processes
 //! - `sillok init`: a cluster file for a real deployment
+//! - `sillok sim`: the placement simulated at scale (no processes)
 
 mod cli;
 mod dev_ports;
+mod sim;
 
 use clap::{Parser, Subcommand};
 
@@ -50,6 +52,10 @@ enum Command {
     /// print its S3 endpoint and keys. Stops everything on Ctrl-C or SIGTERM.
     /// `sillok dev drill` loses a site of a running one under load.
     Dev(cli::dev::DevArgs),
+    /// Simulate the placement at scale (sites x nodes x PGs x profiles):
+    /// assignment time and memory, balance, slots moved by node add/remove
+    /// and site add, map size and propagation; tables and SVG plots.
+    Sim(cli::sim::SimArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -61,6 +67,16 @@ fn main() -> std::process::ExitCode {
             return std::process::ExitCode::from(2);
         }
     };
+    // The simulation starts no runtime: its children's memory is the placement's.
+    if let Command::Sim(a) = &cli.command {
+        return match cli::sim::run(a) {
+            Ok(()) => std::process::ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("sillok: {e:#}");
+                std::process::ExitCode::FAILURE
+            }
+        };
+    }
     // The admin tool prints its own answers; its log only says what went wrong.
     let default_filter = if matches!(cli.command, Command::Admin(_)) { "warn" } else { "info" };
     if matches!(cli.command, Command::Admin(_) | Command::Init(_) | Command::Secret(_)) {
@@ -95,6 +111,7 @@ fn main() -> std::process::ExitCode {
             Command::Admin(a) => cli::admin::run(a).await,
             Command::Init(a) => cli::init::run(a),
             Command::Secret(a) => cli::secret::run(a),
+            Command::Sim(_) => unreachable!("run above, without a runtime"),
         }
     });
     match result {

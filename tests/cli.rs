@@ -148,3 +148,42 @@ fn init_refuses_a_topology_that_cannot_lose_a_site() {
     assert!(e.contains("2 site(s)") && e.contains("at least 3"), "{e}");
     assert!(!Path::new(&out).exists(), "a refused init wrote {out}");
 }
+
+/// `sillok sim` on a tiny grid: exits 0, writes the tables and every plot as
+/// one SVG document each (no timings are checked).
+#[test]
+fn sim_on_a_tiny_grid_writes_tables_and_svg_plots() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("scale");
+    let args = ["sim", "--sites", "3", "--nodes", "3", "--pgs", "64", "--profiles", "4+2", "--max-secs", "60", "--out"];
+    let mut argv: Vec<&str> = args.to_vec();
+    argv.push(out.to_str().unwrap());
+    let run = sillok(&argv, &[]);
+    assert!(run.status.success(), "{}", text(&run.stderr));
+    let table = std::fs::read_to_string(out.join("results.md")).unwrap();
+    assert!(table.contains("| 3×3 | 9 | 64 | 4+2 | done |"), "{table}");
+    assert!(text(&run.stdout).contains("Largest configuration finished: 3 sites × 3 nodes, 64 PGs, 4+2"));
+    let json: serde_json::Value = serde_json::from_slice(&std::fs::read(out.join("results.json")).unwrap()).unwrap();
+    assert_eq!(json["rows"][0]["status"], "done", "{json}");
+    let mut plots = 0;
+    for entry in std::fs::read_dir(&out).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "svg") {
+            let svg = std::fs::read_to_string(&path).unwrap();
+            assert!(svg.starts_with("<svg xmlns=\"http://www.w3.org/2000/svg\""), "{}", path.display());
+            assert!(svg.trim_end().ends_with("</svg>") && svg.matches("<svg").count() == 1, "{}", path.display());
+            plots += 1;
+        }
+    }
+    assert_eq!(plots, 10);
+    // The same results drawn again without running anything.
+    let again = dir.path().join("again");
+    let results = out.join("results.json");
+    let replot = sillok(
+        &["sim", "--replot", results.to_str().unwrap(), "--plot-pgs", "64", "--out", again.to_str().unwrap()],
+        &[],
+    );
+    assert!(replot.status.success(), "{}", text(&replot.stderr));
+    assert_eq!(std::fs::read_to_string(again.join("results.md")).unwrap(), table);
+    assert!(std::fs::read_to_string(again.join("balance.svg")).unwrap().contains("<circle"));
+}

@@ -11,6 +11,7 @@ pub mod node;
 pub mod rebalance;
 pub mod repair_status;
 pub mod secret;
+pub mod sim;
 
 /// Resolves on Ctrl-C or SIGTERM.
 pub async fn shutdown_signal() {
