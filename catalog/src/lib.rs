@@ -12,6 +12,8 @@
 //!   rule a request matches (pure);
 //! - `lifecycle`: a bucket's lifecycle configuration, S3's rules for it,
 //!   and when a rule expires an object or aborts an upload (pure);
+//! - `changes`: the change log every replica keeps in memory for followers
+//!   (what each applied entry changed in the view they see);
 //! - `api`: the wire types of the catalog's HTTP API (routes listed there);
 //! - `server`: a running replica: its Raft instance, the HTTP service, the
 //!   forwarding of writes to the leader, the one-time seeding from the
@@ -48,6 +50,7 @@
 #![allow(clippy::result_large_err)]
 
 pub mod api;
+pub mod changes;
 pub mod client;
 pub mod cors;
 pub mod detector;
