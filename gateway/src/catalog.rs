@@ -221,7 +221,9 @@ async fn follow(client: Arc<CatalogClient>, copy: Arc<Copy>, options: FollowOpti
             }
             Ok(Some(Changes::SnapshotNeeded { start, applied })) => {
                 tracing::info!(since, start, applied, "behind the replica's change log: taking the whole catalog");
-                whole(&client, &copy, since, Duration::ZERO).await
+                // Answered at once (the replica is past `since`); the wait
+                // only lengthens the deadline, which a large view needs.
+                whole(&client, &copy, since, options.wait).await
             }
             Ok(None) => options.pause,
             // A replica without the change route (an older build).
@@ -337,9 +339,10 @@ impl GatewayCatalog {
     async fn first_view(client: &CatalogClient, file: &CopyFile, wait: Duration) -> Result<Index, GatewayError> {
         let deadline = Instant::now() + wait;
         loop {
-            let got =
-                tokio::time::timeout(deadline.saturating_duration_since(Instant::now()), client.catalog(false)).await;
-            if let Ok(Ok(view)) = got
+            // A long poll answered at once: its deadline suits a large view.
+            let left = deadline.saturating_duration_since(Instant::now());
+            let got = tokio::time::timeout(left, client.catalog_newer_than(0, Duration::from_secs(5))).await;
+            if let Ok(Ok(Some(view))) = got
                 && let Some(index) = Index::of_view(view)
             {
                 let mut empty = index.clone();
