@@ -34,9 +34,11 @@ pub const DEFAULT_CHANGE_LOG_ENTRIES: usize = 10_000;
 pub const MAX_CHANGES_PER_ANSWER: usize = 5_000;
 
 /// One applied entry's effect on what followers see. Key changes carry the
-/// secret: the route is for internal callers only.
+/// secret: the route is for internal callers only. Externally tagged (as is
+/// everything on this route): serde's internally tagged and flattened forms
+/// cannot read maps keyed by numbers (a map's `previous` rows) from JSON.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "change", rename_all = "snake_case")]
+#[serde(rename_all = "snake_case")]
 pub enum ViewChange {
     /// The bucket as it is now (created or changed).
     BucketPut {
@@ -63,13 +65,12 @@ pub enum ViewChange {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct IndexedChange {
     pub index: u64,
-    #[serde(flatten)]
     pub change: ViewChange,
 }
 
 /// The answer of `GET /v1/catalog/changes?since=N`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "answer", rename_all = "snake_case")]
+#[serde(rename_all = "snake_case")]
 pub enum Changes {
     /// The view at `to` is the view at `since` with `changes` applied in
     /// order (entries without a visible effect have none).
@@ -205,9 +206,32 @@ mod tests {
     }
 
     #[test]
-    fn wire_form_reads_back() {
-        let c = Changes::Changes { since: 1, to: 2, changes: vec![IndexedChange { index: 2, change: removed("b") }] };
+    fn wire_form_reads_back_maps_with_earlier_rows_too() {
+        use sillok_placement::topology::{Node, NodeId, NodeState, Site, Topology};
+        let mut t = Topology::default();
+        for s in 0..3u32 {
+            t.sites.push(Site { id: format!("s{s}") });
+            t.nodes.push(Node {
+                id: NodeId(s + 1),
+                site: format!("s{s}"),
+                addr: format!("127.0.0.1:{}", 7000 + s),
+                weight: 1.0,
+                state: NodeState::Up,
+            });
+        }
+        let mut map = PlacementMap::new(t, sillok_placement::EcProfile { k: 2, m: 1 }, 8).unwrap();
+        map.previous.insert(3, vec![map.slots[3].clone()]);
+        let c = Changes::Changes {
+            since: 1,
+            to: 3,
+            changes: vec![
+                IndexedChange { index: 2, change: removed("b") },
+                IndexedChange { index: 3, change: ViewChange::Map { map } },
+            ],
+        };
         let text = serde_json::to_string(&c).unwrap();
         assert_eq!(serde_json::from_str::<Changes>(&text).unwrap(), c);
+        let s = Changes::SnapshotNeeded { start: 5, applied: 9 };
+        assert_eq!(serde_json::from_str::<Changes>(&serde_json::to_string(&s).unwrap()).unwrap(), s);
     }
 }
