@@ -27,10 +27,9 @@
 //! - `detector`: the leader's failure detector, which marks silent nodes
 //!   `down` and then `out`;
 //! - `client`: [`CatalogClient`], which finds the leader among the replicas;
-//! - `follower`: [`follower::Follower`], which every other process uses to
-//!   track the catalog (nodes: [`follower::MapFollower`], the map by epoch;
-//!   gateways: the whole catalog by applied index), keeping the last value
-//!   seen on disk and never going back.
+//! - `follower`: [`follower::Follower`], which storage nodes use to track
+//!   the map ([`follower::MapFollower`], by epoch), keeping the last map seen
+//!   on disk and never going back (gateways follow the change log instead).
 //!
 //! Invariants:
 //! - Every change to the catalog goes through the Raft log as a [`Proposal`]

@@ -826,6 +826,8 @@ impl DevCluster {
     /// dev gateway follows its epoch (its metrics page says so).
     pub fn followed_map(&self) -> sillok_placement::PlacementMap {
         let out = self.dir.path().join("map-backup.json");
+        // A backup never overwrites another.
+        let _ = std::fs::remove_file(&out);
         self.admin_ok(&["catalog", "backup", "--out", out.to_str().unwrap()]);
         let v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&out).unwrap()).unwrap();
         let map: sillok_placement::PlacementMap = serde_json::from_value(v["catalog"]["map"].clone()).unwrap();
