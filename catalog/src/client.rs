@@ -304,6 +304,18 @@ impl CatalogClient {
         self.long_poll(&format!("/v1/catalog?newer_than={newer_than}&wait_ms={ms}"), wait).await
     }
 
+    /// The changes after index `since`, waiting up to `wait` on one replica
+    /// for some (`None`: nothing came). An older replica without the route
+    /// answers 404, which comes back as `BadRequest`.
+    pub async fn changes_since(
+        &self,
+        since: u64,
+        wait: Duration,
+    ) -> Result<Option<crate::changes::Changes>, ClientError> {
+        let ms = wait.as_millis().min(u128::from(api::MAX_WAIT_MS));
+        self.long_poll(&format!("/v1/catalog/changes?since={since}&wait_ms={ms}"), wait).await
+    }
+
     /// Sends a storage node's usage report to every replica at once (each
     /// keeps its own copy for status); returns how many took it and the
     /// answer of the one furthest along the log.

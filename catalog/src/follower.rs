@@ -1,10 +1,7 @@
-//! [`Follower`]: how gateways and storage nodes follow the catalog.
-//!
-//! Two things are followed: the placement map alone ([`MapFollower`], for
-//! storage nodes, ordered by epoch) and the whole catalog as internal callers
-//! see it (for gateways: the map, the buckets and the access keys with their
-//! secrets, ordered by the applied index; the gateway follows it as its own
-//! indexed type, fetched with [`CatalogClient::catalog_newer_than`]).
+//! [`Follower`]: how storage nodes follow the placement map
+//! ([`MapFollower`], ordered by epoch). Gateways follow the whole catalog as
+//! a stream of changes instead (`sillok_gateway::catalog`, through
+//! [`CatalogClient::changes_since`] and the replicas' change log).
 //!
 //! Owns: one file, the last value seen (`path`, JSON, mode 0600 because a
 //! catalog holds secrets, written atomically: temporary file, fsync, rename,

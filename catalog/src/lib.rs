@@ -12,6 +12,8 @@
 //!   rule a request matches (pure);
 //! - `lifecycle`: a bucket's lifecycle configuration, S3's rules for it,
 //!   and when a rule expires an object or aborts an upload (pure);
+//! - `changes`: the change log every replica keeps in memory for followers
+//!   (what each applied entry changed in the view they see);
 //! - `api`: the wire types of the catalog's HTTP API (routes listed there);
 //! - `server`: a running replica: its Raft instance, the HTTP service, the
 //!   forwarding of writes to the leader, the one-time seeding from the
@@ -25,10 +27,9 @@
 //! - `detector`: the leader's failure detector, which marks silent nodes
 //!   `down` and then `out`;
 //! - `client`: [`CatalogClient`], which finds the leader among the replicas;
-//! - `follower`: [`follower::Follower`], which every other process uses to
-//!   track the catalog (nodes: [`follower::MapFollower`], the map by epoch;
-//!   gateways: the whole catalog by applied index), keeping the last value
-//!   seen on disk and never going back.
+//! - `follower`: [`follower::Follower`], which storage nodes use to track
+//!   the map ([`follower::MapFollower`], by epoch), keeping the last map seen
+//!   on disk and never going back (gateways follow the change log instead).
 //!
 //! Invariants:
 //! - Every change to the catalog goes through the Raft log as a [`Proposal`]
@@ -48,6 +49,7 @@
 #![allow(clippy::result_large_err)]
 
 pub mod api;
+pub mod changes;
 pub mod client;
 pub mod cors;
 pub mod detector;

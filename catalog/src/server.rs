@@ -108,6 +108,8 @@ pub struct ReplicaConfig {
     pub commit_timeout: Duration,
     /// When the leader marks silent nodes down and out (`detector`).
     pub detector: crate::detector::DetectorSettings,
+    /// Changes kept in memory for followers (`changes`).
+    pub change_log_entries: usize,
 }
 
 impl std::fmt::Debug for ReplicaConfig {
@@ -144,6 +146,7 @@ impl ReplicaConfig {
             forward_timeout: Duration::from_millis(3000),
             commit_timeout: Duration::from_millis(2500),
             detector: Default::default(),
+            change_log_entries: crate::changes::DEFAULT_CHANGE_LOG_ENTRIES,
         }
     }
 }
@@ -202,6 +205,7 @@ impl Replica {
         })
         .await
         .map_err(|e| ReplicaError::Raft(format!("opening the stores failed: {e}")))??;
+        sm.set_change_log_entries(config.change_log_entries);
         let t = config.timings;
         let raft_config = openraft::Config {
             cluster_name: "sillok-catalog".into(),
@@ -338,6 +342,7 @@ fn router(sh: Arc<Shared>) -> Router {
         .route("/v1/raft/snapshot", post(raft_snapshot))
         .route("/v1/status", get(status))
         .route("/v1/catalog", get(catalog))
+        .route("/v1/catalog/changes", get(changes))
         .route("/v1/map", get(map))
         .route("/v1/backup", get(backup))
         .route("/v1/propose", post(propose))
@@ -816,6 +821,39 @@ async fn without_secrets(resp: Response) -> Response {
             out
         }
         Err(e) => error(StatusCode::BAD_GATEWAY, "internal", format!("the leader's answer was not a catalog: {e}")),
+    }
+}
+
+#[derive(Deserialize)]
+struct ChangesQuery {
+    since: u64,
+    wait_ms: Option<u64>,
+}
+
+/// `GET /v1/catalog/changes?since=N&wait_ms=M` (internal callers only: key
+/// changes carry secrets): the changes after `since` from this replica's
+/// change log, or "snapshot needed"; 204 if nothing came within the wait.
+async fn changes(
+    State(sh): State<Arc<Shared>>,
+    Extension(caller): Extension<Caller>,
+    Query(q): Query<ChangesQuery>,
+) -> Response {
+    if let Err(r) = internal_only(&caller) {
+        return r;
+    }
+    let deadline = tokio::time::Instant::now() + Duration::from_millis(q.wait_ms.unwrap_or(0).min(api::MAX_WAIT_MS));
+    let mut rx = sh.sm.subscribe();
+    loop {
+        // Marked seen before the log is read: the log is updated before
+        // progress is published, so no change can slip between the two.
+        rx.borrow_and_update();
+        if let Some(answer) = sh.sm.changes_since(q.since, crate::changes::MAX_CHANGES_PER_ANSWER) {
+            return json(StatusCode::OK, &answer);
+        }
+        match tokio::time::timeout_at(deadline, rx.changed()).await {
+            Ok(Ok(())) => continue,
+            _ => return StatusCode::NO_CONTENT.into_response(),
+        }
     }
 }
 

@@ -48,6 +48,7 @@ use redb::{Database, ReadableTable, ReadableTableMetadata, TableDefinition};
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
+use crate::changes::{ChangeLog, Changes, DEFAULT_CHANGE_LOG_ENTRIES, ViewChange};
 use crate::state::{Catalog, Touch};
 use crate::{Entry, LogId, ReplicaNode, Reply, StorageError, StoredMembership, TypeConfig};
 
@@ -357,6 +358,15 @@ struct SmShared {
     state: RwLock<SmState>,
     progress: watch::Sender<Progress>,
     snapshot_seq: std::sync::atomic::AtomicU64,
+    /// What followers need of each applied entry (`changes`): updated after
+    /// a batch is on disk and before its progress is published.
+    changes: std::sync::Mutex<ChangeLog>,
+}
+
+/// What one applied batch does to the change log, in order.
+enum LogOp {
+    Reset,
+    Push(u64, ViewChange),
 }
 
 /// The catalog state machine. Cheap to clone: clones share one state.
@@ -385,9 +395,17 @@ impl StateMachineStore {
         }
         w.commit()?;
         let state = Self::load(&db)?;
-        let (tx, _) = watch::channel(progress_of(&state));
+        let progress = progress_of(&state);
+        let (tx, _) = watch::channel(progress);
+        let changes = std::sync::Mutex::new(ChangeLog::new(progress.applied_index, DEFAULT_CHANGE_LOG_ENTRIES));
         Ok(StateMachineStore {
-            inner: Arc::new(SmShared { db, state: RwLock::new(state), progress: tx, snapshot_seq: Default::default() }),
+            inner: Arc::new(SmShared {
+                db,
+                state: RwLock::new(state),
+                progress: tx,
+                snapshot_seq: Default::default(),
+                changes,
+            }),
         })
     }
 
@@ -434,6 +452,18 @@ impl StateMachineStore {
     /// Reads the current state under the lock.
     pub fn read<T>(&self, f: impl FnOnce(&SmState) -> T) -> T {
         f(&self.inner.state.read().expect("state lock"))
+    }
+
+    /// Keeps at most `entries` changes for followers from now on (the log
+    /// starts again, empty, at the applied index).
+    pub fn set_change_log_entries(&self, entries: usize) {
+        let applied = self.inner.progress.borrow().applied_index;
+        *self.inner.changes.lock().expect("change log lock") = ChangeLog::new(applied, entries);
+    }
+
+    /// What a follower at `since` needs (`None`: nothing applied after it).
+    pub fn changes_since(&self, since: u64, max: usize) -> Option<Changes> {
+        self.inner.changes.lock().expect("change log lock").since(since, max)
     }
 
     /// Watches the map epoch and the applied index.
@@ -559,6 +589,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
     {
         let mut replies = Vec::new();
         let mut dirty = Dirty::default();
+        let mut log_ops = Vec::new();
         let (rows, progress) = {
             let mut st = self.inner.state.write().expect("state lock");
             for entry in entries {
@@ -574,13 +605,42 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
                             replies.push(r.clone());
                             continue;
                         }
+                        let touches = p.command.touches();
+                        // Only the map is compared (for followers), and only
+                        // for commands that may change it.
+                        let map_before = (touches == Touch::Map).then(|| st.catalog.map.clone());
                         let reply = st.catalog.apply(&p.command);
                         if reply.is_ok() {
-                            match p.command.touches() {
-                                Touch::All => dirty.all = true,
-                                Touch::Map => dirty.map = true,
-                                Touch::Bucket(b) => dirty.buckets.push(b),
-                                Touch::Key(k) => dirty.keys.push(k),
+                            let index = st.catalog.restored_base + entry.log_id.index;
+                            match touches {
+                                Touch::All => {
+                                    dirty.all = true;
+                                    log_ops.push(LogOp::Reset);
+                                }
+                                Touch::Map => {
+                                    dirty.map = true;
+                                    if let Some(map) = st.catalog.map.as_ref()
+                                        && map_before.flatten().as_ref() != Some(map)
+                                    {
+                                        log_ops.push(LogOp::Push(index, ViewChange::Map { map: map.clone() }));
+                                    }
+                                }
+                                Touch::Bucket(b) => {
+                                    let change = match st.catalog.buckets.get(&b) {
+                                        Some(bucket) => ViewChange::BucketPut { bucket: bucket.clone() },
+                                        None => ViewChange::BucketRemoved { name: b.clone() },
+                                    };
+                                    log_ops.push(LogOp::Push(index, change));
+                                    dirty.buckets.push(b);
+                                }
+                                Touch::Key(k) => {
+                                    let change = match st.catalog.keys.get(&k) {
+                                        Some(key) => ViewChange::KeyPut { key: key.clone() },
+                                        None => ViewChange::KeyRemoved { id: k.clone() },
+                                    };
+                                    log_ops.push(LogOp::Push(index, change));
+                                    dirty.keys.push(k);
+                                }
                             }
                         } else if let Err(e) = &reply {
                             tracing::info!(index = entry.log_id.index, error = %e, "catalog change refused");
@@ -598,6 +658,18 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         };
         let inner = self.inner.clone();
         blocking(ErrorSubject::StateMachine, ErrorVerb::Write, move || Self::write(&inner.db, &rows)).await?;
+        {
+            let mut log = self.inner.changes.lock().expect("change log lock");
+            for op in log_ops {
+                match op {
+                    // A restore moves the index far ahead: nothing before it
+                    // can be followed by changes.
+                    LogOp::Reset => log.reset(progress.applied_index),
+                    LogOp::Push(index, change) => log.push(index, change),
+                }
+            }
+            log.advance(progress.applied_index);
+        }
         self.publish(progress);
         Ok(replies)
     }
@@ -646,6 +718,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         tracing::info!(snapshot = %meta.snapshot_id, "catalog snapshot installed");
         let progress = progress_of(&st);
         *self.inner.state.write().expect("state lock") = st;
+        self.inner.changes.lock().expect("change log lock").reset(progress.applied_index);
         self.publish(progress);
         Ok(())
     }

@@ -1,21 +1,26 @@
 //! The gateway's copy of the catalog: buckets, access keys and the placement
-//! map, followed from the Raft catalog and kept on disk.
+//! map, followed from the Raft catalog as a stream of changes and kept on
+//! disk (`catalog_copy`: the index and its redb file).
 //!
-//! Owns: the process's one [`Follower`] of the catalog (long poll, last view
-//! saved in the gateway's state directory), which publishes each view as an
-//! [`Index`] (buckets and keys by name, and the map); and the
-//! [`CatalogClient`] through which bucket changes (creation, deletion, CORS
-//! and lifecycle configurations) are proposed.
+//! Owns: the process's one follower of the catalog (a long poll of
+//! `GET /v1/catalog/changes` since the index's applied index; the whole view
+//! when a replica's change log no longer reaches back that far, or when the
+//! replica predates the route), the [`Index`] it updates in place under a
+//! lock, and the [`CatalogClient`] through which bucket changes (creation,
+//! deletion, CORS and lifecycle configurations) are proposed.
 //!
 //! Invariants:
-//! - The follower is the only owner of the map and the catalog in a gateway:
-//!   everything else reads the [`Index`] it publishes (through
-//!   [`GatewayCatalog::index`] or a [`GatewayCatalog::watch`] receiver).
+//! - The follower is the only writer of the map and the catalog in a
+//!   gateway: everything else reads the [`Index`] (through
+//!   [`GatewayCatalog::index`]) or waits on [`GatewayCatalog::watch`].
 //!   Anyone who learns of a newer map epoch (a node's refusal, a probe's
 //!   answer) takes it to [`GatewayCatalog::catch_up`]: one route.
-//! - Lookups are answered from the published index, so S3 requests for
-//!   existing buckets and keys keep working while no catalog replica answers
-//!   (and after a restart, from the saved view).
+//! - A change costs the gateway work proportional to the change: the index
+//!   is updated in place (never copied whole) and only the rows the change
+//!   touched are written, in one redb transaction per batch of changes.
+//! - Lookups are answered from the index, so S3 requests for existing
+//!   buckets and keys keep working while no catalog replica answers (and
+//!   after a restart, from the saved copy).
 //! - A miss (an unknown bucket or key) is never answered from a copy older
 //!   than the miss: the gateway reads the catalog from the leader
 //!   (`consistent`), and only that answer can say "no such bucket". Concurrent
@@ -26,23 +31,28 @@
 //! - ListBuckets reads the catalog from the leader too, so it lists every
 //!   bucket acknowledged anywhere; only while the catalog is unreachable does
 //!   it list this gateway's copy.
-//! - The index only moves forward (the follower's invariants).
+//! - The index only moves forward: a batch or view is taken only if its
+//!   applied index is larger and its map epoch not smaller than the index's,
+//!   and its map validates; it is on disk before the index changes (one lock,
+//!   `publishing`, orders the check, the write and the change).
 //! - Secrets stay in memory and in the 0600 state file; they are never logged.
 
-use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock, RwLockReadGuard};
 use std::time::{Duration, Instant, SystemTime};
 
-use serde::{Deserialize, Serialize};
 use sillok_catalog::api::CatalogView;
+use sillok_catalog::changes::Changes;
 use sillok_catalog::cors::CorsConfig;
-use sillok_catalog::follower::{FollowOptions, Followed, Follower};
+use sillok_catalog::follower::FollowOptions;
 use sillok_catalog::lifecycle::LifecycleConfig;
 use sillok_catalog::state::{Bucket, CatalogError, Command, KeyRecord, Permission, STANDARD, Versioning};
 use sillok_catalog::{CatalogClient, ClientError};
 use sillok_placement::PlacementMap;
-use tokio::sync::watch;
+use tokio::sync::{Notify, watch};
 
+pub use crate::catalog_copy::Index;
+use crate::catalog_copy::{Batch, CopyFile};
 use crate::error::GatewayError;
 
 /// How long a bucket change through this gateway waits for the follower to
@@ -71,83 +81,186 @@ impl From<&Bucket> for BucketInfo {
     }
 }
 
-/// One catalog view, indexed for lookups: what the follower publishes. It is
-/// saved and fetched as a [`CatalogView`].
-#[derive(Clone, Serialize, Deserialize)]
-#[serde(from = "CatalogView", into = "CatalogView")]
-pub struct Index {
+/// Where the index is: its applied index and map epoch, for waiters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Seen {
     pub applied: u64,
-    pub region: String,
-    /// `None` only before the catalog was seeded; never published so
-    /// ([`Followed::usable`]).
-    map: Option<Arc<PlacementMap>>,
-    buckets: HashMap<String, Bucket>,
-    keys: HashMap<String, KeyRecord>,
+    pub epoch: u64,
 }
 
-impl From<CatalogView> for Index {
-    fn from(view: CatalogView) -> Self {
-        Index {
-            applied: view.applied_index,
-            region: view.region,
-            map: view.map.map(Arc::new),
-            buckets: view.buckets.into_iter().map(|b| (b.name.clone(), b)).collect(),
-            keys: view.key_secrets.into_iter().map(|k| (k.id.clone(), k)).collect(),
+/// What a receiver of [`GatewayCatalog::watch`] sees.
+pub type IndexWatch = watch::Receiver<Seen>;
+
+/// What the follower did, for the metrics page.
+#[derive(Debug, Default)]
+pub struct FollowFigures {
+    /// Bytes of change answers and whole views received (as JSON).
+    pub bytes: AtomicU64,
+    /// Changes applied (rows of batches: buckets, keys, the map).
+    pub changes: AtomicU64,
+    /// Batches written and applied.
+    pub batches: AtomicU64,
+    /// Whole views taken (snapshots, fresh reads).
+    pub views: AtomicU64,
+}
+
+/// The index, its file and who is told of it: shared by the follow loop and
+/// the lookups.
+struct Copy {
+    index: RwLock<Index>,
+    file: Arc<CopyFile>,
+    seen: watch::Sender<Seen>,
+    /// Held from the newness check to the index change.
+    publishing: tokio::sync::Mutex<()>,
+    poke: Notify,
+    figures: FollowFigures,
+}
+
+impl Copy {
+    fn applied(&self) -> u64 {
+        self.index.read().expect("index lock").applied
+    }
+
+    /// Writes `batch` and applies it, if it moves the index forward (see the
+    /// invariants); returns whether it did.
+    async fn take(&self, batch: Batch) -> Result<bool, GatewayError> {
+        let file = self.file.clone();
+        let b = Arc::new(batch);
+        let written = b.clone();
+        tokio::task::spawn_blocking(move || file.write(&written))
+            .await
+            .map_err(|e| GatewayError::Internal(format!("the catalog file writer failed: {e}")))?
+            .map_err(|e| GatewayError::Internal(e.to_string()))?;
+        let seen = {
+            let mut index = self.index.write().expect("index lock");
+            index.apply(&b);
+            Seen { applied: index.applied, epoch: index.map.epoch }
+        };
+        self.figures.batches.fetch_add(1, Ordering::Relaxed);
+        self.figures.changes.fetch_add(b.rows() as u64, Ordering::Relaxed);
+        self.seen.send_if_modified(|s| {
+            let changed = *s != seen;
+            *s = seen;
+            changed
+        });
+        Ok(true)
+    }
+
+    /// Whether a batch to `applied` with map `map` (if any) may be taken.
+    fn forward(&self, applied: u64, map: Option<&PlacementMap>) -> bool {
+        let index = self.index.read().expect("index lock");
+        applied > index.applied && map.is_none_or(|m| m.epoch >= index.map.epoch && m.validate().is_ok())
+    }
+
+    /// Takes a run of changes from `since` to `to`.
+    async fn take_changes(&self, since: u64, to: u64, changes: Vec<sillok_catalog::changes::IndexedChange>) -> bool {
+        let _guard = self.publishing.lock().await;
+        let have = self.applied();
+        if have < since {
+            // The run starts after what we have: a gap (cannot happen with
+            // one replica's log; be safe).
+            return false;
+        }
+        let batch = Batch::of_changes(have, to, changes);
+        if !self.forward(batch.applied, batch.map.as_deref()) {
+            return false;
+        }
+        match self.take(batch).await {
+            Ok(took) => took,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot save the catalog changes; not using them yet");
+                false
+            }
+        }
+    }
+
+    /// Takes a whole view if it is newer; only rows that differ are written.
+    async fn take_view(&self, view: CatalogView) -> bool {
+        let Some(new) = Index::of_view(view) else { return false };
+        let _guard = self.publishing.lock().await;
+        if !self.forward(new.applied, Some(&new.map)) {
+            return false;
+        }
+        let batch = self.index.read().expect("index lock").diff(&new);
+        self.figures.views.fetch_add(1, Ordering::Relaxed);
+        match self.take(batch).await {
+            Ok(took) => took,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot save the catalog; not using it yet");
+                false
+            }
         }
     }
 }
 
-impl From<Index> for CatalogView {
-    fn from(i: Index) -> Self {
-        CatalogView {
-            region: i.region,
-            epoch: i.map.as_ref().map_or(0, |m| m.epoch),
-            applied_index: i.applied,
-            map: i.map.map(|m| (*m).clone()),
-            buckets: i.buckets.into_values().collect(),
-            keys: i.keys.values().map(KeyRecord::info).collect(),
-            key_secrets: i.keys.into_values().collect(),
-            // Gateways do not follow staged changes.
-            staged: Vec::new(),
-            next_node_id: 0,
+/// The follow loop: changes since the index's applied index, a whole view
+/// when the replica's log does not reach back (or it has no such route).
+async fn follow(client: Arc<CatalogClient>, copy: Arc<Copy>, options: FollowOptions) {
+    loop {
+        let since = copy.applied();
+        let wait = if options.pause.is_zero() { options.wait } else { Duration::ZERO };
+        let asked = tokio::select! {
+            r = client.changes_since(since, wait) => r,
+            _ = copy.poke.notified() => continue,
+        };
+        let pause = match asked {
+            Ok(Some(Changes::Changes { since, to, changes })) => {
+                let bytes = serde_json::to_vec(&changes).map_or(0, |b| b.len());
+                copy.figures.bytes.fetch_add(bytes as u64, Ordering::Relaxed);
+                tracing::debug!(since, to, changes = changes.len(), "catalog changes");
+                let epoch = copy.seen.borrow().epoch;
+                if copy.take_changes(since, to, changes).await {
+                    let now = *copy.seen.borrow();
+                    if now.epoch > epoch {
+                        tracing::info!(epoch = now.epoch, applied = now.applied, "following a newer placement map");
+                    }
+                    options.pause
+                } else {
+                    options.retry
+                }
+            }
+            Ok(Some(Changes::SnapshotNeeded { start, applied })) => {
+                tracing::info!(since, start, applied, "behind the replica's change log: taking the whole catalog");
+                // Answered at once (the replica is past `since`); the wait
+                // only lengthens the deadline, which a large view needs.
+                whole(&client, &copy, since, options.wait).await
+            }
+            Ok(None) => options.pause,
+            // A replica without the change route (an older build).
+            Err(ClientError::BadRequest(_)) => whole(&client, &copy, since, wait).await,
+            Err(e) => {
+                tracing::debug!(error = %e, "no catalog replica answered; keeping what we have");
+                options.retry
+            }
+        };
+        if !pause.is_zero() {
+            tokio::select! {
+                _ = tokio::time::sleep(pause) => {}
+                _ = copy.poke.notified() => {}
+            }
+        }
+    }
+
+    /// Takes the whole view once it is newer than `since`; returns the pause.
+    async fn whole(client: &CatalogClient, copy: &Copy, since: u64, wait: Duration) -> Duration {
+        match client.catalog_newer_than(since, wait).await {
+            Ok(Some(view)) => {
+                let bytes = serde_json::to_vec(&view).map_or(0, |b| b.len());
+                copy.figures.bytes.fetch_add(bytes as u64, Ordering::Relaxed);
+                if copy.take_view(view).await { Duration::ZERO } else { Duration::from_secs(1) }
+            }
+            Ok(None) => Duration::ZERO,
+            Err(e) => {
+                tracing::debug!(error = %e, "no catalog replica answered; keeping what we have");
+                Duration::from_secs(1)
+            }
         }
     }
 }
-
-impl Followed for Index {
-    fn version(&self) -> u64 {
-        self.applied
-    }
-    fn epoch(&self) -> u64 {
-        self.map.as_ref().map_or(0, |m| m.epoch)
-    }
-    fn usable(&self) -> bool {
-        self.map.as_ref().is_some_and(|m| m.validate().is_ok())
-    }
-    async fn fetch(client: &CatalogClient, newer_than: u64, wait: Duration) -> Result<Option<Self>, ClientError> {
-        Ok(client.catalog_newer_than(newer_than, wait).await?.map(Index::from))
-    }
-}
-
-impl Index {
-    /// The placement map (every published index has one).
-    pub fn map(&self) -> &Arc<PlacementMap> {
-        self.map.as_ref().expect("a published catalog index holds a map")
-    }
-
-    /// Bucket names in order.
-    pub fn bucket_names(&self) -> Vec<&Bucket> {
-        let mut v: Vec<&Bucket> = self.buckets.values().collect();
-        v.sort_by(|a, b| a.name.cmp(&b.name));
-        v
-    }
-}
-
-/// A published index, as a receiver sees it.
-pub type IndexWatch = watch::Receiver<Option<Arc<Index>>>;
 
 pub struct GatewayCatalog {
-    follower: Follower<Index>,
+    copy: Arc<Copy>,
+    task: tokio::task::JoinHandle<()>,
     client: Arc<CatalogClient>,
     /// Held while reading the catalog from the leader; holds the time the
     /// last such read started (a miss that began before it is answered by it).
@@ -156,6 +269,12 @@ pub struct GatewayCatalog {
     /// The cluster's repair state from the last answer to this gateway's
     /// report (shown on its metrics page).
     pub repair: std::sync::Mutex<Option<sillok_catalog::repair::RepairStatus>>,
+}
+
+impl Drop for GatewayCatalog {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
 }
 
 impl GatewayCatalog {
@@ -179,44 +298,93 @@ impl GatewayCatalog {
         }
     }
 
-    /// Starts following the catalog from the view saved at `path` and waits
-    /// (at most `wait`) for a first view, saved or fetched.
+    /// Starts following the catalog from the copy saved in `state_dir` and
+    /// waits (at most `wait`) for a first view, saved or fetched.
     pub async fn start(
         client: Arc<CatalogClient>,
-        path: std::path::PathBuf,
+        state_dir: std::path::PathBuf,
         options: FollowOptions,
         wait: Duration,
     ) -> Result<Arc<Self>, GatewayError> {
-        let follower = Follower::<Index>::start(client.clone(), path, None, options);
-        let first = follower.first(wait).await.ok_or_else(|| {
-            GatewayError::CatalogUnavailable(format!(
-                "no catalog replica answered within {:.0} s and no catalog was saved before; start the catalog replicas ({})",
-                wait.as_secs_f64(),
-                client.replicas().join(", ")
-            ))
-        })?;
+        let (file, saved) = tokio::task::spawn_blocking(move || CopyFile::open(&state_dir))
+            .await
+            .map_err(|e| GatewayError::Internal(format!("opening the catalog file failed: {e}")))?
+            .map_err(|e| GatewayError::Internal(e.to_string()))?;
+        let first = match saved {
+            Some(index) => index,
+            None => Self::first_view(&client, &file, wait).await?,
+        };
+        let seen = Seen { applied: first.applied, epoch: first.map.epoch };
+        let region = first.region.clone();
+        let copy = Arc::new(Copy {
+            index: RwLock::new(first),
+            file: Arc::new(file),
+            seen: watch::channel(seen).0,
+            publishing: tokio::sync::Mutex::new(()),
+            poke: Notify::new(),
+            figures: FollowFigures::default(),
+        });
+        let task = tokio::spawn(follow(client.clone(), copy.clone(), options));
         Ok(Arc::new(GatewayCatalog {
-            region: first.region.clone(),
-            follower,
+            copy,
+            task,
+            region,
             client,
             fresh_read: tokio::sync::Mutex::new(None),
             repair: std::sync::Mutex::new(None),
         }))
     }
 
-    /// The newest index published.
-    pub fn index(&self) -> Arc<Index> {
-        self.follower.current().expect("the catalog was started with a first view")
+    /// A first view from the replicas (nothing was saved), written to `file`.
+    async fn first_view(client: &CatalogClient, file: &CopyFile, wait: Duration) -> Result<Index, GatewayError> {
+        let deadline = Instant::now() + wait;
+        loop {
+            // A long poll answered at once: its deadline suits a large view.
+            let left = deadline.saturating_duration_since(Instant::now());
+            let got = tokio::time::timeout(left, client.catalog_newer_than(0, Duration::from_secs(5))).await;
+            if let Ok(Ok(Some(view))) = got
+                && let Some(index) = Index::of_view(view)
+            {
+                let mut empty = index.clone();
+                empty.applied = 0;
+                empty.buckets.clear();
+                empty.keys.clear();
+                let mut batch = empty.diff(&index);
+                batch.map = Some(index.map.clone());
+                batch.region = Some(index.region.clone());
+                file.write(&batch).map_err(|e| GatewayError::Internal(e.to_string()))?;
+                return Ok(index);
+            }
+            if Instant::now() >= deadline {
+                return Err(GatewayError::CatalogUnavailable(format!(
+                    "no catalog replica answered within {:.0} s and no catalog was saved before; start the catalog replicas ({})",
+                    wait.as_secs_f64(),
+                    client.replicas().join(", ")
+                )));
+            }
+            tokio::time::sleep(Duration::from_millis(200).min(deadline.saturating_duration_since(Instant::now())))
+                .await;
+        }
     }
 
-    /// The newest map published.
+    /// The index as it is now (a read lock: do not hold it across an await).
+    pub fn index(&self) -> RwLockReadGuard<'_, Index> {
+        self.copy.index.read().expect("index lock")
+    }
+
+    /// The newest map.
     pub fn map(&self) -> Arc<PlacementMap> {
         self.index().map().clone()
     }
 
-    /// A receiver told of every newer index.
+    /// A receiver told of every change of the index's applied index or epoch.
     pub fn watch(&self) -> IndexWatch {
-        self.follower.subscribe()
+        self.copy.seen.subscribe()
+    }
+
+    /// What the follower did so far (metrics).
+    pub fn follow_figures(&self) -> &FollowFigures {
+        &self.copy.figures
     }
 
     /// Someone heard of map `epoch` (a node named it): if it is newer than
@@ -224,7 +392,13 @@ impl GatewayCatalog {
     /// the gateway now has a map at least that new. The one route by which a
     /// newer epoch reaches the map's owner.
     pub async fn catch_up(&self, epoch: u64) -> bool {
-        self.follower.wait_for_epoch(epoch, CATCH_UP_WAIT).await
+        if self.copy.seen.borrow().epoch >= epoch {
+            return true;
+        }
+        self.copy.poke.notify_one();
+        let mut rx = self.watch();
+        let got = tokio::time::timeout(CATCH_UP_WAIT, rx.wait_for(|s| s.epoch >= epoch)).await;
+        matches!(got, Ok(Ok(_)))
     }
 
     /// Reads the catalog from the leader unless a read that started after
@@ -238,7 +412,7 @@ impl GatewayCatalog {
         let view = self.client.catalog(true).await.map_err(|e| {
             GatewayError::CatalogUnavailable(format!("the catalog could not be read to look the name up: {e}"))
         })?;
-        self.follower.offer(Index::from(view)).await;
+        self.copy.take_view(view).await;
         *last = Some(started);
         Ok(())
     }
@@ -248,8 +422,9 @@ impl GatewayCatalog {
     async fn see_own_write(&self, log_index: u64) -> Result<(), GatewayError> {
         let asked = Instant::now();
         let mut rx = self.watch();
-        let applied = |v: &Option<Arc<Index>>| v.as_ref().is_some_and(|i| i.applied >= log_index);
-        let came = tokio::time::timeout(OWN_WRITE_WAIT, rx.wait_for(applied)).await.is_ok_and(|r| r.is_ok());
+        let came = tokio::time::timeout(OWN_WRITE_WAIT, rx.wait_for(|s| s.applied >= log_index))
+            .await
+            .is_ok_and(|r| r.is_ok());
         if came {
             return Ok(());
         }

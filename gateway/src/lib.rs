@@ -30,6 +30,7 @@
 pub mod auth;
 pub mod body;
 pub mod catalog;
+pub mod catalog_copy;
 pub mod checksum;
 pub mod cluster;
 pub mod cors;

@@ -162,6 +162,34 @@ impl Collector for Figures {
         let index = self.catalog.index();
         gauge(enc, "sillok_map_epoch", "The placement map epoch this gateway uses.", index.map().epoch)?;
         gauge(enc, "sillok_catalog_applied_index", "The catalog log index of this gateway's copy.", index.applied)?;
+        gauge(
+            enc,
+            "sillok_catalog_buckets",
+            "Buckets in this gateway's copy of the catalog.",
+            index.bucket_count() as u64,
+        )?;
+        drop(index);
+        let f = self.catalog.follow_figures();
+        let load = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
+        counter(
+            enc,
+            "sillok_catalog_follow_bytes",
+            "Bytes of catalog changes and whole views this gateway received (as JSON).",
+            load(&f.bytes),
+        )?;
+        counter(
+            enc,
+            "sillok_catalog_changes_applied",
+            "Rows (buckets, keys, the map) this gateway's copy of the catalog changed.",
+            load(&f.changes),
+        )?;
+        counter(
+            enc,
+            "sillok_catalog_follow_batches",
+            "Batches of catalog changes written to this gateway's copy.",
+            load(&f.batches),
+        )?;
+        counter(enc, "sillok_catalog_whole_views", "Whole catalog views this gateway took.", load(&f.views))?;
         if let Some(off) = c.clock_offset_ms() {
             gauge(
                 enc,

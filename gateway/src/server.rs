@@ -51,7 +51,7 @@ pub struct GatewayConfig {
     pub ops_listen: Option<SocketAddr>,
     /// The cluster secret and the catalog replicas come from it.
     pub cluster: ClusterFile,
-    /// Where the gateway keeps its last copy of the catalog (`catalog.json`).
+    /// Where the gateway keeps its last copy of the catalog (`catalog.redb`).
     pub state_dir: std::path::PathBuf,
     /// The catalog replicas to follow (default: the cluster file's).
     pub catalog_replicas: Vec<String>,
@@ -219,7 +219,7 @@ async fn follow_catalog(config: &GatewayConfig) -> std::io::Result<Arc<GatewayCa
         .map_err(|e| std::io::Error::other(format!("the gateway cannot follow the catalog: {e}")))?;
     let client = Arc::new(client);
     std::fs::create_dir_all(&config.state_dir)?;
-    GatewayCatalog::start(client, config.state_dir.join("catalog.json"), config.follow, config.catalog_wait)
+    GatewayCatalog::start(client, config.state_dir.clone(), config.follow, config.catalog_wait)
         .await
         .map_err(|e| std::io::Error::other(e.to_string()))
 }

@@ -65,6 +65,10 @@ pub struct CatalogArgs {
     /// Entries kept behind a snapshot for replicas that lag a little.
     #[arg(long, default_value_t = 500)]
     pub keep_logs: u64,
+    /// Changes kept in memory for gateways that follow the catalog; one
+    /// further behind takes the whole catalog again.
+    #[arg(long, default_value_t = sillok_catalog::changes::DEFAULT_CHANGE_LOG_ENTRIES)]
+    pub change_log_entries: usize,
     /// Deadline (ms) of one Raft RPC to another replica.
     #[arg(long, default_value_t = 1000)]
     pub rpc_timeout_ms: u64,
@@ -236,6 +240,7 @@ pub async fn run(a: CatalogArgs) -> anyhow::Result<()> {
         snapshot_every: a.snapshot_every,
         keep_logs: a.keep_logs,
     };
+    config.change_log_entries = a.change_log_entries;
     config.rpc_timeout = Duration::from_millis(a.rpc_timeout_ms);
     config.connect_timeout = Duration::from_millis(a.connect_timeout_ms);
     config.detector = sillok_catalog::detector::DetectorSettings {

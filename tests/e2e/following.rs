@@ -277,14 +277,6 @@ async fn with_every_replica_killed_gateways_and_nodes_serve_and_restart_from_the
     drop(node);
 }
 
-/// The map the dev gateway follows, from its saved catalog.
-fn followed_map(c: &DevCluster) -> sillok_placement::PlacementMap {
-    let v: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(c.dir.path().join("gateway").join("catalog.json")).unwrap())
-            .unwrap();
-    serde_json::from_value(v["map"].clone()).unwrap()
-}
-
 async fn set_weights(c: &DevCluster, nodes: &[&str], weight: &str) {
     for n in nodes {
         c.admin_ok(&["node", "set-weight", n, weight]);
@@ -320,7 +312,7 @@ async fn objects_written_before_a_slot_move_are_still_read_overwritten_and_delet
     }
     // One lighter node per site: many PGs lose two or three manifest replicas.
     set_weights(&c, &["n1", "n4", "n7"], "0.2").await;
-    let now = followed_map(&c);
+    let now = c.followed_map();
     let moved_away = objects
         .keys()
         .filter(|k| {
@@ -379,4 +371,78 @@ async fn a_node_marked_down_is_still_read_when_a_whole_site_is_lost_as_well() {
     for (key, body) in &objects {
         assert_same(&get(&s3, "marked", key, None).await, body, "GET with site-a lost and a site-b node marked down");
     }
+}
+
+/// A figure from a metrics page (0 if absent).
+async fn metric(endpoint: &str, name: &str) -> u64 {
+    let text = http_text(&format!("{endpoint}/_sillok/metrics")).await;
+    text.lines()
+        .find_map(|l| l.strip_prefix(name).and_then(|r| r.strip_prefix(' ')))
+        .and_then(|v| v.trim().parse::<f64>().ok())
+        .map_or(0, |v| v as u64)
+}
+
+/// How many buckets and keys the catalog holds.
+fn catalog_counts(c: &DevCluster) -> (u64, u64) {
+    let v: serde_json::Value = serde_json::from_str(&c.admin_ok(&["status", "--json"])).unwrap();
+    (v["buckets"].as_u64().unwrap(), v["keys"].as_u64().unwrap())
+}
+
+/// Waits until the gateway's copy holds `buckets` buckets.
+async fn wait_buckets(endpoint: &str, buckets: u64) {
+    wait_until(Duration::from_secs(20), format!("the gateway's copy to hold {buckets} buckets"), async || {
+        metric(endpoint, "sillok_catalog_buckets").await == buckets
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gateway_follows_changes_and_takes_the_whole_catalog_once_too_far_behind() {
+    // Replicas keep 4 changes for followers.
+    let c = DevCluster::start_with(&["--catalog-arg=--change-log-entries=4"]);
+    let mut g = c.start_gateway("follower", &[]);
+    let made: serde_json::Value = serde_json::from_str(&c.admin_ok(&["key", "create", "--json"])).unwrap();
+    let (id, secret) = (made["access_key_id"].as_str().unwrap(), made["secret_access_key"].as_str().unwrap());
+    c.admin_ok(&["bucket", "create", "kept", "--owner", id]);
+    c.admin_ok(&["bucket", "create", "gone"]);
+    c.admin_ok(&["bucket", "delete", "gone", "--force"]);
+    let (buckets, _) = catalog_counts(&c);
+    wait_buckets(&g.endpoint, buckets).await;
+    // Followed as changes (no whole view was taken: every check so far went
+    // through the metrics page, never a miss).
+    assert_eq!(metric(&g.endpoint, "sillok_catalog_whole_views_total").await, 0, "{}", g.log());
+    assert!(metric(&g.endpoint, "sillok_catalog_changes_applied_total").await >= 4);
+    let key = s3_client(&g.endpoint, &c.region(), id, secret);
+    put(&key, "kept", "k", b"v".to_vec()).await;
+
+    // Stopped while more changes happen than the replicas keep.
+    g.kill();
+    for i in 0..6 {
+        c.admin_ok(&["bucket", "create", &format!("while-down-{i}")]);
+    }
+    c.admin_ok(&["key", "revoke", id]);
+    let g = c.start_gateway("follower", &[]);
+    let (buckets, _) = catalog_counts(&c);
+    wait_buckets(&g.endpoint, buckets).await;
+    assert!(metric(&g.endpoint, "sillok_catalog_whole_views_total").await >= 1, "no snapshot was taken");
+    // The revoked key is refused from the copy.
+    let key = s3_client(&g.endpoint, &c.region(), id, secret);
+    let err = key.list_objects_v2().bucket("kept").send().await.unwrap_err();
+    assert_eq!(code(&err), "InvalidAccessKeyId");
+
+    // Then changes again.
+    let views = metric(&g.endpoint, "sillok_catalog_whole_views_total").await;
+    c.admin_ok(&["bucket", "create", "after"]);
+    wait_buckets(&g.endpoint, buckets + 1).await;
+    c.admin_ok(&["bucket", "delete", "while-down-0", "--force"]);
+    wait_buckets(&g.endpoint, buckets).await;
+    let s3 = g.client();
+    s3.head_bucket().bucket("after").send().await.expect("the new bucket is in the copy");
+    assert_eq!(metric(&g.endpoint, "sillok_catalog_whole_views_total").await, views, "{}", g.log());
+    let err = s3.head_bucket().bucket("while-down-0").send().await.unwrap_err();
+    assert_eq!(err.raw_response().unwrap().status().as_u16(), 404);
+    // The copy on disk is private.
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(c.dir.path().join("follower").join("catalog.redb")).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o600);
 }

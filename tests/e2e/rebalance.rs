@@ -25,18 +25,9 @@ fn admin_json(c: &DevCluster, args: &[&str]) -> Result<serde_json::Value, String
     serde_json::from_slice(&out.stdout).map_err(|e| format!("{args:?}: {e}"))
 }
 
-/// The catalog's current map.
+/// The catalog's current map, once the dev gateway follows it.
 fn catalog_map(c: &DevCluster) -> PlacementMap {
-    let v = admin_json(c, &["status"]).unwrap();
-    let epoch = v["epoch"].as_u64().unwrap();
-    // The gateway's saved catalog follows the catalog; wait for this epoch there.
-    wait_until_blocking(Duration::from_secs(30), format!("the gateway to follow epoch {epoch}"), || {
-        let text =
-            std::fs::read_to_string(c.dir.path().join("gateway").join("catalog.json")).map_err(|e| e.to_string())?;
-        let v: serde_json::Value = serde_json::from_str(&text).map_err(|e| e.to_string())?;
-        let map: PlacementMap = serde_json::from_value(v["map"].clone()).map_err(|e| e.to_string())?;
-        if map.epoch >= epoch { Ok(map) } else { Err(format!("at {}", map.epoch)) }
-    })
+    c.followed_map()
 }
 
 /// Waits until `rebalance status` says every PG is where the map puts it.

@@ -810,6 +810,41 @@ mod tests {
     }
 }
 
+/// [`http_text`] for code that is not async (its own thread and runtime,
+/// so it may be called from inside an async test too).
+pub fn http_text_blocking(url: &str) -> String {
+    let url = url.to_string();
+    std::thread::spawn(move || {
+        tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(http_text(&url))
+    })
+    .join()
+    .unwrap_or_default()
+}
+
+impl DevCluster {
+    /// The catalog's map (through `sillok admin catalog backup`), once the
+    /// dev gateway follows its epoch (its metrics page says so).
+    pub fn followed_map(&self) -> sillok_placement::PlacementMap {
+        let out = self.dir.path().join("map-backup.json");
+        // A backup never overwrites another.
+        let _ = std::fs::remove_file(&out);
+        self.admin_ok(&["catalog", "backup", "--out", out.to_str().unwrap()]);
+        let v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&out).unwrap()).unwrap();
+        let map: sillok_placement::PlacementMap = serde_json::from_value(v["catalog"]["map"].clone()).unwrap();
+        let endpoint = self.endpoint();
+        wait_until_blocking(Duration::from_secs(30), format!("the gateway to follow epoch {}", map.epoch), || {
+            let text = http_text_blocking(&format!("{endpoint}/_sillok/metrics"));
+            let epoch = text.lines().find_map(|l| l.strip_prefix("sillok_map_epoch ")).map(|v| v.trim().to_string());
+            if epoch.as_deref().and_then(|v| v.parse::<u64>().ok()).is_some_and(|e| e >= map.epoch) {
+                Ok(())
+            } else {
+                Err(format!("the gateway at {epoch:?}"))
+            }
+        });
+        map
+    }
+}
+
 /// The body of a plain (unsigned) HTTP GET, as text.
 pub async fn http_text(url: &str) -> String {
     use http_body_util::BodyExt;
