@@ -58,6 +58,17 @@ pub struct Proposed {
     /// The log index it was committed at.
     pub log_index: u64,
     pub leader: u64,
+    /// The index followers see once it is applied (`CatalogView::applied_index`:
+    /// the log index plus what a restore added); 0 from replicas built before.
+    #[serde(default)]
+    pub follower_index: u64,
+}
+
+impl Proposed {
+    /// The follower-visible index to wait for to see this change.
+    pub fn follower_index(&self) -> u64 {
+        if self.follower_index > 0 { self.follower_index } else { self.log_index }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -908,7 +908,11 @@ async fn propose(
             ),
         ),
         Ok(Ok(r)) => match r.data {
-            Ok(outcome) => json(StatusCode::OK, &Proposed { outcome, log_index: r.log_id.index, leader: sh.id }),
+            Ok(outcome) => {
+                let base = sh.sm.read(|st| st.catalog.restored_base);
+                let log_index = r.log_id.index;
+                json(StatusCode::OK, &Proposed { outcome, log_index, leader: sh.id, follower_index: base + log_index })
+            }
             Err(e) => refused(e),
         },
         Ok(Err(e)) => match e.forward_to_leader() {

@@ -471,7 +471,7 @@ impl GatewayCatalog {
             lifecycle: None,
         };
         match self.client.propose(Command::CreateBucket { bucket }).await {
-            Ok(p) => self.see_own_write(p.log_index).await,
+            Ok(p) => self.see_own_write(p.follower_index()).await,
             Err(ClientError::Refused(CatalogError::BucketExists(_))) => {
                 let asked = Instant::now();
                 self.read_fresh(asked).await?;
@@ -487,7 +487,7 @@ impl GatewayCatalog {
     /// Deletes a bucket (the caller has checked that it is empty).
     pub async fn delete_bucket(&self, name: &str) -> Result<(), GatewayError> {
         match self.client.propose(Command::DeleteBucket { name: name.into() }).await {
-            Ok(p) => self.see_own_write(p.log_index).await,
+            Ok(p) => self.see_own_write(p.follower_index()).await,
             Err(ClientError::Refused(CatalogError::NoSuchBucket(_))) => Err(GatewayError::NoSuchBucket),
             Err(e) => Err(catalog_error(e)),
         }
@@ -510,7 +510,7 @@ impl GatewayCatalog {
     /// caller has validated; visible here before it returns.
     pub async fn set_bucket_cors(&self, name: &str, cors: Option<CorsConfig>) -> Result<(), GatewayError> {
         match self.client.propose(Command::SetBucketCors { bucket: name.into(), cors }).await {
-            Ok(p) => self.see_own_write(p.log_index).await,
+            Ok(p) => self.see_own_write(p.follower_index()).await,
             Err(ClientError::Refused(CatalogError::NoSuchBucket(_))) => Err(GatewayError::NoSuchBucket),
             Err(e) => Err(catalog_error(e)),
         }
@@ -520,7 +520,7 @@ impl GatewayCatalog {
     /// before it returns.
     pub async fn set_bucket_versioning(&self, name: &str, versioning: Versioning) -> Result<(), GatewayError> {
         match self.client.propose(Command::SetBucketVersioning { bucket: name.into(), versioning }).await {
-            Ok(p) => self.see_own_write(p.log_index).await,
+            Ok(p) => self.see_own_write(p.follower_index()).await,
             Err(ClientError::Refused(CatalogError::NoSuchBucket(_))) => Err(GatewayError::NoSuchBucket),
             Err(e) => Err(catalog_error(e)),
         }
@@ -555,7 +555,7 @@ impl GatewayCatalog {
         lifecycle: Option<LifecycleConfig>,
     ) -> Result<(), GatewayError> {
         match self.client.propose(Command::SetBucketLifecycle { bucket: name.into(), lifecycle }).await {
-            Ok(p) => self.see_own_write(p.log_index).await,
+            Ok(p) => self.see_own_write(p.follower_index()).await,
             Err(ClientError::Refused(CatalogError::NoSuchBucket(_))) => Err(GatewayError::NoSuchBucket),
             Err(e) => Err(catalog_error(e)),
         }
