@@ -399,22 +399,27 @@ mod pg_function_tests {
     use super::*;
     use crate::topology::Site;
 
-    fn two_per_site() -> Topology {
+    /// Three sites of `per_site` nodes each; node i of a site weighs `weight(i)`.
+    fn three_sites(per_site: u32, weight: impl Fn(u32) -> f64) -> Topology {
         let mut t = Topology::default();
         for s in 0..3u32 {
             t.sites.push(Site { id: format!("s{s}") });
-            for i in 0..2u32 {
-                let id = s * 2 + i + 1;
+            for i in 0..per_site {
+                let id = s * per_site + i + 1;
                 t.nodes.push(Node {
                     id: NodeId(id),
                     site: format!("s{s}"),
                     addr: format!("127.0.0.1:{}", 7000 + id),
-                    weight: 1.0,
+                    weight: weight(i),
                     state: NodeState::Up,
                 });
             }
         }
         t
+    }
+
+    fn two_per_site() -> Topology {
+        three_sites(2, |_| 1.0)
     }
 
     #[test]
@@ -440,21 +445,7 @@ mod pg_function_tests {
     }
 
     fn nine_nodes() -> Topology {
-        let mut t = Topology::default();
-        for s in 0..3u32 {
-            t.sites.push(Site { id: format!("s{s}") });
-            for i in 0..3u32 {
-                let id = s * 3 + i + 1;
-                t.nodes.push(Node {
-                    id: NodeId(id),
-                    site: format!("s{s}"),
-                    addr: format!("127.0.0.1:{}", 7000 + id),
-                    weight: 1.0 + f64::from(i),
-                    state: NodeState::Up,
-                });
-            }
-        }
-        t
+        three_sites(3, |i| 1.0 + f64::from(i))
     }
 
     #[test]
