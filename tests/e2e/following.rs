@@ -248,7 +248,8 @@ async fn with_every_replica_killed_gateways_and_nodes_serve_and_restart_from_the
 
     // A gateway restarted now starts from its saved catalog (the dev
     // gateway's state directory), at the newest epoch, and serves.
-    assert_eq!(signal(c.gateway_pid(), SIGKILL), 0);
+    // Its catalog file is locked while it runs: wait for the exit.
+    kill_and_wait_exit(c.gateway_pid());
     let again = c.start_gateway("gateway", &[]);
     assert_eq!(gateway_epoch(&again.endpoint).await, 3, "restarted on an older map");
     let s3 = again.client();

@@ -303,6 +303,21 @@ pub fn signal(pid: i32, sig: i32) -> i32 {
     unsafe { libc_kill(pid, sig) }
 }
 
+/// `kill -9` of `pid`, returning once it has exited (gone, or a zombie
+/// waiting for its parent): its files are closed and its locks released,
+/// so a process started next on the same files does not find them held.
+/// kill(2) only sends the signal; the exit follows a little later.
+pub fn kill_and_wait_exit(pid: i32) {
+    assert_eq!(signal(pid, 9), 0, "kill -9 {pid}");
+    wait_until_blocking(Duration::from_secs(10), format!("process {pid} to exit after kill -9"), || {
+        match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+            Err(_) => Some(()),
+            // The state follows the command name's closing parenthesis.
+            Ok(stat) => stat.rsplit_once(") ").filter(|(_, rest)| rest.starts_with('Z')).map(|_| ()),
+        }
+    });
+}
+
 /// What a process of a `sillok dev` site is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Role {
