@@ -365,7 +365,10 @@ struct SmShared {
 
 /// What one applied batch does to the change log, in order.
 enum LogOp {
-    Reset,
+    /// The log starts again at this entry's index (a bootstrap or restore:
+    /// nothing before it can be followed by changes); later entries of the
+    /// same batch are pushed after it.
+    Reset(u64),
     Push(u64, ViewChange),
 }
 
@@ -615,7 +618,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
                             match touches {
                                 Touch::All => {
                                     dirty.all = true;
-                                    log_ops.push(LogOp::Reset);
+                                    log_ops.push(LogOp::Reset(index));
                                 }
                                 Touch::Map => {
                                     dirty.map = true;
@@ -664,7 +667,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
                 match op {
                     // A restore moves the index far ahead: nothing before it
                     // can be followed by changes.
-                    LogOp::Reset => log.reset(progress.applied_index),
+                    LogOp::Reset(index) => log.reset(index),
                     LogOp::Push(index, change) => log.push(index, change),
                 }
             }
@@ -749,6 +752,66 @@ fn noop() -> crate::Outcome {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn entry(index: u64, command: crate::state::Command) -> Entry {
+        Entry {
+            log_id: LogId::new(openraft::CommittedLeaderId::new(1, 1), index),
+            payload: EntryPayload::Normal(crate::Proposal { request_id: format!("r{index}"), command }),
+        }
+    }
+
+    /// A bootstrap and changes after it applied in one batch: the change log
+    /// starts again at the bootstrap's own index, so the changes after it
+    /// follow in order (it was reset at the batch's last index, out of order:
+    /// a debug assertion stopped a replica in the replicas test).
+    #[tokio::test]
+    async fn a_bootstrap_in_the_middle_of_a_batch_restarts_the_change_log_at_its_own_index() {
+        use crate::state::{Bucket, Command, KeyRecord, Permission};
+        use sillok_placement::{EcProfile, Node, NodeId, NodeState, PlacementMap, Site, Topology};
+        let dir = tempfile::tempdir().unwrap();
+        let mut sm = StateMachineStore::open(dir.path()).unwrap();
+        let mut t = Topology::default();
+        for s in 0..3u32 {
+            t.sites.push(Site { id: format!("s{s}") });
+            for i in 0..2u32 {
+                let id = s * 2 + i + 1;
+                let addr = format!("127.0.0.1:{}", 7000 + id);
+                t.nodes.push(Node { id: NodeId(id), site: format!("s{s}"), addr, weight: 1.0, state: NodeState::Up });
+            }
+        }
+        let map = PlacementMap::new(t, EcProfile::default(), 16).unwrap();
+        let key = KeyRecord {
+            id: "ADMIN1".into(),
+            secret: "0123456789abcdef0123".into(),
+            permissions: [Permission::Admin].into_iter().collect(),
+            enabled: true,
+            created_at: 1,
+        };
+        let bucket = |name: &str| Command::CreateBucket {
+            bucket: Bucket {
+                name: name.into(),
+                owner: "ADMIN1".into(),
+                created_at: 1,
+                storage_class: "STANDARD".into(),
+                cors: None,
+                lifecycle: None,
+                versioning: Default::default(),
+            },
+        };
+        let batch = vec![
+            entry(1, Command::Bootstrap { region: "r".into(), map, keys: vec![key] }),
+            entry(2, bucket("alpha")),
+            entry(3, bucket("bravo")),
+        ];
+        let replies = sm.apply(batch).await.unwrap();
+        assert!(replies.iter().all(|r| r.is_ok()), "{replies:?}");
+        let Some(Changes::Changes { since: 1, to: 3, changes }) = sm.changes_since(1, 100) else {
+            panic!("{:?}", sm.changes_since(1, 100))
+        };
+        let indexes: Vec<u64> = changes.iter().map(|c| c.index).collect();
+        assert_eq!(indexes, [2, 3]);
+        assert!(matches!(sm.changes_since(0, 100), Some(Changes::SnapshotNeeded { start: 1, applied: 3 })));
+    }
 
     /// A Raft log written by an earlier Sillok (redb's v2 file format) is
     /// upgraded to v3 when the replica opens it, and keeps what it held.
