@@ -73,6 +73,20 @@ struct Load {
     written: std::sync::Mutex<BTreeMap<String, Vec<u8>>>,
 }
 
+impl Load {
+    /// Starts the load on `s3`, reading back the objects of `want`.
+    fn start(s3: aws_sdk_s3::Client, want: &BTreeMap<String, Vec<u8>>) -> (Arc<Load>, tokio::task::JoinHandle<()>) {
+        let load = Arc::new(Load {
+            stop: AtomicBool::new(false),
+            ok: AtomicU64::new(0),
+            failed: AtomicU64::new(0),
+            written: Default::default(),
+        });
+        let known: Vec<(String, Vec<u8>)> = want.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+        (load.clone(), tokio::spawn(run_load(load, s3, known)))
+    }
+}
+
 async fn run_load(load: Arc<Load>, s3: aws_sdk_s3::Client, known: Vec<(String, Vec<u8>)>) {
     let mut i = 0u64;
     while !load.stop.load(Relaxed) {
@@ -167,14 +181,7 @@ async fn a_fourth_site_a_drained_node_and_a_cancelled_weight_change_move_data_un
     assert!(text.contains("site rule: kept"), "{text}");
 
     // Clients keep reading and writing while the data moves.
-    let load = Arc::new(Load {
-        stop: AtomicBool::new(false),
-        ok: AtomicU64::new(0),
-        failed: AtomicU64::new(0),
-        written: Default::default(),
-    });
-    let known: Vec<(String, Vec<u8>)> = want.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
-    let task = tokio::spawn(run_load(load.clone(), c.client(), known));
+    let (load, task) = Load::start(c.client(), &want);
 
     let out = c.admin_ok(&["rebalance", "apply"]);
     let added: Vec<u64> =
@@ -340,14 +347,7 @@ async fn a_split_into_4x_the_pgs_under_load_moves_nothing_and_loses_nothing() {
     let text = c.admin_ok(&["rebalance", "plan"]);
     assert!(text.contains(&format!("PGs: {from} -> {into}")), "{text}");
 
-    let load = Arc::new(Load {
-        stop: AtomicBool::new(false),
-        ok: AtomicU64::new(0),
-        failed: AtomicU64::new(0),
-        written: Default::default(),
-    });
-    let known: Vec<(String, Vec<u8>)> = want.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
-    let task = tokio::spawn(run_load(load.clone(), c.client(), known));
+    let (load, task) = Load::start(c.client(), &want);
     tokio::time::sleep(Duration::from_secs(2)).await;
     let rebuilt_before = rebuilt_bytes(&c);
     let applied = std::time::Instant::now();
