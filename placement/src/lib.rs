@@ -8,7 +8,8 @@
 //! the Raft catalog that replicates it) can rely on two processes computing
 //! the same answer from the same map.
 //!
-//! `cluster_file` is the file a cluster starts from. What this crate may not
+//! `delta` tells a map change as the rows it changed ([`MapDelta`]), for
+//! followers of the catalog. `cluster_file` is the file a cluster starts from. What this crate may not
 //! do: touch the network, spawn tasks or depend on any other Sillok crate.
 //! The replicated catalog that holds the map lives in `sillok-catalog`.
 //!
@@ -20,12 +21,14 @@
 
 pub mod assign;
 pub mod cluster_file;
+pub mod delta;
 pub mod error;
 pub mod map;
 pub mod profile;
 pub mod topology;
 
 pub use cluster_file::{AccessKey, CatalogReplica, ClusterFile};
+pub use delta::{DeltaError, MapDelta};
 pub use error::PlacementError;
 pub use map::{MAX_PG_COUNT, PgFunction, PgId, PlacementMap, key_hash, pg_of};
 pub use profile::EcProfile;

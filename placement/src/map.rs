@@ -339,56 +339,90 @@ impl PlacementMap {
 
     /// Checks every invariant listed at the top of the crate.
     pub fn validate(&self) -> Result<(), PlacementError> {
-        self.profile.check()?;
-        self.topology.check()?;
-        if self.pg_count == 0 {
+        let rows = RowCheck::of(self)?;
+        for (pg, row) in self.slots.iter().enumerate() {
+            rows.check(pg as PgId, row)?;
+        }
+        Ok(())
+    }
+}
+
+/// What checking one slot row needs from its map (the map-wide checks are
+/// made once, when it is built): the row's width, the per-site cap, and each
+/// node's site and whether it may hold slots, by id (a hash lookup: maps of
+/// 1,000 nodes and 2^16 PGs check a million slots).
+pub(crate) struct RowCheck<'a> {
+    width: usize,
+    cap: usize,
+    m: u8,
+    nodes: std::collections::HashMap<NodeId, (&'a str, NodeState)>,
+}
+
+impl<'a> RowCheck<'a> {
+    /// Checks what does not depend on any one row (profile, topology, PG
+    /// count and function, the number of rows) and gets ready to check rows.
+    pub(crate) fn of(map: &'a PlacementMap) -> Result<Self, PlacementError> {
+        map.profile.check()?;
+        map.topology.check()?;
+        if map.pg_count == 0 {
             return Err(PlacementError::InvalidTopology("the map needs at least one placement group".into()));
         }
-        if self.pg_function == PgFunction::TopBits && !self.pg_count.is_power_of_two() {
+        if map.pg_function == PgFunction::TopBits && !map.pg_count.is_power_of_two() {
             return Err(PlacementError::InvalidTopology(format!(
                 "the PG count must be a power of two (got {}), so that PGs can split",
-                self.pg_count
+                map.pg_count
             )));
         }
-        if self.slots.len() != self.pg_count as usize {
+        if map.slots.len() != map.pg_count as usize {
             return Err(PlacementError::InvalidMap(format!(
                 "{} PGs declared but {} slot rows present",
-                self.pg_count,
-                self.slots.len()
+                map.pg_count,
+                map.slots.len()
             )));
         }
-        let width = self.profile.width();
-        let cap = crate::assign::site_cap(&self.topology, self.profile);
-        for (pg, row) in self.slots.iter().enumerate() {
-            if row.len() != width {
-                return Err(PlacementError::InvalidMap(format!("PG {pg} has {} slots, needs {width}", row.len())));
+        let nodes = map.topology.nodes.iter().map(|n| (n.id, (n.site.as_str(), n.state))).collect();
+        Ok(RowCheck {
+            width: map.profile.width(),
+            cap: crate::assign::site_cap(&map.topology, map.profile),
+            m: map.profile.m,
+            nodes,
+        })
+    }
+
+    /// The per-site cap the rows are checked against.
+    pub(crate) fn cap(&self) -> usize {
+        self.cap
+    }
+
+    /// Checks one slot row: k+m distinct nodes of the topology, each in
+    /// service, at most `cap` of them in one site.
+    pub(crate) fn check(&self, pg: PgId, row: &[NodeId]) -> Result<(), PlacementError> {
+        if row.len() != self.width {
+            return Err(PlacementError::InvalidMap(format!("PG {pg} has {} slots, needs {}", row.len(), self.width)));
+        }
+        let mut per_site: Vec<(&str, usize)> = Vec::with_capacity(row.len());
+        for (i, n) in row.iter().enumerate() {
+            if row[..i].contains(n) {
+                return Err(PlacementError::InvalidMap(format!("PG {pg} uses node {n} twice")));
             }
-            let mut per_site: std::collections::BTreeMap<&str, usize> = Default::default();
-            for (i, n) in row.iter().enumerate() {
-                if row[..i].contains(n) {
-                    return Err(PlacementError::InvalidMap(format!("PG {pg} uses node {n} twice")));
-                }
-                let node = self
-                    .topology
-                    .node(*n)
-                    .ok_or_else(|| PlacementError::InvalidMap(format!("PG {pg} slot {i} names unknown node {n}")))?;
-                if !node.state.holds_slots() && node.state != crate::topology::NodeState::Draining {
-                    return Err(PlacementError::InvalidMap(format!(
-                        "PG {pg} slot {i} is on node {n}, which is {:?}",
-                        node.state
-                    )));
-                }
-                *per_site.entry(node.site.as_str()).or_default() += 1;
+            let &(site, state) = self
+                .nodes
+                .get(n)
+                .ok_or_else(|| PlacementError::InvalidMap(format!("PG {pg} slot {i} names unknown node {n}")))?;
+            if !state.holds_slots() && state != NodeState::Draining {
+                return Err(PlacementError::InvalidMap(format!("PG {pg} slot {i} is on node {n}, which is {state:?}")));
             }
-            for (site, count) in per_site {
-                if count > cap {
-                    return Err(PlacementError::InvalidMap(format!(
-                        "PG {pg} has {count} slots in site {site}; at most {cap} are allowed (m={}, more only while \
-                         a whole site is out)",
-                        self.profile.m
-                    )));
-                }
+            match per_site.iter_mut().find(|(s, _)| *s == site) {
+                Some((_, c)) => *c += 1,
+                None => per_site.push((site, 1)),
             }
+        }
+        if let Some((site, count)) = per_site.into_iter().find(|(_, c)| *c > self.cap) {
+            return Err(PlacementError::InvalidMap(format!(
+                "PG {pg} has {count} slots in site {site}; at most {} are allowed (m={}, more only while a whole \
+                 site is out)",
+                self.cap, self.m
+            )));
         }
         Ok(())
     }
