@@ -11,7 +11,7 @@
 //! | `GET  /v1/status` | both | [`Status`]: this replica's view, the leader and its site, sites, nodes, epoch |
 //! | `GET  /v1/catalog[?consistent=1]` | both | [`CatalogView`]; secrets only for internal callers; `consistent` answers from the leader after a read barrier |
 //! | `GET  /v1/catalog?newer_than=N&wait_ms=M` | both | the catalog once this replica's applied index is > N (long poll, at most [`MAX_WAIT_MS`]); 204 if nothing came |
-//! | `GET  /v1/catalog/changes?since=N&wait_ms=M` | internal | [`crate::changes::Changes`]: the changes after index N from the replica's change log (long poll like the above; 204 if none came), or `snapshot_needed` when its log no longer reaches back to N |
+//! | `GET  /v1/catalog/changes?since=N&wait_ms=M[&map_rows=1][&only=map]` | internal | [`crate::changes::Changes`]: the changes after index N from the replica's change log (long poll like the above; 204 if none came), or `snapshot_needed` when its log no longer reaches back to N. `map_rows=1`: the caller reads map deltas (without it, a run holding one is answered `snapshot_needed`); `only=map`: the map's changes only, and the whole map instead of `snapshot_needed` (storage nodes) |
 //! | `GET  /v1/map?newer_than=N&wait_ms=M` | both | the map once its epoch is > N (long poll, at most [`MAX_WAIT_MS`]); 204 if none came |
 //! | `POST /v1/propose` | both | a [`crate::Proposal`]: 200 [`Proposed`], 409 refused ([`ErrorBody`] with the refusal) |
 //! | `POST /v1/membership/add` | both | [`AddReplica`]: learner, then voter |

@@ -16,20 +16,26 @@
 //!   after `since` is the view at `last`.
 //! - A change is computed from what its command touched (one bucket, one key,
 //!   or the map), never by comparing whole catalogs: its cost is the change's.
-//! - The log is bounded by a count; dropping its oldest change moves `start`
-//!   to that change's index. A replica that starts, installs a snapshot or
+//!   A map change is told as a [`MapDelta`] (the rows it changed) whenever
+//!   the map before it had the same shape, else as the whole map.
+//! - The log is bounded by a count and by the bytes of its changes (as
+//!   JSON: a delta of a large rebalance or the whole map of a split can be
+//!   megabytes; the newest change is always kept); dropping its oldest
+//!   change moves `start` to that change's index. A replica that starts, installs a snapshot or
 //!   applies a `Restore` starts an empty log at its applied index: a
 //!   follower that is behind `start` is told to take the whole view.
 
 use std::collections::VecDeque;
 
 use serde::{Deserialize, Serialize};
-use sillok_placement::PlacementMap;
+use sillok_placement::{MapDelta, PlacementMap};
 
 use crate::state::{Bucket, KeyRecord};
 
 /// Changes a replica keeps for followers unless told otherwise.
 pub const DEFAULT_CHANGE_LOG_ENTRIES: usize = 10_000;
+/// Most bytes of changes (as JSON) a replica keeps for followers.
+pub const CHANGE_LOG_BYTES: usize = 64 << 20;
 /// Most changes in one answer; a follower further behind asks again.
 pub const MAX_CHANGES_PER_ANSWER: usize = 5_000;
 
@@ -54,11 +60,25 @@ pub enum ViewChange {
     KeyRemoved {
         id: String,
     },
-    /// The new map, whole (map changes are rare next to bucket and key
-    /// changes; a PG split replaces every row anyway).
+    /// The new map, whole: a PG split (it replaces every row), a map
+    /// before which the replica had none, and the answer to a map-only
+    /// follower behind the log's start.
     Map {
         map: PlacementMap,
     },
+    /// The new map as the rows that changed since the one before it: every
+    /// other map change. Sent only to followers that say they read it
+    /// (`map_rows=1`); others are told to take the whole view.
+    MapDelta {
+        delta: MapDelta,
+    },
+}
+
+impl ViewChange {
+    /// Whether it changes the map (the only changes a storage node follows).
+    pub fn is_map(&self) -> bool {
+        matches!(self, ViewChange::Map { .. } | ViewChange::MapDelta { .. })
+    }
 }
 
 /// A change and the index of the entry that made it.
@@ -85,19 +105,37 @@ pub enum Changes {
 pub struct ChangeLog {
     start: u64,
     last: u64,
-    entries: VecDeque<IndexedChange>,
+    /// Each change with its size as JSON.
+    entries: VecDeque<(IndexedChange, usize)>,
     capacity: usize,
+    /// The sum of the entries' sizes, and its bound.
+    bytes: usize,
+    max_bytes: usize,
 }
 
 impl ChangeLog {
     /// An empty log at `applied`, keeping at most `capacity` changes.
     pub fn new(applied: u64, capacity: usize) -> Self {
-        ChangeLog { start: applied, last: applied, entries: VecDeque::new(), capacity: capacity.max(1) }
+        Self::bounded(applied, capacity, CHANGE_LOG_BYTES)
+    }
+
+    /// An empty log at `applied`, keeping at most `capacity` changes and
+    /// `max_bytes` of them (the newest change is kept whatever its size).
+    pub fn bounded(applied: u64, capacity: usize, max_bytes: usize) -> Self {
+        ChangeLog {
+            start: applied,
+            last: applied,
+            entries: VecDeque::new(),
+            capacity: capacity.max(1),
+            bytes: 0,
+            max_bytes,
+        }
     }
 
     /// Forgets everything: the log covers nothing before `applied`.
     pub fn reset(&mut self, applied: u64) {
         self.entries.clear();
+        self.bytes = 0;
         self.start = applied;
         self.last = applied;
     }
@@ -110,11 +148,14 @@ impl ChangeLog {
     /// Records the change made by entry `index`.
     pub fn push(&mut self, index: u64, change: ViewChange) {
         debug_assert!(index > self.last || self.entries.is_empty(), "changes come in index order");
-        self.entries.push_back(IndexedChange { index, change });
+        let size = json_size(&change);
+        self.entries.push_back((IndexedChange { index, change }, size));
+        self.bytes += size;
         self.last = self.last.max(index);
-        while self.entries.len() > self.capacity {
-            if let Some(dropped) = self.entries.pop_front() {
+        while self.entries.len() > self.capacity || (self.bytes > self.max_bytes && self.entries.len() > 1) {
+            if let Some((dropped, size)) = self.entries.pop_front() {
                 self.start = dropped.index;
+                self.bytes -= size;
             }
         }
     }
@@ -132,25 +173,57 @@ impl ChangeLog {
         self.entries.is_empty()
     }
 
+    /// Bytes of the changes kept (as JSON).
+    pub fn bytes(&self) -> usize {
+        self.bytes
+    }
+
     /// What a follower at `since` needs (at most `max` changes), or `None`
     /// if nothing was applied after `since`.
     pub fn since(&self, since: u64, max: usize) -> Option<Changes> {
+        self.since_only(since, max, |_| true)
+    }
+
+    /// [`ChangeLog::since`] for a follower that sees only the changes `keep`
+    /// picks (a storage node: the map's). The answer's `to` is as far as the
+    /// log was read, so the follower skips what it does not see.
+    pub fn since_only(&self, since: u64, max: usize, keep: impl Fn(&ViewChange) -> bool) -> Option<Changes> {
         if since >= self.last {
             return None;
         }
         if since < self.start {
             return Some(Changes::SnapshotNeeded { start: self.start, applied: self.last });
         }
-        let first = self.entries.partition_point(|c| c.index <= since);
-        let changes: Vec<IndexedChange> = self.entries.range(first..).take(max.max(1)).cloned().collect();
-        let to = if first + changes.len() < self.entries.len() {
-            // Cut short: up to the last change sent, whose entry is whole.
-            changes.last().map_or(self.last, |c| c.index)
-        } else {
-            self.last
-        };
-        Some(Changes::Changes { since, to, changes })
+        let first = self.entries.partition_point(|(c, _)| c.index <= since);
+        let mut changes = Vec::new();
+        let mut cut_at = None;
+        for (c, _) in self.entries.range(first..).filter(|(c, _)| keep(&c.change)) {
+            if changes.len() == max.max(1) {
+                // Cut short: up to the last change sent, whose entry is whole.
+                cut_at = changes.last().map(|c: &IndexedChange| c.index);
+                break;
+            }
+            changes.push(c.clone());
+        }
+        Some(Changes::Changes { since, to: cut_at.unwrap_or(self.last), changes })
     }
+}
+
+/// The length of a change as JSON, counted without keeping the text.
+fn json_size(change: &ViewChange) -> usize {
+    struct Count(usize);
+    impl std::io::Write for Count {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0 += buf.len();
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut n = Count(0);
+    let _ = serde_json::to_writer(&mut n, change);
+    n.0
 }
 
 #[cfg(test)]
@@ -193,6 +266,20 @@ mod tests {
     }
 
     #[test]
+    fn the_log_is_bounded_by_bytes_too_and_keeps_the_newest_change() {
+        let one = json_size(&removed("x"));
+        let mut log = ChangeLog::bounded(0, 100, one * 3);
+        for i in 1..=5 {
+            log.push(i, removed("x"));
+        }
+        assert_eq!((log.len(), log.start(), log.bytes()), (3, 2, one * 3));
+        assert_eq!(log.since(1, 100), Some(Changes::SnapshotNeeded { start: 2, applied: 5 }));
+        log.push(6, removed(&"y".repeat(10 * one)));
+        assert_eq!((log.len(), log.start()), (1, 5), "a change larger than the bound is kept alone");
+        assert!(matches!(log.since(5, 100), Some(Changes::Changes { ref changes, .. }) if changes.len() == 1));
+    }
+
+    #[test]
     fn long_answers_stop_at_a_whole_entry() {
         let mut log = ChangeLog::new(0, 100);
         for i in 1..=10 {
@@ -203,6 +290,25 @@ mod tests {
         assert_eq!((to, changes.len()), (4, 4));
         let Some(Changes::Changes { to, changes, .. }) = log.since(8, 4) else { panic!() };
         assert_eq!((to, changes.len()), (20, 2));
+    }
+
+    #[test]
+    fn a_filtered_answer_skips_what_its_follower_does_not_see() {
+        let mut log = ChangeLog::new(0, 100);
+        for i in 1..=6 {
+            log.push(i, removed("x"));
+        }
+        let map_only = |c: &ViewChange| matches!(c, ViewChange::BucketRemoved { name } if name == "m");
+        log.push(7, removed("m"));
+        log.push(8, removed("x"));
+        log.push(9, removed("m"));
+        let Some(Changes::Changes { to, changes, .. }) = log.since_only(0, 100, map_only) else { panic!() };
+        assert_eq!((to, changes.iter().map(|c| c.index).collect::<Vec<_>>()), (9, vec![7, 9]));
+        let Some(Changes::Changes { to, changes, .. }) = log.since_only(0, 1, map_only) else { panic!() };
+        assert_eq!((to, changes.len()), (7, 1), "cut short after the first kept change");
+        assert_eq!(log.since_only(9, 100, map_only), None);
+        let Some(Changes::Changes { to, changes, .. }) = log.since_only(0, 100, |_| false) else { panic!() };
+        assert_eq!((to, changes.len()), (9, 0), "a follower that sees nothing still moves to the end");
     }
 
     #[test]

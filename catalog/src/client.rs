@@ -307,13 +307,27 @@ impl CatalogClient {
     /// The changes after index `since`, waiting up to `wait` on one replica
     /// for some (`None`: nothing came). An older replica without the route
     /// answers 404, which comes back as `BadRequest`.
+    /// Map changes come as deltas (`map_rows=1`).
     pub async fn changes_since(
         &self,
         since: u64,
         wait: Duration,
     ) -> Result<Option<crate::changes::Changes>, ClientError> {
         let ms = wait.as_millis().min(u128::from(api::MAX_WAIT_MS));
-        self.long_poll(&format!("/v1/catalog/changes?since={since}&wait_ms={ms}"), wait).await
+        self.long_poll(&format!("/v1/catalog/changes?since={since}&wait_ms={ms}&map_rows=1"), wait).await
+    }
+
+    /// [`CatalogClient::changes_since`] for a follower of the map alone (a
+    /// storage node): no bucket or key change (so no secret) is sent, and a
+    /// follower behind the replica's log gets the whole map as one change
+    /// instead of "snapshot needed".
+    pub async fn map_changes_since(
+        &self,
+        since: u64,
+        wait: Duration,
+    ) -> Result<Option<crate::changes::Changes>, ClientError> {
+        let ms = wait.as_millis().min(u128::from(api::MAX_WAIT_MS));
+        self.long_poll(&format!("/v1/catalog/changes?since={since}&wait_ms={ms}&map_rows=1&only=map"), wait).await
     }
 
     /// Sends a storage node's usage report to every replica at once (each

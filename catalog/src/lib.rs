@@ -27,9 +27,11 @@
 //! - `detector`: the leader's failure detector, which marks silent nodes
 //!   `down` and then `out`;
 //! - `client`: [`CatalogClient`], which finds the leader among the replicas;
-//! - `follower`: [`follower::Follower`], which storage nodes use to track
-//!   the map ([`follower::MapFollower`], by epoch), keeping the last map seen
-//!   on disk and never going back (gateways follow the change log instead).
+//! - `follower`: [`follower::MapFollower`], which storage nodes use to track
+//!   the map through the change log (its map changes only), keeping the last
+//!   map seen on disk by rows (`map_rows`) and never going back; gateways
+//!   follow the whole change log the same way.
+//! - `map_rows`: a map kept in a redb file by rows, written a delta at a time.
 //!
 //! Invariants:
 //! - Every change to the catalog goes through the Raft log as a [`Proposal`]
@@ -55,6 +57,7 @@ pub mod cors;
 pub mod detector;
 pub mod follower;
 pub mod lifecycle;
+pub mod map_rows;
 pub mod ops;
 pub mod raft_network;
 pub mod rebalance;

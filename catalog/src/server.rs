@@ -44,6 +44,7 @@ use openraft::{ChangeMembers, ServerState, SnapshotPolicy};
 use serde::Deserialize;
 
 use crate::api::{self, AddReplica, CatalogView, ErrorBody, MembershipChanged, Proposed, RemoveReplica, Status};
+use crate::changes::{Changes, ViewChange};
 use crate::raft_network::{MAX_RESPONSE, Network};
 use crate::state::{CatalogError, Command, Permission};
 use crate::store::{LogStore, StateMachineStore};
@@ -828,11 +829,19 @@ async fn without_secrets(resp: Response) -> Response {
 struct ChangesQuery {
     since: u64,
     wait_ms: Option<u64>,
+    /// `1`: the follower reads map changes as deltas ([`ViewChange::MapDelta`]).
+    map_rows: Option<String>,
+    /// `map`: the follower sees the map's changes only (a storage node).
+    only: Option<String>,
 }
 
-/// `GET /v1/catalog/changes?since=N&wait_ms=M` (internal callers only: key
-/// changes carry secrets): the changes after `since` from this replica's
-/// change log, or "snapshot needed"; 204 if nothing came within the wait.
+/// `GET /v1/catalog/changes?since=N&wait_ms=M[&map_rows=1][&only=map]`
+/// (internal callers only: key changes carry secrets): the changes after
+/// `since` from this replica's change log, or "snapshot needed"; 204 if
+/// nothing came within the wait. A follower that does not read map deltas
+/// (one built before them) is told to take the whole view when the run
+/// holds one. A map-only follower is never told to take a snapshot: it is
+/// sent the whole map instead (`StateMachineStore::map_changes_since`).
 async fn changes(
     State(sh): State<Arc<Shared>>,
     Extension(caller): Extension<Caller>,
@@ -841,18 +850,45 @@ async fn changes(
     if let Err(r) = internal_only(&caller) {
         return r;
     }
+    let map_only = match q.only.as_deref() {
+        None | Some("") => false,
+        Some("map") => true,
+        Some(other) => {
+            return error(StatusCode::BAD_REQUEST, "bad_request", format!("only={other}: the only filter is only=map"));
+        }
+    };
+    let map_rows = matches!(q.map_rows.as_deref(), Some("1" | "true"));
     let deadline = tokio::time::Instant::now() + Duration::from_millis(q.wait_ms.unwrap_or(0).min(api::MAX_WAIT_MS));
     let mut rx = sh.sm.subscribe();
+    let mut expired = false;
     loop {
         // Marked seen before the log is read: the log is updated before
         // progress is published, so no change can slip between the two.
         rx.borrow_and_update();
-        if let Some(answer) = sh.sm.changes_since(q.since, crate::changes::MAX_CHANGES_PER_ANSWER) {
+        let max = crate::changes::MAX_CHANGES_PER_ANSWER;
+        let answer = if map_only { sh.sm.map_changes_since(q.since, max) } else { sh.sm.changes_since(q.since, max) };
+        // A map-only follower is woken by map changes alone: a run without
+        // one is held until the wait ends, then sent (its `to` moves the
+        // follower along the log).
+        let held =
+            map_only && !expired && matches!(&answer, Some(Changes::Changes { changes, .. }) if changes.is_empty());
+        if let Some(answer) = answer.filter(|_| !held) {
+            if !map_rows
+                && let Changes::Changes { to, changes, .. } = &answer
+                && let Some(first) = changes.iter().find(|c| matches!(c.change, ViewChange::MapDelta { .. }))
+            {
+                let whole = Changes::SnapshotNeeded { start: first.index, applied: *to };
+                return json(StatusCode::OK, &whole);
+            }
             return json(StatusCode::OK, &answer);
+        }
+        if expired {
+            return StatusCode::NO_CONTENT.into_response();
         }
         match tokio::time::timeout_at(deadline, rx.changed()).await {
             Ok(Ok(())) => continue,
-            _ => return StatusCode::NO_CONTENT.into_response(),
+            Ok(Err(_)) => return StatusCode::NO_CONTENT.into_response(),
+            Err(_) => expired = true,
         }
     }
 }

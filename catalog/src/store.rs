@@ -48,9 +48,10 @@ use redb::{Database, ReadableTable, ReadableTableMetadata, TableDefinition};
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
-use crate::changes::{ChangeLog, Changes, DEFAULT_CHANGE_LOG_ENTRIES, ViewChange};
+use crate::changes::{ChangeLog, Changes, DEFAULT_CHANGE_LOG_ENTRIES, IndexedChange, ViewChange};
 use crate::state::{Catalog, Touch};
 use crate::{Entry, LogId, ReplicaNode, Reply, StorageError, StoredMembership, TypeConfig};
+use sillok_placement::MapDelta;
 
 const LOG: TableDefinition<u64, &[u8]> = TableDefinition::new("raft_log");
 const RAFT_META: TableDefinition<&str, &[u8]> = TableDefinition::new("raft_meta");
@@ -469,6 +470,19 @@ impl StateMachineStore {
         self.inner.changes.lock().expect("change log lock").since(since, max)
     }
 
+    /// What a follower of the map alone (a storage node) at `since` needs:
+    /// the map's changes, or, when the log no longer reaches back to
+    /// `since`, the whole current map as the one change up to the applied
+    /// index (a map read after the log is at least as new as the log's end;
+    /// followers skip changes whose epoch they already have).
+    pub fn map_changes_since(&self, since: u64, max: usize) -> Option<Changes> {
+        let answer = self.inner.changes.lock().expect("change log lock").since_only(since, max, ViewChange::is_map)?;
+        let Changes::SnapshotNeeded { applied, .. } = answer else { return Some(answer) };
+        let map = self.read(|st| st.catalog.map.clone());
+        let changes = map.map(|map| IndexedChange { index: applied, change: ViewChange::Map { map } });
+        Some(Changes::Changes { since, to: applied, changes: changes.into_iter().collect() })
+    }
+
     /// Watches the map epoch and the applied index.
     pub fn subscribe(&self) -> watch::Receiver<Progress> {
         self.inner.progress.subscribe()
@@ -623,9 +637,14 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
                                 Touch::Map => {
                                     dirty.map = true;
                                     if let Some(map) = st.catalog.map.as_ref()
-                                        && map_before.flatten().as_ref() != Some(map)
+                                        && map_before.as_ref().and_then(|m| m.as_ref()) != Some(map)
                                     {
-                                        log_ops.push(LogOp::Push(index, ViewChange::Map { map: map.clone() }));
+                                        let delta = map_before.flatten().and_then(|old| MapDelta::between(&old, map));
+                                        let change = match delta {
+                                            Some(delta) => ViewChange::MapDelta { delta },
+                                            None => ViewChange::Map { map: map.clone() },
+                                        };
+                                        log_ops.push(LogOp::Push(index, change));
                                     }
                                 }
                                 Touch::Bucket(b) => {

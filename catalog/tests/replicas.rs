@@ -10,8 +10,10 @@ mod ports;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
+use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant};
 
+use sillok_catalog::changes::Changes;
 use sillok_catalog::server::{RaftTimings, Replica, ReplicaConfig};
 use sillok_catalog::state::{Bucket, Command, KeyRecord, Permission, STANDARD};
 use sillok_catalog::{CatalogClient, ClientError, ClientTimeouts, Outcome, ReplicaNode};
@@ -273,19 +275,33 @@ async fn a_map_follower_follows_by_epoch_and_starts_from_disk_without_replicas()
     }
     let c = std::sync::Arc::new(cl.client());
     wait_seeded(&c).await;
-    let path = cl.dir.path().join("last-map.json");
-    let f = MapFollower::start(c.clone(), path.clone(), None, FollowOptions::default());
+    let path = cl.dir.path().join("map.redb");
+    let f = MapFollower::start(c.clone(), path.clone(), None, FollowOptions::default()).unwrap();
     let mut rx = f.subscribe();
     let deadline = Instant::now() + Duration::from_secs(20);
     while f.epoch() < 1 {
         assert!(Instant::now() < deadline);
         let _ = tokio::time::timeout(Duration::from_millis(200), rx.changed()).await;
     }
+    assert_eq!(f.figures().wholes.load(Relaxed), 1, "a new follower takes the whole map once");
+    // Bucket and key changes do not reach a map follower (no secret does).
+    c.propose(bucket("quiet")).await.unwrap();
     c.propose(Command::node_state(NodeId(4), NodeState::Down)).await.unwrap();
     while f.epoch() < 2 {
         assert!(Instant::now() < deadline, "the follower did not see epoch 2");
         let _ = tokio::time::timeout(Duration::from_millis(200), rx.changed()).await;
     }
+    assert_eq!(f.figures().deltas.load(Relaxed), 1, "a map change after the first comes as a delta");
+    assert_eq!(f.figures().wholes.load(Relaxed), 1);
+    let Some(Changes::Changes { changes, .. }) = c.map_changes_since(0, Duration::ZERO).await.unwrap() else {
+        panic!("a map-only follower is never told to take a snapshot")
+    };
+    assert!(changes.iter().all(|ch| ch.change.is_map()), "{changes:?}");
+    let Some(Changes::Changes { changes, .. }) = c.map_changes_since(f.applied() - 1, Duration::ZERO).await.unwrap()
+    else {
+        panic!("the log reaches back one entry")
+    };
+    assert!(changes.iter().all(|ch| ch.change.is_map()), "{changes:?}");
     drop(f);
     for id in 1..=3 {
         cl.stop(id).await;
@@ -296,7 +312,7 @@ async fn a_map_follower_follows_by_epoch_and_starts_from_disk_without_replicas()
         Command::Bootstrap { map, .. } => map,
         _ => unreachable!(),
     };
-    let f = MapFollower::start(c.clone(), path, Some(old), FollowOptions::default());
+    let f = MapFollower::start(c.clone(), path, Some(old), FollowOptions::default()).unwrap();
     assert_eq!(f.epoch(), 2);
     assert_eq!(f.current().unwrap().topology.node(NodeId(4)).unwrap().state, NodeState::Down);
 }

@@ -146,30 +146,38 @@ impl Copy {
         Ok(true)
     }
 
-    /// Whether a batch to `applied` with map `map` (if any) may be taken.
+    /// Whether a batch to `applied` with map `map` (if any, already
+    /// validated: `Batch::of_changes`, `Index::of_view`) may be taken.
     fn forward(&self, applied: u64, map: Option<&PlacementMap>) -> bool {
         let index = self.index.read().expect("index lock");
-        applied > index.applied && map.is_none_or(|m| m.epoch >= index.map.epoch && m.validate().is_ok())
+        applied > index.applied && map.is_none_or(|m| m.epoch >= index.map.epoch)
     }
 
-    /// Takes a run of changes from `since` to `to`.
-    async fn take_changes(&self, since: u64, to: u64, changes: Vec<sillok_catalog::changes::IndexedChange>) -> bool {
+    /// Takes a run of changes from `since` to `to`; `None`: its map changes
+    /// cannot be taken on this index, take the whole view.
+    async fn take_changes(
+        &self,
+        since: u64,
+        to: u64,
+        changes: Vec<sillok_catalog::changes::IndexedChange>,
+    ) -> Option<bool> {
         let _guard = self.publishing.lock().await;
         let have = self.applied();
         if have < since {
             // The run starts after what we have: a gap (cannot happen with
             // one replica's log; be safe).
-            return false;
+            return None;
         }
-        let batch = Batch::of_changes(have, to, changes);
+        let map = self.index.read().expect("index lock").map.clone();
+        let batch = Batch::of_changes(have, to, changes, &map)?;
         if !self.forward(batch.applied, batch.map.as_deref()) {
-            return false;
+            return Some(false);
         }
         match self.take(batch).await {
-            Ok(took) => took,
+            Ok(took) => Some(took),
             Err(e) => {
                 tracing::warn!(error = %e, "cannot save the catalog changes; not using them yet");
-                false
+                Some(false)
             }
         }
     }
@@ -209,14 +217,23 @@ async fn follow(client: Arc<CatalogClient>, copy: Arc<Copy>, options: FollowOpti
                 copy.figures.bytes.fetch_add(bytes as u64, Ordering::Relaxed);
                 tracing::debug!(since, to, changes = changes.len(), "catalog changes");
                 let epoch = copy.seen.borrow().epoch;
-                if copy.take_changes(since, to, changes).await {
-                    let now = *copy.seen.borrow();
-                    if now.epoch > epoch {
-                        tracing::info!(epoch = now.epoch, applied = now.applied, "following a newer placement map");
+                match copy.take_changes(since, to, changes).await {
+                    Some(true) => {
+                        let now = *copy.seen.borrow();
+                        if now.epoch > epoch {
+                            tracing::info!(epoch = now.epoch, applied = now.applied, "following a newer placement map");
+                        }
+                        options.pause
                     }
-                    options.pause
-                } else {
-                    options.retry
+                    Some(false) => options.retry,
+                    None => {
+                        tracing::info!(
+                            since,
+                            to,
+                            "catalog changes that do not follow from this copy: taking the whole catalog"
+                        );
+                        whole(&client, &copy, since, options.wait).await
+                    }
                 }
             }
             Ok(Some(Changes::SnapshotNeeded { start, applied })) => {
@@ -345,14 +362,7 @@ impl GatewayCatalog {
             if let Ok(Ok(Some(view))) = got
                 && let Some(index) = Index::of_view(view)
             {
-                let mut empty = index.clone();
-                empty.applied = 0;
-                empty.buckets.clear();
-                empty.keys.clear();
-                let mut batch = empty.diff(&index);
-                batch.map = Some(index.map.clone());
-                batch.region = Some(index.region.clone());
-                file.write(&batch).map_err(|e| GatewayError::Internal(e.to_string()))?;
+                file.write(&Batch::whole(&index)).map_err(|e| GatewayError::Internal(e.to_string()))?;
                 return Ok(index);
             }
             if Instant::now() >= deadline {

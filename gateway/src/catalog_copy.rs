@@ -5,21 +5,26 @@
 //! becomes one [`Batch`] of rows, written to the file in one redb write
 //! transaction (immediate durability) and then applied to the index in place.
 //!
-//! File tables (values JSON): `meta` (`applied`, `region`, `map`), `buckets`
-//! (name → bucket), `keys` (key id → key record, secret included). The file
-//! is created 0600 (it holds secrets) and kept 0600.
+//! File tables (values JSON): `meta` (`applied`, `region`), `buckets`
+//! (name → bucket), `keys` (key id → key record, secret included), and the
+//! map by rows (`sillok_catalog::map_rows`: a map change writes the rows its
+//! delta names). The file is created 0600 (it holds secrets) and kept 0600.
+//! Files written before the map was kept by rows hold it whole in `meta`
+//! (`map`); it is read from there until the next map change moves it.
 //!
 //! Invariants:
 //! - A batch is on disk before the index changes, and the file always holds
 //!   the index as of one `applied` (one transaction per batch), so a restart
 //!   starts from the newest index the gateway ever used.
 //! - A batch of changes costs work and bytes written proportional to the
-//!   changes (rows touched), never to the catalog; a whole view (a snapshot)
-//!   is compared with the index in memory and only the rows that differ are
-//!   written.
+//!   changes (rows touched, and for a map change the slot rows its delta
+//!   names), never to the catalog; a whole view (a snapshot) is compared with
+//!   the index in memory and only the rows that differ are written. (The map
+//!   in memory is copied whole once per batch that changes it.)
 //! - A batch never moves the index back: its `applied` is above the index's,
-//!   its map (if any) validates and its epoch is not below the index's (the
-//!   caller, `catalog`, checks this under its publishing lock).
+//!   its map (if any) validates (a whole map is checked whole, a delta's
+//!   result as `MapDelta::apply` checks it) and its epoch is not below the
+//!   index's (the caller, `catalog`, checks this under its publishing lock).
 //! - A state directory holding only `catalog.json` (written by gateways
 //!   before this file existed) starts from it; the JSON file is removed once
 //!   its contents are in the redb file.
@@ -31,8 +36,9 @@ use std::sync::Arc;
 use redb::{Database, ReadableTable, TableDefinition};
 use sillok_catalog::api::CatalogView;
 use sillok_catalog::changes::{IndexedChange, ViewChange};
+use sillok_catalog::map_rows::{self, MapRowsError};
 use sillok_catalog::state::{Bucket, KeyRecord};
-use sillok_placement::PlacementMap;
+use sillok_placement::{MapDelta, PlacementMap};
 
 const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
 const BUCKETS: TableDefinition<&str, &[u8]> = TableDefinition::new("buckets");
@@ -51,6 +57,8 @@ pub enum CopyError {
     Io { path: PathBuf, source: std::io::Error },
     #[error("the gateway's catalog file {path} holds an unreadable row: {source}")]
     Json { path: PathBuf, source: serde_json::Error },
+    #[error("the gateway's catalog file {path}: {source}")]
+    Map { path: PathBuf, source: MapRowsError },
 }
 
 /// One catalog view, indexed for lookups, as of index `applied`.
@@ -126,6 +134,7 @@ impl Index {
         }
         if self.map != to.map {
             b.map = Some(to.map.clone());
+            b.map_deltas = MapDelta::between(&self.map, &to.map).map(|d| vec![d]);
         }
         for (name, bucket) in &to.buckets {
             if self.buckets.get(name) != Some(bucket) {
@@ -171,26 +180,73 @@ impl Index {
 pub struct Batch {
     pub applied: u64,
     pub region: Option<String>,
+    /// The new map, if it changed.
     pub map: Option<Arc<PlacementMap>>,
+    /// How the map changed from the index's, when only some rows did
+    /// (`None` with a new map: every row is written).
+    pub map_deltas: Option<Vec<MapDelta>>,
     pub buckets: Vec<(String, Option<Bucket>)>,
     pub keys: Vec<(String, Option<KeyRecord>)>,
 }
 
 impl Batch {
+    /// Every row of `index`, the map whole: what a new file is given.
+    pub fn whole(index: &Index) -> Batch {
+        Batch {
+            applied: index.applied,
+            region: Some(index.region.clone()),
+            map: Some(index.map.clone()),
+            map_deltas: None,
+            buckets: index.buckets.iter().map(|(n, b)| (n.clone(), Some(b.clone()))).collect(),
+            keys: index.keys.iter().map(|(i, k)| (i.clone(), Some(k.clone()))).collect(),
+        }
+    }
+
     /// The rows of a run of changes (those at or below `after` are left out:
-    /// the index already holds them), ending at `to`.
-    pub fn of_changes(after: u64, to: u64, changes: Vec<IndexedChange>) -> Batch {
+    /// the index already holds them), ending at `to`, on an index whose map
+    /// is `map`. `None`: a map change in the run cannot be taken (a whole map
+    /// that does not validate, or a delta that does not start from the map
+    /// before it), and the caller takes the whole view instead.
+    pub fn of_changes(after: u64, to: u64, changes: Vec<IndexedChange>, map: &Arc<PlacementMap>) -> Option<Batch> {
         let mut b = Batch { applied: to, ..Default::default() };
+        // Whether a whole map came (then every row is written), else the
+        // deltas taken, in order.
+        let mut whole = false;
+        let mut deltas = Vec::new();
         for c in changes.into_iter().filter(|c| c.index > after) {
             match c.change {
                 ViewChange::BucketPut { bucket } => b.buckets.push((bucket.name.clone(), Some(bucket))),
                 ViewChange::BucketRemoved { name } => b.buckets.push((name, None)),
                 ViewChange::KeyPut { key } => b.keys.push((key.id.clone(), Some(key))),
                 ViewChange::KeyRemoved { id } => b.keys.push((id, None)),
-                ViewChange::Map { map } => b.map = Some(Arc::new(map)),
+                ViewChange::Map { map } => {
+                    if let Err(e) = map.validate() {
+                        tracing::warn!(epoch = map.epoch, error = %e, "a replica sent a map that is not valid");
+                        return None;
+                    }
+                    b.map = Some(Arc::new(map));
+                    whole = true;
+                }
+                ViewChange::MapDelta { delta } => {
+                    let base = b.map.as_ref().unwrap_or(map);
+                    if delta.epoch <= base.epoch {
+                        continue;
+                    }
+                    match delta.apply(base) {
+                        Ok(next) => b.map = Some(Arc::new(next)),
+                        Err(e) => {
+                            tracing::info!(epoch = delta.epoch, error = %e, "a map change cannot be applied here");
+                            return None;
+                        }
+                    }
+                    deltas.push(delta);
+                }
             }
         }
-        b
+        if b.map.is_some() && !whole {
+            b.map_deltas = Some(deltas);
+        }
+        Some(b)
     }
 
     /// Rows changed, for metrics.
@@ -210,6 +266,10 @@ impl CopyFile {
         CopyError::Db { path: self.path.clone(), source: Box::new(e.into()) }
     }
 
+    fn map_err(&self, source: MapRowsError) -> CopyError {
+        CopyError::Map { path: self.path.clone(), source }
+    }
+
     /// Opens (or creates, 0600) the file in `dir`, and returns the index it
     /// holds, or the one in an old `catalog.json` (moved into the file).
     pub fn open(dir: &Path) -> Result<(CopyFile, Option<Index>), CopyError> {
@@ -226,6 +286,7 @@ impl CopyFile {
         for t in [META, BUCKETS, KEYS] {
             w.open_table(t).map_err(|e| file.db_err(e))?;
         }
+        map_rows::create_tables(&w).map_err(|e| file.map_err(e))?;
         w.commit().map_err(|e| file.db_err(e))?;
         if let Some(index) = file.load()? {
             return Ok((file, Some(index)));
@@ -238,17 +299,7 @@ impl CopyFile {
         else {
             return Ok((file, None));
         };
-        let empty = Index {
-            applied: 0,
-            region: String::new(),
-            map: index.map.clone(),
-            buckets: HashMap::new(),
-            keys: HashMap::new(),
-        };
-        let mut batch = empty.diff(&index);
-        batch.map = Some(index.map.clone());
-        batch.region = Some(index.region.clone());
-        file.write(&batch)?;
+        file.write(&Batch::whole(&index))?;
         tracing::info!(from = %old.display(), to = %file.path.display(), applied = index.applied, "the gateway's saved catalog moved to its redb file");
         if let Err(e) = std::fs::remove_file(&old) {
             tracing::warn!(path = %old.display(), error = %e, "cannot remove the old catalog file");
@@ -264,10 +315,19 @@ impl CopyFile {
         let get = |k: &str| -> Result<Option<Vec<u8>>, CopyError> {
             Ok(meta.get(k).map_err(|e| self.db_err(e))?.map(|v| v.value().to_vec()))
         };
-        let (Some(applied), Some(region), Some(map)) = (get("applied")?, get("region")?, get("map")?) else {
+        let (Some(applied), Some(region)) = (get("applied")?, get("region")?) else {
             return Ok(None);
         };
-        let map: PlacementMap = serde_json::from_slice(&map).map_err(json)?;
+        let map = match map_rows::read(&r) {
+            Ok(Some(map)) => map,
+            Ok(None) => match get("map")? {
+                // A file from before the map was kept by rows.
+                Some(old) => serde_json::from_slice(&old).map_err(json)?,
+                None => return Ok(None),
+            },
+            Err(MapRowsError::Invalid(_)) => return Ok(None),
+            Err(e) => return Err(self.map_err(e)),
+        };
         if map.validate().is_err() {
             return Ok(None);
         }
@@ -299,7 +359,14 @@ impl CopyFile {
                 meta.insert("region", to_json(r).as_slice()).map_err(|e| self.db_err(e))?;
             }
             if let Some(m) = &b.map {
-                meta.insert("map", to_json(&**m).as_slice()).map_err(|e| self.db_err(e))?;
+                // A file from before the map was kept by rows has no rows to
+                // change: it is given them all, and its whole map goes.
+                let old_layout = meta.remove("map").map_err(|e| self.db_err(e))?.is_some();
+                match &b.map_deltas {
+                    Some(deltas) if !old_layout => deltas.iter().try_for_each(|d| map_rows::write_delta(&w, m, d)),
+                    _ => map_rows::write_whole(&w, m),
+                }
+                .map_err(|e| self.map_err(e))?;
             }
             let mut t = w.open_table(BUCKETS).map_err(|e| self.db_err(e))?;
             for (name, bucket) in &b.buckets {
@@ -399,7 +466,13 @@ mod tests {
                 Some(key) => ViewChange::KeyPut { key: key.clone() },
                 None => ViewChange::KeyRemoved { id: k },
             }),
-            Touch::Map => (map_before != c.map).then(|| ViewChange::Map { map: c.map.clone().unwrap() }),
+            Touch::Map => (map_before != c.map).then(|| {
+                let after = c.map.clone().unwrap();
+                match map_before.and_then(|b| MapDelta::between(&b, &after)) {
+                    Some(delta) => ViewChange::MapDelta { delta },
+                    None => ViewChange::Map { map: after },
+                }
+            }),
             Touch::All => None,
         }
     }
@@ -427,7 +500,11 @@ mod tests {
                 3 => Command::SetBucketVersioning { bucket: name, versioning: Versioning::Enabled },
                 4 => Command::CreateKey { key: key(&format!("KEY{}", next(5) + 1)) },
                 5 => Command::RevokeKey { id: format!("KEY{}", next(5) + 1) },
-                _ => Command::node_state(NodeId(next(6) as u32 + 1), NodeState::Down),
+                // Down keeps a node's slots; Out moves them (rows change).
+                _ => Command::node_state(
+                    NodeId(next(6) as u32 + 1),
+                    [NodeState::Down, NodeState::Up, NodeState::Out][next(3) as usize],
+                ),
             };
             let before = c.map.clone();
             if c.apply(&cmd).is_ok()
@@ -439,14 +516,33 @@ mod tests {
             views.push(view_of(&c, i));
         }
         let last = views.last().unwrap().clone();
+        let deltas = log.since(1, 1000).map_or(0, |c| match c {
+            sillok_catalog::changes::Changes::Changes { changes, .. } => changes
+                .iter()
+                .filter(|c| matches!(&c.change, ViewChange::MapDelta { delta } if !delta.rows.is_empty()))
+                .count(),
+            _ => 0,
+        });
+        assert!(deltas > 5, "the sequence moves rows {deltas} times");
         for start in [0usize, 1, 50, 150, 297] {
             let mut index = views[start].clone();
+            // Written to a file as a gateway does, batch by batch.
+            let dir = tempfile::tempdir().unwrap();
+            let (file, _) = CopyFile::open(dir.path()).unwrap();
+            file.write(&Batch::whole(&index)).unwrap();
             while let Some(sillok_catalog::changes::Changes::Changes { to, changes, .. }) = log.since(index.applied, 7)
             {
-                let b = Batch::of_changes(index.applied, to, changes);
+                let b = Batch::of_changes(index.applied, to, changes, &index.map).expect("the changes follow");
+                file.write(&b).unwrap();
                 index.apply(&b);
             }
             assert_eq!(index, last, "following from {start}");
+            drop(file);
+            assert_eq!(
+                CopyFile::open(dir.path()).unwrap().1,
+                Some(last.clone()),
+                "the file after following from {start}"
+            );
             // A snapshot's rows, applied, also give it.
             let mut from_snapshot = views[start].clone();
             from_snapshot.apply(&views[start].diff(&last));
@@ -462,18 +558,15 @@ mod tests {
         let (file, none) = CopyFile::open(dir.path()).unwrap();
         assert!(none.is_none());
         let mut index = view_of(&c, 5);
-        let mut first = Index { applied: 0, region: String::new(), map: index.map.clone(), ..index.clone() };
-        first.buckets.clear();
-        first.keys.clear();
-        let mut b = first.diff(&index);
-        b.map = Some(index.map.clone());
-        file.write(&b).unwrap();
+        file.write(&Batch::whole(&index)).unwrap();
         for (i, n) in ["x", "y", "z"].into_iter().enumerate() {
             let b = Batch::of_changes(
                 index.applied,
                 6 + i as u64,
                 vec![IndexedChange { index: 6 + i as u64, change: ViewChange::BucketPut { bucket: bucket(n) } }],
-            );
+                &index.map,
+            )
+            .unwrap();
             file.write(&b).unwrap();
             index.apply(&b);
         }
@@ -481,7 +574,9 @@ mod tests {
             9,
             10,
             vec![IndexedChange { index: 10, change: ViewChange::BucketRemoved { name: "y".into() } }],
-        );
+            &index.map,
+        )
+        .unwrap();
         file.write(&b).unwrap();
         index.apply(&b);
         drop(file);
@@ -489,6 +584,51 @@ mod tests {
         assert_eq!(mode & 0o777, 0o600);
         let (_, again) = CopyFile::open(dir.path()).unwrap();
         assert_eq!(again.unwrap(), index);
+    }
+
+    #[test]
+    fn a_file_with_the_map_whole_in_meta_is_read_and_moves_to_rows_at_the_next_map_change() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut c = seeded();
+        let index = view_of(&c, 5);
+        {
+            // As gateways wrote the file before the map was kept by rows.
+            let (file, _) = CopyFile::open(dir.path()).unwrap();
+            let w = file.db.begin_write().unwrap();
+            {
+                let mut meta = w.open_table(META).unwrap();
+                meta.insert("applied", to_json(&5u64).as_slice()).unwrap();
+                meta.insert("region", to_json(&index.region).as_slice()).unwrap();
+                meta.insert("map", to_json(&*index.map).as_slice()).unwrap();
+                let mut keys = w.open_table(KEYS).unwrap();
+                for (id, k) in &index.keys {
+                    keys.insert(id.as_str(), to_json(k).as_slice()).unwrap();
+                }
+            }
+            w.commit().unwrap();
+        }
+        let (file, read) = CopyFile::open(dir.path()).unwrap();
+        let mut read = read.expect("the old layout is read");
+        assert_eq!(read, index);
+        let before = c.map.clone().unwrap();
+        c.apply(&Command::node_state(NodeId(2), NodeState::Out)).unwrap();
+        let delta = MapDelta::between(&before, c.map.as_ref().unwrap()).unwrap();
+        assert!(!delta.rows.is_empty());
+        let b = Batch::of_changes(
+            5,
+            6,
+            vec![IndexedChange { index: 6, change: ViewChange::MapDelta { delta } }],
+            &read.map,
+        )
+        .unwrap();
+        assert!(b.map_deltas.is_some(), "a delta is written as rows");
+        file.write(&b).unwrap();
+        read.apply(&b);
+        drop(file);
+        let (file, again) = CopyFile::open(dir.path()).unwrap();
+        assert_eq!(again.unwrap(), read);
+        let r = file.db.begin_read().unwrap();
+        assert!(r.open_table(META).unwrap().get("map").unwrap().is_none(), "the whole map left meta");
     }
 
     #[test]

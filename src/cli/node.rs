@@ -1,7 +1,7 @@
 //! `sillok node`: serve one storage node.
 //!
 //! The node follows the placement map in the catalog (a [`MapFollower`],
-//! saved at `<data>/map.json`) so that it knows the current epoch and refuses
+//! saved by rows at `<data>/map.redb`) so that it knows the current epoch and refuses
 //! manifest requests made on an older map. It finds itself (its site and
 //! listen address) in the newest map it has: the one saved from the catalog,
 //! the catalog's own, or the cluster file's, so a node added with `sillok
@@ -189,7 +189,7 @@ fn start_following(file: &ClusterFile, a: &NodeArgs) -> anyhow::Result<Option<(M
         ClientTimeouts { attempt: Duration::from_secs(2), total: Duration::from_secs(5), ..Default::default() };
     let client = Arc::new(CatalogClient::new(replicas, Signer::new(&file.cluster_secret), timeouts)?);
     let follower =
-        MapFollower::start(client.clone(), a.data.join("map.json"), Some(file.map.clone()), FollowOptions::default());
+        MapFollower::start(client.clone(), a.data.join("map.redb"), Some(file.map.clone()), FollowOptions::default())?;
     Ok(Some((follower, client)))
 }
 

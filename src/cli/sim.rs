@@ -464,6 +464,8 @@ fn tables(rows: &[Row], baseline: u64, a: &SimArgs) -> String {
             "followers",
             "bytes per change, whole map to all",
             "bytes per change, changed rows only",
+            "node add as a delta KiB (what a follower receives)",
+            "follower delta decode+apply ms",
         ],
     );
     for r in rows {
@@ -482,6 +484,10 @@ fn tables(rows: &[Row], baseline: u64, a: &SimArgs) -> String {
         cells.push(
             add.map(|ch| human(ch.moves.rows_changed as f64 * width * 4.0 * n as f64)).unwrap_or_else(|| "-".into()),
         );
+        // Reports made before deltas existed have none.
+        let delta = add.filter(|ch| ch.delta_bytes > 0);
+        cells.push(delta.map(|ch| kib(ch.delta_bytes)).unwrap_or_else(|| "-".into()));
+        cells.push(delta.map(|ch| format!("{:.1}", ch.delta_apply_s * 1e3)).unwrap_or_else(|| "-".into()));
         line(&mut s, &cells);
     }
     let done: Vec<&Row> = rows.iter().filter(|r| matches!(r.outcome, Outcome::Done { .. })).collect();

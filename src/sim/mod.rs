@@ -23,7 +23,9 @@ pub mod plot;
 use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
-use sillok_placement::{EcProfile, Node, NodeId, NodeState, PlacementError, PlacementMap, Site, Topology, assign};
+use sillok_placement::{
+    EcProfile, MapDelta, Node, NodeId, NodeState, PlacementError, PlacementMap, Site, Topology, assign,
+};
 use thiserror::Error;
 
 #[derive(Debug, Error)]
@@ -323,6 +325,14 @@ pub struct ChangeReport {
     pub balance: Balance,
     /// The new map as JSON, earlier rows included.
     pub json_bytes: u64,
+    /// The change as a follower receives it: its `MapDelta` as JSON (0 in
+    /// reports made before deltas existed).
+    #[serde(default)]
+    pub delta_bytes: u64,
+    /// What a follower spends taking the delta: JSON decode, then
+    /// `MapDelta::apply` to its map (a copy and the checks), in seconds.
+    #[serde(default)]
+    pub delta_apply_s: f64,
 }
 
 /// Everything measured for one configuration (a child's answer). Fields
@@ -442,21 +452,36 @@ pub fn measure(
                 moves: Moves::default(),
                 balance: Balance::default(),
                 json_bytes: 0,
+                delta_bytes: 0,
+                delta_apply_s: 0.0,
             });
             progress(&r);
             continue;
         }
         let (next, wall, cpu) = timed(|| map.with_topology(t2));
         let report = match next {
-            Ok(next) => ChangeReport {
-                change,
-                error: None,
-                wall_s: wall,
-                cpu_s: cpu,
-                moves: moves(&map, &next, change, &concerned),
-                balance: balance(&next),
-                json_bytes: serde_json::to_vec(&next)?.len() as u64,
-            },
+            Ok(next) => {
+                let delta =
+                    serde_json::to_vec(&MapDelta::between(&map, &next).expect("a topology change has a delta"))?;
+                let (applied, delta_apply_s, _) = timed(|| -> Result<PlacementMap, SimError> {
+                    let d: MapDelta = serde_json::from_slice(&delta)?;
+                    d.apply(&map).map_err(|e| SimError::Spec(format!("{}: {e}", c.spec())))
+                });
+                if applied? != next {
+                    return Err(SimError::Spec(format!("{}: the delta did not make the new map", c.spec())));
+                }
+                ChangeReport {
+                    change,
+                    error: None,
+                    wall_s: wall,
+                    cpu_s: cpu,
+                    moves: moves(&map, &next, change, &concerned),
+                    balance: balance(&next),
+                    json_bytes: serde_json::to_vec(&next)?.len() as u64,
+                    delta_bytes: delta.len() as u64,
+                    delta_apply_s,
+                }
+            }
             Err(e) => ChangeReport {
                 change,
                 error: Some(e.to_string()),
@@ -465,6 +490,8 @@ pub fn measure(
                 moves: Moves::default(),
                 balance: Balance::default(),
                 json_bytes: 0,
+                delta_bytes: 0,
+                delta_apply_s: 0.0,
             },
         };
         r.changes.push(report);

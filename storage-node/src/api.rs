@@ -24,6 +24,7 @@
 //! | `POST /v1/references` | body [`References`] → [`ShardPlaces`]: where the manifests here place those ids' shards |
 //! | `GET  /metrics` | Prometheus text (unsigned: figures only) |
 //! | `GET  /v1/health` | 200 `{"node": id, "epoch": E}` |
+//! | `GET  /v1/map` | the placement map the node follows (404: none) |
 //!
 //! Map epochs: a caller that follows the placement map sends its epoch in
 //! [`H_EPOCH`]; every answer carries the node's epoch in [`H_EPOCH`] (when the

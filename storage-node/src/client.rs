@@ -530,6 +530,11 @@ impl NodeClient {
 
     /// Whether the node answers; `Ok` names the map epoch it follows and how
     /// far its clock is from ours.
+    /// The placement map the node at `addr` follows.
+    pub async fn followed_map(&self, addr: &str) -> Result<sillok_placement::PlacementMap, NodeError> {
+        self.call_json(addr, Method::GET, "/v1/map", None).await
+    }
+
     pub async fn health(&self, addr: &str) -> Result<NodeHealth, NodeError> {
         let sent = sillok_model::clock::wall_ms();
         let resp = self.call(addr, Method::GET, "/v1/health", None).await?;

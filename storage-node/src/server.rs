@@ -329,6 +329,7 @@ fn router(state: Arc<AppState>) -> Router {
         .route("/v1/pg/shards", post(list_pg_shards))
         .route("/v1/references", post(references))
         .route("/v1/health", get(health))
+        .route("/v1/map", get(followed_map))
         .route("/metrics", get(metrics))
         .fallback(|| async { ApiError(NodeError::NotFound) })
         .layer(middleware::from_fn_with_state(state.clone(), authenticate))
@@ -979,6 +980,12 @@ fn readiness(st: &AppState) -> Result<(), String> {
         return Err(why.replace('\n', " "));
     }
     Ok(())
+}
+
+/// The placement map this node follows (404 when it follows none).
+async fn followed_map(State(st): State<Arc<AppState>>) -> Result<Response, ApiError> {
+    let map = st.map.as_ref().and_then(|m| m.borrow().clone()).ok_or(NodeError::NotFound)?;
+    Ok(json(StatusCode::OK, &*map))
 }
 
 async fn health(State(st): State<Arc<AppState>>) -> Response {

@@ -14,10 +14,11 @@ use sillok_storage_node::{NodeClient, Timeouts};
 
 use crate::support::*;
 
-/// The map node `id` of `site` follows (its saved `map.json`).
-pub(crate) fn map_of(c: &DevCluster, site: &str, id: u64) -> Option<PlacementMap> {
-    let p = c.dir.path().join("sites").join(site).join(format!("node-{id}")).join("map.json");
-    serde_json::from_slice(&std::fs::read(p).ok()?).ok()
+/// The map a node (`(id, site, addr)` as `DevCluster::nodes` lists it)
+/// follows, as it answers `GET /v1/map`.
+pub(crate) async fn map_of(c: &DevCluster, node: &(u64, String, String)) -> Option<PlacementMap> {
+    let client = NodeClient::new(c.cluster_file()["cluster_secret"].as_str().unwrap(), Timeouts::default());
+    client.followed_map(&node.2).await.ok()
 }
 
 /// `sillok admin repair status --json`.
@@ -160,7 +161,7 @@ async fn a_killed_site_is_rebuilt_onto_the_others_with_no_command_and_one_more_n
     let client = NodeClient::new(c.cluster_file()["cluster_secret"].as_str().unwrap(), Timeouts::default());
     let checked =
         wait_until(Duration::from_secs(240), "every object at k+m shards on the surviving sites", async || {
-            let map = map_of(&c, &survivor.1, survivor.0).ok_or("no map yet".to_string())?;
+            let map = map_of(&c, &survivor).await.ok_or("no map yet".to_string())?;
             if !lost_nodes
                 .iter()
                 .all(|id| map.topology.node(NodeId(*id as u32)).is_some_and(|n| n.state == NodeState::Out))
@@ -396,7 +397,7 @@ async fn a_site_that_returns_gets_its_shards_back_and_nothing_deleted_or_overwri
     let client = NodeClient::new(c.cluster_file()["cluster_secret"].as_str().unwrap(), Timeouts::default());
     let state_of = |map: &PlacementMap, id: u64| map.topology.node(NodeId(id as u32)).map(|n| n.state);
     wait_until(Duration::from_secs(120), "site-c out and rebuilt elsewhere", async || {
-        let map = map_of(&c, &survivor.1, survivor.0).ok_or("no map yet".to_string())?;
+        let map = map_of(&c, &survivor).await.ok_or("no map yet".to_string())?;
         if !lost_nodes.iter().all(|id| state_of(&map, *id) == Some(NodeState::Out)) {
             return Err(format!("{lost} not out yet"));
         }
@@ -408,7 +409,7 @@ async fn a_site_that_returns_gets_its_shards_back_and_nothing_deleted_or_overwri
     // and its nodes take their shards back.
     let _back: Vec<ChildGuard> = lost_nodes.iter().map(|id| c.restart_node(*id, &node_args)).collect();
     let entries = wait_until(Duration::from_secs(180), "every shard at its slot again", async || {
-        let map = map_of(&c, &survivor.1, survivor.0).ok_or("no map yet".to_string())?;
+        let map = map_of(&c, &survivor).await.ok_or("no map yet".to_string())?;
         if !lost_nodes.iter().all(|id| state_of(&map, *id) == Some(NodeState::Up)) {
             return Err(format!("{lost} not up yet (epoch {})", map.epoch));
         }
@@ -500,7 +501,7 @@ async fn a_rebuild_survives_killing_a_rebuilding_node_and_the_catalog_leader_and
     let survivor = c.nodes().into_iter().find(|(id, s, _)| s == "site-a" && *id != busy).unwrap();
     let client = NodeClient::new(c.cluster_file()["cluster_secret"].as_str().unwrap(), Timeouts::default());
     wait_until(Duration::from_secs(240), "every object at k+m shards, each at its slot", async || {
-        let map = map_of(&c, &survivor.1, survivor.0).ok_or("no map yet".to_string())?;
+        let map = map_of(&c, &survivor).await.ok_or("no map yet".to_string())?;
         full_redundancy(&client, &map).await?;
         at_home(&client, &map).await
     })

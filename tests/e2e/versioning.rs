@@ -496,7 +496,7 @@ async fn every_version_is_rebuilt_after_a_site_loss_and_each_shard_is_written_on
     let survivor = c.nodes().into_iter().find(|(_, s, _)| s == "site-a").unwrap();
     let client = NodeClient::new(c.cluster_file()["cluster_secret"].as_str().unwrap(), Timeouts::default());
     wait_until(Duration::from_secs(240), "every version at k+m shards on the surviving sites", async || {
-        let map = crate::rebuild::map_of(&c, &survivor.1, survivor.0).ok_or("no map yet".to_string())?;
+        let map = crate::rebuild::map_of(&c, &survivor).await.ok_or("no map yet".to_string())?;
         if !lost_nodes.iter().all(|id| map.topology.node(NodeId(*id as u32)).is_some_and(|n| n.state == NodeState::Out))
         {
             let status = String::from_utf8_lossy(&c.admin(&["status"]).stdout).into_owned();
