@@ -14,13 +14,20 @@
 #      bytes written to disk (write_bytes) and CPU time (utime+stime) of
 #      the gateway and of the node, divided by N; then STRACE_N more changes
 #      under strace for the bytes each received from the replicas' ports.
+#   3. Misses and listings: MISSES HEADs of unknown buckets (distinct names:
+#      a name found missing is remembered for a second) and MISSES
+#      ListBuckets at the gateway (curl --aws-sigv4), timed, then again under
+#      strace for the bytes the gateway received from the replicas per call:
+#      a whole view read from the leader (before read indexes) or a read
+#      index and the changes the gateway lacked.
 # Usage: benches/follow-figures.sh OUT_DIR LABEL=BIN [LABEL=BIN ...]
-#   (N=200, BUCKETS=100000, KEYS=100000 by default)
+#   (N=200, STRACE_N=20, MISSES=5, BUCKETS=100000, KEYS=100000 by default)
 set -euo pipefail
 OUT=$1
 shift
 N=${N:-200}
 SN=${STRACE_N:-20}
+MISSES=${MISSES:-5}
 NB=${BUCKETS:-100000}
 NK=${KEYS:-100000}
 mkdir -p "$OUT"
@@ -82,6 +89,7 @@ io() { # pid -> "rchar write_bytes cpu_ticks"
 }
 metric() { curl -s "$1/_sillok/metrics" | awk -v m="$2" '$1 == m {print $2}'; }
 
+printf 'binary\tcall\tbytes_from_replicas/call\tms_median\tms_max\n' >"$OUT/misses.tsv"
 printf 'binary\tfollower\tbytes_from_replicas/change\tdisk_bytes_written/change\tcpu_ms/change\tlatency_ms_median\tlatency_ms_p90\n' >"$OUT/figures.tsv"
 for spec in "$@"; do
   label=${spec%%=*}
@@ -159,9 +167,38 @@ for spec in "$@"; do
   cpu() { awk -v a="$1" -v b="$2" -v n="$N" -v t="$TICK" 'BEGIN {printf "%.2f", (b - a) * 1000 / t / n}'; }
   printf '%s\tgateway\t%s\t%s\t%s\t%s\n' "$label" "$g_recv" "$(per $g_w0 $g_w1)" "$(cpu $g_c0 $g_c1)" "$lat" >>"$OUT/figures.tsv"
   printf '%s\tnode\t%s\t%s\t%s\t-\t-\n' "$label" "$n_recv" "$(per $n_w0 $n_w1)" "$(cpu $n_c0 $n_c1)" >>"$OUT/figures.tsv"
-  curl -s "$EP/_sillok/metrics" | grep -E '^sillok_catalog_(follow|changes|whole|buckets|applied)' >"$OUT/$label-gateway-metrics.txt" || true
+  # 3. Misses and listings, signed by the dev cluster's S3 key (restored
+  # with the backup).
+  s3() { # -> "status seconds"
+    curl -s -o /dev/null -w '%{http_code} %{time_total}\n' --aws-sigv4 "aws:amz:$AWS_REGION:s3" \
+      --user "$AWS_ACCESS_KEY_ID:$AWS_SECRET_ACCESS_KEY" -H 'x-amz-content-sha256: UNSIGNED-PAYLOAD' "$@"
+  }
+  calls() { # kind round -> one line "status seconds" per call
+    for i in $(seq "$MISSES"); do
+      case $1 in
+        miss) s3 -I "$EP/no-such-bucket-$label-$2-$i" ;;
+        list) s3 "$EP/" ;;
+      esac
+    done
+  }
+  for kind in miss list; do
+    calls $kind timed >"$D/$kind.times"
+    strace -f -qq -yy -s 0 -e trace=read,recvfrom,recvmsg -o "$D/$kind.strace" -p $GW 2>/dev/null &
+    ST=$!
+    sleep 1
+    calls $kind straced >/dev/null
+    sleep 1
+    kill $ST 2>/dev/null || true
+    wait $ST 2>/dev/null || true
+    bytes=$(SN=$MISSES recv "$D/$kind.strace")
+    ms=$(awk '{print $2 * 1000}' "$D/$kind.times" | sort -n | awk '{a[NR]=$1} END {printf "%.1f\t%.1f", a[int((NR+1)/2)], a[NR]}')
+    echo "$label $kind statuses: $(cut -d' ' -f1 "$D/$kind.times" | sort | uniq -c | xargs)" >>"$OUT/summary.txt"
+    printf '%s\t%s\t%s\t%s\n' "$label" "$kind" "$bytes" "$ms" >>"$OUT/misses.tsv"
+  done
+  curl -s "$EP/_sillok/metrics" | grep -E '^sillok_catalog_(follow|changes|whole|buckets|applied|read_index|fresh|negative)' >"$OUT/$label-gateway-metrics.txt" || true
   echo "$label: gateway RSS $(awk '/VmRSS/ {print $2, $3}' /proc/$GW/status), state dir $(du -sh "$D/gateway" | cut -f1)" | tee -a "$OUT/summary.txt"
   for p in "${RUN[@]}"; do kill -9 "$p" 2>/dev/null || true; done
   wait 2>/dev/null || true
 done
 column -t -s $'\t' "$OUT/figures.tsv" | tee -a "$OUT/summary.txt"
+column -t -s $'\t' "$OUT/misses.tsv" | tee -a "$OUT/summary.txt"

@@ -12,6 +12,7 @@
 //! | `GET  /v1/catalog[?consistent=1]` | both | [`CatalogView`]; secrets only for internal callers; `consistent` answers from the leader after a read barrier |
 //! | `GET  /v1/catalog?newer_than=N&wait_ms=M` | both | the catalog once this replica's applied index is > N (long poll, at most [`MAX_WAIT_MS`]); 204 if nothing came |
 //! | `GET  /v1/catalog/changes?since=N&wait_ms=M[&map_rows=1][&only=map]` | internal | [`crate::changes::Changes`]: the changes after index N from the replica's change log (long poll like the above; 204 if none came), or `snapshot_needed` when its log no longer reaches back to N. `map_rows=1`: the caller reads map deltas (without it, a run holding one is answered `snapshot_needed`); `only=map`: the map's changes only, and the whole map instead of `snapshot_needed` (storage nodes) |
+//! | `GET  /v1/catalog/read_index` | internal | [`ReadIndex`]: after a read barrier on the leader, the follower-visible index (`CatalogView::applied_index` space) a follower must have applied to see every change committed before the call |
 //! | `GET  /v1/map?newer_than=N&wait_ms=M` | both | the map once its epoch is > N (long poll, at most [`MAX_WAIT_MS`]); 204 if none came |
 //! | `POST /v1/propose` | both | a [`crate::Proposal`]: 200 [`Proposed`], 409 refused ([`ErrorBody`] with the refusal) |
 //! | `POST /v1/membership/add` | both | [`AddReplica`]: learner, then voter |
@@ -19,7 +20,7 @@
 //! | `POST /v1/report` | internal | [`NodeReport`]: a storage node's usage, kept in memory, shown by status; 204 |
 //! | `POST /v1/report/gateway` | internal | [`GatewayReport`]: a gateway's clock and epoch, kept in memory, shown by status; 204 |
 //!
-//! Writes (propose, membership, consistent reads) sent to a follower are
+//! Writes (propose, membership, consistent reads, read indexes) sent to a follower are
 //! forwarded once to the leader it knows ([`H_FORWARDED`] marks the hop; a
 //! forwarded request is never forwarded again). Every response names the
 //! leader the replica knows in [`H_LEADER`] (`id@addr`), so clients go there
@@ -69,6 +70,17 @@ impl Proposed {
     pub fn follower_index(&self) -> u64 {
         if self.follower_index > 0 { self.follower_index } else { self.log_index }
     }
+}
+
+/// `GET /v1/catalog/read_index`: what a follower of the change log must
+/// have applied (`index`, in `CatalogView::applied_index` space, the space
+/// of the change log) to see every change committed before the call; taken
+/// on the leader after a read barrier.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReadIndex {
+    pub index: u64,
+    /// The replica that confirmed it leads.
+    pub leader: u64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -255,6 +255,14 @@ impl CatalogClient {
         self.call(Method::GET, pq, Vec::new()).await
     }
 
+    /// The index a follower must have applied (`CatalogView::applied_index`
+    /// space) to see every change committed before the call, confirmed by
+    /// the leader (internal callers only). An older replica without the
+    /// route answers 404, which comes back as `BadRequest`.
+    pub async fn read_index(&self) -> Result<api::ReadIndex, ClientError> {
+        self.call(Method::GET, "/v1/catalog/read_index", Vec::new()).await
+    }
+
     /// A backup of the whole catalog, secrets included, read from the leader
     /// after a read barrier (admin keys and the cluster secret only).
     pub async fn backup(&self) -> Result<api::CatalogBackup, ClientError> {

@@ -344,6 +344,7 @@ fn router(sh: Arc<Shared>) -> Router {
         .route("/v1/status", get(status))
         .route("/v1/catalog", get(catalog))
         .route("/v1/catalog/changes", get(changes))
+        .route("/v1/catalog/read_index", get(read_index))
         .route("/v1/map", get(map))
         .route("/v1/backup", get(backup))
         .route("/v1/propose", post(propose))
@@ -891,6 +892,37 @@ async fn changes(
             Err(_) => expired = true,
         }
     }
+}
+
+/// `GET /v1/catalog/read_index` (internal callers only, like the change
+/// log): on the leader, after a read barrier (bounded by the commit
+/// timeout), the follower-visible index that covers every change committed
+/// before the call; a follower forwards it to the leader it knows.
+async fn read_index(
+    State(sh): State<Arc<Shared>>,
+    Extension(caller): Extension<Caller>,
+    headers: HeaderMap,
+) -> Response {
+    if let Err(r) = internal_only(&caller) {
+        return r;
+    }
+    match tokio::time::timeout(sh.commit_timeout, sh.raft.ensure_linearizable()).await {
+        Err(_) => return error(StatusCode::SERVICE_UNAVAILABLE, "timeout", "no read barrier in time; retry".into()),
+        Ok(Err(e)) => {
+            if let Some(fwd) = e.forward_to_leader() {
+                let fwd = fwd.clone();
+                return forward(&sh, &headers, Method::GET, "/v1/catalog/read_index", Bytes::new(), &fwd).await;
+            }
+            return error(StatusCode::SERVICE_UNAVAILABLE, "no_leader", e.to_string());
+        }
+        Ok(Ok(_)) => {}
+    }
+    // The barrier returns once the leader has applied everything committed
+    // before the call; its applied index, read with the restore base under
+    // one lock, is in the change log's space (a restore applied since moves
+    // both together) and covers it.
+    let index = sh.sm.read(|st| st.catalog.restored_base + st.applied.map_or(0, |l| l.index));
+    json(StatusCode::OK, &api::ReadIndex { index, leader: sh.id })
 }
 
 #[derive(Deserialize)]

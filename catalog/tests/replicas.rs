@@ -316,3 +316,30 @@ async fn a_map_follower_follows_by_epoch_and_starts_from_disk_without_replicas()
     assert_eq!(f.epoch(), 2);
     assert_eq!(f.current().unwrap().topology.node(NodeId(4)).unwrap().state, NodeState::Down);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_replica_answers_the_leaders_read_index_in_the_followers_index_space() {
+    let mut cl = Cluster::new(RaftTimings { election_min_ms: 300, election_max_ms: 600, ..Default::default() });
+    for id in 1..=3 {
+        cl.start(id).await;
+    }
+    let c = cl.client();
+    wait_seeded(&c).await;
+    let made = c.propose(bucket("read-index")).await.unwrap();
+    let t = ClientTimeouts { total: Duration::from_secs(20), ..Default::default() };
+    for addr in &cl.addrs {
+        // One replica only: a follower forwards the call to the leader.
+        let one = CatalogClient::new(vec![addr.to_string()], Signer::new(SECRET), t).unwrap();
+        let ri = one.read_index().await.unwrap();
+        assert_eq!(ri.leader, made.leader, "asked at {addr}");
+        assert!(ri.index >= made.follower_index(), "{ri:?} is below the write's {}", made.follower_index());
+        // The same space as the views (and the change log) followers see.
+        let view = one.catalog(true).await.unwrap();
+        assert!(view.applied_index >= ri.index && view.buckets.iter().any(|b| b.name == "read-index"));
+    }
+    // For Sillok processes only, like the change log.
+    match cl.admin_client().read_index().await {
+        Err(ClientError::Forbidden(_)) => {}
+        other => panic!("an admin key got a read index: {other:?}"),
+    }
+}

@@ -21,22 +21,40 @@
 //! - Lookups are answered from the index, so S3 requests for existing
 //!   buckets and keys keep working while no catalog replica answers (and
 //!   after a restart, from the saved copy).
-//! - A miss (an unknown bucket or key) is never answered from a copy older
-//!   than the miss: the gateway reads the catalog from the leader
-//!   (`consistent`), and only that answer can say "no such bucket". Concurrent
-//!   misses share one such read. If the catalog cannot be reached, the answer
-//!   is 503, not a guess.
+//! - A miss (an unknown bucket or key) is answered "no such bucket" (or
+//!   key) only from a copy at least as new as the leader's catalog when the
+//!   miss came, give or take the negative cache below. The gateway asks the
+//!   leader for its read index (`GET /v1/catalog/read_index`: a read
+//!   barrier, a few bytes), pokes the follower and waits (at most
+//!   [`READ_INDEX_WAIT`]) until the index has applied that far, then looks
+//!   again in the index. Only when a replica predates the route (404) or the
+//!   follower does not get there in time does it read the whole catalog from
+//!   the leader (`consistent`) instead. Concurrent misses share one such
+//!   fresh read. If the catalog cannot be reached, the answer is 503, not a
+//!   guess.
+//! - Negative cache: a name (bucket or key id) that a fresh read found
+//!   missing is answered as missing without asking the leader again for
+//!   [`NEGATIVE_TTL`] after that read started; at most [`NEGATIVE_NAMES`]
+//!   names are remembered (the oldest go first). The index is always looked
+//!   at first, so a name the follower has applied is found even while it is
+//!   in the negative cache: the window in which a bucket made elsewhere is
+//!   still "no such bucket" here is the follower's lag, at most the TTL. A
+//!   bucket created through this gateway leaves the negative cache. So a
+//!   flood of requests for unknown names costs the leader at most one read
+//!   index per name per TTL (and concurrent misses share one).
 //! - A bucket created or deleted through this gateway is visible (or gone) in
 //!   this gateway's index before the S3 call returns (read your writes).
-//! - ListBuckets reads the catalog from the leader too, so it lists every
-//!   bucket acknowledged anywhere; only while the catalog is unreachable does
-//!   it list this gateway's copy.
+//! - ListBuckets makes the same fresh read (read index, then the follower),
+//!   so it lists every bucket acknowledged anywhere before the call; only
+//!   while the catalog is unreachable does it list this gateway's copy as it
+//!   is.
 //! - The index only moves forward: a batch or view is taken only if its
 //!   applied index is larger and its map epoch not smaller than the index's,
 //!   and its map validates; it is on disk before the index changes (one lock,
 //!   `publishing`, orders the check, the write and the change).
 //! - Secrets stay in memory and in the 0600 state file; they are never logged.
 
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock, RwLockReadGuard};
 use std::time::{Duration, Instant, SystemTime};
@@ -60,6 +78,13 @@ use crate::error::GatewayError;
 const OWN_WRITE_WAIT: Duration = Duration::from_millis(1000);
 /// How long a node's "newer epoch" waits for the follower.
 const CATCH_UP_WAIT: Duration = Duration::from_secs(3);
+/// How long a fresh read waits for the follower to apply the leader's read
+/// index before reading the whole catalog from the leader instead.
+pub const READ_INDEX_WAIT: Duration = Duration::from_secs(3);
+/// How long a name found missing by a fresh read stays known missing.
+pub const NEGATIVE_TTL: Duration = Duration::from_secs(1);
+/// Most names (buckets and key ids together) known missing at once.
+pub const NEGATIVE_NAMES: usize = 10_000;
 
 /// A bucket as the S3 layer sees it.
 #[derive(Debug, Clone)]
@@ -102,6 +127,73 @@ pub struct FollowFigures {
     pub batches: AtomicU64,
     /// Whole views taken (snapshots, fresh reads).
     pub views: AtomicU64,
+    /// Read indexes asked of the leader (fresh reads for misses and
+    /// ListBuckets).
+    pub read_index_calls: AtomicU64,
+    /// Bytes of answers to fresh reads (read indexes, and whole views read
+    /// from the leader when a read index could not serve), as JSON.
+    pub fresh_read_bytes: AtomicU64,
+    /// Whole views read from the leader for a fresh read (the fallback).
+    pub fresh_whole_reads: AtomicU64,
+    /// Misses answered from the negative cache.
+    pub negative_hits: AtomicU64,
+}
+
+/// What a name in the negative cache names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum Kind {
+    Bucket,
+    Key,
+}
+
+/// Names found missing by a fresh read, with the time that read started
+/// (see the invariants): bounded by count and by age.
+struct Missing {
+    ttl: Duration,
+    at: HashMap<(Kind, String), Instant>,
+    /// Insertion order, for eviction; an entry whose time no longer matches
+    /// `at` is stale and only dropped.
+    order: VecDeque<(Kind, String, Instant)>,
+}
+
+impl Missing {
+    fn new(ttl: Duration) -> Self {
+        Missing { ttl, at: HashMap::new(), order: VecDeque::new() }
+    }
+
+    fn has(&self, kind: Kind, name: &str, now: Instant) -> bool {
+        self.at.get(&(kind, name.to_string())).is_some_and(|t| now.saturating_duration_since(*t) < self.ttl)
+    }
+
+    fn insert(&mut self, kind: Kind, name: &str, read: Instant, now: Instant) {
+        let k = (kind, name.to_string());
+        if self.at.get(&k) == Some(&read) {
+            return;
+        }
+        self.at.insert(k, read);
+        self.order.push_back((kind, name.to_string(), read));
+        // Expired entries go first, then the oldest beyond the bound.
+        while let Some((kind, name, t)) = self.order.front() {
+            let expired = now.saturating_duration_since(*t) >= self.ttl;
+            if !expired && self.order.len() <= NEGATIVE_NAMES {
+                break;
+            }
+            let (kind, name, t) = (*kind, name.clone(), *t);
+            self.order.pop_front();
+            let k = (kind, name);
+            if self.at.get(&k) == Some(&t) {
+                self.at.remove(&k);
+            }
+        }
+    }
+
+    fn remove(&mut self, kind: Kind, name: &str) {
+        self.at.remove(&(kind, name.to_string()));
+    }
+
+    fn len(&self) -> usize {
+        self.at.len()
+    }
 }
 
 /// The index, its file and who is told of it: shared by the follow loop and
@@ -282,6 +374,8 @@ pub struct GatewayCatalog {
     /// Held while reading the catalog from the leader; holds the time the
     /// last such read started (a miss that began before it is answered by it).
     fresh_read: tokio::sync::Mutex<Option<Instant>>,
+    /// The negative cache (see the invariants).
+    missing: std::sync::Mutex<Missing>,
     pub region: String,
     /// The cluster's repair state from the last answer to this gateway's
     /// report (shown on its metrics page).
@@ -348,6 +442,7 @@ impl GatewayCatalog {
             region,
             client,
             fresh_read: tokio::sync::Mutex::new(None),
+            missing: std::sync::Mutex::new(Missing::new(NEGATIVE_TTL)),
             repair: std::sync::Mutex::new(None),
         }))
     }
@@ -411,20 +506,97 @@ impl GatewayCatalog {
         matches!(got, Ok(Ok(_)))
     }
 
-    /// Reads the catalog from the leader unless a read that started after
-    /// `asked` has already been done; the index then reflects it.
-    async fn read_fresh(&self, asked: Instant) -> Result<(), GatewayError> {
+    /// Sets how long a name stays known missing (tests; [`NEGATIVE_TTL`]
+    /// otherwise).
+    pub fn set_negative_ttl(&self, ttl: Duration) {
+        self.missing.lock().expect("missing lock").ttl = ttl;
+    }
+
+    /// Names known missing now (metrics).
+    pub fn negative_names(&self) -> usize {
+        self.missing.lock().expect("missing lock").len()
+    }
+
+    fn known_missing(&self, kind: Kind, name: &str) -> bool {
+        let hit = self.missing.lock().expect("missing lock").has(kind, name, Instant::now());
+        if hit {
+            self.copy.figures.negative_hits.fetch_add(1, Ordering::Relaxed);
+        }
+        hit
+    }
+
+    /// Brings the index up to the leader's catalog as of some time after
+    /// `asked`, unless a read that started after `asked` has already done so
+    /// or (for a miss, `name`) a read found the name missing meanwhile.
+    /// Returns when the read that answers started (`None`: the negative
+    /// cache answered).
+    async fn read_fresh(&self, asked: Instant, name: Option<(Kind, &str)>) -> Result<Option<Instant>, GatewayError> {
         let mut last = self.fresh_read.lock().await;
-        if last.is_some_and(|t| t >= asked) {
-            return Ok(());
+        if let Some(t) = *last
+            && t >= asked
+        {
+            return Ok(Some(t));
+        }
+        if let Some((kind, name)) = name
+            && self.known_missing(kind, name)
+        {
+            return Ok(None);
         }
         let started = Instant::now();
+        let figures = &self.copy.figures;
+        match self.client.read_index().await {
+            Ok(ri) => {
+                figures.read_index_calls.fetch_add(1, Ordering::Relaxed);
+                let bytes = serde_json::to_vec(&ri).map_or(0, |b| b.len());
+                figures.fresh_read_bytes.fetch_add(bytes as u64, Ordering::Relaxed);
+                if self.wait_applied(ri.index, READ_INDEX_WAIT).await {
+                    *last = Some(started);
+                    return Ok(Some(started));
+                }
+                tracing::info!(
+                    read_index = ri.index,
+                    applied = self.copy.applied(),
+                    "the follower did not reach the leader's read index in time; reading the whole catalog"
+                );
+            }
+            // A replica without the route (an older build).
+            Err(ClientError::BadRequest(e)) => {
+                tracing::debug!(error = %e, "no read index from the catalog; reading the whole catalog");
+            }
+            Err(e) => {
+                return Err(GatewayError::CatalogUnavailable(format!(
+                    "the catalog could not be read to look the name up: {e}"
+                )));
+            }
+        }
         let view = self.client.catalog(true).await.map_err(|e| {
             GatewayError::CatalogUnavailable(format!("the catalog could not be read to look the name up: {e}"))
         })?;
+        let bytes = serde_json::to_vec(&view).map_or(0, |b| b.len());
+        figures.fresh_read_bytes.fetch_add(bytes as u64, Ordering::Relaxed);
+        figures.fresh_whole_reads.fetch_add(1, Ordering::Relaxed);
         self.copy.take_view(view).await;
         *last = Some(started);
-        Ok(())
+        Ok(Some(started))
+    }
+
+    /// Waits (at most `wait`) until the index has applied `index`, poking
+    /// the follower first; returns whether it has.
+    async fn wait_applied(&self, index: u64, wait: Duration) -> bool {
+        let mut rx = self.watch();
+        if rx.borrow_and_update().applied >= index {
+            return true;
+        }
+        self.copy.poke.notify_one();
+        matches!(tokio::time::timeout(wait, rx.wait_for(|s| s.applied >= index)).await, Ok(Ok(_)))
+    }
+
+    /// A name the index lacks after a fresh read (or the negative cache's
+    /// answer): remembered as missing as of the read's start.
+    fn note_missing(&self, kind: Kind, name: &str, read: Option<Instant>) {
+        if let Some(read) = read {
+            self.missing.lock().expect("missing lock").insert(kind, name, read, Instant::now());
+        }
     }
 
     /// Waits until the index has applied `log_index` (a change this gateway
@@ -432,13 +604,16 @@ impl GatewayCatalog {
     async fn see_own_write(&self, log_index: u64) -> Result<(), GatewayError> {
         let asked = Instant::now();
         let mut rx = self.watch();
+        if rx.borrow_and_update().applied < log_index {
+            self.copy.poke.notify_one();
+        }
         let came = tokio::time::timeout(OWN_WRITE_WAIT, rx.wait_for(|s| s.applied >= log_index))
             .await
             .is_ok_and(|r| r.is_ok());
         if came {
             return Ok(());
         }
-        self.read_fresh(asked).await
+        self.read_fresh(asked, None).await.map(drop)
     }
 
     /// The bucket, if the catalog has it (see the invariants for misses).
@@ -447,8 +622,15 @@ impl GatewayCatalog {
         if let Some(b) = self.index().buckets.get(name) {
             return Ok(Some(b.into()));
         }
-        self.read_fresh(asked).await?;
-        Ok(self.index().buckets.get(name).map(BucketInfo::from))
+        if self.known_missing(Kind::Bucket, name) {
+            return Ok(None);
+        }
+        let read = self.read_fresh(asked, Some((Kind::Bucket, name))).await?;
+        let found = self.index().buckets.get(name).map(BucketInfo::from);
+        if found.is_none() {
+            self.note_missing(Kind::Bucket, name, read);
+        }
+        Ok(found)
     }
 
     pub async fn require_bucket(&self, name: &str) -> Result<BucketInfo, GatewayError> {
@@ -459,7 +641,7 @@ impl GatewayCatalog {
     /// gateway's copy has them (the catalog being unreachable is no reason
     /// to fail a listing).
     pub async fn list_buckets(&self) -> Vec<BucketInfo> {
-        if let Err(e) = self.read_fresh(Instant::now()).await {
+        if let Err(e) = self.read_fresh(Instant::now(), None).await {
             tracing::debug!(error = %e, "listing buckets from this gateway's copy of the catalog");
         }
         self.index().bucket_names().into_iter().map(BucketInfo::from).collect()
@@ -480,11 +662,15 @@ impl GatewayCatalog {
             versioning: Versioning::Unversioned,
             lifecycle: None,
         };
-        match self.client.propose(Command::CreateBucket { bucket }).await {
+        let created = self.client.propose(Command::CreateBucket { bucket }).await;
+        if matches!(created, Ok(_) | Err(ClientError::Refused(CatalogError::BucketExists(_)))) {
+            self.missing.lock().expect("missing lock").remove(Kind::Bucket, name);
+        }
+        match created {
             Ok(p) => self.see_own_write(p.follower_index()).await,
             Err(ClientError::Refused(CatalogError::BucketExists(_))) => {
                 let asked = Instant::now();
-                self.read_fresh(asked).await?;
+                self.read_fresh(asked, None).await?;
                 match self.index().buckets.get(name) {
                     Some(b) => Err(exists_error(b, owner)),
                     None => Err(GatewayError::CatalogUnavailable("the bucket was being deleted; retry".into())),
@@ -577,8 +763,19 @@ impl GatewayCatalog {
         if let Some(k) = self.index().keys.get(id) {
             return Ok(k.enabled.then(|| k.clone()));
         }
-        self.read_fresh(asked).await?;
-        Ok(self.index().keys.get(id).filter(|k| k.enabled).cloned())
+        if self.known_missing(Kind::Key, id) {
+            return Ok(None);
+        }
+        let read = self.read_fresh(asked, Some((Kind::Key, id))).await?;
+        let index = self.index();
+        match index.keys.get(id) {
+            Some(k) => Ok(k.enabled.then(|| k.clone())),
+            None => {
+                drop(index);
+                self.note_missing(Kind::Key, id, read);
+                Ok(None)
+            }
+        }
     }
 
     /// Whether the key may do `p` (from the local index: the key was just
@@ -597,5 +794,41 @@ fn catalog_error(e: ClientError) -> GatewayError {
         ClientError::Refused(CatalogError::InvalidBucketName { reason, .. }) => GatewayError::InvalidBucketName(reason),
         ClientError::Refused(r) => GatewayError::InvalidRequest(r.to_string()),
         other => GatewayError::CatalogUnavailable(format!("the catalog did not take the change: {other}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_negative_cache_forgets_by_age_and_holds_at_most_its_bound() {
+        let t0 = Instant::now();
+        let mut m = Missing::new(Duration::from_secs(1));
+        m.insert(Kind::Bucket, "a", t0, t0);
+        assert!(m.has(Kind::Bucket, "a", t0));
+        assert!(!m.has(Kind::Key, "a", t0), "buckets and keys are apart");
+        assert!(!m.has(Kind::Bucket, "a", t0 + Duration::from_secs(1)), "expired");
+        // The same read's answer, twice (concurrent misses): one entry.
+        m.insert(Kind::Bucket, "a", t0, t0);
+        assert_eq!((m.len(), m.order.len()), (1, 1));
+        m.remove(Kind::Bucket, "a");
+        assert!(!m.has(Kind::Bucket, "a", t0));
+
+        // A flood of names: never more than the bound; the newest are kept.
+        let mut m = Missing::new(Duration::from_secs(3600));
+        let n = NEGATIVE_NAMES + 500;
+        for i in 0..n {
+            let at = t0 + Duration::from_micros(i as u64);
+            m.insert(Kind::Bucket, &format!("b{i}"), at, at);
+            assert!(m.len() <= NEGATIVE_NAMES && m.order.len() <= NEGATIVE_NAMES);
+        }
+        let now = t0 + Duration::from_secs(1);
+        assert!(!m.has(Kind::Bucket, "b0", now), "the oldest went first");
+        assert!(m.has(Kind::Bucket, &format!("b{}", n - 1), now));
+        // Expired entries go as new ones come.
+        let later = t0 + Duration::from_secs(7200);
+        m.insert(Kind::Key, "k", later, later);
+        assert_eq!((m.len(), m.order.len()), (1, 1));
     }
 }

@@ -190,6 +190,36 @@ impl Collector for Figures {
             load(&f.batches),
         )?;
         counter(enc, "sillok_catalog_whole_views", "Whole catalog views this gateway took.", load(&f.views))?;
+        counter(
+            enc,
+            "sillok_catalog_read_index_calls",
+            "Read indexes this gateway asked of the catalog leader (fresh reads for misses and ListBuckets).",
+            load(&f.read_index_calls),
+        )?;
+        counter(
+            enc,
+            "sillok_catalog_fresh_read_bytes",
+            "Bytes of answers to fresh reads (read indexes, whole views when a read index could not serve), as JSON.",
+            load(&f.fresh_read_bytes),
+        )?;
+        counter(
+            enc,
+            "sillok_catalog_fresh_whole_reads",
+            "Whole catalog views read from the leader for a fresh read (a replica without read indexes, or a slow follower).",
+            load(&f.fresh_whole_reads),
+        )?;
+        counter(
+            enc,
+            "sillok_catalog_negative_hits",
+            "Misses (unknown bucket or key) answered from the negative cache.",
+            load(&f.negative_hits),
+        )?;
+        gauge(
+            enc,
+            "sillok_catalog_negative_names",
+            "Names (buckets, key ids) this gateway knows are missing (bounded).",
+            self.catalog.negative_names() as u64,
+        )?;
         if let Some(off) = c.clock_offset_ms() {
             gauge(
                 enc,

@@ -447,3 +447,24 @@ async fn a_gateway_follows_changes_and_takes_the_whole_catalog_once_too_far_behi
     let mode = std::fs::metadata(c.dir.path().join("follower").join("catalog.redb")).unwrap().permissions().mode();
     assert_eq!(mode & 0o777, 0o600);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bucket_made_through_one_gateway_is_usable_at_once_through_another_which_asks_a_read_index() {
+    let c = DevCluster::start();
+    let b = c.start_gateway("gateway-b", &[]);
+    let (through_a, through_b) = (c.client(), b.client());
+    for i in 0..3 {
+        let name = format!("made-on-a-{i}");
+        through_a.create_bucket().bucket(&name).send().await.unwrap();
+        // At once on B: HEAD, PUT, and in B's listing.
+        through_b.head_bucket().bucket(&name).send().await.unwrap_or_else(|e| panic!("HEAD {name} on B: {e:?}"));
+        put(&through_b, &name, "k", b"v".to_vec()).await;
+        let listed = through_b.list_buckets().send().await.unwrap();
+        assert!(listed.buckets().iter().any(|x| x.name() == Some(name.as_str())), "{name} not listed by B");
+    }
+    // An unknown name is still NoSuchBucket, found so by a read index (B's
+    // listings asked for some too), not guessed.
+    let err = through_b.head_bucket().bucket("never-made").send().await.unwrap_err();
+    assert_eq!(err.raw_response().unwrap().status().as_u16(), 404);
+    assert!(metric(&b.endpoint, "sillok_catalog_read_index_calls_total").await >= 3, "{}", b.log());
+}
