@@ -226,12 +226,12 @@ async fn stalled_unsigned_forms_cost_only_their_fields(cluster: &DevCluster) {
     assert_same(&get(&gc, "forms", "after", None).await, &pattern(MIB + 3, 2), "object after the forms");
 }
 
-/// A form upload that sends its head and the first byte of its fields and
+/// A form upload that sends its head and half of its first field and
 /// stalls: a request in flight, on its own connection.
 async fn stalled_request(host: &str) -> TcpStream {
     let mut s = TcpStream::connect(host).await.unwrap();
     let head = format!(
-        "POST /forms HTTP/1.1\r\nHost: {host}\r\nContent-Type: multipart/form-data; boundary=x\r\nContent-Length: 1000\r\n\r\n-"
+        "POST /forms HTTP/1.1\r\nHost: {host}\r\nContent-Type: multipart/form-data; boundary=x\r\nContent-Length: 1000\r\n\r\n--x\r\nContent-Disposition: form-data; name=\"key\"\r\n\r\nhal"
     );
     s.write_all(head.as_bytes()).await.unwrap();
     s
