@@ -143,6 +143,7 @@ mod tests {
         assert_eq!(g.listen, "0.0.0.0:9000".parse().unwrap());
         assert_eq!(g.domains, ["s3.example.com", "s3.seoul.example.com"]);
         assert_eq!(g.data, std::path::PathBuf::from("/var/lib/sillok/gateway"));
+        assert_eq!((g.max_connections, g.max_requests_per_client), (4096, 256));
         let Command::Node(n) = with_config("node", "node.example.toml").command else { panic!("not node") };
         assert_eq!((n.id, n.rebuild_mib_per_s), (4, 100));
         assert!(n.client_first);

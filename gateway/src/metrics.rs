@@ -43,6 +43,8 @@ pub struct Metrics {
     pub bytes_in: Counter,
     pub bytes_out: Counter,
     pub lifecycle: crate::lifecycle::LifecycleMetrics,
+    /// Connections and requests per client (`crate::limits`).
+    pub limits: Arc<crate::limits::LimitFigures>,
 }
 
 impl Default for Metrics {
@@ -54,6 +56,7 @@ impl Default for Metrics {
             bytes_in: Counter::default(),
             bytes_out: Counter::default(),
             lifecycle: Default::default(),
+            limits: Default::default(),
         }
     }
 }
@@ -228,6 +231,40 @@ impl Collector for Figures {
                 off,
             )?;
         }
+        let l = &self.metrics.limits;
+        let load = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
+        gauge(enc, "sillok_gateway_connections_open", "S3 connections being served.", load(&l.connections_open))?;
+        gauge(
+            enc,
+            "sillok_gateway_connections_max",
+            "S3 connections served at once at most (--max-connections); more wait in the accept backlog.",
+            load(&l.max_connections),
+        )?;
+        counter(enc, "sillok_gateway_connections_accepted", "S3 connections accepted.", load(&l.connections_accepted))?;
+        counter(
+            enc,
+            "sillok_gateway_connection_limit_reached",
+            "Times every connection permit was taken and the S3 listener stopped accepting until one ended.",
+            load(&l.connection_limit_reached),
+        )?;
+        gauge(
+            enc,
+            "sillok_gateway_requests_in_flight",
+            "S3 requests in flight (from arrival to the end of the response body).",
+            load(&l.client_requests_in_flight),
+        )?;
+        gauge(
+            enc,
+            "sillok_gateway_clients_in_flight",
+            "Client addresses with an S3 request in flight.",
+            load(&l.clients_in_flight),
+        )?;
+        counter(
+            enc,
+            "sillok_gateway_client_limit_refusals",
+            "S3 requests answered 503 SlowDown because their client had --max-requests-per-client in flight.",
+            load(&l.client_limit_refusals),
+        )?;
         gauge(
             enc,
             "sillok_gateway_suspect_nodes",

@@ -9,8 +9,12 @@
 //! headers must arrive within `HEADER_READ_TIMEOUT` and fit in
 //! `MAX_HEADER_BYTES` (else hyper answers 431 and closes); XML bodies are
 //! capped by s3s (`MAX_XML_BODY`), POST-object uploads by `post_max_size`
-//! (they are buffered), PUT bodies by 5 GiB and by the write path's idle
-//! timeout. Every response carries an `x-amz-request-id`, which error
+//! (they are buffered, after `crate::form::precheck` checked their fields),
+//! PUT bodies by 5 GiB and by the write path's idle and stripe deadlines.
+//! At most `--max-connections` connections are served at once (over it,
+//! new ones wait in the accept backlog) and at most
+//! `--max-requests-per-client` requests per client IP are in flight (over
+//! it, `503 SlowDown`): `crate::limits`. Every response carries an `x-amz-request-id`, which error
 //! bodies repeat as `<RequestId>`. A panic while serving a request becomes a
 //! 500 `InternalError` for that request only.
 //!
@@ -79,6 +83,8 @@ pub struct GatewayConfig {
     pub post_max_size: u64,
     /// The lifecycle expirer's interval and day length.
     pub lifecycle: crate::lifecycle::LifecycleSettings,
+    /// Connections and requests per client (`crate::limits`).
+    pub limits: crate::limits::Limits,
 }
 
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
@@ -102,6 +108,9 @@ pub async fn bind(
     let client = NodeClient::new(&config.cluster.cluster_secret, config.node_timeouts);
     let cluster = Cluster::new(catalog.clone(), client, config.max_clock_offset, config.read_hedge);
     let metrics = Arc::new(Metrics::default());
+    let connections = crate::limits::ConnectionLimit::new(config.limits.max_connections, metrics.limits.clone());
+    let clients = crate::limits::ClientLimit::new(config.limits.max_requests_per_client, metrics.limits.clone());
+    let post_max_size = config.post_max_size;
     let s3 = SillokS3 {
         cluster: cluster.clone(),
         write: config.write,
@@ -118,6 +127,10 @@ pub async fn bind(
     let mut s3_config = s3s::config::S3Config::default();
     s3_config.xml_max_body_size = MAX_XML_BODY;
     s3_config.post_object_max_file_size = config.post_max_size;
+    // `form::precheck` has bounded the fields already; s3s's own parse also
+    // buffers the start of the file (at most one frame of `FORM_FRAME`).
+    s3_config.form_max_fields_size = crate::form::MAX_FORM_FIELDS + 2 * crate::body::FORM_FRAME;
+    s3_config.form_max_field_size = crate::form::MAX_FORM_FIELDS;
     builder.set_config(Arc::new(s3s::config::StaticConfigProvider::new(Arc::new(s3_config))));
     let service = builder.build();
     let ops =
@@ -147,21 +160,34 @@ pub async fn bind(
         let graceful = hyper_util::server::graceful::GracefulShutdown::new();
         tokio::pin!(shutdown);
         loop {
-            let (stream, _peer) = tokio::select! {
+            // A permit first: over the limit, connections wait in the backlog.
+            let mut slot = tokio::select! {
+                s = connections.admit() => s,
+                _ = &mut shutdown => break,
+            };
+            let (stream, peer) = tokio::select! {
                 r = listener.accept() => match r {
                     Ok(x) => x,
                     Err(e) => { tracing::warn!(error = %e, "accept failed"); tokio::time::sleep(Duration::from_millis(50)).await; continue; }
                 },
                 _ = &mut shutdown => break,
             };
+            slot.accepted();
             let _ = stream.set_nodelay(true);
             let service = service.clone();
             let metrics = metrics.clone();
-            let (ops, catalog, hosts) = (ops.clone(), catalog.clone(), hosts.clone());
+            let (ops, catalog, hosts, clients) = (ops.clone(), catalog.clone(), hosts.clone(), clients.clone());
             let svc = hyper::service::service_fn(move |req: http::Request<Incoming>| {
                 let service = service.clone();
                 let metrics = metrics.clone();
-                let state = (ops.clone(), catalog.clone(), hosts.clone());
+                let state = State {
+                    ops: ops.clone(),
+                    catalog: catalog.clone(),
+                    hosts: hosts.clone(),
+                    clients: clients.clone(),
+                    peer: peer.ip(),
+                    post_max_size,
+                };
                 async move { Ok::<_, std::convert::Infallible>(route(&service, &metrics, &state, req).await) }
             });
             let mut server = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
@@ -178,6 +204,7 @@ pub async fn bind(
                 if let Err(e) = conn.await {
                     tracing::debug!(error = %e, "connection ended with an error");
                 }
+                drop(slot);
             });
         }
         probe.abort();
@@ -269,12 +296,24 @@ pub fn readiness(cluster: &Cluster) -> Result<(), String> {
     Ok(())
 }
 
+/// What serving one request needs besides s3s and the metrics.
+struct State {
+    ops: Arc<GatewayOps>,
+    catalog: Arc<GatewayCatalog>,
+    hosts: Arc<VirtualHosts>,
+    clients: Arc<crate::limits::ClientLimit>,
+    /// The client's address (the connection's peer).
+    peer: std::net::IpAddr,
+    post_max_size: u64,
+}
+
 async fn route(
     service: &s3s::service::S3Service,
     metrics: &Metrics,
-    (ops, catalog, hosts): &(Arc<GatewayOps>, Arc<GatewayCatalog>, Arc<VirtualHosts>),
+    state: &State,
     req: http::Request<Incoming>,
 ) -> http::Response<RespBody> {
+    let State { ops, catalog, hosts, .. } = state;
     match (req.method(), req.uri().path()) {
         (&http::Method::GET, "/_sillok/health") => {
             return http::Response::builder()
@@ -290,6 +329,13 @@ async fn route(
         _ => {}
     }
     let request_id = next_request_id();
+    // Over its client's limit, a request is answered before anything else.
+    let Some(client_slot) = state.clients.enter(state.peer) else {
+        tracing::debug!(peer = %state.peer, request_id, "client over its request limit: SlowDown");
+        let resp = error_xml(503, "SlowDown", "Please reduce your request rate.", &request_id);
+        metrics.finish("Unknown", Duration::ZERO, Some("SlowDown".into()));
+        return close_if(body_may_be_withheld(&req), with_request_id(resp, &request_id));
+    };
     // Every log line of the request carries its id, method and operation.
     let span = tracing::info_span!("s3", request_id = %request_id, method = %req.method(), op = tracing::field::Empty);
     let ctx = Arc::new(RequestCtx::default());
@@ -315,14 +361,14 @@ async fn route(
             }
         } else {
             let actual = crate::cors::Actual::of(&req, hosts);
-            let mut resp = serve_s3(service, req, &request_id).await;
+            let mut resp = serve_s3(service, req, &request_id, state).await;
             if let Some(actual) = actual {
                 actual.decorate(catalog, resp.headers_mut());
             }
             resp
         }
     };
-    let mut resp = crate::metrics::REQUEST.scope(ctx.clone(), serve.instrument(span.clone())).await;
+    let resp = crate::metrics::REQUEST.scope(ctx.clone(), serve.instrument(span.clone())).await;
     let status = resp.status();
     let took = started.elapsed();
     tracing::debug!(parent: &span, status = status.as_u16(), ms = took.as_secs_f64() * 1000.0, "S3 request answered");
@@ -331,7 +377,12 @@ async fn route(
     });
     // A request refused before any handler ran (authentication, routing) has no operation.
     metrics.finish(ctx.op.get().copied().unwrap_or("Unknown"), took, failed);
-    if let Ok(v) = http::HeaderValue::from_str(&request_id) {
+    // The client's slot is held until the response body is sent.
+    with_request_id(resp, &request_id).map(|b| crate::limits::HeldBody::new(b, client_slot).boxed_unsync())
+}
+
+fn with_request_id(mut resp: http::Response<RespBody>, request_id: &str) -> http::Response<RespBody> {
+    if let Ok(v) = http::HeaderValue::from_str(request_id) {
         resp.headers_mut().insert("x-amz-request-id", v.clone());
         resp.headers_mut().insert("x-amz-id-2", v);
     }
@@ -343,11 +394,13 @@ async fn serve_s3(
     service: &s3s::service::S3Service,
     req: http::Request<Incoming>,
     request_id: &str,
+    state: &State,
 ) -> http::Response<RespBody> {
     let request_id = request_id.to_string();
     let mut req = req;
     join_repeated_content_encoding(req.headers_mut());
     let may_withhold = body_may_be_withheld(&req);
+    let is_form = crate::body::is_form_upload(&req);
     let is_head = req.method() == http::Method::HEAD;
     if let Some(why) = malformed_date(&req) {
         return close_if(may_withhold, error_xml(400, "AuthorizationHeaderMalformed", why, &request_id));
@@ -369,8 +422,20 @@ async fn serve_s3(
                 Err(_) => return error_xml(400, "IncompleteBody", "The request body could not be read.", &request_id),
             }
         }
-        None if crate::body::is_form_upload(&req) => {
-            req.map(|b| s3s::Body::http_body_unsync(crate::body::SmallFrames::new(b, crate::body::FORM_FRAME)))
+        None if is_form => {
+            // The fields are checked before anything of the file is read.
+            let bucket = url_bucket(&req, &state.hosts);
+            match crate::form::precheck(req, bucket.as_deref(), state.post_max_size).await {
+                Ok(req) => {
+                    req.map(|b| s3s::Body::http_body_unsync(crate::body::SmallFrames::new(b, crate::body::FORM_FRAME)))
+                }
+                Err(e) => {
+                    let (status, code) = e.s3();
+                    tracing::info!(error = %e, code, "form upload refused before its file");
+                    // The rest of the body is not read: the connection closes.
+                    return close_if(true, error_xml(status, code, &e.to_string(), &request_id));
+                }
+            }
         }
         None => req.map(s3s::Body::from),
     };
@@ -396,7 +461,21 @@ async fn serve_s3(
     };
     // A success means the handler read the body (so `100 Continue` went out
     // and the body came); an error may come before it was asked for.
-    close_if(may_withhold && !resp.status().is_success(), resp)
+    // A form refused by s3s (its signature, its policy) has an unread file:
+    // closing is cheaper than reading it to keep the connection.
+    close_if((may_withhold || is_form) && !resp.status().is_success(), resp)
+}
+
+/// The bucket a request names: its virtual host's, or its path's first
+/// segment.
+fn url_bucket<B>(req: &http::Request<B>, hosts: &VirtualHosts) -> Option<String> {
+    let host = req.headers().get(http::header::HOST).and_then(|v| v.to_str().ok()).or(req.uri().host());
+    if let Some(b) = host.and_then(|h| hosts.bucket_of(h)) {
+        return Some(b.to_string());
+    }
+    let first = req.uri().path().trim_start_matches('/').split('/').next().unwrap_or("");
+    let first = percent_encoding::percent_decode_str(first).decode_utf8().ok()?;
+    (!first.is_empty()).then(|| first.into_owned())
 }
 
 /// A PUT whose body is chunked (`Transfer-Encoding`) but not aws-chunked has

@@ -6,6 +6,17 @@
 //! Memory per request is about one stripe being filled, one being encoded, and
 //! two blocks per shard in flight: a few stripes, whatever the object size.
 //!
+//! Deadlines of a slow client. A node hears from the gateway only when a
+//! whole stripe has arrived from the client, so a node's quiet gap is one
+//! stripe's fill time (plus the previous stripe's send and encoding), not
+//! the client's quiet gap. Two deadlines bound a client: no body bytes for
+//! `body_idle_timeout` (60 s), and one stripe not filled within
+//! [`stripe_deadline`] (120 s: about 8.7 KB/s with 1 MiB stripes); either is
+//! `RequestTimeout`. Invariant (checked by [`stripe_deadline`] and a test):
+//! stripe deadline + `stall_deadline` + [`ENCODE_MARGIN`] ≤ the node's
+//! `UPLOAD_IDLE` (180 s), so a node never gives up on an upload the gateway
+//! is still feeding, and a client at 20 KB/s (52 s per stripe) succeeds.
+//!
 //! Acknowledgement rule (ARCHITECTURE.md promise 1): with every site up, the
 //! shards fsynced on nodes must be such that removing any one site still leaves
 //! k of them. While a whole site is unreachable, that cannot hold; the PUT is
@@ -68,6 +79,20 @@ impl Default for WriteSettings {
             body_idle_timeout: std::time::Duration::from_secs(60),
         }
     }
+}
+
+/// The longest one stripe may take to arrive from the client (see the top).
+pub const STRIPE_FILL_DEADLINE: std::time::Duration = std::time::Duration::from_secs(120);
+/// Room for encoding a stripe and scheduling, within a node's quiet gap.
+pub const ENCODE_MARGIN: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// The deadline for one stripe to arrive from the client: at most
+/// [`STRIPE_FILL_DEADLINE`], and short enough that a node's quiet gap (one
+/// stripe's fill, the previous stripe's send within `stall_deadline`, and
+/// encoding) stays within the node's `UPLOAD_IDLE`.
+pub fn stripe_deadline(settings: &WriteSettings) -> std::time::Duration {
+    let node_idle = sillok_storage_node::server::UPLOAD_IDLE;
+    STRIPE_FILL_DEADLINE.min(node_idle.saturating_sub(settings.stall_deadline + ENCODE_MARGIN)).max(ENCODE_MARGIN)
 }
 
 /// What the S3 layer knows about a PUT besides its body.
@@ -359,14 +384,26 @@ where
 
     let mut buf = BytesMut::with_capacity(stripe_size as usize);
     let mut got: u64 = 0;
+    let stripe_deadline = stripe_deadline(settings);
     let t_start = std::time::Instant::now();
     let mut t_body = std::time::Duration::ZERO;
     let mut t_encode_send = std::time::Duration::ZERO;
     let result: Result<Digests, GatewayError> = async {
         let mut digests = Digests::new(req);
+        // When the stripe being filled must be complete (or the body end).
+        let mut stripe_due = tokio::time::Instant::now() + stripe_deadline;
         loop {
             let t0 = std::time::Instant::now();
-            let next = next_chunk(&mut body, settings.body_idle_timeout).await?;
+            let left = stripe_due.saturating_duration_since(tokio::time::Instant::now());
+            if left.is_zero() {
+                tracing::info!(
+                    got,
+                    deadline_s = stripe_deadline.as_secs(),
+                    "client too slow: a stripe did not arrive in time"
+                );
+                return Err(GatewayError::RequestTimeout);
+            }
+            let next = next_chunk(&mut body, settings.body_idle_timeout.min(left)).await?;
             t_body += t0.elapsed();
             let Some(chunk) = next else { break };
             got += chunk.len() as u64;
@@ -383,6 +420,7 @@ where
                     let t0 = std::time::Instant::now();
                     digests = encode_and_send(&codec, digests, stripe, &mut senders, settings.stall_deadline).await?;
                     t_encode_send += t0.elapsed();
+                    stripe_due = tokio::time::Instant::now() + stripe_deadline;
                 }
             }
         }
@@ -530,6 +568,25 @@ fn tokio_stream_from<T: Send + 'static>(mut rx: mpsc::Receiver<T>) -> impl Strea
 mod tests {
     use super::*;
     use sillok_placement::{EcProfile, Node, Site, Topology};
+
+    #[test]
+    fn a_node_outwaits_the_stripe_deadline_and_a_20_kb_per_s_client_fits_in_it() {
+        let node_idle = sillok_storage_node::server::UPLOAD_IDLE;
+        for stall_ms in [0, 500, 5_000, 50_000, 170_000, 10_000_000] {
+            let settings =
+                WriteSettings { stall_deadline: std::time::Duration::from_millis(stall_ms), ..Default::default() };
+            let d = stripe_deadline(&settings);
+            if stall_ms <= 50_000 {
+                assert!(d + settings.stall_deadline + ENCODE_MARGIN <= node_idle, "stall {stall_ms} ms");
+            }
+            assert!(d >= ENCODE_MARGIN);
+        }
+        let defaults = WriteSettings::default();
+        let stripe = 4 * u64::from(defaults.block_size);
+        // 1 MiB at 20 KB/s: 52 s, within the deadline with room.
+        assert!(std::time::Duration::from_secs(stripe / 20_000 + 1) < stripe_deadline(&defaults));
+        assert!(defaults.body_idle_timeout <= stripe_deadline(&defaults));
+    }
 
     /// 4+2 over sites `site-a`, `site-b`, ... with `per_site[i]` nodes each
     /// (ids from 1, site by site).

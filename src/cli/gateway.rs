@@ -104,12 +104,29 @@ pub struct GatewayArgs {
     /// Seconds a client may go without sending body bytes before its request is dropped.
     #[arg(long, default_value_t = 60)]
     pub body_idle_timeout_s: u64,
+    /// S3 connections served at once; more wait in the listen backlog until one ends.
+    #[arg(long, default_value_t = sillok_gateway::limits::DEFAULT_MAX_CONNECTIONS, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
+    pub max_connections: usize,
+    /// S3 requests one client IP may have in flight; more are answered 503 SlowDown.
+    #[arg(long, default_value_t = sillok_gateway::limits::DEFAULT_MAX_REQUESTS_PER_CLIENT, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
+    pub max_requests_per_client: usize,
 }
+
+/// The largest `--node-timeout-ms`: see `sillok_gateway::write::stripe_deadline`.
+const MAX_NODE_TIMEOUT_MS: u64 = 50_000;
 
 pub async fn run(a: GatewayArgs) -> anyhow::Result<()> {
     let cluster = super::load_cluster_file(&a.cluster)?;
     if a.block_size == 0 || a.block_size as usize > sillok_model::frame::MAX_BLOCK_LEN {
         bail!("--block-size must be between 1 and {} bytes", sillok_model::frame::MAX_BLOCK_LEN);
+    }
+    // A node waits at most `UPLOAD_IDLE` for the next block; the gateway's
+    // stripe deadline leaves room for this much stall (`write::stripe_deadline`).
+    if a.node_timeout_ms > MAX_NODE_TIMEOUT_MS {
+        bail!(
+            "--node-timeout-ms must be at most {MAX_NODE_TIMEOUT_MS} (nodes give up on a quiet upload after {} s)",
+            sillok_storage_node::server::UPLOAD_IDLE.as_secs()
+        );
     }
     if cluster.catalog_replicas.is_empty() && a.catalog.is_empty() {
         bail!(
@@ -148,6 +165,10 @@ pub async fn run(a: GatewayArgs) -> anyhow::Result<()> {
         lifecycle: sillok_gateway::lifecycle::LifecycleSettings {
             interval: Duration::from_secs(a.lifecycle_interval_s),
             day: Duration::from_secs(a.lifecycle_day_s),
+        },
+        limits: sillok_gateway::limits::Limits {
+            max_connections: a.max_connections,
+            max_requests_per_client: a.max_requests_per_client,
         },
     };
     if a.test_clock_offset_ms != 0 {

@@ -63,8 +63,15 @@ use crate::shard_store::{ShardMeta, ShardStore};
 
 /// Largest JSON (hash-signed) request body.
 pub const MAX_JSON_BODY: usize = 8 << 20;
-/// Longest quiet gap the node tolerates inside a shard upload.
-pub const UPLOAD_IDLE: Duration = Duration::from_secs(30);
+/// Longest quiet gap the node tolerates inside a shard upload. A gateway
+/// sends a block only once the client has sent its whole stripe, so this
+/// must exceed the gateway's deadline for one stripe plus its send
+/// (`sillok_gateway::write::stripe_deadline` keeps that invariant): 180 s
+/// lets a client at 20 KB/s fill 1 MiB stripes (52 s each) with room to spare.
+/// A gateway that dies closes its connections at once; only a hung or
+/// partitioned one holds an upload (a blocking-pool thread and a partial
+/// file) this long.
+pub const UPLOAD_IDLE: Duration = Duration::from_secs(180);
 
 /// A placement map as its owner publishes it (`MapFollower::subscribe`).
 pub type MapWatch = watch::Receiver<Option<Arc<PlacementMap>>>;

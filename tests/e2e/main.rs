@@ -9,6 +9,7 @@
 
 mod support;
 
+mod abuse;
 mod catalog;
 mod catalog_backup;
 mod collector;
