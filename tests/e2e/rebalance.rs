@@ -237,6 +237,18 @@ async fn a_fourth_site_a_drained_node_and_a_cancelled_weight_change_move_data_un
     assert_eq!(back.slots, last.slots, "cancel left slots elsewhere");
     placed_as_the_map_says(&client, &back).await.unwrap();
 
+    // Every node follows the catalog's map, and took its changes as deltas
+    // (the rows that changed), not as whole maps.
+    for node in c.nodes().into_iter().filter(|n| n.0 != u64::from(drained.0)) {
+        wait_until(Duration::from_secs(30), "the node follows the catalog's map", async || {
+            let (now, followed) = (catalog_map(&c), crate::rebuild::map_of(&c, &node).await);
+            if followed.as_ref() == Some(&now) { Ok(()) } else { Err(format!("node {} is behind", node.0)) }
+        })
+        .await;
+        let log = c.node_log(node.0);
+        assert!(log.contains("following a newer placement map") && log.contains("whole=false"), "node {}", node.0);
+    }
+
     load.stop.store(true, Relaxed);
     task.await.unwrap();
     assert_eq!(load.failed.load(Relaxed), 0, "client requests failed during the rebalance");
