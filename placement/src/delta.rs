@@ -25,7 +25,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::PlacementError;
 use crate::map::{PgId, PlacementMap, RowCheck};
-use crate::topology::{NodeId, Topology};
+use crate::topology::{Node, NodeId, Site, Topology};
 
 /// The difference between two maps of the same shape; see the module's
 /// invariants. PG numbers go in lists of pairs, not maps: JSON maps cannot
@@ -36,9 +36,9 @@ pub struct MapDelta {
     pub from_epoch: u64,
     /// The epoch of the map it makes.
     pub epoch: u64,
-    /// The new topology (`None`: unchanged).
+    /// How the topology changed (`None`: it did not).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub topology: Option<Topology>,
+    pub topology: Option<TopologyChange>,
     /// Slot rows that changed, each as it is now, in PG order.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub rows: Vec<(PgId, Vec<NodeId>)>,
@@ -46,6 +46,55 @@ pub struct MapDelta {
     /// they are now (none: the PG has no earlier row left), in PG order.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub previous: Vec<(PgId, Vec<Vec<NodeId>>)>,
+}
+
+/// A topology change, told as the nodes it touched when that is enough to
+/// remake the new topology (nodes changed in place, added at the end,
+/// removed), else whole.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TopologyChange {
+    Nodes {
+        /// The site list, if it changed (a few names).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        sites: Option<Vec<Site>>,
+        /// Nodes added or changed, as they are now, in the new list's order.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        put: Vec<Node>,
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        removed: Vec<NodeId>,
+    },
+    Whole(Topology),
+}
+
+impl TopologyChange {
+    fn between(old: &Topology, new: &Topology) -> TopologyChange {
+        let put: Vec<Node> = new.nodes.iter().filter(|n| old.node(n.id) != Some(*n)).cloned().collect();
+        let removed: Vec<NodeId> = old.nodes.iter().filter(|n| new.node(n.id).is_none()).map(|n| n.id).collect();
+        let sites = (old.sites != new.sites).then(|| new.sites.clone());
+        let change = TopologyChange::Nodes { sites, put, removed };
+        if change.apply(old) == *new { change } else { TopologyChange::Whole(new.clone()) }
+    }
+
+    fn apply(&self, old: &Topology) -> Topology {
+        match self {
+            TopologyChange::Whole(t) => t.clone(),
+            TopologyChange::Nodes { sites, put, removed } => {
+                let mut t = old.clone();
+                if let Some(sites) = sites {
+                    t.sites = sites.clone();
+                }
+                t.nodes.retain(|n| !removed.contains(&n.id));
+                for node in put {
+                    match t.nodes.iter_mut().find(|n| n.id == node.id) {
+                        Some(n) => *n = node.clone(),
+                        None => t.nodes.push(node.clone()),
+                    }
+                }
+                t
+            }
+        }
+    }
 }
 
 /// Why a delta cannot be applied.
@@ -86,7 +135,7 @@ impl MapDelta {
         Some(MapDelta {
             from_epoch: old.epoch,
             epoch: new.epoch,
-            topology: (old.topology != new.topology).then(|| new.topology.clone()),
+            topology: (old.topology != new.topology).then(|| TopologyChange::between(&old.topology, &new.topology)),
             rows,
             previous,
         })
@@ -104,7 +153,7 @@ impl MapDelta {
         let mut next = base.clone();
         next.epoch = self.epoch;
         if let Some(t) = &self.topology {
-            next.topology = t.clone();
+            next.topology = t.apply(&base.topology);
         }
         for (pg, row) in &self.rows {
             next.slots[*pg as usize] = row.clone();
@@ -160,7 +209,7 @@ impl MapDelta {
 mod tests {
     use super::*;
     use crate::profile::EcProfile;
-    use crate::topology::{Node, NodeState, Site};
+    use crate::topology::NodeState;
 
     fn topology(sites: u32, per_site: u32) -> Topology {
         let mut t = Topology::default();
@@ -211,6 +260,16 @@ mod tests {
             let text = serde_json::to_string(&delta).unwrap();
             assert_eq!(serde_json::from_str::<MapDelta>(&text).unwrap(), delta);
         }
+        assert!(
+            matches!(MapDelta::between(&b, &c).unwrap().topology, Some(TopologyChange::Nodes { ref removed, .. }) if removed == &[NodeId(2)])
+        );
+        // A topology that cannot be told as nodes changed in place goes whole.
+        let mut reordered = c.clone();
+        reordered.topology.nodes.reverse();
+        reordered.epoch += 1;
+        let delta = MapDelta::between(&c, &reordered).unwrap();
+        assert!(matches!(delta.topology, Some(TopologyChange::Whole(_))));
+        assert_eq!(delta.apply(&c).unwrap(), reordered);
         let only_previous = MapDelta::between(&c, &d).unwrap();
         assert!(only_previous.rows.is_empty() && only_previous.topology.is_none());
         assert!(only_previous.previous.iter().all(|(_, rows)| rows.is_empty()));
@@ -223,6 +282,8 @@ mod tests {
         let delta = MapDelta::between(&a, &b).unwrap();
         let (whole, told) = (serde_json::to_vec(&b).unwrap().len(), serde_json::to_vec(&delta).unwrap().len());
         assert!(told * 4 < whole, "delta {told} bytes, map {whole} bytes");
+        let Some(TopologyChange::Nodes { put, removed, sites: None }) = &delta.topology else { panic!("{delta:?}") };
+        assert_eq!((put.len(), removed.len()), (1, 0), "the topology change is the one node added");
         assert_eq!(delta.apply(&a).unwrap(), b);
     }
 
@@ -260,7 +321,13 @@ mod tests {
         // A node taken out of the topology while unchanged rows still name it.
         let mut out = b.topology.clone();
         out.nodes.iter_mut().find(|x| x.id == NodeId(1)).unwrap().state = NodeState::Out;
-        let lying = MapDelta { from_epoch: 2, epoch: 3, topology: Some(out), rows: vec![], previous: vec![] };
+        let lying = MapDelta {
+            from_epoch: 2,
+            epoch: 3,
+            topology: Some(TopologyChange::Whole(out)),
+            rows: vec![],
+            previous: vec![],
+        };
         assert!(matches!(lying.apply(&b), Err(DeltaError::Invalid(_))), "rows naming a node that left are checked");
         // A node moved to another site, making some PG hold three slots in one site.
         let mut moved = b.topology.clone();
@@ -268,7 +335,13 @@ mod tests {
         let row = b.slots.iter().find(|r| r.iter().filter(|n| on_s0.contains(n)).count() == 2).unwrap();
         let other = *row.iter().find(|n| !on_s0.contains(n)).unwrap();
         moved.nodes.iter_mut().find(|x| x.id == other).unwrap().site = "s0".into();
-        let lying = MapDelta { from_epoch: 2, epoch: 3, topology: Some(moved), rows: vec![], previous: vec![] };
+        let lying = MapDelta {
+            from_epoch: 2,
+            epoch: 3,
+            topology: Some(TopologyChange::Whole(moved)),
+            rows: vec![],
+            previous: vec![],
+        };
         assert!(matches!(lying.apply(&b), Err(DeltaError::Invalid(_))), "rows naming a node that moved are checked");
     }
 }

@@ -28,7 +28,7 @@ pub mod profile;
 pub mod topology;
 
 pub use cluster_file::{AccessKey, CatalogReplica, ClusterFile};
-pub use delta::{DeltaError, MapDelta};
+pub use delta::{DeltaError, MapDelta, TopologyChange};
 pub use error::PlacementError;
 pub use map::{MAX_PG_COUNT, PgFunction, PgId, PlacementMap, key_hash, pg_of};
 pub use profile::EcProfile;
