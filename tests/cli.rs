@@ -187,3 +187,24 @@ fn sim_on_a_tiny_grid_writes_tables_and_svg_plots() {
     assert_eq!(std::fs::read_to_string(again.join("results.md")).unwrap(), table);
     assert!(std::fs::read_to_string(again.join("balance.svg")).unwrap().contains("<circle"));
 }
+
+/// A secret on the command line is refused before anything runs (every
+/// user of the machine could read it in `ps`); the same secret from the
+/// environment is taken (the command then fails later, on the unreachable
+/// catalog, which is not the refusal).
+#[test]
+fn a_secret_on_the_command_line_is_refused() {
+    let refused =
+        sillok(&["admin", "--catalog", "127.0.0.1:9", "--key-id", "K", "--secret", "s3cr3t-value", "status"], &[]);
+    assert!(!refused.status.success());
+    let err = text(&refused.stderr);
+    assert!(err.contains("--secret holds a secret") && err.contains("SILLOK_ADMIN_SECRET"), "{err}");
+    assert!(!err.contains("s3cr3t-value"), "the refusal repeats the secret: {err}");
+    let from_env = sillok(
+        &["admin", "--catalog", "127.0.0.1:9", "--key-id", "K", "--timeout-secs", "1", "status"],
+        &[("SILLOK_ADMIN_SECRET", "s3cr3t-value")],
+    );
+    assert!(!from_env.status.success());
+    let err = text(&from_env.stderr);
+    assert!(!err.contains("holds a secret"), "{err}");
+}

@@ -2,7 +2,8 @@
 //!
 //! It needs the replica addresses and a key: `--catalog`/`SILLOK_CATALOG`
 //! (comma-separated `host:port`) and `--key-id`/`SILLOK_ADMIN_KEY_ID` with
-//! `--secret`/`SILLOK_ADMIN_SECRET` (an admin key), or `--cluster FILE`, which
+//! `SILLOK_ADMIN_SECRET` (an admin key; `secret` in a `--config` file, never
+//! `--secret` on the command line), or `--cluster FILE`, which
 //! takes both the replica list and the cluster secret from a cluster file.
 //! `sillok dev` writes the env variables into `cluster.env`. Any replica
 //! will do: writes are forwarded to the leader, and the client moves on to
@@ -30,7 +31,8 @@ pub struct AdminArgs {
     /// Admin access key id.
     #[arg(long, env = "SILLOK_ADMIN_KEY_ID", global = true)]
     pub key_id: Option<String>,
-    /// Admin secret key.
+    /// Admin secret key: from SILLOK_ADMIN_SECRET or the --config file, never
+    /// the command line (refused there: other users can read it).
     #[arg(long, env = "SILLOK_ADMIN_SECRET", global = true, hide_env_values = true)]
     pub secret: Option<String>,
     /// A cluster file: replica addresses and the cluster secret (instead of an admin key).
@@ -258,7 +260,7 @@ fn client(a: &AdminArgs) -> anyhow::Result<(CatalogClient, String)> {
     };
     let (Some(id), Some(secret)) = (&a.key_id, &a.secret) else {
         bail!(
-            "no admin key: set SILLOK_ADMIN_KEY_ID and SILLOK_ADMIN_SECRET (or pass --key-id and --secret, or --cluster FILE)"
+            "no admin key: set SILLOK_ADMIN_KEY_ID and SILLOK_ADMIN_SECRET (or put key-id and secret in a --config file, or pass --cluster FILE)"
         );
     };
     let c =

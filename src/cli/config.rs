@@ -13,6 +13,9 @@
 //!   flag would refuse, is an error naming the file and the key.
 //!
 //! Precedence: command line > environment > config file > built-in default.
+//! Flags that hold a secret ([`SECRET_FLAGS`]) are refused on the command
+//! line, where every user of the machine can read them (`ps`,
+//! `/proc/PID/cmdline`): they come from the environment or the file only.
 //! Mechanism: the clap `Command` derived from the `Cli` gets an `env` on
 //! every long flag, the file's values become the flags' defaults, and only
 //! then is the command line parsed. A flag added anywhere later gets all of
@@ -25,6 +28,9 @@ use std::sync::OnceLock;
 
 use anyhow::{Context, bail};
 use clap::{Arg, ArgAction, ArgMatches, Command};
+
+/// Flags whose value is a secret: refused on the command line.
+pub const SECRET_FLAGS: &[&str] = &["secret"];
 
 /// The variable that names the config file (`--config`).
 pub const CONFIG_ENV: &str = "SILLOK_CONFIG";
@@ -135,9 +141,45 @@ pub fn try_parse_from<T: clap::Parser>(args: Vec<OsString>) -> anyhow::Result<Re
     };
     let mut cmd = cmd;
     Ok(match cmd.try_get_matches_from_mut(args) {
-        Ok(m) => T::from_arg_matches(&m).map_err(|e| e.format(&mut cmd)),
+        Ok(m) => match secret_on_command_line(&cmd, &m) {
+            Some(flag) => Err(cmd.error(
+                clap::error::ErrorKind::ArgumentConflict,
+                format!(
+                    "--{flag} holds a secret, and secrets are not taken on the command line, where every user of \
+                     this machine can read them (ps, /proc/PID/cmdline): set {} instead, or put `{flag} = \"...\"` \
+                     in the --config file (readable by you only)",
+                    env_name_of(&cmd, flag)
+                ),
+            )),
+            None => T::from_arg_matches(&m).map_err(|e| e.format(&mut cmd)),
+        },
         Err(e) => Err(e),
     })
+}
+
+/// The first secret flag given on the command line, in the matches of
+/// `cmd` or those of its subcommands (only ids `cmd` defines are asked:
+/// clap panics on others).
+fn secret_on_command_line(cmd: &Command, m: &ArgMatches) -> Option<&'static str> {
+    let given = |id: &str| {
+        cmd.get_arguments().any(|a| a.get_id() == id)
+            && m.value_source(id) == Some(clap::parser::ValueSource::CommandLine)
+    };
+    SECRET_FLAGS.iter().copied().find(|id| given(id)).or_else(|| {
+        let (name, sub) = m.subcommand()?;
+        secret_on_command_line(cmd.find_subcommand(name)?, sub)
+    })
+}
+
+/// The environment variable a flag is read from (its own, or the derived one).
+fn env_name_of(cmd: &Command, flag: &str) -> String {
+    fn find(cmd: &Command, flag: &str) -> Option<String> {
+        cmd.get_arguments()
+            .find(|a| a.get_long() == Some(flag))
+            .and_then(|a| a.get_env().map(|e| e.to_string_lossy().into_owned()))
+            .or_else(|| cmd.get_subcommands().find_map(|s| find(s, flag)))
+    }
+    find(cmd, flag).unwrap_or_else(|| env_name(flag))
 }
 
 /// The subcommand path the matches name, and the deepest `--config` given.
