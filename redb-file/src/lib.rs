@@ -9,6 +9,12 @@
 //! to redb 3 finds only v3 files. The upgrade is redb's own
 //! [`Database::upgrade`]: it refuses while savepoints exist (Sillok makes
 //! none) and is crash-safe (two-phase commits, then the header switch).
+//!
+//! Mode policy: every file is readable and writable by its owner only
+//! (0600), because some hold secrets (the catalog's keys, in its log and its
+//! state). A new file is created 0600 before redb opens it; an existing file
+//! that others could read (made by an earlier Sillok, or copied in) is set
+//! to 0600 when opened, and that is logged at warn.
 
 use std::path::Path;
 
@@ -20,11 +26,26 @@ use redb::Database;
 // is returned once per process start, so its size costs nothing.
 #[allow(clippy::result_large_err)]
 pub fn open_or_create(path: &Path) -> Result<Database, redb::Error> {
+    owner_only(path)?;
     let mut db = redb::Builder::new().create_with_file_format_v3(true).create(path)?;
     if db.upgrade()? {
         tracing::info!(path = %path.display(), "upgraded the redb file from format v2 to v3");
     }
     Ok(db)
+}
+
+/// Creates `path` empty with mode 0600 if it does not exist (redb takes an
+/// empty file as a new database), or sets it to 0600 if others may read or
+/// write it.
+fn owner_only(path: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    let f = std::fs::OpenOptions::new().write(true).create(true).truncate(false).mode(0o600).open(path)?;
+    let mode = f.metadata()?.permissions().mode();
+    if mode & 0o077 != 0 {
+        f.set_permissions(std::fs::Permissions::from_mode(0o600))?;
+        tracing::warn!(path = %path.display(), mode = format!("{:o}", mode & 0o777), "the database file was readable by others: set to 0600");
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -52,6 +73,24 @@ mod tests {
         let w = db.begin_write().unwrap();
         w.open_table(T).unwrap().insert("answer", 42).unwrap();
         w.commit().unwrap();
+    }
+
+    #[test]
+    fn files_are_readable_by_their_owner_only() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        let new = dir.path().join("new.redb");
+        drop(open_or_create(&new).unwrap());
+        assert_eq!(mode(&new), 0o600);
+        // A file others can read (as earlier builds left them) is closed up.
+        let old = dir.path().join("old.redb");
+        make_v2(&old);
+        std::fs::set_permissions(&old, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let db = open_or_create(&old).unwrap();
+        assert_eq!(mode(&old), 0o600);
+        let r = db.begin_read().unwrap();
+        assert_eq!(r.open_table(T).unwrap().get("answer").unwrap().map(|v| v.value()), Some(42));
     }
 
     #[test]
