@@ -246,6 +246,8 @@ async fn follow_catalog(config: &GatewayConfig) -> std::io::Result<Arc<GatewayCa
         .map_err(|e| std::io::Error::other(format!("the gateway cannot follow the catalog: {e}")))?;
     let client = Arc::new(client);
     std::fs::create_dir_all(&config.state_dir)?;
+    // Its copy of the catalog holds the keys' secrets: owner only.
+    std::fs::set_permissions(&config.state_dir, std::os::unix::fs::PermissionsExt::from_mode(0o700))?;
     GatewayCatalog::start(client, config.state_dir.clone(), config.follow, config.catalog_wait)
         .await
         .map_err(|e| std::io::Error::other(e.to_string()))

@@ -218,8 +218,7 @@ pub async fn run(a: CatalogArgs) -> anyhow::Result<()> {
         .iter()
         .map(|r| (r.id, ReplicaNode { addr: r.addr.clone(), site: r.site.clone() }))
         .collect();
-    std::fs::create_dir_all(&a.data)
-        .with_context(|| format!("cannot create the data directory {}", a.data.display()))?;
+    super::private_dir(&a.data).with_context(|| format!("cannot create the data directory {}", a.data.display()))?;
     let mut config = ReplicaConfig::new(a.id, &site, listen, a.data.clone(), &file.cluster_secret);
     config.advertise = advertise;
     config.also_accepted_secrets = file.also_accepted_secrets();

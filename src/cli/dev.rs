@@ -107,6 +107,7 @@ pub async fn run(mut a: DevArgs, log_json: bool) -> anyhow::Result<()> {
         return super::drill::run(d).await;
     }
     LOG_JSON.store(log_json, std::sync::atomic::Ordering::Relaxed);
+    super::private_dir(&a.data).with_context(|| format!("cannot create {}", a.data.display()))?;
     std::fs::create_dir_all(a.data.join("logs")).with_context(|| format!("cannot create {}", a.data.display()))?;
     let data = a.data.canonicalize()?;
     let cluster_path = data.join("cluster.json");

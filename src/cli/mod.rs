@@ -54,6 +54,24 @@ pub fn save_cluster_file(file: &sillok_placement::ClusterFile, path: &std::path:
         .with_context(|| format!("cannot write the cluster file {}", path.display()))
 }
 
+/// Creates a process's data directory (and its parents) and makes it
+/// private to its owner (0700): it holds secrets (a catalog's keys, a
+/// gateway's copy of them) or data only its process serves. A directory
+/// that others could enter is closed up, with a warning.
+pub fn private_dir(dir: &std::path::Path) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let existed = dir.exists();
+    std::fs::create_dir_all(dir)?;
+    let mode = std::fs::metadata(dir)?.permissions().mode();
+    if mode & 0o077 != 0 {
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
+        if existed {
+            tracing::warn!(dir = %dir.display(), mode = format!("{:o}", mode & 0o777), "the data directory was open to others: set to 0700");
+        }
+    }
+    Ok(())
+}
+
 /// Writes a file that holds secrets: mode 0600 from its creation, written
 /// whole to a temporary file, fsynced, renamed over `path`, and the folder
 /// fsynced, so a crash leaves the old file or the new one.

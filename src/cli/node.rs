@@ -101,8 +101,7 @@ pub async fn run(a: NodeArgs) -> anyhow::Result<()> {
         sillok_model::clock::set_offset_ms(a.test_clock_offset_ms);
     }
     let file = super::load_cluster_file(&a.cluster)?;
-    std::fs::create_dir_all(&a.data)
-        .with_context(|| format!("cannot create the data directory {}", a.data.display()))?;
+    super::private_dir(&a.data).with_context(|| format!("cannot create the data directory {}", a.data.display()))?;
     let follower = start_following(&file, &a)?;
     let map = match &follower {
         Some((f, _)) => find_self(f, &file.map, NodeId(a.id), Duration::from_secs(a.wait_for_map_s)).await,

@@ -446,6 +446,16 @@ async fn a_gateway_follows_changes_and_takes_the_whole_catalog_once_too_far_behi
     use std::os::unix::fs::PermissionsExt;
     let mode = std::fs::metadata(c.dir.path().join("follower").join("catalog.redb")).unwrap().permissions().mode();
     assert_eq!(mode & 0o777, 0o600);
+    // So are every process's directory and every file that holds a secret.
+    let mode_of = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    let site = c.dir.path().join("sites").join("site-a");
+    for dir in [c.dir.path().to_path_buf(), c.dir.path().join("follower"), site.join("catalog-1"), site.join("node-1")]
+    {
+        assert_eq!(mode_of(&dir), 0o700, "{}", dir.display());
+    }
+    for file in [site.join("catalog-1").join("catalog.redb"), site.join("catalog-1").join("raft-log.redb")] {
+        assert_eq!(mode_of(&file), 0o600, "{}", file.display());
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
