@@ -3,7 +3,7 @@
 # `aws s3` commands: mb/rb, cp (files, stdin/stdout, encoded keys), sync both
 # ways with --delete, ls, rm --recursive, and a 100 MiB multipart upload, each
 # checked on the bytes and sizes that come back. Part 2: aws_cli_s3api.sh.
-# Run by tests/e2e/real_clients.rs; by hand: `. sillok-dev/cluster.env && bash tests/clients/aws_cli_s3.sh`.
+# Run by tests/e2e/clients.rs; by hand: `. sillok-dev/cluster.env && bash tests/clients/aws_cli_s3.sh`.
 . "$(dirname "$0")/lib.sh"
 
 # The endpoint comes from AWS_ENDPOINT_URL; nothing else is configured.

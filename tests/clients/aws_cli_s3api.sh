@@ -3,7 +3,7 @@
 # calls (put/head/get with metadata and ranges, copy-object, delete-objects,
 # list-objects-v2, the multipart API, conditional GETs), each checked on the
 # bytes and fields S3 returns. Part 1: aws_cli_s3.sh.
-# Run by tests/e2e/real_clients.rs; by hand: `. sillok-dev/cluster.env && bash tests/clients/aws_cli_s3api.sh`.
+# Run by tests/e2e/clients.rs; by hand: `. sillok-dev/cluster.env && bash tests/clients/aws_cli_s3api.sh`.
 . "$(dirname "$0")/lib.sh"
 
 # The endpoint comes from AWS_ENDPOINT_URL; nothing else is configured.

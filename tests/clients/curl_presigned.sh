@@ -3,7 +3,7 @@
 # by `aws s3 presign`, PUT presigned by boto3; tampered and expired URLs must
 # get 403 with an S3 XML error body. Also virtual-host-style requests
 # (<bucket>.localhost): presigned by boto3, and signed by curl's --aws-sigv4.
-# Run by tests/e2e/real_clients.rs; by hand: `. sillok-dev/cluster.env && bash tests/clients/curl_presigned.sh`.
+# Run by tests/e2e/clients.rs; by hand: `. sillok-dev/cluster.env && bash tests/clients/curl_presigned.sh`.
 . "$(dirname "$0")/lib.sh"
 
 curl --version | sed -n 1p

@@ -2,7 +2,7 @@
 # rclone (Debian's package) against a Sillok gateway, configured only through
 # environment variables as an S3 remote named `sillok`: copy, sync, check
 # --download, md5sum compared with local md5sum, cat with offsets, delete.
-# Run by tests/e2e/real_clients.rs; by hand: `. sillok-dev/cluster.env && bash tests/clients/rclone.sh`.
+# Run by tests/e2e/clients.rs; by hand: `. sillok-dev/cluster.env && bash tests/clients/rclone.sh`.
 . "$(dirname "$0")/lib.sh"
 
 # rclone 1.60's S3 backend fails on AWS_CA_BUNDLE ("unsupported transport");

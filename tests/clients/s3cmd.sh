@@ -2,7 +2,7 @@
 # s3cmd (from PyPI) against a Sillok gateway, with a config file for a plain
 # http endpoint, path-style addressing and signature v4: mb, put (single and
 # multipart), get, ls/la/du, info, cp/mv, sync both ways, del, rb.
-# Run by tests/e2e/real_clients.rs; by hand: `. sillok-dev/cluster.env && bash tests/clients/s3cmd.sh`.
+# Run by tests/e2e/clients.rs; by hand: `. sillok-dev/cluster.env && bash tests/clients/s3cmd.sh`.
 . "$(dirname "$0")/lib.sh"
 
 CFG="$WORK/s3cmd.cfg"
