@@ -41,6 +41,8 @@ pub struct Cluster {
     pub read_deadlines: std::sync::atomic::AtomicU64,
     /// Node calls that failed on a connect or node timeout.
     pub node_timeouts: std::sync::atomic::AtomicU64,
+    /// GETs ended because their client took no bytes within the send timeout.
+    pub client_send_timeouts: std::sync::atomic::AtomicU64,
     /// How long a lean manifest read waits for the replicas it asked before
     /// it asks one more (see `fanout::Need::hedge_after`), and at least how
     /// long it waits for the body replica once a majority answered. Under
@@ -71,6 +73,7 @@ impl Cluster {
             degraded_reads: std::sync::atomic::AtomicU64::new(0),
             read_deadlines: std::sync::atomic::AtomicU64::new(0),
             node_timeouts: std::sync::atomic::AtomicU64::new(0),
+            client_send_timeouts: std::sync::atomic::AtomicU64::new(0),
             read_hedge,
             hedge_clock: crate::hedge::HedgeClock::start(read_hedge / 2),
         })

@@ -267,6 +267,18 @@ impl Collector for Figures {
         )?;
         gauge(
             enc,
+            "sillok_gateway_form_buffer_reserved_bytes",
+            "Bytes of browser-form files reserved in the --form-buffer-total budget now.",
+            load(&l.form_buffer_reserved),
+        )?;
+        counter(
+            enc,
+            "sillok_gateway_form_buffer_refusals",
+            "Form uploads answered 503 SlowDown because --form-buffer-total had no room for their file.",
+            load(&l.form_buffer_refusals),
+        )?;
+        gauge(
+            enc,
             "sillok_gateway_suspect_nodes",
             "Storage nodes this gateway suspects (calls failed; no probe answered since).",
             c.suspect_count() as u64,
@@ -305,6 +317,12 @@ impl Collector for Figures {
                 ("read_deadline".to_string(), load(&c.read_deadlines)),
                 ("node_timeout".to_string(), load(&c.node_timeouts)),
             ],
+        )?;
+        counter(
+            enc,
+            "sillok_gateway_client_send_timeouts",
+            "GETs ended because their client took no bytes within --send-timeout-s (their shard reads and buffers freed).",
+            load(&c.client_send_timeouts),
         )?;
         self.metrics.lifecycle.encode_metrics(enc)?;
         if let Some(r) = self.catalog.repair.lock().unwrap_or_else(|e| e.into_inner()).as_ref() {

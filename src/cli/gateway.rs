@@ -104,6 +104,14 @@ pub struct GatewayArgs {
     /// Seconds a client may go without sending body bytes before its request is dropped.
     #[arg(long, default_value_t = 60)]
     pub body_idle_timeout_s: u64,
+    /// Seconds a client may go without taking bytes of a GET's body before
+    /// the GET is ended (its shard reads and buffers freed).
+    #[arg(long, default_value_t = sillok_gateway::read::DEFAULT_SEND_TIMEOUT.as_secs(), value_parser = clap::value_parser!(u64).range(1..))]
+    pub send_timeout_s: u64,
+    /// Bytes of browser-form (POST object) files this gateway buffers at once,
+    /// over all requests; a form that does not fit is answered 503 SlowDown.
+    #[arg(long, default_value_t = sillok_gateway::limits::DEFAULT_FORM_BUFFER_TOTAL)]
+    pub form_buffer_total: u64,
     /// S3 connections served at once; more wait in the listen backlog until one ends.
     #[arg(long, default_value_t = sillok_gateway::limits::DEFAULT_MAX_CONNECTIONS, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
     pub max_connections: usize,
@@ -128,6 +136,13 @@ pub async fn run(a: GatewayArgs) -> anyhow::Result<()> {
             sillok_storage_node::server::UPLOAD_IDLE.as_secs()
         );
     }
+    if a.form_buffer_total < a.post_max_size {
+        bail!(
+            "--form-buffer-total ({}) must be at least --post-max-size ({}): one form of the largest size must fit",
+            a.form_buffer_total,
+            a.post_max_size
+        );
+    }
     if cluster.catalog_replicas.is_empty() && a.catalog.is_empty() {
         bail!(
             "{} names no catalog replicas and --catalog is not given: the gateway takes buckets, keys and the map from the catalog",
@@ -149,7 +164,10 @@ pub async fn run(a: GatewayArgs) -> anyhow::Result<()> {
             body_idle_timeout: Duration::from_secs(a.body_idle_timeout_s.max(1)),
             ..Default::default()
         },
-        read: ReadSettings { block_deadline: Duration::from_millis(a.read_deadline_ms) },
+        read: ReadSettings {
+            block_deadline: Duration::from_millis(a.read_deadline_ms),
+            send_timeout: Duration::from_secs(a.send_timeout_s),
+        },
         node_timeouts: Timeouts {
             connect: Duration::from_millis(a.connect_timeout_ms),
             response: Duration::from_millis(a.node_timeout_ms),
@@ -169,6 +187,7 @@ pub async fn run(a: GatewayArgs) -> anyhow::Result<()> {
         limits: sillok_gateway::limits::Limits {
             max_connections: a.max_connections,
             max_requests_per_client: a.max_requests_per_client,
+            form_buffer_total: a.form_buffer_total,
         },
     };
     if a.test_clock_offset_ms != 0 {
