@@ -15,7 +15,14 @@
 //!   flight (removed when its count returns to 0), so it is bounded by the
 //!   connections (HTTP/1 only: one request per connection at a time).
 //!
-//! Both are counted for the metrics page ([`LimitFigures`]).
+//! - [`FormBuffer`]: browser-form (POST object) files are buffered whole
+//!   (s3s parses them in memory), each up to `--post-max-size`; at most
+//!   `--form-buffer-total` bytes of them at once, gateway-wide. A form whose
+//!   declared length (or, without one, `--post-max-size`) does not fit in
+//!   what is left is answered `503 SlowDown` before its file is read. The
+//!   reservation is held until the upload's handler has finished.
+//!
+//! All are counted for the metrics page ([`LimitFigures`]).
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -27,6 +34,8 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 /// Defaults of the flags.
 pub const DEFAULT_MAX_CONNECTIONS: usize = 4096;
 pub const DEFAULT_MAX_REQUESTS_PER_CLIENT: usize = 256;
+/// Eight forms of the default `--post-max-size` (32 MiB).
+pub const DEFAULT_FORM_BUFFER_TOTAL: u64 = 256 << 20;
 
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {
@@ -34,11 +43,17 @@ pub struct Limits {
     pub max_connections: usize,
     /// S3 requests in flight per client IP (`--max-requests-per-client`).
     pub max_requests_per_client: usize,
+    /// Bytes of form files buffered at once (`--form-buffer-total`).
+    pub form_buffer_total: u64,
 }
 
 impl Default for Limits {
     fn default() -> Self {
-        Limits { max_connections: DEFAULT_MAX_CONNECTIONS, max_requests_per_client: DEFAULT_MAX_REQUESTS_PER_CLIENT }
+        Limits {
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+            max_requests_per_client: DEFAULT_MAX_REQUESTS_PER_CLIENT,
+            form_buffer_total: DEFAULT_FORM_BUFFER_TOTAL,
+        }
     }
 }
 
@@ -54,6 +69,10 @@ pub struct LimitFigures {
     pub clients_in_flight: AtomicU64,
     /// Requests answered `SlowDown` because their client was at its limit.
     pub client_limit_refusals: AtomicU64,
+    /// Bytes of form files reserved now ([`FormBuffer`]).
+    pub form_buffer_reserved: AtomicU64,
+    /// Forms answered `SlowDown` because the form buffer was full.
+    pub form_buffer_refusals: AtomicU64,
 }
 
 /// The listener's connection permits.
@@ -237,5 +256,67 @@ mod tests {
         assert_eq!(figures.connections_open.load(Ordering::Relaxed), 1);
         assert_eq!(figures.connection_limit_reached.load(Ordering::Relaxed), 1);
         assert_eq!(figures.connections_accepted.load(Ordering::Relaxed), 2);
+    }
+}
+
+/// The gateway-wide budget for buffered form files, counted in KiB.
+pub struct FormBuffer {
+    kib: Arc<Semaphore>,
+    total_kib: u64,
+    figures: Arc<LimitFigures>,
+}
+
+/// Room for one form's file; returned when dropped.
+pub struct FormReservation {
+    _permit: OwnedSemaphorePermit,
+    bytes: u64,
+    figures: Arc<LimitFigures>,
+}
+
+impl FormBuffer {
+    pub fn new(total_bytes: u64, figures: Arc<LimitFigures>) -> Arc<Self> {
+        let total_kib = total_bytes.div_ceil(1024).clamp(1, Semaphore::MAX_PERMITS as u64);
+        Arc::new(FormBuffer { kib: Arc::new(Semaphore::new(total_kib as usize)), total_kib, figures })
+    }
+
+    /// Room for a file of `bytes`, or `None` when the rest of the budget is
+    /// smaller (never waits: the caller answers `SlowDown`).
+    pub fn reserve(&self, bytes: u64) -> Option<FormReservation> {
+        let kib = bytes.div_ceil(1024).clamp(1, self.total_kib);
+        let Ok(permit) = self.kib.clone().try_acquire_many_owned(u32::try_from(kib).unwrap_or(u32::MAX)) else {
+            self.figures.form_buffer_refusals.fetch_add(1, Ordering::Relaxed);
+            return None;
+        };
+        let bytes = kib * 1024;
+        self.figures.form_buffer_reserved.fetch_add(bytes, Ordering::Relaxed);
+        Some(FormReservation { _permit: permit, bytes, figures: self.figures.clone() })
+    }
+}
+
+impl Drop for FormReservation {
+    fn drop(&mut self) {
+        self.figures.form_buffer_reserved.fetch_sub(self.bytes, Ordering::Relaxed);
+    }
+}
+
+#[cfg(test)]
+mod form_buffer_tests {
+    use super::*;
+
+    #[test]
+    fn reservations_fit_the_budget_and_come_back_when_dropped() {
+        let figures = Arc::new(LimitFigures::default());
+        let buf = FormBuffer::new(3 << 20, figures.clone());
+        let a = buf.reserve(1 << 20).expect("1 of 3 MiB");
+        let b = buf.reserve(2 << 20).expect("3 of 3 MiB");
+        assert!(buf.reserve(1).is_none(), "the budget is spent");
+        assert_eq!(figures.form_buffer_refusals.load(Ordering::Relaxed), 1);
+        assert_eq!(figures.form_buffer_reserved.load(Ordering::Relaxed), 3 << 20);
+        drop(b);
+        let c = buf.reserve(2 << 20).expect("room again");
+        drop((a, c));
+        assert_eq!(figures.form_buffer_reserved.load(Ordering::Relaxed), 0);
+        // A form larger than the whole budget takes all of it, not more.
+        assert!(buf.reserve(u64::MAX).is_some());
     }
 }

@@ -9,7 +9,8 @@
 //! headers must arrive within `HEADER_READ_TIMEOUT` and fit in
 //! `MAX_HEADER_BYTES` (else hyper answers 431 and closes); XML bodies are
 //! capped by s3s (`MAX_XML_BODY`), POST-object uploads by `post_max_size`
-//! (they are buffered, after `crate::form::precheck` checked their fields),
+//! (they are buffered, after `crate::form::precheck` checked their fields,
+//! within the gateway-wide `--form-buffer-total`),
 //! PUT bodies by 5 GiB and by the write path's idle and stripe deadlines.
 //! At most `--max-connections` connections are served at once (over it,
 //! new ones wait in the accept backlog) and at most
@@ -110,6 +111,7 @@ pub async fn bind(
     let metrics = Arc::new(Metrics::default());
     let connections = crate::limits::ConnectionLimit::new(config.limits.max_connections, metrics.limits.clone());
     let clients = crate::limits::ClientLimit::new(config.limits.max_requests_per_client, metrics.limits.clone());
+    let forms = crate::limits::FormBuffer::new(config.limits.form_buffer_total, metrics.limits.clone());
     let post_max_size = config.post_max_size;
     let s3 = SillokS3 {
         cluster: cluster.clone(),
@@ -176,7 +178,8 @@ pub async fn bind(
             let _ = stream.set_nodelay(true);
             let service = service.clone();
             let metrics = metrics.clone();
-            let (ops, catalog, hosts, clients) = (ops.clone(), catalog.clone(), hosts.clone(), clients.clone());
+            let (ops, catalog, hosts, clients, forms) =
+                (ops.clone(), catalog.clone(), hosts.clone(), clients.clone(), forms.clone());
             let svc = hyper::service::service_fn(move |req: http::Request<Incoming>| {
                 let service = service.clone();
                 let metrics = metrics.clone();
@@ -185,6 +188,7 @@ pub async fn bind(
                     catalog: catalog.clone(),
                     hosts: hosts.clone(),
                     clients: clients.clone(),
+                    forms: forms.clone(),
                     peer: peer.ip(),
                     post_max_size,
                 };
@@ -304,6 +308,7 @@ struct State {
     catalog: Arc<GatewayCatalog>,
     hosts: Arc<VirtualHosts>,
     clients: Arc<crate::limits::ClientLimit>,
+    forms: Arc<crate::limits::FormBuffer>,
     /// The client's address (the connection's peer).
     peer: std::net::IpAddr,
     post_max_size: u64,
@@ -412,6 +417,8 @@ async fn serve_s3(
         return close_if(true, error_xml(501, "NotImplemented", why, &request_id));
     }
     let read_first = small_body_to_read_first(&req);
+    // A form's room in `--form-buffer-total`, held until its handler is done.
+    let mut form_reservation = None;
     // A body read here went in full (hyper sent `100 Continue` for it).
     let may_withhold = may_withhold && read_first.is_none();
     let req = match read_first {
@@ -429,6 +436,18 @@ async fn serve_s3(
             let bucket = url_bucket(&req, &state.hosts);
             match crate::form::precheck(req, bucket.as_deref(), state.post_max_size).await {
                 Ok(req) => {
+                    // Room for the file in the gateway-wide form budget, or SlowDown.
+                    let declared = req
+                        .headers()
+                        .get(http::header::CONTENT_LENGTH)
+                        .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+                    let file_bytes = declared.unwrap_or(state.post_max_size).min(state.post_max_size);
+                    let Some(reservation) = state.forms.reserve(file_bytes) else {
+                        tracing::info!(file_bytes, "form upload refused: --form-buffer-total has no room for its file");
+                        let why = "Too many form uploads are being buffered. Please reduce your request rate.";
+                        return close_if(true, error_xml(503, "SlowDown", why, &request_id));
+                    };
+                    form_reservation = Some(reservation);
                     req.map(|b| s3s::Body::http_body_unsync(crate::body::SmallFrames::new(b, crate::body::FORM_FRAME)))
                 }
                 Err(e) => {
@@ -442,6 +461,7 @@ async fn serve_s3(
         None => req.map(s3s::Body::from),
     };
     let served = std::panic::AssertUnwindSafe(service.call(req)).catch_unwind().await;
+    drop(form_reservation);
     let resp = match served {
         Ok(Ok(mut resp)) => {
             partial_head(is_head, &mut resp);

@@ -1,6 +1,7 @@
 //! Bounded abuse: a slow but steady client can upload; stalled unsigned
-//! form uploads cost only their fields; one client cannot hold more than
-//! its share of requests; the connection limit holds.
+//! form uploads cost only their fields; signed ones share a gateway-wide
+//! buffer budget; one client cannot hold more than its share of requests;
+//! the connection limit holds; a GET whose client stops reading is ended.
 //!
 //! Figures (peak RSS, the slow upload's time) are printed with `--nocapture`.
 
@@ -136,7 +137,7 @@ fn form_head(host: &str, bucket: &str, key_id: &str, region: &str, forged: bool,
     )
 }
 
-/// (b), (c), (d) on one cluster, each on its own extra gateway.
+/// (b) to (f) on one cluster, each on its own extra gateway.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stalled_forms_greedy_clients_and_connection_floods_are_bounded() {
     let cluster = DevCluster::start();
@@ -156,6 +157,14 @@ async fn stalled_forms_greedy_clients_and_connection_floods_are_bounded() {
     let flood = std::panic::AssertUnwindSafe(connections_over_the_limit_wait(&cluster));
     if flood.catch_unwind().await.is_err() {
         failed.push("connection limit");
+    }
+    let budget = std::panic::AssertUnwindSafe(signed_forms_share_the_form_buffer_budget(&cluster));
+    if budget.catch_unwind().await.is_err() {
+        failed.push("form buffer budget");
+    }
+    let reader = std::panic::AssertUnwindSafe(a_get_whose_client_stops_reading_is_ended(&cluster));
+    if reader.catch_unwind().await.is_err() {
+        failed.push("GET send timeout");
     }
     assert!(failed.is_empty(), "failed: {failed:?} (their panics are above)");
 }
@@ -291,4 +300,114 @@ async fn connections_over_the_limit_wait(cluster: &DevCluster) {
     drop(idle_a);
     let answer = read_for(&mut third, Duration::from_secs(20)).await;
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer:?}");
+}
+
+/// A signed form upload (valid policy and signature, keys under `uploads/`)
+/// of `file_len` bytes, up to its file part.
+fn signed_form_head(cluster: &DevCluster, host: &str, key: &str, file_len: usize) -> (String, String) {
+    let b = "----sillok-abuse-signed";
+    let mut fields = String::new();
+    for (k, v) in crate::cors::post_policy_fields(cluster, "forms", key) {
+        fields.push_str(&format!("--{b}\r\nContent-Disposition: form-data; name=\"{k}\"\r\n\r\n{v}\r\n"));
+    }
+    fields.push_str(&format!(
+        "--{b}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"f.bin\"\r\nContent-Type: application/octet-stream\r\n\r\n"
+    ));
+    let tail = format!("\r\n--{b}--\r\n");
+    let len = fields.len() + file_len + tail.len();
+    let head = format!(
+        "POST /forms HTTP/1.1\r\nHost: {host}\r\nContent-Type: multipart/form-data; boundary={b}\r\nContent-Length: {len}\r\n\r\n{fields}"
+    );
+    (head, tail)
+}
+
+/// (e) Signed forms pass their precheck and are buffered whole, each up to
+/// `--post-max-size`: together at most `--form-buffer-total`. With room for
+/// two 1 MiB forms, two stalled ones are buffering and a third is answered
+/// `503 SlowDown` at once; when one of the two goes away, a new one fits
+/// and is stored. (Before the budget, the third was buffered too.)
+async fn signed_forms_share_the_form_buffer_budget(cluster: &DevCluster) {
+    let g = cluster.start_gateway("abuse-form-budget", &["--post-max-size=1048576", "--form-buffer-total=2097152"]);
+    let host = g.endpoint.trim_start_matches("http://").to_string();
+    let page = format!("{}/_sillok/metrics", g.endpoint);
+    let file = pattern(1000 * KIB, 5);
+    let stalled = async |key: &str| {
+        let (head, _) = signed_form_head(cluster, &host, key, file.len());
+        let mut s = TcpStream::connect(&host).await.unwrap();
+        s.write_all(head.as_bytes()).await.unwrap();
+        s.write_all(&file[..100 * KIB]).await.unwrap();
+        s
+    };
+    let first = stalled("uploads/a").await;
+    let _second = stalled("uploads/b").await;
+    wait_until(Duration::from_secs(20), "two forms reserved in the budget", async || {
+        metric(&http_text(&page).await, "sillok_gateway_form_buffer_reserved_bytes").unwrap_or(0.0) >= 2000.0 * 1024.0
+    })
+    .await;
+    let mut third = stalled("uploads/c").await;
+    let answer = read_for(&mut third, Duration::from_secs(10)).await;
+    assert!(answer.starts_with("HTTP/1.1 503"), "{answer}");
+    assert!(answer.contains("<Code>SlowDown</Code>"), "{answer}");
+    assert_eq!(metric(&http_text(&page).await, "sillok_gateway_form_buffer_refusals_total"), Some(1.0));
+    // One goes away: its room comes back, and a whole form is stored.
+    drop(first);
+    wait_until(Duration::from_secs(20), "one form reserved", async || {
+        metric(&http_text(&page).await, "sillok_gateway_form_buffer_reserved_bytes").unwrap_or(f64::MAX)
+            < 1100.0 * 1024.0
+    })
+    .await;
+    let (head, tail) = signed_form_head(cluster, &host, "uploads/d", file.len());
+    let mut s = TcpStream::connect(&host).await.unwrap();
+    s.write_all(head.as_bytes()).await.unwrap();
+    s.write_all(&file).await.unwrap();
+    s.write_all(tail.as_bytes()).await.unwrap();
+    let answer = read_for(&mut s, Duration::from_secs(20)).await;
+    assert!(answer.starts_with("HTTP/1.1 204"), "{answer}");
+    assert_same(&get(&g.client(), "forms", "uploads/d", None).await, &file, "the form stored after room came back");
+}
+
+/// (f) A client that asks for a 32 MiB object and reads nothing: after
+/// `--send-timeout-s` (2 s here) the gateway ends the GET, so the client,
+/// reading at last, gets only what was already in the socket buffers, and
+/// the connection closes. (Without the timeout it got all 32 MiB.)
+async fn a_get_whose_client_stops_reading_is_ended(cluster: &DevCluster) {
+    use aws_sdk_s3::presigning::PresigningConfig;
+    let g = cluster.start_gateway("abuse-send-timeout", &["--send-timeout-s=2"]);
+    let host = g.endpoint.trim_start_matches("http://").to_string();
+    let gc = g.client();
+    let size = 32 * MIB;
+    put(&gc, "forms", "big", pattern(size, 6)).await;
+    let url = gc
+        .get_object()
+        .bucket("forms")
+        .key("big")
+        .presigned(PresigningConfig::expires_in(Duration::from_secs(300)).unwrap())
+        .await
+        .unwrap();
+    let uri: http::Uri = url.uri().parse().unwrap();
+    let mut s = TcpStream::connect(&host).await.unwrap();
+    let target = uri.path_and_query().unwrap().as_str();
+    s.write_all(format!("GET {target} HTTP/1.1\r\nHost: {host}\r\n\r\n").as_bytes()).await.unwrap();
+    let page = format!("{}/_sillok/metrics", g.endpoint);
+    wait_until(Duration::from_secs(30), "the gateway to end the GET", async || {
+        metric(&http_text(&page).await, "sillok_gateway_client_send_timeouts_total") == Some(1.0)
+    })
+    .await;
+    let mut got = Vec::new();
+    let read_all = tokio::time::timeout(Duration::from_secs(30), async {
+        let mut buf = vec![0u8; 1 << 20];
+        loop {
+            match s.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => got.extend_from_slice(&buf[..n]),
+            }
+        }
+    })
+    .await;
+    assert!(read_all.is_ok(), "the connection did not close");
+    assert!(got.starts_with(b"HTTP/1.1 200"), "{:?}", String::from_utf8_lossy(&got[..got.len().min(200)]));
+    assert!(got.len() < size, "the client got all {} bytes; the GET was not ended", got.len());
+    eprintln!("send timeout: the stalled client got {} of {size} bytes", got.len());
+    // The gateway serves the object whole to a reader.
+    assert_same(&get(&gc, "forms", "big", None).await, &pattern(size, 6), "GET after the stalled one");
 }

@@ -267,7 +267,7 @@ async fn preflight_requests_are_evaluated_as_s3_does() {
 
 /// The fields of a browser form upload signed with SigV4 (a POST policy that
 /// allows keys under `uploads/`), as a chat backend hands them to a web client.
-fn post_policy_fields(cluster: &DevCluster, bucket: &str, key: &str) -> Vec<(String, String)> {
+pub(crate) fn post_policy_fields(cluster: &DevCluster, bucket: &str, key: &str) -> Vec<(String, String)> {
     use base64::Engine;
     let (akid, secret, region) =
         (&cluster.env["AWS_ACCESS_KEY_ID"], &cluster.env["AWS_SECRET_ACCESS_KEY"], cluster.region());
