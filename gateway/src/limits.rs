@@ -320,3 +320,135 @@ mod form_buffer_tests {
         assert!(buf.reserve(u64::MAX).is_some());
     }
 }
+
+/// A connection whose writes must make progress: once a write (or flush)
+/// has been blocked for `deadline` because the peer takes nothing, it fails
+/// with `TimedOut`, so the connection ends and everything its response held
+/// is freed. Reads are not bounded here (the header and body deadlines do
+/// that); any byte written re-arms the deadline.
+pub struct WriteDeadline<IO> {
+    io: IO,
+    deadline: std::time::Duration,
+    blocked: Option<std::pin::Pin<Box<tokio::time::Sleep>>>,
+}
+
+impl<IO> WriteDeadline<IO> {
+    pub fn new(io: IO, deadline: std::time::Duration) -> Self {
+        WriteDeadline { io, deadline, blocked: None }
+    }
+
+    pub fn get_ref(&self) -> &IO {
+        &self.io
+    }
+
+    /// After a `Pending` write: arms the deadline, or fails once it passed.
+    fn still_blocked(&mut self, cx: &mut std::task::Context<'_>) -> std::task::Poll<std::io::Result<()>> {
+        let deadline = self.deadline;
+        let sleep = self.blocked.get_or_insert_with(|| Box::pin(tokio::time::sleep(deadline)));
+        match sleep.as_mut().poll(cx) {
+            std::task::Poll::Ready(()) => std::task::Poll::Ready(Err(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                format!("the client took no bytes for {} s", deadline.as_secs()),
+            ))),
+            std::task::Poll::Pending => std::task::Poll::Pending,
+        }
+    }
+}
+
+use std::future::Future as _;
+
+impl<IO: tokio::io::AsyncRead + Unpin> tokio::io::AsyncRead for WriteDeadline<IO> {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.io).poll_read(cx, buf)
+    }
+}
+
+impl<IO: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for WriteDeadline<IO> {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        match std::pin::Pin::new(&mut self.io).poll_write(cx, buf) {
+            std::task::Poll::Pending => self.still_blocked(cx).map(|r| r.map(|()| 0)),
+            ready => {
+                self.blocked = None;
+                ready
+            }
+        }
+    }
+
+    fn poll_write_vectored(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        match std::pin::Pin::new(&mut self.io).poll_write_vectored(cx, bufs) {
+            std::task::Poll::Pending => self.still_blocked(cx).map(|r| r.map(|()| 0)),
+            ready => {
+                self.blocked = None;
+                ready
+            }
+        }
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        match std::pin::Pin::new(&mut self.io).poll_flush(cx) {
+            std::task::Poll::Pending => self.still_blocked(cx),
+            ready => {
+                self.blocked = None;
+                ready
+            }
+        }
+    }
+
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        match std::pin::Pin::new(&mut self.io).poll_shutdown(cx) {
+            std::task::Poll::Pending => self.still_blocked(cx),
+            ready => {
+                self.blocked = None;
+                ready
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod write_deadline_tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    #[tokio::test]
+    async fn a_write_the_peer_never_takes_fails_and_progress_rearms_the_deadline() {
+        let (near, mut far) = tokio::io::duplex(1024);
+        let mut guarded = WriteDeadline::new(near, std::time::Duration::from_secs(2));
+        // The pipe takes 1 KiB, then blocks; the peer reads some every 50 ms,
+        // well within the deadline, 60 times (3 s in all: longer than it).
+        let reader = tokio::spawn(async move {
+            let mut buf = vec![0u8; 512];
+            for _ in 0..60 {
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                far.read_exact(&mut buf).await.unwrap();
+            }
+            far // then it stops reading, and keeps the pipe open
+        });
+        guarded.write_all(&vec![1u8; 1024 + 60 * 512]).await.expect("steady progress is never cut off");
+        let err = guarded.write_all(&[2u8; 4096]).await.expect_err("nobody reads any more");
+        assert_eq!(err.kind(), std::io::ErrorKind::TimedOut);
+        drop(reader.await.unwrap());
+    }
+}

@@ -15,7 +15,9 @@
 //! At most `--max-connections` connections are served at once (over it,
 //! new ones wait in the accept backlog) and at most
 //! `--max-requests-per-client` requests per client IP are in flight (over
-//! it, `503 SlowDown`): `crate::limits`. Every response carries an `x-amz-request-id`, which error
+//! it, `503 SlowDown`): `crate::limits`. A connection whose client takes
+//! no bytes of a response for `--send-timeout-s` is closed
+//! (`limits::WriteDeadline`). Every response carries an `x-amz-request-id`, which error
 //! bodies repeat as `<RequestId>`. A panic while serving a request becomes a
 //! 500 `InternalError` for that request only.
 //!
@@ -113,6 +115,7 @@ pub async fn bind(
     let clients = crate::limits::ClientLimit::new(config.limits.max_requests_per_client, metrics.limits.clone());
     let forms = crate::limits::FormBuffer::new(config.limits.form_buffer_total, metrics.limits.clone());
     let post_max_size = config.post_max_size;
+    let send_timeout = config.read.send_timeout;
     let s3 = SillokS3 {
         cluster: cluster.clone(),
         write: config.write,
@@ -202,6 +205,8 @@ pub async fn bind(
                 .max_buf_size(MAX_HEADER_BYTES)
                 .max_headers(MAX_HEADERS)
                 .keep_alive(true);
+            // A response the client stops taking ends the connection (`limits::WriteDeadline`).
+            let stream = crate::limits::WriteDeadline::new(stream, send_timeout);
             let conn = server.serve_connection(TokioIo::new(stream), svc).into_owned();
             let conn = graceful.watch(conn);
             tokio::spawn(async move {
