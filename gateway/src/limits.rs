@@ -15,6 +15,10 @@
 //!   flight (removed when its count returns to 0), so it is bounded by the
 //!   connections (HTTP/1 only: one request per connection at a time).
 //!
+//! - Connections per client: at most `--max-connections-per-client` (1024,
+//!   a quarter of the default `--max-connections`) open connections per
+//!   peer IP; one more is closed as soon as it is accepted, unread. The
+//!   same table type as requests ([`ClientLimit`], counting connections).
 //! - [`FormBuffer`]: browser-form (POST object) files are buffered whole
 //!   (s3s parses them in memory), each up to `--post-max-size`; at most
 //!   `--form-buffer-total` bytes of them at once, gateway-wide. A form whose
@@ -34,6 +38,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 /// Defaults of the flags.
 pub const DEFAULT_MAX_CONNECTIONS: usize = 4096;
 pub const DEFAULT_MAX_REQUESTS_PER_CLIENT: usize = 256;
+pub const DEFAULT_MAX_CONNECTIONS_PER_CLIENT: usize = 1024;
 /// Eight forms of the default `--post-max-size` (32 MiB).
 pub const DEFAULT_FORM_BUFFER_TOTAL: u64 = 256 << 20;
 
@@ -43,6 +48,8 @@ pub struct Limits {
     pub max_connections: usize,
     /// S3 requests in flight per client IP (`--max-requests-per-client`).
     pub max_requests_per_client: usize,
+    /// Open connections per client IP (`--max-connections-per-client`).
+    pub max_connections_per_client: usize,
     /// Bytes of form files buffered at once (`--form-buffer-total`).
     pub form_buffer_total: u64,
 }
@@ -52,6 +59,7 @@ impl Default for Limits {
         Limits {
             max_connections: DEFAULT_MAX_CONNECTIONS,
             max_requests_per_client: DEFAULT_MAX_REQUESTS_PER_CLIENT,
+            max_connections_per_client: DEFAULT_MAX_CONNECTIONS_PER_CLIENT,
             form_buffer_total: DEFAULT_FORM_BUFFER_TOTAL,
         }
     }
@@ -69,6 +77,8 @@ pub struct LimitFigures {
     pub clients_in_flight: AtomicU64,
     /// Requests answered `SlowDown` because their client was at its limit.
     pub client_limit_refusals: AtomicU64,
+    /// Connections closed at once because their client had the most open.
+    pub client_connection_refusals: AtomicU64,
     /// Bytes of form files reserved now ([`FormBuffer`]).
     pub form_buffer_reserved: AtomicU64,
     /// Forms answered `SlowDown` because the form buffer was full.
@@ -131,11 +141,19 @@ impl Drop for ConnectionSlot {
     }
 }
 
-/// Requests in flight per client address.
+/// Requests in flight (or open connections) per client address.
 pub struct ClientLimit {
     max: usize,
     in_flight: Mutex<HashMap<IpAddr, usize>>,
     figures: Arc<LimitFigures>,
+    counts: Counted,
+}
+
+/// What a [`ClientLimit`] counts, for its figures.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Counted {
+    Requests,
+    Connections,
 }
 
 /// One request in flight; released when dropped.
@@ -145,8 +163,24 @@ pub struct ClientSlot {
 }
 
 impl ClientLimit {
+    /// Requests in flight per client.
     pub fn new(max: usize, figures: Arc<LimitFigures>) -> Arc<Self> {
-        Arc::new(ClientLimit { max: max.max(1), in_flight: Mutex::new(HashMap::new()), figures })
+        Arc::new(ClientLimit {
+            max: max.max(1),
+            in_flight: Mutex::new(HashMap::new()),
+            figures,
+            counts: Counted::Requests,
+        })
+    }
+
+    /// Open connections per client.
+    pub fn connections(max: usize, figures: Arc<LimitFigures>) -> Arc<Self> {
+        Arc::new(ClientLimit {
+            max: max.max(1),
+            in_flight: Mutex::new(HashMap::new()),
+            figures,
+            counts: Counted::Connections,
+        })
     }
 
     /// A slot for one more request from `ip`, or `None` when it already has
@@ -156,12 +190,17 @@ impl ClientLimit {
         let n = table.entry(ip).or_insert(0);
         if *n >= self.max {
             drop(table);
-            self.figures.client_limit_refusals.fetch_add(1, Ordering::Relaxed);
+            match self.counts {
+                Counted::Requests => self.figures.client_limit_refusals.fetch_add(1, Ordering::Relaxed),
+                Counted::Connections => self.figures.client_connection_refusals.fetch_add(1, Ordering::Relaxed),
+            };
             return None;
         }
         *n += 1;
-        self.figures.client_requests_in_flight.fetch_add(1, Ordering::Relaxed);
-        self.figures.clients_in_flight.store(table.len() as u64, Ordering::Relaxed);
+        if self.counts == Counted::Requests {
+            self.figures.client_requests_in_flight.fetch_add(1, Ordering::Relaxed);
+            self.figures.clients_in_flight.store(table.len() as u64, Ordering::Relaxed);
+        }
         Some(ClientSlot { limit: self.clone(), ip })
     }
 }
@@ -175,9 +214,12 @@ impl Drop for ClientSlot {
                 table.remove(&self.ip);
             }
         }
-        let f = &self.limit.figures;
-        let _ = f.client_requests_in_flight.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1));
-        f.clients_in_flight.store(table.len() as u64, Ordering::Relaxed);
+        if self.limit.counts == Counted::Requests {
+            let f = &self.limit.figures;
+            let _ =
+                f.client_requests_in_flight.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1));
+            f.clients_in_flight.store(table.len() as u64, Ordering::Relaxed);
+        }
     }
 }
 

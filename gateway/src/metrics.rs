@@ -265,6 +265,12 @@ impl Collector for Figures {
             "S3 requests answered 503 SlowDown because their client had --max-requests-per-client in flight.",
             load(&l.client_limit_refusals),
         )?;
+        counter(
+            enc,
+            "sillok_gateway_client_connection_refusals",
+            "Connections closed unread because their client had --max-connections-per-client open.",
+            load(&l.client_connection_refusals),
+        )?;
         gauge(
             enc,
             "sillok_gateway_form_buffer_reserved_bytes",

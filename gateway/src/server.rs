@@ -15,7 +15,8 @@
 //! At most `--max-connections` connections are served at once (over it,
 //! new ones wait in the accept backlog) and at most
 //! `--max-requests-per-client` requests per client IP are in flight (over
-//! it, `503 SlowDown`): `crate::limits`. A connection whose client takes
+//! it, `503 SlowDown`), and at most `--max-connections-per-client`
+//! connections per client IP (more are closed unread): `crate::limits`. A connection whose client takes
 //! no bytes of a response for `--send-timeout-s` is closed
 //! (`limits::WriteDeadline`). Every response carries an `x-amz-request-id`, which error
 //! bodies repeat as `<RequestId>`. A panic while serving a request becomes a
@@ -113,6 +114,8 @@ pub async fn bind(
     let metrics = Arc::new(Metrics::default());
     let connections = crate::limits::ConnectionLimit::new(config.limits.max_connections, metrics.limits.clone());
     let clients = crate::limits::ClientLimit::new(config.limits.max_requests_per_client, metrics.limits.clone());
+    let client_connections =
+        crate::limits::ClientLimit::connections(config.limits.max_connections_per_client, metrics.limits.clone());
     let forms = crate::limits::FormBuffer::new(config.limits.form_buffer_total, metrics.limits.clone());
     let post_max_size = config.post_max_size;
     let send_timeout = config.read.send_timeout;
@@ -178,6 +181,11 @@ pub async fn bind(
                 _ = &mut shutdown => break,
             };
             slot.accepted();
+            // Over its share of connections, a client's new one is closed unread.
+            let Some(client_connection) = client_connections.enter(peer.ip()) else {
+                tracing::debug!(client = %peer.ip(), "client at --max-connections-per-client; connection closed");
+                continue;
+            };
             let _ = stream.set_nodelay(true);
             let service = service.clone();
             let metrics = metrics.clone();
@@ -213,7 +221,7 @@ pub async fn bind(
                 if let Err(e) = conn.await {
                     tracing::debug!(error = %e, "connection ended with an error");
                 }
-                drop(slot);
+                drop((slot, client_connection));
             });
         }
         probe.abort();

@@ -118,6 +118,9 @@ pub struct GatewayArgs {
     /// S3 requests one client IP may have in flight; more are answered 503 SlowDown.
     #[arg(long, default_value_t = sillok_gateway::limits::DEFAULT_MAX_REQUESTS_PER_CLIENT, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
     pub max_requests_per_client: usize,
+    /// Open S3 connections one client IP may have; more are closed at once.
+    #[arg(long, default_value_t = sillok_gateway::limits::DEFAULT_MAX_CONNECTIONS_PER_CLIENT, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
+    pub max_connections_per_client: usize,
 }
 
 /// The largest `--node-timeout-ms`: see `sillok_gateway::write::stripe_deadline`.
@@ -187,6 +190,7 @@ pub async fn run(a: GatewayArgs) -> anyhow::Result<()> {
         limits: sillok_gateway::limits::Limits {
             max_connections: a.max_connections,
             max_requests_per_client: a.max_requests_per_client,
+            max_connections_per_client: a.max_connections_per_client,
             form_buffer_total: a.form_buffer_total,
         },
     };

@@ -137,7 +137,7 @@ fn form_head(host: &str, bucket: &str, key_id: &str, region: &str, forged: bool,
     )
 }
 
-/// (b) to (f) on one cluster, each on its own extra gateway.
+/// (b) to (g) on one cluster, each on its own extra gateway.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stalled_forms_greedy_clients_and_connection_floods_are_bounded() {
     let cluster = DevCluster::start();
@@ -157,6 +157,10 @@ async fn stalled_forms_greedy_clients_and_connection_floods_are_bounded() {
     let flood = std::panic::AssertUnwindSafe(connections_over_the_limit_wait(&cluster));
     if flood.catch_unwind().await.is_err() {
         failed.push("connection limit");
+    }
+    let per_client = std::panic::AssertUnwindSafe(a_client_over_its_connection_share_is_closed(&cluster));
+    if per_client.catch_unwind().await.is_err() {
+        failed.push("connections per client");
     }
     let budget = std::panic::AssertUnwindSafe(signed_forms_share_the_form_buffer_budget(&cluster));
     if budget.catch_unwind().await.is_err() {
@@ -415,4 +419,38 @@ async fn a_get_whose_client_stops_reading_is_ended(cluster: &DevCluster) {
     );
     // The gateway serves the object whole to a reader.
     assert_same(&get(&gc, "forms", "big", None).await, &pattern(size, 6), "GET after the stalled one");
+}
+
+/// (g) One client IP may hold `--max-connections-per-client` connections (2
+/// here); its next one is closed unread, while the two it has are served.
+/// (Before the limit, the third was served too.)
+async fn a_client_over_its_connection_share_is_closed(cluster: &DevCluster) {
+    let g = cluster.start_gateway("abuse-conn-per-client", &["--max-connections-per-client=2"]);
+    let host = g.endpoint.trim_start_matches("http://").to_string();
+    let health = format!("GET /_sillok/health HTTP/1.1\r\nHost: {host}\r\n\r\n");
+    let mut a = TcpStream::connect(&host).await.unwrap();
+    let mut b = TcpStream::connect(&host).await.unwrap();
+    for s in [&mut a, &mut b] {
+        s.write_all(health.as_bytes()).await.unwrap();
+        let answer = read_for(s, Duration::from_secs(10)).await;
+        assert!(answer.starts_with("HTTP/1.1 200"), "{answer:?}");
+    }
+    let mut third = TcpStream::connect(&host).await.unwrap();
+    let _ = third.write_all(health.as_bytes()).await;
+    let mut buf = [0u8; 256];
+    let got = tokio::time::timeout(Duration::from_secs(10), third.read(&mut buf)).await;
+    assert!(
+        matches!(got, Ok(Ok(0)) | Ok(Err(_))),
+        "the third connection was not closed: {got:?} {:?}",
+        String::from_utf8_lossy(&buf)
+    );
+    let page = format!("{}/_sillok/metrics", g.endpoint);
+    // Asked on a connection of its own: one of the two goes first.
+    drop(a);
+    let text = wait_until(Duration::from_secs(20), "a connection slot back", async || {
+        let t = http_text(&page).await;
+        t.contains("sillok_gateway_client_connection_refusals_total").then_some(t)
+    })
+    .await;
+    assert!(metric(&text, "sillok_gateway_client_connection_refusals_total").unwrap_or(0.0) >= 1.0, "{text}");
 }
