@@ -856,39 +856,77 @@ impl Matrix<'_> {
 
     /// Columns below their band (or new columns below their target) take over
     /// memberships of columns above what they want, one swap per slot: the
-    /// donor most above its target, in a row the policy says is cheap.
+    /// membership (row r, donor d) with the greatest key (fresh, score,
+    /// excess of d, tie), where fresh means this solve added d to r (taking
+    /// it over costs no move) and score is what the policy says of dropping
+    /// d from r (0 when fresh).
+    ///
+    /// Keys only ever fall while a column rises (a donor's excess falls with
+    /// every membership it gives; the policy's scores only fall), so the
+    /// candidates are kept grouped by (fresh, score, donor), each group
+    /// ordered by (tie, row): the best candidate is the best group top, with
+    /// the donor's current excess. A group whose top's (fresh, score) fell
+    /// hands that entry on to its new group. This picks exactly what one
+    /// heap over all memberships with lazy re-keying would, but a donor's
+    /// giving re-keys one group, not each of its memberships (with the
+    /// heap, a new node or site taking thousands of slots at 2^16 PGs re-pushed
+    /// thousands of stale entries per slot: minutes).
     fn raise(&mut self, policy: &mut dyn DropPolicy) {
+        type Class = (bool, i64, u32);
         for col in 0..self.cols.len() as u32 {
             let want = self.cols[col as usize].want();
             if self.count[col as usize] >= want {
                 continue;
             }
-            // Taking over a membership this solve added costs no move.
-            let key = |mx: &Self, policy: &dyn DropPolicy, r: usize, d: u32| {
+            let class = |mx: &Self, policy: &dyn DropPolicy, r: usize, d: u32| -> Class {
                 let fresh = mx.fresh[r].contains(&d);
-                (fresh, if fresh { 0 } else { policy.score(r, d as usize) }, mx.excess(d), mx.tie(r, d))
+                (fresh, if fresh { 0 } else { policy.score(r, d as usize) }, d)
             };
-            type Key = (bool, i64, i64, u64);
-            let mut heap: BinaryHeap<(Key, usize, u32)> = BinaryHeap::new();
+            let mut groups: Vec<(Class, BinaryHeap<(u64, usize)>)> = Vec::new();
+            let mut index: std::collections::HashMap<Class, usize> = std::collections::HashMap::new();
+            let mut push = |groups: &mut Vec<(Class, BinaryHeap<(u64, usize)>)>, c: Class, tie: u64, r: usize| {
+                let at = *index.entry(c).or_insert_with(|| {
+                    groups.push((c, BinaryHeap::new()));
+                    groups.len() - 1
+                });
+                groups[at].1.push((tie, r));
+            };
             for r in 0..self.rows.len() {
                 if self.rows[r].contains(&col) {
                     continue;
                 }
                 for &d in &self.rows[r] {
-                    heap.push((key(self, &*policy, r, d), r, d));
+                    push(&mut groups, class(self, &*policy, r, d), self.tie(r, d), r);
                 }
             }
             while self.count[col as usize] < want {
-                let Some((k, r, d)) = heap.pop() else { break };
-                if self.rows[r].contains(&col) || !self.rows[r].contains(&d) {
-                    continue;
+                // The best group top: (fresh, score, excess, tie, row, donor).
+                let mut best: Option<((bool, i64, i64, u64, usize, u32), usize)> = None;
+                for (g, (c, heap)) in groups.iter_mut().enumerate() {
+                    let d = c.2;
+                    // A donor at what it wants gives nothing more while this
+                    // column rises (its count only falls).
+                    if self.count[d as usize] <= self.cols[d as usize].want() {
+                        continue;
+                    }
+                    while let Some(&(_, r)) = heap.peek() {
+                        if self.rows[r].contains(&col) || !self.rows[r].contains(&d) {
+                            heap.pop();
+                        } else {
+                            break;
+                        }
+                    }
+                    let Some(&(tie, r)) = heap.peek() else { continue };
+                    let key = (c.0, c.1, self.excess(d), tie, r, d);
+                    if best.is_none_or(|(b, _)| key > b) {
+                        best = Some((key, g));
+                    }
                 }
-                if self.count[d as usize] <= self.cols[d as usize].want() {
-                    continue;
-                }
-                let now = key(self, &*policy, r, d);
-                if now < k {
-                    heap.push((now, r, d));
+                let Some(((fresh, score, _, tie, r, d), g)) = best else { break };
+                groups[g].1.pop();
+                let now = class(self, &*policy, r, d);
+                if now != (fresh, score, d) {
+                    push(&mut groups, now, tie, r);
                     continue;
                 }
                 self.remove(r, d, policy);
