@@ -144,6 +144,7 @@ mod tests {
         assert_eq!(g.domains, ["s3.example.com", "s3.seoul.example.com"]);
         assert_eq!(g.data, std::path::PathBuf::from("/var/lib/sillok/gateway"));
         assert_eq!((g.max_connections, g.max_requests_per_client), (4096, 256));
+        assert_eq!((g.max_connections_per_client, g.form_buffer_total, g.send_timeout_s), (1024, 256 << 20, 120));
         let Command::Node(n) = with_config("node", "node.example.toml").command else { panic!("not node") };
         assert_eq!((n.id, n.rebuild_mib_per_s), (4, 100));
         assert!(n.client_first);
