@@ -54,6 +54,11 @@ pub struct LimitFigures {
     pub clients_in_flight: AtomicU64,
     /// Requests answered `SlowDown` because their client was at its limit.
     pub client_limit_refusals: AtomicU64,
+    /// TLS listener only: handshakes that failed (a client that does not
+    /// trust the certificate, plain HTTP, garbage) and handshakes not
+    /// finished within `server::TLS_HANDSHAKE_TIMEOUT`.
+    pub tls_handshake_failures: AtomicU64,
+    pub tls_handshake_timeouts: AtomicU64,
 }
 
 /// The listener's connection permits.
