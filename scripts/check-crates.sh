@@ -8,7 +8,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 echo "== workspace crate graph (normal dependencies)"
-for p in sillok-placement sillok-model sillok-rpc sillok-catalog sillok-storage-node sillok-gateway sillok; do
+for p in sillok-placement sillok-model sillok-tls sillok-rpc sillok-catalog sillok-storage-node sillok-gateway sillok; do
     deps=$(cargo tree -p "$p" -e normal --depth 1 --prefix none --offline 2>/dev/null \
         | awk 'NR > 1 && $1 ~ /^sillok/ {print $1}' | sort -u | tr '\n' ' ')
     echo "  $p -> ${deps:-(none)}"
@@ -28,6 +28,9 @@ forbid() { # crate, then the crates it must never reach
 }
 forbid sillok-placement tokio openraft redb hyper axum sillok-rpc sillok-catalog sillok-model
 forbid sillok-model tokio openraft redb hyper axum sillok-rpc sillok-catalog sillok-storage-node
+# TLS is a leaf: certificates and rustls configurations, no HTTP stack, no
+# storage, no other Sillok crate (every role may use it).
+forbid sillok-tls hyper axum openraft redb ring sillok-placement sillok-rpc sillok-catalog sillok-model sillok-storage-node sillok-gateway
 forbid sillok-rpc openraft redb sillok-placement sillok-catalog sillok-model
 forbid sillok-catalog sillok-model sillok-storage-node sillok-gateway
 forbid sillok-storage-node sillok-gateway

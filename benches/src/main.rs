@@ -83,6 +83,10 @@ struct Args {
     secret_key: Option<String>,
     #[arg(long, env = "AWS_REGION", default_value = "us-east-1")]
     region: String,
+    /// An https endpoint's CA certificate(s), PEM: trusted instead of the
+    /// system's roots (`sillok dev --tls` writes it as AWS_CA_BUNDLE).
+    #[arg(long, env = "AWS_CA_BUNDLE")]
+    ca_bundle: Option<std::path::PathBuf>,
     /// Bucket to use; created if missing.
     #[arg(long, default_value = "loadgen")]
     bucket: String,
@@ -328,9 +332,15 @@ async fn run(args: Args) -> anyhow::Result<ExitCode> {
         None
     };
 
-    let ep = Endpoint { url: url.clone(), access_key, secret_key, region: args.region.clone() };
+    let ep = Endpoint {
+        url: url.clone(),
+        access_key,
+        secret_key,
+        region: args.region.clone(),
+        ca_bundle: args.ca_bundle.clone(),
+    };
     let s3 =
-        S3::new(&ep, args.bucket.clone(), args.seed, timeout, args.retries, args.stream_threshold, !args.no_checksum);
+        S3::new(&ep, args.bucket.clone(), args.seed, timeout, args.retries, args.stream_threshold, !args.no_checksum)?;
     s3.ensure_bucket().await.with_context(|| format!("endpoint {url}, bucket {}", args.bucket))?;
     let ctx =
         Arc::new(Ctx { s3, prefix: prefix.clone(), concurrency: args.concurrency, stop: Default::default(), timeout });

@@ -33,6 +33,24 @@ pub struct Endpoint {
     pub access_key: String,
     pub secret_key: String,
     pub region: String,
+    /// An https endpoint's CA (PEM): the SDK's https client trusts it and
+    /// nothing else (`sillok dev --tls` writes it as AWS_CA_BUNDLE).
+    pub ca_bundle: Option<std::path::PathBuf>,
+}
+
+/// aws-sdk-s3's https client (its default: rustls on aws-lc-rs) trusting
+/// only the CAs in `ca`, checked first (the SDK panics on a bad one).
+fn https_client_trusting(ca: &std::path::Path) -> anyhow::Result<aws_sdk_s3::config::SharedHttpClient> {
+    use anyhow::Context;
+    use aws_smithy_http_client::tls;
+    sillok_tls::config::root_store(ca).with_context(|| format!("--ca-bundle {}", ca.display()))?;
+    let pem = std::fs::read(ca).with_context(|| format!("--ca-bundle {}", ca.display()))?;
+    let context =
+        tls::TlsContext::builder().with_trust_store(tls::TrustStore::empty().with_pem_certificate(pem)).build()?;
+    Ok(aws_smithy_http_client::Builder::new()
+        .tls_provider(tls::Provider::Rustls(tls::rustls_provider::CryptoMode::AwsLc))
+        .tls_context(context)
+        .build_https())
 }
 
 pub struct S3 {
@@ -104,7 +122,7 @@ impl S3 {
         retries: u32,
         stream_threshold: u64,
         checksums: bool,
-    ) -> Self {
+    ) -> anyhow::Result<Self> {
         let creds = Credentials::new(&ep.access_key, &ep.secret_key, None, None, "loadgen");
         let retry =
             if retries == 0 { RetryConfig::disabled() } else { RetryConfig::standard().with_max_attempts(retries + 1) };
@@ -124,17 +142,20 @@ impl S3 {
             } else {
                 RequestChecksumCalculation::WhenRequired
             })
-            .response_checksum_validation(ResponseChecksumValidation::WhenRequired)
-            .build();
-        S3 {
-            client: Client::from_conf(conf),
+            .response_checksum_validation(ResponseChecksumValidation::WhenRequired);
+        let conf = match &ep.ca_bundle {
+            Some(ca) => conf.http_client(https_client_trusting(ca)?),
+            None => conf,
+        };
+        Ok(S3 {
+            client: Client::from_conf(conf.build()),
             bucket,
             seed,
             timeout,
             stream_threshold,
             checksums,
             region: ep.region.clone(),
-        }
+        })
     }
 
     async fn call<T, E>(

@@ -83,6 +83,11 @@ pub struct LimitFigures {
     pub form_buffer_reserved: AtomicU64,
     /// Forms answered `SlowDown` because the form buffer was full.
     pub form_buffer_refusals: AtomicU64,
+    /// TLS listener only: handshakes that failed (a client that does not
+    /// trust the certificate, plain HTTP, garbage) and handshakes not
+    /// finished within `server::TLS_HANDSHAKE_TIMEOUT`.
+    pub tls_handshake_failures: AtomicU64,
+    pub tls_handshake_timeouts: AtomicU64,
 }
 
 /// The listener's connection permits.

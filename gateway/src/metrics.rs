@@ -283,6 +283,18 @@ impl Collector for Figures {
             "Form uploads answered 503 SlowDown because --form-buffer-total had no room for their file.",
             load(&l.form_buffer_refusals),
         )?;
+        counter(
+            enc,
+            "sillok_gateway_tls_handshake_failures",
+            "TLS handshakes on the S3 listener that failed (untrusted certificate, plain HTTP, not TLS).",
+            load(&l.tls_handshake_failures),
+        )?;
+        counter(
+            enc,
+            "sillok_gateway_tls_handshake_timeouts",
+            "TLS handshakes on the S3 listener not finished within 10 s (the connection was closed).",
+            load(&l.tls_handshake_timeouts),
+        )?;
         gauge(
             enc,
             "sillok_gateway_suspect_nodes",

@@ -22,6 +22,16 @@
 //! bodies repeat as `<RequestId>`. A panic while serving a request becomes a
 //! 500 `InternalError` for that request only.
 //!
+//! TLS (`GatewayConfig::tls`, `--tls-cert`/`--tls-key`): the listener
+//! speaks HTTPS only (ALPN `http/1.1`), with a `sillok_tls::ReloadingCert`
+//! that follows its files (checked every `TLS_RELOAD_CHECK`) and reloads on
+//! SIGHUP. The handshake runs in the connection's task, after its permit
+//! was taken, and must finish within `TLS_HANDSHAKE_TIMEOUT`: a client that
+//! connects and never completes it holds a connection slot that long, no
+//! longer; the header timeout starts after it. A plain HTTP request on the
+//! TLS listener is answered `400` (use https) and closed (`tls_handshake`).
+//! Without TLS the listener speaks plain HTTP.
+//!
 //! CORS (`crate::cors`): `OPTIONS` (a preflight) is answered here, before
 //! s3s and without authentication; every other response to a request with an
 //! `Origin` (errors included) gets the bucket's CORS headers on its way out.
@@ -89,7 +99,22 @@ pub struct GatewayConfig {
     pub lifecycle: crate::lifecycle::LifecycleSettings,
     /// Connections and requests per client (`crate::limits`).
     pub limits: crate::limits::Limits,
+    /// Serve HTTPS with this certificate and key (PEM files) instead of HTTP.
+    pub tls: Option<TlsFiles>,
 }
+
+/// The S3 listener's certificate chain and private key files (PEM).
+#[derive(Debug, Clone)]
+pub struct TlsFiles {
+    pub cert: std::path::PathBuf,
+    pub key: std::path::PathBuf,
+}
+
+/// A TLS handshake must be done within this; a client that opens a socket
+/// and sends no ClientHello does not hold a connection slot longer.
+pub const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// How often the certificate files are checked for a change.
+pub const TLS_RELOAD_CHECK: Duration = Duration::from_secs(2);
 
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
 /// Request line plus headers (S3 itself allows 8 KB of headers).
@@ -106,6 +131,16 @@ pub async fn bind(
     config: GatewayConfig,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<(SocketAddr, impl std::future::Future<Output = ()> + Send)> {
+    // The certificate is checked before anything else starts: a wrong
+    // file is an error at once, not a listener that refuses every client.
+    let tls = match &config.tls {
+        None => None,
+        Some(files) => {
+            let cert = sillok_tls::ReloadingCert::load(&files.cert, &files.key).map_err(std::io::Error::other)?;
+            let server = sillok_tls::server_config(cert.clone(), None).map_err(std::io::Error::other)?;
+            Some((sillok_tls::tokio_rustls::TlsAcceptor::from(server), cert))
+        }
+    };
     let catalog = follow_catalog(&config).await?;
     let listener = tokio::net::TcpListener::bind(config.listen).await?;
     let addr = listener.local_addr()?;
@@ -164,6 +199,11 @@ pub async fn bind(
         };
         tokio::spawn(expirer.run_forever(config.lifecycle.interval))
     });
+    // Reloads as long as the listener runs (it holds the other reference).
+    let acceptor = tls.map(|(acceptor, cert)| {
+        cert.watch(TLS_RELOAD_CHECK);
+        acceptor
+    });
     let fut = async move {
         let graceful = hyper_util::server::graceful::GracefulShutdown::new();
         tokio::pin!(shutdown);
@@ -188,6 +228,7 @@ pub async fn bind(
             };
             let _ = stream.set_nodelay(true);
             let service = service.clone();
+            let figures = metrics.limits.clone();
             let metrics = metrics.clone();
             let (ops, catalog, hosts, clients, forms) =
                 (ops.clone(), catalog.clone(), hosts.clone(), clients.clone(), forms.clone());
@@ -205,21 +246,22 @@ pub async fn bind(
                 };
                 async move { Ok::<_, std::convert::Infallible>(route(&service, &metrics, &state, req).await) }
             });
-            let mut server = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
-            server
-                .http1()
-                .timer(TokioTimer::new())
-                .header_read_timeout(HEADER_READ_TIMEOUT)
-                .max_buf_size(MAX_HEADER_BYTES)
-                .max_headers(MAX_HEADERS)
-                .keep_alive(true);
-            // A response the client stops taking ends the connection (`limits::WriteDeadline`).
-            let stream = crate::limits::WriteDeadline::new(stream, send_timeout);
-            let conn = server.serve_connection(TokioIo::new(stream), svc).into_owned();
-            let conn = graceful.watch(conn);
+            let watcher = graceful.watcher();
+            let tls = acceptor.clone();
             tokio::spawn(async move {
-                if let Err(e) = conn.await {
-                    tracing::debug!(error = %e, "connection ended with an error");
+                match tls {
+                    None => serve_connection(stream, svc, watcher, send_timeout).await,
+                    Some(tls) => match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, tls_handshake(&tls, stream)).await {
+                        Ok(Ok(stream)) => serve_connection(stream, svc, watcher, send_timeout).await,
+                        Ok(Err(e)) => {
+                            figures.tls_handshake_failures.fetch_add(1, Ordering::Relaxed);
+                            tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                        }
+                        Err(_) => {
+                            figures.tls_handshake_timeouts.fetch_add(1, Ordering::Relaxed);
+                            tracing::debug!(%peer, timeout_s = TLS_HANDSHAKE_TIMEOUT.as_secs(), "TLS handshake not done in time: connection closed");
+                        }
+                    },
                 }
                 drop((slot, client_connection));
             });
@@ -236,6 +278,67 @@ pub async fn bind(
         }
     };
     Ok((addr, fut))
+}
+
+/// The TLS handshake of one accepted connection. A connection whose first
+/// byte is not a TLS handshake record fails; if it looks like a plain HTTP
+/// request (a letter: `GET `, `PUT `...), it is first answered `400` with
+/// an S3 error saying to use https (as far as the client reads it: the
+/// connection is closed after it).
+async fn tls_handshake(
+    tls: &sillok_tls::tokio_rustls::TlsAcceptor,
+    mut stream: tokio::net::TcpStream,
+) -> std::io::Result<sillok_tls::tokio_rustls::server::TlsStream<tokio::net::TcpStream>> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    /// A TLS record of type handshake (RFC 8446 section 5.1).
+    const HANDSHAKE_RECORD: u8 = 0x16;
+    let mut first = [0u8; 1];
+    if stream.peek(&mut first).await? == 0 {
+        return Err(std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "closed before a ClientHello"));
+    }
+    if first[0] != HANDSHAKE_RECORD {
+        if first[0].is_ascii_alphabetic() {
+            // The request's start, so that closing does not reset the
+            // connection under the answer; the rest is not read.
+            let mut head = vec![0u8; 16 << 10];
+            let _ = stream.read(&mut head).await;
+            let body = "<?xml version=\"1.0\" encoding=\"UTF-8\"?><Error><Code>BadRequest</Code><Message>This S3 endpoint speaks HTTPS only: use an https:// URL.</Message></Error>";
+            let resp = format!(
+                "HTTP/1.1 400 Bad Request\r\ncontent-type: application/xml\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                body.len()
+            );
+            let _ = stream.write_all(resp.as_bytes()).await;
+            let _ = stream.shutdown().await;
+            return Err(std::io::Error::new(std::io::ErrorKind::InvalidData, "plain HTTP on the TLS listener"));
+        }
+        return Err(std::io::Error::new(std::io::ErrorKind::InvalidData, "not a TLS handshake"));
+    }
+    tls.accept(stream).await
+}
+
+/// Serves HTTP on one accepted connection (plain TCP or TLS) until it
+/// ends, with the listener's limits on headers.
+async fn serve_connection<S, I>(io: I, svc: S, graceful: hyper_util::server::graceful::Watcher, send_timeout: Duration)
+where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    S: hyper::service::Service<http::Request<Incoming>, Response = http::Response<RespBody>> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let mut server = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+    server
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEADER_READ_TIMEOUT)
+        .max_buf_size(MAX_HEADER_BYTES)
+        .max_headers(MAX_HEADERS)
+        .keep_alive(true);
+    // A response the client stops taking ends the connection (`limits::WriteDeadline`).
+    let io = crate::limits::WriteDeadline::new(io, send_timeout);
+    let conn = server.serve_connection(TokioIo::new(io), svc).into_owned();
+    if let Err(e) = graceful.watch(conn).await {
+        tracing::debug!(error = %e, "connection ended with an error");
+    }
 }
 
 /// Serves until `shutdown` resolves.

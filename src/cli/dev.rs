@@ -5,7 +5,12 @@
 //!   a restarted dev cluster keeps its data, ports and keys);
 //! - `cluster.env`: shell-sourceable S3 endpoint, region and keys, and what
 //!   `sillok admin` needs (`SILLOK_CATALOG`, `SILLOK_ADMIN_KEY_ID`,
-//!   `SILLOK_ADMIN_SECRET`);
+//!   `SILLOK_ADMIN_SECRET`); 0600, as it holds secrets; under `--tls` also
+//!   `AWS_CA_BUNDLE`, the CA file every AWS SDK and the aws cli read;
+//! - `tls/` (0700, `--tls` only): the dev CA, `ca.crt` and `ca.key` (kept
+//!   across runs, so clients that trust it go on trusting it), and the
+//!   gateway's `gateway.crt` and `gateway.key` (issued again at each start,
+//!   for 127.0.0.1, ::1, localhost and *.localhost); keys 0600;
 //! - `sites/<site>.pids`: the PIDs of that site's processes (its catalog
 //!   replica first, then its nodes), one a line (a site drill is
 //!   `kill -9 $(cat sites/site-a.pids)`); `gateway.pid`;
@@ -84,6 +89,11 @@ pub struct DevArgs {
     /// Extra arguments for every storage node, e.g. `--node-arg=--collect-grace-ms=5000`.
     #[arg(long = "node-arg", allow_hyphen_values = true)]
     pub node_args: Vec<String>,
+    /// Serve S3 over HTTPS with a certificate from a local CA made for this
+    /// cluster (in `<data>/tls/`); `cluster.env` then names the CA file
+    /// (`AWS_CA_BUNDLE`) so SDKs and the aws cli trust it.
+    #[arg(long)]
+    pub tls: bool,
     #[command(subcommand)]
     pub action: Option<DevAction>,
 }
@@ -126,6 +136,7 @@ pub async fn run(mut a: DevArgs, log_json: bool) -> anyhow::Result<()> {
         c
     };
     let gateway_listen = pick_gateway_addr(a.port);
+    let tls = if a.tls { Some(dev_tls(&data)?) } else { None };
     let exe = std::env::current_exe().context("cannot find the sillok binary")?;
 
     let mut procs: Vec<Proc> = Vec::new();
@@ -160,7 +171,15 @@ pub async fn run(mut a: DevArgs, log_json: bool) -> anyhow::Result<()> {
         start_nodes(&exe, &data, &cluster, &cluster_path, &a.node_args, &mut procs, &mut site_files, &mut ops)
             .and_then(|()| wait_listening(&node_addrs, &mut procs, &data))
             .and_then(|()| {
-                start_gateway(&exe, &data, &cluster_path, gateway_listen, &gateway_args(&a), &mut procs, &mut ops)
+                start_gateway(
+                    &exe,
+                    &data,
+                    &cluster_path,
+                    gateway_listen,
+                    &gateway_args(&a, tls.as_ref()),
+                    &mut procs,
+                    &mut ops,
+                )
             })
             .and_then(|()| wait_gateway_addr(&data, &mut procs))
             .and_then(|addr| wait_listening(&[("gateway".into(), addr)], &mut procs, &data).map(|()| addr));
@@ -175,7 +194,7 @@ pub async fn run(mut a: DevArgs, log_json: bool) -> anyhow::Result<()> {
     let key = &cluster.access_keys[0];
     let admin = cluster.admin_key.as_ref().context("the cluster file has no admin key")?;
     let catalog = cluster.catalog_replicas.iter().map(|r| r.addr.as_str()).collect::<Vec<_>>().join(",");
-    let endpoint = format!("http://{s3_addr}");
+    let endpoint = format!("{}://{s3_addr}", if tls.is_some() { "https" } else { "http" });
     let env = format!(
         "# written by `sillok dev`: source it with `. {}`\nexport S3_ENDPOINT={endpoint}\nexport AWS_ENDPOINT_URL={endpoint}\nexport AWS_REGION={}\nexport AWS_DEFAULT_REGION={}\nexport AWS_ACCESS_KEY_ID={}\nexport AWS_SECRET_ACCESS_KEY={}\nexport SILLOK_CATALOG={catalog}\nexport SILLOK_ADMIN_KEY_ID={}\nexport SILLOK_ADMIN_SECRET={}\n",
         data.join("cluster.env").display(),
@@ -187,9 +206,14 @@ pub async fn run(mut a: DevArgs, log_json: bool) -> anyhow::Result<()> {
         admin.secret_access_key
     );
     let gateway_ops = ops.lines().find_map(|l| l.strip_prefix("gateway - ")).unwrap_or_default();
-    let env = format!("{env}export SILLOK_GATEWAY_OPS=http://{gateway_ops}\n");
+    let mut env = format!("{env}export SILLOK_GATEWAY_OPS=http://{gateway_ops}\n");
+    if let Some(t) = &tls {
+        env.push_str(&format!("export AWS_CA_BUNDLE={}\n", t.ca.display()));
+    }
     write_atomic(&data.join("ops.txt"), ops.as_bytes())?;
-    write_atomic(&data.join("cluster.env"), env.as_bytes())?;
+    // The keys' secrets: owner only, like the folder.
+    super::write_private(&data.join("cluster.env"), env.as_bytes())
+        .with_context(|| format!("cannot write {}", data.join("cluster.env").display()))?;
     let sites: Vec<String> = cluster.map.topology.sites.iter().map(|s| s.id.clone()).collect();
     println!(
         "Sillok dev cluster is up: {} sites x {} nodes, EC {}, {} placement groups\n  S3 endpoint: {endpoint}\n  region:      {}\n  access key:  {}\n  secret key:  {}\n  catalog:     {catalog}  (`sillok admin status` after sourcing the env file)\n  env file:    {}  (`. {}` sets AWS_*, S3_ENDPOINT and SILLOK_*)\n  site pids:   {}/sites/{{{}}}.pids\n  logs:        {}/logs/\nPress Ctrl-C to stop.",
@@ -206,6 +230,25 @@ pub async fn run(mut a: DevArgs, log_json: bool) -> anyhow::Result<()> {
         sites.join(","),
         data.display(),
     );
+    if let Some(t) = &tls {
+        println!(
+            "TLS: the S3 endpoint is HTTPS, with a certificate from this cluster's own CA,\n  {ca}\n\
+             Point clients at that CA (after `. {env}`, which sets AWS_CA_BUNDLE to it):\n  \
+             aws cli:  aws s3 ls            (reads AWS_CA_BUNDLE; or --ca-bundle {ca})\n  \
+             boto3:    boto3.client(\"s3\")   (reads AWS_CA_BUNDLE; or verify=\"{ca}\")\n  \
+             Rust SDK: give its HTTP client the CA: aws_smithy_http_client::Builder::new()\n            \
+             .tls_provider(Provider::Rustls(CryptoMode::AwsLc)).tls_context(TlsContext::builder()\n            \
+             .with_trust_store(TrustStore::empty().with_pem_certificate(std::fs::read(\"{ca}\")?)).build()?)\n            \
+             .build_https(), then aws_sdk_s3::config::Builder::http_client(...)\n  \
+             curl:     curl --cacert {ca} ...\n\
+             Certificate reload: replace {cert} and {key}, then `kill -HUP $(cat {pid})` (or wait 2 s).",
+            ca = t.ca.display(),
+            env = data.join("cluster.env").display(),
+            cert = t.cert.display(),
+            key = t.key.display(),
+            pid = data.join("gateway.pid").display(),
+        );
+    }
     std::io::stdout().flush().ok();
 
     let mut signal = std::pin::pin!(super::shutdown_signal());
@@ -475,11 +518,50 @@ fn start_nodes(
     Ok(())
 }
 
-/// The gateway's arguments: the lifecycle flags of `sillok dev` (unless
-/// `--gateway-arg` names them itself), then every `--gateway-arg`.
-fn gateway_args(a: &DevArgs) -> Vec<String> {
+/// The dev cluster's TLS files (`--tls`).
+struct DevTls {
+    ca: PathBuf,
+    cert: PathBuf,
+    key: PathBuf,
+}
+
+/// Makes `<data>/tls/` (0700): keeps the dev CA if there is one (else makes
+/// it), and issues the gateway a new certificate for the loopback names.
+fn dev_tls(data: &Path) -> anyhow::Result<DevTls> {
+    let dir = data.join("tls");
+    super::private_dir(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let (ca_cert, ca_key) = (dir.join("ca.crt"), dir.join("ca.key"));
+    let ca = if ca_cert.exists() && ca_key.exists() {
+        let read = |p: &Path| std::fs::read_to_string(p).with_context(|| format!("cannot read {}", p.display()));
+        sillok_tls::Ca::from_pem(&read(&ca_cert)?, &read(&ca_key)?).with_context(|| {
+            format!("the dev CA in {} cannot be used (delete the folder to make a new one)", dir.display())
+        })?
+    } else {
+        let ca = sillok_tls::Ca::generate("sillok dev CA")?;
+        ca.save(&ca_cert, &ca_key)?;
+        ca
+    };
+    let spec = sillok_tls::LeafSpec::new("sillok dev gateway")
+        .ip(std::net::Ipv4Addr::LOCALHOST.into())
+        .ip(std::net::Ipv6Addr::LOCALHOST.into())
+        .dns("localhost")
+        .dns("*.localhost")
+        .valid_days(365);
+    let (cert, key) = (dir.join("gateway.crt"), dir.join("gateway.key"));
+    ca.issue(&spec)?.save(&cert, &key)?;
+    Ok(DevTls { ca: ca_cert, cert, key })
+}
+
+/// The gateway's arguments: TLS under `--tls`, the lifecycle flags of
+/// `sillok dev` (unless `--gateway-arg` names them itself), then every
+/// `--gateway-arg`.
+fn gateway_args(a: &DevArgs, tls: Option<&DevTls>) -> Vec<String> {
     let named = |flag: &str| a.gateway_args.iter().any(|g| g.split('=').next() == Some(flag));
     let mut args = Vec::new();
+    if let Some(t) = tls {
+        args.push(format!("--tls-cert={}", t.cert.display()));
+        args.push(format!("--tls-key={}", t.key.display()));
+    }
     if !named("--lifecycle-interval-s") {
         args.push(format!("--lifecycle-interval-s={}", a.lifecycle_interval_s));
     }

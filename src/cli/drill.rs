@@ -296,9 +296,13 @@ pub async fn run(a: DrillArgs) -> anyhow::Result<()> {
             None,
             "sillok-drill",
         ))
-        .force_path_style(true)
-        .build();
-    let s3 = aws_sdk_s3::Client::from_conf(config);
+        .force_path_style(true);
+    // A `sillok dev --tls` cluster: trust its CA (and only it).
+    let config = match env.get("AWS_CA_BUNDLE") {
+        Some(ca) => config.http_client(super::https_client_trusting(Path::new(ca))?),
+        None => config,
+    };
+    let s3 = aws_sdk_s3::Client::from_conf(config.build());
     let bucket = format!("drill-{}", std::process::id());
     s3.create_bucket().bucket(&bucket).send().await.context("cannot create the drill's bucket")?;
     let load = Arc::new(Load {

@@ -1,7 +1,8 @@
 //! `sillok gateway`: serve S3. The cluster file gives the cluster secret and
 //! the catalog replicas; buckets, keys and the map come from the catalog,
 //! whose last copy the gateway keeps in `--data` so it can start and serve
-//! while no replica answers.
+//! while no replica answers. With `--tls-cert` and `--tls-key` it serves
+//! HTTPS (see `sillok_gateway::server`).
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -121,6 +122,14 @@ pub struct GatewayArgs {
     /// Open S3 connections one client IP may have; more are closed at once.
     #[arg(long, default_value_t = sillok_gateway::limits::DEFAULT_MAX_CONNECTIONS_PER_CLIENT, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
     pub max_connections_per_client: usize,
+    /// Serve S3 over HTTPS with this certificate chain (PEM: the server's
+    /// certificate first, then any intermediates); needs --tls-key. The
+    /// files are reloaded when they change and on SIGHUP.
+    #[arg(long)]
+    pub tls_cert: Option<PathBuf>,
+    /// The private key of --tls-cert (PEM: PKCS#8, PKCS#1 or SEC1); keep it 0600.
+    #[arg(long)]
+    pub tls_key: Option<PathBuf>,
 }
 
 /// The largest `--node-timeout-ms`: see `sillok_gateway::write::stripe_deadline`.
@@ -193,7 +202,13 @@ pub async fn run(a: GatewayArgs) -> anyhow::Result<()> {
             max_connections_per_client: a.max_connections_per_client,
             form_buffer_total: a.form_buffer_total,
         },
+        tls: match (a.tls_cert, a.tls_key) {
+            (Some(cert), Some(key)) => Some(sillok_gateway::server::TlsFiles { cert, key }),
+            (None, None) => None,
+            _ => bail!("--tls-cert and --tls-key go together: give both (HTTPS) or neither (HTTP)"),
+        },
     };
+    let scheme = if config.tls.is_some() { "https" } else { "http" };
     if a.test_clock_offset_ms != 0 {
         tracing::warn!(offset_ms = a.test_clock_offset_ms, "this gateway's clock is shifted for a test");
         sillok_model::clock::set_offset_ms(a.test_clock_offset_ms);
@@ -201,7 +216,7 @@ pub async fn run(a: GatewayArgs) -> anyhow::Result<()> {
     let (addr, serving) = sillok_gateway::server::bind(config, super::shutdown_signal())
         .await
         .with_context(|| format!("cannot serve S3 on {}", a.listen))?;
-    tracing::info!(%addr, "S3 gateway listening");
+    tracing::info!(%addr, scheme, "S3 gateway listening");
     if let Some(path) = &a.addr_file {
         let tmp = path.with_extension("tmp");
         std::fs::write(&tmp, format!("{addr}\n"))

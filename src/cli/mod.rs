@@ -88,3 +88,22 @@ pub fn write_private(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()
     let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(std::path::Path::new("."));
     std::fs::File::open(dir)?.sync_all()
 }
+
+/// aws-sdk-s3's https client (rustls on aws-lc-rs, as its default) trusting
+/// only the CAs in the PEM file `ca` (a `sillok dev --tls` cluster's).
+pub fn https_client_trusting(ca: &std::path::Path) -> anyhow::Result<aws_sdk_s3::config::SharedHttpClient> {
+    use anyhow::Context;
+    use aws_smithy_http_client::tls;
+    // Checked here: the SDK's client panics on a certificate it cannot parse.
+    sillok_tls::config::root_store(ca).with_context(|| format!("the CA bundle {} cannot be used", ca.display()))?;
+    let pem = std::fs::read(ca).with_context(|| format!("cannot read the CA bundle {}", ca.display()))?;
+    let trust = tls::TrustStore::empty().with_pem_certificate(pem);
+    let context = tls::TlsContext::builder()
+        .with_trust_store(trust)
+        .build()
+        .with_context(|| format!("the CA bundle {} cannot be used", ca.display()))?;
+    Ok(aws_smithy_http_client::Builder::new()
+        .tls_provider(tls::Provider::Rustls(tls::rustls_provider::CryptoMode::AwsLc))
+        .tls_context(context)
+        .build_https())
+}

@@ -3,7 +3,7 @@
 included) against a Sillok gateway. Each check creates its own bucket and
 compares the bytes and fields that come back with what it sent.
 
-Run by tests/e2e/real_clients.rs; by hand:
+Run by tests/e2e/clients.rs; by hand:
     . sillok-dev/cluster.env && python3 -u tests/clients/boto3_client.py
 Environment: AWS_ENDPOINT_URL, AWS_REGION and the keys (cluster.env),
 SILLOK_CLIENT_WORK (scratch folder, default a new temp dir) and SILLOK_CHECKS

@@ -21,15 +21,15 @@ use std::time::{Duration, Instant};
 use crate::support::*;
 
 /// A command that must exit 0 for a client to count as installed.
-struct Probe {
+pub(crate) struct Probe {
     what: &'static str,
     argv: &'static [&'static str],
 }
 
-const PYTHON: Probe = Probe { what: "python3", argv: &["python3", "--version"] };
-const JQ: Probe = Probe { what: "jq", argv: &["jq", "--version"] };
-const AWS: Probe = Probe { what: "aws (pip install awscli)", argv: &["aws", "--version"] };
-const BOTO3: Probe = Probe {
+pub(crate) const PYTHON: Probe = Probe { what: "python3", argv: &["python3", "--version"] };
+pub(crate) const JQ: Probe = Probe { what: "jq", argv: &["jq", "--version"] };
+pub(crate) const AWS: Probe = Probe { what: "aws (pip install awscli)", argv: &["aws", "--version"] };
+pub(crate) const BOTO3: Probe = Probe {
     what: "boto3 and requests for python3 (pip install boto3 requests)",
     argv: &["python3", "-c", "import boto3, requests"],
 };
@@ -37,13 +37,13 @@ const RCLONE: Probe = Probe { what: "rclone (apt-get install rclone)", argv: &["
 const S3CMD: Probe = Probe { what: "s3cmd (pip install s3cmd)", argv: &["s3cmd", "--version"] };
 const CURL: Probe = Probe { what: "curl", argv: &["curl", "--version"] };
 
-struct Client {
-    name: &'static str,
-    needs: &'static [Probe],
+pub(crate) struct Client {
+    pub(crate) name: &'static str,
+    pub(crate) needs: &'static [Probe],
     /// Interpreter and its arguments; the script's path follows.
-    run_with: &'static [&'static str],
-    script: &'static str,
-    timeout: Duration,
+    pub(crate) run_with: &'static [&'static str],
+    pub(crate) script: &'static str,
+    pub(crate) timeout: Duration,
 }
 
 /// The aws cli's high-level `aws s3` commands (cp, sync, ls, rm, 100 MiB multipart).
@@ -129,6 +129,15 @@ fn clients_required() -> bool {
 }
 
 fn run_client(c: &Client) {
+    if !ready_to_run(c) {
+        return;
+    }
+    run_client_on(c, &DevCluster::start());
+}
+
+/// Whether `c`'s programs are installed; if not, a failure under
+/// `SILLOK_REQUIRE_CLIENTS`, else a loud skip and `false`.
+pub(crate) fn ready_to_run(c: &Client) -> bool {
     let missing: Vec<&str> = c.needs.iter().filter(|p| !installed(p)).map(|p| p.what).collect();
     if !missing.is_empty() {
         assert!(
@@ -144,10 +153,14 @@ fn run_client(c: &Client) {
             c.name,
             missing.join(", ")
         );
-        return;
+        return false;
     }
+    true
+}
 
-    let cluster = DevCluster::start();
+/// Runs `c`'s script against `cluster` (see the module's comment); panics
+/// with its output and the gateway's log if a check failed.
+pub(crate) fn run_client_on(c: &Client, cluster: &DevCluster) {
     let work = tempfile::Builder::new().prefix("sillok-client-").tempdir().expect("tempdir");
     let output_path = work.path().join("output.log");
     let output = std::fs::File::create(&output_path).expect("output file");

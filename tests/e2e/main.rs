@@ -30,5 +30,6 @@ mod s3_operations;
 mod secret;
 mod substitutes;
 mod tagging;
+mod tls;
 mod versioning;
 mod versions;

@@ -662,7 +662,7 @@ async fn raw_at(
     body: Vec<u8>,
     time: SystemTime,
 ) -> (u16, http::HeaderMap, String) {
-    let authority = cluster.endpoint().trim_start_matches("http://").to_string();
+    let authority = cluster.authority();
     let mut all: Vec<(String, String)> = headers.iter().map(|(k, v)| (k.to_string(), v.clone())).collect();
     all.push(("host".into(), host.map(str::to_string).unwrap_or(authority)));
     all.push(("x-amz-content-sha256".into(), content_sha256.into()));
@@ -732,18 +732,12 @@ async fn send(
     headers: &[(String, String)],
     body: Vec<u8>,
 ) -> (u16, http::HeaderMap, String) {
-    let authority = cluster.endpoint().trim_start_matches("http://").to_string();
-    let mut b = http::Request::builder().method(method).uri(format!("http://{authority}{path}"));
+    let mut b = http::Request::builder().method(method).uri(format!("{}{path}", cluster.endpoint()));
     for (k, v) in headers {
         b = b.header(k.as_str(), v.as_str());
     }
-    let http = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
-        .build_http::<Full<bytes::Bytes>>();
-    let resp = http.request(b.body(Full::new(bytes::Bytes::from(body))).unwrap()).await.unwrap();
-    let st = resp.status().as_u16();
-    let h = resp.headers().clone();
-    let text = String::from_utf8_lossy(&resp.into_body().collect().await.unwrap().to_bytes()).into_owned();
-    (st, h, text)
+    let (st, h, body) = send_request(cluster, b.body(Full::new(bytes::Bytes::from(body))).unwrap()).await;
+    (st, h, String::from_utf8_lossy(&body).into_owned())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1011,14 +1005,14 @@ fn hmac_sha256(key: &[u8], msg: &[u8]) -> Vec<u8> {
 /// seed signature over the headers, then one signature per chunk chained from
 /// it (and one over the trailer), as the AWS SDKs and s3cmd send them.
 /// `tamper` flips a byte of the last data chunk after signing.
-async fn signed_chunks_put(
+pub(crate) async fn signed_chunks_put(
     cluster: &DevCluster,
     key: &str,
     data: &[u8],
     trailer: Option<&str>,
     tamper: bool,
 ) -> (u16, String) {
-    let host = cluster.endpoint().trim_start_matches("http://").to_string();
+    let host = cluster.authority();
     let region = cluster.region();
     let secret = cluster.env["AWS_SECRET_ACCESS_KEY"].clone();
     let mode = if trailer.is_some() {

@@ -150,8 +150,24 @@ impl DevCluster {
         self.client_with(&self.env["AWS_ACCESS_KEY_ID"], &self.env["AWS_SECRET_ACCESS_KEY"])
     }
 
+    /// A client of this cluster; of a `--tls` one, trusting its CA
+    /// (`AWS_CA_BUNDLE` in `cluster.env`) and nothing else.
     pub fn client_with(&self, access_key: &str, secret_key: &str) -> aws_sdk_s3::Client {
-        s3_client(&self.endpoint(), &self.region(), access_key, secret_key)
+        match self.ca_bundle() {
+            Some(ca) => s3_client_trusting(&self.endpoint(), &self.region(), access_key, secret_key, &ca),
+            None => s3_client(&self.endpoint(), &self.region(), access_key, secret_key),
+        }
+    }
+
+    /// The CA file of a `sillok dev --tls` cluster.
+    pub fn ca_bundle(&self) -> Option<PathBuf> {
+        self.env.get("AWS_CA_BUNDLE").map(PathBuf::from)
+    }
+
+    /// The S3 endpoint's `host:port`, whatever its scheme.
+    pub fn authority(&self) -> String {
+        let e = self.endpoint();
+        e.split_once("://").map(|(_, a)| a.to_string()).unwrap_or(e)
     }
 
     pub fn cluster_file(&self) -> serde_json::Value {
@@ -614,6 +630,81 @@ pub fn s3_client(endpoint: &str, region: &str, access_key: &str, secret_key: &st
         .force_path_style(true)
         .build();
     aws_sdk_s3::Client::from_conf(config)
+}
+
+/// An aws-sdk-s3 client whose https client (the SDK's default: rustls on
+/// aws-lc-rs) trusts only the CAs in the PEM file `ca`.
+pub fn s3_client_trusting(
+    endpoint: &str,
+    region: &str,
+    access_key: &str,
+    secret_key: &str,
+    ca: &Path,
+) -> aws_sdk_s3::Client {
+    use aws_smithy_http_client::tls;
+    let trust = tls::TrustStore::empty().with_pem_certificate(std::fs::read(ca).expect("the CA bundle"));
+    let http = aws_smithy_http_client::Builder::new()
+        .tls_provider(tls::Provider::Rustls(tls::rustls_provider::CryptoMode::AwsLc))
+        .tls_context(tls::TlsContext::builder().with_trust_store(trust).build().unwrap())
+        .build_https();
+    let config = aws_sdk_s3::Config::builder()
+        .behavior_version(BehaviorVersion::latest())
+        .region(Region::new(region.to_string()))
+        .endpoint_url(endpoint)
+        .credentials_provider(Credentials::new(access_key, secret_key, None, None, "sillok-test"))
+        .force_path_style(true)
+        .http_client(http)
+        .build();
+    aws_sdk_s3::Client::from_conf(config)
+}
+
+/// A new TLS connection to a `--tls` cluster's S3 endpoint, trusting only
+/// `ca` (a fresh client configuration: no session is resumed, so the
+/// handshake shows the certificate the gateway serves now). The error is
+/// the handshake's.
+pub async fn tls_connect(
+    authority: &str,
+    ca: &Path,
+) -> Result<sillok_tls::tokio_rustls::client::TlsStream<tokio::net::TcpStream>, String> {
+    let config = sillok_tls::client_config(ca, None).map_err(|e| e.to_string())?;
+    let tcp = tokio::net::TcpStream::connect(authority).await.map_err(|e| e.to_string())?;
+    tcp.set_nodelay(true).map_err(|e| e.to_string())?;
+    let host = authority.rsplit_once(':').map_or(authority, |(h, _)| h).trim_matches(|c| c == '[' || c == ']');
+    let name = sillok_tls::rustls::pki_types::ServerName::try_from(host.to_string()).map_err(|e| e.to_string())?;
+    sillok_tls::tokio_rustls::TlsConnector::from(config).connect(name, tcp).await.map_err(|e| e.to_string())
+}
+
+/// The end-entity certificate (DER) a new TLS connection to the cluster's
+/// S3 endpoint is shown.
+pub async fn served_certificate(cluster: &DevCluster) -> Vec<u8> {
+    let tls = tls_connect(&cluster.authority(), &cluster.ca_bundle().expect("a --tls cluster")).await.unwrap();
+    tls.get_ref().1.peer_certificates().expect("a server certificate")[0].to_vec()
+}
+
+/// One HTTP/1.1 request on a new connection to the cluster's S3 endpoint
+/// (https for a `--tls` cluster, trusting its CA): (status, headers, body).
+pub async fn send_request(
+    cluster: &DevCluster,
+    req: http::Request<http_body_util::Full<bytes::Bytes>>,
+) -> (u16, http::HeaderMap, Vec<u8>) {
+    use http_body_util::BodyExt;
+    let resp = match cluster.ca_bundle() {
+        Some(ca) => {
+            let tls = tls_connect(&cluster.authority(), &ca).await.unwrap();
+            let (mut sender, conn) =
+                hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tls)).await.unwrap();
+            tokio::spawn(conn);
+            sender.send_request(req).await.unwrap()
+        }
+        None => {
+            let http = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+                .build_http::<http_body_util::Full<bytes::Bytes>>();
+            http.request(req).await.unwrap()
+        }
+    };
+    let st = resp.status().as_u16();
+    let h = resp.headers().clone();
+    (st, h, resp.into_body().collect().await.unwrap().to_bytes().to_vec())
 }
 
 impl DevCluster {
