@@ -110,6 +110,8 @@ pub struct GatewayArgs {
     /// S3 requests one client IP may have in flight; more are answered 503 SlowDown.
     #[arg(long, default_value_t = sillok_gateway::limits::DEFAULT_MAX_REQUESTS_PER_CLIENT, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
     pub max_requests_per_client: usize,
+    #[command(flatten)]
+    pub internal: super::internal_tls::InternalTlsArgs,
 }
 
 /// The largest `--node-timeout-ms`: see `sillok_gateway::write::stripe_deadline`.
@@ -117,6 +119,7 @@ const MAX_NODE_TIMEOUT_MS: u64 = 50_000;
 
 pub async fn run(a: GatewayArgs) -> anyhow::Result<()> {
     let cluster = super::load_cluster_file(&a.cluster)?;
+    super::internal_tls::install(&a.internal, Some(super::internal_tls::default_dir(&a.cluster, "gateway")))?;
     if a.block_size == 0 || a.block_size as usize > sillok_model::frame::MAX_BLOCK_LEN {
         bail!("--block-size must be between 1 and {} bytes", sillok_model::frame::MAX_BLOCK_LEN);
     }
