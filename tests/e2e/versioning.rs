@@ -445,7 +445,7 @@ async fn tags_belong_to_one_version_and_stay_with_it_once_it_is_no_longer_curren
 async fn node_counter(c: &DevCluster, lost: &str, name: &str) -> u64 {
     let mut sum = 0;
     for (_, _, addr) in c.nodes().iter().filter(|n| n.1 != lost) {
-        let page = http_text(&format!("http://{addr}/metrics")).await;
+        let page = http_text(&c.metrics_url_of(addr)).await;
         let line = page.lines().find(|l| l.starts_with(&format!("{name} "))).unwrap_or_else(|| panic!("{page}"));
         sum += line.split_whitespace().nth(1).unwrap().parse::<u64>().unwrap();
     }
