@@ -45,6 +45,9 @@ enum Command {
     Admin(cli::admin::AdminArgs),
     /// Make a cluster file (placement map, keys, secret) from a topology file.
     Init(cli::init::InitArgs),
+    /// The certificates of internal traffic (mutual TLS): issue one more
+    /// from the cluster CA.
+    Cert(cli::internal_tls::CertArgs),
     /// Rotate the cluster secret in three steps (stage, promote, finish),
     /// each a new cluster file followed by a rolling restart.
     Secret(cli::secret::SecretArgs),
@@ -79,7 +82,7 @@ fn main() -> std::process::ExitCode {
     }
     // The admin tool prints its own answers; its log only says what went wrong.
     let default_filter = if matches!(cli.command, Command::Admin(_)) { "warn" } else { "info" };
-    if matches!(cli.command, Command::Admin(_) | Command::Init(_) | Command::Secret(_)) {
+    if matches!(cli.command, Command::Admin(_) | Command::Init(_) | Command::Cert(_) | Command::Secret(_)) {
         // Short-lived tools whose output may go to `head`: a closed pipe ends
         // them quietly, as it does any Unix tool, instead of a panic in
         // println!. (Servers keep Rust's default: EPIPE as an error.)
@@ -110,6 +113,7 @@ fn main() -> std::process::ExitCode {
             Command::Catalog(a) => cli::catalog::run(a).await,
             Command::Admin(a) => cli::admin::run(a).await,
             Command::Init(a) => cli::init::run(a),
+            Command::Cert(a) => cli::internal_tls::run(a),
             Command::Secret(a) => cli::secret::run(a),
             Command::Sim(_) => unreachable!("run above, without a runtime"),
         }

@@ -93,7 +93,9 @@ fn command_line_beats_environment_beats_config_file() {
     // Variables that are no flag's are left alone.
     let unrelated = [("SILLOK_REQUIRE_CLIENTS", "1"), ("SILLOK_LOG", "warn")];
     let run = |name: &str, args: &[&str], env: &[(&str, &str)]| {
-        let out_path = dir.path().join(name);
+        // One directory per cluster: each gets its own CA and certificates.
+        std::fs::create_dir(dir.path().join(name)).unwrap();
+        let out_path = dir.path().join(name).join("cluster.json");
         let out = out_path.display().to_string();
         let mut all = vec!["init", "--out", &out];
         all.extend_from_slice(args);
@@ -115,7 +117,8 @@ fn command_line_beats_environment_beats_config_file() {
     let env = [("SILLOK_TOPOLOGY", topo.as_str()), ("SILLOK_PGS", "64"), ("SILLOK_REPLICA", replicas)];
     assert_eq!(run("e.json", &[], &env), "sillok");
     let v: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(dir.path().join("e.json")).unwrap()).unwrap();
+        serde_json::from_str(&std::fs::read_to_string(dir.path().join("e.json").join("cluster.json")).unwrap())
+            .unwrap();
     assert_eq!(v["catalog_replicas"].as_array().map(Vec::len), Some(3));
 }
 

@@ -143,7 +143,12 @@ impl Cluster {
             backoff: Duration::from_millis(20),
             ..Default::default()
         };
-        Ok(CatalogClient::new(self.addrs.clone(), Signer::new(&self.secret), t)?)
+        // Replicas speak mutual TLS: this client presents the gateway identity
+        // `sillok init` wrote beside the cluster file (gateways propose buckets).
+        let dir = self.cluster.parent().unwrap_or(std::path::Path::new(".")).join("tls").join("gateway");
+        let tls = sillok_rpc::tls::InternalTls::load(&dir)
+            .with_context(|| format!("cannot load the internal identity in {}", dir.display()))?;
+        Ok(CatalogClient::with_tls(self.addrs.clone(), Signer::new(&self.secret), t, Some(&tls))?)
     }
 }
 

@@ -106,13 +106,24 @@ impl CatalogClient {
     /// `replicas`: `host:port` of each replica. `signer`: the cluster secret
     /// (`Signer::new`) or an admin key (`Signer::with_key`).
     pub fn new(replicas: Vec<String>, signer: Signer, timeouts: ClientTimeouts) -> Result<Self, ClientError> {
+        Self::with_tls(replicas, signer, timeouts, sillok_rpc::tls::process().as_deref())
+    }
+
+    /// [`CatalogClient::new`] presenting `tls` (`None`: plain HTTP) instead
+    /// of this process's internal identity, e.g. a test's.
+    pub fn with_tls(
+        replicas: Vec<String>,
+        signer: Signer,
+        timeouts: ClientTimeouts,
+        tls: Option<&sillok_rpc::tls::InternalTls>,
+    ) -> Result<Self, ClientError> {
         let replicas: Vec<String> =
             replicas.into_iter().map(|r| authority(r.trim()).to_string()).filter(|r| !r.is_empty()).collect();
         if replicas.is_empty() {
             return Err(ClientError::NoReplicas);
         }
         Ok(CatalogClient {
-            transport: Transport::new(signer, timeouts.connect),
+            transport: Transport::with_tls(signer, timeouts.connect, tls),
             replicas,
             timeouts,
             preferred: Mutex::new(None),

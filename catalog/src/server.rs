@@ -11,6 +11,11 @@
 //!   catalog (so admin works from any replica, leader or not, as long as it
 //!   has applied the key). Raft RPCs and `Bootstrap` accept internal callers
 //!   only. A hash-signed body is checked against its signature before use.
+//! - Under mutual TLS (`sillok_rpc::tls`), the role in the caller's
+//!   certificate bounds what it may call ([`role_may`]): a node never reads
+//!   buckets, keys or key changes, an admin certificate never calls Raft or
+//!   the change feed. Keys' secrets go only to internal callers whose
+//!   certificate is a gateway's or a replica's ([`SecretsAllowed`]).
 //! - A write reaches Raft only on the leader. A follower forwards it once to
 //!   the leader it knows, with [`api::H_FORWARDED`]; a forwarded request that
 //!   lands on a non-leader is answered 503, never forwarded again, so requests
@@ -53,6 +58,7 @@ use sillok_placement::topology::NodeState;
 use sillok_rpc::RpcClient as Transport;
 use sillok_rpc::auth::Signer;
 use sillok_rpc::server::{Caller, Policy, error, json};
+use sillok_rpc::tls::{Peer, Role};
 
 /// Largest request body (Raft snapshot chunks are at most 1 MiB of data).
 pub const MAX_BODY: usize = 32 << 20;
@@ -369,6 +375,37 @@ fn parse<T: for<'a> Deserialize<'a>>(body: &[u8]) -> Result<T, Response> {
         .map_err(|e| error(StatusCode::BAD_REQUEST, "bad_request", format!("bad JSON body: {e}")))
 }
 
+/// Whether the caller may be sent the keys' secrets: a Sillok process (signed
+/// with the cluster secret) whose certificate, under mutual TLS, is a
+/// gateway's (it verifies S3 signatures) or a replica's. Set by
+/// [`authenticate`] for every request.
+#[derive(Debug, Clone, Copy)]
+struct SecretsAllowed(bool);
+
+/// What a peer of each role may call here (the caller's role comes from its
+/// TLS certificate; see the role table in docs/design.md). Nodes: the map,
+/// its changes (`only=map`) and their reports, never buckets or keys;
+/// gateways: what following the catalog, verifying S3 signatures and bucket
+/// changes need; admin: status, the catalog without secrets, proposals,
+/// backups and membership, never Raft or the change feed; replicas: all.
+/// Unknown paths pass on (to a 404).
+fn role_may(role: Role, path: &str, query: Option<&str>) -> bool {
+    use Role::{Admin, Catalog, Gateway, Node};
+    let map_only = query.is_some_and(|q| q.split('&').any(|kv| kv == "only=map"));
+    match path {
+        "/v1/raft/append" | "/v1/raft/vote" | "/v1/raft/snapshot" => role == Catalog,
+        "/v1/status" | "/v1/map" | "/metrics" => true,
+        "/v1/catalog" => matches!(role, Gateway | Catalog | Admin),
+        "/v1/catalog/changes" => matches!(role, Gateway | Catalog) || (role == Node && map_only),
+        "/v1/catalog/read_index" => matches!(role, Gateway | Catalog),
+        "/v1/backup" | "/v1/membership/add" | "/v1/membership/remove" => matches!(role, Admin | Catalog),
+        "/v1/propose" => matches!(role, Gateway | Admin | Catalog),
+        "/v1/report" => matches!(role, Node | Catalog),
+        "/v1/report/gateway" => matches!(role, Gateway | Catalog),
+        _ => true,
+    }
+}
+
 fn internal_only(caller: &Caller) -> Result<(), Response> {
     match caller {
         Caller::Internal => Ok(()),
@@ -459,10 +496,24 @@ async fn authenticate(State(sh): State<Arc<Shared>>, req: Request, next: Next) -
         return next.run(req).await;
     }
     let policy = Policy { max_body: MAX_BODY, unsigned_ok: &|_, _| false, lookup: &admin_key };
-    let req = match sillok_rpc::server::authenticate(req, &sh.internal, &policy).await {
+    let mut req = match sillok_rpc::server::authenticate(req, &sh.internal, &policy).await {
         Ok(req) => req,
         Err(refusal) => return refusal,
     };
+    let peer = req.extensions().get::<Peer>().cloned();
+    if let Some(p) = &peer
+        && !role_may(p.role, &path, req.uri().query())
+    {
+        tracing::warn!(%method, %path, role = ?p.role, "refused: the caller's role may not call this route");
+        return error(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            format!("a {:?} certificate may not call {path} (see the role table in docs/design.md)", p.role),
+        );
+    }
+    let internal = req.extensions().get::<Caller>() == Some(&Caller::Internal);
+    let secrets = internal && peer.is_none_or(|p| matches!(p.role, Role::Gateway | Role::Catalog));
+    req.extensions_mut().insert(SecretsAllowed(secrets));
     let mut resp = next.run(req).await;
     if let Some(l) = leader_header(&sh) {
         resp.headers_mut().insert(api::H_LEADER, l);
@@ -700,7 +751,7 @@ struct CatalogQuery {
     wait_ms: Option<u64>,
 }
 
-fn view(sh: &Shared, caller: &Caller) -> CatalogView {
+fn view(sh: &Shared, secrets: SecretsAllowed) -> CatalogView {
     sh.sm.read(|st| {
         let c = &st.catalog;
         CatalogView {
@@ -711,7 +762,7 @@ fn view(sh: &Shared, caller: &Caller) -> CatalogView {
             map: c.map.clone(),
             buckets: c.buckets.values().cloned().collect(),
             keys: c.keys.values().map(|k| k.info()).collect(),
-            key_secrets: if *caller == Caller::Internal { c.keys.values().cloned().collect() } else { Vec::new() },
+            key_secrets: if secrets.0 { c.keys.values().cloned().collect() } else { Vec::new() },
             staged: c.staged.clone(),
             next_node_id: c.next_node_id,
         }
@@ -720,7 +771,7 @@ fn view(sh: &Shared, caller: &Caller) -> CatalogView {
 
 async fn catalog(
     State(sh): State<Arc<Shared>>,
-    Extension(caller): Extension<Caller>,
+    Extension(secrets): Extension<SecretsAllowed>,
     Query(q): Query<CatalogQuery>,
     headers: HeaderMap,
 ) -> Response {
@@ -733,7 +784,7 @@ async fn catalog(
         let mut rx = sh.sm.subscribe();
         loop {
             if rx.borrow_and_update().applied_index > newer_than {
-                return json(StatusCode::OK, &view(&sh, &caller));
+                return json(StatusCode::OK, &view(&sh, secrets));
             }
             match tokio::time::timeout_at(deadline, rx.changed()).await {
                 Ok(Ok(())) => continue,
@@ -754,14 +805,14 @@ async fn catalog(
                     // The leader answered this replica (an internal caller),
                     // so its answer holds the key secrets: an admin caller
                     // must not get them.
-                    return if caller == Caller::Internal { resp } else { without_secrets(resp).await };
+                    return if secrets.0 { resp } else { without_secrets(resp).await };
                 }
                 return error(StatusCode::SERVICE_UNAVAILABLE, "no_leader", e.to_string());
             }
             Ok(Ok(_)) => {}
         }
     }
-    json(StatusCode::OK, &view(&sh, &caller))
+    json(StatusCode::OK, &view(&sh, secrets))
 }
 
 /// `GET /v1/backup`: the whole catalog after a read barrier, on the leader

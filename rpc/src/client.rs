@@ -13,12 +13,18 @@
 //!   [`RpcClient::send_within`] the response head, [`read_body`] each gap
 //!   between body chunks. A hung (SIGSTOPped) peer costs a deadline, never
 //!   more.
+//! - With an identity ([`crate::tls`]), every connection is TLS: the client
+//!   presents its certificate and accepts only a server certificate of the
+//!   cluster CA that names the address dialled; the handshake happens inside
+//!   the caller's deadlines like the rest of the call. Without one, plain
+//!   HTTP (`--insecure-internal-http`).
 //! - Every request is signed ([`crate::auth`]) before it leaves: JSON and
 //!   empty bodies by their SHA-256, streamed shard bodies as
 //!   `UNSIGNED-PAYLOAD`.
 //! - Response bodies are read up to a limit the caller names; a larger one is
 //!   an error, never a large allocation.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
@@ -26,11 +32,13 @@ use http::{HeaderMap, Method, Request, Response, StatusCode};
 use http_body_util::BodyExt;
 use http_body_util::combinators::UnsyncBoxBody;
 use hyper::body::Incoming;
+use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 
 use crate::auth::{Payload, Signer};
+use crate::tls::InternalTls;
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 /// The body type of every internal request: whole or streamed.
@@ -46,7 +54,8 @@ pub fn full_body(b: Bytes) -> ReqBody {
 
 /// `host:port` from an address that may carry a scheme or a trailing slash.
 pub fn authority(addr: &str) -> &str {
-    addr.strip_prefix("http://").unwrap_or(addr).trim_end_matches('/')
+    let addr = addr.strip_prefix("http://").or_else(|| addr.strip_prefix("https://")).unwrap_or(addr);
+    addr.trim_end_matches('/')
 }
 
 /// Why a call got no usable response.
@@ -156,8 +165,10 @@ pub struct Reply {
 /// A signing HTTP client with deadlines. Cheap to clone (the pool is shared).
 #[derive(Clone)]
 pub struct RpcClient {
-    http: Client<HttpConnector, ReqBody>,
+    http: Client<HttpsConnector<HttpConnector>, ReqBody>,
     signer: Signer,
+    /// `https` with an identity, `http` without.
+    scheme: &'static str,
 }
 
 impl std::fmt::Debug for RpcClient {
@@ -167,18 +178,37 @@ impl std::fmt::Debug for RpcClient {
 }
 
 impl RpcClient {
+    /// A client with this process's identity ([`crate::tls::process`]):
+    /// mutual TLS when one is installed, plain HTTP otherwise.
     pub fn new(signer: Signer, connect_timeout: Duration) -> Self {
+        Self::with_tls(signer, connect_timeout, crate::tls::process().as_deref())
+    }
+
+    /// A client presenting `tls`'s certificate and trusting only its cluster
+    /// CA (`None`: plain HTTP).
+    pub fn with_tls(signer: Signer, connect_timeout: Duration, tls: Option<&InternalTls>) -> Self {
         let mut conn = HttpConnector::new();
         conn.set_nodelay(true);
         conn.set_connect_timeout(Some(connect_timeout));
-        conn.enforce_http(true);
+        conn.enforce_http(false);
+        let (mut config, scheme) = match tls {
+            Some(t) => ((*t.client_config()).clone(), "https"),
+            None => (plain_only_config(), "http"),
+        };
+        // hyper-rustls offers the ALPN protocols it speaks (http/1.1) itself.
+        config.alpn_protocols.clear();
+        let builder = hyper_rustls::HttpsConnectorBuilder::new().with_tls_config(config);
+        let conn = match tls {
+            Some(_) => builder.https_only().enable_http1().wrap_connector(conn),
+            None => builder.https_or_http().enable_http1().wrap_connector(conn),
+        };
         let http = Client::builder(TokioExecutor::new())
             .timer(TokioTimer::new())
             .pool_timer(TokioTimer::new())
             .pool_idle_timeout(Duration::from_secs(30))
             .pool_max_idle_per_host(64)
             .build(conn);
-        RpcClient { http, signer }
+        RpcClient { http, signer, scheme }
     }
 
     /// A signed request to `addr` (`host:port`, scheme optional).
@@ -194,7 +224,7 @@ impl RpcClient {
         let bad = |reason: String| RpcError::Request { addr: addr.to_string(), reason };
         let mut req = Request::builder()
             .method(method)
-            .uri(format!("http://{host}{path_and_query}"))
+            .uri(format!("{}://{host}{path_and_query}", self.scheme))
             .body(body)
             .map_err(|e| bad(format!("bad address or path: {e}")))?;
         self.signer.sign_request(&mut req, payload).map_err(|e| bad(e.to_string()))?;
@@ -270,4 +300,15 @@ impl RpcClient {
     pub fn signer(&self) -> &Signer {
         &self.signer
     }
+}
+
+/// The TLS configuration of a plain-HTTP client: never used (its URIs are
+/// `http`), and trusting nothing should it be.
+fn plain_only_config() -> rustls::ClientConfig {
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .expect("aws-lc-rs supports the default protocol versions")
+        .with_root_certificates(rustls::RootCertStore::empty())
+        .with_no_client_auth()
 }

@@ -9,6 +9,8 @@
 //!   request and bounds every call by deadlines (connect, response, idle);
 //! - `ops`: the unauthenticated ops listener (`/health`, `/ready`, `/metrics`)
 //!   every process may open, and the helpers for its metrics page;
+//! - `tls`: mutual TLS: this process's certificate (role, cluster id) and
+//!   the cluster CA every peer's certificate must come from;
 //! - `server`: the receiving half for axum services: the authentication step
 //!   every route runs behind ([`server::authenticate`]) and the JSON and error
 //!   answers every service gives.
@@ -21,6 +23,7 @@ pub mod auth;
 pub mod client;
 pub mod ops;
 pub mod server;
+pub mod tls;
 
 pub use auth::{AuthError, ContentHash, Payload, Signer};
 pub use client::{RpcClient, RpcError};

@@ -14,6 +14,12 @@
 //!   (shard uploads, whose frames carry their own blake3 hashes); such a body
 //!   is handed on unread, as a stream.
 //! - Refusals name no secret.
+//! - With an identity installed ([`crate::tls`]), [`serve`] speaks TLS only,
+//!   requires a client certificate of the cluster CA naming this cluster,
+//!   gives every connection [`HANDSHAKE_TIMEOUT`] to complete its handshake,
+//!   and puts the peer's verified [`crate::tls::Peer`] (cluster id, role) in
+//!   every request's extensions; services decide by its role what it may
+//!   call. The SigV4 check above still runs on every request.
 
 use std::time::SystemTime;
 
@@ -134,18 +140,101 @@ pub async fn authenticate(req: Request, internal: &Signer, policy: &Policy<'_>) 
     Ok(Request::from_parts(parts, body))
 }
 
+/// How long a new connection may take to finish its TLS handshake: a peer
+/// that opens a socket and goes silent costs the server one task for this
+/// long, never more.
+pub const HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// Serves `app` on `listener` (TCP_NODELAY on every accepted socket) until
-/// `shutdown` completes, then lets in-flight requests finish.
+/// `shutdown` completes, then lets in-flight requests finish. Speaks mutual
+/// TLS with this process's identity ([`crate::tls::process`]) when one is
+/// installed, plain HTTP otherwise.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     app: axum::Router,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    use axum::serve::ListenerExt;
-    let listener = listener.tap_io(|tcp| {
+    serve_with(listener, app, shutdown, crate::tls::process()).await
+}
+
+/// [`serve`] with an explicit identity (`None`: plain HTTP).
+pub async fn serve_with(
+    listener: tokio::net::TcpListener,
+    app: axum::Router,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    tls: Option<std::sync::Arc<crate::tls::InternalTls>>,
+) -> std::io::Result<()> {
+    let Some(tls) = tls else {
+        use axum::serve::ListenerExt;
+        let listener = listener.tap_io(|tcp| {
+            if let Err(e) = tcp.set_nodelay(true) {
+                tracing::warn!(error = %e, "could not set TCP_NODELAY");
+            }
+        });
+        return axum::serve(listener, app).with_graceful_shutdown(shutdown).await;
+    };
+    let acceptor = tokio_rustls::TlsAcceptor::from(tls.server_config());
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let mut shutdown = std::pin::pin!(shutdown);
+    loop {
+        let (tcp, remote) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    // Out of file descriptors, say: wait instead of spinning.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+        };
         if let Err(e) = tcp.set_nodelay(true) {
             tracing::warn!(error = %e, "could not set TCP_NODELAY");
         }
-    });
-    axum::serve(listener, app).with_graceful_shutdown(shutdown).await
+        let (acceptor, app, tls, watcher) = (acceptor.clone(), app.clone(), tls.clone(), graceful.watcher());
+        tokio::spawn(async move {
+            let stream = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+                Err(_) => {
+                    tracing::info!(%remote, "internal connection closed: no TLS handshake within 10 s");
+                    return;
+                }
+                Ok(Err(e)) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
+                    // A port probe, or a peer that gave up: nothing was offered.
+                    tracing::debug!(%remote, "internal connection closed before its TLS handshake");
+                    return;
+                }
+                Ok(Err(e)) => {
+                    tracing::warn!(%remote, error = %e, "internal connection refused at the TLS handshake");
+                    return;
+                }
+                Ok(Ok(s)) => s,
+            };
+            let identified = match stream.get_ref().1.peer_certificates().and_then(|c| c.first()) {
+                None => Err("no client certificate".to_string()),
+                Some(cert) => tls.identify(cert),
+            };
+            let peer = match identified {
+                Ok(p) => p,
+                Err(reason) => {
+                    tracing::warn!(%remote, %reason, "internal connection refused");
+                    return;
+                }
+            };
+            let service = hyper::service::service_fn(move |mut req: http::Request<hyper::body::Incoming>| {
+                req.extensions_mut().insert(peer.clone());
+                let mut app = app.clone();
+                tower_service::Service::call(&mut app, req)
+            });
+            let conn = hyper::server::conn::http1::Builder::new()
+                .timer(hyper_util::rt::TokioTimer::new())
+                .serve_connection(hyper_util::rt::TokioIo::new(stream), service);
+            if let Err(e) = watcher.watch(conn).await {
+                tracing::debug!(%remote, error = %e, "internal connection ended with an error");
+            }
+        });
+    }
+    drop(listener);
+    graceful.shutdown().await;
+    Ok(())
 }

@@ -44,6 +44,13 @@ pub struct AdminArgs {
     /// Give up after this many seconds without an answer.
     #[arg(long, default_value_t = 15, global = true)]
     pub timeout_secs: u64,
+    /// This tool's internal identity (`ca.pem`, `cert.pem`, `key.pem`; an
+    /// admin certificate). Default: `tls/admin` beside the `--cluster` file.
+    #[arg(long, global = true)]
+    pub internal_tls: Option<PathBuf>,
+    /// Plain HTTP to the catalog (a cluster run with --insecure-internal-http).
+    #[arg(long, global = true)]
+    pub insecure_internal_http: bool,
     #[command(subcommand)]
     pub command: AdminCommand,
 }
@@ -565,6 +572,12 @@ pub async fn run(a: AdminArgs) -> anyhow::Result<()> {
     if let AdminCommand::Catalog(CatalogCommand::Export { data, out }) = &a.command {
         return super::catalog::export(data, out);
     }
+    let default_tls = a.cluster.as_deref().map(|c| super::internal_tls::default_dir(c, "admin"));
+    let internal = super::internal_tls::InternalTlsArgs {
+        internal_tls: a.internal_tls.clone(),
+        insecure_internal_http: a.insecure_internal_http,
+    };
+    super::internal_tls::install(&internal, default_tls)?;
     let (c, me) = client(&a)?;
     let json = a.json;
     let propose = |cmd: Command| {

@@ -92,6 +92,8 @@ pub struct CatalogArgs {
     /// same file; ignored once the catalog is seeded.
     #[arg(long)]
     pub restore_from: Option<PathBuf>,
+    #[command(flatten)]
+    pub internal: super::internal_tls::InternalTlsArgs,
 }
 
 /// Writes a catalog backup atomically, readable by its owner only.
@@ -190,6 +192,10 @@ pub fn seed_of(file: &ClusterFile) -> Command {
 
 pub async fn run(a: CatalogArgs) -> anyhow::Result<()> {
     let file = super::load_cluster_file(&a.cluster)?;
+    super::internal_tls::install(
+        &a.internal,
+        Some(super::internal_tls::default_dir(&a.cluster, &format!("catalog-{}", a.id))),
+    )?;
     let listed = file.catalog_replicas.iter().find(|r| r.id == a.id);
     let (site, listen, advertise) = match listed {
         Some(r) => {

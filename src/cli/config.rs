@@ -275,6 +275,9 @@ pub fn read_file(cmd: &Command, path: &[String], file: &Path) -> anyhow::Result<
                 known.join(", ")
             );
         };
+        if SECRET_FLAGS.contains(&arg.get_id().as_str()) {
+            refuse_if_open(file, "holds a secret")?;
+        }
         let vals =
             values_of(value, arg).map_err(|e| anyhow::anyhow!("the config file {}: `{key}`: {e}", file.display()))?;
         for v in &vals {
@@ -284,6 +287,21 @@ pub fn read_file(cmd: &Command, path: &[String], file: &Path) -> anyhow::Result<
         out.push((depth, arg.get_id().to_string(), vals));
     }
     Ok(out)
+}
+
+/// Refuses a file that holds a secret when group or others may read it.
+pub fn refuse_if_open(file: &Path, what: &str) -> anyhow::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(file).with_context(|| format!("cannot read {}", file.display()))?.permissions().mode();
+    if mode & 0o077 != 0 {
+        bail!(
+            "{} {what} and is readable by group or others (mode {:o}): run `chmod 600 {}` and start again",
+            file.display(),
+            mode & 0o777,
+            file.display()
+        );
+    }
+    Ok(())
 }
 
 /// Whether `arg` takes several values (a repeated flag or a list).

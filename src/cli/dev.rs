@@ -3,6 +3,10 @@
 //! Layout of the data directory (default `./sillok-dev`):
 //! - `cluster.json`: the cluster file every process reads (kept across runs, so
 //!   a restarted dev cluster keeps its data, ports and keys);
+//! - `ca/`: the cluster CA (`ca.pem`, `ca-key.pem`, `cluster-id`), and
+//!   `tls/<process>/`: each process's certificate and key for mutual TLS
+//!   inside the cluster (`catalog-<id>`, `node-<id>`, `gateway`, `admin`;
+//!   see `super::internal_tls`), made once and reused;
 //! - `cluster.env`: shell-sourceable S3 endpoint, region and keys, and what
 //!   `sillok admin` needs (`SILLOK_CATALOG`, `SILLOK_ADMIN_KEY_ID`,
 //!   `SILLOK_ADMIN_SECRET`); 0600, as it holds secrets; under `--tls` also
@@ -94,6 +98,8 @@ pub struct DevArgs {
     /// (`AWS_CA_BUNDLE`) so SDKs and the aws cli trust it.
     #[arg(long)]
     pub tls: bool,
+    #[command(flatten)]
+    pub internal: super::internal_tls::InternalTlsArgs,
     #[command(subcommand)]
     pub action: Option<DevAction>,
 }
@@ -135,6 +141,19 @@ pub async fn run(mut a: DevArgs, log_json: bool) -> anyhow::Result<()> {
         super::save_cluster_file(&c, &cluster_path)?;
         c
     };
+    if a.internal.internal_tls.is_some() {
+        bail!(
+            "sillok dev makes its processes' identities itself (under tls/ in its data directory): --internal-tls is not for it"
+        );
+    }
+    INSECURE.store(a.internal.insecure_internal_http, std::sync::atomic::Ordering::Relaxed);
+    if !a.internal.insecure_internal_http {
+        let made = super::internal_tls::issue_all(&data, &cluster)?;
+        if !made.is_empty() {
+            eprintln!("issued {} internal certificates (CA in {})", made.len(), data.join("ca").display());
+        }
+    }
+    super::internal_tls::install(&a.internal, Some(data.join("tls").join("admin")))?;
     let gateway_listen = pick_gateway_addr(a.port);
     let tls = if a.tls { Some(dev_tls(&data)?) } else { None };
     let exe = std::env::current_exe().context("cannot find the sillok binary")?;
@@ -209,6 +228,11 @@ pub async fn run(mut a: DevArgs, log_json: bool) -> anyhow::Result<()> {
     let mut env = format!("{env}export SILLOK_GATEWAY_OPS=http://{gateway_ops}\n");
     if let Some(t) = &tls {
         env.push_str(&format!("export AWS_CA_BUNDLE={}\n", t.ca.display()));
+    }
+    if a.internal.insecure_internal_http {
+        env.push_str("export SILLOK_INSECURE_INTERNAL_HTTP=true\n");
+    } else {
+        env.push_str(&format!("export SILLOK_INTERNAL_TLS={}\n", data.join("tls").join("admin").display()));
     }
     write_atomic(&data.join("ops.txt"), ops.as_bytes())?;
     // The keys' secrets: owner only, like the folder.
@@ -415,6 +439,9 @@ fn add_pid(site_files: &mut Vec<SiteFiles>, site: &str, role: &str, id: u64, pid
     site_files[i].procs.push_str(&format!("{role} {id} {pid}\n"));
 }
 
+/// `--insecure-internal-http` for every child (set by `run` from its own).
+static INSECURE: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
 /// `--log-format json` for every child (set by `run` from the global flag).
 static LOG_JSON: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
@@ -438,6 +465,9 @@ fn spawn(exe: &Path, args: &[String], log: &Path) -> anyhow::Result<Child> {
         cmd.args(["--log-format", "json"]);
     }
     cmd.args(args).stdin(Stdio::null()).stdout(out).stderr(err);
+    if INSECURE.load(std::sync::atomic::Ordering::Relaxed) {
+        cmd.arg("--insecure-internal-http");
+    }
     // The command line built here is the child's whole configuration: no
     // SILLOK_<FLAG> or SILLOK_CONFIG of this shell (say, a sourced
     // cluster.env of another cluster) reaches it. SILLOK_LOG does.

@@ -64,6 +64,8 @@ pub struct DrillArgs {
     /// Print the report as JSON.
     #[arg(long)]
     pub json: bool,
+    #[command(flatten)]
+    pub internal: super::internal_tls::InternalTlsArgs,
 }
 
 const PHASES: [&str; 4] = ["before", "outage", "rebuild", "after"];
@@ -272,6 +274,7 @@ pub async fn run(a: DrillArgs) -> anyhow::Result<()> {
     let env = env_file(&data)?;
     let get = |k: &str| env.get(k).cloned().with_context(|| format!("cluster.env has no {k}"));
     let file = super::load_cluster_file(&data.join("cluster.json"))?;
+    super::internal_tls::install(&a.internal, Some(data.join("tls").join("admin")))?;
     let catalog = CatalogClient::new(
         file.catalog_replicas.iter().map(|r| r.addr.clone()).collect(),
         Signer::new(&file.cluster_secret),

@@ -130,6 +130,8 @@ pub struct GatewayArgs {
     /// The private key of --tls-cert (PEM: PKCS#8, PKCS#1 or SEC1); keep it 0600.
     #[arg(long)]
     pub tls_key: Option<PathBuf>,
+    #[command(flatten)]
+    pub internal: super::internal_tls::InternalTlsArgs,
 }
 
 /// The largest `--node-timeout-ms`: see `sillok_gateway::write::stripe_deadline`.
@@ -137,6 +139,7 @@ const MAX_NODE_TIMEOUT_MS: u64 = 50_000;
 
 pub async fn run(a: GatewayArgs) -> anyhow::Result<()> {
     let cluster = super::load_cluster_file(&a.cluster)?;
+    super::internal_tls::install(&a.internal, Some(super::internal_tls::default_dir(&a.cluster, "gateway")))?;
     if a.block_size == 0 || a.block_size as usize > sillok_model::frame::MAX_BLOCK_LEN {
         bail!("--block-size must be between 1 and {} bytes", sillok_model::frame::MAX_BLOCK_LEN);
     }

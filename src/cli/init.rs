@@ -5,6 +5,12 @@
 //! order given) and the cluster secret: copy it to every host, readable only
 //! by the service user.
 //!
+//! Beside it, the certificates of internal traffic (mutual TLS, see
+//! `super::internal_tls`): the cluster CA in `ca/` (its key stays with the
+//! operator: no process needs it) and one identity per process in
+//! `tls/<name>/` (`node-<id>`, `catalog-<id>`, `gateway`, `admin`), each
+//! for its host, named by the addresses in the topology and `--replica`.
+//!
 //! It refuses a topology that could not survive the loss of a site
 //! ([`check_site_loss`]): fewer than three sites, catalog replicas that are
 //! missing or not spread one per site, an EC profile the sites cannot carry
@@ -46,6 +52,15 @@ pub fn run(a: InitArgs) -> anyhow::Result<()> {
             a.out.display()
         );
     }
+    let dir = a.out.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(std::path::Path::new("."));
+    for taken in [dir.join("ca"), dir.join("tls")] {
+        if taken.exists() {
+            bail!(
+                "{} exists (certificates of another cluster?); write the new cluster file into another directory",
+                taken.display()
+            );
+        }
+    }
     let text = std::fs::read_to_string(&a.topology).with_context(|| format!("cannot read {}", a.topology.display()))?;
     let topology: Topology =
         serde_json::from_str(&text).with_context(|| format!("{} is not a valid topology", a.topology.display()))?;
@@ -77,6 +92,14 @@ pub fn run(a: InitArgs) -> anyhow::Result<()> {
         previous_cluster_secret: None,
     };
     super::save_cluster_file(&file, &a.out)?;
+    let made = super::internal_tls::issue_all(dir, &file)?;
+    println!(
+        "wrote the cluster CA to {} (keep ca-key.pem with the operator, off the hosts) and {} process identities \
+         under {} (copy each host's to it, beside the cluster file)",
+        dir.join("ca").display(),
+        made.len(),
+        dir.join("tls").display()
+    );
     println!(
         "wrote {}: {} sites, {} nodes, EC {}, {} placement groups\nS3 access key: {}\nS3 secret key: {} (also in the file; keep it private)\nadmin key:     {} (secret in the file)\ncatalog:       {}",
         a.out.display(),

@@ -7,6 +7,7 @@ pub mod dev;
 pub mod drill;
 pub mod gateway;
 pub mod init;
+pub mod internal_tls;
 pub mod node;
 pub mod rebalance;
 pub mod repair_status;
@@ -38,9 +39,13 @@ pub fn new_admin_key() -> sillok_placement::AccessKey {
     }
 }
 
-/// Reads and validates a cluster file.
+/// Reads and validates a cluster file; refuses one that group or others can
+/// read (it holds the cluster secret and the first keys).
 pub fn load_cluster_file(path: &std::path::Path) -> anyhow::Result<sillok_placement::ClusterFile> {
     use anyhow::Context;
+    if path.exists() {
+        config::refuse_if_open(path, "is a cluster file (it holds the cluster secret and keys)")?;
+    }
     let text =
         std::fs::read_to_string(path).with_context(|| format!("cannot read the cluster file {}", path.display()))?;
     sillok_placement::ClusterFile::parse(&text).with_context(|| format!("in the cluster file {}", path.display()))

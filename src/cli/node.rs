@@ -93,6 +93,8 @@ pub struct NodeArgs {
     /// Tests and drills only: shift this node's clock by this many ms.
     #[arg(long, hide = true, default_value_t = 0, allow_negative_numbers = true)]
     pub test_clock_offset_ms: i64,
+    #[command(flatten)]
+    pub internal: super::internal_tls::InternalTlsArgs,
 }
 
 pub async fn run(a: NodeArgs) -> anyhow::Result<()> {
@@ -101,6 +103,10 @@ pub async fn run(a: NodeArgs) -> anyhow::Result<()> {
         sillok_model::clock::set_offset_ms(a.test_clock_offset_ms);
     }
     let file = super::load_cluster_file(&a.cluster)?;
+    super::internal_tls::install(
+        &a.internal,
+        Some(super::internal_tls::default_dir(&a.cluster, &format!("node-{}", a.id))),
+    )?;
     super::private_dir(&a.data).with_context(|| format!("cannot create the data directory {}", a.data.display()))?;
     let follower = start_following(&file, &a)?;
     let map = match &follower {

@@ -159,9 +159,15 @@ fn header_u<T: std::str::FromStr>(addr: &str, resp: &Response<Incoming>, name: &
 }
 
 impl NodeClient {
+    /// A client with this process's internal identity (`sillok_rpc::tls::process`).
     pub fn new(cluster_secret: &str, timeouts: Timeouts) -> Self {
+        Self::with_tls(cluster_secret, timeouts, sillok_rpc::tls::process().as_deref())
+    }
+
+    /// A client presenting `tls` (`None`: plain HTTP), e.g. a test's.
+    pub fn with_tls(cluster_secret: &str, timeouts: Timeouts, tls: Option<&sillok_rpc::tls::InternalTls>) -> Self {
         NodeClient {
-            rpc: RpcClient::new(Signer::new(cluster_secret), timeouts.connect),
+            rpc: RpcClient::with_tls(Signer::new(cluster_secret), timeouts.connect, tls),
             timeouts,
             epoch: 0,
             background: false,

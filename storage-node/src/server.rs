@@ -11,6 +11,9 @@
 //!   and checked against the signed SHA-256 before any handler sees them;
 //!   `UNSIGNED-PAYLOAD` is accepted only on `PUT /v1/shards/...`, whose frames
 //!   carry blake3 hashes that the shard store checks.
+//! - Under mutual TLS (`sillok_rpc::tls`), only gateways and storage nodes
+//!   (rebuild, repair, collection) may call a node: a certificate of any
+//!   other role (an admin's, a catalog replica's) is refused with a 403.
 //! - Shard bodies stream both ways a block at a time: uploads through a
 //!   bounded channel into a `ShardWriter` on the blocking pool, downloads from a
 //!   `ShardReader` on the blocking pool through a channel of two blocks.
@@ -397,6 +400,16 @@ async fn authenticate(State(st): State<Arc<AppState>>, req: Request, next: Next)
             unsigned_ok: &|m, p| *m == Method::PUT && is_shard_path(p),
             lookup: &|_| None,
         };
+        if let Some(peer) = req.extensions().get::<sillok_rpc::tls::Peer>()
+            && !matches!(peer.role, sillok_rpc::tls::Role::Gateway | sillok_rpc::tls::Role::Node)
+        {
+            tracing::warn!(role = ?peer.role, "refused: only gateways and storage nodes may call a node");
+            return error_response(
+                StatusCode::FORBIDDEN,
+                "forbidden",
+                format!("a {:?} certificate may not call a storage node (gateways and nodes only)", peer.role),
+            );
+        }
         let req = match sillok_rpc::server::authenticate(req, &st.signer, &policy).await {
             Ok(req) => req,
             Err(refusal) => return refusal,

@@ -85,6 +85,7 @@ impl Replicas {
     /// A replica that is not in the cluster file: it waits to be added.
     fn spawn_new(&mut self, id: u64, site: &str) -> String {
         let addr = format!("127.0.0.1:{}", free_port());
+        issue_cert(self.dir.path(), "catalog", &format!("catalog-{id}"));
         self.spawn_with(id, &["--site", site, "--listen", &addr]);
         addr
     }
@@ -125,7 +126,7 @@ impl Replicas {
     fn client(&self) -> CatalogClient {
         let t =
             ClientTimeouts { total: Duration::from_secs(20), attempt: Duration::from_secs(2), ..Default::default() };
-        CatalogClient::new(self.addrs.clone(), Signer::new(&self.secret), t).unwrap()
+        CatalogClient::with_tls(self.addrs.clone(), Signer::new(&self.secret), t, Some(&self.tls("catalog-1"))).unwrap()
     }
 
     /// Runs `sillok admin ARGS` with the admin key in the environment.
@@ -134,10 +135,16 @@ impl Replicas {
             .arg("admin")
             .args(args)
             .env("SILLOK_CATALOG", self.addrs.join(","))
+            .env("SILLOK_INTERNAL_TLS", self.dir.path().join("tls").join("admin"))
             .env("SILLOK_ADMIN_KEY_ID", &self.admin.0)
             .env("SILLOK_ADMIN_SECRET", &self.admin.1)
             .output()
             .unwrap()
+    }
+
+    /// The internal identity `tls/<name>` that `sillok init` wrote.
+    fn tls(&self, name: &str) -> sillok_rpc::tls::InternalTls {
+        sillok_rpc::tls::InternalTls::load(&self.dir.path().join("tls").join(name)).unwrap()
     }
 
     fn log(&self, id: u64) -> String {
@@ -291,7 +298,7 @@ async fn killing_the_leaders_replica_a_new_leader_commits_within_5s_and_s3_keeps
     let signer = Signer::with_key(&e["SILLOK_ADMIN_KEY_ID"], &e["SILLOK_ADMIN_SECRET"]);
     let addrs: Vec<String> = e["SILLOK_CATALOG"].split(',').map(str::to_string).collect();
     let t = ClientTimeouts { total: Duration::from_secs(20), attempt: Duration::from_secs(2), ..Default::default() };
-    let admin = CatalogClient::new(addrs, signer, t).unwrap();
+    let admin = CatalogClient::with_tls(addrs, signer, t, Some(&cluster.internal_tls("admin"))).unwrap();
     let s = wait_leader(&admin, None).await;
     let leader_site = s.leader_site.clone().unwrap();
     admin.propose(bucket("before")).await.unwrap();
@@ -353,7 +360,13 @@ async fn admin_speaks_tables_and_json_refuses_clearly_and_never_prints_old_secre
     let leader = st["leader"].as_u64().unwrap();
     let follower = (1..=3).find(|id| *id != leader).unwrap();
     let t = ClientTimeouts { total: Duration::from_secs(10), ..Default::default() };
-    let via_follower = CatalogClient::new(vec![r.addr(follower)], Signer::with_key(&r.admin.0, &r.admin.1), t).unwrap();
+    let via_follower = CatalogClient::with_tls(
+        vec![r.addr(follower)],
+        Signer::with_key(&r.admin.0, &r.admin.1),
+        t,
+        Some(&r.tls("admin")),
+    )
+    .unwrap();
     let view = via_follower.catalog(true).await.unwrap();
     assert!(view.key_secrets.is_empty(), "an admin key was given key secrets");
     assert!(view.keys.len() >= 3);
@@ -394,10 +407,11 @@ async fn replicas_join_and_leave_through_membership_changes_and_five_survive_two
     let s = c.status().await.unwrap();
     assert_eq!(s.replicas.iter().filter(|x| x.voter).count(), 5, "{:?}", s.replicas);
     let last = c.propose(bucket("five")).await.unwrap().log_index;
-    let c5 = CatalogClient::new(
+    let c5 = CatalogClient::with_tls(
         vec![r.addr(1), r.addr(2), r.addr(3), a4.clone(), a5.clone()],
         Signer::new(&r.secret),
         ClientTimeouts { total: Duration::from_secs(20), attempt: Duration::from_secs(2), ..Default::default() },
+        Some(&r.tls("catalog-1")),
     )
     .unwrap();
     // The newcomers caught up.

@@ -32,7 +32,11 @@ fn map_of(c: &DevCluster) -> PlacementMap {
 /// map they follow (the failure detector moves the epoch when it marks a
 /// stopped node down and up again).
 fn node_client(c: &DevCluster) -> NodeClient {
-    NodeClient::new(c.cluster_file()["cluster_secret"].as_str().unwrap(), Timeouts::default())
+    NodeClient::with_tls(
+        c.cluster_file()["cluster_secret"].as_str().unwrap(),
+        Timeouts::default(),
+        Some(&c.internal_tls("gateway")),
+    )
 }
 
 /// `(node id, object id, index)` of every shard file, by walking the data

@@ -175,28 +175,39 @@ async fn node_api_refuses_unsigned_requests_and_changes_nothing() {
         victim.ancestors().find(|p| p.file_name().is_some_and(|n| n.to_string_lossy().starts_with("node-"))).unwrap();
     let node_id: u64 = victim_node_dir.file_name().unwrap().to_string_lossy()["node-".len()..].parse().unwrap();
     let addr = cluster.nodes().into_iter().find(|n| n.0 == node_id).unwrap().2;
-    let requests = [
-        format!("DELETE /v1/shards/{object_id}/{index} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"),
-        format!("GET /v1/shards/{object_id}/{index} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"),
-        format!(
-            "POST /v1/manifests/get HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: 27\r\nConnection: close\r\n\r\n{{\"bucket\":\"bkt\",\"key\":\"k\"}}"
-        ),
-        // Looks signed, but with a made-up signature.
-        format!(
-            "DELETE /v1/shards/{object_id}/{index} HTTP/1.1\r\nHost: {addr}\r\nx-amz-date: 20260101T000000Z\r\nx-amz-content-sha256: UNSIGNED-PAYLOAD\r\nAuthorization: AWS4-HMAC-SHA256 Credential=sillok-internal/20260101/sillok/sillok/aws4_request, SignedHeaders=host;x-amz-content-sha256;x-amz-date, Signature=0000000000000000000000000000000000000000000000000000000000000000\r\nConnection: close\r\n\r\n"
-        ),
+    // Plain HTTP gets no HTTP answer at all: the port speaks mutual TLS only.
+    let plain = format!("DELETE /v1/shards/{object_id}/{index} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    let mut s = std::net::TcpStream::connect(&addr).unwrap();
+    s.write_all(plain.as_bytes()).unwrap();
+    let mut resp = Vec::new();
+    let _ = s.read_to_end(&mut resp);
+    assert!(!resp.starts_with(b"HTTP/"), "plain HTTP was answered: {:?}", String::from_utf8_lossy(&resp));
+    // Inside TLS, with a valid gateway certificate: unsigned, or signed with a
+    // made-up signature, is refused.
+    let tls = cluster.internal_tls("gateway");
+    let rpc = sillok_rpc::RpcClient::with_tls(
+        sillok_rpc::Signer::new("unused"),
+        std::time::Duration::from_secs(2),
+        Some(&tls),
+    );
+    let fake_sig = "AWS4-HMAC-SHA256 Credential=sillok-internal/20260101/sillok/sillok/aws4_request, SignedHeaders=host;x-amz-content-sha256;x-amz-date, Signature=0000000000000000000000000000000000000000000000000000000000000000";
+    let requests: [(http::Method, String, &[u8], bool); 4] = [
+        (http::Method::DELETE, format!("/v1/shards/{object_id}/{index}"), b"", false),
+        (http::Method::GET, format!("/v1/shards/{object_id}/{index}"), b"", false),
+        (http::Method::POST, "/v1/manifests/get".to_string(), br#"{"bucket":"bkt","key":"k"}"#, false),
+        (http::Method::DELETE, format!("/v1/shards/{object_id}/{index}"), b"", true),
     ];
-    for req in requests {
-        let mut s = std::net::TcpStream::connect(&addr).unwrap();
-        s.write_all(req.as_bytes()).unwrap();
-        let mut resp = String::new();
-        let _ = s.read_to_string(&mut resp);
-        assert!(
-            resp.starts_with("HTTP/1.1 403"),
-            "expected 403 for {:?}, got {:?}",
-            req.lines().next(),
-            resp.lines().next()
-        );
+    for (method, path, body, signed) in requests {
+        let mut req = http::Request::builder().method(method.clone()).uri(format!("https://{addr}{path}"));
+        if signed {
+            req = req
+                .header("x-amz-date", "20260101T000000Z")
+                .header("x-amz-content-sha256", "UNSIGNED-PAYLOAD")
+                .header("authorization", fake_sig);
+        }
+        let req = req.body(sillok_rpc::client::full_body(bytes::Bytes::from_static(body))).unwrap();
+        let resp = rpc.send_unbounded(req).await.unwrap();
+        assert_eq!(resp.status(), 403, "expected 403 for {method} {path} (signed: {signed})");
     }
     assert!(victim.exists(), "an unsigned DELETE must not remove the shard");
     assert_same(&get(&c, "bkt", "k", None).await, &body, "object intact");

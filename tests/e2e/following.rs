@@ -34,7 +34,7 @@ async fn gateway_epoch(endpoint: &str) -> u64 {
 async fn wait_node_epochs(c: &DevCluster, epoch: u64) {
     wait_until(Duration::from_secs(30), format!("every node to reach epoch {epoch}"), async || {
         let secret = c.cluster_file()["cluster_secret"].as_str().unwrap().to_string();
-        let client = NodeClient::new(&secret, Timeouts::default());
+        let client = NodeClient::with_tls(&secret, Timeouts::default(), Some(&c.internal_tls("gateway")));
         let mut all = true;
         for (_, _, addr) in c.nodes() {
             all &= client.health(&addr).await.is_ok_and(|h| h.epoch >= epoch);
@@ -263,7 +263,7 @@ async fn with_every_replica_killed_gateways_and_nodes_serve_and_restart_from_the
     assert_eq!(signal(c.node_pid(1), SIGKILL), 0);
     let mut node = c.restart_node(1, &[]);
     let secret = c.cluster_file()["cluster_secret"].as_str().unwrap().to_string();
-    let client = NodeClient::new(&secret, Timeouts::default());
+    let client = NodeClient::with_tls(&secret, Timeouts::default(), Some(&c.internal_tls("gateway")));
     let node_epoch = wait_until(Duration::from_secs(30), "the restarted node to answer", async || {
         if let Ok(Some(exit)) = node.0.try_wait() {
             panic!("the restarted node exited ({exit}):\n{}", c.node_log(1));

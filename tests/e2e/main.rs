@@ -19,6 +19,7 @@ mod data_path;
 mod detector;
 mod drill;
 mod following;
+mod internal_tls;
 mod lifecycle;
 mod ops;
 mod reads;

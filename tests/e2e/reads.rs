@@ -45,7 +45,7 @@ async fn a_body_replica_that_missed_a_write_is_read_around_and_every_read_sees_t
     // rotates over the keys, so for some keys it is the body replica.
     let map: sillok_placement::PlacementMap = serde_json::from_value(c.cluster_file()["map"].clone()).unwrap();
     let secret = c.cluster_file()["cluster_secret"].as_str().unwrap().to_string();
-    let nodes = NodeClient::new(&secret, Timeouts::default());
+    let nodes = NodeClient::with_tls(&secret, Timeouts::default(), Some(&c.internal_tls("gateway")));
     let addr = |n: sillok_placement::NodeId| map.topology.node(n).unwrap().addr.clone();
     for (i, key) in keys.iter().enumerate() {
         let replicas = map.manifest_replicas(sillok_model::placement::pg_of(&map, "thumbs", key));

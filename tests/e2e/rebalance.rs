@@ -198,7 +198,11 @@ async fn a_fourth_site_a_drained_node_and_a_cancelled_weight_change_move_data_un
     wait_settled(&c, Duration::from_secs(240)).await;
     let settled = catalog_map(&c);
     assert!(settled.previous.is_empty(), "earlier rows were kept after the data moved");
-    let client = NodeClient::new(c.cluster_file()["cluster_secret"].as_str().unwrap(), Timeouts::default());
+    let client = NodeClient::with_tls(
+        c.cluster_file()["cluster_secret"].as_str().unwrap(),
+        Timeouts::default(),
+        Some(&c.internal_tls("gateway")),
+    );
     let seen = placed_as_the_map_says(&client, &settled).await.unwrap();
     assert!(seen >= 150, "only {seen} objects listed");
     let on_d = c.shard_files().iter().filter(|(site, _)| site == "site-d").count();
@@ -297,7 +301,11 @@ async fn a_rebalance_finishes_after_the_catalog_leader_and_a_node_are_killed_mid
     wait_settled(&c, Duration::from_secs(240)).await;
     let settled = catalog_map(&c);
     assert_eq!(settled.slots, changed.slots, "the map moved again");
-    let client = NodeClient::new(c.cluster_file()["cluster_secret"].as_str().unwrap(), Timeouts::default());
+    let client = NodeClient::with_tls(
+        c.cluster_file()["cluster_secret"].as_str().unwrap(),
+        Timeouts::default(),
+        Some(&c.internal_tls("gateway")),
+    );
     // Every object is sharded (none is small enough to be kept inline).
     assert_eq!(placed_as_the_map_says(&client, &settled).await.unwrap(), 100);
     for (k, v) in &want {
@@ -386,7 +394,11 @@ async fn a_split_into_4x_the_pgs_under_load_moves_nothing_and_loses_nothing() {
     let files_after = c.shard_files();
     let missing: Vec<_> = files_before.iter().filter(|f| !files_after.contains(f)).collect();
     assert!(missing.is_empty(), "shard files gone or moved after the split: {missing:?}");
-    let client = NodeClient::new(c.cluster_file()["cluster_secret"].as_str().unwrap(), Timeouts::default());
+    let client = NodeClient::with_tls(
+        c.cluster_file()["cluster_secret"].as_str().unwrap(),
+        Timeouts::default(),
+        Some(&c.internal_tls("gateway")),
+    );
     let seen = placed_as_the_map_says(&client, &catalog_map(&c)).await.unwrap();
     assert!(seen >= 108, "only {seen} sharded objects listed");
     eprintln!(

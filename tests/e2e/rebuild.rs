@@ -17,7 +17,11 @@ use crate::support::*;
 /// The map a node (`(id, site, addr)` as `DevCluster::nodes` lists it)
 /// follows, as it answers `GET /v1/map`.
 pub(crate) async fn map_of(c: &DevCluster, node: &(u64, String, String)) -> Option<PlacementMap> {
-    let client = NodeClient::new(c.cluster_file()["cluster_secret"].as_str().unwrap(), Timeouts::default());
+    let client = NodeClient::with_tls(
+        c.cluster_file()["cluster_secret"].as_str().unwrap(),
+        Timeouts::default(),
+        Some(&c.internal_tls("gateway")),
+    );
     client.followed_map(&node.2).await.ok()
 }
 
@@ -113,7 +117,7 @@ async fn a_killed_site_is_rebuilt_onto_the_others_with_no_command_and_one_more_n
     c.admin_ok(&["repair", "throttle", "--mib-per-s", "60", "--concurrency", "3"]);
     wait_until(Duration::from_secs(20), "every node to apply the catalog's throttle", async || {
         for (id, _, addr) in c.nodes() {
-            let page = http_text(&format!("http://{addr}/metrics")).await;
+            let page = http_text(&c.metrics_url_of(&addr)).await;
             if !page.contains("sillok_rebuild_throttle_mib_per_s 60\n")
                 || !page.contains("sillok_rebuild_throttle_concurrency 3\n")
             {
@@ -158,7 +162,11 @@ async fn a_killed_site_is_rebuilt_onto_the_others_with_no_command_and_one_more_n
 
     // No command: the detector takes the site out and the engine rebuilds.
     let survivor = c.nodes().into_iter().find(|(_, s, _)| s == "site-a").unwrap();
-    let client = NodeClient::new(c.cluster_file()["cluster_secret"].as_str().unwrap(), Timeouts::default());
+    let client = NodeClient::with_tls(
+        c.cluster_file()["cluster_secret"].as_str().unwrap(),
+        Timeouts::default(),
+        Some(&c.internal_tls("gateway")),
+    );
     let checked =
         wait_until(Duration::from_secs(240), "every object at k+m shards on the surviving sites", async || {
             let map = map_of(&c, &survivor).await.ok_or("no map yet".to_string())?;
@@ -188,7 +196,7 @@ async fn a_killed_site_is_rebuilt_onto_the_others_with_no_command_and_one_more_n
     // Each surviving node's Prometheus page (unsigned) counts what it rebuilt.
     let mut rebuilt = 0;
     for (_, _, addr) in c.nodes().iter().filter(|n| n.1 != lost) {
-        let page = http_text(&format!("http://{addr}/metrics")).await;
+        let page = http_text(&c.metrics_url_of(addr)).await;
         let line = page.lines().find(|l| l.starts_with("sillok_rebuild_shards_written_total ")).expect(&page);
         rebuilt += line.split_whitespace().nth(1).unwrap().parse::<u64>().unwrap();
     }
@@ -198,10 +206,10 @@ async fn a_killed_site_is_rebuilt_onto_the_others_with_no_command_and_one_more_n
     let mut pages = vec![format!("{}/_sillok/metrics", c.endpoint())];
     for r in c.cluster_file()["catalog_replicas"].as_array().unwrap() {
         if r["site"] != lost {
-            pages.push(format!("http://{}/metrics", r["addr"].as_str().unwrap()));
+            pages.push(c.metrics_url_of(r["addr"].as_str().unwrap()));
         }
     }
-    pages.extend(c.nodes().iter().filter(|n| n.1 != lost).map(|n| format!("http://{}/metrics", n.2)));
+    pages.extend(c.nodes().iter().filter(|n| n.1 != lost).map(|n| c.metrics_url_of(&n.2)));
     for url in pages {
         wait_until(Duration::from_secs(20), format!("{url} to show 64 degraded-site PGs"), async || {
             let page = http_text(&url).await;
@@ -394,7 +402,11 @@ async fn a_site_that_returns_gets_its_shards_back_and_nothing_deleted_or_overwri
         want.insert(new, body);
     }
     let survivor = c.nodes().into_iter().find(|(_, s, _)| s == "site-a").unwrap();
-    let client = NodeClient::new(c.cluster_file()["cluster_secret"].as_str().unwrap(), Timeouts::default());
+    let client = NodeClient::with_tls(
+        c.cluster_file()["cluster_secret"].as_str().unwrap(),
+        Timeouts::default(),
+        Some(&c.internal_tls("gateway")),
+    );
     let state_of = |map: &PlacementMap, id: u64| map.topology.node(NodeId(id as u32)).map(|n| n.state);
     wait_until(Duration::from_secs(120), "site-c out and rebuilt elsewhere", async || {
         let map = map_of(&c, &survivor).await.ok_or("no map yet".to_string())?;
@@ -499,7 +511,11 @@ async fn a_rebuild_survives_killing_a_rebuilding_node_and_the_catalog_leader_and
     assert!(busy_dir.exists());
 
     let survivor = c.nodes().into_iter().find(|(id, s, _)| s == "site-a" && *id != busy).unwrap();
-    let client = NodeClient::new(c.cluster_file()["cluster_secret"].as_str().unwrap(), Timeouts::default());
+    let client = NodeClient::with_tls(
+        c.cluster_file()["cluster_secret"].as_str().unwrap(),
+        Timeouts::default(),
+        Some(&c.internal_tls("gateway")),
+    );
     wait_until(Duration::from_secs(240), "every object at k+m shards, each at its slot", async || {
         let map = map_of(&c, &survivor).await.ok_or("no map yet".to_string())?;
         full_redundancy(&client, &map).await?;

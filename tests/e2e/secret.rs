@@ -123,9 +123,12 @@ async fn the_cluster_secret_rotates_with_rolling_restarts_and_the_old_one_is_ref
     // The catalog now refuses the old secret and takes the new one.
     let addrs: Vec<String> = cluster.env["SILLOK_CATALOG"].split(',').map(str::to_string).collect();
     let t = ClientTimeouts { total: Duration::from_secs(10), attempt: Duration::from_secs(2), ..Default::default() };
-    let old = CatalogClient::new(addrs.clone(), Signer::new(&old_secret), t).unwrap();
+    let old =
+        CatalogClient::with_tls(addrs.clone(), Signer::new(&old_secret), t, Some(&cluster.internal_tls("gateway")))
+            .unwrap();
     let err = old.status().await.expect_err("the old secret is refused");
     assert!(format!("{err:#}").contains("bad signature"), "{err:#}");
-    let new = CatalogClient::new(addrs, Signer::new(&new_secret), t).unwrap();
+    let new =
+        CatalogClient::with_tls(addrs, Signer::new(&new_secret), t, Some(&cluster.internal_tls("gateway"))).unwrap();
     new.status().await.expect("the new secret is accepted");
 }

@@ -110,6 +110,9 @@ impl DevCluster {
     /// applied) at `addr`, with its data under the site's folder (so
     /// `shard_files` sees it); killed when dropped.
     pub fn start_added_node(&self, site: &str, id: u64, addr: &str, extra: &[&str]) -> ChildGuard {
+        if !self.dir.path().join("tls").join(format!("node-{id}")).exists() {
+            issue_cert(self.dir.path(), "node", &format!("node-{id}"));
+        }
         let dir = self.dir.path().join("sites").join(site).join(format!("node-{id}"));
         let mut args: Vec<OsString> = vec![
             "node".into(),
@@ -125,6 +128,32 @@ impl DevCluster {
         args.extend(extra.iter().map(OsString::from));
         let log = self.dir.path().join("logs").join(format!("{site}-node-{id}.log"));
         ChildGuard(spawn_sillok(&args, &log))
+    }
+
+    /// The internal identity (certificate, key, cluster CA) that `sillok
+    /// dev` made for one of its processes, `tls/<name>` (`gateway`, `admin`,
+    /// `node-<id>`, `catalog-<id>`): for a test's own internal client.
+    pub fn internal_tls(&self, name: &str) -> sillok_rpc::tls::InternalTls {
+        sillok_rpc::tls::InternalTls::load(&self.dir.path().join("tls").join(name)).unwrap()
+    }
+
+    /// The metrics page of the node or catalog replica whose internal API is
+    /// at `internal_addr`, on its ops listener (`ops.txt`): the internal port
+    /// speaks mutual TLS only.
+    pub fn metrics_url_of(&self, internal_addr: &str) -> String {
+        let node = self.nodes().into_iter().find(|n| n.2 == internal_addr).map(|n| ("node", n.0));
+        let replica = || {
+            self.cluster_file()["catalog_replicas"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|r| r["addr"] == internal_addr)
+                .map(|r| ("replica", r["id"].as_u64().unwrap()))
+        };
+        let (role, id) = node.or_else(replica).expect("no node or replica at this address");
+        let ops = std::fs::read_to_string(self.dir.path().join("ops.txt")).unwrap();
+        let line = ops.lines().find(|l| l.starts_with(&format!("{role} {id} "))).expect("no ops listener");
+        format!("http://{}/metrics", line.rsplit(' ').next().unwrap())
     }
 
     /// The log of storage node `id`.
@@ -758,14 +787,19 @@ impl DevCluster {
 
     /// `sillok admin ARGS` with this cluster's admin key; returns the output.
     pub fn admin(&self, args: &[&str]) -> std::process::Output {
-        Command::new(env!("CARGO_BIN_EXE_sillok"))
-            .arg("admin")
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_sillok"));
+        cmd.arg("admin")
             .args(args)
             .env("SILLOK_CATALOG", &self.env["SILLOK_CATALOG"])
             .env("SILLOK_ADMIN_KEY_ID", &self.env["SILLOK_ADMIN_KEY_ID"])
-            .env("SILLOK_ADMIN_SECRET", &self.env["SILLOK_ADMIN_SECRET"])
-            .output()
-            .unwrap()
+            .env("SILLOK_ADMIN_SECRET", &self.env["SILLOK_ADMIN_SECRET"]);
+        // The admin certificate, or plain HTTP for a cluster started so.
+        for var in ["SILLOK_INTERNAL_TLS", "SILLOK_INSECURE_INTERNAL_HTTP"] {
+            if let Some(v) = self.env.get(var) {
+                cmd.env(var, v);
+            }
+        }
+        cmd.output().unwrap()
     }
 
     /// The catalog leader's site, from `sillok admin status --json` (waits
@@ -958,4 +992,17 @@ pub async fn http_text(url: &str) -> String {
         .build_http::<http_body_util::Empty<bytes::Bytes>>();
     let resp = client.get(url.parse().unwrap()).await.unwrap();
     String::from_utf8(resp.into_body().collect().await.unwrap().to_bytes().to_vec()).unwrap()
+}
+
+/// `sillok cert issue`: a loopback identity `tls/<name>` of `role` from the
+/// CA that `sillok init` or `sillok dev` made in `dir/ca`.
+pub fn issue_cert(dir: &Path, role: &str, name: &str) {
+    let out = Command::new(env!("CARGO_BIN_EXE_sillok"))
+        .args(["cert", "issue", "--role", role, "--host", "127.0.0.1", "--ca"])
+        .arg(dir.join("ca"))
+        .arg("--out")
+        .arg(dir.join("tls").join(name))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "sillok cert issue: {}", String::from_utf8_lossy(&out.stderr));
 }

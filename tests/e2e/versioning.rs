@@ -445,7 +445,7 @@ async fn tags_belong_to_one_version_and_stay_with_it_once_it_is_no_longer_curren
 async fn node_counter(c: &DevCluster, lost: &str, name: &str) -> u64 {
     let mut sum = 0;
     for (_, _, addr) in c.nodes().iter().filter(|n| n.1 != lost) {
-        let page = http_text(&format!("http://{addr}/metrics")).await;
+        let page = http_text(&c.metrics_url_of(addr)).await;
         let line = page.lines().find(|l| l.starts_with(&format!("{name} "))).unwrap_or_else(|| panic!("{page}"));
         sum += line.split_whitespace().nth(1).unwrap().parse::<u64>().unwrap();
     }
@@ -494,7 +494,11 @@ async fn every_version_is_rebuilt_after_a_site_loss_and_each_shard_is_written_on
     let lost_nodes: Vec<u64> = c.nodes().into_iter().filter(|(_, s, _)| s == lost).map(|n| n.0).collect();
     c.kill_site(lost);
     let survivor = c.nodes().into_iter().find(|(_, s, _)| s == "site-a").unwrap();
-    let client = NodeClient::new(c.cluster_file()["cluster_secret"].as_str().unwrap(), Timeouts::default());
+    let client = NodeClient::with_tls(
+        c.cluster_file()["cluster_secret"].as_str().unwrap(),
+        Timeouts::default(),
+        Some(&c.internal_tls("gateway")),
+    );
     wait_until(Duration::from_secs(240), "every version at k+m shards on the surviving sites", async || {
         let map = crate::rebuild::map_of(&c, &survivor).await.ok_or("no map yet".to_string())?;
         if !lost_nodes.iter().all(|id| map.topology.node(NodeId(*id as u32)).is_some_and(|n| n.state == NodeState::Out))

@@ -122,7 +122,11 @@ async fn a_node_whose_clock_is_too_far_off_refuses_manifest_writes_and_status_sa
     // A manifest write sent straight to it is refused with 503 and a reason;
     // writes through the gateway still succeed on the other replicas.
     let secret = c.cluster_file()["cluster_secret"].as_str().unwrap().to_string();
-    let client = sillok_storage_node::NodeClient::new(&secret, sillok_storage_node::Timeouts::default());
+    let client = sillok_storage_node::NodeClient::with_tls(
+        &secret,
+        sillok_storage_node::Timeouts::default(),
+        Some(&c.internal_tls("gateway")),
+    );
     let node1 = map.topology.node(sillok_placement::NodeId(1)).unwrap().addr.clone();
     let mut m = sillok_model::manifest::Manifest::tombstone("nskew", "direct");
     m.version = sillok_model::manifest::Version { nanos: 1, tiebreak: 1 };
