@@ -873,6 +873,8 @@ impl Matrix<'_> {
     /// thousands of stale entries per slot: minutes).
     fn raise(&mut self, policy: &mut dyn DropPolicy) {
         type Class = (bool, i64, u32);
+        // (fresh, score, donor's excess, tie, row, donor): what is taken first.
+        type Key = (bool, i64, i64, u64, usize, u32);
         for col in 0..self.cols.len() as u32 {
             let want = self.cols[col as usize].want();
             if self.count[col as usize] >= want {
@@ -901,7 +903,7 @@ impl Matrix<'_> {
             }
             while self.count[col as usize] < want {
                 // The best group top: (fresh, score, excess, tie, row, donor).
-                let mut best: Option<((bool, i64, i64, u64, usize, u32), usize)> = None;
+                let mut best: Option<(Key, usize)> = None;
                 for (g, (c, heap)) in groups.iter_mut().enumerate() {
                     let d = c.2;
                     // A donor at what it wants gives nothing more while this
