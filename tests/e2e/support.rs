@@ -650,15 +650,18 @@ pub fn free_port() -> u16 {
     ports::reserve().expect("a free port")
 }
 
-pub fn s3_client(endpoint: &str, region: &str, access_key: &str, secret_key: &str) -> aws_sdk_s3::Client {
-    let config = aws_sdk_s3::Config::builder()
+/// The settings every test's S3 client shares: path style, the test's key.
+fn s3_config(endpoint: &str, region: &str, access_key: &str, secret_key: &str) -> aws_sdk_s3::config::Builder {
+    aws_sdk_s3::Config::builder()
         .behavior_version(BehaviorVersion::latest())
         .region(Region::new(region.to_string()))
         .endpoint_url(endpoint)
         .credentials_provider(Credentials::new(access_key, secret_key, None, None, "sillok-test"))
         .force_path_style(true)
-        .build();
-    aws_sdk_s3::Client::from_conf(config)
+}
+
+pub fn s3_client(endpoint: &str, region: &str, access_key: &str, secret_key: &str) -> aws_sdk_s3::Client {
+    aws_sdk_s3::Client::from_conf(s3_config(endpoint, region, access_key, secret_key).build())
 }
 
 /// An aws-sdk-s3 client whose https client (the SDK's default: rustls on
@@ -676,15 +679,7 @@ pub fn s3_client_trusting(
         .tls_provider(tls::Provider::Rustls(tls::rustls_provider::CryptoMode::AwsLc))
         .tls_context(tls::TlsContext::builder().with_trust_store(trust).build().unwrap())
         .build_https();
-    let config = aws_sdk_s3::Config::builder()
-        .behavior_version(BehaviorVersion::latest())
-        .region(Region::new(region.to_string()))
-        .endpoint_url(endpoint)
-        .credentials_provider(Credentials::new(access_key, secret_key, None, None, "sillok-test"))
-        .force_path_style(true)
-        .http_client(http)
-        .build();
-    aws_sdk_s3::Client::from_conf(config)
+    aws_sdk_s3::Client::from_conf(s3_config(endpoint, region, access_key, secret_key).http_client(http).build())
 }
 
 /// A new TLS connection to a `--tls` cluster's S3 endpoint, trusting only
