@@ -176,6 +176,11 @@ pub(crate) struct Shared {
     pub(crate) raft: Raft,
     pub(crate) sm: StateMachineStore,
     internal: Signer,
+    /// The addresses this replica answers as (bound, listen, advertised): a
+    /// signed request for another host is refused.
+    own_addrs: Vec<String>,
+    /// Nonces of accepted requests (no request is accepted twice).
+    replays: sillok_rpc::replay::ReplayCache,
     transport: Transport,
     forward_timeout: Duration,
     pub(crate) commit_timeout: Duration,
@@ -255,6 +260,8 @@ impl Replica {
             raft,
             sm,
             internal,
+            own_addrs: vec![addr.to_string(), config.listen.to_string(), config.advertise.clone()],
+            replays: Default::default(),
             transport,
             forward_timeout: config.forward_timeout,
             commit_timeout: config.commit_timeout,
@@ -495,7 +502,13 @@ async fn authenticate(State(sh): State<Arc<Shared>>, req: Request, next: Next) -
     if method == Method::GET && path == "/metrics" {
         return next.run(req).await;
     }
-    let policy = Policy { max_body: MAX_BODY, unsigned_ok: &|_, _| false, lookup: &admin_key };
+    let policy = Policy {
+        max_body: MAX_BODY,
+        unsigned_ok: &|_, _| false,
+        lookup: &admin_key,
+        host_ok: &|h| sh.own_addrs.iter().any(|a| a == h),
+        replays: &sh.replays,
+    };
     let mut req = match sillok_rpc::server::authenticate(req, &sh.internal, &policy).await {
         Ok(req) => req,
         Err(refusal) => return refusal,

@@ -49,6 +49,23 @@ impl Frame {
     }
 }
 
+/// The digest of a sequence of frames: blake3 over their hashes, in order.
+/// Each hash covers its block, so this covers the whole sequence and costs
+/// one small hash per frame; a shard upload's body seal is made from it
+/// (`sillok_rpc::auth::BodySeal`).
+#[derive(Default, Clone)]
+pub struct FrameDigest(blake3::Hasher);
+
+impl FrameDigest {
+    pub fn add(&mut self, frame: &Frame) {
+        self.0.update(&frame.hash);
+    }
+
+    pub fn digest(&self) -> [u8; 32] {
+        *self.0.finalize().as_bytes()
+    }
+}
+
 /// Cuts a byte stream back into frames. Feed chunks with [`push`](Self::push),
 /// take frames with [`next_frame`](Self::next_frame); hashes are verified here.
 #[derive(Default)]

@@ -1,33 +1,41 @@
 //! Signing and verifying internal requests (AWS SigV4 via `aws-sigv4`).
 //!
 //! Owns: the rules by which one Sillok process proves to another that it holds
-//! the cluster secret. Every request to a node carries a SigV4 `authorization`
-//! header for access key id [`ACCESS_KEY_ID`], region [`REGION`], service
-//! [`SERVICE`], keyed by the cluster secret. The catalog replicas also accept
-//! operators' admin keys ([`Signer::with_key`]): the same rules, another key id
-//! and secret; [`credential_key_id`] tells the verifier which key to check.
+//! the cluster secret, for one request, once. Every internal request carries a
+//! SigV4 `authorization` header for access key id [`ACCESS_KEY_ID`], region
+//! [`REGION`], service [`SERVICE`], keyed by the cluster secret. The catalog
+//! replicas also accept operators' admin keys ([`Signer::with_key`]): the same
+//! rules, another key id and secret; [`credential_key_id`] tells the verifier
+//! which key to check. Under mutual TLS ([`crate::tls`]) this is a second
+//! layer: it still holds with `--insecure-internal-http`.
 //!
 //! Invariants:
-//! - Exactly three headers are signed: `host`, `x-amz-date`,
-//!   `x-amz-content-sha256` (signed-headers list
-//!   `host;x-amz-content-sha256;x-amz-date`). The method and the request target
-//!   (path and query, exactly as sent: no path normalisation, single
-//!   percent-encoding) are part of the canonical request too.
+//! - Signed headers: `host`, `x-amz-date`, `x-amz-content-sha256`, and every
+//!   `x-sillok-*` header of the request, whatever its name; an `x-sillok-*`
+//!   header added, removed or changed after signing fails verification. The
+//!   method and the request target (path and query, exactly as sent: no path
+//!   normalisation, single percent-encoding) are part of the canonical
+//!   request too.
+//! - Every request carries a fresh random [`H_NONCE`] (128 bits), signed like
+//!   any `x-sillok-*` header: the receiver refuses a nonce it has seen
+//!   ([`crate::replay`]) and a `host` that is not its own ([`crate::server`]).
 //! - `x-amz-content-sha256` is either the lowercase hex SHA-256 of the body, or
-//!   [`UNSIGNED_PAYLOAD`]. Only shard uploads may use `UNSIGNED-PAYLOAD` (their
-//!   blocks carry blake3 hashes); the server decides which routes allow it and
-//!   checks the body against the signed hash before acting on it
-//!   ([`ContentHash::matches`]).
+//!   [`UNSIGNED_PAYLOAD`]. Only shard uploads may use `UNSIGNED-PAYLOAD`; their
+//!   body is sealed instead: the [`H_BODY_SEAL`] trailer is a keyed blake3
+//!   ([`BodySeal`]) of the request's nonce and the digest of the body's
+//!   frame hashes in order, keyed by a key derived from the secret, and the
+//!   receiver stores nothing whose seal does not match the frames it got.
 //! - The verifier recomputes the whole `authorization` header with `aws-sigv4`
 //!   from the request and the secret, and compares it in constant time
 //!   (`subtle`): any difference in key id, scope, signed headers or signature
 //!   refuses the request.
 //! - A request whose `x-amz-date` is more than [`MAX_SKEW`] away from the
 //!   verifier's clock is refused.
-//! - Secrets never appear in `Debug` output or in errors.
+//! - Secrets and seal keys never appear in `Debug` output or in errors.
 //! - While the cluster secret is rotated (`sillok secret`), a verifier also
 //!   accepts the secrets in [`Signer::accepting`] (the next one, then the
-//!   previous one); a signer always signs with its one current secret.
+//!   previous one); a signer always signs with its one current secret. A body
+//!   seal is checked with the secret that verified its request.
 
 use std::time::{Duration, SystemTime};
 
@@ -52,6 +60,12 @@ pub const UNSIGNED_PAYLOAD: &str = "UNSIGNED-PAYLOAD";
 
 pub const H_AMZ_DATE: &str = "x-amz-date";
 pub const H_CONTENT_SHA256: &str = "x-amz-content-sha256";
+/// The request's one-time random value (32 lowercase hex digits), signed.
+pub const H_NONCE: &str = "x-sillok-nonce";
+/// The trailer of a sealed (`UNSIGNED-PAYLOAD`) body: [`BodySeal::value`].
+pub const H_BODY_SEAL: &str = "x-sillok-body-seal";
+/// Headers with this prefix are signed, every one of them.
+pub const SIGNED_PREFIX: &str = "x-sillok-";
 
 /// Why a request was refused. The messages are short and name no secret.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -73,7 +87,8 @@ pub enum AuthError {
 pub enum ContentHash {
     /// The body's SHA-256 (raw bytes).
     Sha256([u8; 32]),
-    /// `UNSIGNED-PAYLOAD`: the body is not covered by the signature.
+    /// `UNSIGNED-PAYLOAD`: the body is not hashed into the signature; a
+    /// shard body is sealed instead ([`BodySeal`]).
     Unsigned,
 }
 
@@ -91,6 +106,16 @@ impl ContentHash {
     }
 }
 
+/// A verified request: what its body must hash to, its nonce and signed time
+/// (for the replay check), and the seal its body must carry if unsigned.
+#[derive(Debug, Clone)]
+pub struct Verified {
+    pub hash: ContentHash,
+    pub nonce: u128,
+    pub time: SystemTime,
+    pub seal: BodySeal,
+}
+
 /// The body a signer declares.
 #[derive(Debug, Clone, Copy)]
 pub enum Payload<'a> {
@@ -100,13 +125,85 @@ pub enum Payload<'a> {
     Unsigned,
 }
 
+impl Payload<'_> {
+    /// The `x-amz-content-sha256` value for this body.
+    pub fn content_sha(&self) -> String {
+        match self {
+            Payload::Bytes(b) => hex::encode(Sha256::digest(b)),
+            Payload::Unsigned => UNSIGNED_PAYLOAD.to_string(),
+        }
+    }
+}
+
+/// A fresh nonce, as sent in [`H_NONCE`].
+pub fn new_nonce() -> String {
+    format!("{:032x}", rand::random::<u128>())
+}
+
+fn parse_nonce(s: &str) -> Option<u128> {
+    (s.len() == 32 && s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)))
+        .then(|| u128::from_str_radix(s, 16).ok())
+        .flatten()
+}
+
+/// The seal of one request's streamed body: a blake3 keyed hash, with a key
+/// derived from the secret, of the request's nonce and the digest of the
+/// body's content (for shard uploads, `sillok_model::frame::FrameDigest`).
+/// The signer appends [`BodySeal::value`] as the [`H_BODY_SEAL`] trailer; the
+/// receiver compares it with what it received before storing anything.
+#[derive(Clone)]
+pub struct BodySeal {
+    key: [u8; 32],
+    nonce: u128,
+}
+
+impl std::fmt::Debug for BodySeal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BodySeal").field("key", &"<redacted>").field("nonce", &format!("{:032x}", self.nonce)).finish()
+    }
+}
+
+impl BodySeal {
+    /// The trailer value for a body whose content digest is `digest`.
+    pub fn value(&self, digest: &[u8; 32]) -> String {
+        let mut msg = [0u8; 48];
+        msg[..16].copy_from_slice(&self.nonce.to_be_bytes());
+        msg[16..].copy_from_slice(digest);
+        blake3::keyed_hash(&self.key, &msg).to_hex().to_string()
+    }
+
+    /// Whether `given` (the trailer as received) seals `digest`, in constant time.
+    pub fn matches(&self, digest: &[u8; 32], given: &str) -> bool {
+        bool::from(self.value(digest).as_bytes().ct_eq(given.as_bytes()))
+    }
+}
+
+/// The seal key of one secret.
+fn seal_key(secret: &str) -> [u8; 32] {
+    blake3::derive_key("sillok internal shard body seal, 2026-12", secret.as_bytes())
+}
+
+/// One key id and secret: its SigV4 identity and its seal key.
+#[derive(Clone)]
+struct Key {
+    identity: Identity,
+    seal: [u8; 32],
+}
+
+impl Key {
+    fn new(access_key_id: &str, secret: &str) -> Self {
+        let creds = Credentials::new(access_key_id, secret, None, None, "sillok-key");
+        Key { identity: creds.into(), seal: seal_key(secret) }
+    }
+}
+
 /// Signs and verifies with one cluster secret. Cheap to clone.
 #[derive(Clone)]
 pub struct Signer {
-    identity: Identity,
+    key: Key,
     /// Verification only: other secrets of the same key id, accepted while
     /// the cluster secret is rotated.
-    also_accepted: Vec<Identity>,
+    also_accepted: Vec<Key>,
 }
 
 impl std::fmt::Debug for Signer {
@@ -128,6 +225,17 @@ fn settings() -> SigningSettings {
     s
 }
 
+/// The `x-sillok-*` headers of `headers`, which a signature covers.
+fn signed_extras(headers: &HeaderMap) -> Result<Vec<(&str, &str)>, AuthError> {
+    let mut out = Vec::new();
+    for (name, value) in headers {
+        if name.as_str().starts_with(SIGNED_PREFIX) {
+            out.push((name.as_str(), value.to_str().map_err(|_| AuthError::Missing("x-sillok-* header"))?));
+        }
+    }
+    Ok(out)
+}
+
 impl Signer {
     pub fn new(cluster_secret: &str) -> Self {
         Self::with_key(ACCESS_KEY_ID, cluster_secret)
@@ -136,24 +244,28 @@ impl Signer {
     /// A signer for another key than the cluster's internal one (an operator's
     /// admin key): same scope and rules, key id `access_key_id`.
     pub fn with_key(access_key_id: &str, secret: &str) -> Self {
-        let creds = Credentials::new(access_key_id, secret, None, None, "sillok-key");
-        Signer { identity: creds.into(), also_accepted: Vec::new() }
+        Signer { key: Key::new(access_key_id, secret), also_accepted: Vec::new() }
     }
 
     /// This signer, also accepting requests signed with `secrets` (same key
     /// id) when it verifies: the secrets of a rotation in progress. It still
     /// signs with its own.
     pub fn accepting<S: AsRef<str>>(mut self, secrets: &[S]) -> Self {
-        self.also_accepted = secrets
-            .iter()
-            .map(|s| Credentials::new(ACCESS_KEY_ID, s.as_ref(), None, None, "sillok-key").into())
-            .collect();
+        self.also_accepted = secrets.iter().map(|s| Key::new(ACCESS_KEY_ID, s.as_ref())).collect();
         self
     }
 
-    /// The headers that sign a request: `host`, `x-amz-date`,
-    /// `x-amz-content-sha256` and `authorization`. `host` is the value sent in
-    /// the Host header (`host:port`); `path_and_query` the request target as sent.
+    /// The seal this signer puts on the streamed body of the request whose
+    /// nonce is `nonce` (as sent in [`H_NONCE`]).
+    pub fn body_seal(&self, nonce: &str) -> Result<BodySeal, AuthError> {
+        let nonce = parse_nonce(nonce).ok_or(AuthError::Missing(H_NONCE))?;
+        Ok(BodySeal { key: self.key.seal, nonce })
+    }
+
+    /// The headers that sign a request with no `x-sillok-*` headers of its
+    /// own: `host`, `x-amz-date`, `x-amz-content-sha256`, a fresh
+    /// `x-sillok-nonce` and `authorization`. `host` is the value sent in the
+    /// Host header (`host:port`); `path_and_query` the request target as sent.
     pub fn sign(
         &self,
         method: &str,
@@ -162,30 +274,62 @@ impl Signer {
         payload: Payload<'_>,
         time: SystemTime,
     ) -> Result<Vec<(HeaderName, HeaderValue)>, AuthError> {
-        let content_sha = match payload {
-            Payload::Bytes(b) => hex::encode(Sha256::digest(b)),
-            Payload::Unsigned => UNSIGNED_PAYLOAD.to_string(),
+        let mut headers = HeaderMap::new();
+        headers.insert(HeaderName::from_static(H_NONCE), hv(&new_nonce())?);
+        headers.insert(HeaderName::from_static(H_CONTENT_SHA256), hv(&payload.content_sha())?);
+        self.sign_headers(method, host, path_and_query, &headers, time)
+    }
+
+    /// The headers that sign a request whose other headers are `headers`
+    /// (which must hold `x-amz-content-sha256` and `x-sillok-nonce`; every
+    /// `x-sillok-*` header in it is signed): `host`, `x-amz-date`,
+    /// `x-amz-content-sha256`, the nonce and `authorization`.
+    pub fn sign_headers(
+        &self,
+        method: &str,
+        host: &str,
+        path_and_query: &str,
+        headers: &HeaderMap,
+        time: SystemTime,
+    ) -> Result<Vec<(HeaderName, HeaderValue)>, AuthError> {
+        let one = |name: &'static str| -> Result<&HeaderValue, AuthError> {
+            headers.get(name).ok_or(AuthError::Missing(name))
         };
+        let content_sha = one(H_CONTENT_SHA256)?.to_str().map_err(|_| AuthError::Missing(H_CONTENT_SHA256))?;
+        let nonce = one(H_NONCE)?.clone();
+        let extras = signed_extras(headers)?;
         let (authorization, date) =
-            self.authorization(&self.identity, method, host, path_and_query, &content_sha, time)?;
-        let hv = |s: &str| HeaderValue::from_str(s).map_err(|_| AuthError::Sign("header value".into()));
+            self.authorization(&self.key.identity, method, host, path_and_query, &extras, content_sha, time)?;
         Ok(vec![
             (http::header::HOST, hv(host)?),
             (HeaderName::from_static(H_AMZ_DATE), hv(&date)?),
-            (HeaderName::from_static(H_CONTENT_SHA256), hv(&content_sha)?),
+            (HeaderName::from_static(H_CONTENT_SHA256), hv(content_sha)?),
+            (HeaderName::from_static(H_NONCE), nonce),
             (http::header::AUTHORIZATION, hv(&authorization)?),
         ])
     }
 
-    /// Signs `req` in place (its URI must carry the authority, or a Host header
-    /// must be set already).
+    /// Signs `req` in place, its body declared by `payload` (its URI must
+    /// carry the authority, or a Host header must be set already). Every
+    /// `x-sillok-*` header already on it is signed; a nonce is added unless
+    /// it has one.
     pub fn sign_request<B>(&self, req: &mut http::Request<B>, payload: Payload<'_>) -> Result<(), AuthError> {
+        req.headers_mut().insert(HeaderName::from_static(H_CONTENT_SHA256), hv(&payload.content_sha())?);
+        self.seal_request(req)
+    }
+
+    /// Signs `req` in place, its body declared by the `x-amz-content-sha256`
+    /// header it already carries (see [`Signer::sign_request`]).
+    pub fn seal_request<B>(&self, req: &mut http::Request<B>) -> Result<(), AuthError> {
         let host = match req.headers().get(http::header::HOST) {
             Some(h) => h.to_str().map_err(|_| AuthError::Missing("host"))?.to_string(),
             None => req.uri().authority().map(|a| a.as_str().to_string()).ok_or(AuthError::Missing("host"))?,
         };
+        if !req.headers().contains_key(H_NONCE) {
+            req.headers_mut().insert(HeaderName::from_static(H_NONCE), hv(&new_nonce())?);
+        }
         let pq = req.uri().path_and_query().map(|p| p.as_str().to_string()).unwrap_or_else(|| "/".into());
-        let headers = self.sign(req.method().as_str(), &host, &pq, payload, SystemTime::now())?;
+        let headers = self.sign_headers(req.method().as_str(), &host, &pq, req.headers(), SystemTime::now())?;
         for (k, v) in headers {
             req.headers_mut().insert(k, v);
         }
@@ -193,12 +337,14 @@ impl Signer {
     }
 
     /// The `authorization` header value and the `x-amz-date` value for a request.
+    #[allow(clippy::too_many_arguments)]
     fn authorization(
         &self,
         identity: &Identity,
         method: &str,
         host: &str,
         path_and_query: &str,
+        extras: &[(&str, &str)],
         content_sha: &str,
         time: SystemTime,
     ) -> Result<(String, String), AuthError> {
@@ -207,7 +353,7 @@ impl Signer {
         let req = SignableRequest::new(
             method,
             uri,
-            std::iter::once(("host", host)),
+            std::iter::once(("host", host)).chain(extras.iter().copied()),
             SignableBody::Precomputed(content_sha.to_string()),
         )
         .map_err(|e| AuthError::Sign(e.to_string()))?;
@@ -237,14 +383,15 @@ impl Signer {
     }
 
     /// Checks a request's signature against the secret and the clock `now`.
-    /// On success, returns what the body must hash to.
+    /// On success, returns what the body must hash to, the nonce and time to
+    /// check for a replay, and the body's seal.
     pub fn verify(
         &self,
         method: &str,
         path_and_query: &str,
         headers: &HeaderMap,
         now: SystemTime,
-    ) -> Result<ContentHash, AuthError> {
+    ) -> Result<Verified, AuthError> {
         let get = |name: &'static str| -> Result<&str, AuthError> {
             let mut all = headers.get_all(name).iter();
             let v = all.next().ok_or(AuthError::Missing(name))?;
@@ -257,6 +404,7 @@ impl Signer {
         let host = get("host")?;
         let date = get(H_AMZ_DATE)?;
         let content_sha = get(H_CONTENT_SHA256)?;
+        let nonce = parse_nonce(get(H_NONCE)?).ok_or(AuthError::Missing(H_NONCE))?;
 
         let time = parse_amz_date(date)?;
         let skew = match now.duration_since(time) {
@@ -278,17 +426,22 @@ impl Signer {
             }
             ContentHash::Sha256(raw)
         };
-        for identity in std::iter::once(&self.identity).chain(&self.also_accepted) {
+        let extras = signed_extras(headers)?;
+        for key in std::iter::once(&self.key).chain(&self.also_accepted) {
             let (expected, expected_date) =
-                self.authorization(identity, method, host, path_and_query, content_sha, time)?;
+                self.authorization(&key.identity, method, host, path_and_query, &extras, content_sha, time)?;
             // The date must round-trip exactly (it does for any well-formed date).
             let ok = expected.as_bytes().ct_eq(given.as_bytes()) & expected_date.as_bytes().ct_eq(date.as_bytes());
             if bool::from(ok) {
-                return Ok(hash);
+                return Ok(Verified { hash, nonce, time, seal: BodySeal { key: key.seal, nonce } });
             }
         }
         Err(AuthError::BadSignature)
     }
+}
+
+fn hv(s: &str) -> Result<HeaderValue, AuthError> {
+    HeaderValue::from_str(s).map_err(|_| AuthError::Sign("header value".into()))
 }
 
 /// The access key id a request claims in its `authorization` header
@@ -312,6 +465,11 @@ pub fn parse_amz_date(s: &str) -> Result<SystemTime, AuthError> {
 mod tests {
     use super::*;
 
+    /// What `s` verifies `h` to: the body hash (the rest is checked below).
+    fn hash_of(s: &Signer, method: &str, pq: &str, h: &HeaderMap, now: SystemTime) -> Result<ContentHash, AuthError> {
+        s.verify(method, pq, h, now).map(|v| v.hash)
+    }
+
     fn headers(v: Vec<(HeaderName, HeaderValue)>) -> HeaderMap {
         let mut h = HeaderMap::new();
         for (k, val) in v {
@@ -331,13 +489,13 @@ mod tests {
         let auth = h.get("authorization").unwrap().to_str().unwrap();
         assert!(auth.starts_with("AWS4-HMAC-SHA256 Credential=sillok-internal/"), "{auth}");
         assert!(auth.contains("/sillok/sillok/aws4_request"), "{auth}");
-        assert!(auth.contains("SignedHeaders=host;x-amz-content-sha256;x-amz-date,"), "{auth}");
-        let hash = s.verify("POST", PQ, &h, now).unwrap();
+        assert!(auth.contains("SignedHeaders=host;x-amz-content-sha256;x-amz-date;x-sillok-nonce,"), "{auth}");
+        let hash = hash_of(&s, "POST", PQ, &h, now).unwrap();
         assert!(hash.matches(body));
         assert!(!hash.matches(b"{}"));
 
         let h = headers(s.sign("PUT", "node:1", PQ, Payload::Unsigned, now).unwrap());
-        assert_eq!(s.verify("PUT", PQ, &h, now).unwrap(), ContentHash::Unsigned);
+        assert_eq!(hash_of(&s, "PUT", PQ, &h, now).unwrap(), ContentHash::Unsigned);
         assert!(!ContentHash::Unsigned.matches(b""));
     }
 
@@ -346,34 +504,34 @@ mod tests {
         let s = Signer::new("s3cret");
         let now = SystemTime::now();
         let good = headers(s.sign("GET", "127.0.0.1:9000", PQ, Payload::Bytes(b""), now).unwrap());
-        assert!(s.verify("GET", PQ, &good, now).is_ok());
+        assert!(hash_of(&s, "GET", PQ, &good, now).is_ok());
         // Another path, query or method.
         assert_eq!(
-            s.verify("GET", "/v1/shards/0123456789abcdef0123456789abcdef/4?from=1&to=4", &good, now),
+            hash_of(&s, "GET", "/v1/shards/0123456789abcdef0123456789abcdef/4?from=1&to=4", &good, now),
             Err(AuthError::BadSignature)
         );
         assert_eq!(
-            s.verify("GET", "/v1/shards/0123456789abcdef0123456789abcdef/3?from=0&to=4", &good, now),
+            hash_of(&s, "GET", "/v1/shards/0123456789abcdef0123456789abcdef/3?from=0&to=4", &good, now),
             Err(AuthError::BadSignature)
         );
-        assert_eq!(s.verify("DELETE", PQ, &good, now), Err(AuthError::BadSignature));
+        assert_eq!(hash_of(&s, "DELETE", PQ, &good, now), Err(AuthError::BadSignature));
         // Another host.
         let mut h = good.clone();
         h.insert("host", HeaderValue::from_static("127.0.0.1:9001"));
-        assert_eq!(s.verify("GET", PQ, &h, now), Err(AuthError::BadSignature));
+        assert_eq!(hash_of(&s, "GET", PQ, &h, now), Err(AuthError::BadSignature));
         // Another body hash.
         let mut h = good.clone();
         h.insert(H_CONTENT_SHA256, HeaderValue::from_str(&hex::encode(Sha256::digest(b"x"))).unwrap());
-        assert_eq!(s.verify("GET", PQ, &h, now), Err(AuthError::BadSignature));
+        assert_eq!(hash_of(&s, "GET", PQ, &h, now), Err(AuthError::BadSignature));
         h.insert(H_CONTENT_SHA256, HeaderValue::from_static(UNSIGNED_PAYLOAD));
-        assert_eq!(s.verify("GET", PQ, &h, now), Err(AuthError::BadSignature));
+        assert_eq!(hash_of(&s, "GET", PQ, &h, now), Err(AuthError::BadSignature));
         // Another date (still within the skew window).
         let mut h = good.clone();
         let later = now + Duration::from_secs(2);
         let later_hdrs = headers(s.sign("GET", "127.0.0.1:9000", PQ, Payload::Bytes(b""), later).unwrap());
         h.insert(H_AMZ_DATE, later_hdrs.get(H_AMZ_DATE).unwrap().clone());
         if h.get(H_AMZ_DATE) != good.get(H_AMZ_DATE) {
-            assert_eq!(s.verify("GET", PQ, &h, now), Err(AuthError::BadSignature));
+            assert_eq!(hash_of(&s, "GET", PQ, &h, now), Err(AuthError::BadSignature));
         }
         // A flipped signature character.
         let mut h = good.clone();
@@ -381,22 +539,22 @@ mod tests {
         let last = a.pop().unwrap();
         a.push(if last == '0' { '1' } else { '0' });
         h.insert("authorization", HeaderValue::from_str(&a).unwrap());
-        assert_eq!(s.verify("GET", PQ, &h, now), Err(AuthError::BadSignature));
+        assert_eq!(hash_of(&s, "GET", PQ, &h, now), Err(AuthError::BadSignature));
         // Another access key id with the same secret.
         let mut h = good.clone();
         let a = good.get("authorization").unwrap().to_str().unwrap().replace("sillok-internal", "someone-else");
         h.insert("authorization", HeaderValue::from_str(&a).unwrap());
-        assert_eq!(s.verify("GET", PQ, &h, now), Err(AuthError::BadSignature));
+        assert_eq!(hash_of(&s, "GET", PQ, &h, now), Err(AuthError::BadSignature));
         // Missing headers.
         for name in ["authorization", "host", H_AMZ_DATE, H_CONTENT_SHA256] {
             let mut h = good.clone();
             h.remove(name);
-            assert!(matches!(s.verify("GET", PQ, &h, now), Err(AuthError::Missing(_))), "{name}");
+            assert!(matches!(hash_of(&s, "GET", PQ, &h, now), Err(AuthError::Missing(_))), "{name}");
         }
         // A malformed content hash.
         let mut h = good.clone();
         h.insert(H_CONTENT_SHA256, HeaderValue::from_static("abc"));
-        assert_eq!(s.verify("GET", PQ, &h, now), Err(AuthError::Missing(H_CONTENT_SHA256)));
+        assert_eq!(hash_of(&s, "GET", PQ, &h, now), Err(AuthError::Missing(H_CONTENT_SHA256)));
     }
 
     /// The three steps of `sillok secret`, with processes on either side of
@@ -412,16 +570,16 @@ mod tests {
         let promoted = Signer::new("new").accepting(&["old"]);
         let finished = Signer::new("new");
         for (a, b) in [(&before, &staged), (&staged, &promoted), (&promoted, &finished)] {
-            assert_eq!(a.verify("GET", PQ, &req(b), now).map(|_| ()), Ok(()));
-            assert_eq!(b.verify("GET", PQ, &req(a), now).map(|_| ()), Ok(()));
+            assert_eq!(hash_of(a, "GET", PQ, &req(b), now).map(|_| ()), Ok(()));
+            assert_eq!(hash_of(b, "GET", PQ, &req(a), now).map(|_| ()), Ok(()));
         }
         // Steps that must not coexist do not verify each other, so skipping a
         // restart shows up as refusals rather than passing silently.
-        assert_eq!(before.verify("GET", PQ, &req(&finished), now), Err(AuthError::BadSignature));
+        assert_eq!(hash_of(&before, "GET", PQ, &req(&finished), now), Err(AuthError::BadSignature));
         let outsider = Signer::new("other").accepting(&["old"]);
-        assert_eq!(promoted.verify("GET", PQ, &req(&Signer::new("third")), now), Err(AuthError::BadSignature));
+        assert_eq!(hash_of(&promoted, "GET", PQ, &req(&Signer::new("third")), now), Err(AuthError::BadSignature));
         // Accepting a secret does not make a signer sign with it.
-        assert_eq!(finished.verify("GET", PQ, &req(&outsider), now), Err(AuthError::BadSignature));
+        assert_eq!(hash_of(&finished, "GET", PQ, &req(&outsider), now), Err(AuthError::BadSignature));
     }
 
     #[test]
@@ -430,9 +588,9 @@ mod tests {
         let admin = Signer::with_key("SILLOKADMIN1", "admin-secret");
         let h = headers(admin.sign("GET", "h:1", "/v1/status", Payload::Bytes(b""), now).unwrap());
         assert_eq!(credential_key_id(&h), Some("SILLOKADMIN1"));
-        assert!(admin.verify("GET", "/v1/status", &h, now).is_ok());
+        assert!(hash_of(&admin, "GET", "/v1/status", &h, now).is_ok());
         // The internal signer with the same secret does not accept it (other key id).
-        assert_eq!(Signer::new("admin-secret").verify("GET", "/v1/status", &h, now), Err(AuthError::BadSignature));
+        assert_eq!(hash_of(&Signer::new("admin-secret"), "GET", "/v1/status", &h, now), Err(AuthError::BadSignature));
         let internal = headers(Signer::new("s").sign("GET", "h:1", "/v1/status", Payload::Bytes(b""), now).unwrap());
         assert_eq!(credential_key_id(&internal), Some(ACCESS_KEY_ID));
         assert_eq!(credential_key_id(&HeaderMap::new()), None);
@@ -442,7 +600,7 @@ mod tests {
     fn wrong_secret_is_refused() {
         let now = SystemTime::now();
         let h = headers(Signer::new("not-it").sign("GET", "h:1", "/v1/health", Payload::Bytes(b""), now).unwrap());
-        assert_eq!(Signer::new("s3cret").verify("GET", "/v1/health", &h, now), Err(AuthError::BadSignature));
+        assert_eq!(hash_of(&Signer::new("s3cret"), "GET", "/v1/health", &h, now), Err(AuthError::BadSignature));
     }
 
     #[test]
@@ -451,17 +609,93 @@ mod tests {
         let now = SystemTime::now();
         for off in [Duration::from_secs(16 * 60), Duration::from_secs(3600)] {
             let old = headers(s.sign("GET", "h:1", "/v1/health", Payload::Bytes(b""), now - off).unwrap());
-            assert_eq!(s.verify("GET", "/v1/health", &old, now), Err(AuthError::Skew));
+            assert_eq!(hash_of(&s, "GET", "/v1/health", &old, now), Err(AuthError::Skew));
             let future = headers(s.sign("GET", "h:1", "/v1/health", Payload::Bytes(b""), now + off).unwrap());
-            assert_eq!(s.verify("GET", "/v1/health", &future, now), Err(AuthError::Skew));
+            assert_eq!(hash_of(&s, "GET", "/v1/health", &future, now), Err(AuthError::Skew));
         }
         let near = headers(
             s.sign("GET", "h:1", "/v1/health", Payload::Bytes(b""), now - Duration::from_secs(14 * 60)).unwrap(),
         );
-        assert!(s.verify("GET", "/v1/health", &near, now).is_ok());
+        assert!(hash_of(&s, "GET", "/v1/health", &near, now).is_ok());
         let mut bad = near.clone();
         bad.insert(H_AMZ_DATE, HeaderValue::from_static("yesterday"));
-        assert_eq!(s.verify("GET", "/v1/health", &bad, now), Err(AuthError::BadDate));
+        assert_eq!(hash_of(&s, "GET", "/v1/health", &bad, now), Err(AuthError::BadDate));
+    }
+
+    /// Every `x-sillok-*` header is covered: changed, added or removed after
+    /// signing, the request is refused; and every request needs a nonce.
+    #[test]
+    fn sillok_headers_and_the_nonce_are_signed() {
+        let s = Signer::new("s3cret");
+        let now = SystemTime::now();
+        let mut base = HeaderMap::new();
+        base.insert("x-sillok-k", HeaderValue::from_static("4"));
+        base.insert("x-sillok-epoch", HeaderValue::from_static("7"));
+        base.insert(H_NONCE, HeaderValue::from_str(&new_nonce()).unwrap());
+        base.insert(H_CONTENT_SHA256, HeaderValue::from_static(UNSIGNED_PAYLOAD));
+        let mut good = base.clone();
+        for (k, v) in s.sign_headers("PUT", "n:1", PQ, &base, now).unwrap() {
+            good.insert(k, v);
+        }
+        let auth = good.get("authorization").unwrap().to_str().unwrap();
+        assert!(
+            auth.contains(
+                "SignedHeaders=host;x-amz-content-sha256;x-amz-date;x-sillok-epoch;x-sillok-k;x-sillok-nonce,"
+            ),
+            "{auth}"
+        );
+        let v = s.verify("PUT", PQ, &good, now).unwrap();
+        assert_eq!(v.hash, ContentHash::Unsigned);
+        assert_eq!(format!("{:032x}", v.nonce), base.get(H_NONCE).unwrap().to_str().unwrap());
+        let mut h = good.clone();
+        h.insert("x-sillok-k", HeaderValue::from_static("5"));
+        assert_eq!(hash_of(&s, "PUT", PQ, &h, now), Err(AuthError::BadSignature), "changed");
+        let mut h = good.clone();
+        h.insert("x-sillok-background", HeaderValue::from_static("1"));
+        assert_eq!(hash_of(&s, "PUT", PQ, &h, now), Err(AuthError::BadSignature), "added");
+        let mut h = good.clone();
+        h.remove("x-sillok-epoch");
+        assert_eq!(hash_of(&s, "PUT", PQ, &h, now), Err(AuthError::BadSignature), "removed");
+        let mut h = good.clone();
+        h.insert(H_NONCE, HeaderValue::from_str(&new_nonce()).unwrap());
+        assert_eq!(hash_of(&s, "PUT", PQ, &h, now), Err(AuthError::BadSignature), "another nonce");
+        let mut h = good.clone();
+        h.remove(H_NONCE);
+        assert_eq!(hash_of(&s, "PUT", PQ, &h, now), Err(AuthError::Missing(H_NONCE)));
+        h.insert(H_NONCE, HeaderValue::from_static("not-hex"));
+        assert_eq!(hash_of(&s, "PUT", PQ, &h, now), Err(AuthError::Missing(H_NONCE)));
+        // Two signings of the same request differ (fresh nonces).
+        let a = s.sign("GET", "n:1", PQ, Payload::Bytes(b""), now).unwrap();
+        let b = s.sign("GET", "n:1", PQ, Payload::Bytes(b""), now).unwrap();
+        assert_ne!(headers(a).get("authorization"), headers(b).get("authorization"));
+    }
+
+    /// A body seal binds a digest to one request's nonce and one secret.
+    #[test]
+    fn body_seals_bind_digest_nonce_and_secret() {
+        let s = Signer::new("s3cret");
+        let nonce = new_nonce();
+        let seal = s.body_seal(&nonce).unwrap();
+        let d = [7u8; 32];
+        let v = seal.value(&d);
+        assert_eq!(v.len(), 64);
+        assert!(seal.matches(&d, &v));
+        assert!(!seal.matches(&[8u8; 32], &v), "another body");
+        assert!(!s.body_seal(&new_nonce()).unwrap().matches(&d, &v), "another request");
+        assert!(!Signer::new("other").body_seal(&nonce).unwrap().matches(&d, &v), "another secret");
+        assert!(!seal.matches(&d, ""));
+        assert!(s.body_seal("xyz").is_err());
+        // The verifier's seal is the signer's, also for an accepted old secret.
+        let rotating = Signer::new("new").accepting(&["s3cret"]);
+        let mut h = HeaderMap::new();
+        h.insert(H_NONCE, HeaderValue::from_str(&nonce).unwrap());
+        h.insert(H_CONTENT_SHA256, HeaderValue::from_static(UNSIGNED_PAYLOAD));
+        let now = SystemTime::now();
+        for (k, val) in s.sign_headers("PUT", "n:1", PQ, &h.clone(), now).unwrap() {
+            h.insert(k, val);
+        }
+        assert!(rotating.verify("PUT", PQ, &h, now).unwrap().seal.matches(&d, &v));
+        assert!(!format!("{seal:?}").contains(&hex::encode(seal.key)));
     }
 
     #[test]

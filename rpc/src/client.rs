@@ -18,9 +18,11 @@
 //!   cluster CA that names the address dialled; the handshake happens inside
 //!   the caller's deadlines like the rest of the call. Without one, plain
 //!   HTTP (`--insecure-internal-http`).
-//! - Every request is signed ([`crate::auth`]) before it leaves: JSON and
-//!   empty bodies by their SHA-256, streamed shard bodies as
-//!   `UNSIGNED-PAYLOAD`.
+//! - Every request is signed ([`crate::auth`]) as it is sent, so every
+//!   `x-sillok-*` header a caller put on it is covered: JSON and empty bodies
+//!   by their SHA-256, streamed shard bodies as `UNSIGNED-PAYLOAD` (sealed by
+//!   their sender's trailer instead). Nothing sends a request unsigned: the
+//!   send methods sign it.
 //! - Response bodies are read up to a limit the caller names; a larger one is
 //!   an error, never a large allocation.
 
@@ -211,7 +213,8 @@ impl RpcClient {
         RpcClient { http, signer, scheme }
     }
 
-    /// A signed request to `addr` (`host:port`, scheme optional).
+    /// A request to `addr` (`host:port`, scheme optional) with a body declared
+    /// by `payload`; it is signed when sent.
     pub fn request(
         &self,
         addr: &str,
@@ -222,18 +225,35 @@ impl RpcClient {
     ) -> Result<Request<ReqBody>, RpcError> {
         let host = authority(addr);
         let bad = |reason: String| RpcError::Request { addr: addr.to_string(), reason };
-        let mut req = Request::builder()
+        Request::builder()
             .method(method)
             .uri(format!("{}://{host}{path_and_query}", self.scheme))
+            .header(http::header::HOST, host)
+            .header(crate::auth::H_CONTENT_SHA256, payload.content_sha())
+            .header(crate::auth::H_NONCE, crate::auth::new_nonce())
             .body(body)
-            .map_err(|e| bad(format!("bad address or path: {e}")))?;
-        self.signer.sign_request(&mut req, payload).map_err(|e| bad(e.to_string()))?;
+            .map_err(|e| bad(format!("bad address or path: {e}")))
+    }
+
+    /// Signs `req` as it stands (every `x-sillok-*` header on it included).
+    fn signed(&self, mut req: Request<ReqBody>) -> Result<Request<ReqBody>, RpcError> {
+        let addr = req.uri().authority().map(|a| a.to_string()).unwrap_or_default();
+        self.signer.seal_request(&mut req).map_err(|e| RpcError::Request { addr, reason: e.to_string() })?;
         Ok(req)
     }
 
     /// Sends `req` with no deadline of its own: for callers that watch a
     /// streamed upload themselves (the future is theirs to bound or drop).
-    pub fn send_unbounded(&self, req: Request<ReqBody>) -> hyper_util::client::legacy::ResponseFuture {
+    pub fn send_unbounded(
+        &self,
+        req: Request<ReqBody>,
+    ) -> Result<hyper_util::client::legacy::ResponseFuture, RpcError> {
+        Ok(self.http.request(self.signed(req)?))
+    }
+
+    /// Sends `req` exactly as it is, signed or not: for tests that replay or
+    /// tamper with a request and check that the receiver refuses it.
+    pub fn send_as_is(&self, req: Request<ReqBody>) -> hyper_util::client::legacy::ResponseFuture {
         self.http.request(req)
     }
 
@@ -244,6 +264,7 @@ impl RpcClient {
         req: Request<ReqBody>,
         deadline: Duration,
     ) -> Result<Response<Incoming>, RpcError> {
+        let req = self.signed(req)?;
         match tokio::time::timeout(deadline, self.http.request(req)).await {
             Err(_) => Err(RpcError::Timeout { addr: addr.to_string(), what: "response" }),
             Ok(Err(e)) => Err(classify(addr, &e)),
@@ -273,6 +294,7 @@ impl RpcClient {
                 .map_err(|_| RpcError::Request { addr: addr.to_string(), reason: format!("bad value for {k}") })?;
             headers.insert(*k, v);
         }
+        let req = self.signed(req)?;
         let work = async {
             let resp = self.http.request(req).await.map_err(|e| classify(addr, &e))?;
             let (parts, body) = resp.into_parts();

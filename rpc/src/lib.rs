@@ -4,7 +4,10 @@
 //! admin → catalog, catalog → catalog) travels through this crate:
 //!
 //! - `auth`: the SigV4 rules by which one process proves it holds the cluster
-//!   secret (or an admin key): signing and verifying;
+//!   secret (or an admin key): signing and verifying, and sealing streamed
+//!   bodies;
+//! - `replay`: the receiver's memory of the nonces it accepted, so that no
+//!   request is accepted twice;
 //! - `client`: [`client::RpcClient`], the pooled hyper client that signs every
 //!   request and bounds every call by deadlines (connect, response, idle);
 //! - `ops`: the unauthenticated ops listener (`/health`, `/ready`, `/metrics`)
@@ -22,8 +25,9 @@
 pub mod auth;
 pub mod client;
 pub mod ops;
+pub mod replay;
 pub mod server;
 pub mod tls;
 
-pub use auth::{AuthError, ContentHash, Payload, Signer};
+pub use auth::{AuthError, BodySeal, ContentHash, Payload, Signer};
 pub use client::{RpcClient, RpcError};

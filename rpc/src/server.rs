@@ -7,12 +7,16 @@
 //! Invariants:
 //! - No route runs for a request whose SigV4 signature does not verify with
 //!   the key it names: the cluster secret ([`Caller::Internal`]) or a key the
-//!   service's `lookup` vouches for ([`Caller::Key`]), within the skew window.
+//!   service's `lookup` vouches for ([`Caller::Key`]), within the skew window;
+//!   whose signed `host` is not one the service answers as ([`Policy::host_ok`]);
+//!   or whose nonce the service has accepted before ([`Policy::replays`]).
 //! - A body signed by its SHA-256 is read whole (at most `max_body` bytes)
 //!   and compared with the signed hash before any route sees it.
 //! - `UNSIGNED-PAYLOAD` is accepted only where the service's policy allows it
 //!   (shard uploads, whose frames carry their own blake3 hashes); such a body
-//!   is handed on unread, as a stream.
+//!   is handed on unread, as a stream, with the [`BodySeal`] its trailer
+//!   must match in the request's extensions; the route stores nothing
+//!   before it has checked that seal.
 //! - Refusals name no secret.
 //! - With an identity installed ([`crate::tls`]), [`serve`] speaks TLS only,
 //!   requires a client certificate of the cluster CA naming this cluster,
@@ -30,7 +34,8 @@ use http::{HeaderValue, Method, StatusCode, header};
 use http_body_util::BodyExt;
 use serde::{Deserialize, Serialize};
 
-use crate::auth::{self, ContentHash, Signer};
+use crate::auth::{self, BodySeal, ContentHash, Signer};
+use crate::replay::ReplayCache;
 
 /// Who sent a verified request (inserted into the request's extensions).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -75,6 +80,11 @@ pub struct Policy<'a> {
     /// The signing key of another access key id the service accepts
     /// (`None`: refused).
     pub lookup: &'a (dyn Fn(&str) -> Option<Signer> + Send + Sync),
+    /// Whether the signed `host` (`host:port`) names this service: a
+    /// request signed for another process is refused.
+    pub host_ok: &'a (dyn Fn(&str) -> bool + Send + Sync),
+    /// The service's memory of accepted nonces.
+    pub replays: &'a ReplayCache,
 }
 
 /// Verifies `req` (see the module's invariants). On success the request
@@ -96,14 +106,26 @@ pub async fn authenticate(req: Request, internal: &Signer, policy: &Policy<'_>) 
         },
     };
     let pq = req.uri().path_and_query().map(|p| p.as_str()).unwrap_or("/");
-    let hash = match signer.verify(req.method().as_str(), pq, req.headers(), SystemTime::now()) {
-        Ok(h) => h,
+    let now = SystemTime::now();
+    let verified = match signer.verify(req.method().as_str(), pq, req.headers(), now) {
+        Ok(v) => v,
         Err(e) => return Err(forbid(format!("bad signature: {e}"))),
     };
+    // Verified, so present and a string.
+    let host = req.headers().get(http::header::HOST).and_then(|h| h.to_str().ok()).unwrap_or_default();
+    if !(policy.host_ok)(host) {
+        return Err(forbid(format!("this request was signed for {host}, which is not this process's address")));
+    }
+    if let Err(e) = policy.replays.check(verified.nonce, verified.time, now) {
+        return Err(forbid(e.to_string()));
+    }
     let (mut parts, body) = req.into_parts();
     parts.extensions.insert(caller);
-    let body = match hash {
-        ContentHash::Unsigned if (policy.unsigned_ok)(&parts.method, parts.uri.path()) => body,
+    let body = match verified.hash {
+        ContentHash::Unsigned if (policy.unsigned_ok)(&parts.method, parts.uri.path()) => {
+            parts.extensions.insert::<BodySeal>(verified.seal);
+            body
+        }
         ContentHash::Unsigned => {
             tracing::warn!(method = %parts.method, path = %parts.uri.path(), "refused: UNSIGNED-PAYLOAD here");
             return Err(error(

@@ -4,7 +4,7 @@
 //!
 //! | route | what |
 //! |---|---|
-//! | `PUT  /v1/shards/{object_id}/{index}` | body: frames; headers `x-sillok-block-size`, `x-sillok-blocks`, `x-sillok-codec`, `x-sillok-k`, `x-sillok-m`; stored only when complete and fsynced → [`ShardInfo`] |
+//! | `PUT  /v1/shards/{object_id}/{index}` | body: frames; headers `x-sillok-block-size`, `x-sillok-blocks`, `x-sillok-codec`, `x-sillok-k`, `x-sillok-m`; trailer `x-sillok-body-seal` (`sillok_rpc::auth::BodySeal`); stored only when complete, sealed and fsynced → [`ShardInfo`] |
 //! | `GET  /v1/shards/{object_id}/{index}?from=A&to=B` | blocks A..B (B exclusive; absent: to the end) as frames; each block verified before it is sent |
 //! | `HEAD /v1/shards/{object_id}/{index}` | 200 with `x-sillok-blocks`, `x-sillok-block-size`, `content-length` (shard bytes), or 404 |
 //! | `DELETE /v1/shards/{object_id}/{index}` | 204 (also when absent) |

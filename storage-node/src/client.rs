@@ -36,9 +36,9 @@ use http_body::Body as HttpBody;
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
-use sillok_model::frame::{Frame, FrameDecoder, FrameError};
+use sillok_model::frame::{Frame, FrameDecoder, FrameDigest, FrameError};
 use sillok_model::manifest::{Manifest, wire};
-use sillok_rpc::auth::{Payload, Signer};
+use sillok_rpc::auth::{BodySeal, Payload, Signer};
 use sillok_rpc::client::{BoxError, ReqBody, RpcClient, empty_body, error_fields, full_body, read_body};
 
 use crate::api::{self, GetManifest, ListManifests, ManifestList, PutManifestReply, ShardId, ShardInfo, ShardList};
@@ -280,11 +280,23 @@ impl NodeClient {
     {
         let path = shard_path(id)?;
         let watch = Arc::new(Mutex::new(UploadWatch::default()));
-        let body = UploadBody { frames: Box::pin(blocks), pending: None, watch: watch.clone() };
+        let nonce = sillok_rpc::auth::new_nonce();
+        let seal = self.rpc.signer().body_seal(&nonce).map_err(|e| NodeError::Other(e.to_string()))?;
+        let body = UploadBody {
+            frames: Box::pin(blocks),
+            pending: None,
+            watch: watch.clone(),
+            digest: FrameDigest::default(),
+            seal: Some(seal),
+        };
         let mut req = self.request(addr, Method::PUT, &path, Payload::Unsigned, body.boxed_unsync())?;
         let h = req.headers_mut();
+        // The request's nonce is the one its body's seal is bound to; the
+        // seal goes in a trailer, which HTTP/1.1 sends only when announced.
         let hv =
             |s: String| HeaderValue::from_str(&s).map_err(|_| NodeError::BadRequest("bad shard header value".into()));
+        h.insert(sillok_rpc::auth::H_NONCE, hv(nonce)?);
+        h.insert(http::header::TRAILER, HeaderValue::from_static(sillok_rpc::auth::H_BODY_SEAL));
         h.insert(api::H_CODEC, hv(header.codec.clone())?);
         h.insert(api::H_K, HeaderValue::from(u16::from(header.k)));
         h.insert(api::H_M, HeaderValue::from(u16::from(header.m)));
@@ -294,7 +306,7 @@ impl NodeClient {
 
         let t = self.timeouts;
         let started = Instant::now();
-        let fut = self.rpc.send_unbounded(req);
+        let fut = self.rpc.send_unbounded(req)?;
         tokio::pin!(fut);
         let tick = (t.idle.min(t.response) / 4).clamp(Duration::from_millis(5), Duration::from_millis(250));
         let mut ticker = tokio::time::interval(tick);
@@ -575,6 +587,10 @@ struct UploadBody {
     frames: Pin<Box<dyn Stream<Item = Result<Frame, std::io::Error>> + Send>>,
     pending: Option<Bytes>,
     watch: Arc<Mutex<UploadWatch>>,
+    /// Of the frames handed out so far.
+    digest: FrameDigest,
+    /// Sent as the trailer once the frames end (then `None`).
+    seal: Option<BodySeal>,
 }
 
 impl HttpBody for UploadBody {
@@ -603,6 +619,7 @@ impl HttpBody for UploadBody {
         match this.frames.as_mut().poll_next(cx) {
             Poll::Pending => Poll::Pending,
             Poll::Ready(Some(Ok(frame))) => {
+                this.digest.add(&frame);
                 let head = Bytes::copy_from_slice(&frame.header());
                 this.pending = Some(frame.data);
                 hand_out(&this.watch, head)
@@ -614,7 +631,18 @@ impl HttpBody for UploadBody {
             }
             Poll::Ready(None) => {
                 this.watch.lock().expect("upload watch").ended = Some(Instant::now());
-                Poll::Ready(None)
+                match this.seal.take() {
+                    Some(seal) => {
+                        let mut trailers = http::HeaderMap::new();
+                        let value = seal.value(&this.digest.digest());
+                        trailers.insert(
+                            sillok_rpc::auth::H_BODY_SEAL,
+                            HeaderValue::from_str(&value).expect("hex is a header value"),
+                        );
+                        Poll::Ready(Some(Ok(http_body::Frame::trailers(trailers))))
+                    }
+                    None => Poll::Ready(None),
+                }
             }
         }
     }

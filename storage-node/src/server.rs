@@ -38,7 +38,7 @@ use std::time::{Duration, Instant};
 use axum::Router;
 use axum::body::Body;
 use axum::extract::rejection::QueryRejection;
-use axum::extract::{Path, Query, Request, State};
+use axum::extract::{Extension, Path, Query, Request, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -55,7 +55,7 @@ use tracing::Instrument;
 
 use sillok_model::frame::Frame;
 use sillok_model::manifest::{Manifest, wire};
-use sillok_rpc::auth::Signer;
+use sillok_rpc::auth::{BodySeal, Signer};
 use sillok_rpc::server::{Policy, error as error_response, json};
 use tokio::sync::watch;
 
@@ -121,6 +121,12 @@ struct AppState {
     catch_up: Arc<crate::anti_entropy::CatchUp>,
     rebuild: Arc<crate::rebuild::RebuildState>,
     signer: Signer,
+    /// The addresses this node answers as besides its address in the map
+    /// (bound and configured listen address): a signed request for another
+    /// host is refused.
+    own_addrs: Vec<String>,
+    /// Nonces of accepted requests (no request is accepted twice).
+    replays: sillok_rpc::replay::ReplayCache,
     shards: ShardStore,
     meta: MetaStore,
     map: Option<MapWatch>,
@@ -139,6 +145,15 @@ fn latency_histogram() -> Histogram {
 }
 
 impl AppState {
+    /// Whether `host` (a signed request's Host) names this node: its bound
+    /// or configured listen address, or its address in the map it follows.
+    fn answers_as(&self, host: &str) -> bool {
+        self.own_addrs.iter().any(|a| a == host)
+            || self.map.as_ref().is_some_and(|m| {
+                m.borrow().as_ref().is_some_and(|m| m.topology.node(self.id).is_some_and(|n| n.addr == host))
+            })
+    }
+
     /// The epoch of the map the node follows now (0: none).
     fn epoch(&self) -> u64 {
         self.map.as_ref().and_then(|m| m.borrow().as_ref().map(|m| m.epoch)).unwrap_or(0)
@@ -186,6 +201,8 @@ pub async fn bind(config: NodeConfig) -> Result<BoundNode, NodeError> {
             // nothing, and the other replicas of a quorum answer).
             catch_up: Arc::new(crate::anti_entropy::CatchUp::new(config.map.is_none() || empty)),
             signer: Signer::new(&config.cluster_secret).accepting(&config.also_accepted_secrets),
+            own_addrs: vec![addr.to_string(), config.listen.to_string()],
+            replays: Default::default(),
             shards,
             meta,
             map: config.map,
@@ -399,6 +416,8 @@ async fn authenticate(State(st): State<Arc<AppState>>, req: Request, next: Next)
             max_body: MAX_JSON_BODY,
             unsigned_ok: &|m, p| *m == Method::PUT && is_shard_path(p),
             lookup: &|_| None,
+            host_ok: &|h| st.answers_as(h),
+            replays: &st.replays,
         };
         if let Some(peer) = req.extensions().get::<sillok_rpc::tls::Peer>()
             && !matches!(peer.role, sillok_rpc::tls::Role::Gateway | sillok_rpc::tls::Role::Node)
@@ -519,16 +538,22 @@ async fn blocking<T: Send + 'static>(
 
 enum UploadMsg {
     Chunk(Bytes),
-    End,
+    /// The body ended, with this seal trailer (if it had one).
+    End(Option<String>),
 }
 
 async fn put_shard(
     State(st): State<Arc<AppState>>,
     Path((object_id, index)): Path<(String, String)>,
     headers: HeaderMap,
+    seal: Option<Extension<BodySeal>>,
     body: Body,
 ) -> Result<Response, ApiError> {
     let id = shard_id(object_id, &index)?;
+    // Authentication puts the seal on every unsigned body it lets through.
+    let Some(Extension(seal)) = seal else {
+        return Err(NodeError::Forbidden("a shard upload must be signed as UNSIGNED-PAYLOAD and sealed".into()).into());
+    };
     let meta = ShardMeta {
         codec: header_str(&headers, api::H_CODEC)?.to_string(),
         k: header_num(&headers, api::H_K)?,
@@ -547,26 +572,47 @@ async fn put_shard(
         while let Some(msg) = rx.blocking_recv() {
             match msg {
                 UploadMsg::Chunk(c) => writer.push(&c)?,
-                UploadMsg::End => return writer.commit(),
+                UploadMsg::End(trailer) => {
+                    // Nothing is stored unless the sender's seal covers exactly
+                    // the frames that arrived.
+                    return match trailer {
+                        Some(t) if seal.matches(&writer.digest(), &t) => writer.commit(),
+                        Some(_) => Err(NodeError::Forbidden(
+                            "the upload's body seal does not match the blocks received".into(),
+                        )),
+                        None => Err(NodeError::Forbidden(format!(
+                            "the upload ended without its {} trailer",
+                            sillok_rpc::auth::H_BODY_SEAL
+                        ))),
+                    };
+                }
             }
         }
         Err(NodeError::BadRequest("upload aborted".into()))
     });
-    let mut stream = body.into_data_stream();
+    let mut body = body;
+    let mut trailer: Option<String> = None;
     let mut broken: Option<NodeError> = None;
     loop {
-        match tokio::time::timeout(UPLOAD_IDLE, stream.next()).await {
-            Ok(Some(Ok(chunk))) => {
-                if tx.send(UploadMsg::Chunk(chunk)).await.is_err() {
-                    break; // the writer refused the upload; its error is below
+        match tokio::time::timeout(UPLOAD_IDLE, body.frame()).await {
+            Ok(Some(Ok(frame))) => match frame.into_data() {
+                Ok(chunk) => {
+                    if tx.send(UploadMsg::Chunk(chunk)).await.is_err() {
+                        break; // the writer refused the upload; its error is below
+                    }
                 }
-            }
+                Err(frame) => {
+                    if let Some(t) = frame.trailers_ref().and_then(|t| t.get(sillok_rpc::auth::H_BODY_SEAL)) {
+                        trailer = t.to_str().ok().map(str::to_string);
+                    }
+                }
+            },
             Ok(Some(Err(e))) => {
                 broken = Some(NodeError::BadRequest(format!("upload body broke off: {e}")));
                 break;
             }
             Ok(None) => {
-                let _ = tx.send(UploadMsg::End).await;
+                let _ = tx.send(UploadMsg::End(trailer.take())).await;
                 break;
             }
             Err(_) => {

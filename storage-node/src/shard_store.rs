@@ -55,7 +55,7 @@ use bytes::Bytes;
 
 use crate::api::{PgSelector, PgShard, PgShardList, ShardId, ShardInfo, ShardList};
 use crate::error::NodeError;
-use sillok_model::frame::{FRAME_HEADER_LEN, Frame, FrameDecoder, FrameError, MAX_BLOCK_LEN};
+use sillok_model::frame::{FRAME_HEADER_LEN, Frame, FrameDecoder, FrameDigest, FrameError, MAX_BLOCK_LEN};
 use sillok_model::placement;
 
 pub const MAGIC: &[u8; 8] = b"SLKSHRD1";
@@ -342,6 +342,7 @@ impl ShardStore {
             final_path: self.path_of(id),
             header: ShardHeader { id: id.clone(), meta, data_len: 0 },
             decoder: FrameDecoder::default(),
+            digest: FrameDigest::default(),
             received: 0,
             done: false,
             usage: self.usage.clone(),
@@ -580,6 +581,8 @@ pub struct ShardWriter {
     final_path: PathBuf,
     header: ShardHeader,
     decoder: FrameDecoder,
+    /// Of every frame appended, in order: what the upload's seal covers.
+    digest: FrameDigest,
     received: u32,
     done: bool,
     usage: std::sync::Arc<Usage>,
@@ -628,9 +631,15 @@ impl ShardWriter {
         let out = self.out.as_mut().expect("writer open until commit");
         out.write_all(&frame.header())?;
         out.write_all(&frame.data)?;
+        self.digest.add(frame);
         self.received += 1;
         self.header.data_len += len as u64;
         Ok(())
+    }
+
+    /// The digest of the frames appended so far ([`FrameDigest`]).
+    pub fn digest(&self) -> [u8; 32] {
+        self.digest.digest()
     }
 
     /// Ends the upload: checks that exactly the declared blocks arrived, writes

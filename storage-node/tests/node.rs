@@ -10,10 +10,10 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use sillok_model::codec::CODEC_ID;
-use sillok_model::frame::Frame;
+use sillok_model::frame::{Frame, FrameDigest};
 use sillok_model::manifest::{Body, Manifest, Version};
 use sillok_placement::NodeId;
-use sillok_rpc::auth::{Payload, Signer};
+use sillok_rpc::auth::{H_BODY_SEAL, H_NONCE, Payload, Signer};
 use sillok_storage_node::api::{ListManifests, ShardId};
 use sillok_storage_node::client::ShardHeader;
 use sillok_storage_node::shard_store::HEADER_LEN;
@@ -396,23 +396,146 @@ async fn unsigned_and_tampered_requests_get_403_and_change_nothing() {
     signer.sign_request(&mut req, Payload::Bytes(&body)).unwrap();
     assert_eq!(send_plain(&hc, req).await.0, 200);
     assert!(c.get_manifest(&n.addr, "b", "k").await.unwrap().is_some());
-    // A signed unsigned-payload shard upload through plain hyper works too.
-    let mut req = http::Request::put(format!("http://{}/v1/shards/{}/0", n.addr, sid(9, 0).object_id))
-        .header("x-sillok-codec", CODEC_ID)
-        .header("x-sillok-k", "4")
-        .header("x-sillok-m", "2")
-        .header("x-sillok-block-size", "5")
-        .header("x-sillok-blocks", "1")
-        .body(Full::new(Bytes::from(wire)))
-        .unwrap();
-    signer.sign_request(&mut req, Payload::Unsigned).unwrap();
-    assert_eq!(send_plain(&hc, req).await.0, 200);
+    // A signed unsigned-payload shard upload through plain hyper works too,
+    // sealed by its trailer.
+    let signed = signed_upload(&signer, &n.addr, &sid(9, 0), None);
+    let seal = seal_of(&signer, &signed, &[f]);
+    assert_eq!(send_upload(&signed, Bytes::from(wire), Some(seal)).await.0, 200);
 
     // Nothing else changed.
     assert!(c.get_manifest(&n.addr, "b", "other").await.unwrap().is_none());
     let shards = c.list_shards(&n.addr, None, 10).await.unwrap().shards;
     assert_eq!(shards.len(), 1);
     assert_eq!(shards[0].id, sid(9, 0));
+}
+
+/// The headers of a signed shard upload of one 5-byte block to `addr`
+/// (signed for `host`, default `addr`).
+fn signed_upload(signer: &Signer, addr: &str, id: &ShardId, host: Option<&str>) -> http::request::Parts {
+    let mut req = http::Request::put(format!("http://{addr}/v1/shards/{}/{}", id.object_id, id.index))
+        .header("host", host.unwrap_or(addr))
+        .header("x-sillok-codec", CODEC_ID)
+        .header("x-sillok-k", "4")
+        .header("x-sillok-m", "2")
+        .header("x-sillok-block-size", "5")
+        .header("x-sillok-blocks", "1")
+        .header("trailer", H_BODY_SEAL)
+        .body(())
+        .unwrap();
+    signer.sign_request(&mut req, Payload::Unsigned).unwrap();
+    req.into_parts().0
+}
+
+/// The seal trailer `signer` puts on `frames` sent under `parts`' nonce.
+fn seal_of(signer: &Signer, parts: &http::request::Parts, frames: &[Frame]) -> String {
+    let nonce = parts.headers.get(H_NONCE).unwrap().to_str().unwrap();
+    let mut d = FrameDigest::default();
+    frames.iter().for_each(|f| d.add(f));
+    signer.body_seal(nonce).unwrap().value(&d.digest())
+}
+
+/// Sends `parts` exactly as they are with `data` as a chunked body and, if
+/// given, the seal trailer.
+async fn send_upload(parts: &http::request::Parts, data: Bytes, seal: Option<String>) -> (u16, String) {
+    type Sealed = http_body_util::StreamBody<
+        futures::stream::Iter<std::vec::IntoIter<Result<http_body::Frame<Bytes>, std::convert::Infallible>>>,
+    >;
+    let mut frames = vec![Ok(http_body::Frame::data(data))];
+    if let Some(v) = seal {
+        let mut t = http::HeaderMap::new();
+        t.insert(H_BODY_SEAL, v.parse().unwrap());
+        frames.push(Ok(http_body::Frame::trailers(t)));
+    }
+    let mut req = http::Request::new(http_body_util::StreamBody::new(futures::stream::iter(frames)));
+    *req.method_mut() = parts.method.clone();
+    *req.uri_mut() = parts.uri.clone();
+    *req.headers_mut() = parts.headers.clone();
+    let c: Client<HttpConnector, Sealed> = Client::builder(TokioExecutor::new()).build_http();
+    let resp = c.request(req).await.unwrap();
+    let status = resp.status().as_u16();
+    let body = resp.into_body().collect().await.unwrap().to_bytes();
+    (status, String::from_utf8_lossy(&body).into_owned())
+}
+
+fn framed(f: &Frame) -> Bytes {
+    let mut wire = f.header().to_vec();
+    wire.extend_from_slice(&f.data);
+    Bytes::from(wire)
+}
+
+/// The second layer under mutual TLS, on its own (this node speaks plain
+/// HTTP): a request sent again is refused, one whose `x-sillok-*` headers or
+/// shard body changed after signing is refused, one signed for another node
+/// is refused, and none of them stores anything.
+#[tokio::test]
+async fn replayed_modified_and_misaddressed_requests_are_refused() {
+    let n = TestNode::start().await;
+    let c = client();
+    let signer = Signer::new(SECRET);
+    let f = Frame::new(Bytes::from_static(b"hello"));
+
+    // Sealed and sent once: stored.
+    let id = sid(20, 0);
+    let first = signed_upload(&signer, &n.addr, &id, None);
+    let seal = seal_of(&signer, &first, std::slice::from_ref(&f));
+    assert_eq!(send_upload(&first, framed(&f), Some(seal.clone())).await.0, 200);
+    c.delete_shard(&n.addr, &id).await.unwrap();
+    // The same request again, byte for byte: refused, and the shard stays gone.
+    let (status, text) = send_upload(&first, framed(&f), Some(seal.clone())).await;
+    assert_eq!(status, 403, "{text}");
+    assert!(text.contains("already received"), "{text}");
+    assert!(c.stat_shard(&n.addr, &id).await.unwrap().is_none(), "a replay stored the shard again");
+
+    // A fresh request whose x-sillok-* header changes after signing.
+    let id = sid(21, 0);
+    let mut parts = signed_upload(&signer, &n.addr, &id, None);
+    let seal = seal_of(&signer, &parts, std::slice::from_ref(&f));
+    parts.headers.insert("x-sillok-block-size", "6".parse().unwrap());
+    let (status, text) = send_upload(&parts, framed(&f), Some(seal)).await;
+    assert_eq!((status, text.contains("signature does not match")), (403, true), "{text}");
+    // One whose block is swapped for another with a correct blake3 frame hash.
+    let parts = signed_upload(&signer, &n.addr, &id, None);
+    let seal = seal_of(&signer, &parts, std::slice::from_ref(&f));
+    let (status, text) = send_upload(&parts, framed(&Frame::new(Bytes::from_static(b"HELLO"))), Some(seal)).await;
+    assert_eq!((status, text.contains("seal does not match")), (403, true), "{text}");
+    // One without its seal.
+    let parts = signed_upload(&signer, &n.addr, &id, None);
+    let (status, text) = send_upload(&parts, framed(&f), None).await;
+    assert_eq!((status, text.contains("without its")), (403, true), "{text}");
+    // A seal made with another secret.
+    let parts = signed_upload(&signer, &n.addr, &id, None);
+    let seal = seal_of(&Signer::new("another-secret"), &parts, std::slice::from_ref(&f));
+    assert_eq!(send_upload(&parts, framed(&f), Some(seal)).await.0, 403);
+    // One signed for another node's address, sent here.
+    let parts = signed_upload(&signer, &n.addr, &id, Some("127.0.0.1:1"));
+    let seal = seal_of(&signer, &parts, std::slice::from_ref(&f));
+    let (status, text) = send_upload(&parts, framed(&f), Some(seal)).await;
+    assert_eq!((status, text.contains("not this process's address")), (403, true), "{text}");
+    assert!(c.stat_shard(&n.addr, &id).await.unwrap().is_none(), "a refused upload stored the shard");
+    assert_eq!(n.tmp_entries(), 0);
+    // The same upload done right is stored (so the refusals above were these checks).
+    let parts = signed_upload(&signer, &n.addr, &id, None);
+    let seal = seal_of(&signer, &parts, std::slice::from_ref(&f));
+    assert_eq!(send_upload(&parts, framed(&f), Some(seal)).await.0, 200);
+    assert!(c.stat_shard(&n.addr, &id).await.unwrap().is_some());
+
+    // A hash-signed JSON request replayed: the second manifest write is refused.
+    let hc = plain();
+    let m = manifest("b", "replayed", 10);
+    let body = Bytes::from(serde_json::to_vec(&m).unwrap());
+    let mut req =
+        http::Request::post(format!("http://{}/v1/manifests/put", n.addr)).body(Full::new(body.clone())).unwrap();
+    signer.sign_request(&mut req, Payload::Bytes(&body)).unwrap();
+    let again = {
+        let mut r = http::Request::new(Full::new(body.clone()));
+        *r.method_mut() = req.method().clone();
+        *r.uri_mut() = req.uri().clone();
+        *r.headers_mut() = req.headers().clone();
+        r
+    };
+    assert_eq!(send_plain(&hc, req).await.0, 200);
+    let (status, text) = send_plain(&hc, again).await;
+    assert_eq!((status, text.contains("already received")), (403, true), "{text}");
 }
 
 #[tokio::test]

@@ -206,7 +206,7 @@ async fn node_api_refuses_unsigned_requests_and_changes_nothing() {
                 .header("authorization", fake_sig);
         }
         let req = req.body(sillok_rpc::client::full_body(bytes::Bytes::from_static(body))).unwrap();
-        let resp = rpc.send_unbounded(req).await.unwrap();
+        let resp = rpc.send_as_is(req).await.unwrap();
         assert_eq!(resp.status(), 403, "expected 403 for {method} {path} (signed: {signed})");
     }
     assert!(victim.exists(), "an unsigned DELETE must not remove the shard");

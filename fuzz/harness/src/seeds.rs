@@ -441,7 +441,7 @@ fn sigv4_node_seeds(out: &mut Vec<Seed>) {
     ];
     for (i, (method, pq, body)) in routes.iter().enumerate() {
         let payload = if *method == "PUT" { Payload::Unsigned } else { Payload::Bytes(body) };
-        let headers = signer.sign(method, "10.0.0.2:7000", pq, payload, t).expect("node signs");
+        let headers = sigv4_node::sign_fixed(&signer, method, "10.0.0.2:7000", pq, payload, t).expect("node signs");
         let mut text = format!("{method} {pq} HTTP/1.1\r\n").into_bytes();
         for (n, v) in &headers {
             text.extend_from_slice(n.as_str().as_bytes());

@@ -27,7 +27,9 @@ use std::time::{Duration, SystemTime};
 
 use http::{HeaderMap, HeaderValue};
 use sha2::{Digest, Sha256};
-use sillok_rpc::auth::{ContentHash, H_AMZ_DATE, H_CONTENT_SHA256, Payload, Signer, UNSIGNED_PAYLOAD, parse_amz_date};
+use sillok_rpc::auth::{
+    ContentHash, H_AMZ_DATE, H_CONTENT_SHA256, H_NONCE, Payload, Signer, UNSIGNED_PAYLOAD, parse_amz_date,
+};
 
 use crate::s3_request::signing_time;
 use crate::{Input, RawRequest};
@@ -41,6 +43,21 @@ pub const TAMPER_TARGET: u8 = 2;
 pub const TAMPER_CONTENT_SHA: u8 = 3;
 pub const TAMPER_DATE: u8 = 4;
 pub const TAMPER_AUTHORIZATION: u8 = 5;
+
+/// `signer.sign` with a fixed nonce, so that a run depends on its input only.
+pub fn sign_fixed(
+    signer: &Signer,
+    method: &str,
+    host: &str,
+    pq: &str,
+    payload: Payload<'_>,
+    at: SystemTime,
+) -> Result<Vec<(http::HeaderName, HeaderValue)>, sillok_rpc::AuthError> {
+    let mut pre = HeaderMap::new();
+    pre.insert(H_NONCE, HeaderValue::from_static("0123456789abcdef0123456789abcdef"));
+    pre.insert(H_CONTENT_SHA256, HeaderValue::from_str(&payload.content_sha()).expect("hex or UNSIGNED-PAYLOAD"));
+    signer.sign_headers(method, host, pq, &pre, at)
+}
 
 /// The node's `path_and_query` for a request target, or `None` if it is not a URI.
 fn path_and_query(target: &[u8]) -> Option<String> {
@@ -133,7 +150,7 @@ pub fn run(data: &[u8]) {
         let offset = Duration::from_secs(u64::from((time as i32).unsigned_abs()));
         let now = if (time as i32) < 0 { signing_time() - offset } else { signing_time() + offset };
         let headers = raw.header_map();
-        if let Ok(hash) = signer.verify(method, &pq, &headers, now) {
+        if let Ok(hash) = signer.verify(method, &pq, &headers, now).map(|v| v.hash) {
             let declared = headers.get(H_CONTENT_SHA256).and_then(|v| v.to_str().ok()).unwrap_or_default();
             match hash {
                 ContentHash::Unsigned => assert_eq!(declared, UNSIGNED_PAYLOAD),
@@ -151,7 +168,7 @@ pub fn run(data: &[u8]) {
         .unwrap_or(DEFAULT_HOST);
     let payload = if flags & 2 != 0 { Payload::Unsigned } else { Payload::Bytes(raw.body) };
     let at = SystemTime::UNIX_EPOCH + Duration::from_secs(u64::from(time));
-    let Ok(signed) = signer.sign(method, host, &pq, payload, at) else { return };
+    let Ok(signed) = sign_fixed(&signer, method, host, &pq, payload, at) else { return };
     let headers = header_map(&signed);
 
     if headers[http::header::HOST].to_str().is_err() {
@@ -161,7 +178,7 @@ pub fn run(data: &[u8]) {
         let _ = signer.verify(method, &pq, &headers, at);
         return;
     }
-    let hash = signer.verify(method, &pq, &headers, at).unwrap_or_else(|e| {
+    let hash = signer.verify(method, &pq, &headers, at).map(|v| v.hash).unwrap_or_else(|e| {
         panic!("a request signed for {method} {host} {pq} at {time} is refused: {e}");
     });
     match payload {
@@ -219,7 +236,7 @@ pub fn run(data: &[u8]) {
         }
         TAMPER_DATE => {
             let later = at + Duration::from_secs(1 + u64::from(tamper_byte));
-            match signer.sign(method, host, &pq, payload, later) {
+            match sign_fixed(&signer, method, host, &pq, payload, later) {
                 Ok(other) => {
                     let date = header_map(&other)[H_AMZ_DATE].clone();
                     headers_t.insert(H_AMZ_DATE, date);
