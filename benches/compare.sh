@@ -17,6 +17,9 @@
 # Environment:
 #   SILLOK_BINS  "name=path ..." Sillok binaries, each run as its own system
 #                (default "sillok=target/release/sillok"; "" runs none)
+#  SILLOK_ARGS_<name>  extra `sillok dev` flags for the system <name> (. and -
+#                in the name become _), e.g. SILLOK_ARGS_sillok_plain=--insecure-internal-http
+#                (internal traffic is mutual TLS unless that flag is given)
 #   LOADGEN      loadgen binary (default target/release/loadgen)
 #   SEAWEEDFS    1 (default) or 0 to leave SeaweedFS out
 #   WEED         weed binary (default target/weed-venv/bin/weed, installed with
@@ -32,6 +35,11 @@
 #                10), then measure the servers' CPU with no load for IDLE_SECS
 #                (default 5); the summary's "net" columns subtract that idle
 #                rate over each phase's wall time
+#   PERF         phases to profile with `perf record -g` (Sillok systems only),
+#                e.g. "64KiB:get 1MiB:put": during each, the gateway and one
+#                storage node are sampled at PERF_HZ (default 999) and the top
+#                symbols of each go to OUT_DIR/perf-SYSTEM-SIZE-OP-{gateway,node}.txt
+#                (the raw perf.data files beside them)
 #   QUICK=1      tiny phases (about 1 s each, mixed 5 s): a smoke test
 # A default run takes about 2 minutes per system (4 for one Sillok and SeaweedFS);
 # QUICK=1 about 1 minute in all.
@@ -240,14 +248,45 @@ phase() {   # SYSTEM WORKLOAD OP LOADGEN-ARGS...
     local base="$OUT/$sys-$wl-$op" c0 c1 t0 t1 rc=0 pids note=""
     pids=$(printf '%s,' "${SERVER[@]}"); pids=${pids%,}
     rm -f "$base.json"
+    local -a perfs=()
+    if [[ " ${PERF:-} " == *" $wl:$op "* && $sys != seaweedfs ]]; then perfs=($(perf_start "$sys" "$wl" "$op")); fi
     c0=$(cpu_ticks); t0=$(date +%s.%N)
     lg --concurrency "$CONC" --seed "$SEED" --progress 0 --pid "$pids" --json "$base.json" "$@" \
         >"$base.txt" 2>&1 || rc=$?
     c1=$(cpu_ticks); t1=$(date +%s.%N)
+    [ ${#perfs[@]} -eq 0 ] || perf_stop "$sys-$wl-$op" "${perfs[@]}"
     [ -z "$(dead_servers)" ] || note="server pid(s) $(dead_servers)gone after this phase"
     printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$sys" "$wl" "$op" "$base.json" "$((c1 - c0))" "$TICK" \
         "$rc" "$(echo "$t1 - $t0" | bc)" "$note" >>"$TSV"
     log "$sys $wl $op: $(awk '$1 == "ALL" && $2 ~ /^[0-9]/ {printf "%s ops, %s ops/s, %s MiB/s, p50 %s ms, p99 %s ms, %s errors", $2, $3, $4, $5, $6, $9}' "$base.txt")$([ $rc = 0 ] || echo " (loadgen exit $rc)"), server CPU $(echo "scale=2; ($c1 - $c0) / $TICK" | bc) s${note:+ [$note]}"
+}
+
+perf_start() {   # SYSTEM WORKLOAD OP: starts perf on the gateway and one node; prints their pids
+    local base="$OUT/perf-$1-$2-$3" gw node p
+    gw=${SERVER[0]}
+    for p in "${SERVER[@]}"; do
+        if tr '\0' ' ' <"/proc/$p/cmdline" 2>/dev/null | grep -q ' node '; then node=$p; break; fi
+    done
+    perf record -q -g -F "${PERF_HZ:-999}" -p "$gw" -o "$base-gateway.data" >/dev/null 2>&1 &
+    echo $!
+    if [ -n "${node:-}" ]; then
+        perf record -q -g -F "${PERF_HZ:-999}" -p "$node" -o "$base-node.data" >/dev/null 2>&1 &
+        echo $!
+    fi
+    sleep 0.5   # perf attaches
+}
+
+perf_stop() {   # NAME PERF-PID...: stops the recorders and writes the top symbols
+    local name=$1 p role
+    shift
+    for p in "$@"; do kill -INT "$p" 2>/dev/null || true; done
+    for p in "$@"; do wait "$p" 2>/dev/null || true; done
+    for role in gateway node; do
+        [ -s "$OUT/perf-$name-$role.data" ] || continue
+        perf report -i "$OUT/perf-$name-$role.data" --no-children --sort dso,sym --stdio --percent-limit 0.7 2>/dev/null \
+            | grep -v '^$' | grep -E '^ +[0-9]|^#' | head -60 >"$OUT/perf-$name-$role.txt" || true
+        log "$name $role: perf top symbols in $OUT/perf-$name-$role.txt"
+    done
 }
 
 idle() {   # SYSTEM: the servers' CPU with no load for IDLE_SECS (upkeep, heartbeats)
@@ -285,8 +324,11 @@ disk_used() {   # SYSTEM DIR...: what the load left on disk, after the run (a li
 # --- Sillok ----------------------------------------------------------------
 run_sillok() {   # NAME BIN
     local name=$1 bin=$2 d="$WORK/$1" i p
-    log "$name: starting sillok dev ($bin) in $d"
-    "$bin" dev --data "$d" --port 0 >"$OUT/logs/$name-dev.log" 2>&1 &
+    local var="SILLOK_ARGS_${name//[.-]/_}"
+    local -a extra
+    read -r -a extra <<<"${!var:-}"
+    log "$name: starting sillok dev ($bin ${extra[*]}) in $d"
+    "$bin" dev --data "$d" --port 0 "${extra[@]}" >"$OUT/logs/$name-dev.log" 2>&1 &
     LAUNCHED=($!)
     for i in $(seq 600); do
         [ -s "$d/cluster.env" ] && [ -s "$d/gateway.pid" ] && break
@@ -305,7 +347,8 @@ run_sillok() {   # NAME BIN
     {
         printf '%s\tSillok %s (%s): `sillok dev` on loopback, 3 sites x 3 nodes, 3 catalog replicas (one per site) and a gateway;' \
             "$name" "$("$bin" --version 2>/dev/null | head -1 | sed 's/^sillok //')" "$bin"
-        printf ' 4+2 erasure coding over the 3 sites (1.5x stored), fsync on. Server CPU: the gateway and every site process (%s pids).\n' "${#SERVER[@]}"
+        printf ' 4+2 erasure coding over the 3 sites (1.5x stored), fsync on, internal traffic %s, flags: %s. Server CPU: the gateway and every site process (%s pids).\n' \
+            "$(case " ${extra[*]} " in *" --insecure-internal-http "*) echo 'plain HTTP' ;; *) echo 'mutual TLS' ;; esac)" "${extra[*]:-none}" "${#SERVER[@]}"
     } >>"$CONF"
     load_system "$name"
     disk_used "$name" "$d"/sites/site-*/

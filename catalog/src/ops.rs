@@ -152,6 +152,7 @@ impl sillok_rpc::ops::Ops for ReplicaOps {
 pub(crate) fn registry(sh: &Arc<Shared>) -> Registry {
     let mut registry = Registry::default();
     registry.register_collector(Box::new(Figures { sh: sh.clone(), commit: commit_tracker(sh) }));
+    sillok_rpc::server::register_metrics(&mut registry);
     registry
 }
 
@@ -175,6 +176,7 @@ pub(crate) async fn serve(sh: &Arc<Shared>, addr: SocketAddr) -> std::io::Result
     let commit = commit_tracker(sh);
     let mut registry = Registry::default();
     registry.register_collector(Box::new(Figures { sh: sh.clone(), commit: commit.clone() }));
+    sillok_rpc::server::register_metrics(&mut registry);
     sillok_rpc::ops::serve(addr, Arc::new(ReplicaOps { sh: sh.clone(), commit, registry })).await
 }
 

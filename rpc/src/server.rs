@@ -162,6 +162,28 @@ pub async fn authenticate(req: Request, internal: &Signer, policy: &Policy<'_>) 
     Ok(Request::from_parts(parts, body))
 }
 
+/// Internal connections this process accepted, and of them those whose TLS
+/// handshake completed: with connection reuse working these stay near the
+/// number of peers, not the number of requests.
+static ACCEPTED: std::sync::LazyLock<prometheus_client::metrics::counter::Counter> =
+    std::sync::LazyLock::new(Default::default);
+static HANDSHAKES: std::sync::LazyLock<prometheus_client::metrics::counter::Counter> =
+    std::sync::LazyLock::new(Default::default);
+
+/// Adds this process's internal connection counters to `registry`.
+pub fn register_metrics(registry: &mut prometheus_client::registry::Registry) {
+    registry.register(
+        "sillok_internal_connections_accepted",
+        "Internal connections accepted by this process",
+        ACCEPTED.clone(),
+    );
+    registry.register(
+        "sillok_internal_tls_handshakes",
+        "Internal connections whose mutual TLS handshake completed",
+        HANDSHAKES.clone(),
+    );
+}
+
 /// How long a new connection may take to finish its TLS handshake: a peer
 /// that opens a socket and goes silent costs the server one task for this
 /// long, never more.
@@ -189,6 +211,7 @@ pub async fn serve_with(
     let Some(tls) = tls else {
         use axum::serve::ListenerExt;
         let listener = listener.tap_io(|tcp| {
+            ACCEPTED.inc();
             if let Err(e) = tcp.set_nodelay(true) {
                 tracing::warn!(error = %e, "could not set TCP_NODELAY");
             }
@@ -211,6 +234,7 @@ pub async fn serve_with(
             },
             () = &mut shutdown => break,
         };
+        ACCEPTED.inc();
         if let Err(e) = tcp.set_nodelay(true) {
             tracing::warn!(error = %e, "could not set TCP_NODELAY");
         }
@@ -232,6 +256,7 @@ pub async fn serve_with(
                 }
                 Ok(Ok(s)) => s,
             };
+            HANDSHAKES.inc();
             let identified = match stream.get_ref().1.peer_certificates().and_then(|c| c.first()) {
                 None => Err("no client certificate".to_string()),
                 Some(cert) => tls.identify(cert),

@@ -662,6 +662,21 @@ struct ReadState {
 }
 
 impl ReadState {
+    /// After the last announced block: reads the body's end (the chunked
+    /// terminator follows the last block at once), so the connection goes
+    /// back to the pool even if the caller drops the stream now. Without
+    /// this a dropped, unfinished body closes the connection, and the next
+    /// request pays a new TCP and TLS handshake. Bytes that arrive instead
+    /// are kept for the next call, which reports them.
+    async fn drain_end(&mut self) {
+        while let Ok(Some(Ok(frame))) = tokio::time::timeout(self.idle, self.body.frame()).await {
+            if let Ok(data) = frame.into_data() {
+                self.decoder.push(&data);
+                return;
+            }
+        }
+    }
+
     async fn next(&mut self) -> Option<Result<Frame, NodeError>> {
         loop {
             match self.decoder.next_frame() {
@@ -675,6 +690,9 @@ impl ReadState {
                     }
                     self.left -= 1;
                     self.next_index += 1;
+                    if self.left == 0 {
+                        self.drain_end().await;
+                    }
                     return Some(Ok(f));
                 }
                 Ok(None) => {}

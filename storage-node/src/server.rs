@@ -971,6 +971,7 @@ fn registry(st: &Arc<AppState>) -> &prometheus_client::registry::Registry {
             st.latency.clone(),
         );
         r.register_collector(Box::new(NodeFigures(Arc::downgrade(st))));
+        sillok_rpc::server::register_metrics(&mut r);
         r
     })
 }
