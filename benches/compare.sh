@@ -17,6 +17,11 @@
 # Environment:
 #   SILLOK_BINS  "name=path ..." Sillok binaries, each run as its own system
 #                (default "sillok=target/release/sillok"; "" runs none)
+#  SILLOK_UPKEEP  `sillok dev` flags every Sillok system gets first (default: the
+#                storage nodes' upkeep at the `sillok node` defaults, anti-entropy
+#                and rebuild rounds every 30 s and the collector every 60 s, not
+#                `sillok dev`'s 5/3/5 s test pace, which alone costs about half a
+#                core on 9 nodes here; "" keeps the dev pace)
 #  SILLOK_ARGS_<name>  extra `sillok dev` flags for the system <name> (. and -
 #                in the name become _), e.g. SILLOK_ARGS_sillok_plain=--insecure-internal-http
 #                (internal traffic is mutual TLS unless that flag is given)
@@ -280,11 +285,14 @@ perf_stop() {   # NAME PERF-PID...: stops the recorders and writes the top symbo
     local name=$1 p role
     shift
     for p in "$@"; do kill -INT "$p" 2>/dev/null || true; done
-    for p in "$@"; do wait "$p" 2>/dev/null || true; done
+    # Not our children (started in a command substitution): wait by polling.
+    for p in "$@"; do
+        for _ in $(seq 300); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
+    done
     for role in gateway node; do
         [ -s "$OUT/perf-$name-$role.data" ] || continue
-        perf report -i "$OUT/perf-$name-$role.data" --no-children --sort dso,sym --stdio --percent-limit 0.7 2>/dev/null \
-            | grep -v '^$' | grep -E '^ +[0-9]|^#' | head -60 >"$OUT/perf-$name-$role.txt" || true
+        perf report -i "$OUT/perf-$name-$role.data" --no-children -g none --sort dso,sym --stdio --percent-limit 0.5 2>/dev/null \
+            | grep -E '^ +[0-9]|^# Samples' | cut -c1-160 | head -60 >"$OUT/perf-$name-$role.txt" || true
         log "$name $role: perf top symbols in $OUT/perf-$name-$role.txt"
     done
 }
@@ -326,7 +334,7 @@ run_sillok() {   # NAME BIN
     local name=$1 bin=$2 d="$WORK/$1" i p
     local var="SILLOK_ARGS_${name//[.-]/_}"
     local -a extra
-    read -r -a extra <<<"${!var:-}"
+    read -r -a extra <<<"${SILLOK_UPKEEP-"--node-arg=--sync-every-ms=30000 --node-arg=--rebuild-every-ms=30000 --node-arg=--collect-every-ms=60000"} ${!var:-}"
     log "$name: starting sillok dev ($bin ${extra[*]}) in $d"
     "$bin" dev --data "$d" --port 0 "${extra[@]}" >"$OUT/logs/$name-dev.log" 2>&1 &
     LAUNCHED=($!)
