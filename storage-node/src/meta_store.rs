@@ -443,11 +443,23 @@ impl MetaStore {
     }
 
     /// Drops this handle and, if it was the last one, waits until the writer
-    /// thread has finished and released the database (so it can be reopened).
+    /// thread has finished and released the database, and (at most 5 s)
+    /// until no other holder has it open (so it can be reopened).
     pub async fn close(self) {
         let mut gone = self.writer_gone.clone();
+        let db = Arc::downgrade(&self.db);
         drop(self);
         while gone.changed().await.is_ok() {}
+        // Other clones (an upkeep task's, a read still running on the
+        // blocking pool after its task was aborted) hold the database open,
+        // and with it the file's lock: wait for them too, for a while.
+        let until = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while db.strong_count() > 0 && std::time::Instant::now() < until {
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        if db.strong_count() > 0 {
+            tracing::warn!("the manifest store is still held open 5 s after the node stopped");
+        }
     }
 
     /// Keeps `m` if its version is newer than the stored one (see the module
