@@ -121,13 +121,17 @@ pub fn classify(addr: &str, e: &hyper_util::client::legacy::Error) -> RpcError {
 
 /// Reads a whole body, each chunk within `idle`, at most `limit` bytes.
 pub async fn read_body(addr: &str, mut body: Incoming, idle: Duration, limit: usize) -> Result<Bytes, RpcError> {
+    // A body that arrives in one piece is returned as that piece; only one
+    // in several pieces is gathered (copied) into a buffer of its own.
+    let mut first: Option<Bytes> = None;
     let mut buf = BytesMut::new();
+    let mut len = 0usize;
     loop {
         match tokio::time::timeout(idle, body.frame()).await {
             Err(_) => {
                 return Err(RpcError::Timeout { addr: addr.to_string(), what: "idle while reading a response body" });
             }
-            Ok(None) => return Ok(buf.freeze()),
+            Ok(None) => return Ok(first.unwrap_or_else(|| buf.freeze())),
             Ok(Some(Err(e))) => {
                 return Err(RpcError::Broken {
                     addr: addr.to_string(),
@@ -136,8 +140,20 @@ pub async fn read_body(addr: &str, mut body: Incoming, idle: Duration, limit: us
             }
             Ok(Some(Ok(frame))) => {
                 if let Ok(data) = frame.into_data() {
-                    if buf.len() + data.len() > limit {
+                    len += data.len();
+                    if len > limit {
                         return Err(RpcError::TooLarge { addr: addr.to_string(), limit });
+                    }
+                    if data.is_empty() {
+                        continue;
+                    }
+                    if len == data.len() {
+                        first = Some(data);
+                        continue;
+                    }
+                    if let Some(f) = first.take() {
+                        buf.reserve(len);
+                        buf.extend_from_slice(&f);
                     }
                     buf.extend_from_slice(&data);
                 }
