@@ -671,7 +671,7 @@ impl ReadState {
     async fn drain_end(&mut self) {
         while let Ok(Some(Ok(frame))) = tokio::time::timeout(self.idle, self.body.frame()).await {
             if let Ok(data) = frame.into_data() {
-                self.decoder.push(&data);
+                self.decoder.push(data);
                 return;
             }
         }
@@ -719,7 +719,7 @@ impl ReadState {
                 }
                 Ok(Some(Ok(frame))) => {
                     if let Ok(data) = frame.into_data() {
-                        self.decoder.push(&data);
+                        self.decoder.push(data);
                     }
                 }
                 Ok(Some(Err(e))) => {

@@ -571,7 +571,7 @@ async fn put_shard(
     let task = tokio::task::spawn_blocking(move || -> Result<crate::api::ShardInfo, NodeError> {
         while let Some(msg) = rx.blocking_recv() {
             match msg {
-                UploadMsg::Chunk(c) => writer.push(&c)?,
+                UploadMsg::Chunk(c) => writer.push(c)?,
                 UploadMsg::End(trailer) => {
                     // Nothing is stored unless the sender's seal covers exactly
                     // the frames that arrived.

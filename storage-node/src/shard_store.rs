@@ -595,7 +595,7 @@ impl ShardWriter {
 
     /// Takes the next piece of the body: every whole frame in it is checked
     /// (hash, size, count) and appended.
-    pub fn push(&mut self, chunk: &[u8]) -> Result<(), NodeError> {
+    pub fn push(&mut self, chunk: Bytes) -> Result<(), NodeError> {
         self.decoder.push(chunk);
         loop {
             let frame = match self.decoder.next_frame() {
@@ -816,7 +816,7 @@ mod tests {
         let fs_ = frames(1000, 333, 4);
         let mut w = store.begin_write(&id(1), meta(1000, 4)).unwrap();
         for c in wire(&fs_).chunks(777) {
-            w.push(c).unwrap();
+            w.push(Bytes::copy_from_slice(c)).unwrap();
         }
         let info = w.commit().unwrap();
         assert_eq!(info.data_len, 3333);
@@ -837,32 +837,32 @@ mod tests {
         let fs_ = frames(100, 50, 3);
         // Too few blocks.
         let mut w = store.begin_write(&id(0), meta(100, 4)).unwrap();
-        w.push(&wire(&frames(100, 100, 3))).unwrap();
+        w.push(wire(&frames(100, 100, 3)).into()).unwrap();
         assert!(matches!(w.commit(), Err(NodeError::BadRequest(_))));
         // Too many.
         let mut w = store.begin_write(&id(0), meta(100, 2)).unwrap();
-        assert!(matches!(w.push(&wire(&fs_)), Err(NodeError::BadRequest(_))));
+        assert!(matches!(w.push(wire(&fs_).into()), Err(NodeError::BadRequest(_))));
         drop(w);
         // A short block that is not the last.
         let mut w = store.begin_write(&id(0), meta(100, 3)).unwrap();
         let mut odd = fs_.clone();
         odd.swap(1, 2);
-        assert!(matches!(w.push(&wire(&odd)), Err(NodeError::BadRequest(_))));
+        assert!(matches!(w.push(wire(&odd).into()), Err(NodeError::BadRequest(_))));
         drop(w);
         // A corrupt block on the wire.
         let mut w = store.begin_write(&id(0), meta(100, 3)).unwrap();
         let mut bytes = wire(&fs_);
         bytes[FRAME_HEADER_LEN + 5] ^= 1;
-        assert!(matches!(w.push(&bytes), Err(NodeError::Corrupt(_))));
+        assert!(matches!(w.push(bytes.into()), Err(NodeError::Corrupt(_))));
         drop(w);
         // Ends inside a frame.
         let mut w = store.begin_write(&id(0), meta(100, 3)).unwrap();
         let bytes = wire(&fs_);
-        w.push(&bytes[..bytes.len() - 1]).unwrap();
+        w.push(Bytes::copy_from_slice(&bytes[..bytes.len() - 1])).unwrap();
         assert!(matches!(w.commit(), Err(NodeError::BadRequest(_))));
         // Abandoned half way.
         let mut w = store.begin_write(&id(0), meta(100, 3)).unwrap();
-        w.push(&bytes[..150]).unwrap();
+        w.push(Bytes::copy_from_slice(&bytes[..150])).unwrap();
         drop(w);
         assert!(store.stat(&id(0)).unwrap().is_none());
         assert!(tmp_is_empty(&store));
@@ -881,7 +881,7 @@ mod tests {
         let store = ShardStore::open(dir.path()).unwrap();
         let fs_ = frames(100, 100, 3);
         let mut w = store.begin_write(&id(3), meta(100, 3)).unwrap();
-        w.push(&wire(&fs_)).unwrap();
+        w.push(wire(&fs_).into()).unwrap();
         w.commit().unwrap();
         let path = store.path_of(&id(3));
         let mut bytes = fs::read(&path).unwrap();
@@ -910,7 +910,7 @@ mod tests {
             for index in [0u8, 1, 10] {
                 let sid = ShardId { object_id: oid.into(), index };
                 let mut w = store.begin_write(&sid, ShardMeta { k: 8, m: 4, ..meta(10, 1) }).unwrap();
-                w.push(&wire(&frames(10, 7, 1))).unwrap();
+                w.push(wire(&frames(10, 7, 1)).into()).unwrap();
                 w.commit().unwrap();
             }
         }

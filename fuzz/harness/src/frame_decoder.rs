@@ -103,7 +103,7 @@ pub fn run(data: &[u8]) {
     'pieces: while !rest.is_empty() {
         let (piece, after) = rest.split_at(sizes.next().expect("endless").min(rest.len()));
         rest = after;
-        decoder.push(piece);
+        decoder.push_slice(piece);
         loop {
             match decoder.next_frame() {
                 Ok(Some(frame)) => {
