@@ -26,8 +26,21 @@ use redb::Database;
 // is returned once per process start, so its size costs nothing.
 #[allow(clippy::result_large_err)]
 pub fn open_or_create(path: &Path) -> Result<Database, redb::Error> {
+    open_or_create_with_cache(path, None)
+}
+
+/// [`open_or_create`] with a cache of `cache_bytes` (redb keeps nine tenths
+/// for pages read, one tenth for pages written), or redb's default (1 GiB)
+/// if `None`. Pages read and pages a commit wrote stay in the read cache
+/// until it is full: the size bounds the memory it takes.
+#[allow(clippy::result_large_err)]
+pub fn open_or_create_with_cache(path: &Path, cache_bytes: Option<usize>) -> Result<Database, redb::Error> {
     owner_only(path)?;
-    let mut db = redb::Builder::new().create_with_file_format_v3(true).create(path)?;
+    let mut builder = redb::Builder::new();
+    if let Some(bytes) = cache_bytes {
+        builder.set_cache_size(bytes);
+    }
+    let mut db = builder.create_with_file_format_v3(true).create(path)?;
     if db.upgrade()? {
         tracing::info!(path = %path.display(), "upgraded the redb file from format v2 to v3");
     }

@@ -90,6 +90,11 @@ pub struct NodeArgs {
     /// what that buys.
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
     pub client_first: bool,
+    /// MiB of memory for the manifest store's page cache (redb's): pages
+    /// read or written stay in it until it is full, so it bounds how much of
+    /// the node's RSS small objects' bodies and manifests can take.
+    #[arg(long, default_value_t = (sillok_storage_node::meta_store::DEFAULT_CACHE_BYTES >> 20) as u64)]
+    pub meta_cache_mib: u64,
     /// Tests and drills only: shift this node's clock by this many ms.
     #[arg(long, hide = true, default_value_t = 0, allow_negative_numbers = true)]
     pub test_clock_offset_ms: i64,
@@ -153,6 +158,7 @@ pub async fn run(a: NodeArgs) -> anyhow::Result<()> {
             scrub_mib_per_s: a.scrub_mib_per_s,
             catch_up_limit: Duration::from_millis(a.catch_up_limit_ms),
         },
+        meta_cache_bytes: (a.meta_cache_mib as usize).max(1) << 20,
     };
     sillok_storage_node::background::set_client_first(a.client_first);
     tracing::info!(id = a.id, site = %node.site, %listen, epoch = map.epoch, "storage node starting");

@@ -107,6 +107,12 @@ pub const MAX_BATCH: usize = 1024;
 pub const MAX_LIST: u32 = 10_000;
 pub const MAX_BUCKET_LEN: usize = 1024;
 pub const MAX_KEY_LEN: usize = 8192;
+/// redb's cache for `meta.redb` unless the node is told otherwise
+/// (`sillok node --meta-cache-mib`): redb's own default, 1 GiB. Pages a
+/// commit wrote enter it too, so recent small objects' bodies are read from
+/// memory. A 64 MiB cache was measured against it (2026-12-07, `benches/compare.sh`,
+/// 64 KiB GETs of just-written objects): no difference beyond the noise.
+pub const DEFAULT_CACHE_BYTES: usize = 1 << 30;
 
 fn store_err(e: impl std::fmt::Display) -> NodeError {
     NodeError::Store(e.to_string())
@@ -408,10 +414,18 @@ pub struct MetaStore {
 }
 
 impl MetaStore {
-    /// Opens or creates `<data_dir>/meta.redb` and starts the writer thread.
+    /// Opens or creates `<data_dir>/meta.redb` with a cache of
+    /// [`DEFAULT_CACHE_BYTES`] and starts the writer thread.
     /// Blocking: call from the blocking pool or before the runtime is busy.
     pub fn open(data_dir: &Path) -> Result<Self, NodeError> {
-        let db = sillok_redb_file::open_or_create(&data_dir.join("meta.redb")).map_err(store_err)?;
+        Self::open_with_cache(data_dir, DEFAULT_CACHE_BYTES)
+    }
+
+    /// [`MetaStore::open`] with redb's cache (pages read and written) at
+    /// `cache_bytes`.
+    pub fn open_with_cache(data_dir: &Path, cache_bytes: usize) -> Result<Self, NodeError> {
+        let db = sillok_redb_file::open_or_create_with_cache(&data_dir.join("meta.redb"), Some(cache_bytes))
+            .map_err(store_err)?;
         let w = db.begin_write().map_err(store_err)?;
         w.open_table(MANIFESTS).map_err(store_err)?;
         w.commit().map_err(store_err)?;

@@ -96,6 +96,9 @@ pub struct NodeConfig {
     /// The collector's and anti-entropy's settings; they run while the node
     /// serves, when it follows a map.
     pub upkeep: crate::collector::Upkeep,
+    /// redb's cache for the manifest store, bytes
+    /// (`meta_store::DEFAULT_CACHE_BYTES` unless told otherwise).
+    pub meta_cache_bytes: usize,
 }
 
 impl std::fmt::Debug for NodeConfig {
@@ -171,9 +174,10 @@ pub struct BoundNode {
 /// temporary files) and binds `config.listen`.
 pub async fn bind(config: NodeConfig) -> Result<BoundNode, NodeError> {
     let dir = config.data_dir.clone();
+    let cache = config.meta_cache_bytes;
     let (shards, meta, empty) = tokio::task::spawn_blocking(move || -> Result<_, NodeError> {
         std::fs::create_dir_all(&dir)?;
-        let meta = MetaStore::open(&dir)?;
+        let meta = MetaStore::open_with_cache(&dir, cache)?;
         let empty = meta.is_empty()?;
         Ok((ShardStore::open(&dir)?, meta, empty))
     })

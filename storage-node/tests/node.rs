@@ -71,6 +71,7 @@ async fn start_in(dir: &std::path::Path) -> RunningNode {
         also_accepted_secrets: Vec::new(),
         map: None,
         upkeep: Default::default(),
+        meta_cache_bytes: sillok_storage_node::meta_store::DEFAULT_CACHE_BYTES,
     })
     .await
     .unwrap()
@@ -788,6 +789,7 @@ async fn manifest_requests_from_an_older_map_epoch_are_refused_and_every_answer_
         map: Some(rx),
         // No peer of this map runs: reads open after the first round.
         upkeep: sillok_storage_node::collector::Upkeep { catch_up_limit: Duration::ZERO, ..Default::default() },
+        meta_cache_bytes: sillok_storage_node::meta_store::DEFAULT_CACHE_BYTES,
     })
     .await
     .unwrap();
@@ -842,6 +844,7 @@ async fn a_node_started_with_a_map_answers_clients_manifest_reads_only_once_it_h
             also_accepted_secrets: Vec::new(),
             map: Some(rx),
             upkeep: Default::default(),
+            meta_cache_bytes: sillok_storage_node::meta_store::DEFAULT_CACHE_BYTES,
         });
         async move { (node.await.unwrap(), map) }
     };
