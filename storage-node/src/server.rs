@@ -17,7 +17,7 @@
 //! - Shard bodies stream both ways a block at a time: uploads through a
 //!   bounded channel into a `ShardWriter` on the blocking pool, downloads from a
 //!   `ShardReader` on the blocking pool through a channel of two blocks. A
-//!   download of one block of at most [`READ_INLINE_MAX_BLOCK`] bytes is
+//!   download of one block of at most `READ_INLINE_MAX_BLOCK` bytes is
 //!   read on the request's own thread instead (`read_one_block`).
 //! - A shard upload is acknowledged only after `ShardWriter::commit` (file and
 //!   directory fsynced); a broken, stalled (over [`UPLOAD_IDLE`]) or short
