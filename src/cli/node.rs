@@ -158,7 +158,7 @@ pub async fn run(a: NodeArgs) -> anyhow::Result<()> {
             scrub_mib_per_s: a.scrub_mib_per_s,
             catch_up_limit: Duration::from_millis(a.catch_up_limit_ms),
         },
-        meta_cache_bytes: (a.meta_cache_mib as usize).max(1) << 20,
+        meta_cache_bytes: usize::try_from(a.meta_cache_mib.max(1)).unwrap_or(usize::MAX).saturating_mul(1 << 20),
     };
     sillok_storage_node::background::set_client_first(a.client_first);
     tracing::info!(id = a.id, site = %node.site, %listen, epoch = map.epoch, "storage node starting");

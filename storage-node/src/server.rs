@@ -662,7 +662,7 @@ async fn get_shard(
     if to.is_some_and(|t| t < from) {
         return Err(NodeError::BadRequest("range end before its start".into()).into());
     }
-    if to == Some(from + 1)
+    if to.is_some_and(|t| from.checked_add(1) == Some(t))
         && let Some((info, frame)) = read_one_block(&st.shards, &id, from)?
     {
         let end = from + frame.is_some() as u32;
@@ -674,34 +674,17 @@ async fn get_shard(
     let rid = id.clone();
     tokio::task::spawn_blocking(move || {
         let send = |m: ReadMsg| tx.blocking_send(m).is_ok();
-        let mut r = match store.open_read(&rid) {
-            Ok(Some(r)) => r,
-            Ok(None) => return send(ReadMsg::Failed(NodeError::NotFound)),
+        let (mut r, info, end) = match open_range(&store, &rid, from, to) {
+            Ok(opened) => opened,
             Err(e) => return send(ReadMsg::Failed(e)),
         };
-        let info = r.info();
-        if from > info.blocks {
-            return send(ReadMsg::Failed(NodeError::BadRequest(format!(
-                "block {from} is past the shard's {} blocks",
-                info.blocks
-            ))));
-        }
-        let end = to.unwrap_or(info.blocks).min(info.blocks);
-        if let Err(e) = r.seek_block(from) {
-            return send(ReadMsg::Failed(e));
-        }
-        let mut next = || match r.read_block() {
-            Ok(Some(f)) => Ok(f),
-            Ok(None) => Err(NodeError::Other("shard ended early".into())),
-            Err(e) => Err(e),
-        };
-        let first = (end > from).then(&mut next);
+        let first = (end > from).then(|| next_block(&mut r));
         let first_failed = matches!(first, Some(Err(_)));
         if !send(ReadMsg::Start { info, from, end, first }) || first_failed {
             return false;
         }
         for _ in from + 1..end {
-            let ok = match next() {
+            let ok = match next_block(&mut r) {
                 Ok(f) => send(ReadMsg::Block(f)),
                 Err(e) => return send(ReadMsg::Failed(e)),
             };
@@ -773,20 +756,37 @@ fn read_one_block(
     id: &ShardId,
     from: u32,
 ) -> Result<Option<(crate::api::ShardInfo, Option<Frame>)>, NodeError> {
-    let mut r = store.open_read(id)?.ok_or(NodeError::NotFound)?;
-    let info = r.info();
+    let (mut r, info, end) = open_range(store, id, from, from.checked_add(1))?;
     if info.block_size > READ_INLINE_MAX_BLOCK {
         return Ok(None);
     }
+    let frame = if end > from { Some(next_block(&mut r)?) } else { None };
+    Ok(Some((info, frame)))
+}
+
+/// Opens shard `id` for reading blocks `from..to` (`to` clamped to the
+/// shard's end, the whole rest if `None`): the reader, at block `from`, the
+/// shard's info and the clamped end. A `from` past the end is refused.
+fn open_range(
+    store: &ShardStore,
+    id: &ShardId,
+    from: u32,
+    to: Option<u32>,
+) -> Result<(crate::shard_store::ShardReader, crate::api::ShardInfo, u32), NodeError> {
+    let mut r = store.open_read(id)?.ok_or(NodeError::NotFound)?;
+    let info = r.info();
     if from > info.blocks {
         return Err(NodeError::BadRequest(format!("block {from} is past the shard's {} blocks", info.blocks)));
     }
-    if from == info.blocks {
-        return Ok(Some((info, None)));
-    }
+    let end = to.unwrap_or(info.blocks).min(info.blocks);
     r.seek_block(from)?;
-    let frame = r.read_block()?.ok_or_else(|| NodeError::Other("shard ended early".into()))?;
-    Ok(Some((info, Some(frame))))
+    Ok((r, info, end))
+}
+
+/// The next block of a reader that [`open_range`] positioned before the
+/// end it returned.
+fn next_block(r: &mut crate::shard_store::ShardReader) -> Result<Frame, NodeError> {
+    r.read_block()?.ok_or_else(|| NodeError::Other("shard ended early".into()))
 }
 
 /// A shard read's response: frames `from..end` of the shard `info` in `body`.

@@ -177,6 +177,18 @@ async fn shard_put_get_stat_list_delete() {
     let (got, err) = collect(c.get_shard(&n.addr, &id, 5..5).await.unwrap()).await;
     assert!(got.is_empty() && err.is_none());
     assert!(matches!(c.get_shard(&n.addr, &id, 6..9).await, Err(NodeError::BadRequest(_))));
+    // One block at a time (read without the blocking pool), up to and past the end.
+    for i in 0..5 {
+        let (got, err) = collect(c.get_shard(&n.addr, &id, i..i + 1).await.unwrap()).await;
+        assert!(err.is_none());
+        assert_eq!(got, fs[i as usize..i as usize + 1]);
+    }
+    let (got, err) = collect(c.get_shard(&n.addr, &id, 5..6).await.unwrap()).await;
+    assert!(got.is_empty() && err.is_none());
+    assert!(matches!(c.get_shard(&n.addr, &id, 6..7).await, Err(NodeError::BadRequest(_))));
+    for range in [u32::MAX - 1..u32::MAX, u32::MAX..u32::MAX] {
+        assert!(matches!(c.get_shard(&n.addr, &id, range).await, Err(NodeError::BadRequest(_))));
+    }
 
     // Listing.
     let other = sid(0x01, 0);
