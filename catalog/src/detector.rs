@@ -22,7 +22,9 @@
 //! catalog, shown by `sillok admin status`) and is logged. A replica that has
 //! just become leader has no reports older than its leadership, so it counts
 //! silence from the moment it took over: a leader change delays a decision,
-//! never hastens one. A refused change (the map cannot place the profile
+//! never hastens one. Likewise a node new to the map (`rebalance apply` of a
+//! `node add`) is silent only from the first tick that saw it in the map, so
+//! it has `down_after` to start and report before it can be marked down. A refused change (the map cannot place the profile
 //! without the node, say) is logged and retried once a minute, not every
 //! second.
 
@@ -67,6 +69,8 @@ fn now_ms() -> i64 {
 pub(crate) async fn detect_forever(sh: Arc<crate::server::Shared>, settings: DetectorSettings) {
     let mut leading_since: Option<Instant> = None;
     let mut refused: BTreeMap<(NodeId, &'static str), Instant> = BTreeMap::new();
+    // When this leadership first saw each node in the map.
+    let mut in_map_since: BTreeMap<NodeId, Instant> = BTreeMap::new();
     loop {
         tokio::time::sleep(Duration::from_secs(1)).await;
         let leading = {
@@ -75,6 +79,7 @@ pub(crate) async fn detect_forever(sh: Arc<crate::server::Shared>, settings: Det
         };
         if !leading {
             leading_since = None;
+            in_map_since.clear();
             continue;
         }
         let since = *leading_since.get_or_insert_with(Instant::now);
@@ -83,8 +88,17 @@ pub(crate) async fn detect_forever(sh: Arc<crate::server::Shared>, settings: Det
         let Some(map) = map else { continue };
         let heard: BTreeMap<NodeId, Instant> =
             sh.reports.lock().expect("reports lock").iter().map(|(id, (at, _))| (*id, *at)).collect();
-        // Silence counts from the later of the last report and the start of this leadership.
-        let silence = |id: NodeId| heard.get(&id).map_or(since, |at| (*at).max(since)).elapsed();
+        let now = Instant::now();
+        in_map_since.retain(|id, _| map.topology.nodes.iter().any(|n| n.id == *id));
+        for node in &map.topology.nodes {
+            in_map_since.entry(node.id).or_insert(now);
+        }
+        // Silence counts from the latest of the last report, the start of this
+        // leadership and the first tick that saw the node in the map.
+        let silence = |id: NodeId| {
+            let from = in_map_since.get(&id).map_or(since, |seen| (*seen).max(since));
+            heard.get(&id).map_or(from, |at| (*at).max(from)).elapsed()
+        };
         for node in &map.topology.nodes {
             let quiet = silence(node.id);
             let by_detector = transitions.get(&node.id).is_some_and(|t| t.reason.starts_with(SILENT));

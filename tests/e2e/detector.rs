@@ -77,3 +77,41 @@ async fn a_silent_node_goes_down_then_out_unless_held_and_comes_back_up_when_it_
         .count();
     assert!(log > 0, "the leader logs each transition");
 }
+
+/// A node that `rebalance apply` adds is silent only from when the leader
+/// first sees it in the map, so it has down-after to start and report. Until
+/// this was fixed, silence counted from the start of the leadership, so a node
+/// added to a cluster whose leader had led for longer than down-after was
+/// marked down by the next detector tick (within a second of the apply) and
+/// back up once it reported: two needless map changes, with gateways routing
+/// around a node that had not had a chance to start.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_just_added_has_down_after_to_start_before_it_is_marked_down() {
+    let c = DevCluster::start_with(&["--catalog-arg=--down-after-ms=5000"]);
+    // The leader has led for longer than down-after.
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    let addr = format!("127.0.0.1:{}", free_port());
+    c.admin_ok(&["node", "add", "--site", "site-a", "--addr", &addr]);
+    let out = c.admin_ok(&["rebalance", "apply"]);
+    let applied = std::time::Instant::now();
+    let id: u64 = out
+        .lines()
+        .find_map(|l| l.strip_prefix("added node n").and_then(|id| id.trim().parse().ok()))
+        .unwrap_or_else(|| panic!("no added node in: {out}"));
+    // For half of down-after (the apply committed before `applied`), the new
+    // node stays up; at least one look is taken.
+    loop {
+        let state = node_state(&c, id).unwrap();
+        assert_eq!(state.0, "up", "node {id} {:.1} s after the apply: {state:?}", applied.elapsed().as_secs_f64());
+        if applied.elapsed() > Duration::from_millis(2500) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    // Never started, it does go down once down-after has passed ...
+    let reason = wait_state(&c, id, "down", Duration::from_secs(30)).await;
+    assert!(reason.starts_with("not heard for"), "reason: {reason}");
+    // ... and comes back up when it starts and reports.
+    let _node = c.start_added_node("site-a", id, &addr, &[]);
+    assert_eq!(wait_state(&c, id, "up", Duration::from_secs(30)).await, "reporting again");
+}
