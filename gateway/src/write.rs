@@ -494,7 +494,7 @@ where
         )));
     }
     if !failures.is_empty() {
-        tracing::warn!(object_id, failures = %failures.join("; "), "PUT acknowledged with missing shards (queued for repair)");
+        tracing::warn!(object_id, failures = %failures.join("; "), "PUT acknowledged with missing shards (the rebuild rounds of their slot nodes write them)");
     }
     let sharded = Sharded {
         object_id,
