@@ -164,7 +164,10 @@ async fn place_and_check(
         objects.extend(put_objects(c, "subs", &format!("{prefix}-{round}"), 20).await);
         let placed = new_objects(cluster, &before);
         if live_suspicions(cluster, dead) == suspicions {
-            check(&placed);
+            if let Err(failed) = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| check(&placed))) {
+                print_log_lines_of(cluster, &placed);
+                std::panic::resume_unwind(failed);
+            }
             return objects;
         }
         eprintln!("{prefix}: round {round}: the gateway suspected a live node meanwhile; writing again");
@@ -173,6 +176,22 @@ async fn place_and_check(
         "{prefix}: in each of 4 rounds of 20 PUTs the gateway suspected a live node; its log:\n{}",
         cluster.gateway_log()
     );
+}
+
+/// For whoever reads a failure: every process's log lines that name one of
+/// the objects, and the gateway's warnings.
+fn print_log_lines_of(cluster: &DevCluster, placed: &BTreeMap<String, Vec<Shard>>) {
+    let Ok(logs) = std::fs::read_dir(cluster.dir.path().join("logs")) else { return };
+    for entry in logs.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let text = std::fs::read_to_string(entry.path()).unwrap_or_default();
+        for line in text.lines() {
+            let warning = name == "gateway.log" && !line.contains(" INFO ");
+            if warning || placed.keys().any(|oid| line.contains(oid.as_str())) {
+                eprintln!("{name}: {line}");
+            }
+        }
+    }
 }
 
 /// `(id, pid)` of every storage node of `site`, by id.
