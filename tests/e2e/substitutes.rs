@@ -142,14 +142,38 @@ fn live_suspicions(cluster: &DevCluster, dead: &[u64]) -> usize {
         .count()
 }
 
+/// The live nodes (not in `dead`) that the gateway suspects now: its log's
+/// last word on them was "node marked suspect", not "node healthy again".
+fn live_suspects_now(cluster: &DevCluster, dead: &[u64]) -> Vec<String> {
+    let mut suspect: BTreeMap<String, bool> = BTreeMap::new();
+    for line in cluster.gateway_log().lines() {
+        let marked = line.contains("node marked suspect");
+        if !marked && !line.contains("node healthy again") {
+            continue;
+        }
+        if let Some(node) = line.split_whitespace().find_map(|w| w.strip_prefix("node=")) {
+            suspect.insert(node.to_string(), marked);
+        }
+    }
+    suspect
+        .into_iter()
+        .filter(|(node, marked)| *marked && !dead.iter().any(|id| *node == format!("n{id}")))
+        .map(|(node, _)| node)
+        .collect()
+}
+
 /// Writes 20 objects under `prefix` and checks where their shards went with
 /// `check` (given the new objects' shards). A live node that the gateway
 /// suspects (one of its calls timed out: on a loaded 2-core machine a
 /// healthy node can be that slow) rightly changes where shards go, and a
 /// shard upload it gave up on may still land; so a round during which that
-/// happened is no test of placement. It is written again under a new
-/// prefix, up to 4 rounds; the check is strict on the first round with no
-/// such suspicion. Returns every object written, for the read-back.
+/// happened is no test of placement (nor is one that starts while such a
+/// suspicion lasts: the shards then go to substitutes, and the slot node's
+/// rebuild copies them home). A round starts once no live node is suspect,
+/// and one during which the gateway suspected a live node is written again
+/// under a new prefix, up to 4 rounds; the check is strict on the first
+/// round with no such suspicion. Returns every object written, for the
+/// read-back.
 async fn place_and_check(
     cluster: &DevCluster,
     c: &aws_sdk_s3::Client,
@@ -159,6 +183,11 @@ async fn place_and_check(
 ) -> Vec<(String, Vec<u8>)> {
     let mut objects = Vec::new();
     for round in 1..=4 {
+        wait_until(Duration::from_secs(60), "no live node suspect by the gateway", async || {
+            let now = live_suspects_now(cluster, dead);
+            if now.is_empty() { Ok(()) } else { Err(format!("{now:?}")) }
+        })
+        .await;
         let suspicions = live_suspicions(cluster, dead);
         let before = shards_on_disk(cluster);
         objects.extend(put_objects(c, "subs", &format!("{prefix}-{round}"), 20).await);
