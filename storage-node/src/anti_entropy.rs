@@ -88,22 +88,28 @@ impl Upkeeper {
         let Some(map) = self.map.borrow().clone() else { return Ok(SyncRound::default()) };
         let (t0, bytes0) = (std::time::Instant::now(), self.stats.sync_bytes.load(Relaxed));
         // My digest of each PG I am a replica of (any row), and who else holds it.
-        let mut mine: BTreeMap<PgId, PgDigest> = BTreeMap::new();
         let mut peers: BTreeMap<NodeId, Vec<PgId>> = BTreeMap::new();
+        let mut held = Vec::new();
         for pg in 0..map.pg_count {
             // Earlier rows too: a former replica that kept a stale copy
             // (an old location, a version since deleted) would otherwise
             // keep its shards referenced, and the collector waiting, for as
             // long as the map remembers the row.
-            if !row_replicas(&map, pg).contains(&self.id) {
+            let replicas = row_replicas(&map, pg);
+            if !replicas.contains(&self.id) {
                 continue;
             }
-            let (count, digest) = self.meta.pg_digest(PgSelector::of(&map, pg)).await?;
-            mine.insert(pg, PgDigest { count, digest: hex::encode(digest) });
-            for node in row_replicas(&map, pg).into_iter().filter(|n| *n != self.id) {
+            held.push(pg);
+            for node in replicas.into_iter().filter(|n| *n != self.id) {
                 peers.entry(node).or_default().push(pg);
             }
         }
+        let digests = self.meta.pg_digests(held.iter().map(|&pg| PgSelector::of(&map, pg)).collect()).await?;
+        let mine: BTreeMap<PgId, PgDigest> = held
+            .into_iter()
+            .zip(digests)
+            .map(|(pg, (count, digest))| (pg, PgDigest { count, digest: hex::encode(digest) }))
+            .collect();
         let client = self.client.at_epoch(map.epoch);
         let mut pulled = 0;
         let mut unheard: BTreeSet<PgId> = peers.values().flatten().copied().collect();

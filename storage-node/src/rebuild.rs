@@ -456,17 +456,11 @@ impl Upkeeper {
         }
         for (node, pgs) in asks {
             let got: Vec<Option<String>> = if node == self.id {
-                let mut v = Vec::with_capacity(pgs.len());
-                for &pg in &pgs {
-                    v.push(
-                        self.meta
-                            .pg_digest(PgSelector::of(map, pg))
-                            .await
-                            .ok()
-                            .map(|(n, d)| format!("{n}:{}", hex::encode(d))),
-                    );
+                let sels = pgs.iter().map(|&pg| PgSelector::of(map, pg)).collect();
+                match self.meta.pg_digests(sels).await {
+                    Ok(d) => d.into_iter().map(|(n, d)| Some(format!("{n}:{}", hex::encode(d)))).collect(),
+                    Err(_) => vec![None; pgs.len()],
                 }
-                v
             } else {
                 let Some(addr) = map.topology.node(node).map(|n| n.addr.clone()) else { continue };
                 let req = PgDigests { pg_count: map.pg_count, function: map.pg_function, pgs: pgs.clone() };

@@ -976,13 +976,19 @@ async fn pg_digests(State(st): State<Arc<AppState>>, body: Body) -> Result<Respo
     if req.pgs.len() > req.pg_count as usize {
         return Err(NodeError::BadRequest("more PGs named than there are".into()).into());
     }
-    let mut out = Vec::with_capacity(req.pgs.len());
+    let mut sels = Vec::with_capacity(req.pgs.len());
     for pg in req.pgs {
         let sel = api::PgSelector { pg, pg_count: req.pg_count, function: req.function };
         check_pg(&sel)?;
-        let (count, digest) = st.meta.pg_digest(sel).await?;
-        out.push(api::PgDigest { count, digest: hex::encode(digest) });
+        sels.push(sel);
     }
+    let out: Vec<api::PgDigest> = st
+        .meta
+        .pg_digests(sels)
+        .await?
+        .into_iter()
+        .map(|(count, digest)| api::PgDigest { count, digest: hex::encode(digest) })
+        .collect();
     Ok(json(StatusCode::OK, &out))
 }
 
