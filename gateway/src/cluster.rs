@@ -80,7 +80,9 @@ impl Cluster {
     }
 
     /// This gateway's clock minus the storage nodes' (ms): the median of the
-    /// probes' measurements (`None` before any probe measured one).
+    /// probes' measurements, each the value nearest zero that its round trip
+    /// allows (`sillok_model::clock::least_offset_ms`; `None` before any
+    /// probe measured one).
     pub fn clock_offset_ms(&self) -> Option<i64> {
         let mut v: Vec<i64> = self.offsets.read().expect("offsets lock").values().map(|o| -o).collect();
         if v.is_empty() {
@@ -229,7 +231,7 @@ impl Cluster {
             for (node, health) in answers {
                 self.mark_healthy(node);
                 if let Some(offset) = health.clock_offset_ms {
-                    self.note_clock(node, offset);
+                    self.note_clock(node, sillok_model::clock::least_offset_ms(offset, health.round_trip_ms));
                 }
                 newest = newest.max(health.epoch);
             }

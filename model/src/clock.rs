@@ -1,8 +1,9 @@
 //! The process's hybrid logical clock: where every [`Version`] comes from.
 //!
-//! Owns: one clock per process ([`now`], [`observe`]) and the test-only
+//! Owns: one clock per process ([`now`], [`observe`]), the test-only
 //! offset that simulates a process whose wall clock is wrong
-//! ([`set_offset_ms`]).
+//! ([`set_offset_ms`]), and how one offset measurement between processes is
+//! read ([`least_offset_ms`]).
 //!
 //! Invariants:
 //! - [`now`] never goes backwards and never repeats: each call returns more
@@ -41,6 +42,17 @@ pub fn wall_ms() -> i64 {
     (wall_nanos() / 1_000_000) as i64
 }
 
+/// An offset measurement between two processes, made fair to a slow call:
+/// the peer stamped its answer somewhere within the call's round trip, so the
+/// true offset lies within half a round trip of the midpoint `estimate`. The
+/// value of that interval nearest zero is returned, so a starved machine's
+/// slow calls do not make a good clock look bad (bounds are checked against
+/// what is sure). A negative round trip (a clock stepped back) gives no slack.
+pub fn least_offset_ms(estimate: i64, round_trip_ms: i64) -> i64 {
+    let slack = round_trip_ms.max(0) / 2;
+    if estimate > 0 { (estimate - slack).max(0) } else { (estimate + slack).min(0) }
+}
+
 /// A new version: newer than every version this process made or observed.
 pub fn now() -> Version {
     let wall = wall_nanos();
@@ -68,6 +80,15 @@ pub fn set_offset_ms(ms: i64) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn least_offset_takes_the_value_nearest_zero_within_half_a_round_trip() {
+        assert_eq!(least_offset_ms(700, 100), 650);
+        assert_eq!(least_offset_ms(-700, 100), -650);
+        assert_eq!(least_offset_ms(-40, 100), 0);
+        assert_eq!(least_offset_ms(40, 100), 0);
+        assert_eq!(least_offset_ms(5, -3), 5, "a clock stepped back during the call gives no slack");
+    }
 
     #[test]
     fn versions_grow_past_everything_observed_even_with_a_clock_behind() {

@@ -218,13 +218,13 @@ impl Upkeeper {
     pub async fn measure_clock(&self) {
         let Some(map) = self.map.borrow().clone() else { return };
         let calls = map.topology.nodes.iter().filter(|n| n.id != self.id).map(|n| self.client.health(&n.addr));
-        let mut offsets: Vec<i64> = futures::future::join_all(calls)
+        let measured: Vec<(i64, i64)> = futures::future::join_all(calls)
             .await
             .into_iter()
             // `health` measures the peer's clock minus ours; we keep ours minus theirs.
-            .filter_map(|h| h.ok().and_then(|h| h.clock_offset_ms).map(|o| -o))
+            .filter_map(|h| h.ok().and_then(|h| h.clock_offset_ms.map(|o| (-o, h.round_trip_ms))))
             .collect();
-        self.clock.note(&mut offsets);
+        self.clock.note(&measured);
     }
 
     /// Anti-entropy rounds (each after a clock measurement) until the task
