@@ -2,8 +2,7 @@
 # The crate seams, checked: prints the dependency graph between the
 # workspace's crates, refuses a layering break (the pure crates pulling in
 # the network, async or storage stacks), and looks for unused dependencies
-# with cargo-machete (installed by .ci/run; skipped with a loud line where it
-# is not installed).
+# by name (scripts/unused-deps.py).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -36,10 +35,6 @@ forbid sillok-catalog sillok-model sillok-storage-node sillok-gateway
 forbid sillok-storage-node sillok-gateway
 [ "$fail" -eq 0 ] && echo "== layering: ok"
 
-echo "== unused dependencies"
-if command -v cargo-machete >/dev/null 2>&1; then
-    cargo machete || fail=1
-else
-    echo "SKIPPED: cargo-machete not installed (cargo install cargo-machete); unused dependencies not checked"
-fi
+echo "== unused dependencies (scripts/unused-deps.py)"
+python3 scripts/unused-deps.py || fail=1
 exit "$fail"
