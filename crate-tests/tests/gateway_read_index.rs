@@ -5,10 +5,7 @@
 //! index; a name found missing is remembered (the negative cache), but the
 //! gateway's index is always looked at first.
 
-/// Machine-wide loopback port reservations: dev-only code that lives with
-/// `sillok dev` (src/dev_ports.rs) and is compiled into this target as is.
-#[path = "../../src/dev_ports.rs"]
-mod ports;
+use crate::ports;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;

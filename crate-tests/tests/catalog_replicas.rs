@@ -3,10 +3,7 @@
 //! snapshot of a replica that missed compacted entries. (Process-level
 //! failure tests, kill -9 and SIGSTOP, are in the workspace's tests/e2e/catalog.rs.)
 
-/// Machine-wide loopback port reservations: dev-only code that lives with
-/// `sillok dev` (src/dev_ports.rs) and is compiled into this target as is.
-#[path = "../../src/dev_ports.rs"]
-mod ports;
+use crate::ports;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
