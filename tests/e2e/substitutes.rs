@@ -172,8 +172,9 @@ fn live_suspects_now(cluster: &DevCluster, dead: &[u64]) -> Vec<String> {
 /// rebuild copies them home). A round starts once no live node is suspect,
 /// and one during which the gateway suspected a live node is written again
 /// under a new prefix, up to 4 rounds; the check is strict on the first
-/// round with no such suspicion. Returns every object written, for the
-/// read-back.
+/// round with no such suspicion, unless the gateway has suspected a live
+/// node at any time before (see below). Returns every object written, for
+/// the read-back.
 async fn place_and_check(
     cluster: &DevCluster,
     c: &aws_sdk_s3::Client,
@@ -193,11 +194,23 @@ async fn place_and_check(
         objects.extend(put_objects(c, "subs", &format!("{prefix}-{round}"), 20).await);
         let placed = new_objects(cluster, &before);
         if live_suspicions(cluster, dead) == suspicions {
-            if let Err(failed) = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| check(&placed))) {
-                print_log_lines_of(cluster, &placed);
+            let Err(failed) = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| check(&placed))) else {
+                return objects;
+            };
+            print_log_lines_of(cluster, &placed);
+            // A suspicion's effects outlast it: the map may have marked the
+            // slow node down meanwhile (gateways then substitute without
+            // suspecting it), and a rebuild copies a substitute's shard
+            // home. So a failed check after the gateway has suspected a
+            // live node at all is written again, up to the 4 rounds; a
+            // placement rule that is wrong fails every round.
+            if round == 4 || live_suspicions(cluster, dead) == 0 {
                 std::panic::resume_unwind(failed);
             }
-            return objects;
+            eprintln!(
+                "NOTE {prefix}: round {round}: the placement check failed (above) after the gateway had suspected a live node; writing again"
+            );
+            continue;
         }
         eprintln!("{prefix}: round {round}: the gateway suspected a live node meanwhile; writing again");
     }
