@@ -17,7 +17,6 @@ use sillok_catalog::server::{Replica, ReplicaConfig};
 use sillok_catalog::state::{Bucket, Command, KeyRecord, Permission, STANDARD};
 use sillok_catalog::{CatalogClient, ClientTimeouts, ReplicaNode};
 use sillok_gateway::catalog::GatewayCatalog;
-use sillok_placement::{EcProfile, Node, NodeId, NodeState, PlacementMap, Site, Topology};
 use sillok_rpc::auth::Signer;
 
 const SECRET: &str = "test-cluster-secret-0123456789";
@@ -35,21 +34,7 @@ fn key(id: &str) -> KeyRecord {
 }
 
 fn seed() -> Command {
-    let mut t = Topology::default();
-    for (i, s) in ["site-a", "site-b", "site-c"].iter().enumerate() {
-        t.sites.push(Site { id: s.to_string() });
-        for j in 0..2 {
-            let id = (i * 2 + j + 1) as u32;
-            t.nodes.push(Node {
-                id: NodeId(id),
-                site: s.to_string(),
-                addr: format!("127.0.0.1:{}", 20000 + id),
-                weight: 1.0,
-                state: NodeState::Up,
-            });
-        }
-    }
-    let map = PlacementMap::new(t, EcProfile::default(), 64).unwrap();
+    let map = crate::six_node_map();
     let keys = (0..KEYS).map(|i| key(&format!("KEY{i:06}"))).collect();
     Command::Bootstrap { region: "test".into(), map, keys }
 }

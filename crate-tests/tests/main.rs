@@ -9,3 +9,25 @@ mod ports;
 mod catalog_replicas;
 mod gateway_read_index;
 mod storage_node;
+
+use sillok_placement::{EcProfile, Node, NodeId, NodeState, PlacementMap, Site, Topology};
+
+/// The map the catalog tests seed: 3 sites of 2 nodes (ids 1 to 6, none
+/// listening), 4+2, 64 PGs.
+fn six_node_map() -> PlacementMap {
+    let mut t = Topology::default();
+    for (i, s) in ["site-a", "site-b", "site-c"].iter().enumerate() {
+        t.sites.push(Site { id: s.to_string() });
+        for j in 0..2 {
+            let id = (i * 2 + j + 1) as u32;
+            t.nodes.push(Node {
+                id: NodeId(id),
+                site: s.to_string(),
+                addr: format!("127.0.0.1:{}", 20000 + id),
+                weight: 1.0,
+                state: NodeState::Up,
+            });
+        }
+    }
+    PlacementMap::new(t, EcProfile::default(), 64).unwrap()
+}
