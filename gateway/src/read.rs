@@ -1,7 +1,9 @@
 //! The GET path: stream a byte range of an object out of its shards.
 //!
-//! Only the stripes that overlap the range are read. For each stripe the k data
-//! blocks are fetched first (systematic code: when they are all healthy, their
+//! Only the stripes that overlap the range are read. Each shard is one request
+//! for all of those stripes, and the requests to the k data shards' nodes
+//! (or to their replacements) are sent together, not one after the other.
+//! For each stripe the k data blocks are fetched first (systematic code: when they are all healthy, their
 //! bytes go out as they are, without decoding or copying). A shard that is
 //! missing, unreachable, slower than `block_deadline`, or whose block fails its
 //! blake3 check or has the wrong length is dropped for the rest of the read and
@@ -193,34 +195,44 @@ impl StripeReader {
         });
     }
 
-    async fn open(&mut self, index: usize, blocks: Range<u32>) -> Option<ShardReader> {
-        let node = self.locations[index]?;
-        if self.failed[index] {
-            return None;
+    /// Opens shards `indices` for `blocks`, all at once: the requests to
+    /// their nodes are in flight together, so a stripe waits for the slowest
+    /// node rather than for the sum of them. Returns the readers of the
+    /// shards that opened, in the order of `indices`; the others are given up.
+    async fn open(&mut self, indices: &[usize], blocks: Range<u32>) -> Vec<ShardReader> {
+        let map = self.cluster.map();
+        let client = self.cluster.client(&map);
+        let mut calls = Vec::with_capacity(indices.len());
+        for &index in indices {
+            let Some(node) = self.locations[index] else { continue };
+            if self.failed[index] {
+                continue;
+            }
+            let Some(addr) = map.topology.node(node).map(|n| n.addr.clone()) else { continue };
+            let id = ShardId { object_id: self.s.object_id.clone(), index: index as u8 };
+            let (client, blocks, deadline) = (client.clone(), blocks.clone(), self.settings.block_deadline);
+            calls.push(async move {
+                (index, node, tokio::time::timeout(deadline, client.get_shard(&addr, &id, blocks)).await)
+            });
         }
-        let addr = self.cluster.addr(node)?;
-        let id = ShardId { object_id: self.s.object_id.clone(), index: index as u8 };
-        let r = tokio::time::timeout(
-            self.settings.block_deadline,
-            self.cluster.client(&self.cluster.map()).get_shard(&addr, &id, blocks),
-        )
-        .await;
-        match r {
-            Ok(Ok(stream)) => Some(ShardReader { index, node, stream }),
-            Ok(Err(e)) => {
-                self.cluster.note_error(node, &e);
-                if matches!(e, NodeError::NotFound | NodeError::Corrupt(_)) && !self.failed[index] {
-                    self.report_bad(index);
+        let mut readers = Vec::with_capacity(calls.len());
+        for (index, node, r) in futures::future::join_all(calls).await {
+            match r {
+                Ok(Ok(stream)) => readers.push(ShardReader { index, node, stream }),
+                Ok(Err(e)) => {
+                    self.cluster.note_error(node, &e);
+                    if matches!(e, NodeError::NotFound | NodeError::Corrupt(_)) && !self.failed[index] {
+                        self.report_bad(index);
+                    }
+                    self.give_up(index, &format!("open failed: {e}"));
                 }
-                self.give_up(index, &format!("open failed: {e}"));
-                None
-            }
-            Err(_) => {
-                self.cluster.read_deadlines.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                self.give_up(index, "open timed out");
-                None
+                Err(_) => {
+                    self.cluster.read_deadlines.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    self.give_up(index, "open timed out");
+                }
             }
         }
+        readers
     }
 
     async fn run(
@@ -239,17 +251,13 @@ impl StripeReader {
         // a last resort below (a node marked down in the map may well be
         // running and hold its shards).
         let suspect = |me: &Self, i: usize| me.locations[i].is_some_and(|n| me.cluster.is_suspect(n));
-        let mut readers: Vec<ShardReader> = Vec::with_capacity(width);
         for i in 0..k {
-            if suspect(&self, i) {
-                continue;
-            }
-            if let Some(r) = self.open(i, block_range.clone()).await {
-                readers.push(r);
-            } else if self.locations[i].is_none() {
+            if self.locations[i].is_none() {
                 self.give_up(i, "not stored");
             }
         }
+        let data: Vec<usize> = (0..k).filter(|i| !suspect(&self, *i)).collect();
+        let mut readers: Vec<ShardReader> = self.open(&data, block_range.clone()).await;
 
         for stripe in first..=last {
             let stripe_start = stripe * stripe_size;
@@ -302,16 +310,16 @@ impl StripeReader {
                     (k..width).chain(0..k).filter(|i| !in_use.contains(i) && blocks[*i].is_none()).collect();
                 // Shards on suspect nodes last (the sort is stable).
                 candidates.sort_by_key(|i| suspect(&self, *i));
-                let mut still_needed = k - have;
-                for i in candidates {
-                    if still_needed == 0 {
-                        break;
-                    }
-                    if let Some(r) = self.open(i, stripe as u32..last as u32 + 1).await {
-                        readers.push(r);
-                        opened = true;
-                        still_needed -= 1;
-                    }
+                // As many at once as are still needed, more if some fail to
+                // open (every reader in the list has delivered this stripe's
+                // block, so `readers.len()` is `have` plus the ones opened now).
+                let mut candidates = candidates.as_slice();
+                while readers.len() < k && !candidates.is_empty() {
+                    let (now, later) = candidates.split_at((k - readers.len()).min(candidates.len()));
+                    candidates = later;
+                    let new = self.open(now, stripe as u32..last as u32 + 1).await;
+                    opened |= !new.is_empty();
+                    readers.extend(new);
                 }
                 // Every reader still in the list has delivered this stripe's block;
                 // if no new one could be opened, the stripe cannot be completed.
