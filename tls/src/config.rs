@@ -115,23 +115,25 @@ mod tests {
     }
 
     /// One handshake over a loopback socket, then a byte each way. Returns
-    /// the server's view of the client's certificate (its identity), or the
+    /// the server's view of the client's certificate (its identity), the
+    /// server's certificate and the cipher suite the server chose, or the
     /// client's and server's errors.
     async fn handshake(
         server: Arc<rustls::ServerConfig>,
         client: Arc<rustls::ClientConfig>,
-    ) -> Result<(Option<Identity>, Vec<u8>), String> {
+    ) -> Result<(Option<Identity>, Vec<u8>, rustls::CipherSuite), String> {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let srv = tokio::spawn(async move {
             let (sock, _) = listener.accept().await.unwrap();
             let mut tls = tokio_rustls::TlsAcceptor::from(server).accept(sock).await.map_err(|e| e.to_string())?;
             let id = tls.get_ref().1.peer_certificates().and_then(|c| peer_identity(&c[0]));
+            let suite = tls.get_ref().1.negotiated_cipher_suite().expect("handshake done").suite();
             let mut b = [0u8; 1];
             tls.read_exact(&mut b).await.map_err(|e| e.to_string())?;
             tls.write_all(&b).await.map_err(|e| e.to_string())?;
             tls.shutdown().await.ok();
-            Ok::<_, String>(id)
+            Ok::<_, String>((id, suite))
         });
         let client_side = async {
             let sock = tokio::net::TcpStream::connect(addr).await.unwrap();
@@ -148,7 +150,7 @@ mod tests {
         let (c, s) = tokio::join!(client_side, srv);
         let s = s.unwrap();
         match (c, s) {
-            (Ok(cert), Ok(id)) => Ok((id, cert)),
+            (Ok(cert), Ok((id, suite))) => Ok((id, cert, suite)),
             (c, s) => Err(format!("client: {:?}; server: {:?}", c.err(), s.err())),
         }
     }
@@ -161,9 +163,11 @@ mod tests {
 
         // A client of the cluster: both sides see each other's identity.
         let ours = ReloadingCert::load(&f.client.0, &f.client.1).unwrap();
-        let (id, cert) = handshake(server.clone(), client_config(&f.ca, Some(ours)).unwrap()).await.unwrap();
+        let (id, cert, suite) = handshake(server.clone(), client_config(&f.ca, Some(ours)).unwrap()).await.unwrap();
         assert_eq!(id, Some(Identity::new("c1", Role::Gateway).unwrap()));
         assert_eq!(peer_identity(&cert), Some(Identity::new("c1", Role::Node).unwrap()));
+        // Two Sillok processes agree on the cheaper AES suite (`provider`).
+        assert_eq!(suite, rustls::CipherSuite::TLS13_AES_128_GCM_SHA256);
 
         // A client certificate from another CA is refused.
         let theirs = ReloadingCert::load(&f.stranger.0, &f.stranger.1).unwrap();
@@ -177,7 +181,7 @@ mod tests {
 
         // Without a client CA, none is asked for.
         let open = server_config(server_cert, None).unwrap();
-        let (id, _) = handshake(open, client_config(&f.ca, None).unwrap()).await.unwrap();
+        let (id, _, _) = handshake(open, client_config(&f.ca, None).unwrap()).await.unwrap();
         assert_eq!(id, None);
     }
 
@@ -187,7 +191,7 @@ mod tests {
         let cert = ReloadingCert::load(&f.server.0, &f.server.1).unwrap();
         let server = server_config(cert.clone(), None).unwrap();
         let client = client_config(&f.ca, None).unwrap();
-        let (_, first) = handshake(server.clone(), client.clone()).await.unwrap();
+        let (_, first, _) = handshake(server.clone(), client.clone()).await.unwrap();
 
         // Nothing changed: nothing reloaded.
         assert!(!cert.reload_if_changed().unwrap());
@@ -201,7 +205,7 @@ mod tests {
         let next = ca.issue(&LeafSpec::new("node-1 renewed").dns("localhost")).unwrap();
         crate::write_private(&f.server.1, next.key_pem.as_bytes()).unwrap();
         assert!(matches!(cert.reload_if_changed(), Err(TlsError::KeyMismatch { .. })));
-        let (_, still) = handshake(server.clone(), client.clone()).await.unwrap();
+        let (_, still, _) = handshake(server.clone(), client.clone()).await.unwrap();
         assert_eq!(still, first);
 
         // The certificate arrives; the watcher picks the pair up.
@@ -211,7 +215,7 @@ mod tests {
         for _ in 0..500 {
             // A new client: one that resumes its session sees the
             // certificate that session was made with.
-            let (_, c) = handshake(server.clone(), client_config(&f.ca, None).unwrap()).await.unwrap();
+            let (_, c, _) = handshake(server.clone(), client_config(&f.ca, None).unwrap()).await.unwrap();
             served = c;
             if served != first {
                 break;
