@@ -14,13 +14,6 @@ mod sim;
 
 use clap::{Parser, Subcommand};
 
-/// mimalloc instead of glibc's malloc: the request paths allocate and free
-/// blocks of up to 256 KiB at a high rate, which glibc serves from fresh
-/// mappings (page faults, pages zeroed) and consolidation; benches/README.md
-/// ("Allocator") has the measurement.
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 #[derive(Parser)]
 #[command(name = "sillok", propagate_version = true, version = concat!(env!("CARGO_PKG_VERSION"), " (commit ", env!("SILLOK_GIT_COMMIT"), ")"), about = "Sillok: an S3-compatible object store that survives the loss of a site")]
 struct Cli {
