@@ -3,7 +3,7 @@
 //! snapshot of a replica that missed compacted entries. (Process-level
 //! failure tests, kill -9 and SIGSTOP, are in the workspace's tests/e2e/catalog.rs.)
 
-use crate::ports;
+use crate::{ports, wait_seeded};
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -128,20 +128,6 @@ fn bucket(name: &str) -> Command {
             lifecycle: None,
             versioning: Default::default(),
         },
-    }
-}
-
-async fn wait_seeded(c: &CatalogClient) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        if let Ok(s) = c.status().await
-            && s.bootstrapped
-            && s.leader.is_some()
-        {
-            return;
-        }
-        assert!(Instant::now() < deadline, "catalog not seeded");
-        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
 

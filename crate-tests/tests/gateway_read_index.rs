@@ -5,12 +5,12 @@
 //! index; a name found missing is remembered (the negative cache), but the
 //! gateway's index is always looked at first.
 
-use crate::ports;
+use crate::{ports, wait_seeded};
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use sillok_catalog::follower::FollowOptions;
 use sillok_catalog::server::{Replica, ReplicaConfig};
@@ -81,18 +81,7 @@ impl One {
                 .await;
         });
         let one = One { dir, addr: listen.to_string(), _stop: tx };
-        let c = one.client();
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            if let Ok(s) = c.status().await
-                && s.bootstrapped
-                && s.leader.is_some()
-            {
-                break;
-            }
-            assert!(Instant::now() < deadline, "catalog not seeded");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        wait_seeded(&one.client()).await;
         one
     }
 

@@ -31,3 +31,19 @@ fn six_node_map() -> PlacementMap {
     }
     PlacementMap::new(t, EcProfile::default(), 64).unwrap()
 }
+
+/// Waits (up to 30 s) until the catalog that `c` talks to is seeded and has
+/// a leader; the catalog and the gateway tests both start one.
+async fn wait_seeded(c: &sillok_catalog::CatalogClient) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        if let Ok(s) = c.status().await
+            && s.bootstrapped
+            && s.leader.is_some()
+        {
+            return;
+        }
+        assert!(std::time::Instant::now() < deadline, "catalog not seeded");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
